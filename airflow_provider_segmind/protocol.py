@@ -1,0 +1,809 @@
+"""The Segmind API's rules, as pure functions: no sockets, no Airflow, no clocks read implicitly.
+
+Both transports (``requests`` on the worker, ``aiohttp`` in the triggerer) and the emulator call
+this module, so URL building, parameter validation, status parsing, error classification and the
+retry policy are written once and cannot drift between the sync and async paths.
+
+A transport's whole job is: build the request from :func:`build_url` and :func:`auth_headers`,
+send it, wrap what came back in an :class:`HttpAnswer`, and hand that to a ``parse_*`` function,
+which either returns a typed value or raises the typed error from :mod:`.exceptions`.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import math
+import random
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Final
+from urllib.parse import quote, urlsplit
+
+from airflow_provider_segmind.exceptions import (
+    SegmindAuthenticationError,
+    SegmindError,
+    SegmindForbiddenError,
+    SegmindInsufficientCreditsError,
+    SegmindInvalidParametersError,
+    SegmindInvalidResponseError,
+    SegmindJobFailedError,
+    SegmindModelNotFoundError,
+    SegmindModelRetiredError,
+    SegmindRateLimitError,
+    SegmindRequestNotFoundError,
+    SegmindServerError,
+    SegmindTransportError,
+    SegmindUnexpectedStatusError,
+)
+
+DEFAULT_BASE_URL: Final = "https://api.segmind.com"
+API_KEY_HEADER: Final = "x-api-key"
+SD3_LARGE_MODEL: Final = "stable-diffusion-3-large-txt2img"
+#: Segmind's reset header for 429s (a UTC timestamp); ``Retry-After`` is honoured too if sent.
+RATE_LIMIT_RESET_HEADER: Final = "x-rate-limit-reset-at-utc"
+#: Response headers of a v1 call worth keeping: they carry cost, credits, seed and timings.
+V1_INTERESTING_HEADERS: Final = (
+    "content-type",
+    "x-request-id",
+    "x-remaining-credits",
+    "x-cost",
+    "x-generation-time",
+    "x-seed-value",
+)
+#: How much of a server's error text we keep: enough to act on, never a whole HTML page.
+MAX_ERROR_TEXT: Final = 500
+
+
+class SegmindJobStatus(StrEnum):
+    """The states of a v2 job. COMPLETED and FAILED are terminal; the others are not."""
+
+    QUEUED = "QUEUED"
+    PROCESSING = "PROCESSING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES: Final = frozenset({SegmindJobStatus.COMPLETED, SegmindJobStatus.FAILED})
+
+
+class Endpoint(StrEnum):
+    """Which call an answer belongs to: the same status code means different things per call."""
+
+    RUN_SYNC = "v1 inference"
+    SUBMIT = "v2 submit"
+    STATUS = "v2 status"
+    RESULT = "v2 result"
+    CREDITS = "credits"
+
+
+# --------------------------------------------------------------------------------------------
+# Secrets
+# --------------------------------------------------------------------------------------------
+
+_KEY_SHAPE = re.compile(r"SG_[0-9A-Za-z]{8,}")
+
+
+def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
+    """Remove API keys from text that came from outside (server error bodies, exception reprs).
+
+    Known secrets are replaced verbatim, and anything shaped like a Segmind key (``SG_`` + hex)
+    is replaced too, so a key echoed back by a proxy cannot reach a log or an exception.
+    """
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return _KEY_SHAPE.sub("***", text)
+
+
+# --------------------------------------------------------------------------------------------
+# URLs
+# --------------------------------------------------------------------------------------------
+
+
+def normalize_base_url(host: str | None, *, schema: str | None = None, port: int | None = None) -> str:
+    """Turn a connection's ``host`` (optionally with schema/port) into a base URL with no trailing slash.
+
+    ``host`` may be a full URL (``http://127.0.0.1:8787``) or a bare host name; empty means
+    Segmind's public API. A path suffix such as ``/v1`` is dropped, because every call adds
+    its own version segment (people paste the SDK's ``base_url`` here).
+    """
+    if not host:
+        return DEFAULT_BASE_URL
+    raw = host.strip()
+    if "://" not in raw:
+        raw = f"{schema or 'https'}://{raw}"
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"Segmind connection host {host!r} is not an http(s) URL or host name")
+    netloc = parts.netloc
+    if port and parts.port is None:
+        netloc = f"{netloc}:{port}"
+    path = parts.path.rstrip("/")
+    if re.fullmatch(r"/v\d+", path):
+        path = ""
+    return f"{parts.scheme}://{netloc}{path}"
+
+
+def _check_slug(model: str) -> str:
+    if not isinstance(model, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._\-]*(/[A-Za-z0-9._\-]+)*", model):
+        raise SegmindInvalidParametersError(
+            f"model {model!r} is not a Segmind model slug: use letters, digits, '.', '_' and '-' "
+            f"(for example {SD3_LARGE_MODEL!r})",
+            field="model",
+            allowed="a model slug such as " + SD3_LARGE_MODEL,
+        )
+    return model
+
+
+def run_sync_url(base_url: str, model: str) -> str:
+    """``POST`` target of a v1 (blocking) inference."""
+    return f"{base_url}/v1/{_check_slug(model)}"
+
+
+def submit_url(base_url: str, model: str) -> str:
+    """``POST`` target of a v2 (queued) submit."""
+    return f"{base_url}/v2/{_check_slug(model)}"
+
+
+def _check_request_id(request_id: str) -> str:
+    if not isinstance(request_id, str) or not re.fullmatch(r"[A-Za-z0-9._\-]{1,128}", request_id):
+        raise SegmindInvalidParametersError(
+            f"request_id {request_id!r} is not a Segmind request id (letters, digits, '-', '_', '.')",
+            field="request_id",
+            allowed="the request_id a v2 submit returned",
+        )
+    return request_id
+
+
+def status_url(base_url: str, request_id: str) -> str:
+    """``GET`` target for a v2 job's status."""
+    return f"{base_url}/v2/requests/{quote(_check_request_id(request_id))}/status"
+
+
+def result_url(base_url: str, request_id: str) -> str:
+    """``GET`` target for a v2 job's result."""
+    return f"{base_url}/v2/requests/{quote(_check_request_id(request_id))}"
+
+
+def credits_url(base_url: str) -> str:
+    """``GET`` target for the account's remaining credits (free: does not bill)."""
+    return f"{base_url}/v1/get-user-credits"
+
+
+def same_origin(url: str, base_url: str) -> bool:
+    """Whether ``url`` is on the configured API's scheme, host and port.
+
+    We follow the absolute ``status_url``/``response_url`` a submit returns (as the SDK does),
+    but only on the same origin: those calls carry the API key, and a URL from a response body
+    must never make us send it to another host.
+    """
+    a, b = urlsplit(url), urlsplit(base_url)
+    return (a.scheme, a.hostname, a.port) == (b.scheme, b.hostname, b.port)
+
+
+def auth_headers(api_key: str, *, json_body: bool = False) -> dict[str, str]:
+    """Headers for an API call. Only ever built inside a transport, never stored or logged."""
+    headers = {API_KEY_HEADER: api_key, "Accept": "application/json"}
+    if json_body:
+        headers["Content-Type"] = "application/json"
+    return headers
+
+
+# --------------------------------------------------------------------------------------------
+# Parameter validation
+# --------------------------------------------------------------------------------------------
+
+#: Stability's standard SD3 output size per aspect ratio (also what the emulator renders).
+SD3_SIZES: Final[Mapping[str, tuple[int, int]]] = {
+    "1:1": (1024, 1024),
+    "16:9": (1344, 768),
+    "21:9": (1536, 640),
+    "2:3": (832, 1216),
+    "3:2": (1216, 832),
+    "4:5": (896, 1088),
+    "5:4": (1088, 896),
+    "9:16": (768, 1344),
+    "9:21": (640, 1536),
+}
+SD3_ASPECT_RATIOS: Final = tuple(SD3_SIZES)
+SD3_MODES: Final = ("text-to-image", "image-to-image")
+SD3_OUTPUT_FORMATS: Final = ("jpeg", "png")
+SD3_PROMPT_MAX_CHARS: Final = 10_000
+SD3_SEED_MAX: Final = 4_294_967_294
+SD3_DEFAULTS: Final[Mapping[str, Any]] = {
+    "negative_prompt": "",
+    "aspect_ratio": "1:1",
+    "mode": "text-to-image",
+    "output_format": "jpeg",
+    "base64": False,
+}
+SD3_FIELDS: Final = frozenset({"prompt", "image", "strength", "seed", *SD3_DEFAULTS})
+
+
+def _allowed(values: Iterable[str]) -> str:
+    return ", ".join(repr(v) for v in values)
+
+
+def _invalid(field_name: str, problem: str, allowed: str) -> SegmindInvalidParametersError:
+    return SegmindInvalidParametersError(
+        f"Invalid parameter {field_name!r}: {problem}. Allowed: {allowed}.", field=field_name, allowed=allowed
+    )
+
+
+def _check_text(params: Mapping[str, Any], name: str, *, required: bool) -> None:
+    value = params.get(name)
+    allowed = f"a non-blank string of at most {SD3_PROMPT_MAX_CHARS:,} characters"
+    if value is None:
+        if required:
+            raise _invalid(name, "it is missing", allowed)
+        return
+    if not isinstance(value, str):
+        raise _invalid(name, f"got {type(value).__name__}, not a string", allowed)
+    if required and not value.strip():
+        raise _invalid(name, "it is blank", allowed)
+    if len(value) > SD3_PROMPT_MAX_CHARS:
+        raise _invalid(name, f"it is {len(value):,} characters long", allowed)
+
+
+def _check_choice(params: Mapping[str, Any], name: str, choices: tuple[str, ...]) -> None:
+    if name in params and params[name] not in choices:
+        raise _invalid(name, f"got {params[name]!r}", _allowed(choices))
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def validate_sd3_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate Stable Diffusion 3 Large parameters; return them with the documented defaults filled in.
+
+    Raises :class:`SegmindInvalidParametersError` naming the field and the allowed values, so a bad
+    DAG fails on the worker before any credit is spent. Unknown fields are refused too: the API
+    ignores them silently, which turns a typo (``aspect-ratio``) into an image nobody asked for.
+    """
+    unknown = sorted(set(params) - SD3_FIELDS)
+    if unknown:
+        raise _invalid(unknown[0], "unknown parameter for " + SD3_LARGE_MODEL, _allowed(sorted(SD3_FIELDS)))
+    _check_text(params, "prompt", required=True)
+    _check_text(params, "negative_prompt", required=False)
+    _check_choice(params, "aspect_ratio", SD3_ASPECT_RATIOS)
+    _check_choice(params, "mode", SD3_MODES)
+    _check_choice(params, "output_format", SD3_OUTPUT_FORMATS)
+    if "base64" in params and not isinstance(params["base64"], bool):
+        raise _invalid("base64", f"got {params['base64']!r}", "true or false")
+    if params.get("seed") is not None:
+        seed = params["seed"]
+        if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= SD3_SEED_MAX:
+            raise _invalid("seed", f"got {seed!r}", f"an integer from 0 to {SD3_SEED_MAX}")
+    mode = params.get("mode", SD3_DEFAULTS["mode"])
+    if mode == "image-to-image":
+        image = params.get("image")
+        if not isinstance(image, str) or not image.strip():
+            raise _invalid("image", "image-to-image mode needs an input image", "an image URL or base64 string")
+        strength = params.get("strength")
+        if strength is None or not _is_number(strength) or not 0 <= strength <= 1:
+            raise _invalid("strength", f"image-to-image mode needs it, got {strength!r}", "a number from 0 to 1")
+    else:
+        for name in ("image", "strength"):
+            if params.get(name) is not None:
+                raise _invalid(name, "only used in image-to-image mode", "omit it, or set mode='image-to-image'")
+    return {**SD3_DEFAULTS, **{k: v for k, v in params.items() if v is not None}}
+
+
+def validate_params(model: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate parameters for ``model``: SD3 Large is checked in full, other slugs pass through.
+
+    Segmind hosts hundreds of models whose parameters we cannot know; for those we only insist
+    the body is a JSON object, so a generic operator still fails early on garbage.
+    """
+    _check_slug(model)
+    if not isinstance(params, Mapping):
+        raise _invalid("params", f"got {type(params).__name__}", "a mapping of parameter names to values")
+    if model == SD3_LARGE_MODEL:
+        return validate_sd3_params(params)
+    try:
+        json.dumps(params)
+    except (TypeError, ValueError) as err:
+        raise _invalid("params", f"not JSON-serializable ({err})", "JSON values only") from None
+    return dict(params)
+
+
+# --------------------------------------------------------------------------------------------
+# Answers and their parsing
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HttpAnswer:
+    """What came back from one HTTP call, transport-neutral. Headers are lower-cased."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+    url: str = ""
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("content-type", "").split(";")[0].strip().lower()
+
+    def json(self) -> Any:
+        """The body as JSON, or :class:`SegmindInvalidResponseError` if it is not JSON."""
+        try:
+            return json.loads(self.body)
+        except ValueError:
+            raise SegmindInvalidResponseError(
+                f"Segmind answered HTTP {self.status} with a body that is not JSON "
+                f"({self.content_type or 'no content type'}: {_snippet(self.body)!r}). "
+                "A proxy or an outage page is the usual cause; it is retried.",
+                status_code=self.status,
+            ) from None
+
+
+def lower_headers(items: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Lower-case header names (first value wins), the form :class:`HttpAnswer` expects."""
+    out: dict[str, str] = {}
+    for name, value in items:
+        out.setdefault(name.lower(), value)
+    return out
+
+
+def _snippet(body: bytes, limit: int = 120) -> str:
+    text = body[:limit].decode("utf-8", "replace")
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def _error_text(answer: HttpAnswer) -> str | None:
+    """The server's ``error`` text from a JSON error body (or a short snippet of anything else)."""
+    try:
+        body = json.loads(answer.body)
+    except ValueError:
+        return _snippet(answer.body) or None
+    if isinstance(body, dict):
+        for key in ("error", "detail", "message"):
+            value = body.get(key)
+            if value:
+                text = value if isinstance(value, str) else json.dumps(value)
+                return redact(text)[:MAX_ERROR_TEXT]
+    return None
+
+
+def _json_object(answer: HttpAnswer, endpoint: Endpoint) -> dict[str, Any]:
+    body = answer.json()
+    if not isinstance(body, dict):
+        raise SegmindInvalidResponseError(
+            f"Segmind's {endpoint.value} answer is JSON but not an object: {_snippet(answer.body)!r}",
+            status_code=answer.status,
+        )
+    return body
+
+
+def parse_retry_after(headers: Mapping[str, str], now: float) -> float | None:
+    """Seconds to wait from ``Retry-After`` (seconds or HTTP date) or Segmind's reset timestamp.
+
+    :param now: the current UNIX time; passed in so this stays a pure function.
+    """
+    raw = headers.get("retry-after")
+    if raw:
+        try:
+            return max(0.0, float(raw))
+        except ValueError:
+            parsed = email.utils.parsedate_to_datetime(raw) if raw else None
+            if parsed is not None:
+                return max(0.0, parsed.timestamp() - now)
+    raw = headers.get(RATE_LIMIT_RESET_HEADER)
+    if raw:
+        try:
+            value = float(raw)
+            # Either an epoch timestamp (seconds or ms) or, from some gateways, seconds to wait.
+            if value > 1e12:
+                value /= 1000.0
+            return max(0.0, value - now) if value > 1e9 else max(0.0, value)
+        except ValueError:
+            from datetime import UTC, datetime
+
+            try:
+                stamp = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+            except ValueError:
+                return None
+            if stamp.tzinfo is None:
+                stamp = stamp.replace(tzinfo=UTC)
+            return max(0.0, stamp.timestamp() - now)
+    return None
+
+
+_SUBMIT_404_HINT = "Check the model slug on segmind.com/models (slugs are lower-case, with dashes)."
+
+
+def classify_error(
+    answer: HttpAnswer, endpoint: Endpoint, *, request_id: str | None = None, now: float = 0.0
+) -> SegmindError:
+    """Turn a non-success answer into the typed error that says what happened and what to do.
+
+    The same status means different things per call: 404 at submit is an unknown model, at status
+    it is an unknown or expired request; 422 at submit is a bad parameter, at status a FAILED job.
+    """
+    status = answer.status
+    text = _error_text(answer)
+    said = f": {text}" if text else ""
+    where = f"Segmind {endpoint.value}" + (f" for request {request_id}" if request_id else "")
+    common: dict[str, Any] = {"status_code": status, "error_text": text, "request_id": request_id}
+    if status == 401:
+        return SegmindAuthenticationError(
+            f"{where} was refused (HTTP 401){said}. The API key is missing, wrong or expired: "
+            "put a valid key in the Segmind connection's password (API Key) field.",
+            **common,
+        )
+    if status == 403:
+        return SegmindForbiddenError(
+            f"{where} was forbidden (HTTP 403){said}. The key is valid but this account may not use "
+            "this model or endpoint: check the plan and the model's access on segmind.com.",
+            **common,
+        )
+    if status == 404:
+        if endpoint in (Endpoint.STATUS, Endpoint.RESULT):
+            return SegmindRequestNotFoundError(
+                f"{where} was not found (HTTP 404){said}. The id is unknown or its 1 hour retention "
+                "has passed: submit the job again to get a new result.",
+                **common,
+            )
+        return SegmindModelNotFoundError(f"{where} was not found (HTTP 404){said}. {_SUBMIT_404_HINT}", **common)
+    if status == 410:
+        return SegmindModelRetiredError(
+            f"{where} failed: the model is retired (HTTP 410){said}. Choose a current model slug.", **common
+        )
+    if status == 406:
+        return SegmindInsufficientCreditsError(
+            f"{where} was refused: insufficient credits (HTTP 406){said}. Top up the Segmind account "
+            "before running again; nothing was generated or billed.",
+            **common,
+        )
+    if status in (400, 422):
+        if endpoint in (Endpoint.STATUS, Endpoint.RESULT):
+            # A FAILED job arrives as 422 with a JSON body; parse_status/parse_result handle it
+            # before reaching here, so this is a 400/422 without that body.
+            return SegmindJobFailedError(f"{where} reports the job failed (HTTP {status}){said}.", **common)
+        return SegmindInvalidParametersError(
+            f"{where} rejected the parameters (HTTP {status}){said}. Fix the task's parameters; nothing was billed.",
+            **common,
+        )
+    if status == 429:
+        return SegmindRateLimitError(
+            f"{where} was rate limited (HTTP 429){said}. The plan allows 5 (Free) or 50 (Pro) "
+            "requests a minute: lower the DAG's concurrency with a pool, or upgrade.",
+            retry_after=parse_retry_after(answer.headers, now),
+            **common,
+        )
+    if status >= 500:
+        return SegmindServerError(
+            f"{where} failed on Segmind's side (HTTP {status}){said}. This is usually temporary "
+            "and is retried with backoff.",
+            **common,
+        )
+    return SegmindUnexpectedStatusError(
+        f"{where} answered with unexpected HTTP {status}{said}. "
+        + ("HTTP 405 means a wrong method or URL: check the connection's host." if status == 405 else ""),
+        **common,
+    )
+
+
+@dataclass(frozen=True)
+class SubmitResponse:
+    """A v2 submit's answer. ``status_url``/``response_url`` are already checked to be same-origin."""
+
+    request_id: str
+    status: SegmindJobStatus
+    status_url: str
+    response_url: str
+
+
+@dataclass(frozen=True)
+class JobStatusResponse:
+    """A v2 status answer. ``error`` is the server's reason when ``status`` is FAILED."""
+
+    request_id: str
+    status: SegmindJobStatus
+    metrics: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """A COMPLETED v2 job's result body, with the fields image models carry pulled out.
+
+    ``raw`` is the whole body; model-specific keys stay there. ``base64_image`` is set when the
+    model returned the image inline instead of a URL (``base64: true``).
+    """
+
+    request_id: str
+    status: SegmindJobStatus
+    output: Any
+    output_urls: tuple[str, ...]
+    images: tuple[dict[str, Any], ...]
+    seed: int | None
+    metrics: dict[str, Any]
+    base64_image: str | None
+    raw: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SyncRunResponse:
+    """A v1 inference's answer: the bytes (an image, or JSON for other models) and useful headers."""
+
+    content: bytes
+    content_type: str
+    headers: dict[str, str]
+
+    @property
+    def remaining_credits(self) -> float | None:
+        return _as_float(self.headers.get("x-remaining-credits"))
+
+
+def _as_float(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _parse_status_value(value: Any, answer: HttpAnswer, endpoint: Endpoint) -> SegmindJobStatus:
+    try:
+        return SegmindJobStatus(str(value).upper())
+    except ValueError:
+        raise SegmindInvalidResponseError(
+            f"Segmind's {endpoint.value} answer has an unknown status {value!r}; expected one of "
+            f"{_allowed(s.value for s in SegmindJobStatus)}.",
+            status_code=answer.status,
+        ) from None
+
+
+def _follow(advertised: Any, fallback: str, base_url: str) -> str:
+    is_url = isinstance(advertised, str) and advertised.startswith(("http://", "https://"))
+    if is_url and same_origin(advertised, base_url):
+        return str(advertised)
+    return fallback
+
+
+def parse_submit(answer: HttpAnswer, base_url: str) -> SubmitResponse:
+    """Parse a v2 submit; a 2xx without ``request_id`` is an error (as the SDK treats it)."""
+    if not 200 <= answer.status < 300:
+        raise classify_error(answer, Endpoint.SUBMIT)
+    body = _json_object(answer, Endpoint.SUBMIT)
+    request_id = body.get("request_id")
+    if not isinstance(request_id, str) or not request_id:
+        raise SegmindInvalidResponseError(
+            f"Segmind's v2 submit answered HTTP {answer.status} without a request_id "
+            f"(keys: {sorted(body)}). The job may exist: check the Segmind console before retrying.",
+            status_code=answer.status,
+        )
+    _check_request_id(request_id)
+    return SubmitResponse(
+        request_id=request_id,
+        status=_parse_status_value(body.get("status", "QUEUED"), answer, Endpoint.SUBMIT),
+        status_url=_follow(body.get("status_url"), status_url(base_url, request_id), base_url),
+        response_url=_follow(body.get("response_url"), result_url(base_url, request_id), base_url),
+    )
+
+
+def _failed_body(answer: HttpAnswer) -> dict[str, Any] | None:
+    """The FAILED body Segmind serves under HTTP 422 (or any code), if this answer is one."""
+    try:
+        body = json.loads(answer.body)
+    except ValueError:
+        return None
+    if isinstance(body, dict) and str(body.get("status", "")).upper() == SegmindJobStatus.FAILED.value:
+        return body
+    return None
+
+
+def _metrics(body: Mapping[str, Any]) -> dict[str, Any]:
+    metrics = body.get("metrics")
+    return dict(metrics) if isinstance(metrics, dict) else {}
+
+
+def parse_status(answer: HttpAnswer, request_id: str, *, now: float = 0.0) -> JobStatusResponse:
+    """Parse a v2 status answer. FAILED (HTTP 422 with a JSON body) is a status, not an error."""
+    failed = _failed_body(answer)
+    if failed is not None:
+        error = failed.get("error")
+        return JobStatusResponse(
+            request_id=request_id,
+            status=SegmindJobStatus.FAILED,
+            metrics=_metrics(failed),
+            error=redact(str(error))[:MAX_ERROR_TEXT] if error else "the job failed without an error text",
+        )
+    if not 200 <= answer.status < 300:
+        raise classify_error(answer, Endpoint.STATUS, request_id=request_id, now=now)
+    body = _json_object(answer, Endpoint.STATUS)
+    return JobStatusResponse(
+        request_id=request_id,
+        status=_parse_status_value(body.get("status"), answer, Endpoint.STATUS),
+        metrics=_metrics(body),
+    )
+
+
+def job_failed_error(
+    request_id: str, error: str | None, metrics: Mapping[str, Any] | None = None
+) -> SegmindJobFailedError:
+    """The error for a FAILED job, with the server's reason in the message."""
+    reason = error or "no reason given"
+    return SegmindJobFailedError(
+        f"Segmind job {request_id} FAILED: {reason}. Change the prompt or parameters "
+        "(content-safety blocks surface here too) and run the task again; a new submit is billed.",
+        error_text=error,
+        request_id=request_id,
+        status_code=422,
+        metrics=dict(metrics or {}),
+    )
+
+
+def _output_urls(output: Any, images: Iterable[Mapping[str, Any]]) -> tuple[str, ...]:
+    urls: list[str] = []
+    candidates: list[Any] = [output] if not isinstance(output, list) else list(output)
+    candidates += [img.get("url") for img in images]
+    for item in candidates:
+        if isinstance(item, str) and item.startswith(("http://", "https://")) and item not in urls:
+            urls.append(item)
+    return tuple(urls)
+
+
+def _base64_image(body: Mapping[str, Any]) -> str | None:
+    """Find an inline base64 image: the key is not documented, so look where models put it."""
+    for key in ("image", "output", "images"):
+        value = body.get(key)
+        if isinstance(value, list) and value and isinstance(value[0], str):
+            value = value[0]
+        if isinstance(value, str) and len(value) > 64 and not value.startswith(("http://", "https://", "{", "[")):
+            return value.split(",", 1)[1] if value.startswith("data:") else value
+    return None
+
+
+def parse_result(answer: HttpAnswer, request_id: str, *, now: float = 0.0) -> JobResult:
+    """Parse a v2 result. A FAILED body raises :class:`SegmindJobFailedError` with the reason.
+
+    A result whose status is not COMPLETED yet is returned as is (status QUEUED/PROCESSING) so
+    callers that fetch early can tell; the hook's callers only fetch after COMPLETED.
+    """
+    failed = _failed_body(answer)
+    if failed is not None:
+        raise job_failed_error(request_id, failed.get("error"), _metrics(failed))
+    if not 200 <= answer.status < 300:
+        raise classify_error(answer, Endpoint.RESULT, request_id=request_id, now=now)
+    body = _json_object(answer, Endpoint.RESULT)
+    raw_images = body.get("images")
+    images = tuple(dict(i) for i in raw_images if isinstance(i, dict)) if isinstance(raw_images, list) else ()
+    seed = body.get("seed")
+    return JobResult(
+        request_id=request_id,
+        status=_parse_status_value(body.get("status", "COMPLETED"), answer, Endpoint.RESULT),
+        output=body.get("output"),
+        output_urls=_output_urls(body.get("output"), images),
+        images=images,
+        seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
+        metrics=_metrics(body),
+        base64_image=_base64_image(body),
+        raw=body,
+    )
+
+
+def parse_run_sync(answer: HttpAnswer) -> SyncRunResponse:
+    """Parse a v1 inference: raw image bytes (or JSON for ``base64: true`` and non-image models)."""
+    if not 200 <= answer.status < 300:
+        raise classify_error(answer, Endpoint.RUN_SYNC)
+    if answer.content_type == "text/html":
+        raise SegmindInvalidResponseError(
+            f"Segmind's v1 inference answered HTTP {answer.status} with an HTML page "
+            f"({_snippet(answer.body)!r}); expected an image or JSON. Check the connection's host.",
+            status_code=answer.status,
+        )
+    kept = {name: answer.headers[name] for name in V1_INTERESTING_HEADERS if name in answer.headers}
+    return SyncRunResponse(content=answer.body, content_type=answer.content_type, headers=kept)
+
+
+def parse_credits(answer: HttpAnswer) -> float:
+    """Parse ``GET /v1/get-user-credits`` into the remaining credits.
+
+    The body's shape is not documented; accept a bare number or the first numeric value under
+    the keys accounts APIs use (``credits``, ``remaining_credits``, ``balance``), also nested
+    one level under ``data``.
+    """
+    if not 200 <= answer.status < 300:
+        raise classify_error(answer, Endpoint.CREDITS)
+    body = answer.json()
+    candidates = [body]
+    if isinstance(body, dict):
+        nested = body.get("data")
+        scopes = [body, nested] if isinstance(nested, dict) else [body]
+        candidates = [
+            scope.get(key) for scope in scopes for key in ("credits", "remaining_credits", "balance", "credit_balance")
+        ]
+    for value in candidates:
+        number = _as_float(value) if not isinstance(value, bool) else None
+        if number is not None:
+            return number
+    raise SegmindInvalidResponseError(
+        f"Segmind's credits answer has no credit balance in it: {_snippet(answer.body)!r}", status_code=answer.status
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Retry policy (one for both transports)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When and how long to retry one HTTP call; the sync and async transports both obey it.
+
+    - 429: wait what the server said (``Retry-After`` or the reset header), capped, plus jitter;
+      if it said nothing, back off exponentially.
+    - 5xx, connection errors, undecodable bodies: exponential backoff with full jitter.
+    - 400/401/403/404/406/410/422 and FAILED jobs: never; another attempt gives the same answer.
+    - A submit (``idempotent=False``) is retried only when the server certainly did not accept it:
+      a 429, a 500/502/503 answer, or a connection that never opened. Never after a read timeout or
+      a reset mid-request, and never after a 504, whose upstream may have queued (and billed) the job.
+    """
+
+    max_attempts: int = 5
+    backoff_initial: float = 1.0
+    backoff_max: float = 30.0
+    rate_limit_max_wait: float = 65.0
+    jitter: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("RetryPolicy.max_attempts must be at least 1")
+
+    def is_retryable(self, error: BaseException, *, idempotent: bool) -> bool:
+        """Whether another attempt of the same call may succeed and is safe (never double-bills)."""
+        if not isinstance(error, SegmindError) or not error.transient:
+            return False
+        if idempotent:
+            return True
+        if isinstance(error, SegmindRateLimitError):
+            return True
+        if isinstance(error, SegmindServerError):
+            return error.status_code != 504
+        if isinstance(error, SegmindTransportError):
+            return not error.request_sent
+        return False
+
+    def delay(self, error: BaseException, attempt: int, rng: random.Random | None = None) -> float:
+        """Seconds to wait before attempt ``attempt + 1`` (``attempt`` counts from 1)."""
+        draw = (rng or random._inst).uniform
+        if isinstance(error, SegmindRateLimitError) and error.retry_after is not None:
+            return min(error.retry_after, self.rate_limit_max_wait) + draw(0, self.jitter)
+        ceiling = min(self.backoff_max, self.backoff_initial * (2 ** (attempt - 1)))
+        return draw(ceiling / 2, ceiling) + draw(0, self.jitter) * 0.1
+
+    @classmethod
+    def from_extras(cls, extras: Mapping[str, Any]) -> RetryPolicy:
+        """Build from connection extras ``max_retries`` (attempts after the first) and ``retry_backoff``."""
+        kwargs: dict[str, Any] = {}
+        if extras.get("max_retries") is not None:
+            kwargs["max_attempts"] = int(extras["max_retries"]) + 1
+        if extras.get("retry_backoff") is not None:
+            kwargs["backoff_initial"] = float(extras["retry_backoff"])
+        if extras.get("retry_backoff_max") is not None:
+            kwargs["backoff_max"] = float(extras["retry_backoff_max"])
+        return cls(**kwargs)
+
+
+def transport_error(kind: str, *, request_sent: bool, url: str, detail: str) -> SegmindTransportError:
+    """The error for a failed connection or timeout; the URL has no query and no key in it."""
+    where = urlsplit(url)
+    target = f"{where.scheme}://{where.netloc}{where.path}"
+    advice = (
+        "Segmind may not have received it; it is retried."
+        if not request_sent
+        else "The request may have reached Segmind: reads are retried, a submit is not (it would bill twice)."
+    )
+    message = f"{kind} calling {target}: {redact(detail)[:MAX_ERROR_TEXT]}. {advice}"
+    return SegmindTransportError(message, request_sent=request_sent)
