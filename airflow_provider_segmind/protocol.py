@@ -18,6 +18,7 @@ import random
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Final
 from urllib.parse import quote, urlsplit
@@ -202,8 +203,8 @@ def auth_headers(api_key: str, *, json_body: bool = False) -> dict[str, str]:
 
 #: Stability's standard SD3 output size per aspect ratio (also what the emulator renders).
 SD3_SIZES: Final[Mapping[str, tuple[int, int]]] = {
-    "1:1": (1024, 1024),
     "16:9": (1344, 768),
+    "1:1": (1024, 1024),
     "21:9": (1536, 640),
     "2:3": (832, 1216),
     "3:2": (1216, 832),
@@ -384,37 +385,43 @@ def _json_object(answer: HttpAnswer, endpoint: Endpoint) -> dict[str, Any]:
     return body
 
 
+def _seconds_until(raw: str, now: float) -> float | None:
+    """Seconds from ``now`` to a timestamp given as epoch seconds/ms, ISO 8601 or an HTTP date."""
+    try:
+        value = float(raw)
+    except ValueError:
+        pass
+    else:
+        if value > 1e12:  # epoch milliseconds
+            value /= 1000.0
+        # A small number is a delay in seconds (some gateways send that), a large one a timestamp.
+        return max(0.0, value - now) if value > 1e9 else max(0.0, value)
+    for parse in (_parse_iso, email.utils.parsedate_to_datetime):
+        try:
+            stamp = parse(raw)
+        except (TypeError, ValueError, IndexError):
+            continue
+        if stamp.tzinfo is None:
+            stamp = stamp.replace(tzinfo=UTC)
+        return max(0.0, stamp.timestamp() - now)
+    return None
+
+
+def _parse_iso(raw: str) -> datetime:
+    return datetime.fromisoformat(raw.strip().replace("Z", "+00:00"))
+
+
 def parse_retry_after(headers: Mapping[str, str], now: float) -> float | None:
-    """Seconds to wait from ``Retry-After`` (seconds or HTTP date) or Segmind's reset timestamp.
+    """Seconds to wait from ``Retry-After`` or Segmind's ``x-rate-limit-reset-at-utc``; ``None`` if absent.
 
     :param now: the current UNIX time; passed in so this stays a pure function.
     """
-    raw = headers.get("retry-after")
-    if raw:
-        try:
-            return max(0.0, float(raw))
-        except ValueError:
-            parsed = email.utils.parsedate_to_datetime(raw) if raw else None
-            if parsed is not None:
-                return max(0.0, parsed.timestamp() - now)
-    raw = headers.get(RATE_LIMIT_RESET_HEADER)
-    if raw:
-        try:
-            value = float(raw)
-            # Either an epoch timestamp (seconds or ms) or, from some gateways, seconds to wait.
-            if value > 1e12:
-                value /= 1000.0
-            return max(0.0, value - now) if value > 1e9 else max(0.0, value)
-        except ValueError:
-            from datetime import UTC, datetime
-
-            try:
-                stamp = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-            except ValueError:
-                return None
-            if stamp.tzinfo is None:
-                stamp = stamp.replace(tzinfo=UTC)
-            return max(0.0, stamp.timestamp() - now)
+    for name in ("retry-after", RATE_LIMIT_RESET_HEADER):
+        raw = headers.get(name)
+        if raw:
+            wait = _seconds_until(raw, now)
+            if wait is not None:
+                return wait
     return None
 
 

@@ -1,0 +1,75 @@
+"""Provider metadata Airflow's ProvidersManager reads through the ``apache_airflow_provider`` entry point.
+
+Airflow 3.2+ builds the connection form from ``ui-field-behaviour`` and ``conn-fields`` here
+without importing the hook (so this module must stay import-light); 3.1 calls the hook's
+classmethods instead. Both describe the same form.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow_provider_segmind import __version__
+
+_INTEGRATION = "Segmind"
+_PKG = "airflow_provider_segmind"
+
+
+def _modules(*names: str) -> list[dict[str, Any]]:
+    return [{"integration-name": _INTEGRATION, "python-modules": [f"{_PKG}.{name}" for name in names]}]
+
+
+#: The connection form, written once: provider info (3.2+) and the hook's classmethods (3.1) read it.
+UI_FIELD_BEHAVIOUR: dict[str, Any] = {
+    "hidden_fields": ["schema", "port", "login"],
+    "relabeling": {"password": "API Key", "host": "Base URL"},
+    "placeholders": {
+        "password": "SG_...",
+        "host": "Optional. Defaults to https://api.segmind.com",
+        "extra": '{"read_timeout": 60, "max_retries": 4}',
+    },
+}
+#: Connection extras: name -> (label, JSON type, description). Documented in the README.
+EXTRA_FIELDS: dict[str, tuple[str, str, str]] = {
+    "connect_timeout": ("Connect timeout (s)", "number", "Default 10."),
+    "read_timeout": ("Read timeout (s)", "number", "Default 60."),
+    "run_sync_timeout": ("v1 read timeout (s)", "number", "Default 300."),
+    "max_retries": ("Max retries", "integer", "Retries after the first attempt. Default 4."),
+    "retry_backoff": ("Retry backoff (s)", "number", "First exponential backoff. Default 1."),
+}
+
+
+def _conn_fields() -> dict[str, Any]:
+    return {
+        name: {"label": label, "description": description, "schema": {"type": [kind, "null"], "minimum": 0}}
+        for name, (label, kind, description) in EXTRA_FIELDS.items()
+    }
+
+
+def get_provider_info() -> dict[str, Any]:
+    """Return the provider's metadata (the equivalent of an official provider's provider.yaml)."""
+    return {
+        "package-name": "airflow-provider-segmind",
+        "name": "Segmind",
+        "description": "`Segmind <https://www.segmind.com/>`__ serverless image generation "
+        "(Stable Diffusion 3 Large and any Segmind model): deferrable operators, trigger, sensor, "
+        "S3 transfer and a local emulator.",
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": _INTEGRATION,
+                "external-doc-url": "https://docs.segmind.com/",
+                "tags": ["service"],
+            }
+        ],
+        "hooks": _modules("hooks.segmind"),
+        "connection-types": [
+            {
+                "hook-class-name": f"{_PKG}.hooks.segmind.SegmindHook",
+                "hook-name": "Segmind",
+                "connection-type": "segmind",
+                "ui-field-behaviour": {key.replace("_", "-"): value for key, value in UI_FIELD_BEHAVIOUR.items()},
+                "conn-fields": _conn_fields(),
+            }
+        ],
+    }

@@ -1,0 +1,344 @@
+"""The pure protocol layer: the rules both transports share, checked without any I/O."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import UTC, datetime
+
+import pytest
+
+from airflow_provider_segmind import exceptions as exc
+from airflow_provider_segmind import protocol as p
+
+KEY = "SG_0123456789abcdef"
+BASE = "https://api.segmind.com"
+
+
+def answer(status: int, body: object = None, headers: dict[str, str] | None = None, raw: bytes | None = None):
+    data = raw if raw is not None else json.dumps(body).encode()
+    return p.HttpAnswer(status, {"content-type": "application/json", **(headers or {})}, data)
+
+
+# ------------------------------------------------------------------ validation
+
+
+@pytest.mark.parametrize(
+    ("params", "field", "allowed_fragment"),
+    [
+        ({}, "prompt", "non-blank string"),
+        ({"prompt": "   "}, "prompt", "non-blank string"),
+        ({"prompt": 42}, "prompt", "non-blank string"),
+        ({"prompt": "x" * 10_001}, "prompt", "10,000"),
+        ({"prompt": "ok", "negative_prompt": "x" * 10_001}, "negative_prompt", "10,000"),
+        ({"prompt": "ok", "aspect_ratio": "4:3"}, "aspect_ratio", "'16:9', '1:1'"),
+        ({"prompt": "ok", "output_format": "webp"}, "output_format", "'jpeg', 'png'"),
+        ({"prompt": "ok", "mode": "inpaint"}, "mode", "'text-to-image', 'image-to-image'"),
+        ({"prompt": "ok", "mode": "image-to-image", "strength": 0.5}, "image", "image URL"),
+        ({"prompt": "ok", "mode": "image-to-image", "image": "https://x/y.png"}, "strength", "0 to 1"),
+        ({"prompt": "ok", "mode": "image-to-image", "image": "https://x/y.png", "strength": 1.5}, "strength", "0 to 1"),
+        ({"prompt": "ok", "strength": 0.5}, "strength", "image-to-image"),
+        ({"prompt": "ok", "seed": -1}, "seed", "4294967294"),
+        ({"prompt": "ok", "seed": 4_294_967_295}, "seed", "4294967294"),
+        ({"prompt": "ok", "seed": True}, "seed", "4294967294"),
+        ({"prompt": "ok", "base64": "yes"}, "base64", "true or false"),
+        ({"prompt": "ok", "aspect-ratio": "1:1"}, "aspect-ratio", "'aspect_ratio'"),
+    ],
+)
+def test_sd3_validation_names_field_and_allowed_values(params, field, allowed_fragment):
+    with pytest.raises(exc.SegmindInvalidParametersError) as info:
+        p.validate_params(p.SD3_LARGE_MODEL, params)
+    err = info.value
+    assert err.field == field
+    assert field in str(err)
+    assert allowed_fragment in str(err)
+    assert isinstance(err, ValueError)  # usable where callers catch ValueError
+    assert err.task_retry_helps is False
+
+
+def test_sd3_validation_fills_defaults_and_keeps_valid_values():
+    out = p.validate_params(p.SD3_LARGE_MODEL, {"prompt": "a fox", "aspect_ratio": "16:9", "seed": 7, "image": None})
+    assert out == {
+        "prompt": "a fox",
+        "negative_prompt": "",
+        "aspect_ratio": "16:9",
+        "mode": "text-to-image",
+        "output_format": "jpeg",
+        "base64": False,
+        "seed": 7,
+    }
+    i2i = {"prompt": "a fox", "mode": "image-to-image", "image": "https://x/y.png", "strength": 0}
+    assert p.validate_params(p.SD3_LARGE_MODEL, i2i)["strength"] == 0
+
+
+def test_generic_models_pass_params_through_but_must_be_json():
+    assert p.validate_params("flux-schnell", {"prompt": "x", "steps": 4, "anything": [1]}) == {
+        "prompt": "x",
+        "steps": 4,
+        "anything": [1],
+    }
+    with pytest.raises(exc.SegmindInvalidParametersError, match="JSON"):
+        p.validate_params("flux-schnell", {"prompt": object()})
+    with pytest.raises(exc.SegmindInvalidParametersError) as info:
+        p.validate_params("../etc/passwd", {"prompt": "x"})
+    assert info.value.field == "model"
+
+
+# ------------------------------------------------------------------ URLs
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        (None, BASE),
+        ("", BASE),
+        ("api.segmind.com", BASE),
+        ("https://api.segmind.com/", BASE),
+        ("https://api.segmind.com/v1", BASE),
+        ("http://127.0.0.1:8787", "http://127.0.0.1:8787"),
+        ("http://127.0.0.1:8787/v1/", "http://127.0.0.1:8787"),
+        ("https://proxy.example.com/segmind", "https://proxy.example.com/segmind"),
+    ],
+)
+def test_base_url_normalization(host, expected):
+    assert p.normalize_base_url(host) == expected
+
+
+def test_base_url_rejects_non_http():
+    with pytest.raises(ValueError, match="not an http"):
+        p.normalize_base_url("ftp://x")
+
+
+def test_urls():
+    assert p.submit_url(BASE, p.SD3_LARGE_MODEL) == f"{BASE}/v2/{p.SD3_LARGE_MODEL}"
+    assert p.run_sync_url(BASE, "flux") == f"{BASE}/v1/flux"
+    assert p.status_url(BASE, "abc-1") == f"{BASE}/v2/requests/abc-1/status"
+    assert p.result_url(BASE, "abc-1") == f"{BASE}/v2/requests/abc-1"
+    assert p.credits_url(BASE) == f"{BASE}/v1/get-user-credits"
+    with pytest.raises(exc.SegmindInvalidParametersError):
+        p.status_url(BASE, "../../v1/get-user-credits")
+
+
+def test_submit_follows_absolute_urls_only_on_same_origin():
+    good = {
+        "request_id": "r1",
+        "status": "QUEUED",
+        "status_url": "https://api.segmind.com/v2/requests/r1/status",
+        "response_url": "https://api.segmind.com/v2/requests/r1",
+    }
+    sub = p.parse_submit(answer(200, good), BASE)
+    assert (sub.request_id, sub.status, sub.status_url) == ("r1", p.SegmindJobStatus.QUEUED, good["status_url"])
+    # A body pointing elsewhere must not make the hook send the API key to another host.
+    evil = {**good, "status_url": "https://attacker.example/steal", "response_url": "http://api.segmind.com/x"}
+    sub = p.parse_submit(answer(200, evil), BASE)
+    assert sub.status_url == p.status_url(BASE, "r1")
+    assert sub.response_url == p.result_url(BASE, "r1")
+
+
+def test_submit_without_request_id_is_an_error_that_warns_of_a_possible_job():
+    with pytest.raises(exc.SegmindInvalidResponseError, match="may exist"):
+        p.parse_submit(answer(200, {"status": "QUEUED"}), BASE)
+
+
+# ------------------------------------------------------------------ status and result
+
+
+def test_status_values_and_terminality():
+    for value in ("QUEUED", "PROCESSING"):
+        st = p.parse_status(answer(200, {"status": value, "metrics": {}}), "r1")
+        assert st.status.value == value
+        assert not st.status.is_terminal
+    done = p.parse_status(answer(200, {"status": "COMPLETED", "metrics": {"inference_time": 9.6}}), "r1")
+    assert done.status.is_terminal
+    assert done.metrics == {"inference_time": 9.6}
+
+
+def test_failed_arrives_as_422_and_is_a_status_with_the_reason():
+    body = {"status": "FAILED", "error": "Prompt is Mandatory and must be string", "metrics": {"queue_time": 0.2}}
+    st = p.parse_status(answer(422, body), "r1")
+    assert st.status is p.SegmindJobStatus.FAILED
+    assert st.error == "Prompt is Mandatory and must be string"
+    with pytest.raises(exc.SegmindJobFailedError, match="Prompt is Mandatory") as info:
+        p.parse_result(answer(422, body), "r1")
+    assert info.value.request_id == "r1"
+    assert info.value.metrics == {"queue_time": 0.2}
+
+
+def test_unknown_status_value_is_an_invalid_response():
+    with pytest.raises(exc.SegmindInvalidResponseError, match="unknown status 'RUNNING'"):
+        p.parse_status(answer(200, {"status": "RUNNING"}), "r1")
+
+
+def test_result_extracts_urls_images_seed_and_metrics():
+    body = {
+        "status": "COMPLETED",
+        "output": "https://images.segmind.com/generations/a.jpeg",
+        "images": [
+            {"url": "https://images.segmind.com/generations/a.jpeg", "content_type": "image/jpeg"},
+            {"url": "https://images.segmind.com/generations/b.jpeg"},
+        ],
+        "seed": 42,
+        "metrics": {"cost": 0.04, "remaining_credits": 9.9},
+    }
+    res = p.parse_result(answer(200, body), "r1")
+    assert res.output_urls == (
+        "https://images.segmind.com/generations/a.jpeg",
+        "https://images.segmind.com/generations/b.jpeg",
+    )
+    assert res.seed == 42
+    assert res.metrics["cost"] == 0.04
+    assert res.base64_image is None
+
+
+def test_result_finds_inline_base64():
+    b64 = "iVBORw0KGgo" + "A" * 100
+    res = p.parse_result(answer(200, {"status": "COMPLETED", "output": b64, "metrics": {}}), "r1")
+    assert res.base64_image == b64
+    assert res.output_urls == ()
+    res = p.parse_result(answer(200, {"status": "COMPLETED", "image": "data:image/png;base64," + b64}), "r1")
+    assert res.base64_image == b64
+
+
+# ------------------------------------------------------------------ classification
+
+
+@pytest.mark.parametrize(
+    ("status", "endpoint", "cls", "hint"),
+    [
+        (401, p.Endpoint.SUBMIT, exc.SegmindAuthenticationError, "password (API Key)"),
+        (403, p.Endpoint.SUBMIT, exc.SegmindForbiddenError, "plan"),
+        (404, p.Endpoint.SUBMIT, exc.SegmindModelNotFoundError, "model slug"),
+        (404, p.Endpoint.RUN_SYNC, exc.SegmindModelNotFoundError, "model slug"),
+        (404, p.Endpoint.STATUS, exc.SegmindRequestNotFoundError, "1 hour retention"),
+        (404, p.Endpoint.RESULT, exc.SegmindRequestNotFoundError, "1 hour retention"),
+        (410, p.Endpoint.SUBMIT, exc.SegmindModelRetiredError, "retired"),
+        (406, p.Endpoint.SUBMIT, exc.SegmindInsufficientCreditsError, "Top up"),
+        (400, p.Endpoint.SUBMIT, exc.SegmindInvalidParametersError, "parameters"),
+        (422, p.Endpoint.RUN_SYNC, exc.SegmindInvalidParametersError, "parameters"),
+        (429, p.Endpoint.STATUS, exc.SegmindRateLimitError, "pool"),
+        (500, p.Endpoint.STATUS, exc.SegmindServerError, "retried"),
+        (502, p.Endpoint.SUBMIT, exc.SegmindServerError, "retried"),
+        (504, p.Endpoint.RESULT, exc.SegmindServerError, "retried"),
+        (405, p.Endpoint.SUBMIT, exc.SegmindUnexpectedStatusError, "method"),
+    ],
+)
+def test_every_status_code_is_classified_with_advice(status, endpoint, cls, hint):
+    err = p.classify_error(answer(status, {"error": "server says why"}), endpoint, request_id="r9")
+    assert type(err) is cls
+    assert err.status_code == status
+    assert "server says why" in str(err)
+    assert hint in str(err)
+
+
+def test_html_error_bodies_are_summarised_not_dumped():
+    html = b"<html><head><title>502 Bad Gateway</title></head><body>" + b"x" * 5000 + b"</body></html>"
+    err = p.classify_error(p.HttpAnswer(502, {"content-type": "text/html"}, html), p.Endpoint.STATUS)
+    assert isinstance(err, exc.SegmindServerError)
+    assert len(str(err)) < 400
+    with pytest.raises(exc.SegmindInvalidResponseError, match="not JSON"):
+        p.parse_status(p.HttpAnswer(200, {"content-type": "text/html"}, html), "r1")
+
+
+def test_server_text_is_redacted_of_keys():
+    err = p.classify_error(answer(401, {"error": f"key {KEY} is invalid"}), p.Endpoint.SUBMIT)
+    assert KEY not in str(err)
+    assert KEY not in repr(err)
+    assert p.redact(f"x {KEY} y", [KEY]) == "x *** y"
+    assert p.redact("token=abcd1234", ["abcd1234"]) == "token=***"
+
+
+# ------------------------------------------------------------------ retry policy
+
+
+def test_retry_after_header_forms():
+    now = 1_700_000_000.0
+    assert p.parse_retry_after({"retry-after": "7"}, now) == 7.0
+    iso = datetime.fromtimestamp(now + 12, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert p.parse_retry_after({"x-rate-limit-reset-at-utc": iso}, now) == pytest.approx(12, abs=1)
+    assert p.parse_retry_after({"x-rate-limit-reset-at-utc": str(now + 3)}, now) == pytest.approx(3)
+    assert p.parse_retry_after({"x-rate-limit-reset-at-utc": str((now + 3) * 1000)}, now) == pytest.approx(3)
+    assert p.parse_retry_after({}, now) is None
+    assert p.parse_retry_after({"retry-after": "garbage"}, now) is None
+
+
+def _transport(sent: bool) -> exc.SegmindTransportError:
+    return p.transport_error("x", request_sent=sent, url="https://api.segmind.com/v2/m?k=1", detail="boom")
+
+
+@pytest.mark.parametrize(
+    ("error", "idempotent", "expected"),
+    [
+        (exc.SegmindRateLimitError("429"), False, True),
+        (exc.SegmindServerError("500", status_code=500), False, True),
+        (exc.SegmindServerError("502", status_code=502), False, True),
+        # A 504's upstream may have queued (and billed) the job: a submit is not repeated.
+        (exc.SegmindServerError("504", status_code=504), False, False),
+        (exc.SegmindServerError("504", status_code=504), True, True),
+        (_transport(sent=False), False, True),
+        (_transport(sent=True), False, False),
+        (_transport(sent=True), True, True),
+        (exc.SegmindInvalidResponseError("html"), True, True),
+        (exc.SegmindAuthenticationError("401"), True, False),
+        (exc.SegmindForbiddenError("403"), True, False),
+        (exc.SegmindRequestNotFoundError("404"), True, False),
+        (exc.SegmindInsufficientCreditsError("406"), True, False),
+        (exc.SegmindInvalidParametersError("422"), True, False),
+        (exc.SegmindJobFailedError("failed"), True, False),
+        (ValueError("not ours"), True, False),
+    ],
+)
+def test_retry_decisions(error, idempotent, expected):
+    assert p.RetryPolicy().is_retryable(error, idempotent=idempotent) is expected
+
+
+def test_retry_delays_honour_the_server_and_back_off_with_jitter():
+    policy = p.RetryPolicy(backoff_initial=1.0, backoff_max=8.0, rate_limit_max_wait=60.0, jitter=1.0)
+    rng = random.Random(3)
+    limited = exc.SegmindRateLimitError("429", retry_after=20.0)
+    assert 20.0 <= policy.delay(limited, 1, rng) <= 21.0
+    capped = exc.SegmindRateLimitError("429", retry_after=3600.0)
+    assert policy.delay(capped, 1, rng) <= 61.0
+    server = exc.SegmindServerError("500")
+    delays = [policy.delay(server, n, rng) for n in range(1, 7)]
+    assert delays[0] <= 1.1
+    assert all(d <= 8.1 for d in delays)
+    assert delays[3] >= 4.0  # grows exponentially until the cap
+    assert len({round(d, 6) for d in delays}) == len(delays)  # jittered
+
+
+def test_retry_policy_from_connection_extras():
+    policy = p.RetryPolicy.from_extras({"max_retries": "2", "retry_backoff": 0.5})
+    assert policy.max_attempts == 3
+    assert policy.backoff_initial == 0.5
+    with pytest.raises(ValueError, match="at least 1"):
+        p.RetryPolicy.from_extras({"max_retries": -1})
+
+
+def test_transport_errors_never_carry_query_strings():
+    err = _transport(sent=False)
+    assert "k=1" not in str(err)
+    assert "https://api.segmind.com/v2/m" in str(err)
+
+
+def test_credits_parsing_is_defensive():
+    assert p.parse_credits(answer(200, {"credits": 12.5})) == 12.5
+    assert p.parse_credits(answer(200, {"data": {"remaining_credits": "3"}})) == 3.0
+    assert p.parse_credits(answer(200, 7)) == 7.0
+    with pytest.raises(exc.SegmindInvalidResponseError, match="no credit balance"):
+        p.parse_credits(answer(200, {"user": "x"}))
+    with pytest.raises(exc.SegmindAuthenticationError):
+        p.parse_credits(answer(401, {"error": "bad key"}))
+
+
+def test_v1_response_keeps_useful_headers_and_rejects_html():
+    ans = p.HttpAnswer(
+        200,
+        {"content-type": "image/jpeg", "x-remaining-credits": "9.5", "x-seed-value": "4", "set-cookie": "s=1"},
+        b"\xff\xd8jpeg",
+    )
+    out = p.parse_run_sync(ans)
+    assert out.content_type == "image/jpeg"
+    assert out.remaining_credits == 9.5
+    assert "set-cookie" not in out.headers
+    with pytest.raises(exc.SegmindInvalidResponseError, match="HTML"):
+        p.parse_run_sync(p.HttpAnswer(200, {"content-type": "text/html"}, b"<html>"))
