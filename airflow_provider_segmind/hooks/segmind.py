@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -443,7 +442,7 @@ class SegmindHook(BaseHook):
         return self._call(
             "GET",
             self._job_url(status_url, request_id, url),
-            lambda answer: parse_status(answer, request_id, now=time.time()),
+            lambda answer: parse_status(answer, request_id),
             endpoint=Endpoint.STATUS,
         )
 
@@ -452,7 +451,7 @@ class SegmindHook(BaseHook):
         return self._call(
             "GET",
             self._job_url(result_url, request_id, url),
-            lambda answer: parse_result(answer, request_id, now=time.time()),
+            lambda answer: parse_result(answer, request_id),
             endpoint=Endpoint.RESULT,
         )
 
@@ -520,7 +519,7 @@ class SegmindHook(BaseHook):
         return await self._acall(
             session,
             status_url(base_url, request_id),
-            lambda answer: parse_status(answer, request_id, now=time.time()),
+            lambda answer: parse_status(answer, request_id),
             endpoint=Endpoint.STATUS,
             retry=retry,
         )
@@ -531,7 +530,7 @@ class SegmindHook(BaseHook):
         return await self._acall(
             session,
             result_url(base_url, request_id),
-            lambda answer: parse_result(answer, request_id, now=time.time()),
+            lambda answer: parse_result(answer, request_id),
             endpoint=Endpoint.RESULT,
             retry=retry,
         )
