@@ -1,0 +1,773 @@
+"""The emulator's aiohttp application: Segmind's API routes, the media host, and ``/_emulator`` controls.
+
+Status codes, bodies and headers follow ``segmind-api.md``. Every handler is O(1) and never blocks
+the event loop (images render in a thread pool), so one process can be the load target of thousands
+of concurrent polled jobs. Use :func:`create_app` inside an existing loop, or the threaded
+:class:`~airflow_provider_segmind.emulator.server.SegmindEmulator`, or the CLI.
+
+Choices where Segmind's docs are silent (see the module docstring of the package for the rest):
+
+- ``GET /v2/requests/{id}`` on a job that is not finished answers 200 with its QUEUED/PROCESSING
+  status body (the SDK tolerates it; a client can tell by ``status``).
+- A job is only visible to the key that submitted it; another valid key gets 404.
+- Media URLs outlive the 1 hour result retention (Segmind keeps files ~7 days), until the job is
+  purged from memory one more hour later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import socket
+import struct
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from aiohttp import web
+
+from airflow_provider_segmind.emulator.config import EmulatorConfig
+from airflow_provider_segmind.emulator.faults import Fault
+from airflow_provider_segmind.emulator.images import ImageSpec, PillowMissingError, derive_seed, image_spec
+from airflow_provider_segmind.emulator.state import (
+    CONTENT_BLOCKED,
+    JOB_FAULT_ERRORS,
+    VALIDATION_FAILURE_SECONDS,
+    EmulatorState,
+    Job,
+    failure_for_prompt,
+    key_label,
+)
+from airflow_provider_segmind.exceptions import SegmindInvalidParametersError
+from airflow_provider_segmind.protocol import (
+    API_KEY_HEADER,
+    RATE_LIMIT_RESET_HEADER,
+    SD3_LARGE_MODEL,
+    validate_sd3_params,
+)
+
+STATE_KEY: Final = web.AppKey("segmind_emulator_state", EmulatorState)
+#: Set on a request whose connection the emulator aborted on purpose (not counted as a response).
+_ABORTED: Final = web.RequestKey("segmind_emulator_aborted", bool)
+#: img2img requests carry base64 images; aiohttp's 1 MiB default body limit is too small.
+MAX_BODY_BYTES: Final = 64 * 1024 * 1024
+MAX_BLOB_BYTES: Final = 64 * 1024**3
+#: Blob content: byte ``i`` of any blob is ``i % 256``, so a reader can verify what it received.
+_BLOB_CHUNK: Final = memoryview(bytes(range(256)) * 1024)
+
+MISSING_KEY: Final = "Missing Authorization or x-api-key in header"
+INVALID_KEY: Final = "Unauthorized. API key is invalid or may have expired. Check the key in your Segmind console."
+NO_CREDITS: Final = "Insufficient credits. Please add credits to your Segmind account to continue."
+MODEL_NOT_FOUND: Final = "Model not found"
+#: Slugs that are really other endpoints: POSTing to them is a wrong method, as on the real gateway.
+_RESERVED_V1_SLUGS: Final = frozenset({"get-user-credits", "requests"})
+_RESERVED_V2_SLUGS: Final = frozenset({"requests"})
+_STAT_FOR_ENDPOINT: Final = {
+    "submit": "submit_attempts",
+    "v1": "v1_attempts",
+    "status": "status_polls",
+    "result": "result_fetches",
+    "credits": "credit_checks",
+}
+_PER_KEY_FOR_ENDPOINT: Final = {"status": "status_polls", "result": "result_fetches", "credits": "credit_checks"}
+
+_HTML_PAGE: Final = (
+    "<html>\r\n<head><title>{code} {reason}</title></head>\r\n<body>\r\n"
+    "<center><h1>{code} {reason}</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+)
+
+EndpointHandler = Callable[[web.Request, str, Fault | None], Awaitable[web.StreamResponse]]
+
+
+# --------------------------------------------------------------------------------------------
+# Small response helpers
+# --------------------------------------------------------------------------------------------
+
+
+def json_error(status: int, message: str, *, headers: dict[str, str] | None = None) -> web.Response:
+    """Segmind's error shape: ``{"error": "<message>"}``."""
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+def html_error(status: int, reason: str) -> web.Response:
+    """An HTML error page, as nginx in front of the API serves for 405s and proxy failures."""
+    return web.Response(status=status, text=_HTML_PAGE.format(code=status, reason=reason), content_type="text/html")
+
+
+def iso_utc(epoch: float) -> str:
+    """ISO-8601 UTC with milliseconds and a ``Z``: the format of Segmind's rate-limit reset header."""
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def abort_connection(request: web.Request) -> web.Response:
+    """Reset the TCP connection (RST, no answer). The returned response is never sent."""
+    request[_ABORTED] = True
+    transport = request.transport
+    if transport is not None:
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):  # linger 0 makes the close a reset, like a crashed upstream
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()
+    return web.Response(status=499)
+
+
+def _truncated_json(response: web.StreamResponse) -> web.Response:
+    """The ``bad_json`` fault: HTTP 200 with the first half of the JSON body the client should have got."""
+    body = getattr(response, "body", None)
+    is_json = isinstance(body, bytes) and response.content_type == "application/json"
+    raw = body if is_json and isinstance(body, bytes) else b'{"status": "COMPLETED", "output": "https://'
+    return web.Response(status=200, body=raw[: max(1, len(raw) // 2)], content_type="application/json")
+
+
+# --------------------------------------------------------------------------------------------
+# Segmind's API
+# --------------------------------------------------------------------------------------------
+
+
+class SegmindApi:
+    """Handlers for the v1, v2, credits and media routes."""
+
+    def __init__(self, state: EmulatorState) -> None:
+        self.state = state
+
+    # ---- shared request pipeline -----------------------------------------------------------
+
+    async def _serve(
+        self, request: web.Request, endpoint: str, handler: EndpointHandler, *, inference: bool = False
+    ) -> web.StreamResponse:
+        """Fault (before) -> auth -> rate limit -> handler -> fault (after), for every API call."""
+        state = self.state
+        stats = state.stats
+        stats.increment(_STAT_FOR_ENDPOINT[endpoint])
+        fault = state.faults.pick(endpoint, state.config)
+        if fault is not None and not fault.is_job_fault:
+            early = await self._early_fault(request, endpoint, fault)
+            if early is not None:
+                return early
+            if fault.name == "slow" and endpoint not in ("submit", "v1"):
+                fault = None  # already delayed; answer with the state as of now
+        label = self._authenticate(request)
+        if isinstance(label, web.Response):
+            return label
+        if endpoint in _PER_KEY_FOR_ENDPOINT:
+            stats.per_key[label][_PER_KEY_FOR_ENDPOINT[endpoint]] += 1
+        limited = self._rate_limited(label, inference=inference)
+        if limited is not None:
+            return limited
+        response = await handler(request, label, fault)
+        return await self._late_fault(request, fault, response)
+
+    async def _early_fault(self, request: web.Request, endpoint: str, fault: Fault) -> web.StreamResponse | None:
+        """Faults that replace the answer before anything happens (nothing created or billed)."""
+        name = fault.name
+        after = {"bad_json", "reset_after"} | ({"504", "slow"} if endpoint in ("submit", "v1") else set())
+        if name in after:
+            return None
+        self.state.stats.faults[name] += 1
+        if name == "slow":
+            await asyncio.sleep(self._slow_seconds(fault))
+            return None
+        return self._fault_response(request, name)
+
+    def _fault_response(self, request: web.Request, name: str) -> web.StreamResponse:
+        if name == "reset_before":
+            return abort_connection(request)
+        if name == "429":
+            reset_at = self.state.clock() + self.state.config.fault_retry_after
+            return json_error(
+                429,
+                f"Rate limit exceeded (emulated fault). Try again after {iso_utc(reset_at)}.",
+                headers={RATE_LIMIT_RESET_HEADER: iso_utc(reset_at)},
+            )
+        if name == "html502":
+            return html_error(502, "Bad Gateway")
+        if name == "wrong_type":
+            return web.Response(
+                text="<html><body><h1>Service Unavailable</h1><p>Please retry.</p></body></html>",
+                content_type="text/html",
+            )
+        messages = {"500": "Internal Server Error (emulated)", "502": "Bad Gateway (emulated)"}
+        return json_error(int(name), messages.get(name, "Gateway Timeout (emulated)"))
+
+    async def _late_fault(
+        self, request: web.Request, fault: Fault | None, response: web.StreamResponse
+    ) -> web.StreamResponse:
+        """Faults that strike after the work is done: the job exists and is billed, the answer is lost."""
+        if fault is None or fault.is_job_fault:
+            return response
+        self.state.stats.faults[fault.name] += 1
+        if fault.name == "reset_after":
+            return abort_connection(request)
+        if fault.name == "bad_json":
+            return _truncated_json(response)
+        if fault.name == "504":
+            return json_error(504, "Gateway Timeout (emulated)")
+        await asyncio.sleep(self._slow_seconds(fault))
+        return response
+
+    def _slow_seconds(self, fault: Fault) -> float:
+        return fault.seconds if fault.seconds is not None else self.state.config.slow_seconds
+
+    def _authenticate(self, request: web.Request) -> str | web.Response:
+        """The caller's key label, or the 401 to answer with."""
+        key = request.headers.get(API_KEY_HEADER, "").strip()
+        if not key:
+            return json_error(401, MISSING_KEY)
+        label = self.state.label_for(key)
+        return label if label is not None else json_error(401, INVALID_KEY)
+
+    def _rate_limited(self, label: str, *, inference: bool) -> web.Response | None:
+        config = self.state.config
+        if config.rate_limit is None or (config.rate_limit_scope == "submit" and not inference):
+            return None
+        reset_at = self.state.limiter.acquire(label, config.rate_limit, config.rate_limit_window, self.state.clock())
+        if reset_at is None:
+            return None
+        self.state.stats.rate_limited += 1
+        self.state.stats.per_key[label]["rate_limited"] += 1
+        return json_error(
+            429,
+            f"Rate limit exceeded: at most {config.rate_limit} requests per {config.rate_limit_window:g} s "
+            f"for this API key. Try again after {iso_utc(reset_at)}.",
+            headers={RATE_LIMIT_RESET_HEADER: iso_utc(reset_at)},
+        )
+
+    def _model_error(self, slug: str) -> web.Response | None:
+        config = self.state.config
+        if slug in config.forbidden_models:
+            return json_error(403, f"Forbidden. Your account does not have access to the model '{slug}'.")
+        if slug in config.retired_models:
+            return json_error(410, f"The model '{slug}' has been retired.")
+        if slug in config.missing_models or (config.strict_models and slug != SD3_LARGE_MODEL):
+            return json_error(404, MODEL_NOT_FOUND)
+        return None
+
+    @staticmethod
+    async def _read_params(request: web.Request) -> tuple[dict[str, Any], web.Response | None]:
+        raw = await request.read()
+        if not raw.strip():
+            return {}, None
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return {}, json_error(400, "Invalid request body: expected a JSON object of model parameters.")
+        if not isinstance(body, dict):
+            return {}, json_error(400, "Invalid request body: expected a JSON object of model parameters.")
+        return body, None
+
+    def _origin(self, request: web.Request) -> str:
+        """scheme://host:port for absolute URLs: the configured public URL, else the request's Host.
+
+        Without a Host header (HTTP/1.0), the socket's own address: aiohttp's fallback would be a
+        blocking ``getfqdn()`` without the port.
+        """
+        public = self.state.config.public_url
+        if public:
+            return public.rstrip("/")
+        host = request.headers.get("Host")
+        if not host:
+            sockname = request.transport.get_extra_info("sockname") if request.transport else None
+            address, port = (sockname[0], sockname[1]) if sockname else ("127.0.0.1", 80)
+            host = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+        return f"{request.scheme}://{host}"
+
+    def _job_failure(self, endpoint: str, params: dict[str, Any], fault: Fault | None) -> str | None:
+        """A prompt marker, a scripted job fault or a random job fault, in that order."""
+        reason = failure_for_prompt(params)
+        if reason is not None:
+            return reason
+        name = fault.name if fault is not None and fault.is_job_fault else None
+        name = name or self.state.faults.pick_job_fault(endpoint, self.state.config)
+        if name is None:
+            return None
+        self.state.stats.faults[name] += 1
+        return JOB_FAULT_ERRORS[name]
+
+    # ---- v2 ------------------------------------------------------------------------------
+
+    async def submit(self, request: web.Request) -> web.StreamResponse:
+        """``POST /v2/{slug}``: bill, queue, and answer with the absolute status/result URLs."""
+        return await self._serve(request, "submit", self._submit, inference=True)
+
+    async def _submit(self, request: web.Request, label: str, fault: Fault | None) -> web.StreamResponse:
+        state, config = self.state, self.state.config
+        slug = request.match_info["slug"]
+        if slug in _RESERVED_V2_SLUGS:
+            return html_error(405, "Not Allowed")
+        refused = self._model_error(slug)
+        if refused is not None:
+            return refused
+        params, bad_body = await self._read_params(request)
+        if bad_body is not None:
+            return bad_body
+        invalid: str | None = None
+        if slug == SD3_LARGE_MODEL:
+            try:
+                params = validate_sd3_params(params)
+            except SegmindInvalidParametersError as err:
+                if config.v2_validation == "submit":
+                    return json_error(422, str(err))
+                invalid = str(err)
+        remaining = state.ledger.charge(label, config.cost)
+        if remaining is None:
+            return json_error(406, NO_CREDITS)
+        failure = invalid or self._job_failure("submit", params, fault)
+        queue_time, inference_time = state.new_timings()
+        if invalid is not None:
+            inference_time = VALIDATION_FAILURE_SECONDS
+        now = state.clock()
+        seed = derive_seed(params)
+        job = Job(
+            request_id=str(uuid.uuid4()),
+            model=slug,
+            key_label=label,
+            params=params,
+            seed=seed,
+            submitted_at=now,
+            queue_time=queue_time,
+            inference_time=inference_time,
+            expires_at=now + config.result_ttl,
+            cost=config.cost,
+            remaining_credits=remaining,
+            image=None if failure else image_spec(slug, params, seed),
+            error=failure,
+        )
+        state.add_job(job)
+        stats = state.stats
+        stats.submissions += 1
+        stats.credits_billed += config.cost
+        stats.per_model[slug]["submissions"] += 1
+        stats.per_key[label]["submissions"] += 1
+        origin = self._origin(request)
+        return web.json_response(
+            {
+                "request_id": job.request_id,
+                "status": "QUEUED",
+                "poll_url": f"{origin}/v1/requests/{job.request_id}",
+                "status_url": f"{origin}/v2/requests/{job.request_id}/status",
+                "response_url": f"{origin}/v2/requests/{job.request_id}",
+            }
+        )
+
+    def _visible_job(self, request: web.Request, label: str) -> Job | None:
+        job = self.state.live_job(request.match_info["request_id"])
+        return job if job is not None and job.key_label == label else None
+
+    @staticmethod
+    def _not_found(request: web.Request) -> web.Response:
+        return json_error(404, f"Request {request.match_info['request_id']} not found")
+
+    def _pending_body(self, request: web.Request, job: Job, status: str) -> dict[str, Any]:
+        origin = self._origin(request)
+        return {
+            "status": status,
+            "request_id": job.request_id,
+            "status_url": f"{origin}/v2/requests/{job.request_id}/status",
+            "response_url": f"{origin}/v2/requests/{job.request_id}",
+            "metrics": {},
+        }
+
+    @staticmethod
+    def _failed(job: Job) -> web.Response:
+        body = {"status": "FAILED", "error": job.error, "metrics": job.metrics(), "request_id": job.request_id}
+        return web.json_response(body, status=422)
+
+    async def status(self, request: web.Request) -> web.StreamResponse:
+        """``GET /v2/requests/{id}/status``: computed from the job's timestamps, O(1)."""
+        return await self._serve(request, "status", self._status)
+
+    async def _status(self, request: web.Request, label: str, fault: Fault | None) -> web.StreamResponse:
+        job = self._visible_job(request, label)
+        if job is None:
+            return self._not_found(request)
+        status = job.status_at(self.state.clock())
+        if status == "FAILED":
+            return self._failed(job)
+        if status == "COMPLETED":
+            return web.json_response({"status": status, "request_id": job.request_id, "metrics": job.metrics()})
+        return web.json_response(self._pending_body(request, job, status))
+
+    async def result(self, request: web.Request) -> web.StreamResponse:
+        """``GET /v2/requests/{id}``: the output once COMPLETED, the FAILED body under 422, else the status."""
+        return await self._serve(request, "result", self._result)
+
+    async def _result(self, request: web.Request, label: str, fault: Fault | None) -> web.StreamResponse:
+        job = self._visible_job(request, label)
+        if job is None:
+            return self._not_found(request)
+        status = job.status_at(self.state.clock())
+        if status == "FAILED":
+            return self._failed(job)
+        if status != "COMPLETED" or job.image is None:
+            return web.json_response(self._pending_body(request, job, status))
+        return web.json_response(await self._completed_body(request, job, job.image))
+
+    async def _completed_body(self, request: web.Request, job: Job, spec: ImageSpec) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "status": "COMPLETED",
+            "error": None,
+            "request_id": job.request_id,
+            "output": None,
+            "seed": job.seed,
+            "prompt": job.params.get("prompt"),
+            "metrics": {**job.metrics(), "cost": job.cost, "remaining_credits": job.remaining_credits},
+        }
+        if job.params.get("base64") is True:
+            encoded = base64.b64encode(await self.state.images.get(spec)).decode("ascii")
+            body["output"] = encoded
+            body["image"] = encoded
+            return body
+        if self.state.config.render_on_result:
+            data: bytes | None = await self.state.images.get(spec)
+        else:
+            data = self.state.images.peek(spec)
+        file_name = f"{job.request_id}.{spec.output_format}"
+        url = f"{self._origin(request)}/media/{file_name}"
+        body["output"] = url
+        body["images"] = [
+            {
+                "url": url,
+                "content_type": spec.content_type,
+                "file_name": file_name,
+                "file_size": len(data) if data is not None else None,
+            }
+        ]
+        return body
+
+    # ---- v1 ------------------------------------------------------------------------------
+
+    async def run_v1(self, request: web.Request) -> web.StreamResponse:
+        """``POST /v1/{slug}``: blocks for the inference time, answers with the image bytes."""
+        return await self._serve(request, "v1", self._run_v1, inference=True)
+
+    async def _run_v1(self, request: web.Request, label: str, fault: Fault | None) -> web.StreamResponse:
+        state, config = self.state, self.state.config
+        slug = request.match_info["slug"]
+        if slug in _RESERVED_V1_SLUGS:
+            return html_error(405, "Not Allowed")
+        refused = self._model_error(slug)
+        if refused is not None:
+            return refused
+        params, bad_body = await self._read_params(request)
+        if bad_body is not None:
+            return bad_body
+        if slug == SD3_LARGE_MODEL:
+            try:
+                params = validate_sd3_params(params)
+            except SegmindInvalidParametersError as err:
+                return json_error(422, str(err))
+        cost = config.cost
+        remaining = state.ledger.charge(label, cost)
+        if remaining is None:
+            return json_error(406, NO_CREDITS)
+        failure = self._job_failure("v1", params, fault)
+        _, inference_time = state.new_timings()
+        await asyncio.sleep(inference_time)
+        if failure is not None:  # only a 200 is billed
+            state.ledger.refund(label, cost)
+            return json_error(422 if failure == CONTENT_BLOCKED else 500, failure)
+        seed = derive_seed(params)
+        spec = image_spec(slug, params, seed)
+        data = await state.images.get(spec)
+        state.stats.v1_runs += 1
+        state.stats.credits_billed += cost
+        state.stats.per_model[slug]["v1_runs"] += 1
+        state.stats.per_key[label]["v1_runs"] += 1
+        request_id = str(uuid.uuid4())
+        headers = {
+            "X-remaining-credits": f"{remaining:g}",
+            "x-request-id": request_id,
+            "x-cost": f"{cost:g}",
+            "x-generation-time": f"{inference_time:.3f}",
+            "x-seed-value": str(seed),
+        }
+        if params.get("base64") is True:
+            metrics = {"inference_time": round(inference_time, 3), "cost": cost, "remaining_credits": remaining}
+            body = {
+                "image": base64.b64encode(data).decode("ascii"),
+                "status": "COMPLETED",
+                "seed": seed,
+                "request_id": request_id,
+                "content_type": spec.content_type,
+                "metrics": metrics,
+            }
+            return web.json_response(body, headers=headers)
+        return web.Response(body=data, content_type=spec.content_type, headers=headers)
+
+    # ---- credits -----------------------------------------------------------------------------
+
+    async def credits(self, request: web.Request) -> web.StreamResponse:
+        """``GET /v1/get-user-credits``: the key's balance. Free; counts only under rate-limit scope ``all``."""
+        return await self._serve(request, "credits", self._credits)
+
+    async def _credits(self, request: web.Request, label: str, fault: Fault | None) -> web.StreamResponse:
+        return web.json_response({"credits": self.state.ledger.balance(label)})
+
+    # ---- media (public, like images.segmind.com: never needs the key) ------------------------
+
+    async def media(self, request: web.Request) -> web.StreamResponse:
+        """``GET /media/{request_id}.{jpeg|png}``: render on first fetch (off the loop), then cached."""
+        state = self.state
+        state.stats.media_fetches += 1
+        fault = state.faults.pick("media", state.config)
+        if fault is not None and fault.name not in ("truncate", "slow"):
+            state.stats.faults[fault.name] += 1
+            return self._fault_response(request, fault.name)
+        request_id, _, extension = request.match_info["file_name"].rpartition(".")
+        job = state.jobs.get(request_id)
+        extension = "jpeg" if extension == "jpg" else extension
+        spec = job.image if job is not None else None
+        if job is None or spec is None or not job.is_done(state.clock()) or extension != spec.output_format:
+            return json_error(404, "Not Found")
+        data = await state.images.get(spec)
+        headers = {"Cache-Control": "public, max-age=604800"}
+        if fault is not None:
+            state.stats.faults[fault.name] += 1
+            if fault.name == "truncate":
+                return await self._truncated_stream(request, data, spec.content_type)
+            await asyncio.sleep(self._slow_seconds(fault))
+        return web.Response(body=data, content_type=spec.content_type, headers=headers)
+
+    @staticmethod
+    async def _truncated_stream(request: web.Request, data: bytes, content_type: str) -> web.StreamResponse:
+        """Promise the whole body in Content-Length, send half, then reset the connection."""
+        response = web.StreamResponse(headers={"Content-Type": content_type})
+        response.content_length = len(data)
+        await response.prepare(request)
+        await response.write(data[: len(data) // 2])
+        abort_connection(request)
+        return response
+
+    async def blob(self, request: web.Request) -> web.StreamResponse:
+        """``GET /_emulator/blob/{nbytes}``: stream deterministic bytes without holding them in memory.
+
+        For download benchmarks (hundreds of MB): byte ``i`` is ``i % 256``. Media faults apply.
+        """
+        state = self.state
+        try:
+            nbytes = int(request.match_info["nbytes"])
+        except ValueError:
+            return json_error(400, "nbytes must be an integer")
+        if not 0 <= nbytes <= MAX_BLOB_BYTES:
+            return json_error(400, f"nbytes must be within 0..{MAX_BLOB_BYTES}")
+        state.stats.blob_fetches += 1
+        fault = state.faults.pick("media", state.config)
+        if fault is not None:
+            state.stats.faults[fault.name] += 1
+            if fault.name == "slow":
+                await asyncio.sleep(self._slow_seconds(fault))
+            elif fault.name != "truncate":
+                return self._fault_response(request, fault.name)
+        content_type = request.query.get("content_type", "application/octet-stream")
+        response = web.StreamResponse(headers={"Content-Type": content_type})
+        response.content_length = nbytes
+        await response.prepare(request)
+        remaining = nbytes // 2 if fault is not None and fault.name == "truncate" else nbytes
+        while remaining > 0:
+            piece = _BLOB_CHUNK[: min(remaining, len(_BLOB_CHUNK))]
+            await response.write(piece)
+            remaining -= len(piece)
+        if fault is not None and fault.name == "truncate":
+            abort_connection(request)
+            return response
+        await response.write_eof()
+        return response
+
+
+# --------------------------------------------------------------------------------------------
+# /_emulator controls (no auth: a local test tool's back door)
+# --------------------------------------------------------------------------------------------
+
+
+class AdminApi:
+    """Introspection and control for tests, demos and benchmarks."""
+
+    def __init__(self, state: EmulatorState) -> None:
+        self.state = state
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    async def stats(self, request: web.Request) -> web.Response:
+        return web.json_response(self.state.stats_snapshot())
+
+    async def job(self, request: web.Request) -> web.Response:
+        job = self.state.jobs.get(request.match_info["request_id"])
+        if job is None:
+            return json_error(404, f"Request {request.match_info['request_id']} not found")
+        return web.json_response(job.describe(self.state.clock()))
+
+    async def jobs(self, request: web.Request) -> web.Response:
+        now = self.state.clock()
+        return web.json_response([job.describe(now) for job in self.state.jobs.values()])
+
+    async def requests(self, request: web.Request) -> web.Response:
+        return web.json_response(self.state.requests_log(request.query.get("path_prefix", "")))
+
+    async def script(self, request: web.Request) -> web.Response:
+        body, error = await _json_body(request)
+        if error is not None:
+            return error
+        steps = body.get("steps") if isinstance(body, dict) else body
+        if not isinstance(steps, list) or not all(isinstance(step, dict) for step in steps):
+            return json_error(400, 'Expected a JSON list of steps (or {"steps": [...]})')
+        try:
+            added = self.state.faults.script(steps)
+        except (TypeError, ValueError) as err:
+            return json_error(400, str(err))
+        return web.json_response({"added": added, "pending": self.state.faults.pending()})
+
+    async def expire(self, request: web.Request) -> web.Response:
+        job = self.state.jobs.get(request.match_info["request_id"])
+        if job is None:
+            return json_error(404, f"Request {request.match_info['request_id']} not found")
+        job.expires_at = min(job.expires_at, self.state.clock())
+        return web.json_response(job.describe(self.state.clock()))
+
+    async def reset(self, request: web.Request) -> web.Response:
+        self.state.reset()
+        return web.json_response({"ok": True})
+
+    async def config(self, request: web.Request) -> web.Response:
+        if request.method == "POST":
+            body, error = await _json_body(request)
+            if error is not None:
+                return error
+            if not isinstance(body, dict):
+                return json_error(400, "Expected a JSON object of config changes")
+            try:
+                self.state.configure(**body)
+            except (TypeError, ValueError) as err:
+                return json_error(400, str(err))
+        return web.json_response(self.state.public_config())
+
+
+async def _json_body(request: web.Request) -> tuple[Any, web.Response | None]:
+    try:
+        return json.loads(await request.read() or b"null"), None
+    except ValueError:
+        return None, json_error(400, "Invalid JSON body")
+
+
+# --------------------------------------------------------------------------------------------
+# Accounting middleware and the app factory
+# --------------------------------------------------------------------------------------------
+
+
+def _is_control_path(path: str) -> bool:
+    """``/_emulator`` controls are not traffic: they are not counted or recorded (blobs are)."""
+    return path.startswith("/_emulator/") and not path.startswith("/_emulator/blob/")
+
+
+def _record(state: EmulatorState, request: web.Request) -> None:
+    """Remember the request for ``/_emulator/requests``, with any API key replaced by its label."""
+    has_key = False
+    headers: dict[str, str] = {}
+    for name, value in request.headers.items():
+        if name.lower() == API_KEY_HEADER:
+            has_key = True
+            value = f"<redacted:{key_label(value.strip())}>"
+        elif state.is_known_key_text(value):
+            has_key = True
+            value = "<redacted>"
+        headers[name] = value
+    query = request.query_string
+    if query and state.is_known_key_text(query):
+        has_key, query = True, "<redacted>"
+    state.requests.append(
+        {
+            "time": state.clock(),
+            "method": request.method,
+            "path": request.path,
+            "query": query,
+            "headers": headers,
+            "has_api_key": has_key,
+        }
+    )
+
+
+def _accounting_middleware(state: EmulatorState) -> Any:
+    @web.middleware
+    async def accounting(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> Any:
+        if _is_control_path(request.path):
+            return await _answer(request, handler)
+        stats = state.stats
+        stats.note_connection(request.transport)
+        stats.in_flight += 1
+        stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
+        _record(state, request)
+        try:
+            response = await _answer(request, handler)
+        finally:
+            stats.in_flight -= 1
+        if request.get(_ABORTED):
+            stats.aborted_connections += 1
+        else:
+            stats.responses[str(response.status)] += 1
+        return response
+
+    return accounting
+
+
+async def _answer(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Run the handler; turn router and aiohttp errors into the gateway's shapes (405 HTML, JSON)."""
+    try:
+        return await handler(request)
+    except web.HTTPMethodNotAllowed:
+        return html_error(405, "Not Allowed")
+    except web.HTTPNotFound:
+        return json_error(404, "Not Found")
+    except PillowMissingError as err:
+        return json_error(500, str(err))
+    except web.HTTPException as err:
+        if err.status < 400:
+            raise
+        return json_error(err.status, err.reason)
+
+
+def create_app(config: EmulatorConfig | None = None, *, state: EmulatorState | None = None) -> web.Application:
+    """Build the emulator's application. Serve it with any aiohttp runner, inside any event loop.
+
+    The state is ``app[STATE_KEY]`` (or :func:`get_state`); mutate it only from the serving loop.
+    """
+    state = state or EmulatorState(config or EmulatorConfig())
+    app = web.Application(middlewares=[_accounting_middleware(state)], client_max_size=MAX_BODY_BYTES)
+    app[STATE_KEY] = state
+    api, admin = SegmindApi(state), AdminApi(state)
+    add = app.router.add_route
+    # Specific GET routes first; the catch-all model routes below must not swallow them.
+    add("GET", "/v2/requests/{request_id}/status", api.status)
+    add("GET", "/v2/requests/{request_id}", api.result)
+    add("GET", "/v1/requests/{request_id}", api.status)  # the submit's legacy ``poll_url``
+    add("GET", "/v1/get-user-credits", api.credits)
+    add("POST", "/v1/{slug}", api.run_v1)
+    add("POST", "/v2/{slug}", api.submit)
+    app.router.add_get("/media/{file_name}", api.media)  # HEAD too, like a CDN
+    app.router.add_get("/_emulator/blob/{nbytes}", api.blob)
+    add("GET", "/_emulator/health", admin.health)
+    add("GET", "/_emulator/stats", admin.stats)
+    add("GET", "/_emulator/jobs", admin.jobs)
+    add("GET", "/_emulator/jobs/{request_id}", admin.job)
+    add("GET", "/_emulator/requests", admin.requests)
+    add("POST", "/_emulator/script", admin.script)
+    add("POST", "/_emulator/expire/{request_id}", admin.expire)
+    add("POST", "/_emulator/reset", admin.reset)
+    add("GET", "/_emulator/config", admin.config)
+    add("POST", "/_emulator/config", admin.config)
+
+    async def close_renderer(app: web.Application) -> None:
+        app[STATE_KEY].images.close()
+
+    app.on_cleanup.append(close_renderer)
+    return app
+
+
+def get_state(app: web.Application) -> EmulatorState:
+    """The :class:`EmulatorState` behind an app made by :func:`create_app`."""
+    return app[STATE_KEY]

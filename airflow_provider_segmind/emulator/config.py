@@ -1,0 +1,222 @@
+"""The emulator's settings: one frozen dataclass, three named profiles, and parsers for the CLI/JSON.
+
+The config is immutable so a running server can swap it atomically (``configure``) while handlers
+read a consistent snapshot; jobs copy the timings they need when they are created.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+#: The emulator's own well-known key, used when none is configured. Not a Segmind key.
+DEFAULT_API_KEY: Final = "SG_0123456789abcdef"
+
+#: A duration in seconds, or a ``(low, high)`` range drawn uniformly per job.
+Duration = float | tuple[float, float]
+RateLimitScope = Literal["submit", "all"]
+V2Validation = Literal["job", "submit"]
+
+#: Where faults can be injected: v2 submit, v1 run, v2 status, v2 result, media, credits.
+ENDPOINTS: Final = frozenset({"submit", "v1", "status", "result", "media", "credits"})
+DEFAULT_FAULT_ENDPOINTS: Final = frozenset({"submit", "v1", "status", "result"})
+#: Faults that replace or spoil one HTTP answer.
+REQUEST_FAULTS: Final = frozenset(
+    {"429", "500", "502", "504", "html502", "bad_json", "reset_before", "reset_after", "slow", "truncate", "wrong_type"}
+)
+#: Faults that decide a job's fate at submit time (the submit itself succeeds).
+JOB_FAULTS: Final = frozenset({"failed_job", "content_safety"})
+FAULT_NAMES: Final = REQUEST_FAULTS | JOB_FAULTS
+
+
+@dataclass(frozen=True)
+class EmulatorConfig:
+    """How the emulator behaves. Every field can be changed at runtime with ``configure``.
+
+    Timings (``queue_time``, ``inference_time``) accept a number or a ``(low, high)`` range drawn
+    per job from the seeded RNG. Changes to timings, TTL and cost apply to jobs submitted after the
+    change; a change to ``credits`` resets every key's balance to the new value.
+    """
+
+    #: Accepted API keys (``x-api-key``); each has its own credit balance and rate-limit window.
+    api_keys: tuple[str, ...] = (DEFAULT_API_KEY,)
+    host: str = "127.0.0.1"
+    #: 0 picks a free port.
+    port: int = 0
+    #: Override the scheme://host:port put in returned URLs (default: the request's Host header).
+    public_url: str | None = None
+    queue_time: Duration = 0.5
+    #: The seed pages quote ~9.59 s per SD3 Large image.
+    inference_time: Duration = 9.6
+    #: Status/results are kept this long after submission, then answer 404 (Segmind: 1 hour).
+    result_ttl: float = 3600.0
+    #: Starting balance of every key.
+    credits: float = 100.0
+    #: Credits billed per accepted v1 run or v2 submit.
+    cost: float = 0.04
+    #: Requests per ``rate_limit_window`` seconds per key; ``None`` means unlimited.
+    rate_limit: int | None = None
+    rate_limit_window: float = 60.0
+    #: ``submit``: only v1/v2 inference POSTs count; ``all``: every authenticated API call counts.
+    rate_limit_scope: RateLimitScope = "submit"
+    #: Fault name -> probability per request (see ``faults.py``); slices of one draw, keep the sum <= 1.
+    faults: Mapping[str, float] = field(default_factory=dict)
+    fault_endpoints: frozenset[str] = DEFAULT_FAULT_ENDPOINTS
+    #: Delay added by the ``slow`` fault.
+    slow_seconds: float = 5.0
+    #: What the ``429`` fault's reset header asks the client to wait.
+    fault_retry_after: float = 1.0
+    #: Seeds the RNGs for faults and timing draws, so a run can be replayed.
+    seed: int = 0
+    #: v2 with invalid SD3 params: ``job`` accepts then FAILs the job (like Segmind), ``submit`` answers 422.
+    v2_validation: V2Validation = "job"
+    #: Slugs that answer 404 "Model not found".
+    missing_models: frozenset[str] = frozenset()
+    #: Slugs that answer 403 (the account may not use them).
+    forbidden_models: frozenset[str] = frozenset()
+    #: Slugs that answer 410 (retired).
+    retired_models: frozenset[str] = frozenset()
+    #: Only SD3 Large exists; every other slug is 404.
+    strict_models: bool = False
+    #: Render the image when a result is fetched, so ``images[].file_size`` is exact. Load tests that
+    #: never download images can turn it off to keep result fetches O(1) (``file_size`` is then null
+    #: until the image has been rendered).
+    render_on_result: bool = True
+    #: How many rendered images to keep (LRU); renders are deterministic, so eviction only costs CPU.
+    media_cache_size: int = 256
+    #: Threads that render images (Pillow releases the GIL while encoding).
+    render_threads: int = 4
+    #: How many recent requests ``/_emulator/requests`` keeps.
+    request_log_size: int = 1000
+
+    def __post_init__(self) -> None:
+        if not self.api_keys:
+            raise ValueError("EmulatorConfig.api_keys needs at least one key")
+        for name in ("queue_time", "inference_time"):
+            _check_duration(name, getattr(self, name))
+        for name in ("result_ttl", "credits", "cost", "slow_seconds", "fault_retry_after", "rate_limit_window"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"EmulatorConfig.{name} must not be negative")
+        if self.rate_limit is not None and self.rate_limit < 1:
+            raise ValueError("EmulatorConfig.rate_limit must be at least 1 (or None for no limit)")
+        if self.rate_limit_scope not in ("submit", "all"):
+            raise ValueError("EmulatorConfig.rate_limit_scope must be 'submit' or 'all'")
+        if self.v2_validation not in ("job", "submit"):
+            raise ValueError("EmulatorConfig.v2_validation must be 'job' or 'submit'")
+        unknown = set(self.faults) - FAULT_NAMES
+        if unknown:
+            raise ValueError(f"Unknown fault(s) {sorted(unknown)}; known: {sorted(FAULT_NAMES)}")
+        for name, probability in self.faults.items():
+            if not 0 <= probability <= 1:
+                raise ValueError(f"Fault {name!r} probability must be within 0..1, got {probability!r}")
+        if not self.fault_endpoints <= ENDPOINTS:
+            raise ValueError(f"Unknown fault endpoint(s) {sorted(self.fault_endpoints - ENDPOINTS)}")
+        if self.media_cache_size < 0 or self.render_threads < 1 or self.request_log_size < 0:
+            raise ValueError("media_cache_size and request_log_size must be >= 0, render_threads >= 1")
+
+    @property
+    def api_key(self) -> str:
+        """The first configured key: the one to hand to a client."""
+        return self.api_keys[0]
+
+    def with_changes(self, **changes: Any) -> EmulatorConfig:
+        """A copy with ``changes`` applied; values may come from JSON (lists, "8-12" strings)."""
+        return dataclasses.replace(self, **coerce_changes(changes))
+
+    @classmethod
+    def for_profile(cls, profile: str, **overrides: Any) -> EmulatorConfig:
+        """The named profile (``realistic``, ``fast``, ``chaos``) with ``overrides`` on top."""
+        try:
+            base = PROFILES[profile]
+        except KeyError:
+            raise ValueError(f"Unknown emulator profile {profile!r}; choose one of {sorted(PROFILES)}") from None
+        return cls(**coerce_changes({**base, **overrides}))
+
+
+#: ``realistic`` matches Segmind's quoted timings; ``fast`` is for tests; ``chaos`` adds every fault.
+PROFILES: Final[Mapping[str, Mapping[str, Any]]] = {
+    "realistic": {},
+    "fast": {"queue_time": 0.05, "inference_time": 0.2, "slow_seconds": 1.0},
+    "chaos": {
+        "queue_time": (0.1, 0.5),
+        "inference_time": (1.0, 3.0),
+        "slow_seconds": 2.0,
+        "faults": {
+            "429": 0.03,
+            "500": 0.03,
+            "502": 0.02,
+            "504": 0.01,
+            "html502": 0.02,
+            "bad_json": 0.02,
+            "reset_before": 0.02,
+            "reset_after": 0.01,
+            "slow": 0.02,
+            "failed_job": 0.05,
+            "content_safety": 0.02,
+        },
+    },
+}
+
+
+def _check_duration(name: str, value: Duration) -> None:
+    low, high = value if isinstance(value, tuple) else (value, value)
+    if low < 0 or high < low:
+        raise ValueError(f"EmulatorConfig.{name} must be >= 0 (a range must be low-high), got {value!r}")
+
+
+def parse_duration(value: Any) -> Duration:
+    """``9.6``, ``"9.6"``, ``"8-12"``, ``[8, 12]`` -> a number or a ``(low, high)`` tuple."""
+    if isinstance(value, (list, tuple)):
+        low, high = (float(v) for v in value)
+        return (low, high)
+    if isinstance(value, str) and "-" in value.strip()[1:]:
+        low_text, high_text = value.strip().split("-", 1)
+        return (float(low_text), float(high_text))
+    return float(value)
+
+
+def draw_duration(value: Duration, rng: random.Random) -> float:
+    """A number as is; a range drawn uniformly from ``rng``."""
+    if isinstance(value, tuple):
+        return rng.uniform(*value)
+    return float(value)
+
+
+def parse_fault(text: str) -> tuple[str, float]:
+    """``"500=0.1"`` -> ``("500", 0.1)`` (the CLI's ``--fault`` syntax)."""
+    name, sep, probability = text.partition("=")
+    if not sep:
+        raise ValueError(f"--fault expects NAME=PROBABILITY, got {text!r}")
+    return name.strip(), float(probability)
+
+
+def _frozen(value: Any) -> frozenset[str]:
+    if isinstance(value, str):
+        value = [v for v in value.split(",") if v]
+    if not isinstance(value, Iterable):
+        raise ValueError(f"expected a list of names, got {value!r}")
+    return frozenset(str(v) for v in value)
+
+
+_COERCE: Final[Mapping[str, Any]] = {
+    "api_keys": lambda v: (v,) if isinstance(v, str) else tuple(str(k) for k in v),
+    "queue_time": parse_duration,
+    "inference_time": parse_duration,
+    "faults": lambda v: {str(k): float(p) for k, p in dict(v).items()},
+    "fault_endpoints": _frozen,
+    "missing_models": _frozen,
+    "forbidden_models": _frozen,
+    "retired_models": _frozen,
+}
+_FIELDS: Final = frozenset(f.name for f in dataclasses.fields(EmulatorConfig))
+
+
+def coerce_changes(changes: Mapping[str, Any]) -> dict[str, Any]:
+    """Check field names and convert JSON-ish values to the dataclass's types."""
+    unknown = sorted(set(changes) - _FIELDS)
+    if unknown:
+        raise ValueError(f"Unknown emulator setting(s) {unknown}; known: {sorted(_FIELDS)}")
+    return {name: _COERCE[name](value) if name in _COERCE else value for name, value in changes.items()}
