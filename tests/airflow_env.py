@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -42,7 +41,7 @@ def dags_folder() -> Path:
 
 
 @pytest.fixture(scope="session")
-def airflow_db() -> Iterator[Path]:
+def airflow_db() -> Path:
     """A migrated metadata database (SQLite), created once per session (``airflow db migrate``, ~5 s)."""
     subprocess.run(
         [sys.executable, "-m", "airflow", "db", "migrate"],
@@ -52,4 +51,4 @@ def airflow_db() -> Iterator[Path]:
         stderr=subprocess.PIPE,
         timeout=300,
     )
-    yield _HOME / "airflow.db"
+    return _HOME / "airflow.db"
