@@ -136,6 +136,15 @@ class SegmindJobFailedError(SegmindError):
         self.metrics = dict(metrics or {})
 
 
+class SegmindContentBlockedError(SegmindJobFailedError):
+    """A job FAILED because the content-safety filter blocked the prompt or image.
+
+    Re-running the same task would be billed and blocked again, so a task retry cannot help.
+    """
+
+    task_retry_helps = False
+
+
 class SegmindTransportError(SegmindError):
     """The call did not produce a usable HTTP answer: connection, timeout or undecodable body.
 

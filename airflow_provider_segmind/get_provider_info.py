@@ -63,6 +63,10 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "hooks": _modules("hooks.segmind"),
+        "operators": _modules("operators.segmind"),
+        "sensors": _modules("sensors.segmind"),
+        "triggers": _modules("triggers.segmind"),
+        "extra-links": [f"{_PKG}.operators.segmind.SegmindOutputLink"],
         "connection-types": [
             {
                 "hook-class-name": f"{_PKG}.hooks.segmind.SegmindHook",

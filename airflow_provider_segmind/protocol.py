@@ -26,6 +26,7 @@ from urllib.parse import quote, urlsplit
 
 from airflow_provider_segmind.exceptions import (
     SegmindAuthenticationError,
+    SegmindContentBlockedError,
     SegmindError,
     SegmindForbiddenError,
     SegmindInsufficientCreditsError,
@@ -637,14 +638,34 @@ def parse_status(answer: HttpAnswer, request_id: str) -> JobStatusResponse:
     )
 
 
+_CONTENT_BLOCK = re.compile(r"safety|nsfw|\brai\b|content polic|moderation|flagged|blocked", re.IGNORECASE)
+
+
+def is_content_block(error: str | None) -> bool:
+    """Whether a FAILED job's reason reads as a content-safety block (Segmind reports those as FAILED)."""
+    return bool(error and _CONTENT_BLOCK.search(error))
+
+
 def job_failed_error(
     request_id: str, error: str | None, metrics: Mapping[str, Any] | None = None
 ) -> SegmindJobFailedError:
-    """The error for a FAILED job, with the server's reason in the message."""
+    """The error for a FAILED job, with the server's reason in the message.
+
+    A content-safety block becomes :class:`SegmindContentBlockedError`, which a task retry cannot fix.
+    """
     reason = error or "no reason given"
+    if is_content_block(error):
+        return SegmindContentBlockedError(
+            f"Segmind job {request_id} FAILED: {reason}. The content-safety filter blocked it: change the "
+            "prompt or input image; retrying the same request would be billed and blocked again.",
+            error_text=error,
+            request_id=request_id,
+            status_code=422,
+            metrics=dict(metrics or {}),
+        )
     return SegmindJobFailedError(
-        f"Segmind job {request_id} FAILED: {reason}. Change the prompt or parameters "
-        "(content-safety blocks surface here too) and run the task again; a new submit is billed.",
+        f"Segmind job {request_id} FAILED: {reason}. Check the prompt and parameters and run the task "
+        "again; a new submit is billed.",
         error_text=error,
         request_id=request_id,
         status_code=422,

@@ -342,3 +342,15 @@ def test_v1_response_keeps_useful_headers_and_rejects_html():
     assert "set-cookie" not in out.headers
     with pytest.raises(exc.SegmindInvalidResponseError, match="HTML"):
         p.parse_run_sync(p.HttpAnswer(200, {"content-type": "text/html"}, b"<html>"))
+
+
+def test_content_safety_failures_are_not_worth_a_task_retry():
+    blocked = p.job_failed_error("r1", "Content blocked: the prompt was flagged by the safety filter")
+    assert isinstance(blocked, exc.SegmindContentBlockedError)
+    assert isinstance(blocked, exc.SegmindJobFailedError)
+    assert blocked.task_retry_helps is False
+    assert "flagged by the safety filter" in str(blocked)
+    other = p.job_failed_error("r2", "Internal inference error")
+    assert type(other) is exc.SegmindJobFailedError
+    assert other.task_retry_helps is True
+    assert "Internal inference error" in str(other)

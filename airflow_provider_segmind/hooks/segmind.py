@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import weakref
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -31,6 +32,7 @@ from airflow.sdk import BaseHook
 
 from airflow_provider_segmind.exceptions import (
     SegmindAuthenticationError,
+    SegmindContentBlockedError,
     SegmindError,
     SegmindForbiddenError,
     SegmindInsufficientCreditsError,
@@ -82,6 +84,7 @@ if TYPE_CHECKING:
 __all__ = [
     "SegmindAuthenticationError",
     "SegmindConnectionSettings",
+    "SegmindContentBlockedError",
     "SegmindError",
     "SegmindForbiddenError",
     "SegmindHook",
@@ -233,14 +236,17 @@ class _LoopSessionPool:
     """
 
     def __init__(self) -> None:
-        self._sessions: dict[int, tuple[aiohttp.ClientSession, int]] = {}
+        # Keyed by the loop object itself (weakly): an id() could be reused by a later loop.
+        self._sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[aiohttp.ClientSession, int]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     @contextlib.asynccontextmanager
     async def acquire(self, settings: SegmindConnectionSettings) -> AsyncIterator[aiohttp.ClientSession]:
         import aiohttp
 
-        key = id(asyncio.get_running_loop())
-        session, users = self._sessions.get(key, (None, 0))
+        loop = asyncio.get_running_loop()
+        session, users = self._sessions.get(loop, (None, 0))
         if session is None or session.closed:
             session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(
@@ -250,20 +256,20 @@ class _LoopSessionPool:
                 headers={"User-Agent": USER_AGENT},
             )
             users = 0
-        self._sessions[key] = (session, users + 1)
+        self._sessions[loop] = (session, users + 1)
         try:
             yield session
         finally:
-            session, users = self._sessions.get(key, (session, 1))
+            session, users = self._sessions.get(loop, (session, 1))
             if users <= 1:
-                self._sessions.pop(key, None)
+                self._sessions.pop(loop, None)
                 await session.close()
             else:
-                self._sessions[key] = (session, users - 1)
+                self._sessions[loop] = (session, users - 1)
 
     def open_sessions(self) -> int:
         """How many shared sessions are open (for tests that prove nothing leaks)."""
-        return sum(1 for session, _ in self._sessions.values() if not session.closed)
+        return sum(1 for session, _ in list(self._sessions.values()) if not session.closed)
 
 
 _SHARED_SESSIONS = _LoopSessionPool()

@@ -1,0 +1,562 @@
+"""Operators that run a Segmind v2 job: submit on the worker, wait (deferred or not), return a summary.
+
+The orchestration follows the official dbt Cloud provider: the hook owns all I/O, the trigger
+(:class:`~airflow_provider_segmind.triggers.segmind.SegmindJobTrigger`) is only a polling loop,
+and the operator submits, defers with ``timeout=None`` (the absolute deadline travels inside the
+trigger, so a triggerer restart cannot reset it), and turns the trigger's event into a return
+value or an error in :meth:`execute_complete`. Without deferral the operator polls on the worker
+with the same schedule and the same decision logic, and ends in the same ``execute_complete``.
+
+Exactly-once submission
+-----------------------
+Segmind bills every submit and has neither an idempotency key nor a cancel endpoint, so a task
+retry must not submit again while the first request can still be used.
+
+- **Airflow 3.3+** (``context["task_state_store"]`` exists): the request id, model, a fingerprint
+  of the parameters and the submit time are written to the task state store right after the
+  submit, before deferring or polling. A new try reads it first and asks Segmind about that
+  request: QUEUED/PROCESSING -> wait for it again (no submit); COMPLETED -> fetch its result and
+  return (no submit); FAILED, or 404 because its 1 hour retention passed -> log it and submit
+  anew. Changed parameters (an edited DAG) also submit anew. If the status cannot be read because
+  of a transient error, the operator re-attaches rather than risk a second bill.
+  The remaining window is the one Airflow's own ``ResumableJobMixin`` documents: if the worker dies
+  between Segmind accepting the submit and the store write, the next try cannot know the id.
+- **Airflow 3.1 / 3.2** (no task state store; Airflow 3 clears XComs before each try): the request
+  id travels in the trigger's kwargs and event, so deferral, triggerer restarts and resuming all
+  keep using the one request. But a task *retry* (the worker died, the trigger gave up after
+  ``max_consecutive_errors`` transient errors, a ``timeout``/``failed`` event with ``retries`` set)
+  cannot see the earlier request and submits a new, billed job. To keep that rare, transient
+  errors never fail the task by themselves, and errors a retry cannot fix (bad parameters, bad
+  key, no credits) raise ``AirflowFailException`` so no retry is spent on them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, ClassVar, Final, NoReturn
+
+from airflow.providers.common.compat.sdk import (
+    AirflowException,
+    AirflowFailException,
+    BaseOperator,
+    BaseOperatorLink,
+    XCom,
+    conf,
+)
+
+from airflow_provider_segmind.exceptions import (
+    SegmindError,
+    SegmindInvalidParametersError,
+    SegmindJobFailedError,
+    SegmindRequestNotFoundError,
+)
+from airflow_provider_segmind.protocol import (
+    RESULT_RETENTION_SECONDS,
+    SD3_LARGE_MODEL,
+    PollSchedule,
+    SegmindJobStatus,
+    job_failed_error,
+    validate_params,
+)
+from airflow_provider_segmind.triggers.segmind import (
+    DEFAULT_MAX_CONSECUTIVE_ERRORS,
+    SegmindJobTrigger,
+    fit_summary,
+    result_summary,
+    summarize_params,
+    validate_event,
+    wait_for_job,
+)
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from airflow_provider_segmind.hooks.segmind import SegmindHook
+
+__all__ = ["SegmindOutputLink", "SegmindRunOperator", "SegmindTextToImageOperator"]
+
+#: Task state store key (Airflow 3.3+). Renaming it would break in-flight retries.
+STATE_STORE_KEY: Final = "segmind_request"
+#: XCom keys pushed besides the return value.
+XCOM_REQUEST_ID: Final = "segmind_request_id"
+XCOM_OUTPUT_URL: Final = "segmind_output_url"
+DEFAULT_JOB_TIMEOUT: Final = RESULT_RETENTION_SECONDS
+
+
+class SegmindOutputLink(BaseOperatorLink):
+    """Extra link "Segmind output": the first generated output URL (from XCom ``segmind_output_url``).
+
+    Segmind's output URLs are public, unguessable and kept about 7 days; the link is empty for a
+    task that produced none (failed, or an inline ``base64`` output).
+    """
+
+    name = "Segmind output"
+
+    def get_link(self, operator: Any, *, ti_key: Any) -> str:
+        url = XCom.get_value(key=XCOM_OUTPUT_URL, ti_key=ti_key)
+        return url if isinstance(url, str) and url.startswith(("https://", "http://")) else ""
+
+
+def _seconds(value: float | timedelta | None, default: float) -> float:
+    if value is None:
+        return default
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if seconds <= 0:
+        raise ValueError(f"job_timeout must be positive, got {value!r}")
+    return seconds
+
+
+def _schedule_dict(schedule: PollSchedule | Mapping[str, float] | None) -> dict[str, float] | None:
+    if schedule is None:
+        return None
+    if isinstance(schedule, PollSchedule):
+        return schedule.to_dict()
+    return PollSchedule.from_dict(schedule).to_dict()  # validates early, at DAG parse time
+
+
+def _fingerprint(model: str, params: Mapping[str, Any]) -> str:
+    raw = json.dumps({"model": model, "params": params}, sort_keys=True, default=str)
+    return hashlib.sha256(raw.encode("utf-8")).hexdigest()
+
+
+class _SegmindJobOperator(BaseOperator):
+    """Submit one Segmind v2 job and wait for it (shared by the two public operators).
+
+    :param segmind_conn_id: the ``segmind`` connection (password = API key).
+    :param deferrable: free the worker slot while the job runs (needs a triggerer). Defaults to
+        ``[operators] default_deferrable``.
+    :param job_timeout: seconds (or a timedelta) to wait for the job, per try; default 1 hour, the
+        time Segmind keeps a result. Turned into an absolute deadline inside the trigger.
+    :param poll_schedule: a :class:`~airflow_provider_segmind.protocol.PollSchedule` or its dict
+        form (prefer the dict in ``partial()``); default ``PollSchedule.for_model(model)``.
+    :param max_consecutive_errors: transient errors in a row (429, 5xx, resets) tolerated while
+        waiting before the task fails; none of them fails it on its own.
+    :param min_credits: if set, check the balance (a free call) before a billed submit and fail
+        without retries when it is below this floor.
+    """
+
+    operator_extra_links = (SegmindOutputLink(),)
+    ui_color = "#e8dcff"
+
+    def __init__(
+        self,
+        *,
+        model: str = SD3_LARGE_MODEL,
+        segmind_conn_id: str = "segmind_default",
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        job_timeout: float | timedelta | None = DEFAULT_JOB_TIMEOUT,
+        poll_schedule: PollSchedule | Mapping[str, float] | None = None,
+        max_consecutive_errors: int = DEFAULT_MAX_CONSECUTIVE_ERRORS,
+        min_credits: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.model = model
+        self.segmind_conn_id = segmind_conn_id
+        self.deferrable = deferrable
+        self.job_timeout = _seconds(job_timeout, DEFAULT_JOB_TIMEOUT)
+        self.poll_schedule = _schedule_dict(poll_schedule)
+        if max_consecutive_errors < 1:
+            raise ValueError("max_consecutive_errors must be at least 1")
+        self.max_consecutive_errors = max_consecutive_errors
+        self.min_credits = min_credits
+        self.request_id: str | None = None
+
+    # ------------------------------------------------------------------ parameters
+
+    def build_params(self) -> dict[str, Any]:
+        """The request body before validation (after templating)."""
+        raise NotImplementedError
+
+    def _validated(self) -> tuple[str, dict[str, Any]]:
+        """Model and body, validated after templating and before any request.
+
+        A bad parameter cannot be fixed by a retry: raise ``AirflowFailException`` (from the typed
+        error, message kept) so Airflow does not spend the task's retries on it.
+        """
+        try:
+            model = self.model
+            if not isinstance(model, str) or not model.strip():
+                raise SegmindInvalidParametersError(
+                    f"Invalid parameter 'model': got {model!r}. Allowed: a Segmind model slug such as "
+                    f"{SD3_LARGE_MODEL!r}.",
+                    field="model",
+                    allowed="a model slug",
+                )
+            return model.strip(), validate_params(model.strip(), self.build_params())
+        except SegmindInvalidParametersError as err:
+            raise AirflowFailException(str(err)) from err
+
+    def _summary_params(self) -> dict[str, Any]:
+        try:
+            return self._validated()[1]
+        except AirflowFailException:
+            return {}
+
+    # ------------------------------------------------------------------ helpers
+
+    @cached_property
+    def hook(self) -> SegmindHook:
+        from airflow_provider_segmind.hooks.segmind import SegmindHook
+
+        return SegmindHook(self.segmind_conn_id)
+
+    def _raise(self, err: SegmindError) -> NoReturn:
+        """Re-raise a typed error; as ``AirflowFailException`` when a task retry cannot help."""
+        if not err.task_retry_helps:
+            raise AirflowFailException(str(err)) from err
+        raise err
+
+    def _schedule(self, model: str) -> PollSchedule:
+        if self.poll_schedule is not None:
+            return PollSchedule.from_dict(self.poll_schedule)
+        return PollSchedule.for_model(model)
+
+    @staticmethod
+    def _store(context: Context) -> Any:
+        """Airflow 3.3+'s task state store, or ``None`` on 3.1/3.2."""
+        getter = getattr(context, "get", None)
+        return getter("task_state_store") if getter is not None else None
+
+    # ------------------------------------------------------------------ execute
+
+    def execute(self, context: Context) -> Any:
+        model, params = self._validated()
+        store = self._store(context)
+        fingerprint = _fingerprint(model, params)
+        if store is None:
+            self.log.debug("No task_state_store (Airflow < 3.3): a task retry will submit a new job.")
+        else:
+            resumed = self._resume(context, store, model, params, fingerprint)
+            if resumed is not None:
+                return resumed
+        self._credit_guard()
+        try:
+            submitted = self.hook.submit(model, params, validate=False)
+        except SegmindError as err:
+            self._raise(err)
+        submitted_at = time.time()
+        self.request_id = submitted.request_id
+        self.log.info("Submitted Segmind job %s (model %s).", submitted.request_id, model)
+        if store is not None:
+            record = {
+                "request_id": submitted.request_id,
+                "model": model,
+                "fingerprint": fingerprint,
+                "submitted_at": submitted_at,
+            }
+            try:
+                store.set(STATE_STORE_KEY, record, retention=timedelta(seconds=2 * RESULT_RETENTION_SECONDS))
+            except Exception:
+                # The job is live and billed: keep waiting for it rather than fail and waste it.
+                self.log.exception(
+                    "Could not record Segmind request %s in the task state store; a retry of this try "
+                    "would submit again.",
+                    submitted.request_id,
+                )
+        self._announce(context, submitted.request_id)
+        return self._wait(context, model, submitted.request_id, submitted_at)
+
+    def _resume(self, context: Context, store: Any, model: str, params: dict[str, Any], fingerprint: str) -> Any | None:
+        """Reuse the request an earlier try submitted, if it can still serve; ``None`` = submit anew."""
+        record = store.get(STATE_STORE_KEY)
+        if not record:
+            return None
+        if not isinstance(record, Mapping) or not isinstance(record.get("request_id"), str):
+            self.log.warning("Ignoring an unreadable Segmind record in the task state store: %r", record)
+            return None
+        request_id: str = record["request_id"]
+        submitted_at = record.get("submitted_at")
+        submitted_at = float(submitted_at) if isinstance(submitted_at, (int, float)) else None
+        if record.get("model") != model or record.get("fingerprint") != fingerprint:
+            self.log.warning(
+                "An earlier try submitted Segmind request %s with other parameters; submitting anew.", request_id
+            )
+            return None
+        try:
+            status = self.hook.get_status(request_id)
+        except SegmindRequestNotFoundError:
+            self.log.warning(
+                "An earlier try's Segmind request %s is gone (404: retention passed); submitting anew (billed).",
+                request_id,
+            )
+            return None
+        except SegmindError as err:
+            if not err.transient:
+                self._raise(err)
+            self.log.warning(
+                "Cannot read the status of earlier Segmind request %s (%s); re-attaching to it rather than "
+                "submitting again.",
+                request_id,
+                err,
+            )
+            status = None
+        if status is not None and status.status is SegmindJobStatus.FAILED:
+            self.log.warning(
+                "An earlier try's Segmind request %s FAILED (%s); submitting anew (billed).", request_id, status.error
+            )
+            return None
+        self.request_id = request_id
+        self._announce(context, request_id)
+        if status is not None and status.status is SegmindJobStatus.COMPLETED:
+            self.log.info("An earlier try's Segmind request %s is COMPLETED: reusing it, no new submit.", request_id)
+            try:
+                result = self.hook.get_result(request_id)
+            except (SegmindRequestNotFoundError, SegmindJobFailedError) as err:
+                self.log.warning("Earlier Segmind request %s cannot be reused (%s); submitting anew.", request_id, err)
+                return None
+            except SegmindError as err:
+                self._raise(err)
+            summary = result_summary(
+                result, model=model, status_metrics=status.metrics, submitted_at=submitted_at, params=params
+            )
+            return self._finish(context, summary)
+        self.log.info(
+            "An earlier try's Segmind request %s is still %s: waiting for it again, no new submit.",
+            request_id,
+            status.status.value if status is not None else "running",
+        )
+        return self._wait(context, model, request_id, submitted_at)
+
+    @staticmethod
+    def _announce(context: Context, request_id: str) -> None:
+        """XCom the request id (for a sensor or a transfer downstream) and an empty output link.
+
+        Airflow evaluates extra links whenever a try ends, deferral included; the placeholder keeps
+        that lookup from logging "XCom not found" until the real URL is pushed on success.
+        """
+        ti = context["ti"]
+        ti.xcom_push(key=XCOM_REQUEST_ID, value=request_id)
+        ti.xcom_push(key=XCOM_OUTPUT_URL, value="")
+
+    def _credit_guard(self) -> None:
+        if self.min_credits is None:
+            return
+        try:
+            balance = self.hook.get_credits()
+        except SegmindError as err:
+            self._raise(err)
+        if balance < self.min_credits:
+            raise AirflowFailException(
+                f"Segmind credit guard: the account has {balance:g} credits, below the floor "
+                f"min_credits={self.min_credits:g}; nothing was submitted. Top up the account or lower min_credits."
+            )
+        self.log.info("Segmind credit guard: %g credits >= floor %g.", balance, self.min_credits)
+
+    def _wait(self, context: Context, model: str, request_id: str, submitted_at: float | None) -> Any:
+        deadline = time.time() + self.job_timeout
+        schedule = self._schedule(model)
+        if self.deferrable:
+            self.defer(
+                trigger=SegmindJobTrigger(
+                    request_id=request_id,
+                    conn_id=self.segmind_conn_id,
+                    model=model,
+                    deadline=deadline,
+                    submitted_at=submitted_at,
+                    poll_schedule=schedule.to_dict(),
+                    max_consecutive_errors=self.max_consecutive_errors,
+                ),
+                method_name="execute_complete",
+                timeout=None,
+            )
+        event = wait_for_job(
+            request_id,
+            conn_id=self.segmind_conn_id,
+            model=model,
+            schedule=schedule,
+            deadline=deadline,
+            submitted_at=submitted_at,
+            max_consecutive_errors=self.max_consecutive_errors,
+            log=self.log,
+        )
+        return self.execute_complete(context, event)
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Turn the trigger's (or the sync loop's) event into the task's result or error.
+
+        Anything outside the allow-list (``None``, empty, unknown status) fails loudly.
+        """
+        try:
+            checked = validate_event(event)
+        except ValueError as err:
+            raise AirflowException(f"Task {self.task_id} resumed with an invalid event: {err}") from None
+        status, request_id = checked["status"], checked["request_id"]
+        self.request_id = request_id
+        message = str(checked.get("message") or "")
+        if status == "success":
+            summary = dict(checked["result"])
+            summary["params"] = summarize_params(self._summary_params())
+            return self._finish(context, fit_summary(summary))
+        if status == "failed":
+            self._raise(job_failed_error(request_id, checked.get("error")))
+        if status == "expired":
+            raise SegmindRequestNotFoundError(
+                f"{message}. A retry of this task submits a new (billed) job.",
+                request_id=request_id,
+                status_code=404,
+            )
+        if status == "timeout":
+            raise AirflowException(
+                f"{message} (job_timeout={self.job_timeout:g} s). The job was not cancelled (Segmind cannot "
+                "cancel) and its result stays retrievable for 1 hour after submission; on Airflow 3.3+ a retry "
+                "of this task waits for the same request instead of submitting again."
+            )
+        text = f"{message}. Request id: {request_id}."
+        if checked.get("retryable") is False:
+            raise AirflowFailException(text)
+        raise AirflowException(text)
+
+    def _finish(self, context: Context, summary: dict[str, Any]) -> dict[str, Any]:
+        url = summary.get("output_url")
+        if url:
+            context["ti"].xcom_push(key=XCOM_OUTPUT_URL, value=url)
+        self.log.info(
+            "Segmind job %s done: %s",
+            summary.get("request_id"),
+            url or ("inline output (re-fetch it by request id)" if summary.get("output_inline") else "no output URL"),
+        )
+        return summary
+
+    def on_kill(self) -> None:
+        """Segmind cannot cancel a job: log the orphaned request so nobody wonders about the bill."""
+        if self.request_id:
+            self.log.warning(
+                "Task killed while Segmind request %s may still be running: Segmind has no cancel endpoint, so "
+                "it will finish and be billed; its result stays retrievable for 1 hour after submission.",
+                self.request_id,
+            )
+
+
+class SegmindRunOperator(_SegmindJobOperator):
+    """Run any Segmind model through the v2 queue: ``SegmindRunOperator(model=..., inputs={...})``.
+
+    ``inputs`` is the model's request body, passed through as given (after templating): Segmind
+    hosts hundreds of models whose parameters the provider cannot know. Stable Diffusion 3 Large
+    inputs are validated in full before submitting; for other slugs only JSON-serializability is
+    checked. (The argument is not called ``params``: that name is Airflow's own DAG/task params,
+    which Airflow merges with the DAG's params before the operator sees them.)
+
+    Returns a JSON-safe summary (see
+    :func:`~airflow_provider_segmind.triggers.segmind.result_summary`): request id, model, status,
+    output URL(s), images, seed, metrics and the non-secret inputs. Inline (``base64``) outputs are
+    never pushed to XCom; the summary marks them ``output_inline`` and the result can be fetched
+    again by request id for 1 hour.
+
+    See the module docstring for exactly-once submission per Airflow version.
+
+    :param model: the model slug, e.g. ``"stable-diffusion-3-large-txt2img"``. Templated.
+    :param inputs: the model's parameters. Templated (nested strings are rendered).
+    """
+
+    template_fields: Sequence[str] = ("model", "inputs", "segmind_conn_id")
+    template_fields_renderers: ClassVar[dict[str, str]] = {"inputs": "json"}
+
+    def __init__(self, *, model: str, inputs: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(model=model, **kwargs)
+        self.inputs = inputs if inputs is not None else {}
+
+    def build_params(self) -> dict[str, Any]:
+        if not isinstance(self.inputs, Mapping):
+            raise SegmindInvalidParametersError(
+                f"Invalid parameter 'inputs': got {type(self.inputs).__name__}. Allowed: a mapping of the "
+                "model's parameter names to values.",
+                field="inputs",
+                allowed="a mapping",
+            )
+        return dict(self.inputs)
+
+
+def _optional_number(value: Any, kind: type[int] | type[float]) -> Any:
+    """Templated numbers arrive as strings ("42"); convert them, leave anything else to validation."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text in ("", "None", "none", "null"):
+        return None
+    try:
+        return kind(text)
+    except ValueError:
+        return value
+
+
+class SegmindTextToImageOperator(_SegmindJobOperator):
+    """Generate an image with Stable Diffusion 3 Large (or a compatible slug via ``model``).
+
+    Every field is validated after templating and before any request, with an error naming the
+    field and the allowed values, so a bad DAG costs no credit. Works with dynamic task mapping
+    (``.partial(...).expand(prompt=[...])`` or ``expand_kwargs``).
+
+    :param prompt: what to draw (required, at most 10,000 characters). Templated.
+    :param negative_prompt: what to avoid. Templated.
+    :param aspect_ratio: one of 16:9 1:1 21:9 2:3 3:2 4:5 5:4 9:16 9:21 (default 1:1). Templated.
+    :param mode: ``text-to-image`` (default) or ``image-to-image``. Templated.
+    :param image: input image (URL or base64) for image-to-image. Templated.
+    :param strength: 0..1, how far image-to-image may depart from ``image``. Templated.
+    :param output_format: ``jpeg`` (default) or ``png``. Templated.
+    :param seed: 0..4294967294 for a reproducible image. Templated.
+    :param base64: return the image inline instead of as a URL. The bytes never go to XCom: the
+        summary says ``output_inline`` and a transfer operator re-fetches the result by request id.
+    :param model: default ``stable-diffusion-3-large-txt2img``. Templated.
+
+    See :class:`SegmindRunOperator` for the return value and the module docstring for
+    exactly-once submission per Airflow version.
+    """
+
+    template_fields: Sequence[str] = (
+        "prompt",
+        "negative_prompt",
+        "aspect_ratio",
+        "mode",
+        "image",
+        "strength",
+        "output_format",
+        "seed",
+        "model",
+        "segmind_conn_id",
+    )
+
+    def __init__(
+        self,
+        *,
+        prompt: str,
+        negative_prompt: str | None = None,
+        aspect_ratio: str = "1:1",
+        mode: str = "text-to-image",
+        image: str | None = None,
+        strength: float | str | None = None,
+        output_format: str = "jpeg",
+        seed: int | str | None = None,
+        base64: bool = False,
+        model: str = SD3_LARGE_MODEL,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(model=model, **kwargs)
+        self.prompt = prompt
+        self.negative_prompt = negative_prompt
+        self.aspect_ratio = aspect_ratio
+        self.mode = mode
+        self.image = image
+        self.strength = strength
+        self.output_format = output_format
+        self.seed = seed
+        self.base64 = base64
+
+    def build_params(self) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "prompt": self.prompt,
+            "negative_prompt": self.negative_prompt,
+            "aspect_ratio": self.aspect_ratio,
+            "mode": self.mode,
+            "image": self.image or None,
+            "strength": _optional_number(self.strength, float),
+            "output_format": self.output_format,
+            "seed": _optional_number(self.seed, int),
+            "base64": self.base64,
+        }
+        return {name: value for name, value in params.items() if value is not None}

@@ -1,0 +1,156 @@
+"""SegmindJobSensor: wait for a Segmind v2 request that something else submitted."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from airflow.providers.common.compat.sdk import (
+    AirflowException,
+    AirflowFailException,
+    AirflowSensorTimeout,
+    AirflowSkipException,
+    BaseSensorOperator,
+    PokeReturnValue,
+    conf,
+)
+
+from airflow_provider_segmind.exceptions import SegmindError, SegmindJobFailedError, SegmindRequestNotFoundError
+from airflow_provider_segmind.protocol import PollSchedule, SegmindJobStatus
+from airflow_provider_segmind.triggers.segmind import (
+    DEFAULT_MAX_CONSECUTIVE_ERRORS,
+    SINGLE_ATTEMPT,
+    SegmindJobTrigger,
+    result_summary,
+    validate_event,
+)
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+__all__ = ["SegmindJobSensor"]
+
+
+class SegmindJobSensor(BaseSensorOperator):
+    """Wait for a Segmind v2 request (by id) in ``poke``, ``reschedule`` or deferrable mode.
+
+    Succeeds when the request is COMPLETED and returns the same JSON-safe summary as the operators
+    (pushed to XCom). A FAILED request (e.g. a content-safety block) or an expired one (404 after
+    Segmind's 1 hour retention) fails the sensor at once with the reason instead of waiting for
+    ``timeout``, or skips it when ``soft_fail=True``. Transient errors (429, 5xx, dropped
+    connections) count as "not done yet"; ``timeout`` bounds them.
+
+    Deferrable mode looks once on the worker, then hands the wait to
+    :class:`~airflow_provider_segmind.triggers.segmind.SegmindJobTrigger` with the sensor's
+    ``timeout`` as an absolute deadline inside the trigger (so a triggerer restart does not reset
+    it). The trigger polls on :class:`~airflow_provider_segmind.protocol.PollSchedule`; in poke and
+    reschedule modes ``poke_interval`` applies as usual.
+
+    :param request_id: the v2 request id (e.g. pulled from XCom ``segmind_request_id``). Templated.
+    :param segmind_conn_id: the ``segmind`` connection; it must hold the key that submitted the job.
+    :param model: the model slug, for the summary and the trigger's schedule (optional). Templated.
+    :param deferrable: defaults to ``[operators] default_deferrable``.
+    :param poll_schedule: the trigger's schedule (a PollSchedule or its dict form).
+    :param max_consecutive_errors: transient errors in a row the trigger tolerates.
+    """
+
+    template_fields: Sequence[str] = ("request_id", "model", "segmind_conn_id")
+    ui_color = "#e8dcff"
+
+    def __init__(
+        self,
+        *,
+        request_id: str,
+        segmind_conn_id: str = "segmind_default",
+        model: str = "",
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        poll_schedule: PollSchedule | Mapping[str, float] | None = None,
+        max_consecutive_errors: int = DEFAULT_MAX_CONSECUTIVE_ERRORS,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.request_id = request_id
+        self.segmind_conn_id = segmind_conn_id
+        self.model = model
+        self.deferrable = deferrable
+        self.poll_schedule = (
+            poll_schedule.to_dict()
+            if isinstance(poll_schedule, PollSchedule)
+            else (PollSchedule.from_dict(poll_schedule).to_dict() if poll_schedule is not None else None)
+        )
+        self.max_consecutive_errors = max_consecutive_errors
+
+    def _fail(self, message: str, *, retryable: bool = False) -> NoReturn:
+        """Fail now (no waiting for ``timeout``), or skip under ``soft_fail``."""
+        if self.soft_fail:
+            raise AirflowSkipException(f"{message} (soft_fail: skipping)")
+        if retryable:
+            raise AirflowException(message)
+        raise AirflowFailException(message)
+
+    def poke(self, context: Context) -> bool | PokeReturnValue:
+        from airflow_provider_segmind.hooks.segmind import SegmindHook
+
+        hook = SegmindHook(self.segmind_conn_id, retry_policy=SINGLE_ATTEMPT)
+        request_id = self.request_id
+        try:
+            try:
+                status = hook.get_status(request_id)
+                if status.status is SegmindJobStatus.FAILED:
+                    self._fail(f"Segmind job {request_id} FAILED: {status.error or 'no reason given'}")
+                if status.status is not SegmindJobStatus.COMPLETED:
+                    self.log.info("Segmind request %s is %s.", request_id, status.status.value)
+                    return False
+                result = hook.get_result(request_id)
+            except SegmindRequestNotFoundError as err:
+                self._fail(f"Segmind request {request_id} expired or is unknown: {err}")
+            except SegmindJobFailedError as err:
+                self._fail(f"Segmind job {request_id} FAILED: {err.error_text or err}")
+            except SegmindError as err:
+                if err.transient:
+                    self.log.warning("Segmind request %s: transient error, will look again: %s", request_id, err)
+                    return False
+                self._fail(str(err))
+        finally:
+            hook.close()
+        self.log.info("Segmind request %s is COMPLETED.", request_id)
+        summary = result_summary(result, model=self.model or "", status_metrics=status.metrics)
+        return PokeReturnValue(is_done=True, xcom_value=summary)
+
+    def execute(self, context: Context) -> Any:
+        if not self.deferrable:
+            return super().execute(context)
+        first = self.poke(context)
+        if isinstance(first, PokeReturnValue) and first.is_done:
+            return first.xcom_value
+        self.defer(
+            trigger=SegmindJobTrigger(
+                request_id=self.request_id,
+                conn_id=self.segmind_conn_id,
+                model=self.model or "",
+                deadline=time.time() + float(self.timeout),
+                submitted_at=None,
+                poll_schedule=self.poll_schedule,
+                max_consecutive_errors=self.max_consecutive_errors,
+            ),
+            method_name="execute_complete",
+            timeout=None,
+        )
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
+        """Resume from the trigger: success returns the summary; anything else fails (or skips)."""
+        try:
+            checked = validate_event(event)
+        except ValueError as err:
+            self._fail(f"Sensor {self.task_id} resumed with an invalid event: {err}", retryable=True)
+        status, message = checked["status"], str(checked.get("message") or "")
+        if status == "success":
+            return dict(checked["result"])
+        if status == "timeout":
+            if self.soft_fail:
+                raise AirflowSkipException(f"{message} (soft_fail: skipping)")
+            raise AirflowSensorTimeout(f"{message} (sensor timeout {float(self.timeout):g} s)")
+        if status == "error":
+            self._fail(message, retryable=checked.get("retryable") is not False)
+        self._fail(message)

@@ -1,0 +1,132 @@
+"""Helpers for the operator, trigger and sensor tests: connection wiring, context stand-ins, loops.
+
+Everything talks to the real emulator over loopback; nothing here mocks HTTP. The only stand-ins
+are the bits of a task's runtime context that a unit test has no Airflow runtime for: a task
+instance that records XCom pushes, and (for branch tests only) a dict-backed task state store.
+The real store is exercised through ``dag.test()`` in ``test_dag_test.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from datetime import UTC, timedelta
+from typing import Any
+
+import pytest
+
+from airflow_provider_segmind.triggers.segmind import SegmindJobTrigger
+
+#: A poll schedule for the emulator's fast profile (jobs take ~0.25 s): tests stay quick.
+FAST_SCHEDULE: dict[str, float] = {
+    "initial_delay": 0.05,
+    "queued_interval": 0.05,
+    "interval": 0.05,
+    "max_interval": 0.2,
+    "error_backoff": 0.02,
+    "rate_limit_max_wait": 0.5,
+}
+PROMPT = "a lighthouse at dawn, watercolour"
+
+
+def use_emulator(
+    monkeypatch: pytest.MonkeyPatch, emu: Any, *, key: str | None = None, conn_id: str = "segmind_default"
+) -> None:
+    """Point a Segmind connection at ``emu`` through the environment (no database needed)."""
+    conn = {"conn_type": "segmind", "password": emu.api_key if key is None else key, "host": emu.base_url}
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
+
+
+class RecordingTI:
+    """The part of a task instance operators touch in a unit test: XCom pushes, recorded."""
+
+    def __init__(self) -> None:
+        self.xcom: dict[str, Any] = {}
+        self.try_number = 1
+        self.map_index = -1
+        self._first_run: Any = None
+
+    def get_first_reschedule_date(self, context: Any) -> Any:
+        """Reschedule-mode sensors measure their timeout from their first run, as the database would."""
+        from datetime import datetime
+
+        first = self._first_run
+        if first is None:
+            self._first_run = datetime.now(tz=UTC)
+        return first
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        json.dumps(value)  # XCom must be JSON-serializable
+        self.xcom[key] = value
+
+
+class DictTaskStateStore:
+    """A dict-backed stand-in for Airflow 3.3's ``task_state_store`` (same ``get``/``set`` shape).
+
+    Used only by unit tests that need a specific stored state (QUEUED, FAILED, expired...) that a
+    ``dag.test()`` run cannot easily produce; the real store is covered in ``test_dag_test.py``.
+    """
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+        self.retention: dict[str, timedelta | None] = {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return json.loads(json.dumps(self.values[key])) if key in self.values else default
+
+    def set(self, key: str, value: Any, *, retention: timedelta | None = None) -> None:
+        if value is None:
+            raise ValueError("Cannot set value as None")
+        self.values[key] = json.loads(json.dumps(value))  # JSON values only, like the real one
+        self.retention[key] = retention
+
+
+def make_context(store: DictTaskStateStore | None = None) -> dict[str, Any]:
+    context: dict[str, Any] = {"ti": RecordingTI()}
+    if store is not None:
+        context["task_state_store"] = store
+    return context
+
+
+def run_trigger(trigger: SegmindJobTrigger, *, timeout: float = 30.0) -> list[Any]:
+    """Run a trigger to completion on a fresh event loop, as the triggerer would; return its events."""
+
+    async def collect() -> list[Any]:
+        return [event async for event in trigger.run()]
+
+    return asyncio.run(asyncio.wait_for(collect(), timeout))
+
+
+def wait_for(predicate: Callable[[], bool], *, timeout: float = 10.0, what: str = "condition") -> None:
+    """Wait (briefly sleeping) until ``predicate()`` holds; the emulator's jobs advance in real time."""
+    end = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def job_status(emu: Any, request_id: str) -> str:
+    job = emu.job(request_id)
+    return str(job["status"]) if job else "UNKNOWN"
+
+
+def captured_logs(caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> str:
+    """Everything logged so far: stdlib logging (caplog) and structlog's console output (Airflow 3.3)."""
+    out = capsys.readouterr()
+    return caplog.text + out.out + out.err
+
+
+class ManualClock:
+    """An emulator clock the test moves by hand: a job stays QUEUED/PROCESSING until told otherwise."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
