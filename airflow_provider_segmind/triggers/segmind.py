@@ -360,6 +360,13 @@ def _new_tracker(
     )
 
 
+def _import_transport() -> None:
+    """Import the hook's modules (sync HTTP stack, aiohttp); cheap once they are loaded."""
+    import aiohttp  # noqa: F401
+
+    import airflow_provider_segmind.hooks.segmind  # noqa: F401
+
+
 def wait_for_job(
     request_id: str,
     *,
@@ -532,6 +539,9 @@ class SegmindJobTrigger(BaseTrigger):
         yield TriggerEvent(event)  # type: ignore[no-untyped-call]
 
     async def _watch(self) -> dict[str, Any]:
+        # The first trigger in a triggerer process would otherwise import requests, tenacity and
+        # aiohttp (~1 s on a busy host) inside the event loop, stalling every other trigger.
+        await asyncio.to_thread(_import_transport)
         from airflow_provider_segmind.hooks.segmind import SegmindHook
 
         if self._unknown_kwargs:

@@ -1,0 +1,217 @@
+"""A real Airflow (``airflow standalone``: scheduler, triggerer, dag-processor, api-server) for tests.
+
+It runs in its own AIRFLOW_HOME with its own SQLite database and a free loopback port, so it never
+touches the developer's Airflow, and it is stopped by process group, with a sweep for stragglers,
+on every path (the api-server's workers do not always die with the group).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+TERMINAL_RUN_STATES = {"success", "failed"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class AirflowCluster:
+    """``airflow standalone`` in ``home`` serving the DAGs in ``dags_folder``.
+
+    :param env: extra environment (connections as ``AIRFLOW_CONN_*``, settings as ``AIRFLOW__*``).
+    """
+
+    home: Path
+    dags_folder: Path
+    env: Mapping[str, str] = field(default_factory=dict)
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.home / "standalone.log"
+
+    @property
+    def db_path(self) -> Path:
+        return self.home / "airflow.db"
+
+    def environment(self) -> dict[str, str]:
+        bin_dir = str(Path(sys.executable).parent)
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(("AIRFLOW__", "AIRFLOW_CONN_", "PYTEST_"))
+        }
+        env.update(
+            {
+                "PATH": f"{bin_dir}{os.pathsep}{env.get('PATH', '')}",
+                "AIRFLOW_HOME": str(self.home),
+                "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.db_path}",
+                "AIRFLOW__API__HOST": "127.0.0.1",
+                "AIRFLOW__API__PORT": str(self.port),
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.port}/execution/",
+                "AIRFLOW__CORE__PARALLELISM": "4",
+                "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "3",
+                "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+                "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
+            }
+        )
+        env.update(self.env)
+        return env
+
+    def airflow(self, *args: str, timeout: float = 120) -> str:
+        """Run an ``airflow`` CLI command against this cluster's home; return its stdout."""
+        done = subprocess.run(
+            [sys.executable, "-m", "airflow", *args],
+            env=self.environment(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"airflow {' '.join(args)} failed ({done.returncode}): {done.stderr[-2000:]}")
+        return done.stdout
+
+    def start(self, timeout: float = 240) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.airflow("db", "migrate", timeout=300)
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [str(Path(sys.executable).parent / "airflow"), "standalone"],
+                env=self.environment(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"airflow standalone exited early:\n{self.log_tail()}")
+            if self._healthy():
+                return
+            time.sleep(1.0)
+        raise TimeoutError(f"airflow standalone was not healthy after {timeout:g} s:\n{self.log_tail()}")
+
+    def _healthy(self) -> bool:
+        try:
+            url = f"http://127.0.0.1:{self.port}/api/v2/monitor/health"
+            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback
+                health = json.load(response)
+        except OSError:
+            return False
+        parts = ("metadatabase", "scheduler", "triggerer", "dag_processor")
+        return all(health.get(part, {}).get("status") == "healthy" for part in parts)
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def wait_for_dag(self, dag_id: str, timeout: float = 120) -> None:
+        """Wait until the dag-processor has serialized ``dag_id`` (triggering before that fails)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.query("SELECT 1 FROM serialized_dag WHERE dag_id = ?", (dag_id,)):
+                return
+            time.sleep(1.0)
+        raise TimeoutError(f"DAG {dag_id} was not parsed within {timeout:g} s:\n{self.log_tail()}")
+
+    def trigger(self, dag_id: str, run_id: str, conf: Mapping[str, Any] | None = None) -> None:
+        self.airflow("dags", "unpause", dag_id)
+        self.airflow("dags", "trigger", dag_id, "--run-id", run_id, "--conf", json.dumps(dict(conf or {})))
+
+    def query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Read the metadata DB directly (the CLI's table output is not meant for parsing)."""
+        if not self.db_path.exists():
+            return []
+        with sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=10) as db:
+            try:
+                return db.execute(sql, args).fetchall()
+            except sqlite3.OperationalError:
+                return []
+
+    def wait_for_run(self, dag_id: str, run_id: str, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        state = "missing"
+        while time.monotonic() < deadline:
+            rows = self.query("SELECT state FROM dag_run WHERE dag_id = ? AND run_id = ?", (dag_id, run_id))
+            state = rows[0][0] if rows else "missing"
+            if state in TERMINAL_RUN_STATES:
+                return str(state)
+            time.sleep(2.0)
+        return f"timeout ({state})"
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[tuple[str, int, str, int]]:
+        """``(task_id, map_index, state, try_number)`` for every task instance of the run."""
+        return [
+            (str(t), int(m), str(s), int(n))
+            for t, m, s, n in self.query(
+                "SELECT task_id, map_index, state, try_number FROM task_instance "
+                "WHERE dag_id = ? AND run_id = ? ORDER BY task_id, map_index",
+                (dag_id, run_id),
+            )
+        ]
+
+    def stop(self) -> None:
+        """Stop every process started, by process group, then sweep anything left with our home."""
+        process, self.process = self.process, None
+        if process is None:
+            return
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            process.wait(timeout=10)
+        self._sweep()
+
+    def _sweep(self) -> None:
+        """Kill stragglers (e.g. api-server workers in their own session) that carry our AIRFLOW_HOME."""
+        import psutil
+
+        home = str(self.home)
+        for proc in psutil.process_iter(["pid"]):
+            try:
+                if proc.pid != os.getpid() and proc.environ().get("AIRFLOW_HOME") == home:
+                    proc.kill()
+            except (psutil.Error, OSError):
+                continue
+
+    def leftover_processes(self) -> list[int]:
+        import psutil
+
+        home = str(self.home)
+        found = []
+        for proc in psutil.process_iter(["pid"]):
+            try:
+                if proc.status() != psutil.STATUS_ZOMBIE and proc.environ().get("AIRFLOW_HOME") == home:
+                    found.append(proc.pid)
+            except (psutil.Error, OSError):
+                continue
+        return found
