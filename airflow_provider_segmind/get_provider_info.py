@@ -66,6 +66,13 @@ def get_provider_info() -> dict[str, Any]:
         "operators": _modules("operators.segmind"),
         "sensors": _modules("sensors.segmind"),
         "triggers": _modules("triggers.segmind"),
+        "transfers": [
+            {
+                "source-integration-name": _INTEGRATION,
+                "target-integration-name": "Amazon Simple Storage Service (S3)",
+                "python-module": f"{_PKG}.transfers.segmind_to_s3",
+            }
+        ],
         "extra-links": [f"{_PKG}.operators.segmind.SegmindOutputLink"],
         "connection-types": [
             {

@@ -11,6 +11,7 @@ which either returns a typed value or raises the typed error from :mod:`.excepti
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import json
 import math
@@ -683,14 +684,37 @@ def _output_urls(output: Any, images: Iterable[Mapping[str, Any]]) -> tuple[str,
     return tuple(urls)
 
 
+#: Leading bytes of the image formats image models return, to tell base64 images from long text.
+_IMAGE_MAGIC: Final = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF8", b"RIFF")
+
+
+def _looks_like_base64_image(value: str) -> bool:
+    head = value[:64]
+    if len(value) <= 64 or not re.fullmatch(r"[A-Za-z0-9+/=_-]+", head):
+        return False
+    try:
+        prefix = base64.b64decode(head[: len(head) - len(head) % 4], validate=False)
+    except ValueError:
+        return False
+    return prefix.startswith(_IMAGE_MAGIC)
+
+
 def _base64_image(body: Mapping[str, Any]) -> str | None:
-    """Find an inline base64 image: the key is not documented, so look where models put it."""
+    """Find an inline base64 image: the key is not documented, so look where models put it.
+
+    Only a string whose decoded first bytes are an image header counts, so a long text output
+    (an LLM's answer) is never mistaken for an image.
+    """
     for key in ("image", "output", "images"):
         value = body.get(key)
         if isinstance(value, list) and value and isinstance(value[0], str):
             value = value[0]
-        if isinstance(value, str) and len(value) > 64 and not value.startswith(("http://", "https://", "{", "[")):
-            return value.split(",", 1)[1] if value.startswith("data:") else value
+        if not isinstance(value, str):
+            continue
+        if value.startswith("data:") and "," in value:
+            value = value.split(",", 1)[1]
+        if _looks_like_base64_image(value):
+            return value
     return None
 
 

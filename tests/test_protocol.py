@@ -191,12 +191,20 @@ def test_result_extracts_urls_images_seed_and_metrics():
 
 
 def test_result_finds_inline_base64():
-    b64 = "iVBORw0KGgo" + "A" * 100
+    b64 = "iVBORw0KGgo" + "A" * 100  # a PNG header, base64-encoded
     res = p.parse_result(answer(200, {"status": "COMPLETED", "output": b64, "metrics": {}}), "r1")
     assert res.base64_image == b64
     assert res.output_urls == ()
     res = p.parse_result(answer(200, {"status": "COMPLETED", "image": "data:image/png;base64," + b64}), "r1")
     assert res.base64_image == b64
+
+
+def test_long_text_output_is_not_mistaken_for_an_image():
+    text = "The quick brown fox jumps over the lazy dog and keeps running far beyond the hills " * 3
+    res = p.parse_result(answer(200, {"status": "COMPLETED", "output": text}), "r1")
+    assert res.base64_image is None
+    letters = "QWxhZGRpbjpvcGVuIHNlc2FtZQ" * 5  # valid base64, but not an image
+    assert p.parse_result(answer(200, {"status": "COMPLETED", "output": letters}), "r1").base64_image is None
 
 
 # ------------------------------------------------------------------ classification

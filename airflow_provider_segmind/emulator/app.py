@@ -72,6 +72,7 @@ _STAT_FOR_ENDPOINT: Final = {
     "result": "result_fetches",
     "credits": "credit_checks",
 }
+_REDIRECT_STATUSES: Final = frozenset({301, 302, 303, 307, 308})
 _PER_KEY_FOR_ENDPOINT: Final = {"status": "status_polls", "result": "result_fetches", "credits": "credit_checks"}
 
 _HTML_PAGE: Final = (
@@ -546,6 +547,7 @@ class SegmindApi:
         """``GET /_emulator/blob/{nbytes}``: stream deterministic bytes without holding them in memory.
 
         For download benchmarks (hundreds of MB): byte ``i`` is ``i % 256``. Media faults apply.
+        ``?content_type=`` sets the Content-Type; ``?chunked=1`` sends no Content-Length (chunked).
         """
         state = self.state
         try:
@@ -564,7 +566,10 @@ class SegmindApi:
                 return self._fault_response(request, fault.name)
         content_type = request.query.get("content_type", "application/octet-stream")
         response = web.StreamResponse(headers={"Content-Type": content_type})
-        response.content_length = nbytes
+        if request.query.get("chunked") in ("1", "true"):
+            response.enable_chunked_encoding()  # no Content-Length: a client cannot size-check up front
+        else:
+            response.content_length = nbytes
         await response.prepare(request)
         remaining = nbytes // 2 if fault is not None and fault.name == "truncate" else nbytes
         while remaining > 0:
@@ -576,6 +581,23 @@ class SegmindApi:
             return response
         await response.write_eof()
         return response
+
+    async def redirect(self, request: web.Request) -> web.StreamResponse:
+        """``GET /_emulator/redirect?to=URL[&status=302]``: answer a redirect to any URL, like a CDN would.
+
+        For testing clients that follow redirects by hand (and must refuse some targets): the
+        emulator never fetches ``to`` itself. ``status`` is one of 301, 302, 303, 307, 308.
+        """
+        target = request.query.get("to", "")
+        try:
+            status = int(request.query.get("status", "302"))
+        except ValueError:
+            status = 0
+        if status not in _REDIRECT_STATUSES:
+            return json_error(400, f"status must be one of {sorted(_REDIRECT_STATUSES)}")
+        if not target:
+            return json_error(400, "Missing ?to=URL")
+        return web.Response(status=status, headers={"Location": target})
 
 
 # --------------------------------------------------------------------------------------------
@@ -659,8 +681,8 @@ async def _json_body(request: web.Request) -> tuple[Any, web.Response | None]:
 
 
 def _is_control_path(path: str) -> bool:
-    """``/_emulator`` controls are not traffic: they are not counted or recorded (blobs are)."""
-    return path.startswith("/_emulator/") and not path.startswith("/_emulator/blob/")
+    """``/_emulator`` controls are not traffic: they are not counted or recorded (blobs and redirects are)."""
+    return path.startswith("/_emulator/") and not path.startswith(("/_emulator/blob/", "/_emulator/redirect"))
 
 
 def _record(state: EmulatorState, request: web.Request) -> None:
@@ -750,6 +772,7 @@ def create_app(config: EmulatorConfig | None = None, *, state: EmulatorState | N
     add("POST", "/v2/{slug}", api.submit)
     app.router.add_get("/media/{file_name}", api.media)  # HEAD too, like a CDN
     app.router.add_get("/_emulator/blob/{nbytes}", api.blob)
+    app.router.add_get("/_emulator/redirect", api.redirect)
     add("GET", "/_emulator/health", admin.health)
     add("GET", "/_emulator/stats", admin.stats)
     add("GET", "/_emulator/jobs", admin.jobs)

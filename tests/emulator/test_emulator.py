@@ -779,6 +779,35 @@ def test_blob_streams_deterministic_bytes(api: Api) -> None:
     assert api.emulator.stats()["blob_fetches"] == 1
 
 
+def test_blob_can_be_chunked_without_content_length(api: Api) -> None:
+    response = requests.get(f"{api.base}/_emulator/blob/70000?chunked=1", stream=True, timeout=30)
+    data = b"".join(response.iter_content(65536))
+    assert "Content-Length" not in response.headers
+    assert response.headers["Transfer-Encoding"] == "chunked"
+    assert len(data) == 70000
+    assert data[:256] == bytes(range(256))
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_redirect_answers_a_location_and_is_recorded(api: Api, status: int) -> None:
+    target = "http://169.254.169.254/latest/meta-data/"
+    response = requests.get(
+        f"{api.base}/_emulator/redirect", params={"to": target, "status": status}, allow_redirects=False, timeout=30
+    )
+    assert response.status_code == status
+    assert response.headers["Location"] == target
+    logged = api.emulator.requests_log("/_emulator/redirect")
+    assert len(logged) == 1
+    assert logged[0]["has_api_key"] is False
+
+
+def test_redirect_validates_its_arguments(api: Api) -> None:
+    assert api.get("/_emulator/redirect", allow_redirects=False).status_code == 400
+    bad = api.get("/_emulator/redirect?to=https://example.com/&status=200", allow_redirects=False)
+    assert bad.status_code == 400
+    assert "status must be one of" in bad.json()["error"]
+
+
 # --------------------------------------------------------------------------------------------
 # Stats, introspection, control
 # --------------------------------------------------------------------------------------------

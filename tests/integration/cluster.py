@@ -7,6 +7,7 @@ on every path (the api-server's workers do not always die with the group).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -114,7 +115,7 @@ class AirflowCluster:
     def _healthy(self) -> bool:
         try:
             url = f"http://127.0.0.1:{self.port}/api/v2/monitor/health"
-            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback
+            with urllib.request.urlopen(url, timeout=2) as response:
                 health = json.load(response)
         except OSError:
             return False
@@ -177,17 +178,13 @@ class AirflowCluster:
         process, self.process = self.process, None
         if process is None:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
         try:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             process.wait(timeout=10)
         self._sweep()
 

@@ -1,0 +1,523 @@
+"""The S3 side of the transfer: safe keys, and writes that are atomic, verified and idempotent.
+
+Nothing here imports boto3 or botocore: the client comes from the Amazon provider's ``S3Hook``
+in ``execute`` and errors are recognised by their S3 error code, so importing the operator's
+module stays cheap (and works without the Amazon provider installed).
+
+Writes
+------
+A write starts only after the whole output was downloaded and verified (see ``_download``), from a
+spool that holds it. Objects up to ``multipart_threshold`` go in one ``PutObject``; larger ones in
+a multipart upload whose parts are read lazily from the spool (``max_concurrency`` at a time) and
+which is aborted on any error, so no partial object or orphaned upload is left behind.
+
+Every write is conditional (``If-None-Match: *``, on ``PutObject`` and on
+``CompleteMultipartUpload``): it succeeds only if nothing is at the key yet, atomically, and needs
+no prior ``HeadObject`` (which write-only roles may not do). When the store answers 412 there is
+an object already; only then is it read (``HeadObject``) and its recorded SHA-256 (user metadata
+``sha256``) compared with ours: equal -> the retry succeeds without rewriting; different ->
+``S3ObjectConflictError`` (``replace=False``) or an unconditional overwrite (``replace=True``).
+
+Integrity: the object's SHA-256 goes in its metadata. With ``checksum_mode="when_supported"``
+(boto3's default) a ``PutObject`` carries ``x-amz-checksum-sha256`` and multipart parts a CRC32,
+which S3 verifies before storing; with ``"when_required"`` (stores that reject the newer checksum
+headers) they carry ``Content-MD5`` instead, which every S3 implementation verifies.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import string
+from collections.abc import Callable, Mapping
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+from urllib.parse import quote
+
+from airflow_provider_segmind.exceptions import SegmindError
+from airflow_provider_segmind.transfers._download import Spool
+
+ChecksumMode = Literal["when_supported", "when_required"]
+ConflictCheck = Literal["conditional", "head", "none"]
+
+CHECKSUM_MODES: Final = ("when_supported", "when_required")
+CONFLICT_CHECKS: Final = ("conditional", "head", "none")
+#: The default key: everything that makes a write unique in Airflow, then the output itself.
+DEFAULT_KEY_TAIL: Final = "{dag_id}/{run_id}/{task_id}/{map_index}/{request_id}-{index}.{ext}"
+DEFAULT_KEY_PREFIX: Final = "segmind/"
+DEFAULT_KEY_TEMPLATE: Final = DEFAULT_KEY_PREFIX + DEFAULT_KEY_TAIL
+#: Placeholders a key template may use. No try number on purpose: a retry must find its own objects.
+KEY_FIELDS: Final = frozenset({"dag_id", "run_id", "task_id", "map_index", "request_id", "index", "ext", "model"})
+MANIFEST_SUFFIX: Final = ".manifest.json"
+#: User metadata names (S3 returns them lower-cased, without the ``x-amz-meta-`` prefix).
+SHA256_METADATA: Final = "sha256"
+OBJECT_SHA256_METADATA: Final = "object-sha256"
+DEFAULT_MULTIPART_THRESHOLD: Final = 8 * 1024 * 1024
+DEFAULT_PART_SIZE: Final = 8 * 1024 * 1024
+MIN_PART_SIZE: Final = 5 * 1024 * 1024
+MAX_PARTS: Final = 10_000
+DEFAULT_MAX_CONCURRENCY: Final = 8
+#: Characters kept as they are in a key component; everything else is percent-encoded, so the
+#: encoding is injective (distinct run ids can never map to one key) and no value adds a '/'.
+_SAFE_COMPONENT_CHARS: Final = "-_.=+:@,~"
+_BUCKET: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]{1,253}[A-Za-z0-9]")
+_MAX_KEY_BYTES: Final = 1024
+
+
+# --------------------------------------------------------------------------------------------
+# Errors
+# --------------------------------------------------------------------------------------------
+
+
+class UnsafeS3KeyError(SegmindError, ValueError):
+    """The bucket, key or key template is unsafe or invalid; nothing was written."""
+
+    task_retry_helps = False
+
+
+class S3ObjectConflictError(SegmindError):
+    """A different object is already at the key (``replace=False``), or it cannot be compared."""
+
+    task_retry_helps = False
+
+
+class S3WriteError(SegmindError):
+    """S3 refused or failed a write (permissions, missing bucket, throttling, store limitation)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Keys
+# --------------------------------------------------------------------------------------------
+
+
+def s3_uri(bucket: str, key: str) -> str:
+    return f"s3://{bucket}/{key}"
+
+
+def manifest_key(key: str) -> str:
+    """Where the manifest of the object at ``key`` goes: right beside it."""
+    return key + MANIFEST_SUFFIX
+
+
+def encode_component(value: Any) -> str:
+    """A value as one key segment: percent-encode all but letters, digits and ``-_.=+:@,~``."""
+    text = quote(str(value), safe=_SAFE_COMPONENT_CHARS)
+    if text in ("", ".", ".."):
+        text = text.replace(".", "%2E") or "%00"
+    return text
+
+
+def _unsafe(key: str, reason: str) -> UnsafeS3KeyError:
+    return UnsafeS3KeyError(
+        f"Unsafe S3 key {key!r}: {reason}. Keys must be relative paths without '.'/'..' segments, a leading '/', "
+        "empty segments, backslashes or control characters; nothing was written."
+    )
+
+
+def validate_key(key: Any) -> str:
+    """Return ``key`` if it is a safe S3 key, else raise :class:`UnsafeS3KeyError` naming it."""
+    if not isinstance(key, str) or not key.strip():
+        raise _unsafe(str(key), "it is empty")
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in key):
+        raise _unsafe(key, "it contains control characters")
+    if key.startswith("/"):
+        raise _unsafe(key, "it starts with '/'")
+    if "\\" in key:
+        raise _unsafe(key, "it contains a backslash")
+    if len(key.encode("utf-8")) > _MAX_KEY_BYTES:
+        raise _unsafe(key, f"it is longer than {_MAX_KEY_BYTES} bytes")
+    for segment in key.split("/"):
+        if segment in (".", ".."):
+            raise _unsafe(key, f"it has a {segment!r} segment")
+        if segment == "":
+            raise _unsafe(key, "it has an empty segment ('//' or a trailing '/')")
+    return key
+
+
+def validate_bucket(bucket: Any) -> str:
+    if not isinstance(bucket, str) or not _BUCKET.fullmatch(bucket) or ".." in bucket:
+        raise UnsafeS3KeyError(
+            f"Invalid S3 bucket name {bucket!r}: use the bare bucket name (or s3://bucket), 3-255 letters, digits, "
+            "'.', '-' or '_'"
+        )
+    return bucket
+
+
+def parse_location(s3_bucket: str | None, s3_key: str | None) -> tuple[str, str]:
+    """``(bucket, key template)`` from the operator's ``s3_bucket``/``s3_key`` (``s3://`` URLs accepted).
+
+    ``s3_key`` may be ``None`` (the default layout), a prefix ending in ``/`` (the default layout
+    under it), or a full template with ``{placeholders}``.
+    """
+    bucket = (s3_bucket or "").strip() or None
+    template = s3_key if s3_key is None else str(s3_key)
+    if bucket is not None and bucket.startswith("s3://"):
+        name, _, rest = bucket[5:].partition("/")
+        if rest.strip("/"):
+            raise UnsafeS3KeyError(
+                f"s3_bucket {s3_bucket!r} has a key part; pass the bucket in s3_bucket and the key in s3_key"
+            )
+        bucket = name
+    if template is not None and template.startswith("s3://"):
+        name, _, template = template[5:].partition("/")
+        if bucket is not None and bucket != name:
+            raise UnsafeS3KeyError(f"s3_key {s3_key!r} names bucket {name!r} but s3_bucket is {bucket!r}")
+        bucket = name
+    if bucket is None:
+        raise UnsafeS3KeyError("No S3 bucket: set s3_bucket, or pass s3_key as s3://bucket/key")
+    if template is None or template == "":
+        template = DEFAULT_KEY_TEMPLATE
+    elif template.endswith("/"):
+        template = template + DEFAULT_KEY_TAIL
+    check_template(template)
+    return validate_bucket(bucket), template
+
+
+def template_fields(template: str) -> set[str]:
+    """The placeholders a key template uses (validated: plain names from :data:`KEY_FIELDS`)."""
+    names: set[str] = set()
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as err:
+        raise UnsafeS3KeyError(
+            f"Invalid S3 key template {template!r}: {err} (write a literal brace as '{{{{')"
+        ) from None
+    for _, name, _, conversion in parsed:
+        if name is None:
+            continue
+        if name not in KEY_FIELDS or conversion is not None:
+            raise UnsafeS3KeyError(
+                f"Invalid S3 key template {template!r}: unknown placeholder {{{name}}}. Allowed: "
+                + ", ".join(f"{{{f}}}" for f in sorted(KEY_FIELDS))
+            )
+        names.add(name)
+    return names
+
+
+def check_template(template: str) -> None:
+    """Refuse a template that is unsafe whatever its values (``..``, leading ``/``, control chars)."""
+    template_fields(template)
+    sample = render_key(template, dict.fromkeys(KEY_FIELDS, "x"), validate=False)
+    try:
+        validate_key(sample)
+    except UnsafeS3KeyError as err:
+        reason = str(err).split(": ", 1)[1] if ": " in str(err) else str(err)
+        raise UnsafeS3KeyError(f"Unsafe S3 key template {template!r} (renders like {sample!r}): {reason}") from None
+
+
+def render_key(template: str, values: Mapping[str, Any], *, validate: bool = True) -> str:
+    """Fill a template; every value is encoded as one segment (it cannot add ``/`` or ``..``)."""
+    template_fields(template)
+    encoded = {name: encode_component(values.get(name, "")) for name in KEY_FIELDS}
+    try:
+        key = template.format_map(encoded)
+    except (ValueError, IndexError, KeyError) as err:
+        raise UnsafeS3KeyError(f"Invalid S3 key template {template!r}: {err}") from None
+    return validate_key(key) if validate else key
+
+
+# --------------------------------------------------------------------------------------------
+# Writes
+# --------------------------------------------------------------------------------------------
+
+
+def _error_code(err: BaseException) -> tuple[str, int | None]:
+    """An S3 error's code and HTTP status (botocore ``ClientError``), or ``("", None)``."""
+    response = getattr(err, "response", None)
+    if not isinstance(response, Mapping):
+        return "", None
+    code = str((response.get("Error") or {}).get("Code") or "")
+    status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+    return code, int(status) if isinstance(status, int) else None
+
+
+def _is_precondition_failed(err: BaseException) -> bool:
+    code, status = _error_code(err)
+    return code == "PreconditionFailed" or status == 412
+
+
+def _is_conditional_conflict(err: BaseException) -> bool:
+    code, status = _error_code(err)
+    return code == "ConditionalRequestConflict" or (status == 409 and code != "BucketAlreadyExists")
+
+
+def _is_not_found(err: BaseException) -> bool:
+    code, status = _error_code(err)
+    return code in ("404", "NoSuchKey", "NotFound") or status == 404
+
+
+def _is_unsupported(err: BaseException) -> bool:
+    code, status = _error_code(err)
+    return code in ("NotImplemented", "NotImplementedError") or status == 501
+
+
+def _b64(digest: bytes) -> str:
+    return base64.b64encode(digest).decode("ascii")
+
+
+def _hash_range(spool: Spool, offset: int, length: int, algorithm: str) -> bytes:
+    """Digest of a range of the spool, read in 1 MiB pieces (no part-sized buffer)."""
+    digest = hashlib.new(algorithm)
+    end = offset + length
+    while offset < end:
+        piece = spool.read_range(offset, min(1024 * 1024, end - offset))
+        if not piece:
+            break
+        digest.update(piece)
+        offset += len(piece)
+    return digest.digest()
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """How a write ended: ``created``, ``unchanged`` (same object already there) or ``replaced``."""
+
+    outcome: str
+    etag: str | None = None
+    version_id: str | None = None
+    multipart: bool = False
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """What to write: the bytes (in a spool), their identity and their S3 attributes."""
+
+    spool: Spool
+    size: int
+    sha256: str
+    content_type: str
+    metadata: Mapping[str, str]
+    #: The metadata entry that says whether an object found at the key is "the same" as this one.
+    identity_key: str = SHA256_METADATA
+
+
+class S3Writer:
+    """Writes spooled objects with the guarantees in the module docstring.
+
+    :param client: a boto3 S3 client (from ``S3Hook``).
+    :param checksum_mode: ``when_supported`` (SHA-256/CRC32 checksum headers, boto3's default) or
+        ``when_required`` (``Content-MD5`` only, for S3-compatible stores that reject the others).
+    :param conflict_check: ``conditional`` (``If-None-Match: *``, atomic, no read needed unless an
+        object exists), ``head`` (``HeadObject`` first: for stores without conditional writes;
+        needs read access and is not atomic), or ``none`` (blind overwrite; only with ``replace``).
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        checksum_mode: ChecksumMode = "when_supported",
+        conflict_check: ConflictCheck = "conditional",
+        multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD,
+        part_size: int = DEFAULT_PART_SIZE,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        log: Any = None,
+    ) -> None:
+        self.client = client
+        self.checksum_mode = checksum_mode
+        self.conflict_check = conflict_check
+        self.multipart_threshold = multipart_threshold
+        self.part_size = part_size
+        self.max_concurrency = max_concurrency
+        self.log = log
+
+    # ---------------------------------------------------------------- public
+
+    def write(self, bucket: str, key: str, obj: StoredObject, *, replace: bool) -> WriteResult:
+        """Write ``obj`` at ``key`` unless the same object is already there; see the module docstring."""
+        uri = s3_uri(bucket, key)
+        if self.conflict_check == "none":
+            return self._put(bucket, key, obj, conditional=False, outcome="replaced" if replace else "created")
+        if self.conflict_check == "head":
+            existing = self._head(bucket, key, obj, after_412=False)
+            if existing is None:
+                return self._put(bucket, key, obj, conditional=False, outcome="created")
+            return self._resolve_existing(bucket, key, obj, existing, replace=replace)
+        for _ in range(3):
+            try:
+                return self._put(bucket, key, obj, conditional=True, outcome="created")
+            except Exception as err:
+                if _is_precondition_failed(err):
+                    existing = self._head(bucket, key, obj, after_412=True)
+                    if existing is None:
+                        continue  # deleted between the write and the read: try again
+                    return self._resolve_existing(bucket, key, obj, existing, replace=replace)
+                if _is_conditional_conflict(err):
+                    self._log("warning", "Concurrent conditional write to %s (409); trying again.", uri)
+                    continue
+                if _is_unsupported(err):
+                    raise S3WriteError(
+                        f"The S3 store rejected the conditional write to {uri} ({_error_code(err)[0] or 'HTTP 501'}): "
+                        "it does not support If-None-Match. Set conflict_check='head' (reads the key first; needs "
+                        "s3:GetObject, not atomic) or, to overwrite blindly, conflict_check='none' with replace=True."
+                    ) from err
+                raise
+        raise S3WriteError(f"Could not write {uri}: it kept changing under concurrent writers; try again")
+
+    # ---------------------------------------------------------------- existing objects
+
+    def _head(self, bucket: str, key: str, obj: StoredObject, *, after_412: bool) -> dict[str, Any] | None:
+        uri = s3_uri(bucket, key)
+        try:
+            answer: dict[str, Any] = self.client.head_object(Bucket=bucket, Key=key)
+        except Exception as err:
+            if _is_not_found(err):
+                return None
+            code, status = _error_code(err)
+            why = (
+                "the conditional write found an object there (412)"
+                if after_412
+                else "conflict_check='head' reads the key before writing"
+            )
+            if status == 403 or code in ("AccessDenied", "403", "Forbidden"):
+                raise S3ObjectConflictError(
+                    f"{uri}: {why}, and this role may not read it (HeadObject: 403), so it cannot be compared with "
+                    f"the new object (sha256 {obj.sha256}). Grant s3:GetObject on the prefix, or write to a new key."
+                ) from err
+            raise
+        return answer
+
+    def _resolve_existing(
+        self, bucket: str, key: str, obj: StoredObject, existing: Mapping[str, Any], *, replace: bool
+    ) -> WriteResult:
+        uri = s3_uri(bucket, key)
+        metadata = {str(k).lower(): str(v) for k, v in (existing.get("Metadata") or {}).items()}
+        recorded = metadata.get(obj.identity_key)
+        expected = obj.metadata.get(obj.identity_key, obj.sha256)
+        same = recorded is not None and recorded == expected
+        if same and obj.identity_key == SHA256_METADATA:
+            same = existing.get("ContentLength") in (None, obj.size)
+        if same:
+            self._log("info", "%s already holds this object (sha256 %s): not rewritten.", uri, expected)
+            return WriteResult("unchanged", existing.get("ETag"), existing.get("VersionId"))
+        if not replace:
+            found = f"sha256 {recorded}" if recorded else "no recorded sha256 (not written by this provider?)"
+            raise S3ObjectConflictError(
+                f"A different object is already at {uri} ({found}; the new one has {obj.identity_key} {expected}), "
+                "and replace=False: nothing was written. Use another key (the default key layout never collides), "
+                "delete the object, or set replace=True."
+            )
+        self._log("warning", "Replacing the different object at %s (replace=True).", uri)
+        return self._put(bucket, key, obj, conditional=False, outcome="replaced")
+
+    # ---------------------------------------------------------------- uploads
+
+    def _put(self, bucket: str, key: str, obj: StoredObject, *, conditional: bool, outcome: str) -> WriteResult:
+        if obj.size <= self.multipart_threshold:
+            return self._put_single(bucket, key, obj, conditional=conditional, outcome=outcome)
+        return self._put_multipart(bucket, key, obj, conditional=conditional, outcome=outcome)
+
+    def _metadata(self, obj: StoredObject) -> dict[str, str]:
+        return {**obj.metadata, SHA256_METADATA: obj.sha256}
+
+    def _put_single(self, bucket: str, key: str, obj: StoredObject, *, conditional: bool, outcome: str) -> WriteResult:
+        body = obj.spool.getvalue()
+        digest = hashlib.sha256(body)
+        if len(body) != obj.size or digest.hexdigest() != obj.sha256:
+            raise S3WriteError(
+                f"The spooled bytes for {s3_uri(bucket, key)} changed after download (local disk problem?); "
+                "nothing was written"
+            )
+        kwargs: dict[str, Any] = {
+            "Bucket": bucket,
+            "Key": key,
+            "Body": body,
+            "ContentType": obj.content_type,
+            "Metadata": self._metadata(obj),
+        }
+        if self.checksum_mode == "when_supported":
+            kwargs["ChecksumSHA256"] = _b64(digest.digest())
+        else:
+            kwargs["ContentMD5"] = _b64(hashlib.md5(body, usedforsecurity=False).digest())
+        if conditional:
+            kwargs["IfNoneMatch"] = "*"
+        answer = self.client.put_object(**kwargs)
+        return WriteResult(outcome, answer.get("ETag"), answer.get("VersionId"))
+
+    def _part_ranges(self, size: int) -> list[tuple[int, int, int]]:
+        part_size = max(self.part_size, MIN_PART_SIZE, -(-size // MAX_PARTS))
+        return [(n + 1, offset, min(part_size, size - offset)) for n, offset in enumerate(range(0, size, part_size))]
+
+    def _put_multipart(
+        self, bucket: str, key: str, obj: StoredObject, *, conditional: bool, outcome: str
+    ) -> WriteResult:
+        create: dict[str, Any] = {
+            "Bucket": bucket,
+            "Key": key,
+            "ContentType": obj.content_type,
+            "Metadata": self._metadata(obj),
+        }
+        if self.checksum_mode == "when_supported":
+            create["ChecksumAlgorithm"] = "CRC32"
+        upload_id = self.client.create_multipart_upload(**create)["UploadId"]
+        try:
+            parts = self._upload_parts(bucket, key, upload_id, obj)
+            complete: dict[str, Any] = {
+                "Bucket": bucket,
+                "Key": key,
+                "UploadId": upload_id,
+                "MultipartUpload": {"Parts": parts},
+            }
+            if conditional:
+                complete["IfNoneMatch"] = "*"
+            answer = self.client.complete_multipart_upload(**complete)
+        except BaseException:
+            self._abort(bucket, key, upload_id)
+            raise
+        return WriteResult(outcome, answer.get("ETag"), answer.get("VersionId"), multipart=True)
+
+    def _upload_parts(self, bucket: str, key: str, upload_id: str, obj: StoredObject) -> list[dict[str, Any]]:
+        ranges = self._part_ranges(obj.size)
+        if sum(length for _, _, length in ranges) != obj.size:  # pragma: no cover - arithmetic guard
+            raise S3WriteError(f"Internal error splitting {obj.size} bytes into parts")
+
+        def upload(number: int, offset: int, length: int) -> dict[str, Any]:
+            kwargs: dict[str, Any] = {
+                "Bucket": bucket,
+                "Key": key,
+                "UploadId": upload_id,
+                "PartNumber": number,
+                "ContentLength": length,
+            }
+            if self.checksum_mode == "when_supported":
+                kwargs["ChecksumAlgorithm"] = "CRC32"
+            else:
+                kwargs["ContentMD5"] = _b64(_hash_range(obj.spool, offset, length, "md5"))
+            kwargs["Body"] = obj.spool.open_range(offset, length)
+            answer = self.client.upload_part(**kwargs)
+            part = {"PartNumber": number, "ETag": answer["ETag"]}
+            if answer.get("ChecksumCRC32"):
+                part["ChecksumCRC32"] = answer["ChecksumCRC32"]
+            return part
+
+        workers = max(1, min(self.max_concurrency, len(ranges)))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="segmind-s3-part") as pool:
+            futures: list[Future[dict[str, Any]]] = [pool.submit(upload, *r) for r in ranges]
+            _, pending = wait(futures, return_when=FIRST_EXCEPTION)
+            for future in pending:
+                future.cancel()
+            wait(futures)
+            for future in futures:
+                if not future.cancelled() and future.exception() is not None:
+                    raise future.exception()  # type: ignore[misc]
+            return [future.result() for future in futures]
+
+    def _abort(self, bucket: str, key: str, upload_id: str) -> None:
+        try:
+            self.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+        except Exception as err:
+            self._log(
+                "error",
+                "Could not abort multipart upload %s of %s (%s): add a lifecycle rule "
+                "AbortIncompleteMultipartUpload to the bucket to reclaim it.",
+                upload_id,
+                s3_uri(bucket, key),
+                err,
+            )
+
+    def _log(self, level: str, message: str, *args: Any) -> None:
+        if self.log is not None:
+            method: Callable[..., None] = getattr(self.log, level)
+            method(message, *args)

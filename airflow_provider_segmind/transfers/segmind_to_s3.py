@@ -1,0 +1,833 @@
+"""SegmindToS3Operator: persist Segmind outputs to S3, streamed, verified, idempotent and safe.
+
+Importing this module imports neither boto3 nor the Amazon provider: ``S3Hook`` is imported in
+``execute``, so DAG files parse fast and without the ``amazon`` extra installed.
+"""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, ClassVar, Final
+
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, BaseOperator
+from airflow.sdk import Asset, AssetAlias
+
+from airflow_provider_segmind import __version__
+from airflow_provider_segmind.exceptions import SegmindError
+from airflow_provider_segmind.protocol import SegmindJobStatus, redact
+from airflow_provider_segmind.transfers._download import (
+    DEFAULT_ALLOWED_CONTENT_TYPES,
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_DOWNLOAD_TIMEOUT,
+    DEFAULT_MAX_REDIRECTS,
+    DEFAULT_MAX_SIZE,
+    DEFAULT_MEDIA_HOSTS,
+    DEFAULT_READ_TIMEOUT,
+    Downloader,
+    DownloadPolicy,
+    Fetched,
+    SegmindOutputDownloadError,
+    SegmindOutputError,
+    SegmindOutputRefusedError,
+    Spool,
+    check_url,
+    image_dimensions,
+    public_url,
+    spool_base64,
+)
+from airflow_provider_segmind.transfers._s3 import (
+    CHECKSUM_MODES,
+    CONFLICT_CHECKS,
+    DEFAULT_KEY_TEMPLATE,
+    DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_MULTIPART_THRESHOLD,
+    DEFAULT_PART_SIZE,
+    MIN_PART_SIZE,
+    OBJECT_SHA256_METADATA,
+    ChecksumMode,
+    ConflictCheck,
+    S3ObjectConflictError,
+    S3WriteError,
+    S3Writer,
+    StoredObject,
+    UnsafeS3KeyError,
+    WriteResult,
+    manifest_key,
+    parse_location,
+    render_key,
+    s3_uri,
+    template_fields,
+)
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from airflow_provider_segmind.hooks.segmind import SegmindHook
+    from airflow_provider_segmind.protocol import JobResult
+
+__all__ = [
+    "DEFAULT_ASSET_ALIAS",
+    "DEFAULT_KEY_TEMPLATE",
+    "DEFAULT_MEDIA_HOSTS",
+    "MANIFEST_VERSION",
+    "S3ObjectConflictError",
+    "S3WriteError",
+    "SegmindOutputDownloadError",
+    "SegmindOutputError",
+    "SegmindOutputRefusedError",
+    "SegmindToS3Operator",
+    "UnsafeS3KeyError",
+]
+
+DEFAULT_ASSET_ALIAS: Final = "segmind-s3-outputs"
+MANIFEST_VERSION: Final = 1
+_REQUEST_ID: Final = re.compile(r"[A-Za-z0-9._\-]{1,128}")
+_EXTENSIONS: Final = {
+    "image/jpeg": "jpeg",
+    "image/png": "png",
+    "image/webp": "webp",
+    "image/gif": "gif",
+    "image/avif": "avif",
+    "image/heic": "heic",
+    "image/bmp": "bmp",
+    "image/tiff": "tiff",
+    "image/svg+xml": "svg",
+    "video/mp4": "mp4",
+    "video/webm": "webm",
+    "audio/mpeg": "mp3",
+    "audio/wav": "wav",
+}
+_SECRET_NAME_PARTS: Final = ("key", "token", "secret", "password", "passwd", "authorization", "credential", "cookie")
+_MAX_TEXT: Final = 10_000
+_MAX_INPUT_DEPTH: Final = 3
+_VERBS: Final = {"created": "Wrote", "unchanged": "Found (unchanged)", "replaced": "Replaced"}
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs: what the upstream handed over, normalised
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Output:
+    """One output of one result: a URL to download, or the result's inline (base64) image."""
+
+    index: int
+    url: str | None = None
+    content_type: str | None = None
+    size: int | None = None
+
+
+@dataclass
+class _Result:
+    """A COMPLETED Segmind result, from an XCom summary or fetched by request id."""
+
+    request_id: str
+    model: str | None
+    seed: int | None
+    metrics: dict[str, Any]
+    params: dict[str, Any]
+    outputs: list[_Output]
+    inline: bool = False
+    base64_image: str | None = None
+    inline_content_type: str | None = None
+    retrievable_until: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _ext_for(content_type: str | None, url: str | None = None) -> str:
+    if content_type:
+        ext = _EXTENSIONS.get(content_type) or (mimetypes.guess_extension(content_type) or "").lstrip(".")
+        if ext:
+            return ext
+    if url:
+        match = re.search(r"\.([A-Za-z0-9]{2,5})$", url.split("?", 1)[0])
+        if match:
+            return "jpeg" if match.group(1).lower() == "jpg" else match.group(1).lower()
+    return "bin"
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _outputs_from(images: Any, urls: Iterable[Any]) -> list[_Output]:
+    """Every distinct output URL, ``images`` entries first (they carry type and size)."""
+    found: dict[str, _Output] = {}
+    for entry in images if isinstance(images, list) else []:
+        if isinstance(entry, Mapping) and isinstance(entry.get("url"), str) and entry["url"] not in found:
+            content_type = entry.get("content_type")
+            found[entry["url"]] = _Output(
+                len(found),
+                entry["url"],
+                content_type.lower() if isinstance(content_type, str) else None,
+                _int_or_none(entry.get("file_size")),
+            )
+    for url in urls:
+        if isinstance(url, str) and url.strip() and url not in found:
+            found[url] = _Output(len(found), url)
+    return list(found.values())
+
+
+def _summary_urls(summary: Mapping[str, Any]) -> list[Any]:
+    """Output URLs of a summary; any string counts (the download policy refuses bad ones loudly)."""
+    urls: list[Any] = []
+    for name in ("output_urls", "output_url", "output"):
+        value = summary.get(name)
+        for item in value if isinstance(value, list) else [value]:
+            # ``output`` of a raw result may be text (LLMs) or base64: only URL-shaped entries count.
+            if isinstance(item, str) and (name != "output" or re.match(r"[A-Za-z][A-Za-z0-9+.\-]*://", item)):
+                urls.append(item)
+    return urls
+
+
+def _result_from_summary(summary: Mapping[str, Any]) -> _Result:
+    request_id = summary.get("request_id")
+    if not isinstance(request_id, str) or not _REQUEST_ID.fullmatch(request_id):
+        raise SegmindOutputError(
+            f"A result handed to SegmindToS3Operator has no valid request_id ({request_id!r}); pass the return "
+            "value of a Segmind operator, a list of them, or request ids"
+        )
+    status = summary.get("status")
+    if status is not None and str(status).upper() != SegmindJobStatus.COMPLETED.value:
+        raise SegmindOutputError(f"Segmind request {request_id} is {status}, not COMPLETED: it has no output to store")
+    params = summary.get("params") if isinstance(summary.get("params"), Mapping) else {}
+    metrics = summary.get("metrics") if isinstance(summary.get("metrics"), Mapping) else {}
+    model = summary.get("model")
+    return _Result(
+        request_id=request_id,
+        model=model if isinstance(model, str) else None,
+        seed=_int_or_none(summary.get("seed")),
+        metrics=dict(metrics or {}),
+        params=dict(params or {}),
+        outputs=_outputs_from(summary.get("images"), _summary_urls(summary)),
+        inline=summary.get("output_inline") is True,
+        retrievable_until=until if isinstance(until := summary.get("retrievable_until"), str) else None,
+    )
+
+
+def _result_from_job(job: JobResult, *, model: str | None = None, params: Mapping[str, Any] | None = None) -> _Result:
+    if job.status is not SegmindJobStatus.COMPLETED:
+        raise SegmindOutputError(
+            f"Segmind request {job.request_id} is {job.status.value}, not COMPLETED: wait for it (SegmindJobSensor) "
+            "before storing its output"
+        )
+    raw = job.raw
+    merged = dict(params or {})
+    for name in ("prompt", "negative_prompt", "aspect_ratio", "output_format"):
+        if name not in merged and isinstance(raw.get(name), str):
+            merged[name] = raw[name]
+    raw_model = raw.get("model")
+    content_type = raw.get("content_type")
+    return _Result(
+        request_id=job.request_id,
+        model=model or (raw_model if isinstance(raw_model, str) else None),
+        seed=job.seed,
+        metrics=dict(job.metrics),
+        params=merged,
+        outputs=[] if job.base64_image else _outputs_from(list(job.images), job.output_urls),
+        inline=job.base64_image is not None,
+        base64_image=job.base64_image,
+        inline_content_type=content_type if isinstance(content_type, str) else None,
+    )
+
+
+def _iter_inputs(value: Any, depth: int = 0) -> Iterator[Mapping[str, Any] | str]:
+    """Flatten what ``results`` rendered to: a dict, a request id, or (nested) sequences of them."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text[:1] in ("{", "["):
+            try:
+                yield from _iter_inputs(json.loads(text), depth + 1)
+            except ValueError:
+                raise SegmindOutputError(f"results is a string that is not valid JSON: {text[:80]!r}") from None
+            return
+        yield text
+    elif isinstance(value, Mapping):
+        yield value
+    elif value is None:
+        raise SegmindOutputError("results is None: pass a Segmind operator's output (XComArg), a result dict or ids")
+    elif isinstance(value, (bytes, bytearray)):
+        raise SegmindOutputError("results is bytes: pass result dicts or request ids, not image data")
+    elif isinstance(value, Iterable) and depth < _MAX_INPUT_DEPTH:
+        for item in value:
+            yield from _iter_inputs(item, depth + 1)
+    else:
+        raise SegmindOutputError(
+            f"results has an unsupported item of type {type(value).__name__}: expected a result dict, a request id, "
+            "or a list of them (a mapped task's output)"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Manifest helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _clean(value: Any, depth: int = 0) -> Any:
+    """A JSON-safe, secret-free copy of a parameter value."""
+    if value is None or isinstance(value, (bool, int)):
+        return value
+    if isinstance(value, float):
+        return value if value == value and abs(value) != float("inf") else None
+    if isinstance(value, str):
+        if value.startswith("data:") or len(value) > _MAX_TEXT:
+            return f"<omitted: {len(value):,} characters of inline data>"
+        return redact(value)
+    if depth >= 4:
+        return "<omitted: nested too deep>"
+    if isinstance(value, Mapping):
+        return {str(k): _masked(str(k), v, depth + 1) for k, v in list(value.items())[:200]}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v, depth + 1) for v in value[:100]]
+    return redact(str(value))[:200]
+
+
+def _masked(name: str, value: Any, depth: int) -> Any:
+    if any(part in name.lower() for part in _SECRET_NAME_PARTS) and value not in (None, ""):
+        return "***"
+    return _clean(value, depth)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def _number(value: Any) -> float | int | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return value if value == value and abs(value) != float("inf") else None
+
+
+# --------------------------------------------------------------------------------------------
+# The operator
+# --------------------------------------------------------------------------------------------
+
+
+class SegmindToS3Operator(BaseOperator):
+    """Copy the outputs of Segmind jobs into S3, with a JSON manifest beside each object.
+
+    **Inputs** (``results``, templated): a Segmind operator's return value (a result dict), a list
+    of them (a mapped task's ``.output``), an ``XComArg`` of either, or request ids (strings), whose
+    results are fetched through :class:`~airflow_provider_segmind.hooks.segmind.SegmindHook` (they
+    stay retrievable for 1 hour). Every output of a result is stored: each image URL (``images``,
+    ``output_urls``, ``output``) and inline base64 images (``output_inline: true`` summaries are
+    re-fetched by request id, since the bytes are never in XCom).
+
+    **Downloads** are https only (plain http only to loopback with ``allow_insecure_loopback``, for
+    the emulator), from ``allowed_hosts`` (default ``images.segmind.com`` and ``*.segmind.com``),
+    to public addresses only (private, link-local, metadata and, unless allowed, loopback addresses
+    are refused, redirects included, re-checked per hop), with no API key or other credential,
+    bounded by connect/read/whole-download timeouts and ``max_size``. The HTTP status, content type
+    (``allowed_content_types``, ``image/*`` by default; sniffed from the bytes too) and length
+    are checked, and the SHA-256 computed, while the body streams into a spool: memory up to
+    ``multipart_threshold``, then an anonymous temporary file in ``tmp_dir``, so memory does not
+    grow with the output's size. Nothing is written to S3 until an output is completely received
+    and verified: a refused, failed or truncated download writes nothing. Outputs are stored one
+    after the other; if one fails, the ones before it stay stored and a retry finds them in place.
+    Downloads go directly to the media host: proxy settings from the environment are not used.
+
+    **Writes** (Amazon provider's ``S3Hook`` on ``aws_conn_id``; ``endpoint_url`` in the
+    connection's extras for S3-compatible stores): one ``PutObject`` up to ``multipart_threshold``,
+    else a multipart upload (``part_size`` parts, ``max_concurrency`` at a time, read lazily from
+    the spool; aborted on any error). ``ContentType`` is the image's type; the SHA-256 is stored in
+    the object's metadata (``x-amz-meta-sha256``) and S3 verifies the bytes it stores against a
+    checksum we send (SHA-256/CRC32 with ``checksum_mode="when_supported"``, boto3's default;
+    ``Content-MD5`` with ``"when_required"``, for stores that reject the newer checksum headers).
+
+    **Idempotency and conflicts**: writes are conditional (``If-None-Match: *``), so no ``HeadObject``
+    is needed beforehand (write-only roles work). If the key is taken (412), the object there is read
+    once: the same SHA-256 means a retry already stored it, and it is left untouched; a different one
+    fails the task with ``replace=False`` (nothing written) or is overwritten with ``replace=True``.
+    Stores without conditional writes: those that reject ``If-None-Match`` fail with a message saying
+    so; those that silently ignore it would overwrite. For both, ``conflict_check="head"`` reads the
+    key first (needs ``s3:GetObject``; not atomic against a concurrent writer), or
+    ``conflict_check="none"`` with ``replace=True`` overwrites blindly. AWS S3 (since 2024) and moto
+    honour ``If-None-Match: *`` on ``PutObject`` and ``CompleteMultipartUpload``.
+
+    **Keys**: ``s3_key`` (templated) is a template whose placeholders ``{dag_id}``, ``{run_id}``,
+    ``{task_id}``, ``{map_index}``, ``{request_id}``, ``{index}`` (the output's position in its
+    result), ``{ext}`` and ``{model}`` are filled per output (each value percent-encoded into one
+    path segment). Default: ``segmind/{dag_id}/{run_id}/{task_id}/{map_index}/{request_id}-{index}.{ext}``,
+    so mapped tasks, several results and reruns never collide and a retry finds its own objects. An
+    ``s3_key`` ending in ``/`` is a prefix for that layout; ``s3://bucket/key`` is accepted in
+    ``s3_key`` (and ``s3://bucket`` in ``s3_bucket``). Keys with ``..``/``.`` segments, a leading
+    ``/``, empty segments, backslashes or control characters are refused before anything is written.
+
+    **Manifest**: one JSON object per stored output, at ``<key>.manifest.json`` (so each object's
+    description travels with it and a consumer of one asset needs nothing else)::
+
+        {"manifest_version": 1, "uri", "bucket", "key", "sha256", "size", "content_type", "width",
+         "height", "etag", "version_id", "write": "created" | "unchanged" | "replaced",
+         "request_id", "model", "output_index", "prompt", "negative_prompt", "seed", "params",
+         "metrics", "cost", "source": {"kind": "url" | "base64", "url", "final_url", "redirects",
+         "declared_content_type"}, "timestamps": {"download_started_at", "download_finished_at",
+         "stored_at", "result_retrievable_until"}, "airflow": {"dag_id", "run_id", "task_id",
+         "map_index", "try_number"}, "producer": {"package", "version", "operator"}}
+
+    Source URLs are recorded without their query string, parameters pass a secret filter (names
+    like ``*key*``/``*token*`` masked, ``SG_`` keys redacted, inline data omitted); the Segmind API
+    key is never read by this operator except inside the hook for a re-fetch. A retry keeps the
+    first manifest of an unchanged object.
+
+    **Return value** (XCom): the list of ``s3://bucket/key`` URIs written or found, in input order.
+    **Asset events**: with ``asset_alias`` set (default ``"segmind-s3-outputs"``) the operator's
+    ``outlets`` default to ``[AssetAlias(asset_alias)]`` and each object is emitted as
+    ``Asset("s3://bucket/key")`` with ``extra`` = sha256, size, content_type, request_id, model,
+    manifest, so DAGs scheduled on the alias (or on the asset) run on new images.
+
+    :param results: see above. Templated.
+    :param s3_bucket: the bucket (or ``s3://bucket``). Templated.
+    :param s3_key: the key template or prefix (or ``s3://bucket/key``). Templated.
+    :param aws_conn_id: the AWS connection.
+    :param segmind_conn_id: the Segmind connection, for request ids and inline outputs.
+    :param replace: overwrite a different object found at a key (default: fail).
+    :param allowed_hosts: host names (``*.example.com`` for subdomains, ``*`` for any public host).
+    :param allow_insecure_loopback: allow plain-http downloads from loopback (the local emulator).
+    :param allowed_content_types: media type patterns, default ``("image/*",)``.
+    :param max_size: largest output in bytes (default 100 MiB).
+    :param connect_timeout: seconds to connect to the media host.
+    :param read_timeout: seconds without data before a download fails.
+    :param download_timeout: seconds for a whole download, redirects included.
+    :param max_redirects: redirects followed (each checked like the first URL).
+    :param checksum_mode: ``"when_supported"`` (default) or ``"when_required"``.
+    :param conflict_check: ``"conditional"`` (default), ``"head"`` or ``"none"`` (see above).
+    :param multipart_threshold: outputs up to this many bytes stay in memory and go in one PutObject.
+    :param part_size: multipart part size (at least 5 MiB).
+    :param max_concurrency: parts uploaded at once.
+    :param write_manifest: write ``<key>.manifest.json`` beside each object (default True).
+    :param asset_alias: the ``AssetAlias`` name to emit events on; ``None`` for none.
+    :param tmp_dir: where large outputs are spooled (default: the system temp dir).
+    """
+
+    template_fields: Sequence[str] = ("results", "s3_bucket", "s3_key", "aws_conn_id", "segmind_conn_id")
+    template_fields_renderers: ClassVar[dict[str, str]] = {"results": "json"}
+    ui_color = "#d8f0e4"
+
+    def __init__(
+        self,
+        *,
+        results: Any,
+        s3_bucket: str | None = None,
+        s3_key: str | None = None,
+        aws_conn_id: str = "aws_default",
+        segmind_conn_id: str = "segmind_default",
+        replace: bool = False,
+        allowed_hosts: Sequence[str] = DEFAULT_MEDIA_HOSTS,
+        allow_insecure_loopback: bool = False,
+        allowed_content_types: Sequence[str] = DEFAULT_ALLOWED_CONTENT_TYPES,
+        max_size: int = DEFAULT_MAX_SIZE,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        read_timeout: float = DEFAULT_READ_TIMEOUT,
+        download_timeout: float = DEFAULT_DOWNLOAD_TIMEOUT,
+        max_redirects: int = DEFAULT_MAX_REDIRECTS,
+        checksum_mode: ChecksumMode = "when_supported",
+        conflict_check: ConflictCheck = "conditional",
+        multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD,
+        part_size: int = DEFAULT_PART_SIZE,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        write_manifest: bool = True,
+        asset_alias: str | None = DEFAULT_ASSET_ALIAS,
+        tmp_dir: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if asset_alias and kwargs.get("outlets") is None:
+            kwargs["outlets"] = [AssetAlias(asset_alias)]
+        super().__init__(**kwargs)
+        self.results = results
+        self.s3_bucket = s3_bucket
+        self.s3_key = s3_key
+        self.aws_conn_id = aws_conn_id
+        self.segmind_conn_id = segmind_conn_id
+        self.replace = replace
+        self.allowed_hosts = tuple(allowed_hosts) if not isinstance(allowed_hosts, str) else (allowed_hosts,)
+        self.allow_insecure_loopback = allow_insecure_loopback
+        self.allowed_content_types = (
+            tuple(allowed_content_types) if not isinstance(allowed_content_types, str) else (allowed_content_types,)
+        )
+        self.max_size = max_size
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.download_timeout = download_timeout
+        self.max_redirects = max_redirects
+        if checksum_mode not in CHECKSUM_MODES:
+            raise ValueError(f"checksum_mode must be one of {CHECKSUM_MODES}, got {checksum_mode!r}")
+        if conflict_check not in CONFLICT_CHECKS:
+            raise ValueError(f"conflict_check must be one of {CONFLICT_CHECKS}, got {conflict_check!r}")
+        if conflict_check == "none" and not replace:
+            raise ValueError("conflict_check='none' overwrites blindly: it needs replace=True")
+        if not isinstance(part_size, int) or part_size < MIN_PART_SIZE:
+            raise ValueError(f"part_size must be at least {MIN_PART_SIZE} bytes (5 MiB, S3's minimum)")
+        if not isinstance(multipart_threshold, int) or multipart_threshold < 1:
+            raise ValueError("multipart_threshold must be a positive number of bytes")
+        if not isinstance(max_concurrency, int) or not 1 <= max_concurrency <= 64:
+            raise ValueError("max_concurrency must be an integer from 1 to 64")
+        self.checksum_mode: ChecksumMode = checksum_mode
+        self.conflict_check: ConflictCheck = conflict_check
+        self.multipart_threshold = multipart_threshold
+        self.part_size = part_size
+        self.max_concurrency = max_concurrency
+        self.write_manifest = write_manifest
+        self.asset_alias = asset_alias
+        self.tmp_dir = tmp_dir
+        self.policy  # noqa: B018 - validate the download policy at DAG parse time
+
+    @classmethod
+    def partial(cls, **kwargs: Any) -> Any:  # type: ignore[override]
+        """``partial()`` with the same default ``outlets`` as ``__init__``.
+
+        A mapped task's outlets are read from its partial arguments when the DAG is parsed (the
+        operator's ``__init__`` only runs later, per mapped instance), so the default alias must be
+        put there too, or the asset events of mapped instances would have no alias to land on.
+        """
+        alias = kwargs.get("asset_alias", DEFAULT_ASSET_ALIAS)
+        if alias and kwargs.get("outlets") is None:
+            kwargs["outlets"] = [AssetAlias(alias)]
+        return super().partial(**kwargs)
+
+    # ------------------------------------------------------------------ building blocks
+
+    @cached_property
+    def policy(self) -> DownloadPolicy:
+        return DownloadPolicy(
+            allowed_hosts=self.allowed_hosts,
+            allow_insecure_loopback=self.allow_insecure_loopback,
+            allowed_content_types=self.allowed_content_types,
+            max_size=self.max_size,
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout,
+            download_timeout=self.download_timeout,
+            max_redirects=self.max_redirects,
+            spool_memory=self.multipart_threshold,
+            tmp_dir=self.tmp_dir,
+        )
+
+    @cached_property
+    def segmind_hook(self) -> SegmindHook:
+        from airflow_provider_segmind.hooks.segmind import SegmindHook
+
+        return SegmindHook(self.segmind_conn_id)
+
+    def s3_client(self) -> Any:
+        """A boto3 S3 client from the AWS connection, with the checksum mode applied."""
+        try:
+            from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+        except ImportError as err:
+            raise AirflowException(
+                "SegmindToS3Operator needs the Amazon provider: pip install 'airflow-provider-segmind[amazon]'"
+            ) from err
+        hook = S3Hook(aws_conn_id=self.aws_conn_id)
+        if self.checksum_mode == "when_supported":
+            return hook.get_conn()
+        from botocore.config import Config
+
+        try:
+            extra = Config(request_checksum_calculation="when_required", response_checksum_validation="when_required")
+        except TypeError:  # botocore < 1.36 sends no default checksums: nothing to turn off
+            return hook.get_conn()
+        return hook.get_client_type(config=hook.config.merge(extra))
+
+    # ------------------------------------------------------------------ execute
+
+    def execute(self, context: Context) -> list[str]:
+        """Store every output; errors a retry cannot fix (policy, keys, conflicts) fail without retries."""
+        try:
+            return self._execute(context)
+        except SegmindError as err:
+            if not err.task_retry_helps:
+                raise AirflowFailException(str(err)) from err
+            raise
+        finally:
+            if "segmind_hook" in self.__dict__:
+                self.segmind_hook.close()
+
+    def _execute(self, context: Context) -> list[str]:
+        bucket, template = parse_location(self.s3_bucket, self.s3_key)
+        items = list(_iter_inputs(self.results))
+        if not items:
+            self.log.warning("No Segmind results to store (results is empty).")
+            return []
+        ti = context["ti"]
+        map_index = getattr(ti, "map_index", -1)
+        airflow_ids: dict[str, Any] = {
+            "dag_id": ti.dag_id,
+            "run_id": ti.run_id,
+            "task_id": ti.task_id,
+            "map_index": map_index if isinstance(map_index, int) else -1,
+            "try_number": getattr(ti, "try_number", None),
+        }
+        results = [self._resolve(item) for item in items]
+        self._check_plan(bucket, template, results, airflow_ids)
+        writer: S3Writer | None = None  # made on the first write: no AWS session if nothing gets stored
+        downloader = Downloader(self.policy, log=self.log)
+        alias = self._alias()
+        written: dict[str, str] = {}
+        uris: list[str] = []
+        for result in results:
+            for output, fetched in self._fetch_all(result, downloader):
+                try:
+                    key = self._key(template, airflow_ids, result, output.index, fetched.content_type)
+                    if key in written:
+                        raise UnsafeS3KeyError(
+                            f"S3 key {key!r} would hold two outputs ({written[key]} and {result.request_id} "
+                            f"#{output.index}): put {{request_id}} and {{index}} in s3_key; nothing more was written"
+                        )
+                    written[key] = f"{result.request_id} #{output.index}"
+                    if writer is None:
+                        writer = self._writer()
+                    uri = self._store(writer, bucket, key, result, output, fetched, airflow_ids, alias, context)
+                finally:
+                    fetched.close()
+                uris.append(uri)
+        self.log.info("Stored %d Segmind output(s) in s3://%s: %s", len(uris), bucket, ", ".join(uris))
+        return uris
+
+    def _writer(self) -> S3Writer:
+        return S3Writer(
+            self.s3_client(),
+            checksum_mode=self.checksum_mode,
+            conflict_check=self.conflict_check,
+            multipart_threshold=self.multipart_threshold,
+            part_size=self.part_size,
+            max_concurrency=self.max_concurrency,
+            log=self.log,
+        )
+
+    def _resolve(self, item: Mapping[str, Any] | str) -> _Result:
+        """A result dict as is (re-fetched only if it holds no output URL); a request id via the hook."""
+        if isinstance(item, str):
+            if item.startswith(("http://", "https://", "s3://")):
+                raise SegmindOutputError(
+                    f"results contains a URL ({public_url(item)}), not a request id: pass the Segmind operator's "
+                    "result dict (it carries the request id, prompt and metrics the manifest records)"
+                )
+            if not _REQUEST_ID.fullmatch(item):
+                raise SegmindOutputError(f"{item[:80]!r} is not a Segmind request id")
+            return _result_from_job(self._get_result(item))
+        result = _result_from_summary(item)
+        if not result.outputs and not result.inline:
+            self.log.info("Result %s lists no output URL: fetching it by request id.", result.request_id)
+            result = self._refetch(result)
+        return result
+
+    def _get_result(self, request_id: str) -> JobResult:
+        self.log.info("Fetching Segmind result %s through the hook.", request_id)
+        return self.segmind_hook.get_result(request_id)
+
+    def _refetch(self, result: _Result) -> _Result:
+        fetched = _result_from_job(self._get_result(result.request_id), model=result.model, params=result.params)
+        fetched.metrics = {**fetched.metrics, **result.metrics}
+        fetched.seed = result.seed if result.seed is not None else fetched.seed
+        fetched.retrievable_until = result.retrievable_until
+        if not fetched.outputs and not fetched.inline:
+            raise SegmindOutputError(f"Segmind result {result.request_id} has no output URL and no inline image")
+        return fetched
+
+    def _check_plan(self, bucket: str, template: str, results: list[_Result], ids: Mapping[str, Any]) -> None:
+        """Refuse unsafe keys, bad URLs and key collisions before anything is downloaded or written."""
+        planned: dict[str, str] = {}
+        count = 0
+        for result in results:
+            outputs = result.outputs or [_Output(0)]
+            for output in outputs:
+                count += 1
+                if output.url is not None:
+                    check_url(output.url, self.policy)
+                guess = output.content_type or result.inline_content_type
+                if guess is None and result.inline:
+                    guess = f"image/{result.params.get('output_format', 'jpeg')}"
+                key = self._key(template, ids, result, output.index, guess, url=output.url)
+                if key in planned:
+                    raise UnsafeS3KeyError(
+                        f"S3 key {key!r} would hold two outputs ({planned[key]} and {result.request_id} "
+                        f"#{output.index}) of this task: put {{request_id}} and {{index}} in s3_key "
+                        "(the default layout has them); nothing was written"
+                    )
+                planned[key] = f"{result.request_id} #{output.index}"
+        fields = template_fields(template)
+        if count > 1 and not {"request_id", "index"} <= fields:
+            self.log.warning(
+                "s3_key %r lacks {request_id} or {index}; outputs are told apart by other fields.", template
+            )
+        self.log.info("Storing %d output(s) of %d Segmind result(s) in s3://%s.", count, len(results), bucket)
+
+    def _key(
+        self,
+        template: str,
+        ids: Mapping[str, Any],
+        result: _Result,
+        index: int,
+        content_type: str | None,
+        *,
+        url: str | None = None,
+    ) -> str:
+        values = {
+            **ids,
+            "request_id": result.request_id,
+            "index": index,
+            "ext": _ext_for(content_type, url),
+            "model": result.model or "unknown-model",
+        }
+        return render_key(template, values)
+
+    def _fetch_all(self, result: _Result, downloader: Downloader) -> Iterator[tuple[_Output, Fetched]]:
+        if result.inline:
+            if result.base64_image is None:
+                result = self._refetch(result)
+            if result.base64_image is not None:
+                what = f"inline output of Segmind request {result.request_id}"
+                yield (
+                    _Output(0),
+                    spool_base64(result.base64_image, self.policy, declared_type=result.inline_content_type, what=what),
+                )
+                return
+        for output in result.outputs:
+            assert output.url is not None
+            self.log.info(
+                "Downloading output %d of %s from %s", output.index, result.request_id, public_url(output.url)
+            )
+            yield output, downloader.fetch(output.url, expected_size=output.size)
+
+    def _store(
+        self,
+        writer: S3Writer,
+        bucket: str,
+        key: str,
+        result: _Result,
+        output: _Output,
+        fetched: Fetched,
+        ids: Mapping[str, Any],
+        alias: AssetAlias | None,
+        context: Context,
+    ) -> str:
+        metadata = {"segmind-request-id": result.request_id}
+        obj = StoredObject(fetched.spool, fetched.size, fetched.sha256, fetched.content_type, metadata)
+        outcome = writer.write(bucket, key, obj, replace=self.replace)
+        uri = s3_uri(bucket, key)
+        self.log.info(
+            "%s %s (%s, %d bytes, sha256 %s)",
+            _VERBS.get(outcome.outcome, "Wrote"),
+            uri,
+            fetched.content_type,
+            fetched.size,
+            fetched.sha256,
+        )
+        manifest_uri = None
+        if self.write_manifest:
+            manifest_uri = self._write_manifest(writer, bucket, key, result, output, fetched, outcome, ids)
+        if alias is not None:
+            extra: dict[str, Any] = {
+                "sha256": fetched.sha256,
+                "size": fetched.size,
+                "content_type": fetched.content_type,
+                "request_id": result.request_id,
+                "model": result.model,
+                "manifest": manifest_uri,
+            }
+            context["outlet_events"][alias].add(Asset(uri), extra=extra)
+        return uri
+
+    def manifest(
+        self,
+        bucket: str,
+        key: str,
+        result: _Result,
+        output: _Output,
+        fetched: Fetched,
+        outcome: WriteResult,
+        ids: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        """The manifest document of one stored output (see the class docstring)."""
+        params = _clean(result.params) if result.params else {}
+        width_height = image_dimensions(fetched)
+        metrics = {str(k): _number(v) for k, v in result.metrics.items() if _number(v) is not None}
+        return {
+            "manifest_version": MANIFEST_VERSION,
+            "uri": s3_uri(bucket, key),
+            "bucket": bucket,
+            "key": key,
+            "sha256": fetched.sha256,
+            "size": fetched.size,
+            "content_type": fetched.content_type,
+            "width": width_height[0] if width_height else None,
+            "height": width_height[1] if width_height else None,
+            "etag": outcome.etag,
+            "version_id": outcome.version_id,
+            "write": outcome.outcome,
+            "request_id": result.request_id,
+            "model": result.model,
+            "output_index": output.index,
+            "prompt": params.get("prompt"),
+            "negative_prompt": params.get("negative_prompt"),
+            "seed": result.seed,
+            "params": params,
+            "metrics": metrics,
+            "cost": metrics.get("cost"),
+            "source": {
+                "kind": fetched.source_kind,
+                "url": fetched.source_url,
+                "final_url": fetched.final_url,
+                "redirects": fetched.redirects,
+                "declared_content_type": fetched.declared_content_type,
+            },
+            "timestamps": {
+                "download_started_at": fetched.started_at,
+                "download_finished_at": fetched.finished_at,
+                "stored_at": _now(),
+                "result_retrievable_until": result.retrievable_until,
+            },
+            "airflow": dict(ids),
+            "producer": {
+                "package": "airflow-provider-segmind",
+                "version": __version__,
+                "operator": type(self).__name__,
+            },
+        }
+
+    def _write_manifest(
+        self,
+        writer: S3Writer,
+        bucket: str,
+        key: str,
+        result: _Result,
+        output: _Output,
+        fetched: Fetched,
+        outcome: WriteResult,
+        ids: Mapping[str, Any],
+    ) -> str:
+        import hashlib
+
+        document = self.manifest(bucket, key, result, output, fetched, outcome, ids)
+        body = json.dumps(document, indent=2, sort_keys=False, ensure_ascii=False).encode("utf-8")
+        target = manifest_key(key)
+        with Spool(len(body) + 1) as spool:
+            spool.write(body)
+            obj = StoredObject(
+                spool,
+                len(body),
+                hashlib.sha256(body).hexdigest(),
+                "application/json",
+                {OBJECT_SHA256_METADATA: fetched.sha256, "segmind-request-id": result.request_id},
+                identity_key=OBJECT_SHA256_METADATA,
+            )
+            manifest_outcome = writer.write(bucket, target, obj, replace=self.replace)
+        if manifest_outcome.outcome == "unchanged":
+            self.log.info("Manifest %s already describes this object: kept.", s3_uri(bucket, target))
+        return s3_uri(bucket, target)
+
+    def _alias(self) -> AssetAlias | None:
+        if not self.asset_alias:
+            return None
+        for outlet in self.outlets or []:
+            if isinstance(outlet, AssetAlias) and outlet.name == self.asset_alias:
+                return outlet
+        self.log.warning(
+            "asset_alias %r is not among this task's outlets: no asset events are emitted.", self.asset_alias
+        )
+        return None
