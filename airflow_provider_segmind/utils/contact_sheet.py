@@ -1,0 +1,120 @@
+"""The marketing DAG's last step: a batch manifest and an HTML contact sheet for a human reviewer.
+
+Kept out of the DAG file so parsing stays cheap: S3 and Pillow are only imported when it runs. The
+sheet is one self-contained HTML file (thumbnails inlined as data URIs), so it opens from S3, a
+browser download or the demo's output folder alike.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from airflow_provider_segmind.transfers._s3 import encode_component, manifest_key
+
+THUMBNAIL_EDGE = 320
+
+
+def _split(uri: str) -> tuple[str, str]:
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    return bucket, key
+
+
+def _thumbnail(data: bytes) -> str | None:
+    """A JPEG thumbnail as a data URI; ``None`` without Pillow (the sheet then links the images)."""
+    try:
+        from PIL import Image
+    except ImportError:
+        return None
+    with Image.open(io.BytesIO(data)) as image:
+        image.thumbnail((THUMBNAIL_EDGE, THUMBNAIL_EDGE))
+        out = io.BytesIO()
+        image.convert("RGB").save(out, format="JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode()
+
+
+def _card(entry: dict[str, Any], thumb: str | None) -> str:
+    metrics = entry.get("metrics") or {}
+    cost = entry.get("cost", metrics.get("cost"))
+    picture = (
+        f'<img src="{thumb}" alt="{html.escape(entry.get("prompt") or "")}">'
+        if thumb
+        else f'<a href="{html.escape(entry["uri"])}">{html.escape(entry["uri"])}</a>'
+    )
+    rows = [
+        ("Prompt", entry.get("prompt")),
+        ("Negative", entry.get("negative_prompt")),
+        ("Seed", entry.get("seed")),
+        ("Size", f"{entry.get('width')}x{entry.get('height')}" if entry.get("width") else None),
+        ("Cost", cost),
+        ("Request", entry.get("request_id")),
+        ("Object", entry.get("uri")),
+    ]
+    cells = "".join(
+        f"<tr><th>{label}</th><td>{html.escape(str(value))}</td></tr>"
+        for label, value in rows
+        if value not in (None, "")
+    )
+    return f"<figure>{picture}<figcaption><table>{cells}</table></figcaption></figure>"
+
+
+def render_html(entries: list[dict[str, Any]], thumbs: list[str | None], *, dag_id: str, run_id: str) -> str:
+    total = sum(float(e.get("cost") or (e.get("metrics") or {}).get("cost") or 0) for e in entries)
+    cards = "\n".join(_card(entry, thumb) for entry, thumb in zip(entries, thumbs, strict=True))
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>{html.escape(dag_id)} {html.escape(run_id)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2rem; background: #f6f6f8; }}
+main {{ display: grid; grid-template-columns: repeat(auto-fill, minmax(340px, 1fr)); gap: 1rem; }}
+figure {{ background: white; margin: 0; padding: .75rem; border-radius: 8px; box-shadow: 0 1px 3px #0002; }}
+img {{ max-width: 100%; border-radius: 4px; }}
+th {{ text-align: left; vertical-align: top; padding-right: .5rem; color: #555; font-weight: 600; }}
+td {{ word-break: break-word; }}
+table {{ font-size: .85rem; }}
+</style></head><body>
+<h1>{html.escape(dag_id)}</h1>
+<p>Run <code>{html.escape(run_id)}</code>: {len(entries)} images, {total:g} credits.</p>
+<main>
+{cards}
+</main></body></html>
+"""
+
+
+def write_contact_sheet(
+    uris: list[str], *, bucket: str, dag_id: str, run_id: str, aws_conn_id: str = "aws_default"
+) -> dict[str, Any]:
+    """Read each object's manifest and bytes, write ``batch-manifest.json`` and ``contact-sheet.html``."""
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    s3 = S3Hook(aws_conn_id=aws_conn_id)
+    entries: list[dict[str, Any]] = []
+    thumbs: list[str | None] = []
+    for uri in uris:
+        obj_bucket, key = _split(uri)
+        manifest = json.loads(s3.read_key(manifest_key(key), bucket_name=obj_bucket))
+        entries.append({**manifest, "uri": uri})
+        body = s3.get_key(key, bucket_name=obj_bucket).get()["Body"].read()
+        thumbs.append(_thumbnail(body))
+    prefix = f"segmind/{encode_component(dag_id)}/{encode_component(run_id)}"
+    batch = {
+        "dag_id": dag_id,
+        "run_id": run_id,
+        "created_at": datetime.now(UTC).isoformat(),
+        "images": len(entries),
+        "total_cost": sum(float(e.get("cost") or 0) for e in entries),
+        "objects": entries,
+    }
+    batch_key = f"{prefix}/batch-manifest.json"
+    sheet_key = f"{prefix}/contact-sheet.html"
+    s3.load_string(json.dumps(batch, indent=2, default=str), batch_key, bucket_name=bucket, replace=True)
+    s3.load_bytes(
+        render_html(entries, thumbs, dag_id=dag_id, run_id=run_id).encode(),
+        sheet_key,
+        bucket_name=bucket,
+        replace=True,
+    )
+    return {"batch_manifest": f"s3://{bucket}/{batch_key}", "contact_sheet": f"s3://{bucket}/{sheet_key}"}
