@@ -26,6 +26,8 @@ from airflow_provider_segmind.transfers.segmind_to_s3 import SegmindToS3Operator
 # Deployment settings, read from the environment at parse time (no connection, no network), so the
 # DAG parses anywhere; `make demo` and the integration test set them for the local emulator.
 BUCKET = os.environ.get("SEGMIND_EXAMPLE_BUCKET", "segmind-marketing-assets")
+#: "@daily" in production; "none" for manual runs only (the integration test).
+SCHEDULE = os.environ.get("SEGMIND_EXAMPLE_SCHEDULE", "@daily")
 #: Pool capping concurrent Segmind jobs under the plan's rate limit: `airflow pools set segmind 4 "Segmind"`.
 POOL = os.environ.get("SEGMIND_EXAMPLE_POOL", "segmind")
 #: Only for the local emulator, whose media URLs are plain http on 127.0.0.1.
@@ -38,7 +40,7 @@ ALLOWED_KEYS = {"prompt", "negative_prompt", "aspect_ratio"}
 with DAG(
     dag_id="example_segmind_marketing_assets",
     description="Prompts file -> Segmind SD3 Large (deferrable) -> S3 + manifest -> contact sheet",
-    schedule="@daily",
+    schedule=None if SCHEDULE.lower() == "none" else SCHEDULE,
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,

@@ -189,26 +189,36 @@ class AirflowCluster:
         self._sweep()
 
     def _sweep(self) -> None:
-        """Kill stragglers (e.g. api-server workers in their own session) that carry our AIRFLOW_HOME."""
+        """Stop stragglers (api-server workers, task runners) that carry our AIRFLOW_HOME: TERM, then KILL."""
         import psutil
 
-        home = str(self.home)
-        for proc in psutil.process_iter(["pid"]):
-            try:
-                if proc.pid != os.getpid() and proc.environ().get("AIRFLOW_HOME") == home:
-                    proc.kill()
-            except (psutil.Error, OSError):
-                continue
+        procs = self._ours()
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):
+                proc.terminate()
+        _, alive = psutil.wait_procs(procs, timeout=15)
+        for proc in alive:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        psutil.wait_procs(alive, timeout=10)
 
-    def leftover_processes(self) -> list[int]:
+    def _ours(self) -> list[Any]:
         import psutil
 
         home = str(self.home)
         found = []
         for proc in psutil.process_iter(["pid"]):
             try:
-                if proc.status() != psutil.STATUS_ZOMBIE and proc.environ().get("AIRFLOW_HOME") == home:
-                    found.append(proc.pid)
+                if (
+                    proc.pid != os.getpid()
+                    and proc.status() != psutil.STATUS_ZOMBIE
+                    and proc.environ().get("AIRFLOW_HOME") == home
+                ):
+                    found.append(proc)
             except (psutil.Error, OSError):
                 continue
         return found
+
+    def leftover_processes(self) -> list[int]:
+        """Live processes still running with this cluster's AIRFLOW_HOME (should be none after stop)."""
+        return [proc.pid for proc in self._ours()]

@@ -1,0 +1,167 @@
+"""The marketing DAG on a real Airflow: scheduler, triggerer, dag-processor and api-server.
+
+This is the proof ``dag.test()`` cannot give: the generation tasks really defer, their triggers
+run in the triggerer process (their logs land in the triggerer's ``.log.trigger.*`` files), the
+images and manifests reach a real S3 endpoint, the asset consumer DAG runs on the emitted asset
+events, Segmind is billed exactly once per prompt, and every process started is stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto.server import ThreadedMotoServer
+
+from airflow_provider_segmind.emulator import EmulatorConfig, SegmindEmulator
+from tests.integration.cluster import AirflowCluster
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+BUCKET = "segmind-e2e"
+DAG_ID = "example_segmind_marketing_assets"
+CONSUMER = "example_segmind_asset_consumer"
+PROMPTS = [
+    {"prompt": "A copper kettle on a gas stove, morning light", "aspect_ratio": "1:1"},
+    {"prompt": "A sailboat on a calm lake at sunset", "aspect_ratio": "16:9"},
+    {"prompt": "A stack of hardback books with a reading lamp", "aspect_ratio": "4:5", "negative_prompt": "blurry"},
+]
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    boto3.client(
+        "s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="e2e", aws_secret_access_key="e2e"
+    ).create_bucket(Bucket=BUCKET)
+    yield endpoint
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def segmind() -> Iterator[SegmindEmulator]:
+    # Realistic shape (queue, then a multi-second render) so the tasks defer for real.
+    config = EmulatorConfig.for_profile("realistic", queue_time=(0.2, 1.0), inference_time=(4.0, 6.0))
+    with SegmindEmulator(config) as emulator:
+        yield emulator
+
+
+@pytest.fixture(scope="module")
+def finished_run(
+    tmp_path_factory: pytest.TempPathFactory, segmind: SegmindEmulator, s3_endpoint: str
+) -> Iterator[dict[str, Any]]:
+    """Start Airflow, run the marketing DAG once, collect what the tests inspect, stop Airflow."""
+    home = tmp_path_factory.mktemp("airflow-e2e")
+    aws = {
+        "conn_type": "aws",
+        "login": "e2e",
+        "password": "e2e",
+        "extra": {"endpoint_url": s3_endpoint, "region_name": "us-east-1"},
+    }
+    env = {
+        "AIRFLOW_CONN_SEGMIND_DEFAULT": json.dumps(
+            {"conn_type": "segmind", "password": segmind.api_key, "host": segmind.base_url}
+        ),
+        "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(aws),
+        "SEGMIND_EXAMPLE_BUCKET": BUCKET,
+        "SEGMIND_EXAMPLE_POOL": "segmind",
+        "SEGMIND_ALLOW_INSECURE_LOOPBACK": "1",
+        # Only the run the test triggers: unpausing the @daily DAG must not add a scheduled run.
+        "SEGMIND_EXAMPLE_SCHEDULE": "none",
+    }
+    cluster = AirflowCluster(home=home, dags_folder=REPO / "example_dags", env=env)
+    run_id = f"e2e_{int(time.time())}"
+    try:
+        cluster.start()
+        cluster.airflow("pools", "set", "segmind", "4", "Segmind jobs")
+        cluster.wait_for_dag(DAG_ID)
+        cluster.wait_for_dag(CONSUMER)
+        cluster.airflow("dags", "unpause", CONSUMER)
+        cluster.trigger(DAG_ID, run_id, {"prompts": PROMPTS})
+        state = cluster.wait_for_run(DAG_ID, run_id, timeout=420)
+        consumer_state = "missing"
+        deadline = time.monotonic() + 120
+        while state == "success" and time.monotonic() < deadline:
+            rows = cluster.query("SELECT state FROM dag_run WHERE dag_id = ? ORDER BY id DESC LIMIT 1", (CONSUMER,))
+            consumer_state = rows[0][0] if rows else "missing"
+            if consumer_state in ("success", "failed"):
+                break
+            time.sleep(2)
+        yield {
+            "cluster": cluster,
+            "run_id": run_id,
+            "state": state,
+            "consumer_state": consumer_state,
+            "task_instances": cluster.task_instances(DAG_ID, run_id),
+            "log_tail": cluster.log_tail(80),
+            "stats": segmind.stats(),
+        }
+    finally:
+        cluster.stop()
+
+
+def test_the_run_succeeds(finished_run: dict[str, Any]) -> None:
+    assert finished_run["state"] == "success", (finished_run["task_instances"], finished_run["log_tail"])
+    generate = [ti for ti in finished_run["task_instances"] if ti[0] == "generate"]
+    assert [(ti[1], ti[2]) for ti in generate] == [(0, "success"), (1, "success"), (2, "success")]
+
+
+def test_generation_deferred_and_its_trigger_ran_in_the_triggerer(finished_run: dict[str, Any]) -> None:
+    cluster: AirflowCluster = finished_run["cluster"]
+    task_logs = cluster.home / "logs" / f"dag_id={DAG_ID}" / f"run_id={finished_run['run_id']}" / "task_id=generate"
+    for map_index in range(len(PROMPTS)):
+        folder = task_logs / f"map_index={map_index}"
+        worker_log = "".join(p.read_text() for p in folder.glob("attempt=*.log"))
+        trigger_logs = list(folder.glob("attempt=*.log.trigger.*.log"))
+        assert "Pausing task as DEFERRED" in worker_log, map_index
+        assert trigger_logs, f"no triggerer log for map index {map_index}"
+        trigger_text = "".join(p.read_text() for p in trigger_logs)
+        assert "SegmindJobTrigger" in trigger_text or "-> COMPLETED" in trigger_text
+        assert "COMPLETED" in trigger_text
+
+
+def test_images_and_manifests_are_in_s3(finished_run: dict[str, Any], s3_endpoint: str) -> None:
+    s3 = boto3.client(
+        "s3", endpoint_url=s3_endpoint, region_name="us-east-1", aws_access_key_id="e2e", aws_secret_access_key="e2e"
+    )
+    keys = [obj["Key"] for obj in s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])]
+    run_keys = [key for key in keys if finished_run["run_id"] in key]
+    images = [key for key in run_keys if key.endswith(".jpeg")]
+    manifests = [key for key in run_keys if key.endswith(".jpeg.manifest.json")]
+    assert len(images) == len(PROMPTS)
+    assert len(manifests) == len(PROMPTS)
+    prompts = {json.loads(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())["prompt"] for key in manifests}
+    assert prompts == {spec["prompt"] for spec in PROMPTS}
+    assert any(key.endswith("contact-sheet.html") for key in run_keys)
+    assert any(key.endswith("batch-manifest.json") for key in run_keys)
+    assert not s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads")
+
+
+def test_segmind_billed_once_per_prompt(finished_run: dict[str, Any]) -> None:
+    assert finished_run["stats"]["submissions"] == len(PROMPTS)
+
+
+def test_asset_consumer_ran_on_the_new_images(finished_run: dict[str, Any]) -> None:
+    assert finished_run["consumer_state"] == "success"
+
+
+def test_no_key_in_any_log(finished_run: dict[str, Any], segmind: SegmindEmulator) -> None:
+    cluster: AirflowCluster = finished_run["cluster"]
+    texts = [cluster.log_path.read_text(errors="replace")]
+    texts += [path.read_text(errors="replace") for path in (cluster.home / "logs").rglob("*.log")]
+    assert all(segmind.api_key not in text for text in texts)
+
+
+def test_every_process_was_stopped(finished_run: dict[str, Any]) -> None:
+    cluster: AirflowCluster = finished_run["cluster"]
+    cluster.stop()  # idempotent; the fixture already stopped it
+    assert cluster.leftover_processes() == []
