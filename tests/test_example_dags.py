@@ -13,7 +13,10 @@ EXPECTED = {"example_segmind_marketing_assets", "example_segmind_sensor", "examp
 
 @pytest.fixture
 def dagbag(monkeypatch: pytest.MonkeyPatch):
-    from airflow.models.dagbag import DagBag
+    try:
+        from airflow.dag_processing.dagbag import DagBag  # Airflow 3.3+
+    except ImportError:
+        from airflow.models.dagbag import DagBag  # Airflow 3.1/3.2
 
     for name in list(os.environ):
         if name.startswith("AIRFLOW_CONN_"):
