@@ -1,6 +1,7 @@
 # Two commands do all the set-up on a fresh machine with Python 3.11+ and make:
 #   make demo   the example pipeline against the bundled emulator (pictures at the end)
 #   make test   the test suite (unit, emulator, Airflow dag.test and real-triggerer runs)
+# Also: make lint, make bench (benchmarks, ~11 min), make soak (fault-injection soak, ~25 min).
 # Everything is installed into .venv from this repository's own files.
 
 PYTHON ?= python3
@@ -11,7 +12,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(AIRFLOW_LINE)
 PYTEST_ARGS ?=
 
-.PHONY: venv test test-floor lint demo bench clean constraints
+.PHONY: venv test test-floor lint demo bench soak clean constraints
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +42,11 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
+
+# The long fault-injection soak (the test suite runs its 32-prompt short form): ~8 min per run.
+SOAK_ARGS ?= --prompts 200 --runs 3
+soak: $(STAMP)
+	$(BIN)/python -m tests.soak $(SOAK_ARGS)
 
 constraints: $(STAMP)
 	$(BIN)/uv pip freeze --python $(BIN)/python | grep -v -i -E "airflow-provider-segmind|^-e|^(uv|pip|setuptools|wheel)==" > $(CONSTRAINTS).new

@@ -9,7 +9,9 @@ Writes
 A write starts only after the whole output was downloaded and verified (see ``_download``), from a
 spool that holds it. Objects up to ``multipart_threshold`` go in one ``PutObject``; larger ones in
 a multipart upload whose parts are read lazily from the spool (``max_concurrency`` at a time) and
-which is aborted on any error, so no partial object or orphaned upload is left behind.
+which is aborted on any error; afterwards any other upload still in progress at the same key (one
+started by a retried ``CreateMultipartUpload`` whose first answer was lost) is aborted too, so no
+partial object or orphaned upload is left behind.
 
 Every write is conditional (``If-None-Match: *``, on ``PutObject`` and on
 ``CompleteMultipartUpload``): it succeeds only if nothing is at the key yet, atomically, and needs
@@ -451,22 +453,51 @@ class S3Writer:
         }
         if self.checksum_mode == "when_supported":
             create["ChecksumAlgorithm"] = "CRC32"
-        upload_id = self.client.create_multipart_upload(**create)["UploadId"]
         try:
-            parts = self._upload_parts(bucket, key, upload_id, obj)
-            complete: dict[str, Any] = {
-                "Bucket": bucket,
-                "Key": key,
-                "UploadId": upload_id,
-                "MultipartUpload": {"Parts": parts},
-            }
-            if conditional:
-                complete["IfNoneMatch"] = "*"
-            answer = self.client.complete_multipart_upload(**complete)
-        except BaseException:
-            self._abort(bucket, key, upload_id)
-            raise
+            upload_id = self.client.create_multipart_upload(**create)["UploadId"]
+            try:
+                parts = self._upload_parts(bucket, key, upload_id, obj)
+                complete: dict[str, Any] = {
+                    "Bucket": bucket,
+                    "Key": key,
+                    "UploadId": upload_id,
+                    "MultipartUpload": {"Parts": parts},
+                }
+                if conditional:
+                    complete["IfNoneMatch"] = "*"
+                answer = self.client.complete_multipart_upload(**complete)
+            except BaseException:
+                self._abort(bucket, key, upload_id)
+                raise
+        finally:
+            self._abort_strays(bucket, key)
         return WriteResult(outcome, answer.get("ETag"), answer.get("VersionId"), multipart=True)
+
+    def _abort_strays(self, bucket: str, key: str) -> None:
+        """Abort multipart uploads left in progress at ``key`` by this writer's own retried requests.
+
+        A ``CreateMultipartUpload`` that S3 applied but whose answer was lost (a reset connection)
+        is retried by boto3 and starts a second upload: the first one's id never reaches us, and it
+        would stay (and be billed) forever. Once our own upload is completed or aborted, any upload
+        still in progress at exactly this key is such a stray: keys are unique per task, output
+        and request. Best effort: listing needs ``s3:ListBucketMultipartUploads``.
+        """
+        try:
+            answer = self.client.list_multipart_uploads(Bucket=bucket, Prefix=key)
+        except Exception as err:
+            self._log(
+                "warning",
+                "Could not list multipart uploads at %s to abort strays (%s); a bucket lifecycle rule "
+                "AbortIncompleteMultipartUpload reclaims any left behind.",
+                s3_uri(bucket, key),
+                err,
+            )
+            return
+        for upload in answer.get("Uploads") or []:
+            if upload.get("Key") == key and upload.get("UploadId"):
+                uri = s3_uri(bucket, key)
+                self._log("warning", "Aborting stray multipart upload %s of %s.", upload["UploadId"], uri)
+                self._abort(bucket, key, upload["UploadId"])
 
     def _upload_parts(self, bucket: str, key: str, upload_id: str, obj: StoredObject) -> list[dict[str, Any]]:
         ranges = self._part_ranges(obj.size)

@@ -1,0 +1,923 @@
+"""The soak's harness: servers, the fault plan, one ``dag.test()`` run in a child process, then the audit.
+
+:func:`run_soak` starts the Segmind emulator (random faults on submit, status, result and media calls),
+moto's S3 server and a fault-injecting proxy in front of it (:mod:`tests.soak.s3_proxy`), writes the
+soak DAG (:mod:`tests.soak.soak_dag`) into the DAGS_FOLDER, and runs it once with ``dag.test()`` in a
+child process (:mod:`tests.soak.worker`) that injects the task- and trigger-level faults
+(:mod:`tests.soak.chaos`). Then everything is stopped and the outcome is audited against the
+emulator's billing record, S3's contents and every byte the run wrote (logs, database, XCom, trigger
+kwargs, S3 objects). The audit returns a list of violations (empty = pass) and a summary table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import os
+import random
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from airflow_provider_segmind.protocol import SD3_ASPECT_RATIOS, SD3_LARGE_MODEL, SD3_SIZES
+from tests.soak import s3_proxy
+
+REPO: Final = Path(__file__).resolve().parents[2]
+DAG_TEMPLATE: Final = Path(__file__).resolve().parent / "soak_dag.py"
+REGION: Final = "us-east-1"
+S3_CREDENTIALS: Final = {"aws_access_key_id": "soak", "aws_secret_access_key": "soak"}
+
+#: Random emulator faults per API/media call (the 5% FAILED jobs are drawn per accepted job).
+DEFAULT_EMULATOR_FAULTS: Final[Mapping[str, float]] = {
+    "429": 0.10,
+    "500": 0.03,
+    "502": 0.02,
+    "reset_before": 0.02,
+    "slow": 0.03,
+    "truncate": 0.02,  # media only
+    "failed_job": 0.05,
+}
+FAULT_ENDPOINTS: Final = ("submit", "status", "result", "media")
+#: Share of prompts whose first generate try gets each task/trigger-level fault (one each, at most).
+DEFAULT_SHARES: Final[Mapping[str, float]] = {
+    "restart": 0.15,
+    "give_up": 0.08,
+    "lost_event": 0.05,
+    "crash_on_resume": 0.05,
+    "expire": 0.08,
+}
+#: Prompts whose persist task meets an S3 outage longer than boto3's retries on its first try.
+DEFAULT_S3_OUTAGE_SHARE: Final = 0.08
+#: Prompts that FAIL on every submit (``__fail__``) or are content-blocked (``__unsafe__``).
+FAIL_SHARE: Final = 0.02
+UNSAFE_SHARE: Final = 0.01
+POLL_SCHEDULE: Final[Mapping[str, float]] = {
+    "initial_delay": 0.05,
+    "queued_interval": 0.05,
+    "interval": 0.05,
+    "max_interval": 0.5,
+    "error_backoff": 0.05,
+    "rate_limit_max_wait": 0.5,
+}
+GENERATE: Final = "render.generate"
+PERSIST: Final = "render.persist"
+_TAG = re.compile(r"\[p(\d{4})\]")
+
+SUBJECTS: Final = (
+    "a ceramic coffee mug on a sunlit oak table",
+    "trail running shoes splashing through a mountain stream",
+    "a minimalist desk lamp in a Scandinavian living room",
+    "a stainless steel water bottle on a granite boulder",
+    "a leather weekender bag on a train seat",
+    "a pair of wireless earbuds on a concrete ledge",
+    "a bowl of ramen with steam rising",
+    "a wool beanie on a snowy fence post",
+    "a vintage film camera on a map",
+    "a glass teapot with blooming tea",
+    "a folding bicycle against a brick wall",
+    "a scented candle beside a stack of books",
+    "a smartwatch on a runner's wrist",
+    "a linen shirt hanging in an open window",
+    "a cast iron skillet with cornbread",
+)
+STYLES: Final = (
+    "product photo",
+    "golden hour, shallow depth of field",
+    "studio lighting, white background",
+    "flat lay, top down",
+    "watercolour illustration",
+    "cinematic, moody",
+)
+
+
+@dataclass(frozen=True)
+class SoakSettings:
+    """One soak run. The defaults are the long form's, except ``prompts``."""
+
+    prompts: int = 200
+    seed: int = 1
+    retries: int = 3
+    retry_delay: float = 1.0
+    max_consecutive_errors: int = 6
+    bound_seconds: float = 1200.0
+    emulator_faults: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_EMULATOR_FAULTS))
+    s3_faults: Mapping[str, float] = field(default_factory=lambda: dict(s3_proxy.DEFAULT_RATES))
+    shares: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_SHARES))
+    s3_outage_share: float = DEFAULT_S3_OUTAGE_SHARE
+    #: JPEGs are ~95-115 kB: this threshold sends part of them through multipart uploads.
+    multipart_threshold: int = 105_000
+    dag_id: str = "segmind_soak"
+
+
+# --------------------------------------------------------------------------------------------
+# The plan
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Plan:
+    specs: list[dict[str, Any]]
+    actions: dict[int, str]
+    s3_outage: set[int]
+    fail_marked: set[int]
+    unsafe_marked: set[int]
+
+
+def _count(n: int, share: float) -> int:
+    return max(1, round(n * share)) if share > 0 else 0
+
+
+def make_plan(settings: SoakSettings) -> Plan:
+    """Prompts (unique, tagged ``[pNNNN]``) and which prompt gets which injected fault, from the seed."""
+    rng = random.Random(f"soak-plan:{settings.seed}")
+    n = settings.prompts
+    indexes = list(range(n))
+    rng.shuffle(indexes)
+    fail_marked = set(indexes[: _count(n, FAIL_SHARE)])
+    unsafe_marked = set(indexes[len(fail_marked) : len(fail_marked) + _count(n, UNSAFE_SHARE)])
+    eligible = [i for i in indexes if i not in fail_marked | unsafe_marked]
+    actions: dict[int, str] = {}
+    cursor = 0
+    for action, share in settings.shares.items():
+        for index in eligible[cursor : cursor + _count(n, share)]:
+            actions[index] = action
+        cursor += _count(n, share)
+    s3_outage = set(rng.sample(eligible, min(len(eligible), _count(n, settings.s3_outage_share))))
+    specs = []
+    for i in range(n):
+        prompt = f"{rng.choice(SUBJECTS)}, {rng.choice(STYLES)} [p{i:04d}]"
+        if i in fail_marked:
+            prompt += " __fail__"
+        if i in unsafe_marked:
+            prompt += " __unsafe__"
+        spec: dict[str, Any] = {"prompt": prompt, "aspect_ratio": rng.choice(SD3_ASPECT_RATIOS)}
+        if rng.random() < 0.3:
+            spec["negative_prompt"] = "blurry, watermark"
+        if rng.random() < 0.3:
+            spec["seed"] = rng.randrange(0, 2**31)
+        specs.append(spec)
+    return Plan(specs, actions, s3_outage, fail_marked, unsafe_marked)
+
+
+def prompt_index(prompt: Any) -> int | None:
+    match = _TAG.search(prompt) if isinstance(prompt, str) else None
+    return int(match.group(1)) if match else None
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SoakRun:
+    """Everything collected from one run, for the audit."""
+
+    settings: SoakSettings
+    plan: Plan
+    api_key: str
+    bucket: str
+    workdir: Path
+    airflow_home: Path
+    started_at: float = 0.0
+    wall_seconds: float = 0.0
+    worker_exit: int | None = None
+    worker_timed_out: bool = False
+    result: dict[str, Any] = field(default_factory=dict)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    chaos: list[dict[str, Any]] = field(default_factory=list)
+    jobs: list[dict[str, Any]] = field(default_factory=list)
+    emulator_stats: dict[str, Any] = field(default_factory=dict)
+    media_requests: list[dict[str, Any]] = field(default_factory=list)
+    s3_versions: list[dict[str, Any]] = field(default_factory=list)
+    s3_delete_markers: list[dict[str, Any]] = field(default_factory=list)
+    s3_uploads: list[dict[str, Any]] = field(default_factory=list)
+    s3_objects: dict[tuple[str, str], tuple[bytes, dict[str, Any]]] = field(default_factory=dict)
+    proxy_stats: Counter[str] = field(default_factory=Counter)
+    leftovers: list[str] = field(default_factory=list)
+
+
+def _child_env(base: Mapping[str, str], **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in base.items() if not k.startswith(("AWS_", "AIRFLOW_CONN_"))}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
+    env.update(extra)
+    return env
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _stop_process_group(process: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=15)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def run_soak(settings: SoakSettings, *, workdir: Path, dags_folder: Path, env: Mapping[str, str]) -> SoakRun:
+    """Run the soak once; ``env`` carries the Airflow environment (home, database, DAGS_FOLDER)."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from airflow_provider_segmind.emulator import EmulatorConfig, SegmindEmulator
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's access log
+    plan = make_plan(settings)
+    run = SoakRun(
+        settings=settings,
+        plan=plan,
+        api_key="SG_" + secrets.token_hex(16),
+        bucket=f"segmind-soak-{uuid.uuid4().hex[:10]}",
+        workdir=workdir,
+        airflow_home=Path(env["AIRFLOW_HOME"]),
+    )
+    threads_before = set(threading.enumerate())
+    run.started_at = time.time()
+    started = time.monotonic()
+
+    config = EmulatorConfig(
+        api_keys=(run.api_key,),
+        queue_time=(0.02, 0.15),
+        inference_time=(0.1, 0.5),
+        credits=1_000_000.0,
+        faults=dict(settings.emulator_faults),
+        fault_endpoints=frozenset(FAULT_ENDPOINTS),
+        slow_seconds=0.4,
+        fault_retry_after=0.2,
+        seed=settings.seed,
+        request_log_size=500_000,
+        render_threads=2,
+    )
+    emulator = SegmindEmulator(config)
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    outage = {str(i) for i in plan.s3_outage}
+
+    def outage_key(path: str) -> str | None:
+        parts = path.split("/")
+        if PERSIST in parts:
+            index = parts[parts.index(PERSIST) + 1] if parts.index(PERSIST) + 1 < len(parts) else ""
+            return index if index in outage else None
+        return None
+
+    emulator_thread: threading.Thread | None = None
+    dag_file = dags_folder / f"{settings.dag_id}.py"
+    process: subprocess.Popen[bytes] | None = None
+    proxy: s3_proxy.FaultyS3Proxy | None = None
+    moto_started = False
+    inspector: Any = None
+    try:
+        emulator.start()
+        emulator_thread = emulator._thread
+        moto.start()
+        moto_started = True
+        host, port = moto.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        inspector = boto3.client("s3", endpoint_url=endpoint, region_name=REGION, **S3_CREDENTIALS)
+        inspector.create_bucket(Bucket=run.bucket)
+        inspector.put_bucket_versioning(Bucket=run.bucket, VersioningConfiguration={"Status": "Enabled"})
+        proxy = s3_proxy.FaultyS3Proxy(
+            endpoint, rates=settings.s3_faults, seed=settings.seed, outage=outage_key, outage_failures=3
+        ).start()
+
+        shutil.copyfile(DAG_TEMPLATE, dag_file)
+        events_file, chaos_file = workdir / "events.jsonl", workdir / "chaos.jsonl"
+        result_file, log_file = workdir / "result.json", workdir / "worker.log"
+        for path in (events_file, chaos_file, result_file):
+            path.unlink(missing_ok=True)
+        dag_settings = {
+            "dag_id": settings.dag_id,
+            "retries": settings.retries,
+            "retry_delay": settings.retry_delay,
+            "poll_schedule": dict(POLL_SCHEDULE),
+            "max_consecutive_errors": settings.max_consecutive_errors,
+            "multipart_threshold": settings.multipart_threshold,
+            "events_file": str(events_file),
+        }
+        worker_config = {
+            "dag_file": str(dag_file),
+            "emulator_url": emulator.base_url,
+            "plan": {str(k): v for k, v in plan.actions.items()},
+            "chaos_file": str(chaos_file),
+            "result_file": str(result_file),
+            "seed": settings.seed,
+            "max_consecutive_errors": settings.max_consecutive_errors,
+            "run_conf": {"prompts": plan.specs, "bucket": run.bucket},
+        }
+        config_file = workdir / "worker.json"
+        config_file.write_text(json.dumps(worker_config))
+        segmind_conn = {
+            "conn_type": "segmind",
+            "password": run.api_key,
+            "host": emulator.base_url,
+            "extra": {"connect_timeout": 5, "read_timeout": 10, "retry_backoff": 0.05, "retry_backoff_max": 0.5},
+        }
+        aws_conn = {
+            "conn_type": "aws",
+            "login": S3_CREDENTIALS["aws_access_key_id"],
+            "password": S3_CREDENTIALS["aws_secret_access_key"],
+            "extra": {"endpoint_url": proxy.url, "region_name": REGION},
+        }
+        child_env = _child_env(
+            env,
+            AIRFLOW__CORE__DAGS_FOLDER=str(dags_folder),
+            AIRFLOW_CONN_SEGMIND_DEFAULT=json.dumps(segmind_conn),
+            AIRFLOW_CONN_AWS_DEFAULT=json.dumps(aws_conn),
+            SEGMIND_SOAK_SETTINGS=json.dumps(dag_settings),
+        )
+        with log_file.open("wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "tests.soak.worker", str(config_file)],
+                cwd=REPO,
+                env=child_env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            try:
+                run.worker_exit = process.wait(timeout=max(1.0, settings.bound_seconds - (time.monotonic() - started)))
+            except subprocess.TimeoutExpired:
+                run.worker_timed_out = True
+                _stop_process_group(process)
+                run.worker_exit = process.returncode
+
+        run.result = json.loads(result_file.read_text()) if result_file.exists() else {}
+        run.events = _read_jsonl(events_file)
+        run.chaos = _read_jsonl(chaos_file)
+        run.jobs = emulator.jobs()
+        run.emulator_stats = emulator.stats()
+        run.media_requests = emulator.requests_log("/media")
+        _collect_s3(run, inspector)
+        run.proxy_stats = Counter(proxy.stats)
+    finally:
+        if process is not None and process.poll() is None:
+            _stop_process_group(process)
+        if proxy is not None:
+            proxy.stop()
+        if inspector is not None:
+            inspector.close()
+        if moto_started:
+            moto.stop()
+        emulator.stop()
+        dag_file.unlink(missing_ok=True)
+        run.wall_seconds = time.monotonic() - started
+
+    # Everything this run started must be gone.
+    if process is not None and (process.poll() is None or _group_alive(process.pid)):
+        run.leftovers.append(f"worker process group {process.pid}")
+    if emulator_thread is not None and emulator_thread.is_alive():
+        run.leftovers.append("Segmind emulator thread")
+    if proxy is not None and proxy.running:
+        run.leftovers.append("S3 fault proxy")
+    moto_thread = getattr(moto, "_thread", None)
+    if moto_thread is not None and moto_thread.is_alive():
+        run.leftovers.append("moto S3 server")
+    deadline = time.monotonic() + 10
+    while True:
+        extra = [t for t in threading.enumerate() if t not in threads_before and t.is_alive()]
+        if not extra or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    run.leftovers += [f"thread {t.name}" for t in extra]
+    return run
+
+
+def _collect_s3(run: SoakRun, client: Any) -> None:
+    paginator = client.get_paginator("list_object_versions")
+    for page in paginator.paginate(Bucket=run.bucket):
+        run.s3_versions += page.get("Versions", [])
+        run.s3_delete_markers += page.get("DeleteMarkers", [])
+    run.s3_uploads = list(client.list_multipart_uploads(Bucket=run.bucket).get("Uploads", []))
+    for version in run.s3_versions:
+        answer = client.get_object(Bucket=run.bucket, Key=version["Key"], VersionId=version["VersionId"])
+        body = answer["Body"].read()
+        meta = {
+            "ContentType": answer.get("ContentType"),
+            "ContentLength": answer.get("ContentLength"),
+            "Metadata": answer.get("Metadata") or {},
+        }
+        run.s3_objects[(version["Key"], version["VersionId"])] = (body, meta)
+
+
+# --------------------------------------------------------------------------------------------
+# The audit
+# --------------------------------------------------------------------------------------------
+
+#: How a failed try's exception names its cause; the first match wins.
+CAUSES: Final = (
+    ("content blocked", re.compile(r"content-safety|Content blocked", re.I)),
+    ("job FAILED", re.compile(r"FAILED")),
+    ("result expired", re.compile(r"is gone \(HTTP 404\)|retention has passed|was not found \(HTTP 404\)")),
+    ("gave up polling", re.compile(r"consecutive transient errors")),
+    ("credits", re.compile(r"credits", re.I)),
+    ("event lost", re.compile(r"resumed with an invalid event")),
+    ("worker crash (simulated)", re.compile(r"SimulatedWorkerCrash|the worker died")),
+    ("media download failed", re.compile(r"The output .* answered HTTP|broke off|truncated|Could not download")),
+    (
+        "API rate limit/5xx/reset",
+        re.compile(r"rate limited|HTTP 5\d\d|Connection lost|Could not connect|timeout", re.I),
+    ),
+    ("S3 write failed", re.compile(r"SlowDown|InternalError|Connection was closed|NoSuchUpload|S3", re.I)),
+)
+
+
+def classify(error: str | None) -> str | None:
+    for name, pattern in CAUSES:
+        if error and pattern.search(error):
+            return name
+    return None
+
+
+@dataclass
+class Audit:
+    violations: list[str] = field(default_factory=list)
+    rows: list[tuple[str, str]] = field(default_factory=list)
+
+    def check(self, condition: bool, message: str) -> None:
+        if not condition:
+            self.violations.append(message)
+
+    def table(self, title: str) -> str:
+        width = max(len(label) for label, _ in self.rows)
+        lines = [title, "-" * len(title)]
+        lines += [f"{label.ljust(width)}  {value}" for label, value in self.rows]
+        verdict = "PASS" if not self.violations else f"FAIL ({len(self.violations)} violations)"
+        lines += ["-" * len(title), f"{'verdict'.ljust(width)}  {verdict}"]
+        lines += [f"  ! {v}" for v in self.violations[:50]]
+        if len(self.violations) > 50:
+            lines.append(f"  ! ... {len(self.violations) - 50} more")
+        return "\n".join(lines)
+
+
+def _image_check(data: bytes, spec: Mapping[str, Any]) -> str | None:
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.verify()
+        with Image.open(io.BytesIO(data)) as image:
+            size, fmt = image.size, image.format
+    except Exception as err:
+        return f"not a valid image ({err})"
+    expected = SD3_SIZES[spec.get("aspect_ratio") or "1:1"]
+    if size != expected:
+        return f"is {size[0]}x{size[1]}, expected {expected[0]}x{expected[1]}"
+    if fmt != "JPEG":
+        return f"is {fmt}, expected JPEG"
+    return None
+
+
+def audit(run: SoakRun) -> Audit:
+    """Check every guarantee; return the violations and the summary rows."""
+    a = Audit()
+    settings, plan = run.settings, run.plan
+    n = settings.prompts
+    result = run.result
+    a.check(not run.worker_timed_out, f"the run did not finish within {settings.bound_seconds:g} s")
+    a.check(run.worker_exit == 0, f"the worker exited with {run.worker_exit} (see {run.workdir / 'worker.log'})")
+    a.check(bool(result), "the worker wrote no result")
+    a.check(run.wall_seconds <= settings.bound_seconds, f"wall time {run.wall_seconds:.0f} s > bound")
+    run_id, dag_id = result.get("run_id", "?"), result.get("dag_id", settings.dag_id)
+
+    tis = {(t["task_id"], t["map_index"]): t for t in result.get("task_instances", [])}
+    xcom = {(x["task_id"], x["map_index"], x["key"]): x["value"] for x in result.get("xcoms", [])}
+    store = {(s["task_id"], s["map_index"]): s["value"] for s in result.get("task_state_store", [])}
+    failures: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
+    for event in run.events:
+        failures[(event["task_id"], event["map_index"])].append(event)
+
+    # ---- billing: every job the emulator accepted, by prompt --------------------------------
+    jobs_by_prompt: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for job in run.jobs:
+        index = prompt_index(job["params"].get("prompt"))
+        a.check(index is not None and 0 <= index < n, f"billed job {job['request_id']} belongs to no prompt")
+        if index is not None:
+            jobs_by_prompt[index].append(job)
+    submissions = run.emulator_stats.get("submissions", -1)
+    a.check(submissions == len(run.jobs), f"emulator billed {submissions} submissions but lists {len(run.jobs)} jobs")
+    resubmits: Counter[str] = Counter()
+    duplicates = 0
+    for index, jobs in jobs_by_prompt.items():
+        jobs.sort(key=lambda job: job["submitted_at"])
+        for earlier in jobs[:-1]:
+            if earlier["status"] in ("FAILED", "EXPIRED"):
+                resubmits[earlier["status"]] += 1
+            else:
+                duplicates += 1
+                a.check(
+                    False,
+                    f"prompt {index}: job {earlier['request_id']} ({earlier['status']}) was submitted again "
+                    "although it was neither FAILED nor expired (duplicate billing)",
+                )
+    prompts_billed = len(jobs_by_prompt)
+    expected_paid = prompts_billed + sum(resubmits.values())
+    a.check(submissions == expected_paid, f"paid submissions {submissions} != {expected_paid} expected")
+
+    # ---- outcome of every prompt -------------------------------------------------------------
+    prefix = f"segmind/{_enc(dag_id)}/{_enc(run_id)}/"
+    images: dict[int, list[str]] = defaultdict(list)
+    manifests: set[str] = set()
+    keys_seen: Counter[str] = Counter(v["Key"] for v in run.s3_versions)
+    latest = {v["Key"]: v for v in run.s3_versions if v.get("IsLatest")}
+    for key in latest:
+        if key.endswith(".manifest.json"):
+            manifests.add(key)
+        elif key.startswith(prefix + PERSIST + "/"):
+            images[int(key[len(prefix + PERSIST + "/") :].split("/", 1)[0])].append(key)
+        elif key not in (prefix + "batch-manifest.json", prefix + "contact-sheet.html"):
+            a.check(False, f"unexpected S3 object {key}")
+    outcomes: Counter[str] = Counter()
+    causes: Counter[str] = Counter()
+    multipart = 0
+    for i, spec in enumerate(plan.specs):
+        jobs = jobs_by_prompt.get(i, [])
+        gen, per = tis.get((GENERATE, i)), tis.get((PERSIST, i))
+        if per is not None and per["state"] == "success":
+            outcomes["stored"] += 1
+            multipart += _audit_stored(a, run, i, spec, jobs, images.get(i, []), xcom, store, latest)
+            continue
+        a.check(not images.get(i), f"prompt {i}: its task did not succeed but S3 holds {images.get(i)}")
+        failed_task = None
+        if gen is not None and gen["state"] == "failed":
+            failed_task = GENERATE
+        elif gen is not None and gen["state"] == "success" and per is not None and per["state"] == "failed":
+            failed_task = PERSIST
+        if failed_task is None:
+            outcomes["unaccounted"] += 1
+            a.check(
+                False, f"prompt {i} is unaccounted for: generate={gen and gen['state']} persist={per and per['state']}"
+            )
+            continue
+        last = (failures.get((failed_task, i)) or [{}])[-1]
+        cause = classify(last.get("error"))
+        outcomes["failed with a named cause" if cause else "failed without a cause"] += 1
+        causes[f"{failed_task}: {cause}"] += 1
+        a.check(
+            cause is not None,
+            f"prompt {i}: task {failed_task} failed but its exception names no known cause: {last.get('error')!r:.300}",
+        )
+        if cause == "job FAILED":
+            a.check(bool(jobs) and jobs[-1]["status"] == "FAILED", f"prompt {i}: says FAILED but its last job is not")
+            if jobs and jobs[-1].get("error"):
+                a.check(jobs[-1]["error"] in (last.get("error") or ""), f"prompt {i}: FAILED text not in the error")
+        if cause == "result expired":
+            a.check(bool(jobs) and jobs[-1]["status"] == "EXPIRED", f"prompt {i}: says expired but its job is not")
+        if cause == "content blocked":
+            a.check(
+                gen is not None and gen["try_number"] == 1 and len(jobs) == 1,
+                f"prompt {i}: a content-safety block must fail at once (tries {gen and gen['try_number']}, "
+                f"jobs {len(jobs)})",
+            )
+    for i in plan.unsafe_marked:
+        a.check(causes_for(tis, failures, i) == "content blocked", f"prompt {i} (__unsafe__) did not end blocked")
+    for i in plan.fail_marked:
+        # Every try that got a job saw it FAIL; a try may also end earlier (a submit that got no answer).
+        a.check(
+            (tis.get((GENERATE, i)) or {}).get("state") == "failed" and causes_for(tis, failures, i) is not None,
+            f"prompt {i} (__fail__) did not end as a failed generate task with a named cause",
+        )
+        jobs = jobs_by_prompt.get(i, [])
+        failed_tries = sum(1 for e in failures.get((GENERATE, i), []) if classify(e["error"]) == "job FAILED")
+        a.check(
+            all(job["status"] == "FAILED" for job in jobs) and len(jobs) == failed_tries,
+            f"prompt {i} (__fail__): {len(jobs)} jobs for {failed_tries} tries that saw a FAILED job",
+        )
+    a.check(sum(outcomes.values()) == n, f"{sum(outcomes.values())} outcomes for {n} prompts")
+
+    # ---- S3: no orphan, no partial, no rewrite -------------------------------------------------
+    a.check(not run.s3_uploads, f"{len(run.s3_uploads)} multipart upload(s) left in S3: {run.s3_uploads[:3]}")
+    a.check(not run.s3_delete_markers, f"{len(run.s3_delete_markers)} delete markers in S3")
+    rewritten = [k for k, c in keys_seen.items() if c > 1 and not k.endswith(("batch-manifest.json", ".html"))]
+    a.check(not rewritten, f"objects written more than once: {rewritten[:5]}")
+    image_keys = {k for keys in images.values() for k in keys}
+    for key in manifests:
+        a.check(key.removesuffix(".manifest.json") in image_keys, f"manifest {key} has no object")
+    for key in image_keys:
+        a.check(key + ".manifest.json" in manifests, f"object {key} has no manifest")
+
+    # ---- the API key, anywhere ------------------------------------------------------------------
+    found, scanned = scan_for_key(run)
+    a.check(not found, f"the API key appears in: {found}")
+    media_with_key = [r for r in run.media_requests if r.get("has_api_key")]
+    a.check(not media_with_key, f"{len(media_with_key)} media downloads carried the API key")
+    a.check(len(run.media_requests) > 0, "no media download was recorded (the key check saw nothing)")
+
+    # ---- injected faults: each one happened and did what it should -----------------------------
+    injected = _audit_chaos(a, run, tis, failures, jobs_by_prompt)
+
+    # ---- no leftovers ---------------------------------------------------------------------------
+    a.check(not run.leftovers, f"still running after the soak: {run.leftovers}")
+
+    # ---- the table ------------------------------------------------------------------------------
+    retries = Counter(e["task_id"] for e in run.events if e["kind"] == "retry")
+    log_path = run.workdir / "worker.log"
+    log = log_path.read_bytes() if log_path.exists() else b""
+    faults = run.emulator_stats.get("faults", {})
+    a.rows = [
+        ("run", f"{dag_id} {run_id} ({result.get('state')})"),
+        (
+            "wall time",
+            f"{run.wall_seconds:.1f} s (bound {settings.bound_seconds:g} s; dag.test "
+            f"{result.get('dag_test_seconds', 0):.1f} s)",
+        ),
+        ("prompts", str(n)),
+        ("  stored in S3, manifest verified", str(outcomes["stored"])),
+        (
+            "  failed, cause named in exception",
+            f"{outcomes['failed with a named cause']}  " + ", ".join(f"{k} x{v}" for k, v in sorted(causes.items())),
+        ),
+        ("  unaccounted", str(outcomes["unaccounted"] + outcomes["failed without a cause"])),
+        (
+            "paid submissions (emulator)",
+            f"{submissions} = {prompts_billed} prompts + {resubmits['FAILED']} "
+            f"resubmits of FAILED + {resubmits['EXPIRED']} of expired jobs",
+        ),
+        ("  duplicates (retry/restart)", str(duplicates)),
+        ("  prompts never billed", str(n - prompts_billed)),
+        ("emulator faults injected", ", ".join(f"{k} x{v}" for k, v in sorted(faults.items()))),
+        (
+            "API calls",
+            f"submit {run.emulator_stats.get('submit_attempts')}, status "
+            f"{run.emulator_stats.get('status_polls')}, result {run.emulator_stats.get('result_fetches')}, media "
+            f"{run.emulator_stats.get('media_fetches')}",
+        ),
+        *injected,
+        ("S3 requests / faults", ", ".join(f"{k} x{v}" for k, v in sorted(run.proxy_stats.items()))),
+        (
+            "S3 objects",
+            f"{len(image_keys)} images ({multipart} multipart) + {len(manifests)} manifests; "
+            f"{len(run.s3_uploads)} multipart uploads left; {len(rewritten)} rewritten",
+        ),
+        (
+            "  writer recoveries (from the logs)",
+            f"{log.count(b'Aborting stray multipart upload')} stray multipart uploads aborted, "
+            f"{log.count(b'already holds this object')} retried writes found their own object",
+        ),
+        ("task retries", ", ".join(f"{k} x{v}" for k, v in sorted(retries.items())) or "none"),
+        ("API key occurrences", f"{sum(found.values())} (scanned {scanned})"),
+        ("left running after the run", str(len(run.leftovers))),
+    ]
+    return a
+
+
+def causes_for(tis: Mapping[Any, Any], failures: Mapping[Any, Any], i: int) -> str | None:
+    for task in (GENERATE, PERSIST):
+        ti = tis.get((task, i))
+        if ti is not None and ti["state"] == "failed":
+            return classify((failures.get((task, i)) or [{}])[-1].get("error"))
+    return None
+
+
+def _enc(value: str) -> str:
+    from airflow_provider_segmind.transfers._s3 import encode_component
+
+    return encode_component(value)
+
+
+def _audit_stored(
+    a: Audit,
+    run: SoakRun,
+    i: int,
+    spec: Mapping[str, Any],
+    jobs: list[dict[str, Any]],
+    keys: list[str],
+    xcom: Mapping[Any, Any],
+    store: Mapping[Any, Any],
+    latest: Mapping[str, Any],
+) -> int:
+    """One stored prompt: object, manifest, billing and request ids agree. Returns 1 if multipart."""
+    if len(keys) != 1:
+        a.check(False, f"prompt {i}: {len(keys)} objects in S3, expected 1: {keys}")
+        return 0
+    key = keys[0]
+    version = latest[key]
+    data, meta = run.s3_objects[(key, version["VersionId"])]
+    manifest_version = latest.get(key + ".manifest.json")
+    if manifest_version is None:
+        return 0
+    manifest = json.loads(run.s3_objects[(key + ".manifest.json", manifest_version["VersionId"])][0])
+    sha = hashlib.sha256(data).hexdigest()
+    problem = _image_check(data, spec)
+    a.check(problem is None, f"prompt {i}: {key} {problem}")
+    a.check(manifest.get("sha256") == sha, f"prompt {i}: manifest sha256 != object's")
+    a.check(meta["Metadata"].get("sha256") == sha, f"prompt {i}: object metadata sha256 != object's")
+    a.check(manifest.get("size") == len(data), f"prompt {i}: manifest size != object size")
+    a.check(manifest.get("prompt") == spec["prompt"], f"prompt {i}: manifest prompt is {manifest.get('prompt')!r}")
+    a.check(manifest.get("model") == SD3_LARGE_MODEL, f"prompt {i}: manifest model {manifest.get('model')!r}")
+    a.check(manifest.get("airflow", {}).get("map_index") == i, f"prompt {i}: manifest map_index wrong")
+    a.check(manifest.get("negative_prompt") == spec.get("negative_prompt", ""), f"prompt {i}: negative_prompt wrong")
+    a.check(bool(jobs), f"prompt {i}: stored but no job was billed")
+    if not jobs:
+        return 0
+    last = jobs[-1]
+    a.check(manifest.get("request_id") == last["request_id"], f"prompt {i}: manifest request id is not its last job")
+    a.check(key.rsplit("/", 1)[-1].startswith(last["request_id"]), f"prompt {i}: key names another request")
+    a.check(manifest.get("seed") == last["seed"], f"prompt {i}: manifest seed {manifest.get('seed')} != {last['seed']}")
+    if "seed" in spec:
+        a.check(manifest.get("seed") == spec["seed"], f"prompt {i}: asked seed {spec['seed']}")
+    a.check(last["status"] in ("COMPLETED", "EXPIRED"), f"prompt {i}: stored from a {last['status']} job")
+    summary = xcom.get((GENERATE, i, "return_value")) or {}
+    a.check(summary.get("request_id") == last["request_id"], f"prompt {i}: XCom request id != last job")
+    a.check(xcom.get((GENERATE, i, "segmind_request_id")) == last["request_id"], f"prompt {i}: XCom id differs")
+    record = store.get((GENERATE, i)) or {}
+    a.check(record.get("request_id") == last["request_id"], f"prompt {i}: task state store id != last job")
+    return int("-" in str(version.get("ETag", "")))
+
+
+def _audit_chaos(
+    a: Audit,
+    run: SoakRun,
+    tis: Mapping[Any, Any],
+    failures: Mapping[Any, Any],
+    jobs_by_prompt: Mapping[int, list[dict[str, Any]]],
+) -> list[tuple[str, str]]:
+    """Each injected task/trigger fault happened and was handled; returns table rows.
+
+    A planned fault is applied at the map index's first deferral (usually try 1). A prompt that never
+    deferred (every try failed before its submit was answered) gets none; its outcome is audited
+    like any other prompt's.
+    """
+    plan = run.plan
+    applied = {  # map index -> the record of the deferral its planned fault was applied to
+        r["map_index"]: r for r in run.chaos if r.get("kind") == "trigger" and r.get("action") is not None
+    }
+    crashes = {r["map_index"] for r in run.chaos if r.get("kind") == "crash_on_resume"}
+    by_action: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for index, record in applied.items():
+        a.check(plan.actions.get(index) == record["action"], f"prompt {index}: unplanned {record['action']}")
+        by_action[record["action"]].append(record)
+
+    def failed_with(r: Mapping[str, Any], cause: str) -> bool:
+        """Whether the try the fault was applied to failed with ``cause``."""
+        return any(
+            e["try_number"] == r["try_number"] and classify(e["error"]) == cause
+            for e in failures.get((GENERATE, r["map_index"]), [])
+        )
+
+    def status(r: Mapping[str, Any]) -> str | None:
+        return (r.get("event") or {}).get("status")
+
+    restarts = by_action["restart"]
+    restarted = [r for r in restarts if r.get("restarted")]
+    mid_job = [r for r in restarted if r.get("job_status_at_restart") in ("QUEUED", "PROCESSING")]
+    for r in restarts:
+        i = r["map_index"]
+        a.check(r.get("sessions_open_after_cancel") == 0, f"prompt {i}: aiohttp session left open after cancel")
+        if r.get("restarted"):
+            a.check(r.get("rebuilt_equal") is True, f"prompt {i}: rebuilt trigger differs from the original")
+            a.check(r.get("deadline_kept") is True, f"prompt {i}: rebuilt trigger lost its deadline")
+            a.check(
+                (r.get("event") or {}).get("request_id") == r["request_id"],
+                f"prompt {i}: the rebuilt trigger watched another request",
+            )
+    a.check(len(mid_job) >= max(1, len(restarts) // 2), f"only {len(mid_job)} of {len(restarts)} restarts mid-job")
+
+    for r in by_action["give_up"]:
+        i = r["map_index"]
+        a.check(status(r) == "error", f"prompt {i}: the trigger did not give up ({status(r)})")
+        a.check(not r.get("script_left"), f"prompt {i}: scripted faults left unconsumed: {r.get('script_left')}")
+        a.check(failed_with(r, "gave up polling"), f"prompt {i}: the trigger's give-up did not fail its try")
+    for r in by_action["lost_event"]:
+        a.check(failed_with(r, "event lost"), f"prompt {r['map_index']}: a lost event did not fail its try loudly")
+    for r in by_action["crash_on_resume"]:
+        if status(r) == "success":
+            a.check(r["map_index"] in crashes, f"prompt {r['map_index']}: the planned crash did not happen")
+            a.check(failed_with(r, "worker crash (simulated)"), f"prompt {r['map_index']}: crash did not fail its try")
+    expired = by_action["expire"]
+    expired_before = [r for r in expired if r.get("job_status_when_expired") in ("QUEUED", "PROCESSING")]
+    for r in expired:
+        a.check("job_status_when_expired" in r, f"prompt {r['map_index']}: the planned expiry did not happen")
+
+    # A forced retry must reattach to the job its earlier try submitted, unless that job FAILED or expired.
+    reused = 0
+    forced = by_action["give_up"] + by_action["lost_event"] + by_action["crash_on_resume"]
+    for r in forced:
+        jobs = {job["request_id"]: job for job in jobs_by_prompt.get(r["map_index"], [])}
+        watched = jobs.get(r["request_id"])
+        later = [
+            job
+            for job in jobs_by_prompt.get(r["map_index"], [])
+            if job["submitted_at"] > (watched or {}).get("submitted_at", float("inf"))
+        ]
+        if watched is not None and watched["status"] not in ("FAILED", "EXPIRED"):
+            a.check(not later, f"prompt {r['map_index']}: its retry submitted again although the job was reusable")
+            reused += not later
+    kwargs_snapshots = sum(1 for r in run.chaos if r.get("kind") == "trigger")
+
+    def count(action: str) -> str:
+        planned = sum(1 for v in plan.actions.values() if v == action)
+        return f"{len(by_action[action])} of {planned} planned"
+
+    return [
+        (
+            "triggerer restarts (serialize() rebuild)",
+            f"{count('restart')}; {len(restarted)} restarted, {len(mid_job)} while the job was QUEUED/PROCESSING",
+        ),
+        ("trigger gave up -> task retry", count("give_up")),
+        ("event lost -> task retry", count("lost_event")),
+        ("worker crash after resume -> retry", f"{count('crash_on_resume')}; {len(crashes)} crashed"),
+        ("  forced retries that reattached", f"{reused} of {len(forced)} (no new submit; the rest FAILED/expired)"),
+        ("jobs expired mid-flight", f"{count('expire')}; {len(expired_before)} before completion"),
+        ("S3 outage on first persist write", f"{len(plan.s3_outage)} prompts"),
+        ("trigger kwargs snapshots scanned", str(kwargs_snapshots)),
+    ]
+
+
+def scan_for_key(run: SoakRun) -> tuple[Counter[str], str]:
+    """Count the API key in every byte the run wrote; returns (occurrences by source, what was scanned)."""
+    key = run.api_key.encode()
+    found: Counter[str] = Counter()
+    total = 0
+    files = 0
+
+    def scan(name: str, data: bytes) -> None:
+        nonlocal total
+        total += len(data)
+        count = data.count(key)
+        if count:
+            found[name] += count
+
+    for path in run.workdir.iterdir():
+        if path.is_file() and path.name != "worker.json":
+            scan(path.name, path.read_bytes())
+            files += 1
+    home = run.airflow_home
+    for path in [*home.glob("*.db*"), *(home / "logs").rglob("*")]:
+        if path.is_file() and path.stat().st_mtime >= run.started_at - 1:
+            scan(str(path.relative_to(home)), path.read_bytes())
+            files += 1
+    for (key_name, _), (body, meta) in run.s3_objects.items():
+        scan(f"s3://{run.bucket}/{key_name}", body + json.dumps(meta, default=str).encode())
+    # Positive controls: the scan reads the right bytes.
+    log = (run.workdir / "worker.log").read_bytes() if (run.workdir / "worker.log").exists() else b""
+    if run.result.get("run_id") and b"Submitted Segmind job" not in log:
+        found["<control: task logs were not captured>"] += 1
+    objects = len(run.s3_objects)
+    return found, f"{files} files + {objects} S3 object versions, {total / 1e6:.1f} MB"
+
+
+def format_report(run: SoakRun, result: Audit) -> str:
+    s = run.settings
+    title = f"Segmind fault-injection soak: {s.prompts} prompts, seed {s.seed}"
+    return result.table(title)
+
+
+@contextlib.contextmanager
+def airflow_home(path: Path | None = None) -> Iterator[dict[str, str]]:
+    """A throw-away AIRFLOW_HOME with a migrated SQLite database (for the long form, outside pytest)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="segmind-soak-home-") as tmp:
+        home = Path(path or tmp)
+        (home / "dags").mkdir(parents=True, exist_ok=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_"))}
+        env.update(
+            {
+                "AIRFLOW_HOME": str(home),
+                "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+                "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+            }
+        )
+        subprocess.run(
+            [sys.executable, "-m", "airflow", "db", "migrate"],
+            check=True,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            timeout=300,
+        )
+        yield env

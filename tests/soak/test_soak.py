@@ -1,0 +1,32 @@
+"""The short form of the fault-injection soak, part of the normal test suite.
+
+Same pipeline, same fault mix and the same audit as the long form (``python -m tests.soak``, run by
+``make soak``), over fewer prompts: every injected fault kind still occurs at least once (restarts,
+give-ups, lost events, crashes on resume, expiries, S3 outages, FAILED and blocked prompts). See
+:mod:`tests.soak.harness` for what is injected and what is checked.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.soak.harness import SoakSettings, audit, format_report, run_soak
+
+SHORT_PROMPTS = 32
+#: The short form's budget (the whole run: servers, ``dag.test()`` in a child process, the audit).
+SHORT_BOUND_SECONDS = 240.0
+
+
+@pytest.mark.timeout(SHORT_BOUND_SECONDS + 120)
+@pytest.mark.usefixtures("airflow_db")
+def test_soak_short_form(dags_folder: Path, tmp_path: Path) -> None:
+    seed = int(os.environ.get("SEGMIND_SOAK_SEED", "7"))
+    settings = SoakSettings(prompts=SHORT_PROMPTS, seed=seed, bound_seconds=SHORT_BOUND_SECONDS)
+    run = run_soak(settings, workdir=tmp_path / "soak", dags_folder=dags_folder, env=dict(os.environ))
+    result = audit(run)
+    report = format_report(run, result)
+    print(report)
+    assert not result.violations, report
