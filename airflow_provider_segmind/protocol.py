@@ -868,6 +868,9 @@ def transport_error(kind: str, *, request_sent: bool, url: str, detail: str) -> 
 
 #: A v2 request's status and result stay retrievable this long after submission, then answer 404.
 RESULT_RETENTION_SECONDS: Final = 3600.0
+#: How long a watch waits out uninterrupted 429s (each with a wait hint) before giving up: past the
+#: result's retention there is nothing left to fetch anyway.
+RATE_LIMIT_PATIENCE_SECONDS: Final = RESULT_RETENTION_SECONDS
 #: Typical inference seconds per model, where known: the model-dependent part of the schedule.
 #: SD3 Large: ~9.6 s per image (Segmind's model page).
 KNOWN_INFERENCE_SECONDS: Final[Mapping[str, float]] = {SD3_LARGE_MODEL: 9.6}
@@ -912,7 +915,8 @@ class PollSchedule:
        up to ``max_interval``, so an hour-long job costs minutes of calls, not thousands.
     6. After a transient error the next call waits ``error_backoff`` doubled per consecutive error
        (with jitter, capped at ``max_interval``); a 429 waits at least what the server asked
-       (``Retry-After`` / reset header), capped at ``rate_limit_max_wait``.
+       (``Retry-After`` / reset header), capped at ``rate_limit_max_wait``, plus up to half an
+       ``interval`` of jitter.
 
     Nothing is tuned to one job length: the waits follow the observed QUEUED -> PROCESSING
     transition, so queue time is measured rather than guessed, and only the model's inference
@@ -1006,7 +1010,10 @@ class PollSchedule:
             1.0 gives the deterministic upper bound.
         """
         if isinstance(error, SegmindRateLimitError) and error.retry_after is not None:
-            return max(self.interval, min(error.retry_after, self.rate_limit_max_wait))
+            # Every trigger limited in the same window is told the same reset time: spread them over
+            # half an interval after it, or they all come back at once and are limited again.
+            waited = max(self.interval, min(error.retry_after, self.rate_limit_max_wait))
+            return waited + 0.5 * self.interval * min(max(rand, 0.0), 1.0)
         ceiling = min(self.max_interval, self.error_backoff * 2.0 ** max(0, consecutive - 1))
         return max(self.interval, ceiling / 2 + (ceiling / 2) * min(max(rand, 0.0), 1.0))
 
@@ -1035,11 +1042,15 @@ class PollTracker:
     the current time, and gets back a :class:`PollStep`. So the deferrable and the blocking paths
     reach the same outcome on the same answers, and the rules are testable without sockets.
 
-    Rules: COMPLETED -> fetch the result; FAILED -> ``failed`` with the server's text; 404 ->
-    ``expired``; transient errors (429, 5xx, transport) are waited out and end the watch only after
-    ``max_consecutive_errors`` in a row (-> ``error`` with the last error); any other error ->
-    ``error`` at once; past ``deadline`` -> ``timeout`` (after one last look, so a job that just
-    finished is not reported as timed out).
+    Rules: COMPLETED -> fetch the result (and from then on only the result is retried: the
+    status is known, and another status call per failed fetch would spend the rate limit that made
+    the fetch fail); FAILED -> ``failed`` with the server's text; 404 -> ``expired``; transient
+    errors (5xx, transport, a 429 without a wait hint) are waited out and end the watch only after
+    ``max_consecutive_errors`` in a row (-> ``error`` with the last error); a 429 that says how
+    long to wait is congestion, not a failure: it is waited out without counting, for at most
+    ``RATE_LIMIT_PATIENCE_SECONDS`` of uninterrupted limiting; any other error -> ``error`` at
+    once; past ``deadline`` -> ``timeout`` (after one last look, so a job that just finished is
+    not reported as timed out).
     """
 
     def __init__(
@@ -1068,6 +1079,8 @@ class PollTracker:
         self.last_queued_at: float | None = started_at if submitted else None
         self.processing_since: float | None = None
         self.consecutive_errors = 0
+        #: Start of the current run of rate-limited answers (``None`` outside one).
+        self.rate_limited_since: float | None = None
         self.polls = 0
         self._rng = rng or random.Random()
 
@@ -1100,6 +1113,7 @@ class PollTracker:
         """Digest one status answer taken at ``now``."""
         self.polls += 1
         self.consecutive_errors = 0
+        self.rate_limited_since = None
         status = answer.status
         transition = (self.last_status, status) if status is not self.last_status else None
         self.last_status = status
@@ -1136,7 +1150,21 @@ class PollTracker:
             return PollStep(OUTCOME_FAILED, message=error.error_text or message, error=error)
         if not (isinstance(error, SegmindError) and error.transient):
             return PollStep(OUTCOME_ERROR, message=message, error=error)
-        self.consecutive_errors += 1
+        if isinstance(error, SegmindRateLimitError) and error.retry_after is not None:
+            # Waiting is what the server asked for, so it does not count as a failed call. Under a
+            # saturated plan limit every trigger sees runs of 429s; counting them would fail jobs
+            # that are fine. The patience bound keeps a limit that never lifts from looping forever.
+            if self.rate_limited_since is None:
+                self.rate_limited_since = now
+            if now - self.rate_limited_since >= RATE_LIMIT_PATIENCE_SECONDS:
+                return PollStep(
+                    OUTCOME_ERROR,
+                    message=f"rate limited without a break for {now - self.rate_limited_since:.0f} s; the last: "
+                    f"{message}",
+                    error=error,
+                )
+        else:
+            self.consecutive_errors += 1
         if self.consecutive_errors >= self.max_consecutive_errors:
             return PollStep(
                 OUTCOME_ERROR,

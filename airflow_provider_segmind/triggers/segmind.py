@@ -400,27 +400,31 @@ def wait_for_job(
     common: dict[str, Any] = {"request_id": request_id, "model": model, "deadline": deadline}
     try:
         delay = tracker.first_delay(clock())
+        completed: PollStep | None = None  # the COMPLETED status step, once seen
         while True:
             if delay > 0:
                 sleep(delay)
-            try:
-                step = tracker.on_status(hook.get_status(request_id), clock())
-            except Exception as err:
-                step = tracker.on_error(err, clock())
-            _log_step(log, request_id, step)
-            if step.outcome == OUTCOME_COMPLETED:
+            if completed is None:
+                try:
+                    step = tracker.on_status(hook.get_status(request_id), clock())
+                except Exception as err:
+                    step = tracker.on_error(err, clock())
+                _log_step(log, request_id, step)
+                if step.outcome == OUTCOME_COMPLETED:
+                    completed = step
+            if completed is not None:
+                # Once COMPLETED, only the result call is retried (see PollTracker).
                 try:
                     result = hook.get_result(request_id)
                 except Exception as err:
                     step = tracker.on_error(err, clock())
                     _log_step(log, request_id, step)
                 else:
-                    metrics = step.status.metrics if step.status else None
-                    _log_completed(log, request_id, step, result)
+                    _log_completed(log, request_id, completed, result)
                     return success_event(
                         result,
                         model=model,
-                        status_metrics=metrics,
+                        status_metrics=_status_metrics(completed),
                         submitted_at=submitted_at,
                         deadline=deadline,
                         polls=tracker.polls + 1,
@@ -560,19 +564,24 @@ class SegmindJobTrigger(BaseTrigger):
             secrets.append((await hook.aget_settings()).api_key)
             async with hook.shared_session() as session:
                 delay = tracker.first_delay(time.time())
+                completed: PollStep | None = None  # the COMPLETED status step, once seen
                 while True:
                     if delay > 0:
                         await asyncio.sleep(delay)
-                    try:
-                        answer = await hook.aget_status(self.request_id, session=session, retry=False)
-                    except asyncio.CancelledError:
-                        raise
-                    except Exception as err:
-                        step = tracker.on_error(err, time.time())
-                    else:
-                        step = tracker.on_status(answer, time.time())
-                    _log_step(self.log, self.request_id, step)
-                    if step.outcome == OUTCOME_COMPLETED:
+                    if completed is None:
+                        try:
+                            answer = await hook.aget_status(self.request_id, session=session, retry=False)
+                        except asyncio.CancelledError:
+                            raise
+                        except Exception as err:
+                            step = tracker.on_error(err, time.time())
+                        else:
+                            step = tracker.on_status(answer, time.time())
+                        _log_step(self.log, self.request_id, step)
+                        if step.outcome == OUTCOME_COMPLETED:
+                            completed = step
+                    if completed is not None:
+                        # Once COMPLETED, only the result call is retried (see PollTracker).
                         try:
                             result = await hook.aget_result(self.request_id, session=session, retry=False)
                         except asyncio.CancelledError:
@@ -581,11 +590,11 @@ class SegmindJobTrigger(BaseTrigger):
                             step = tracker.on_error(err, time.time())
                             _log_step(self.log, self.request_id, step)
                         else:
-                            _log_completed(self.log, self.request_id, step, result)
+                            _log_completed(self.log, self.request_id, completed, result)
                             return success_event(
                                 result,
                                 model=self.model,
-                                status_metrics=_status_metrics(step),
+                                status_metrics=_status_metrics(completed),
                                 submitted_at=self.submitted_at,
                                 deadline=self.deadline,
                                 polls=tracker.polls + 1,

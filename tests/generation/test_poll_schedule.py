@@ -26,6 +26,7 @@ from airflow_provider_segmind.protocol import (
     OUTCOME_EXPIRED,
     OUTCOME_FAILED,
     OUTCOME_TIMEOUT,
+    RATE_LIMIT_PATIENCE_SECONDS,
     SD3_LARGE_MODEL,
     JobStatusResponse,
     PollSchedule,
@@ -108,9 +109,9 @@ def test_rate_limit_waits_what_the_server_asked() -> None:
     tracker = PollTracker(schedule, started_at=0.0, max_consecutive_errors=5)
     step = tracker.on_error(SegmindRateLimitError("429", retry_after=12.0), now=3.0)
     assert step.outcome is None
-    assert step.delay == 12.0
+    assert 12.0 <= step.delay <= 12.0 + 0.5 * schedule.interval  # plus jitter, never less
     capped = tracker.on_error(SegmindRateLimitError("429", retry_after=600.0), now=16.0)
-    assert capped.delay == 65.0
+    assert 65.0 <= capped.delay <= 65.0 + 0.5 * schedule.interval
     # Without a hint, back off exponentially (with jitter), capped at max_interval.
     delays = [tracker.on_error(SegmindServerError("502"), now=100.0).delay for _ in range(2)]
     assert all(1.0 <= d <= schedule.max_interval for d in delays)
@@ -187,3 +188,30 @@ def test_schedule_round_trips_as_plain_floats_and_tolerates_other_versions() -> 
 def test_invalid_schedules_are_refused(bad: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="PollSchedule"):
         PollSchedule(**bad)
+
+
+def test_rate_limit_waits_are_spread_so_triggers_do_not_return_in_lockstep() -> None:
+    schedule = PollSchedule(interval=2.0)
+    error = SegmindRateLimitError("429", retry_after=10.0)
+    delays = {schedule.delay_after_error(error, 1, rand=r / 10) for r in range(10)}
+    assert len(delays) == 10
+    assert min(delays) == 10.0
+    assert max(delays) < 11.0
+
+
+def test_rate_limits_with_a_wait_hint_do_not_count_as_errors_but_are_bounded() -> None:
+    tracker = PollTracker(PollSchedule(), started_at=0.0, max_consecutive_errors=2)
+    limited = SegmindRateLimitError("429", retry_after=30.0)
+    for minute in range(50):  # far more than max_consecutive_errors
+        assert tracker.on_error(limited, now=60.0 * minute).outcome is None
+    # A good answer ends the run of limiting...
+    assert tracker.on_status(JobStatusResponse("r", SegmindJobStatus.PROCESSING), 3001.0).outcome is None
+    assert tracker.on_error(limited, now=3002.0).outcome is None
+    # ...and a limit that never lifts ends the watch once the result could no longer be fetched.
+    step = tracker.on_error(limited, now=3002.0 + RATE_LIMIT_PATIENCE_SECONDS)
+    assert step.outcome == OUTCOME_ERROR
+    assert "rate limited without a break" in step.message
+    # A 429 without a hint counts like any transient error.
+    fresh = PollTracker(PollSchedule(), started_at=0.0, max_consecutive_errors=2)
+    assert fresh.on_error(SegmindRateLimitError("429"), 1.0).outcome is None
+    assert fresh.on_error(SegmindRateLimitError("429"), 2.0).outcome == OUTCOME_ERROR
