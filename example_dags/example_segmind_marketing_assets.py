@@ -1,10 +1,11 @@
 """Daily marketing assets: prompts from a versioned file -> Segmind SD3 Large -> S3 -> contact sheet.
 
 The pipeline our users run: a credits check before spending, one deferrable generation task per
-prompt (mapped, throttled by a pool so concurrency stays under the account's rate limit), one
-persistence task per image (streamed to S3 with a manifest, emitting S3 asset events), and a final
-task that writes a batch manifest and an HTML contact sheet (thumbnails with prompt, seed, cost
-and request id) for a human to review.
+prompt (throttled by a pool so concurrency stays under the account's rate limit) followed by its
+own persistence task (streamed to S3 with a manifest, emitting S3 asset events): the two form a
+task group mapped over the prompts, so one failed prompt does not hold back the others. A final
+task writes a batch manifest and an HTML contact sheet (thumbnails with prompt, seed, cost and
+request id) for a human to review, and the run fails if any prompt produced no image.
 
 Override the prompts for one run with the ``prompts`` param (a list of
 ``{"prompt", "negative_prompt"?, "aspect_ratio"?}``), e.g. ``airflow dags trigger ... --conf``.
@@ -18,7 +19,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import DAG, Param, get_current_context, task
+from airflow.sdk import DAG, Param, TriggerRule, get_current_context, task, task_group
 
 from airflow_provider_segmind.operators.segmind import SegmindTextToImageOperator
 from airflow_provider_segmind.transfers.segmind_to_s3 import SegmindToS3Operator
@@ -63,7 +64,8 @@ with DAG(
             unknown = set(spec) - ALLOWED_KEYS
             if unknown:
                 raise ValueError(f"prompt #{number}: unknown keys {sorted(unknown)}; allowed: {sorted(ALLOWED_KEYS)}")
-            cleaned.append({key: value for key, value in spec.items() if value is not None})
+            # Every key present (None = the operator's default): the mapped group takes them all.
+            cleaned.append({key: spec.get(key) for key in sorted(ALLOWED_KEYS)})
         if not cleaned:
             raise ValueError("no prompts to render")
         return cleaned
@@ -81,34 +83,60 @@ with DAG(
             raise AirflowFailException(f"{balance:g} credits left, {needed:g} needed for {len(prompts)} images")
         return balance
 
-    prompts = load_prompts()
-    credits = check_credits(prompts)
+    @task_group(group_id="render")
+    def render(prompt: str, negative_prompt: str | None, aspect_ratio: str | None) -> Any:
+        """One prompt's chain, mapped per prompt: generate (deferrable) -> persist to S3.
 
-    generated = SegmindTextToImageOperator.partial(
-        task_id="generate",
-        output_format="jpeg",
-        deferrable=True,
-        pool=POOL,
-    ).expand_kwargs(prompts)
-    credits >> generated
+        Mapping the group rather than each task keeps prompts independent: a prompt that fails for
+        good (say, a content-safety block) stops only its own persist task, and every other
+        image of the batch still reaches S3.
+        """
+        generated = SegmindTextToImageOperator(
+            task_id="generate",
+            prompt=prompt,
+            negative_prompt=negative_prompt,
+            aspect_ratio=aspect_ratio,
+            output_format="jpeg",
+            deferrable=True,
+            pool=POOL,
+        )
+        # Not ``credits >> rendered`` outside: that would wire only the group's returned task
+        # (persist); generation is what must wait for the credits check.
+        credits >> generated
+        stored = SegmindToS3Operator(
+            task_id="persist",
+            results=generated.output,
+            s3_bucket="{{ params.bucket }}",
+            allow_insecure_loopback=ALLOW_LOOPBACK_MEDIA,
+        )
+        return stored.output
 
-    stored = SegmindToS3Operator.partial(
-        task_id="persist",
-        s3_bucket="{{ params.bucket }}",
-        allow_insecure_loopback=ALLOW_LOOPBACK_MEDIA,
-    ).expand(results=generated.output)
+    @task(trigger_rule=TriggerRule.ALL_DONE)
+    def contact_sheet(uris: list[list[str] | None]) -> dict[str, Any]:
+        """Write a batch manifest and an HTML contact sheet of the images that were stored.
 
-    @task
-    def contact_sheet(uris: list[list[str]]) -> dict[str, Any]:
-        """Write a batch manifest and an HTML contact sheet next to the run's images."""
+        Runs even when some prompts failed (``all_done``): a reviewer gets what exists; a failed
+        prompt's entry is missing here (``None``; Airflow 3.1 gives a ``NOTSET`` marker instead)
+        and ``batch_succeeded`` fails the run for it.
+        """
         from airflow_provider_segmind.utils.contact_sheet import write_contact_sheet
 
         context = get_current_context()
         return write_contact_sheet(
-            [uri for group in uris for uri in group],
+            [uri for group in uris if isinstance(group, list | tuple) for uri in group],
             bucket=context["params"]["bucket"],
             dag_id=context["dag"].dag_id,
             run_id=context["run_id"],
         )
 
-    contact_sheet(stored.output)
+    @task(trigger_rule=TriggerRule.ONE_FAILED, retries=0)
+    def batch_succeeded() -> None:
+        """Fail the run when any task failed: ``contact_sheet`` runs regardless, so without this
+        leaf a run with failed prompts would still show as a success."""
+        raise RuntimeError("Some prompts produced no image; see the failed render.generate / render.persist tasks.")
+
+    prompts = load_prompts()
+    credits = check_credits(prompts)
+    rendered = render.expand_kwargs(prompts)
+    sheet = contact_sheet(rendered)
+    [prompts, credits, rendered, sheet] >> batch_succeeded()

@@ -31,9 +31,25 @@ def test_example_dags_parse_without_connections(dagbag) -> None:
 
 def test_marketing_dag_shape(dagbag) -> None:
     dag = dagbag.dags["example_segmind_marketing_assets"]
-    assert {t.task_id for t in dag.tasks} == {"load_prompts", "check_credits", "generate", "persist", "contact_sheet"}
-    generate = dag.get_task("generate")
-    assert generate.partial_kwargs["deferrable"] is True
-    assert generate.partial_kwargs["pool"] == "segmind"
-    assert dag.get_task("persist").upstream_task_ids == {"generate"}
-    assert dag.get_task("generate").upstream_task_ids == {"load_prompts", "check_credits"}
+    assert {t.task_id for t in dag.tasks} == {
+        "load_prompts",
+        "check_credits",
+        "render.generate",
+        "render.persist",
+        "contact_sheet",
+        "batch_succeeded",
+    }
+    generate = dag.get_task("render.generate")
+    assert generate.deferrable is True
+    assert generate.pool == "segmind"
+    # One chain per prompt: generate and persist are mapped together, through their task group.
+    group = dag.task_group_dict["render"]
+    assert type(group).__name__ == "MappedTaskGroup"
+    assert "render.generate" in dag.get_task("render.persist").upstream_task_ids
+    assert {"load_prompts", "check_credits"} <= generate.upstream_task_ids
+    # The contact sheet shows whatever was stored; the run still fails if any prompt failed.
+    assert dag.get_task("contact_sheet").trigger_rule == "all_done"
+    watcher = dag.get_task("batch_succeeded")
+    assert watcher.trigger_rule == "one_failed"
+    # A failed generate leaves its persist upstream_failed, which one_failed counts too.
+    assert {"render.persist", "contact_sheet"} <= watcher.upstream_task_ids

@@ -111,13 +111,15 @@ def finished_run(
 
 def test_the_run_succeeds(finished_run: dict[str, Any]) -> None:
     assert finished_run["state"] == "success", (finished_run["task_instances"], finished_run["log_tail"])
-    generate = [ti for ti in finished_run["task_instances"] if ti[0] == "generate"]
+    generate = [ti for ti in finished_run["task_instances"] if ti[0] == "render.generate"]
     assert [(ti[1], ti[2]) for ti in generate] == [(0, "success"), (1, "success"), (2, "success")]
 
 
 def test_generation_deferred_and_its_trigger_ran_in_the_triggerer(finished_run: dict[str, Any]) -> None:
     cluster: AirflowCluster = finished_run["cluster"]
-    task_logs = cluster.home / "logs" / f"dag_id={DAG_ID}" / f"run_id={finished_run['run_id']}" / "task_id=generate"
+    task_logs = (
+        cluster.home / "logs" / f"dag_id={DAG_ID}" / f"run_id={finished_run['run_id']}" / "task_id=render.generate"
+    )
     for map_index in range(len(PROMPTS)):
         folder = task_logs / f"map_index={map_index}"
         worker_log = "".join(p.read_text() for p in folder.glob("attempt=*.log"))
