@@ -33,6 +33,7 @@ import hashlib
 import io
 import ipaddress
 import os
+import random
 import re
 import socket
 import ssl
@@ -55,6 +56,9 @@ DEFAULT_CONNECT_TIMEOUT: Final = 10.0
 DEFAULT_READ_TIMEOUT: Final = 60.0
 DEFAULT_DOWNLOAD_TIMEOUT: Final = 600.0
 DEFAULT_MAX_REDIRECTS: Final = 5
+#: Extra attempts after a download that broke off (reset, timeout, 5xx, truncated body).
+DEFAULT_DOWNLOAD_RETRIES: Final = 2
+DEFAULT_DOWNLOAD_RETRY_BACKOFF: Final = 1.0
 DEFAULT_SPOOL_MEMORY: Final = 8 * 1024 * 1024
 CHUNK_SIZE: Final = 1024 * 1024
 USER_AGENT: Final = "airflow-provider-segmind (output transfer)"
@@ -190,6 +194,8 @@ class DownloadPolicy:
     max_redirects: int = DEFAULT_MAX_REDIRECTS
     spool_memory: int = DEFAULT_SPOOL_MEMORY
     tmp_dir: str | None = None
+    retries: int = DEFAULT_DOWNLOAD_RETRIES
+    retry_backoff: float = DEFAULT_DOWNLOAD_RETRY_BACKOFF
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "allowed_hosts", normalize_allowed_hosts(self.allowed_hosts))
@@ -208,6 +214,11 @@ class DownloadPolicy:
                 raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
         if not isinstance(self.max_redirects, int) or not 0 <= self.max_redirects <= 20:
             raise ValueError(f"max_redirects must be an integer from 0 to 20, got {self.max_redirects!r}")
+        if isinstance(self.retries, bool) or not isinstance(self.retries, int) or not 0 <= self.retries <= 10:
+            raise ValueError(f"download_retries must be an integer from 0 to 10, got {self.retries!r}")
+        backoff = self.retry_backoff
+        if isinstance(backoff, bool) or not isinstance(backoff, (int, float)) or not 0 <= backoff <= 60:
+            raise ValueError(f"download_retry_backoff must be 0 to 60 seconds, got {backoff!r}")
 
     def describe_hosts(self) -> str:
         extra = " (and loopback: allow_insecure_loopback=True)" if self.allow_insecure_loopback else ""
@@ -568,7 +579,34 @@ class Downloader:
         self._ssl: ssl.SSLContext | None = None
 
     def fetch(self, url: str, *, expected_size: int | None = None) -> Fetched:
-        """Download ``url`` into a spool and verify it, or raise; the caller closes the result."""
+        """Download ``url`` into a spool and verify it, or raise; the caller closes the result.
+
+        A download that broke off (:class:`SegmindOutputDownloadError`: reset, timeout, 5xx,
+        truncated body) is tried again up to ``policy.retries`` times, with exponential backoff and
+        jitter: a GET of a finished output is safe to repeat, and a media host's hiccup should not
+        cost a whole task retry (nor, for a deferrable upstream, its worker start-up). A refused
+        output (policy, type, size) is never retried. Each attempt starts from an empty spool.
+        """
+        attempt = 0
+        while True:
+            try:
+                return self._fetch_once(url, expected_size=expected_size)
+            except SegmindOutputDownloadError as err:
+                if attempt >= self.policy.retries:
+                    raise
+                attempt += 1
+                delay = self.policy.retry_backoff * 2 ** (attempt - 1) * (0.5 + random.random() / 2)
+                if self.log is not None:
+                    self.log.warning(
+                        "Download attempt %d of %d failed, trying again in %.1f s: %s",
+                        attempt,
+                        self.policy.retries + 1,
+                        delay,
+                        err,
+                    )
+                time.sleep(delay)
+
+    def _fetch_once(self, url: str, *, expected_size: int | None = None) -> Fetched:
         import urllib3
 
         policy = self.policy

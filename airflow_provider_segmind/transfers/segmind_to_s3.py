@@ -24,6 +24,7 @@ from airflow_provider_segmind.protocol import SegmindJobStatus, redact
 from airflow_provider_segmind.transfers._download import (
     DEFAULT_ALLOWED_CONTENT_TYPES,
     DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_DOWNLOAD_RETRIES,
     DEFAULT_DOWNLOAD_TIMEOUT,
     DEFAULT_MAX_REDIRECTS,
     DEFAULT_MAX_SIZE,
@@ -396,6 +397,8 @@ class SegmindToS3Operator(BaseOperator):
     :param read_timeout: seconds without data before a download fails.
     :param download_timeout: seconds for a whole download, redirects included.
     :param max_redirects: redirects followed (each checked like the first URL).
+    :param download_retries: extra attempts, with backoff, after a download broke off (reset,
+        timeout, 5xx, truncated body), before the task fails; refused outputs are never retried.
     :param checksum_mode: ``"when_supported"`` (default) or ``"when_required"``.
     :param conflict_check: ``"conditional"`` (default), ``"head"`` or ``"none"`` (see above).
     :param multipart_threshold: outputs up to this many bytes stay in memory and go in one PutObject.
@@ -427,6 +430,7 @@ class SegmindToS3Operator(BaseOperator):
         read_timeout: float = DEFAULT_READ_TIMEOUT,
         download_timeout: float = DEFAULT_DOWNLOAD_TIMEOUT,
         max_redirects: int = DEFAULT_MAX_REDIRECTS,
+        download_retries: int = DEFAULT_DOWNLOAD_RETRIES,
         checksum_mode: ChecksumMode = "when_supported",
         conflict_check: ConflictCheck = "conditional",
         multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD,
@@ -456,6 +460,7 @@ class SegmindToS3Operator(BaseOperator):
         self.read_timeout = read_timeout
         self.download_timeout = download_timeout
         self.max_redirects = max_redirects
+        self.download_retries = download_retries
         if checksum_mode not in CHECKSUM_MODES:
             raise ValueError(f"checksum_mode must be one of {CHECKSUM_MODES}, got {checksum_mode!r}")
         if conflict_check not in CONFLICT_CHECKS:
@@ -504,6 +509,7 @@ class SegmindToS3Operator(BaseOperator):
             read_timeout=self.read_timeout,
             download_timeout=self.download_timeout,
             max_redirects=self.max_redirects,
+            retries=self.download_retries,
             spool_memory=self.multipart_threshold,
             tmp_dir=self.tmp_dir,
         )

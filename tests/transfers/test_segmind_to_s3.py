@@ -473,10 +473,40 @@ def test_truncated_bodies_write_nothing_and_can_be_retried(emu: SegmindEmulator,
     options = {"multipart_threshold": 5 * MIB, "part_size": 5 * MIB} if large else {}
     emu.script([{"endpoint": "media", "fault": "truncate"}])
     with pytest.raises(SegmindOutputDownloadError, match="nothing was written") as info:
-        make_op(s3, result, **options).execute(make_context())
+        make_op(s3, result, download_retries=0, **options).execute(make_context())
     assert info.value.transient  # a task retry may succeed: not an AirflowFailException
     s3.assert_empty()
     assert len(make_op(s3, result, **options).execute(make_context(try_number=2))) == 1  # the retry stores it
+
+
+@pytest.mark.parametrize("fault", ["truncate", "reset_before", "500"])
+def test_a_download_that_breaks_off_is_tried_again_within_the_task(emu: SegmindEmulator, s3: S3Env, fault: str) -> None:
+    result = generate(emu)
+    emu.script([{"endpoint": "media", "fault": fault, "times": 2}])
+    uris = make_op(s3, result).execute(make_context())  # default: 2 more attempts
+    assert len(uris) == 1
+    assert len(emu.requests_log("/media")) == 3
+    key = uris[0].removeprefix(f"s3://{s3.bucket}/")
+    data, _ = s3.get(key)
+    assert hashlib.sha256(data).hexdigest() == json.loads(s3.get(key + ".manifest.json")[0])["sha256"]
+    # When every attempt breaks off, the task fails (its own retries apply) and nothing is written.
+    emu.script([{"endpoint": "media", "fault": fault, "times": 2}])
+    with pytest.raises(SegmindOutputDownloadError):
+        make_op(s3, result, download_retries=1, s3_key="again/{request_id}.{ext}").execute(make_context())
+    assert not [stored for stored in s3.keys() if stored.startswith("again/")]  # noqa: SIM118
+
+
+def test_a_refused_output_is_not_downloaded_again(emu: SegmindEmulator, s3: S3Env) -> None:
+    url = f"{emu.base_url}/_emulator/blob/5000?content_type=text/html"
+    result = {"request_id": "req-html", "images": [{"url": url}]}
+    fails(make_op(s3, result), make_context(), SegmindOutputRefusedError, "content type")
+    assert len(emu.requests_log("/_emulator/blob")) == 1
+    s3.assert_empty()
+
+
+def test_download_retries_are_validated(s3: S3Env) -> None:
+    with pytest.raises(ValueError, match="download_retries must be an integer from 0 to 10"):
+        make_op(s3, {"request_id": "r"}, download_retries=-1).policy  # noqa: B018
 
 
 def test_size_mismatch_with_the_result_is_refused_without_content_length(emu: SegmindEmulator, s3: S3Env) -> None:
