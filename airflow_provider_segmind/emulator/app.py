@@ -247,6 +247,18 @@ class SegmindApi:
             return json_error(404, MODEL_NOT_FOUND)
         return None
 
+    async def _inference_request(
+        self, request: web.Request, slug: str, reserved: frozenset[str]
+    ) -> tuple[dict[str, Any], web.Response | None]:
+        """The checks v1 and v2 inference POSTs share, in Segmind's order: a reserved path is
+        nginx's 405 HTML, then the model (404/403/410), then the body. ``(params, refusal)``."""
+        if slug in reserved:
+            return {}, html_error(405, "Not Allowed")
+        refused = self._model_error(slug)
+        if refused is not None:
+            return {}, refused
+        return await self._read_params(request)
+
     @staticmethod
     async def _read_params(request: web.Request) -> tuple[dict[str, Any], web.Response | None]:
         raw = await request.read()
@@ -297,14 +309,9 @@ class SegmindApi:
     async def _submit(self, request: web.Request, label: str, fault: Fault | None) -> web.StreamResponse:
         state, config = self.state, self.state.config
         slug = request.match_info["slug"]
-        if slug in _RESERVED_V2_SLUGS:
-            return html_error(405, "Not Allowed")
-        refused = self._model_error(slug)
+        params, refused = await self._inference_request(request, slug, _RESERVED_V2_SLUGS)
         if refused is not None:
             return refused
-        params, bad_body = await self._read_params(request)
-        if bad_body is not None:
-            return bad_body
         invalid: str | None = None
         if slug == SD3_LARGE_MODEL:
             try:
@@ -448,14 +455,9 @@ class SegmindApi:
     async def _run_v1(self, request: web.Request, label: str, fault: Fault | None) -> web.StreamResponse:
         state, config = self.state, self.state.config
         slug = request.match_info["slug"]
-        if slug in _RESERVED_V1_SLUGS:
-            return html_error(405, "Not Allowed")
-        refused = self._model_error(slug)
+        params, refused = await self._inference_request(request, slug, _RESERVED_V1_SLUGS)
         if refused is not None:
             return refused
-        params, bad_body = await self._read_params(request)
-        if bad_body is not None:
-            return bad_body
         if slug == SD3_LARGE_MODEL:
             try:
                 params = validate_sd3_params(params)
