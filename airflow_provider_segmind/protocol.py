@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import email.utils
+import functools
 import json
 import math
 import random
@@ -380,8 +381,23 @@ def _error_text(answer: HttpAnswer) -> str | None:
     return None
 
 
-def _json_object(answer: HttpAnswer, endpoint: Endpoint) -> dict[str, Any]:
-    body = answer.json()
+#: What :func:`_loads` returns for a body that is not JSON (``None`` is a valid JSON value).
+_NOT_JSON: Final = object()
+
+
+def _loads(answer: HttpAnswer) -> Any:
+    """The body as JSON, or ``_NOT_JSON``: status and result answers are parsed once, not twice
+    (once to look for a FAILED body, once for the object), since the triggerer parses thousands."""
+    try:
+        return json.loads(answer.body)
+    except ValueError:
+        return _NOT_JSON
+
+
+def _json_object(answer: HttpAnswer, endpoint: Endpoint, parsed: Any = _NOT_JSON) -> dict[str, Any]:
+    """The body as a JSON object; ``parsed`` is the body already parsed by :func:`_loads`, if it was."""
+    # Not parsed yet, or not JSON: answer.json() parses (again) and raises the not-JSON error.
+    body = answer.json() if parsed is _NOT_JSON else parsed
     if not isinstance(body, dict):
         raise SegmindInvalidResponseError(
             f"Segmind's {endpoint.value} answer is JSON but not an object: {_snippet(answer.body)!r}",
@@ -602,12 +618,12 @@ def parse_submit(answer: HttpAnswer, base_url: str) -> SubmitResponse:
     )
 
 
-def _failed_body(answer: HttpAnswer) -> dict[str, Any] | None:
-    """The FAILED body Segmind serves under HTTP 422 (or any code), if this answer is one."""
-    try:
-        body = json.loads(answer.body)
-    except ValueError:
-        return None
+def _failed_body(answer: HttpAnswer, parsed: Any = _NOT_JSON) -> dict[str, Any] | None:
+    """The FAILED body Segmind serves under HTTP 422 (or any code), if this answer is one.
+
+    ``parsed`` is the body already parsed by :func:`_loads` (parsed here otherwise).
+    """
+    body = _loads(answer) if parsed is _NOT_JSON else parsed
     if isinstance(body, dict) and str(body.get("status", "")).upper() == SegmindJobStatus.FAILED.value:
         return body
     return None
@@ -620,7 +636,8 @@ def _metrics(body: Mapping[str, Any]) -> dict[str, Any]:
 
 def parse_status(answer: HttpAnswer, request_id: str) -> JobStatusResponse:
     """Parse a v2 status answer. FAILED (HTTP 422 with a JSON body) is a status, not an error."""
-    failed = _failed_body(answer)
+    parsed = _loads(answer)
+    failed = _failed_body(answer, parsed)
     if failed is not None:
         error = failed.get("error")
         return JobStatusResponse(
@@ -631,7 +648,7 @@ def parse_status(answer: HttpAnswer, request_id: str) -> JobStatusResponse:
         )
     if not 200 <= answer.status < 300:
         raise classify_error(answer, Endpoint.STATUS, request_id=request_id)
-    body = _json_object(answer, Endpoint.STATUS)
+    body = _json_object(answer, Endpoint.STATUS, parsed)
     return JobStatusResponse(
         request_id=request_id,
         status=_parse_status_value(body.get("status"), answer, Endpoint.STATUS),
@@ -724,12 +741,13 @@ def parse_result(answer: HttpAnswer, request_id: str) -> JobResult:
     A result whose status is not COMPLETED yet is returned as is (status QUEUED/PROCESSING) so
     callers that fetch early can tell; the hook's callers only fetch after COMPLETED.
     """
-    failed = _failed_body(answer)
+    parsed = _loads(answer)
+    failed = _failed_body(answer, parsed)
     if failed is not None:
         raise job_failed_error(request_id, failed.get("error"), _metrics(failed))
     if not 200 <= answer.status < 300:
         raise classify_error(answer, Endpoint.RESULT, request_id=request_id)
-    body = _json_object(answer, Endpoint.RESULT)
+    body = _json_object(answer, Endpoint.RESULT, parsed)
     raw_images = body.get("images")
     images = tuple(dict(i) for i in raw_images if isinstance(i, dict)) if isinstance(raw_images, list) else ()
     seed = body.get("seed")
@@ -879,6 +897,10 @@ _MIN_RUNTIME_FRACTION: Final = 0.8
 #: Past this multiple of the typical inference, the job is late: polls slow down.
 _SLOW_AFTER_FACTOR: Final = 1.5
 
+#: Jitter source of trackers not given one (private, so user code seeding ``random`` cannot
+#: synchronize the retries of every job).
+_TRACKER_RNG: Final = random.Random()
+
 #: Outcomes a poll step can end with (the trigger's terminal event statuses, plus ``completed``,
 #: which means "fetch the result now", and ``None``, which means "poll again after ``delay``").
 OUTCOME_COMPLETED: Final = "completed"
@@ -973,7 +995,17 @@ class PollSchedule:
         Kwargs written by an older or newer provider version must still load in the triggerer.
         """
         known = {k: v for k, v in (data or {}).items() if k in cls.__dataclass_fields__ and v is not None}
-        return cls(**known)
+        # A triggerer rebuilds thousands of triggers carrying the same dict: validated schedules are
+        # memoized (frozen, so sharing one is safe). Types are part of the key so that, e.g., True
+        # is still refused where 1 is accepted; unhashable values skip the memo and fail as before.
+        if cls is not PollSchedule:
+            return cls(**known)
+        try:
+            items = tuple(sorted((k, type(v), v) for k, v in known.items()))
+            hash(items)
+        except TypeError:
+            return cls(**known)
+        return _schedule_from_items(items)
 
     def delay_after_status(
         self,
@@ -1016,6 +1048,12 @@ class PollSchedule:
             return waited + 0.5 * self.interval * min(max(rand, 0.0), 1.0)
         ceiling = min(self.max_interval, self.error_backoff * 2.0 ** max(0, consecutive - 1))
         return max(self.interval, ceiling / 2 + (ceiling / 2) * min(max(rand, 0.0), 1.0))
+
+
+@functools.lru_cache(maxsize=64)
+def _schedule_from_items(items: tuple[tuple[str, type, Any], ...]) -> PollSchedule:
+    """:meth:`PollSchedule.from_dict`'s memo (exceptions are not cached: a bad dict raises every time)."""
+    return PollSchedule(**{name: value for name, _, value in items})
 
 
 @dataclass(frozen=True)
@@ -1082,7 +1120,9 @@ class PollTracker:
         #: Start of the current run of rate-limited answers (``None`` outside one).
         self.rate_limited_since: float | None = None
         self.polls = 0
-        self._rng = rng or random.Random()
+        # One process-wide generator by default: seeding a fresh ``random.Random()`` reads the OS
+        # entropy pool and costs more than a whole status decision, once per watched job.
+        self._rng = rng or _TRACKER_RNG
 
     def first_delay(self, now: float) -> float:
         """Seconds until the first call: ``initial_delay`` after submit (0 if that has passed)."""

@@ -436,3 +436,121 @@ async def test_async_invalid_response(emulator: Any, monkeypatch: pytest.MonkeyP
     async with hook.shared_session() as session:
         with pytest.raises((SegmindServerError, SegmindInvalidResponseError)):
             await hook.aget_credits(session=session)
+
+
+# ------------------------------------------------------------------ triggerer settings cache
+
+
+class FakeClock:
+    """A monotonic clock the test moves by hand (the cache's TTL, without sleeping a minute)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def settings_cache(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, FakeClock]:
+    """A fresh connection-settings cache with a hand-driven clock, in place of the process-wide one."""
+    clock = FakeClock()
+    cache = hook_module._LoopSettingsCache(ttl=60.0, clock=clock)
+    monkeypatch.setattr(hook_module, "_SETTINGS_CACHE", cache)
+    return cache, clock
+
+
+def set_named_conn(monkeypatch: pytest.MonkeyPatch, conn_id: str, emu: Any, key: str) -> None:
+    conn = {"conn_type": "segmind", "password": key, "host": emu.base_url}
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
+
+
+async def test_settings_cache_reuses_lookup_until_ttl(
+    emulator: Any, monkeypatch: pytest.MonkeyPatch, settings_cache: tuple[Any, FakeClock]
+) -> None:
+    _cache, clock = settings_cache
+    set_conn(monkeypatch, emulator, key="SG_firstkey0001")
+    first = await SegmindHook().aget_settings()
+    set_conn(monkeypatch, emulator, key="SG_secondkey002")  # the connection is edited...
+    clock.now += 59.0
+    assert (await SegmindHook().aget_settings()).api_key == "SG_firstkey0001"  # ...reused within the TTL
+    assert await SegmindHook().aget_settings() is first  # one shared object
+    single = RetryPolicy(max_attempts=1)
+    overridden = await SegmindHook(retry_policy=single).aget_settings()
+    assert overridden.retry_policy == single
+    assert overridden.api_key == first.api_key
+    assert await SegmindHook(retry_policy=single).aget_settings() is overridden  # variants shared too
+    clock.now += 1.0  # TTL over: read again
+    assert (await SegmindHook().aget_settings()).api_key == "SG_secondkey002"
+    assert (await SegmindHook(retry_policy=single).aget_settings()).api_key == "SG_secondkey002"
+
+
+async def test_settings_cache_dropped_on_401_so_a_rotated_key_is_read_at_once(
+    emulator: Any, monkeypatch: pytest.MonkeyPatch, settings_cache: tuple[Any, FakeClock]
+) -> None:
+    cache, _ = settings_cache
+    set_conn(monkeypatch, emulator, key="SG_revokedkey01")  # a key the server no longer accepts
+    stale = SegmindHook(retry_policy=RetryPolicy(max_attempts=1))
+    async with stale.shared_session() as session:
+        set_conn(monkeypatch, emulator)  # the key is rotated in the connection...
+        assert (await SegmindHook().aget_settings()).api_key == "SG_revokedkey01"  # ...still cached
+        with pytest.raises(SegmindAuthenticationError):
+            await stale.aget_credits(session=session)  # 401: the cached entry is dropped
+        fresh = SegmindHook(retry_policy=RetryPolicy(max_attempts=1))
+        assert (await fresh.aget_settings()).api_key == emulator.api_key
+        assert await fresh.aget_credits(session=session) > 0
+    assert emulator.api_key not in repr(cache)
+    assert "SG_revokedkey01" not in repr(cache)
+
+
+async def test_settings_cache_is_per_conn_id(
+    emulator: Any, monkeypatch: pytest.MonkeyPatch, settings_cache: tuple[Any, FakeClock]
+) -> None:
+    cache, _ = settings_cache
+    set_named_conn(monkeypatch, "segmind_a", emulator, "SG_keyforaaaa01")
+    set_named_conn(monkeypatch, "segmind_b", emulator, "SG_keyforbbbb02")
+    assert (await SegmindHook("segmind_a").aget_settings()).api_key == "SG_keyforaaaa01"
+    assert (await SegmindHook("segmind_b").aget_settings()).api_key == "SG_keyforbbbb02"
+    assert (await SegmindHook("segmind_a").aget_settings()).api_key == "SG_keyforaaaa01"
+    cache.invalidate("segmind_a")  # dropping one connection leaves the other
+    assert cache.get("segmind_a") is None
+    assert cache.get("segmind_b") is not None
+    text = repr(cache)
+    assert "segmind_b" in text
+    assert "SG_keyfor" not in text
+    assert "SG_keyfor" not in repr(cache.get("segmind_b"))
+
+
+async def test_settings_cache_skips_missing_and_broken_connections(
+    emulator: Any, monkeypatch: pytest.MonkeyPatch, settings_cache: tuple[Any, FakeClock]
+) -> None:
+    cache, _ = settings_cache
+    monkeypatch.setenv("AIRFLOW_CONN_SEGMIND_DEFAULT", json.dumps({"conn_type": "segmind", "host": emulator.base_url}))
+    with pytest.raises(SegmindAuthenticationError):
+        await SegmindHook().aget_settings()  # no key: an error, and nothing stored
+    assert cache.get("segmind_default") is None
+    set_conn(monkeypatch, emulator)  # fixing the connection takes effect at once
+    assert (await SegmindHook().aget_settings()).api_key == emulator.api_key
+    # Retry extras that only a hook's own override makes usable: that hook works as before (the
+    # extras are not read), the hook without one fails as before, and nothing is shared.
+    odd = {
+        "conn_type": "segmind",
+        "password": emulator.api_key,
+        "host": emulator.base_url,
+        "extra": {"max_retries": "x"},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_SEGMIND_ODD", json.dumps(odd))
+    single = RetryPolicy(max_attempts=1)
+    assert (await SegmindHook("segmind_odd", retry_policy=single).aget_settings()).retry_policy == single
+    assert cache.get("segmind_odd") is None
+    with pytest.raises(SegmindInvalidParametersError):
+        await SegmindHook("segmind_odd").aget_settings()
+
+
+def test_settings_cache_is_per_event_loop(emulator: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    hook_module._SETTINGS_CACHE.clear()
+    set_conn(monkeypatch, emulator, key="SG_loopkeyone001")
+    assert asyncio.run(SegmindHook().aget_settings()).api_key == "SG_loopkeyone001"
+    set_conn(monkeypatch, emulator, key="SG_loopkeytwo002")
+    # A new loop (a restarted triggerer, the next test) never sees another loop's entries.
+    assert asyncio.run(SegmindHook().aget_settings()).api_key == "SG_loopkeytwo002"

@@ -362,3 +362,30 @@ def test_content_safety_failures_are_not_worth_a_task_retry():
     assert type(other) is exc.SegmindJobFailedError
     assert other.task_retry_helps is True
     assert "Internal inference error" in str(other)
+
+
+def test_poll_schedule_from_dict_memo_keeps_validation() -> None:
+    """Triggers rebuilt from equal dicts share one validated schedule; validation still runs per type."""
+    from airflow_provider_segmind.protocol import PollSchedule
+
+    data = PollSchedule.for_model(p.SD3_LARGE_MODEL).to_dict()
+    first = PollSchedule.from_dict(dict(data))
+    assert PollSchedule.from_dict(dict(data)) is first
+    assert first == PollSchedule.for_model(p.SD3_LARGE_MODEL)
+    assert PollSchedule.from_dict({"interval": 1}).interval == 1.0
+    with pytest.raises(ValueError, match="finite number"):
+        PollSchedule.from_dict({"interval": True})  # equal to 1 and hashing alike, still refused
+    with pytest.raises(ValueError, match="finite number"):
+        PollSchedule.from_dict({"interval": [1]})  # unhashable: not memoized, refused as before
+
+
+def test_status_parsed_once_still_tells_failed_and_not_json_apart() -> None:
+    from airflow_provider_segmind.protocol import HttpAnswer, SegmindInvalidResponseError, parse_status
+
+    failed = parse_status(HttpAnswer(422, {}, b'{"status": "FAILED", "error": "boom"}'), "r1")
+    assert failed.status.value == "FAILED"
+    assert failed.error == "boom"
+    with pytest.raises(SegmindInvalidResponseError, match="not JSON"):
+        parse_status(HttpAnswer(200, {"content-type": "text/html"}, b"<html>"), "r1")
+    with pytest.raises(SegmindInvalidResponseError, match="not an object"):
+        parse_status(HttpAnswer(200, {}, b"null"), "r1")

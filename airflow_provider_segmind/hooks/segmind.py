@@ -21,10 +21,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import dataclasses
+import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import requests
 import tenacity
@@ -79,7 +81,9 @@ from airflow_provider_segmind.protocol import (
 
 if TYPE_CHECKING:
     import aiohttp
+    import yarl
     from airflow.sdk import Connection
+    from multidict import CIMultiDictProxy
 
 __all__ = [
     "SegmindAuthenticationError",
@@ -110,6 +114,10 @@ DEFAULT_READ_TIMEOUT = 60.0
 #: A v1 call blocks while the GPU renders (~10 s for SD3 Large, longer when queued).
 DEFAULT_RUN_SYNC_TIMEOUT = 300.0
 USER_AGENT = "airflow-provider-segmind"
+#: How long the triggerer reuses a resolved connection (see :class:`_LoopSettingsCache`).
+SETTINGS_CACHE_TTL_SECONDS: Final = 60.0
+#: Answers that mean the key is wrong or was revoked: the cached connection is dropped at once.
+_AUTH_FAILURE_STATUSES: Final = frozenset({401, 403})
 
 
 @dataclass(frozen=True)
@@ -155,6 +163,18 @@ class SegmindConnectionSettings:
                 allowed="host: an http(s) URL; extras connect_timeout/read_timeout/run_sync_timeout: "
                 "positive numbers; max_retries: an integer >= 0; retry_backoff: seconds",
             ) from None
+
+
+def _plain_settings(conn: Connection) -> SegmindConnectionSettings | None:
+    """``conn``'s settings without a hook's retry override, for the shared cache (``None``: unusable).
+
+    With an override, extras ``max_retries``/``retry_backoff`` are not read, so a connection whose
+    retry extras are invalid still works for that hook; such a connection is simply not cached.
+    """
+    try:
+        return SegmindConnectionSettings.from_connection(conn)
+    except SegmindError:
+        return None
 
 
 def _positive(extras: Mapping[str, Any], name: str, default: float) -> float:
@@ -225,6 +245,90 @@ def _aiohttp_error(err: BaseException, url: str) -> SegmindTransportError:
     return transport_error("Connection lost", request_sent=True, url=url, detail=f"{type(err).__name__}: {err}")
 
 
+_SettingsEntry = tuple["SegmindConnectionSettings", float, dict[RetryPolicy, "SegmindConnectionSettings"]]
+
+
+class _LoopSettingsCache:
+    """Resolved connection settings, per event loop and connection id, for a short while.
+
+    Why: in the triggerer every trigger builds its own hook, and resolving a connection
+    asynchronously (common-compat's ``get_async_connection``: the secrets backends chain, thread
+    hops, ``Connection`` parsing, registering the password with the secrets masker) costs about
+    0.3 ms of CPU, as much as a status poll. A thousand triggers on one connection would repeat the
+    same lookup a thousand times. So a successful lookup is reused by the triggers of the same loop:
+
+    - for ``ttl`` seconds at most (60 by default), so an edited connection (new host, timeouts) is
+      picked up by triggers started a minute later at the latest;
+    - and never after a call made with it answered 401 or 403 (:meth:`invalidate`): a rotated or
+      revoked key is read again by the very next trigger (e.g. the task's retry), not a minute later.
+
+    Only successes are stored: a missing or misconfigured connection is looked up every time, so
+    fixing it takes effect at once. Entries hold the settings as the connection defines them (no
+    per-hook retry override; hooks apply theirs with ``dataclasses.replace``). Keyed by the loop
+    object (weakly), like :class:`_LoopSessionPool`: a loop's entries die with it, so test loops
+    never see each other's connections. The settings' ``repr`` omits the key, and so does this
+    class's.
+    """
+
+    def __init__(self, ttl: float = SETTINGS_CACHE_TTL_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl = ttl
+        self._clock = clock
+        # loop -> conn id -> (settings as the connection defines them, expiry, variants with a
+        # hook's retry override: built once and shared, like the request headers built from them).
+        self._entries: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _SettingsEntry]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def __repr__(self) -> str:
+        loops = list(self._entries.values())
+        return f"{type(self).__name__}(ttl={self.ttl:g}, conn_ids={sorted({c for d in loops for c in d})!r})"
+
+    def get(self, conn_id: str, retry_policy: RetryPolicy | None = None) -> SegmindConnectionSettings | None:
+        """The running loop's fresh settings for ``conn_id`` (with ``retry_policy`` applied), or ``None``.
+
+        Expired entries are dropped. The settings for one (connection, override) pair are one shared
+        (frozen) object, so hooks also share the request headers and timeout built from it.
+        """
+        entries = self._entries.get(asyncio.get_running_loop())
+        if not entries:
+            return None
+        entry = entries.get(conn_id)
+        if entry is None:
+            return None
+        plain, expires_at, variants = entry
+        if self._clock() >= expires_at:
+            del entries[conn_id]
+            return None
+        if retry_policy is None:
+            return plain
+        settings = variants.get(retry_policy)
+        if settings is None:
+            settings = variants[retry_policy] = dataclasses.replace(plain, retry_policy=retry_policy)
+        return settings
+
+    def put(self, conn_id: str, settings: SegmindConnectionSettings) -> None:
+        """Remember ``settings`` for ``conn_id`` on the running loop for ``ttl`` seconds."""
+        if self.ttl <= 0:
+            return
+        loop = asyncio.get_running_loop()
+        entries = self._entries.get(loop)
+        if entries is None:
+            entries = self._entries[loop] = {}
+        entries[conn_id] = (settings, self._clock() + self.ttl, {})
+
+    def invalidate(self, conn_id: str) -> None:
+        """Forget ``conn_id`` on every loop (after a 401/403 answer: its key may have changed)."""
+        for entries in list(self._entries.values()):
+            entries.pop(conn_id, None)
+
+    def clear(self) -> None:
+        """Forget everything (tests)."""
+        self._entries.clear()
+
+
+_SETTINGS_CACHE = _LoopSettingsCache()
+
+
 class _LoopSessionPool:
     """One ``aiohttp.ClientSession`` per event loop, shared by every trigger polling Segmind in it.
 
@@ -274,6 +378,12 @@ class _LoopSessionPool:
 
 _SHARED_SESSIONS = _LoopSessionPool()
 
+#: Async request headers and timeout per settings object (weakly: they go when no hook uses them),
+#: so the triggers sharing a cached connection also share these instead of holding a copy each.
+_REQUEST_PARTS: weakref.WeakKeyDictionary[
+    SegmindConnectionSettings, tuple[CIMultiDictProxy[str], aiohttp.ClientTimeout]
+] = weakref.WeakKeyDictionary()
+
 
 class SegmindHook(BaseHook):
     """Talk to Segmind's serverless API: v1 (blocking) and v2 (queued) inference, status, results, credits.
@@ -301,6 +411,12 @@ class SegmindHook(BaseHook):
         self._retry_policy = retry_policy
         self._settings: SegmindConnectionSettings | None = None
         self._session: requests.Session | None = None
+        # Async transport, built once per hook instead of per call (a trigger polls many times):
+        # (settings they were built from, request headers with the key, per-request timeout).
+        self._aio_prepared: tuple[SegmindConnectionSettings, CIMultiDictProxy[str], aiohttp.ClientTimeout] | None = None
+        # (URL builder, request id) -> (URL, parsed ``yarl.URL``): a poll neither re-validates the
+        # request id nor has aiohttp re-parse the same URL string.
+        self._aio_urls: dict[tuple[Callable[[str, str], str], str], tuple[str, yarl.URL]] = {}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(segmind_conn_id={self.segmind_conn_id!r})"
@@ -343,12 +459,26 @@ class SegmindHook(BaseHook):
         return self._settings
 
     async def aget_settings(self) -> SegmindConnectionSettings:
-        """Resolve the connection without sync DB access, for the triggerer's event loop."""
-        if self._settings is None:
-            from airflow.providers.common.compat.connection import get_async_connection
+        """Resolve the connection without sync DB access, for the triggerer's event loop.
 
-            conn = await get_async_connection(self.segmind_conn_id, hook=self)
-            self._settings = SegmindConnectionSettings.from_connection(conn, retry_policy=self._retry_policy)
+        Cached for the hook's life, and shared with the loop's other hooks for up to a minute
+        (:class:`_LoopSettingsCache`: the lookup costs more CPU than a poll, and every trigger
+        makes one), dropped early when a call answers 401/403.
+        """
+        if self._settings is None:
+            policy = self._retry_policy
+            shared = _SETTINGS_CACHE.get(self.segmind_conn_id, policy)
+            if shared is not None:
+                settings = shared
+            else:
+                from airflow.providers.common.compat.connection import get_async_connection
+
+                conn = await get_async_connection(self.segmind_conn_id, hook=self)
+                settings = SegmindConnectionSettings.from_connection(conn, retry_policy=policy)
+                plain = settings if policy is None else _plain_settings(conn)
+                if plain is not None:
+                    _SETTINGS_CACHE.put(self.segmind_conn_id, plain)
+            self._settings = settings
         return self._settings
 
     @property
@@ -484,6 +614,44 @@ class SegmindHook(BaseHook):
         async with _SHARED_SESSIONS.acquire(settings) as session:
             yield session
 
+    def _aio_request_parts(
+        self, settings: SegmindConnectionSettings
+    ) -> tuple[CIMultiDictProxy[str], aiohttp.ClientTimeout]:
+        """Headers and timeout for this hook's async calls, built once (they only depend on settings).
+
+        The headers are a read-only multidict (aiohttp merges them without converting, and nobody
+        can alter the shared copy); they hold the key, so they live only here, never in a repr.
+        """
+        prepared = self._aio_prepared
+        if prepared is None or prepared[0] is not settings:
+            parts = _REQUEST_PARTS.get(settings)
+            if parts is None:
+                import aiohttp
+                from multidict import CIMultiDict, CIMultiDictProxy
+
+                headers = CIMultiDictProxy(CIMultiDict(auth_headers(settings.api_key)))
+                timeout = aiohttp.ClientTimeout(
+                    total=None, sock_connect=settings.connect_timeout, sock_read=settings.read_timeout
+                )
+                parts = _REQUEST_PARTS[settings] = (headers, timeout)
+            prepared = self._aio_prepared = (settings, *parts)
+        return prepared[1], prepared[2]
+
+    def _aio_url(self, build: Callable[[str, str], str], base_url: str, request_id: str) -> tuple[str, yarl.URL]:
+        """``build(base_url, request_id)`` and its parsed form, memoized per hook (a trigger polls one id).
+
+        A hook's ``base_url`` never changes once resolved, so the key needs only the builder and id.
+        An invalid request id raises from ``build`` every time, as before, and is not stored.
+        """
+        key = (build, request_id)
+        cached = self._aio_urls.get(key)
+        if cached is None:
+            import yarl
+
+            url = build(base_url, request_id)
+            cached = self._aio_urls[key] = (url, yarl.URL(url))
+        return cached
+
     async def _acall(
         self,
         session: aiohttp.ClientSession,
@@ -492,22 +660,26 @@ class SegmindHook(BaseHook):
         *,
         endpoint: Endpoint,
         retry: bool,
+        target: yarl.URL | None = None,
     ) -> T:
         import aiohttp
 
-        settings = await self.aget_settings()
-        headers = auth_headers(settings.api_key)
-        timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=settings.connect_timeout, sock_read=settings.read_timeout
-        )
+        settings = self._settings or await self.aget_settings()
+        headers, timeout = self._aio_request_parts(settings)
+        request_url: str | yarl.URL = target if target is not None else url
 
         async def attempt() -> T:
             try:
-                async with session.get(url, headers=headers, timeout=timeout, allow_redirects=False) as response:
+                async with session.get(
+                    request_url, headers=headers, timeout=timeout, allow_redirects=False
+                ) as response:
                     body = await response.read()
                     answer = HttpAnswer(response.status, lower_headers(response.headers.items()), body, url)
             except (TimeoutError, aiohttp.ClientError) as err:
                 raise _aiohttp_error(err, url) from None
+            if answer.status in _AUTH_FAILURE_STATUSES:
+                # The key may have been rotated or revoked: the next hook must read the connection again.
+                _SETTINGS_CACHE.invalidate(self.segmind_conn_id)
             return parse(answer)
 
         if not retry:
@@ -521,24 +693,28 @@ class SegmindHook(BaseHook):
         self, request_id: str, *, session: aiohttp.ClientSession, retry: bool = True
     ) -> JobStatusResponse:
         """Async :meth:`get_status`. ``retry=False`` leaves transient errors to the caller's loop."""
-        base_url = (await self.aget_settings()).base_url
+        base_url = (self._settings or await self.aget_settings()).base_url
+        url, target = self._aio_url(status_url, base_url, request_id)
         return await self._acall(
             session,
-            status_url(base_url, request_id),
+            url,
             lambda answer: parse_status(answer, request_id),
             endpoint=Endpoint.STATUS,
             retry=retry,
+            target=target,
         )
 
     async def aget_result(self, request_id: str, *, session: aiohttp.ClientSession, retry: bool = True) -> JobResult:
         """Async :meth:`get_result`."""
-        base_url = (await self.aget_settings()).base_url
+        base_url = (self._settings or await self.aget_settings()).base_url
+        url, target = self._aio_url(result_url, base_url, request_id)
         return await self._acall(
             session,
-            result_url(base_url, request_id),
+            url,
             lambda answer: parse_result(answer, request_id),
             endpoint=Endpoint.RESULT,
             retry=retry,
+            target=target,
         )
 
     async def aget_credits(self, *, session: aiohttp.ClientSession) -> float:
