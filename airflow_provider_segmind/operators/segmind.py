@@ -21,13 +21,14 @@ retry must not submit again while the first request can still be used.
   of a transient error, the operator re-attaches rather than risk a second bill.
   The remaining window is the one Airflow's own ``ResumableJobMixin`` documents: if the worker dies
   between Segmind accepting the submit and the store write, the next try cannot know the id.
-- **Airflow 3.1 / 3.2** (no task state store; Airflow 3 clears XComs before each try): the request
-  id travels in the trigger's kwargs and event, so deferral, triggerer restarts and resuming all
-  keep using the one request. But a task *retry* (the worker died, the trigger gave up after
-  ``max_consecutive_errors`` transient errors, a ``timeout``/``failed`` event with ``retries`` set)
-  cannot see the earlier request and submits a new, billed job. To keep that rare, transient
-  errors never fail the task by themselves, and errors a retry cannot fix (bad parameters, bad
-  key, no credits) raise ``AirflowFailException`` so no retry is spent on them.
+- **Airflow 3.1 / 3.2** (no task state store; Airflow 3 clears XComs before each try): the same
+  record goes in an Airflow Variable instead (``request_store="auto"``), the only task-writable
+  state that survives a retry there. One Variable per task instance, named
+  ``segmind_request_<hash of dag id, run id, task id, map index>``, read and written through the
+  Task SDK like any Variable, and deleted when the try ends in a way a retry could not reuse
+  (success, FAILED, expired, an error no retry fixes). A Variable left by a task whose last try
+  timed out can be deleted at any time. ``request_store="none"`` turns the record off (a retry then
+  submits a new, billed job); errors a retry cannot fix raise ``AirflowFailException`` either way.
 """
 
 from __future__ import annotations
@@ -80,8 +81,12 @@ if TYPE_CHECKING:
 
 __all__ = ["SegmindOutputLink", "SegmindRunOperator", "SegmindTextToImageOperator"]
 
-#: Task state store key (Airflow 3.3+). Renaming it would break in-flight retries.
+#: Record key in the task state store (and in the Variable's name). Renaming it would break in-flight retries.
 STATE_STORE_KEY: Final = "segmind_request"
+#: Where a try records its request for the next try (see the module docstring).
+REQUEST_STORES: Final = ("auto", "task_state_store", "variable", "none")
+#: Name prefix of the Variables that stand in for the task state store on Airflow 3.1/3.2.
+REQUEST_VARIABLE_PREFIX: Final = "segmind_request_"
 #: XCom keys pushed besides the return value.
 XCOM_REQUEST_ID: Final = "segmind_request_id"
 XCOM_OUTPUT_URL: Final = "segmind_output_url"
@@ -124,6 +129,56 @@ def _fingerprint(model: str, params: Mapping[str, Any]) -> str:
     return hashlib.sha256(raw.encode("utf-8")).hexdigest()
 
 
+class VariableRequestStore:
+    """``task_state_store``'s ``get``/``set`` on one Airflow Variable per task instance (Airflow 3.1/3.2).
+
+    Why a Variable: on 3.1/3.2 it is the only state a task can write through the Task SDK that
+    survives a retry (XComs are cleared before each try). The name hashes dag id, run id, task id
+    and map index (and the record key) so it fits the 250-character Variable key and mapped task
+    instances never share one. The value is a request id and a parameter fingerprint: nothing
+    secret. Every call is best effort: a store that cannot be read or written costs, at worst, the
+    resubmit the store exists to avoid, never the task.
+    """
+
+    def __init__(self, ti: Any, log: Any) -> None:
+        self._identity = [ti.dag_id, ti.run_id, ti.task_id, getattr(ti, "map_index", -1)]
+        self._log = log
+
+    def name(self, key: str) -> str:
+        raw = json.dumps([*self._identity, key], default=str)
+        return REQUEST_VARIABLE_PREFIX + hashlib.sha256(raw.encode("utf-8")).hexdigest()[:40]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        from airflow.sdk import Variable
+
+        try:
+            raw = Variable.get(self.name(key), default=None)
+            return default if raw is None else json.loads(raw)
+        except Exception as err:
+            self._log.warning("Could not read Variable %s (%s); treating it as absent.", self.name(key), err)
+            return default
+
+    def set(self, key: str, value: Any, *, retention: timedelta | None = None) -> None:
+        """``retention`` is accepted for the store's signature; a Variable is deleted by :meth:`delete`."""
+        from airflow.sdk import Variable
+
+        dag_id, run_id, task_id, map_index = self._identity
+        description = (
+            f"airflow-provider-segmind: the Segmind request of {dag_id}.{task_id}[{map_index}] in run {run_id}, "
+            "so a retry reuses the job instead of paying for a new one. Deleted when the task ends; safe to delete."
+        )
+        # JSON text made here, not by serialize_json: its handling differs between Task SDK versions.
+        Variable.set(self.name(key), json.dumps(value, sort_keys=True), description=description)
+
+    def delete(self, key: str) -> None:
+        from airflow.sdk import Variable
+
+        try:
+            Variable.delete(self.name(key))
+        except Exception as err:
+            self._log.warning("Could not delete Variable %s (%s); it is safe to delete by hand.", self.name(key), err)
+
+
 class _SegmindJobOperator(BaseOperator):
     """Submit one Segmind v2 job and wait for it (shared by the two public operators).
 
@@ -138,6 +193,9 @@ class _SegmindJobOperator(BaseOperator):
         waiting before the task fails; none of them fails it on its own.
     :param min_credits: if set, check the balance (a free call) before a billed submit and fail
         without retries when it is below this floor.
+    :param request_store: where a try records its request so a retry reuses it instead of paying
+        again: ``auto`` (``task_state_store`` on Airflow 3.3+, else a Variable), ``task_state_store``,
+        ``variable`` or ``none`` (a retry submits a new job).
     """
 
     operator_extra_links = (SegmindOutputLink(),)
@@ -153,9 +211,15 @@ class _SegmindJobOperator(BaseOperator):
         poll_schedule: PollSchedule | Mapping[str, float] | None = None,
         max_consecutive_errors: int = DEFAULT_MAX_CONSECUTIVE_ERRORS,
         min_credits: float | None = None,
+        request_store: str = "auto",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if request_store not in REQUEST_STORES:
+            raise ValueError(
+                f"Invalid parameter 'request_store': got {request_store!r}. Allowed: {', '.join(REQUEST_STORES)}."
+            )
+        self.request_store = request_store
         self.model = model
         self.segmind_conn_id = segmind_conn_id
         self.deferrable = deferrable
@@ -217,11 +281,32 @@ class _SegmindJobOperator(BaseOperator):
             return PollSchedule.from_dict(self.poll_schedule)
         return PollSchedule.for_model(model)
 
-    @staticmethod
-    def _store(context: Context) -> Any:
-        """Airflow 3.3+'s task state store, or ``None`` on 3.1/3.2."""
+    def _store(self, context: Context) -> Any:
+        """Where this try's request is recorded for the next try, per ``request_store``; ``None`` = nowhere."""
+        if self.request_store == "none":
+            return None
         getter = getattr(context, "get", None)
-        return getter("task_state_store") if getter is not None else None
+        native = getter("task_state_store") if getter is not None else None
+        if self.request_store == "task_state_store" and native is None:
+            raise AirflowFailException(
+                "request_store='task_state_store' needs Airflow 3.3+ (this Airflow has no task state store). "
+                "Allowed here: auto, variable, none."
+            )
+        if native is not None and self.request_store != "variable":
+            return native
+        return VariableRequestStore(context["ti"], self.log)
+
+    def _forget(self, context: Context) -> None:
+        """Delete this task's Variable record once no retry could reuse its request (3.1/3.2 path only).
+
+        The 3.3 task state store expires by itself (its retention); a Variable would stay forever.
+        """
+        try:
+            store = self._store(context)
+        except AirflowFailException:
+            return
+        if isinstance(store, VariableRequestStore):
+            store.delete(STATE_STORE_KEY)
 
     # ------------------------------------------------------------------ execute
 
@@ -230,7 +315,7 @@ class _SegmindJobOperator(BaseOperator):
         store = self._store(context)
         fingerprint = _fingerprint(model, params)
         if store is None:
-            self.log.debug("No task_state_store (Airflow < 3.3): a task retry will submit a new job.")
+            self.log.debug("request_store='none': a task retry will submit a new job.")
         else:
             resumed = self._resume(context, store, model, params, fingerprint)
             if resumed is not None:
@@ -255,9 +340,9 @@ class _SegmindJobOperator(BaseOperator):
             except Exception:
                 # The job is live and billed: keep waiting for it rather than fail and waste it.
                 self.log.exception(
-                    "Could not record Segmind request %s in the task state store; a retry of this try "
-                    "would submit again.",
+                    "Could not record Segmind request %s (request_store=%r); a retry of this try would submit again.",
                     submitted.request_id,
+                    self.request_store,
                 )
         self._announce(context, submitted.request_id)
         return self._wait(context, model, submitted.request_id, submitted_at)
@@ -389,6 +474,8 @@ class _SegmindJobOperator(BaseOperator):
         status, request_id = checked["status"], checked["request_id"]
         self.request_id = request_id
         message = str(checked.get("message") or "")
+        if status in ("failed", "expired") or checked.get("retryable") is False:
+            self._forget(context)  # no retry could reuse this request
         if status == "success":
             summary = dict(checked["result"])
             summary["params"] = summarize_params(self._summary_params())
@@ -404,8 +491,8 @@ class _SegmindJobOperator(BaseOperator):
         if status == "timeout":
             raise AirflowException(
                 f"{message} (job_timeout={self.job_timeout:g} s). The job was not cancelled (Segmind cannot "
-                "cancel) and its result stays retrievable for 1 hour after submission; on Airflow 3.3+ a retry "
-                "of this task waits for the same request instead of submitting again."
+                "cancel) and its result stays retrievable for 1 hour after submission; a retry of this task "
+                "waits for the same request instead of submitting again (unless request_store='none')."
             )
         text = f"{message}. Request id: {request_id}."
         if checked.get("retryable") is False:
@@ -413,6 +500,7 @@ class _SegmindJobOperator(BaseOperator):
         raise AirflowException(text)
 
     def _finish(self, context: Context, summary: dict[str, Any]) -> dict[str, Any]:
+        self._forget(context)
         url = summary.get("output_url")
         if url:
             context["ti"].xcom_push(key=XCOM_OUTPUT_URL, value=url)

@@ -44,6 +44,9 @@ class RecordingTI:
 
     def __init__(self) -> None:
         self.xcom: dict[str, Any] = {}
+        self.dag_id = "unit_dag"
+        self.run_id = "manual__unit"
+        self.task_id = "unit_task"
         self.try_number = 1
         self.map_index = -1
         self._first_run: Any = None

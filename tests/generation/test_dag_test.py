@@ -166,39 +166,65 @@ def test_mapped_deferrable_dag_runs_one_job_per_prompt(dag_env: tuple[Path, Any]
     assert emu.api_key not in logs + json.dumps([r[3] for r in rows], default=str)
 
 
-def test_a_task_retry_after_deferral_does_not_submit_again(dag_env: tuple[Path, Any]) -> None:
-    """Try 1 defers; its trigger gives up on a run of 5xx; try 2 must reuse the job, not re-bill."""
-    if not _has_task_state_store():
+def _request_variables() -> list[str]:
+    from airflow.models.variable import Variable as VariableModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    from airflow_provider_segmind.operators.segmind import REQUEST_VARIABLE_PREFIX
+
+    with create_session() as session:
+        keys = session.execute(select(VariableModel.key)).scalars().all()
+    return [key for key in keys if key.startswith(REQUEST_VARIABLE_PREFIX)]
+
+
+@pytest.mark.parametrize(
+    ("deferrable", "request_store", "submissions"),
+    [(True, "auto", 1), (True, "variable", 1), (False, "auto", 1), (False, "variable", 1), (False, "none", 2)],
+    ids=["deferred-auto", "deferred-variable", "blocking-auto", "blocking-variable", "blocking-none"],
+)
+def test_a_task_retry_reuses_the_job_through_its_request_store(
+    dag_env: tuple[Path, Any], deferrable: bool, request_store: str, submissions: int
+) -> None:
+    """Try 1 gives up on a run of 5xx while waiting; try 2 must reuse the job, not re-bill.
+
+    ``auto`` is the task state store on Airflow 3.3+ and a Variable on 3.1/3.2; ``variable`` forces
+    the Variable everywhere; ``none`` shows what the record saves (a second billed submit). No
+    Variable is left once the task has succeeded.
+    """
+    if deferrable and not _has_task_state_store():
         pytest.skip(
-            "Airflow < 3.3 has no task_state_store, so a retry cannot know the earlier request (documented; "
-            "test_operators.py::test_without_a_state_store_a_retry_submits_again). dag.test() on 3.1 also "
-            "resumes a retried deferred task with its stale trigger event instead of calling execute()."
+            "dag.test() on Airflow 3.1 resumes a retried deferred task with its stale trigger event instead of "
+            "calling execute(); the blocking cases cover the 3.1 Variable record."
         )
     dags_folder, emu = dag_env
+    dag_id = f"segmind_retry_{'deferred' if deferrable else 'blocking'}_{request_store}"
     path = write_dag(
         dags_folder,
-        "segmind_retry",
-        """
-        with DAG("segmind_retry", schedule=None, start_date=START, catchup=False) as dag:
+        dag_id,
+        f"""
+        with DAG({dag_id!r}, schedule=None, start_date=START, catchup=False) as dag:
             SegmindTextToImageOperator(
                 task_id="t2i",
                 prompt="a lighthouse",
-                deferrable=True,
+                deferrable={deferrable!r},
                 poll_schedule=FAST,
                 max_consecutive_errors=2,
+                request_store={request_store!r},
                 retries=1,
                 retry_delay=timedelta(0),
             )
         """,
     )
     emu.script([{"endpoint": "status", "fault": "500", "times": 2}])
-    dr = run_dag(path, "segmind_retry")
+    dr = run_dag(path, dag_id)
     (ti,) = dr.get_task_instances()
     assert ti.try_number == 2  # the first try really failed...
     assert dr.state == "success"  # ...and the retry succeeded
-    assert emu.stats()["submissions"] == 1  # with the job the first try submitted
+    assert emu.stats()["submissions"] == submissions  # 1: with the job the first try submitted
     summary = next(v for _, _, k, v in xcoms(dr.run_id) if k == "return_value")
     assert emu.job(summary["request_id"]) is not None
+    assert _request_variables() == []  # nothing left behind in the Variables list
 
 
 def test_sensor_in_reschedule_mode_waits_for_a_job_submitted_upstream(

@@ -17,11 +17,13 @@ from airflow_provider_segmind.exceptions import (
     SegmindRequestNotFoundError,
 )
 from airflow_provider_segmind.operators.segmind import (
+    REQUEST_VARIABLE_PREFIX,
     STATE_STORE_KEY,
     XCOM_OUTPUT_URL,
     XCOM_REQUEST_ID,
     SegmindRunOperator,
     SegmindTextToImageOperator,
+    VariableRequestStore,
 )
 from airflow_provider_segmind.protocol import SD3_LARGE_MODEL
 from airflow_provider_segmind.triggers.segmind import SegmindJobTrigger
@@ -30,6 +32,7 @@ from tests.generation.helpers import (
     PROMPT,
     DictTaskStateStore,
     ManualClock,
+    RecordingTI,
     captured_logs,
     job_status,
     make_context,
@@ -374,12 +377,51 @@ def test_retry_reattaches_when_the_status_cannot_be_read(emulator_factory: Any, 
     assert emu.stats()["submissions"] == 1
 
 
-def test_without_a_state_store_a_retry_submits_again(emu: Any) -> None:
-    """Airflow < 3.3 (no task_state_store): a new try cannot know the id; documented behaviour."""
-    first = defer(t2i(deferrable=True), make_context())
-    second = defer(t2i(deferrable=True), make_context())
+def test_with_request_store_none_a_retry_submits_again(emu: Any) -> None:
+    """``request_store="none"``: a new try cannot know the id (documented), even with a store present."""
+    store = DictTaskStateStore()
+    first = defer(t2i(deferrable=True, request_store="none"), make_context(store))
+    second = defer(t2i(deferrable=True, request_store="none"), make_context(store))
     assert second.trigger.request_id != first.trigger.request_id
     assert emu.stats()["submissions"] == 2
+    assert store.values == {}
+
+
+def test_request_store_is_validated_with_the_allowed_values() -> None:
+    with pytest.raises(ValueError, match=r"'request_store'.*'disk'.*auto, task_state_store, variable, none"):
+        t2i(request_store="disk")
+
+
+def test_request_store_task_state_store_needs_airflow_3_3(emu: Any) -> None:
+    """Asked for explicitly where it does not exist: a clear error, no retry spent, nothing submitted."""
+    with pytest.raises(AirflowFailException, match=r"needs Airflow 3\.3\+.*Allowed here: auto, variable, none"):
+        t2i(deferrable=True, request_store="task_state_store").execute(make_context())
+    assert emu.stats()["submissions"] == 0
+
+
+def test_request_store_selection() -> None:
+    """auto prefers Airflow's task state store; variable forces the Variable; none records nothing."""
+    import airflow_provider_segmind.operators.segmind as module  # the live class (another test reloads it)
+
+    store = DictTaskStateStore()
+    assert t2i()._store(make_context(store)) is store
+    assert isinstance(t2i()._store(make_context()), module.VariableRequestStore)  # Airflow 3.1/3.2
+    assert isinstance(t2i(request_store="variable")._store(make_context(store)), module.VariableRequestStore)
+    assert t2i(request_store="none")._store(make_context(store)) is None
+
+
+def test_request_variable_names_are_per_task_instance_and_fit_a_variable_key() -> None:
+    """One Variable per (dag, run, task, map index), whatever the lengths of those ids."""
+    names = set()
+    for map_index in (-1, 0, 1):
+        ti = RecordingTI()
+        ti.map_index = map_index
+        names.add(VariableRequestStore(ti, None).name(STATE_STORE_KEY))
+    long_ti = RecordingTI()
+    long_ti.dag_id, long_ti.run_id, long_ti.task_id = "d" * 250, "r" * 250, "t" * 250
+    names.add(VariableRequestStore(long_ti, None).name(STATE_STORE_KEY))
+    assert len(names) == 4
+    assert all(name.startswith(REQUEST_VARIABLE_PREFIX) and len(name) <= 250 for name in names)
 
 
 # ------------------------------------------------------------------ execute_complete's allow-list
