@@ -53,6 +53,8 @@ THROUGHPUT_TARGET = 0.8
 VARIANTS = ("ours", "httptos3", "upload_fileobj")
 #: Big transfers per variant: memory is judged on the first, throughput is the best of all (a noisy host).
 REPEATS = 2
+#: Extra single-transfer children for the throughput figure, interleaved (reference first, then ours first).
+THROUGHPUT_ROUNDS = (("upload_fileobj", "ours"), ("ours", "upload_fileobj"))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -171,7 +173,7 @@ def _variant(name: str, args: argparse.Namespace) -> dict[str, Any]:
     downloads: list[float] = []
     stored: dict[str, Any] = {}
     hwm1, sampled_peak = hwm0, rss0
-    for attempt in range(REPEATS):
+    for attempt in range(args.repeats):
         key = f"big/{name}-{attempt}.jpeg"
         start = time.perf_counter()
         transfer(args.url, args.size, key)
@@ -216,6 +218,7 @@ def variant_main(argv: list[str]) -> int:
     parser.add_argument("--file", required=True)
     parser.add_argument("--small-file", required=True)
     parser.add_argument("--size", type=int, required=True)
+    parser.add_argument("--repeats", type=int, default=REPEATS)
     args = parser.parse_args(argv)
     print(json.dumps(_variant(args.variant, args)))
     return 0
@@ -279,8 +282,9 @@ def run(quick: bool) -> BenchResult:
         s3.delete_object(Bucket=BUCKET, Key="warmup/moto.bin")
         url = f"{emu.base_url}/_emulator/blob/{size}?content_type=image/jpeg"
         small_url = f"{emu.base_url}/_emulator/blob/{SMALL}?content_type=image/jpeg"
-        for variant in VARIANTS:
-            runs[variant] = run_json(
+
+        def child(variant: str, repeats: int) -> dict[str, Any]:
+            return run_json(
                 [
                     "-m",
                     "benchmarks.b4_s3_streaming",
@@ -299,16 +303,34 @@ def run(quick: bool) -> BenchResult:
                     str(small_file),
                     "--size",
                     str(size),
+                    "--repeats",
+                    str(repeats),
                 ],
                 env=env,
                 timeout=300,
             )
-            r = runs[variant]
+
+        for variant in VARIANTS:
+            runs[variant] = r = child(variant, REPEATS)
             print(
                 f"    {variant:15} {r['wall_s']:.1f} s, {r['throughput_mb_s']:.0f} MiB/s, "
                 f"memory growth {r['growth_mb']:.0f} MiB",
                 flush=True,
             )
+        # Throughput on a shared host drifts over a minute; more transfers of ours and the reference,
+        # interleaved in alternating order, keep a slow spell from landing on one side only.
+        for order in THROUGHPUT_ROUNDS:
+            for variant in order:
+                extra = child(variant, 1)
+                r = runs[variant]
+                r["walls_s"] = r["walls_s"] + extra["walls_s"]
+                if extra["wall_s"] < r["wall_s"]:
+                    r["wall_s"], r["throughput_mb_s"] = extra["wall_s"], extra["throughput_mb_s"]
+                    if "download_s" in extra:
+                        r["download_s"] = extra["download_s"]
+        for variant in ("ours", "upload_fileobj"):
+            r = runs[variant]
+            print(f"    {variant:15} best of {len(r['walls_s'])}: {r['throughput_mb_s']:.0f} MiB/s", flush=True)
     ours, base, ref = runs["ours"], runs["httptos3"], runs["upload_fileobj"]
     stored_ok = all(r["stored_bytes"] == size for r in runs.values())
     ratio = ours["throughput_mb_s"] / ref["throughput_mb_s"]
@@ -332,7 +354,7 @@ def run(quick: bool) -> BenchResult:
             fmt(ours["throughput_mb_s"], 0, " MiB/s"),
             fmt(ref["throughput_mb_s"], 0, " MiB/s"),
             f"{ratio:.2f}x",
-            f">= {THROUGHPUT_TARGET:g}x upload_fileobj (best of {REPEATS})",
+            f">= {THROUGHPUT_TARGET:g}x upload_fileobj (best of {len(ours['walls_s'])})",
             yes_no(ratio >= THROUGHPUT_TARGET and stored_ok),
             note=f"ours {ours['wall_s']:.1f} s"
             + (f" = download+spool {download:.1f} s + upload {ours['wall_s'] - download:.1f} s" if download else "")

@@ -358,6 +358,8 @@ class _LoopSessionPool:
                 ),
                 connector=aiohttp.TCPConnector(limit=100, keepalive_timeout=30),
                 headers={"User-Agent": USER_AGENT},
+                # Segmind's API sets no cookies; a jar would be filtered and updated on every request.
+                cookie_jar=aiohttp.DummyCookieJar(),
             )
             users = 0
         self._sessions[loop] = (session, users + 1)
