@@ -26,12 +26,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -158,34 +160,16 @@ class _SessionPerCall:
     def __init__(self, user_agent: str) -> None:
         self._headers = {"User-Agent": user_agent}
 
-    def get(self, url: Any, **kwargs: Any) -> Any:
-        return _PerCallRequest(self._headers, url, kwargs)
-
-
-class _PerCallRequest:
-    def __init__(self, headers: dict[str, str], url: Any, kwargs: dict[str, Any]) -> None:
-        self._headers, self._url, self._kwargs = headers, url, kwargs
-        self._session: Any = None
-        self._request: Any = None
-
-    async def __aenter__(self) -> Any:
+    @contextlib.asynccontextmanager
+    async def get(self, url: Any, **kwargs: Any) -> AsyncIterator[Any]:
         import aiohttp
 
-        self._session = aiohttp.ClientSession(headers=self._headers)
-        self._request = self._session.get(self._url, **self._kwargs)
-        return await self._request.__aenter__()
-
-    async def __aexit__(self, *exc: Any) -> None:
-        try:
-            await self._request.__aexit__(*exc)
-        finally:
-            await self._session.close()
+        async with aiohttp.ClientSession(headers=self._headers) as session, session.get(url, **kwargs) as response:
+            yield response
 
 
 def _use_a_session_per_call() -> None:
     """Make every ``SegmindHook`` in this (baseline) worker process use :class:`_SessionPerCall`."""
-    import contextlib
-
     from airflow_provider_segmind.hooks import segmind
 
     @contextlib.asynccontextmanager
@@ -445,10 +429,23 @@ class _TlsFront:
         return f"https://127.0.0.1:{self.port}"
 
 
+def _cpu_row(metric: str, ours: dict[str, Any], base: dict[str, Any], graded: bool, note: str = "") -> Row:
+    ratio = ours["cpu_s_per_1000_polls"] / base["cpu_s_per_1000_polls"]
+    return Row(
+        "2",
+        metric,
+        fmt(ours["cpu_s_per_1000_polls"], 2),
+        fmt(base["cpu_s_per_1000_polls"], 2),
+        f"{ratio:.2f}x",
+        "<= 0.5x baseline" if graded else "report",
+        yes_no(ratio <= 0.5) if graded else "n/a",
+        note=note,
+    )
+
+
 def _rows(
     label: str, n: int, ours: dict[str, Any], base: dict[str, Any], latency_target: float, graded: bool
 ) -> list[Row]:
-    cpu_ratio = ours["cpu_s_per_1000_polls"] / base["cpu_s_per_1000_polls"]
     all_done = ours["finished"] == n and ours["event_statuses"].get("success", 0) == n
     mem_ratio = ours["rss_per_trigger_kb"] / base["rss_per_trigger_kb"] if base["rss_per_trigger_kb"] > 0 else None
     return [
@@ -461,15 +458,7 @@ def _rows(
             "all",
             yes_no(all_done),
         ),
-        Row(
-            "2",
-            f"{label}: CPU s per 1,000 status polls (trigger side)",
-            fmt(ours["cpu_s_per_1000_polls"], 2),
-            fmt(base["cpu_s_per_1000_polls"], 2),
-            f"{cpu_ratio:.2f}x",
-            "<= 0.5x baseline" if graded else "report",
-            yes_no(cpu_ratio <= 0.5) if graded else "n/a",
-        ),
+        _cpu_row(f"{label}: CPU s per 1,000 status polls (trigger side)", ours, base, graded),
         Row(
             "2",
             f"{label}: peak memory per trigger (RSS growth / N)",
@@ -521,16 +510,12 @@ def run(quick: bool) -> BenchResult:
         graded = n == 1000
         result.rows += _rows(f"N={n:,}", n, runs[f"ours_{n}"], runs[f"baseline_{n}"], latency_target, graded)
         if n == sizes[0]:
-            ours, bare = runs[f"ours_{n}"], runs[f"bare_{n}"]
             result.rows.append(
-                Row(
-                    "2",
+                _cpu_row(
                     f"N={n:,}: CPU per 1,000 polls vs a bare polling loop (session per call, no other work)",
-                    fmt(ours["cpu_s_per_1000_polls"], 2),
-                    fmt(bare["cpu_s_per_1000_polls"], 2),
-                    f"{ours['cpu_s_per_1000_polls'] / bare['cpu_s_per_1000_polls']:.2f}x",
-                    "report",
-                    "n/a",
+                    runs[f"ours_{n}"],
+                    runs[f"bare_{n}"],
+                    graded=False,
                     note="bare = the same schedule with none of a trigger's other work (no connection lookup, "
                     "result parsing, transition logs or event); the graded baseline is the same trigger with a "
                     "session per call",
