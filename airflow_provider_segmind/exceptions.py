@@ -77,7 +77,9 @@ class SegmindModelRetiredError(SegmindModelNotFoundError):
 
 
 class SegmindInsufficientCreditsError(SegmindError):
-    """406: the account has not enough credits for this call."""
+    """406: refused before the run. Usually the account has not enough credits, but Segmind also
+    answers 406 for a team spend limit, a missing or wrong Content-Type and a parameter it refused
+    before running (segmind-api.md, "Added 2026-11-30"); the message carries the server's text."""
 
     task_retry_helps = False
 
@@ -85,8 +87,10 @@ class SegmindInsufficientCreditsError(SegmindError):
 class SegmindInvalidParametersError(SegmindError, ValueError):
     """400/422 at submit, or a parameter that fails validation before any request is sent.
 
-    :param field: the offending parameter, when known.
-    :param allowed: a human description of the allowed values, when known.
+    :param field: the (first) offending parameter, when known.
+    :param allowed: a human description of its allowed values, when known.
+    :param problems: every bad field as ``(field, problem, allowed values)``, when validation found
+        several; the message names them all.
     """
 
     task_retry_helps = False
@@ -97,6 +101,7 @@ class SegmindInvalidParametersError(SegmindError, ValueError):
         *,
         field: str | None = None,
         allowed: str | None = None,
+        problems: list[tuple[str, str, str]] | None = None,
         status_code: int | None = None,
         error_text: str | None = None,
         request_id: str | None = None,
@@ -104,6 +109,7 @@ class SegmindInvalidParametersError(SegmindError, ValueError):
         super().__init__(message, status_code=status_code, error_text=error_text, request_id=request_id)
         self.field = field
         self.allowed = allowed
+        self.problems = list(problems or ([(field, "", allowed or "")] if field else []))
 
 
 class SegmindRateLimitError(SegmindError):
@@ -136,6 +142,25 @@ class SegmindJobFailedError(SegmindError):
         self.metrics = dict(metrics or {})
 
 
+class SegmindInvalidInputJobError(SegmindJobFailedError):
+    """A job FAILED because the model refused its input (e.g. "Prompt is Mandatory and must be string").
+
+    The same body fails the same way on every submit, and each submit is billed, so a task retry
+    cannot help (see :func:`~airflow_provider_segmind.protocol.is_invalid_input`).
+    """
+
+    task_retry_helps = False
+
+
+class SegmindResultNotReadyError(SegmindError):
+    """The status said COMPLETED but the result answer still says QUEUED/PROCESSING (a lagging replica).
+
+    Transient: fetching the result again, after a wait, is the fix; the job is not submitted again.
+    """
+
+    transient = True
+
+
 class SegmindContentBlockedError(SegmindJobFailedError):
     """A job FAILED because the content-safety filter blocked the prompt or image.
 
@@ -155,9 +180,11 @@ class SegmindTransportError(SegmindError):
 
     transient = True
 
-    def __init__(self, message: str, *, request_sent: bool = True, **kwargs: Any) -> None:
+    def __init__(self, message: str, *, request_sent: bool = True, summary: str | None = None, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.request_sent = request_sent
+        #: What happened, without the retry advice (e.g. for the connection test's message).
+        self.summary = summary or message
 
 
 class SegmindInvalidResponseError(SegmindTransportError):

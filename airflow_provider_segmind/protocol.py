@@ -14,12 +14,14 @@ from __future__ import annotations
 import base64
 import email.utils
 import functools
+import ipaddress
 import json
+import logging
 import math
 import random
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -32,13 +34,16 @@ from airflow_provider_segmind.exceptions import (
     SegmindError,
     SegmindForbiddenError,
     SegmindInsufficientCreditsError,
+    SegmindInvalidInputJobError,
     SegmindInvalidParametersError,
     SegmindInvalidResponseError,
     SegmindJobFailedError,
     SegmindModelNotFoundError,
     SegmindModelRetiredError,
+    SegmindNotFoundError,
     SegmindRateLimitError,
     SegmindRequestNotFoundError,
+    SegmindResultNotReadyError,
     SegmindServerError,
     SegmindTransportError,
     SegmindUnexpectedStatusError,
@@ -107,17 +112,57 @@ def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
     return _KEY_SHAPE.sub("***", text)
 
 
+def sentences(*parts: str | None) -> str:
+    """Join message parts into sentences, each ending in exactly one full stop.
+
+    Server texts often end in a full stop already ("... to continue."); appending ". Top up" to
+    them gave "continue.. Top up". Every message that joins a server text or another message to
+    more text goes through here, so no part is terminated twice. Empty parts are skipped; a part
+    that already ends in ``.``, ``!`` or ``?`` (a server's own ellipsis included) is kept as is.
+    """
+    out: list[str] = []
+    for part in parts:
+        text = (part or "").strip()
+        if not text:
+            continue
+        out.append(text if text[-1] in ".!?" else text + ".")
+    return " ".join(out)
+
+
 # --------------------------------------------------------------------------------------------
 # URLs
 # --------------------------------------------------------------------------------------------
 
 
-def normalize_base_url(host: str | None, *, schema: str | None = None, port: int | None = None) -> str:
+def is_loopback_host(hostname: str | None) -> bool:
+    """Whether ``hostname`` names this machine (``localhost``, 127.0.0.0/8, ``::1``).
+
+    Plain ``http`` is acceptable only there: anywhere else the ``x-api-key`` header would cross a
+    network in clear text.
+    """
+    if not hostname:
+        return False
+    name = hostname.strip("[]").lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def normalize_base_url(
+    host: str | None, *, schema: str | None = None, port: int | None = None, allow_insecure_http: bool = False
+) -> str:
     """Turn a connection's ``host`` (optionally with schema/port) into a base URL with no trailing slash.
 
     ``host`` may be a full URL (``http://127.0.0.1:8787``) or a bare host name; empty means
     Segmind's public API. A path suffix such as ``/v1`` is dropped, because every call adds
     its own version segment (people paste the SDK's ``base_url`` here).
+
+    Every call carries the API key in a header, so ``http://`` is refused unless the host is
+    loopback (the local emulator) or ``allow_insecure_http`` is set explicitly (connection extra
+    of the same name), e.g. for a TLS-terminating sidecar on a private network.
     """
     if not host:
         return DEFAULT_BASE_URL
@@ -127,6 +172,14 @@ def normalize_base_url(host: str | None, *, schema: str | None = None, port: int
     parts = urlsplit(raw)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"Segmind connection host {host!r} is not an http(s) URL or host name")
+    if parts.scheme == "http" and not allow_insecure_http and not is_loopback_host(parts.hostname):
+        raise ValueError(
+            f"Segmind connection host {host!r} uses plain http to a host that is not loopback, which would send "
+            "the API key in clear text: use https, or set the connection extra allow_insecure_http=true if the "
+            "network path is trusted"
+        )
+    if has_dot_segment(parts.path):
+        raise ValueError(f"Segmind connection host {host!r} has a '.' or '..' path segment")
     netloc = parts.netloc
     if port and parts.port is None:
         netloc = f"{netloc}:{port}"
@@ -136,11 +189,26 @@ def normalize_base_url(host: str | None, *, schema: str | None = None, port: int
     return f"{parts.scheme}://{netloc}{path}"
 
 
+#: A path segment that is only dots, literal or percent-encoded (``.``, ``..``, ``%2e%2E``, ``.%2e``):
+#: a server or proxy resolves it, so ``v2/requests/../status`` would reach another endpoint.
+_DOT_SEGMENT = re.compile(r"(?:^|/)(?:\.|%2e)+(?:/|$)", re.IGNORECASE)
+
+
+def has_dot_segment(path: str) -> bool:
+    """Whether a URL path (or a slug / id going into one) has a dot-only segment, encoded or not."""
+    return bool(_DOT_SEGMENT.search(path))
+
+
+_SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]*(/[A-Za-z0-9._\-]+)*")
+
+
 def _check_slug(model: str) -> str:
-    if not isinstance(model, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._\-]*(/[A-Za-z0-9._\-]+)*", model):
+    """A model slug is a path below ``/v1/`` or ``/v2/``: no dot-only segment (``a/../../v1/x``
+    would POST a billed body to another endpoint), no ``%`` (no encoded variants either)."""
+    if not isinstance(model, str) or not _SLUG.fullmatch(model) or has_dot_segment(model):
         raise SegmindInvalidParametersError(
-            f"model {model!r} is not a Segmind model slug: use letters, digits, '.', '_' and '-' "
-            f"(for example {SD3_LARGE_MODEL!r})",
+            f"model {model!r} is not a Segmind model slug: use letters, digits, '.', '_' and '-', "
+            f"with no '.' or '..' path segment (for example {SD3_LARGE_MODEL!r})",
             field="model",
             allowed="a model slug such as " + SD3_LARGE_MODEL,
         )
@@ -158,9 +226,14 @@ def submit_url(base_url: str, model: str) -> str:
 
 
 def _check_request_id(request_id: str) -> str:
-    if not isinstance(request_id, str) or not re.fullmatch(r"[A-Za-z0-9._\-]{1,128}", request_id):
+    # A dot-only id ('..') would turn /v2/requests/{id}/status into /v2/status.
+    if (
+        not isinstance(request_id, str)
+        or not re.fullmatch(r"[A-Za-z0-9._\-]{1,128}", request_id)
+        or has_dot_segment(request_id)
+    ):
         raise SegmindInvalidParametersError(
-            f"request_id {request_id!r} is not a Segmind request id (letters, digits, '-', '_', '.')",
+            f"request_id {request_id!r} is not a Segmind request id (letters, digits, '-', '_', '.'; not only dots)",
             field="request_id",
             allowed="the request_id a v2 submit returned",
         )
@@ -190,6 +263,8 @@ def same_origin(url: str, base_url: str) -> bool:
     must never make us send it to another host.
     """
     a, b = urlsplit(url), urlsplit(base_url)
+    if has_dot_segment(a.path):
+        return False  # /v2/requests/../../v1/x is not the URL it looks like: build our own instead
     return (a.scheme, a.hostname, a.port) == (b.scheme, b.hostname, b.port)
 
 
@@ -222,6 +297,8 @@ SD3_MODES: Final = ("text-to-image", "image-to-image")
 SD3_OUTPUT_FORMATS: Final = ("jpeg", "png")
 SD3_PROMPT_MAX_CHARS: Final = 10_000
 SD3_SEED_MAX: Final = 4_294_967_294
+#: Segmind's convention for "pick a random seed" (segmind-api.md, "Added 2026-11-30").
+SEED_RANDOM: Final = -1
 SD3_DEFAULTS: Final[Mapping[str, Any]] = {
     "negative_prompt": "",
     "aspect_ratio": "1:1",
@@ -229,7 +306,14 @@ SD3_DEFAULTS: Final[Mapping[str, Any]] = {
     "output_format": "jpeg",
     "base64": False,
 }
-SD3_FIELDS: Final = frozenset({"prompt", "image", "strength", "seed", *SD3_DEFAULTS})
+#: The parameters Segmind documents for SD3 Large (segmind-api.md, the [seed] table).
+SD3_DOCUMENTED_FIELDS: Final = frozenset({"prompt", *SD3_DEFAULTS})
+#: Not in Segmind's table: they come from Stability's SD3 API (segmind-api.md [inf]). Their values
+#: are checked like the documented ones; whether Segmind forwards them is not confirmed.
+SD3_STABILITY_FIELDS: Final = frozenset({"image", "strength", "seed"})
+SD3_FIELDS: Final = SD3_DOCUMENTED_FIELDS | SD3_STABILITY_FIELDS
+
+_log = logging.getLogger(__name__)
 
 
 def _allowed(values: Iterable[str]) -> str:
@@ -237,82 +321,137 @@ def _allowed(values: Iterable[str]) -> str:
 
 
 def _invalid(field_name: str, problem: str, allowed: str) -> SegmindInvalidParametersError:
-    return SegmindInvalidParametersError(
-        f"Invalid parameter {field_name!r}: {problem}. Allowed: {allowed}.", field=field_name, allowed=allowed
-    )
+    return invalid_parameters([(field_name, problem, allowed)])
 
 
-def _check_text(params: Mapping[str, Any], name: str, *, required: bool) -> None:
+def invalid_parameters(
+    problems: Iterable[tuple[str, str, str]], *, model: str | None = None
+) -> SegmindInvalidParametersError:
+    """One error for every bad field: ``(field, problem, allowed values)`` triples.
+
+    Reporting one field at a time made a DAG author fix, deploy and fail once per field.
+    """
+    found = list(problems)
+    if len(found) == 1:
+        ((name, problem, allowed),) = found
+        message = sentences(f"Invalid parameter {name!r}: {problem}", f"Allowed: {allowed}")
+    else:
+        where = f" for {model}" if model else ""
+        listed = "; ".join(f"{name!r}: {problem} (allowed: {allowed})" for name, problem, allowed in found)
+        message = sentences(f"{len(found)} invalid parameters{where}: {listed}")
+    first_field, _, first_allowed = found[0]
+    return SegmindInvalidParametersError(message, field=first_field, allowed=first_allowed, problems=found)
+
+
+def _check_text(params: Mapping[str, Any], name: str, *, required: bool) -> tuple[str, str, str] | None:
     value = params.get(name)
     allowed = f"a non-blank string of at most {SD3_PROMPT_MAX_CHARS:,} characters"
     if value is None:
-        if required:
-            raise _invalid(name, "it is missing", allowed)
-        return
+        return (name, "it is missing", allowed) if required else None
     if not isinstance(value, str):
-        raise _invalid(name, f"got {type(value).__name__}, not a string", allowed)
+        return name, f"got {type(value).__name__}, not a string", allowed
     if required and not value.strip():
-        raise _invalid(name, "it is blank", allowed)
+        return name, "it is blank", allowed
     if len(value) > SD3_PROMPT_MAX_CHARS:
-        raise _invalid(name, f"it is {len(value):,} characters long", allowed)
+        return name, f"it is {len(value):,} characters long", allowed
+    return None
 
 
-def _check_choice(params: Mapping[str, Any], name: str, choices: tuple[str, ...]) -> None:
+def _check_choice(params: Mapping[str, Any], name: str, choices: tuple[str, ...]) -> tuple[str, str, str] | None:
     if name in params and params[name] not in choices:
-        raise _invalid(name, f"got {params[name]!r}", _allowed(choices))
+        return name, f"got {params[name]!r}", _allowed(choices)
+    return None
 
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def validate_sd3_params(params: Mapping[str, Any]) -> dict[str, Any]:
+def unknown_params(model: str, params: Mapping[str, Any]) -> list[str]:
+    """Parameter names ``model`` is not known to take (only SD3 Large is known; others: none)."""
+    if model != SD3_LARGE_MODEL:
+        return []
+    return sorted(str(name) for name in set(params) - SD3_FIELDS)
+
+
+def validate_sd3_params(
+    params: Mapping[str, Any], *, strict: bool = False, warn: Callable[[str], None] | None = None
+) -> dict[str, Any]:
     """Validate Stable Diffusion 3 Large parameters; return them with the documented defaults filled in.
 
-    Raises :class:`SegmindInvalidParametersError` naming the field and the allowed values, so a bad
-    DAG fails on the worker before any credit is spent. Unknown fields are refused too: the API
-    ignores them silently, which turns a typo (``aspect-ratio``) into an image nobody asked for.
+    Every bad value of a known field is reported in one :class:`SegmindInvalidParametersError`,
+    naming each field and its allowed values, so a bad DAG fails on the worker before any credit
+    is spent. Unknown fields are passed through with a warning (``warn``, default: this module's
+    logger): Segmind's table is not the whole truth (``image``, ``strength`` and ``seed`` come
+    from Stability's API), so refusing what we do not know would block valid requests. With
+    ``strict=True`` they are refused too, which catches a typo (``aspect-ratio``) before it
+    silently becomes an image nobody asked for.
     """
-    unknown = sorted(set(params) - SD3_FIELDS)
+    problems: list[tuple[str, str, str]] = []
+    unknown = unknown_params(SD3_LARGE_MODEL, params)
     if unknown:
-        raise _invalid(unknown[0], "unknown parameter for " + SD3_LARGE_MODEL, _allowed(sorted(SD3_FIELDS)))
-    _check_text(params, "prompt", required=True)
-    _check_text(params, "negative_prompt", required=False)
-    _check_choice(params, "aspect_ratio", SD3_ASPECT_RATIOS)
-    _check_choice(params, "mode", SD3_MODES)
-    _check_choice(params, "output_format", SD3_OUTPUT_FORMATS)
+        allowed_names = _allowed(sorted(SD3_FIELDS))
+        if strict:
+            problems += [
+                (name, f"unknown parameter for {SD3_LARGE_MODEL} (strict mode)", allowed_names) for name in unknown
+            ]
+        else:
+            note = (
+                f"Parameter(s) {_allowed(unknown)} are not known for {SD3_LARGE_MODEL} (known: {allowed_names}); "
+                "sending them anyway. Pass strict_params=True to refuse unknown parameters."
+            )
+            (warn or _log.warning)(note)
+    checks = [
+        _check_text(params, "prompt", required=True),
+        _check_text(params, "negative_prompt", required=False),
+        _check_choice(params, "aspect_ratio", SD3_ASPECT_RATIOS),
+        _check_choice(params, "mode", SD3_MODES),
+        _check_choice(params, "output_format", SD3_OUTPUT_FORMATS),
+    ]
+    problems += [found for found in checks if found is not None]
     if "base64" in params and not isinstance(params["base64"], bool):
-        raise _invalid("base64", f"got {params['base64']!r}", "true or false")
+        problems.append(("base64", f"got {params['base64']!r}", "true or false"))
     if params.get("seed") is not None:
         seed = params["seed"]
-        if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= SD3_SEED_MAX:
-            raise _invalid("seed", f"got {seed!r}", f"an integer from 0 to {SD3_SEED_MAX}")
+        if (
+            not isinstance(seed, int)
+            or isinstance(seed, bool)
+            or not (seed == SEED_RANDOM or 0 <= seed <= SD3_SEED_MAX)
+        ):
+            problems.append(
+                ("seed", f"got {seed!r}", f"an integer from 0 to {SD3_SEED_MAX}, or {SEED_RANDOM} for random")
+            )
     mode = params.get("mode", SD3_DEFAULTS["mode"])
     if mode == "image-to-image":
         image = params.get("image")
         if not isinstance(image, str) or not image.strip():
-            raise _invalid("image", "image-to-image mode needs an input image", "an image URL or base64 string")
+            problems.append(("image", "image-to-image mode needs an input image", "an image URL or base64 string"))
         strength = params.get("strength")
         if strength is None or not _is_number(strength) or not 0 <= strength <= 1:
-            raise _invalid("strength", f"image-to-image mode needs it, got {strength!r}", "a number from 0 to 1")
-    else:
+            problems.append(("strength", f"image-to-image mode needs it, got {strength!r}", "a number from 0 to 1"))
+    elif mode in SD3_MODES:
         for name in ("image", "strength"):
             if params.get(name) is not None:
-                raise _invalid(name, "only used in image-to-image mode", "omit it, or set mode='image-to-image'")
+                problems.append((name, "only used in image-to-image mode", "omit it, or set mode='image-to-image'"))
+    if problems:
+        raise invalid_parameters(problems, model=SD3_LARGE_MODEL)
     return {**SD3_DEFAULTS, **{k: v for k, v in params.items() if v is not None}}
 
 
-def validate_params(model: str, params: Mapping[str, Any]) -> dict[str, Any]:
+def validate_params(
+    model: str, params: Mapping[str, Any], *, strict: bool = False, warn: Callable[[str], None] | None = None
+) -> dict[str, Any]:
     """Validate parameters for ``model``: SD3 Large is checked in full, other slugs pass through.
 
     Segmind hosts hundreds of models whose parameters we cannot know; for those we only insist
-    the body is a JSON object, so a generic operator still fails early on garbage.
+    the body is a JSON object, so a generic operator still fails early on garbage. ``strict`` and
+    ``warn``: see :func:`validate_sd3_params`.
     """
     _check_slug(model)
     if not isinstance(params, Mapping):
         raise _invalid("params", f"got {type(params).__name__}", "a mapping of parameter names to values")
     if model == SD3_LARGE_MODEL:
-        return validate_sd3_params(params)
+        return validate_sd3_params(params, strict=strict, warn=warn)
     try:
         json.dumps(params)
     except (TypeError, ValueError) as err:
@@ -446,75 +585,142 @@ def parse_retry_after(headers: Mapping[str, str], now: float) -> float | None:
     return None
 
 
-_SUBMIT_404_HINT = "Check the model slug on segmind.com/models (slugs are lower-case, with dashes)."
+_SUBMIT_404_HINT = "Check the model slug on segmind.com/models (slugs are lower-case, with dashes)"
+#: Where a DAG author finds a current model when theirs is retired.
+MODEL_CATALOGUE_URL: Final = "https://www.segmind.com/models"
+#: The credits endpoint's 404 for an account without a credits record (segmind-api.md, "Added 2026-11-30").
+_NO_CREDITS_RECORD = re.compile(r"no credits", re.IGNORECASE)
+
+
+def _clause(text: str | None) -> str:
+    """A server text to embed after a colon: without the full stop(s) our own join will add."""
+    return (text or "").strip().rstrip(".").rstrip()
+
+
+def _advice_406(text: str | None) -> str:
+    """406 is "refused before the run", for several reasons (segmind-api.md, "Added 2026-11-30"):
+    insufficient credits, a team spend limit, a missing/wrong Content-Type, a refused parameter."""
+    lowered = (text or "").lower()
+    if "content type" in lowered or "content-type" in lowered:
+        return (
+            "Segmind did not see a JSON request (a proxy may have changed the Content-Type): check the "
+            "connection's host and any proxy in between"
+        )
+    if "limit" in lowered or "spend" in lowered:
+        return "A team spend limit was reached: raise it in the Segmind team settings, or wait for it to reset"
+    if "credit" in lowered:
+        return "Top up the Segmind account (paid or free credits) before running again"
+    return (
+        "Segmind answers 406 for insufficient credits, a team spend limit, a missing or wrong Content-Type, "
+        "or a parameter it refused before the run: the server's text says which"
+    )
 
 
 def classify_error(answer: HttpAnswer, endpoint: Endpoint, *, request_id: str | None = None) -> SegmindError:
     """Turn a non-success answer into the typed error that says what happened and what to do.
 
     The same status means different things per call: 404 at submit is an unknown model, at status
-    it is an unknown or expired request; 422 at submit is a bad parameter, at status a FAILED job.
+    it is an unknown or expired request, at credits an account without credits or a wrong host;
+    422 at submit is a bad parameter, at status a FAILED job. Messages are joined with
+    :func:`sentences`, so a server text ending in a full stop does not get a second one.
     """
     status = answer.status
     text = _error_text(answer)
-    said = f": {text}" if text else ""
+    said = f": {_clause(text)}" if _clause(text) else ""
     where = f"Segmind {endpoint.value}" + (f" for request {request_id}" if request_id else "")
     common: dict[str, Any] = {"status_code": status, "error_text": text, "request_id": request_id}
     if status == 401:
+        # The server's own text already says what is wrong with the key; say it ourselves only without one.
         return SegmindAuthenticationError(
-            f"{where} was refused (HTTP 401){said}. The API key is missing, wrong or expired: "
-            "put a valid key in the Segmind connection's password (API Key) field.",
+            sentences(
+                f"{where} was refused (HTTP 401){said}",
+                "" if said else "The API key is missing, wrong or expired",
+                "Put a valid key in the Segmind connection's password (API Key) field",
+            ),
             **common,
         )
     if status == 403:
         return SegmindForbiddenError(
-            f"{where} was forbidden (HTTP 403){said}. The key is valid but this account may not use "
-            "this model or endpoint: check the plan and the model's access on segmind.com.",
+            sentences(
+                f"{where} was forbidden (HTTP 403){said}",
+                "The key is valid but this account may not use this model or endpoint: check the plan and the "
+                "model's access on segmind.com",
+            ),
             **common,
         )
     if status == 404:
         if endpoint in (Endpoint.STATUS, Endpoint.RESULT):
             return SegmindRequestNotFoundError(
-                f"{where} was not found (HTTP 404){said}. The id is unknown or its 1 hour retention "
-                "has passed: submit the job again to get a new result.",
+                sentences(
+                    f"{where} was not found (HTTP 404){said}",
+                    "The id is unknown or its 1 hour retention has passed: submit the job again to get a new result",
+                ),
                 **common,
             )
-        return SegmindModelNotFoundError(f"{where} was not found (HTTP 404){said}. {_SUBMIT_404_HINT}", **common)
+        if endpoint is Endpoint.CREDITS:
+            return SegmindNotFoundError(
+                sentences(
+                    f"{where} was not found (HTTP 404) at {answer.url or 'the credits URL'}{said}",
+                    "This is not Segmind's credits endpoint: check the connection's host",
+                ),
+                **common,
+            )
+        return SegmindModelNotFoundError(
+            sentences(f"{where} was not found (HTTP 404){said}", _SUBMIT_404_HINT), **common
+        )
     if status == 410:
+        # Retired models answer 410 (segmind-api.md [3p], "Added 2026-11-30").
         return SegmindModelRetiredError(
-            f"{where} failed: the model is retired (HTTP 410){said}. Choose a current model slug.", **common
+            sentences(
+                f"{where} failed: Segmind has retired this model (HTTP 410){said}",
+                f"Pick a current model in the catalogue, {MODEL_CATALOGUE_URL}, and change the task's model slug",
+            ),
+            **common,
         )
     if status == 406:
         return SegmindInsufficientCreditsError(
-            f"{where} was refused: insufficient credits (HTTP 406){said}. Top up the Segmind account "
-            "before running again; nothing was generated or billed.",
+            sentences(
+                f"{where} was refused before the run (HTTP 406){said}",
+                _advice_406(text),
+                "Nothing was generated or billed",
+            ),
             **common,
         )
     if status in (400, 422):
         if endpoint in (Endpoint.STATUS, Endpoint.RESULT):
             # A FAILED job arrives as 422 with a JSON body; parse_status/parse_result handle it
             # before reaching here, so this is a 400/422 without that body.
-            return SegmindJobFailedError(f"{where} reports the job failed (HTTP {status}){said}.", **common)
+            return SegmindJobFailedError(sentences(f"{where} reports the job failed (HTTP {status}){said}"), **common)
         return SegmindInvalidParametersError(
-            f"{where} rejected the parameters (HTTP {status}){said}. Fix the task's parameters; nothing was billed.",
+            sentences(
+                f"{where} rejected the parameters (HTTP {status}){said}",
+                "Fix the task's parameters; nothing was billed",
+            ),
             **common,
         )
     if status == 429:
         return SegmindRateLimitError(
-            f"{where} was rate limited (HTTP 429){said}. The plan allows 5 (Free) or 50 (Pro) "
-            "requests a minute: lower the DAG's concurrency with a pool, or upgrade.",
+            sentences(
+                f"{where} was rate limited (HTTP 429){said}",
+                "The plan allows 5 (Free) or 50 (Pro) requests a minute: lower the DAG's concurrency with a pool, "
+                "or upgrade",
+            ),
             retry_after=parse_retry_after(answer.headers, answer.received_at),
             **common,
         )
     if status >= 500:
         return SegmindServerError(
-            f"{where} failed on Segmind's side (HTTP {status}){said}. This is usually temporary "
-            "and is retried with backoff.",
+            sentences(
+                f"{where} failed on Segmind's side (HTTP {status}){said}",
+                "This is usually temporary and is retried with backoff",
+            ),
             **common,
         )
     return SegmindUnexpectedStatusError(
-        f"{where} answered with unexpected HTTP {status}{said}. "
-        + ("HTTP 405 means a wrong method or URL: check the connection's host." if status == 405 else ""),
+        sentences(
+            f"{where} answered with unexpected HTTP {status}{said}",
+            "HTTP 405 means a wrong method or URL: check the connection's host" if status == 405 else "",
+        ),
         **common,
     )
 
@@ -658,10 +864,42 @@ def parse_status(answer: HttpAnswer, request_id: str) -> JobStatusResponse:
 
 _CONTENT_BLOCK = re.compile(r"safety|nsfw|\brai\b|content polic|moderation|flagged|blocked", re.IGNORECASE)
 
+#: How a model says it refused its input. Segmind's own example of a FAILED job is "Prompt is
+#: Mandatory and must be string" (segmind-api.md, v2 status); the other phrasings are the common
+#: ones of input validators (pydantic, FastAPI, the models' own checks).
+_INVALID_INPUT = re.compile(
+    r"\bmandatory\b|\brequired\b|\bmissing\b|\bmust (?:be|have|contain|not)\b|\bshould be\b"
+    r"|\binvalid\b|\bnot (?:a )?valid\b|\bnot allowed\b|\bnot supported\b|\bunsupported\b"
+    r"|\bout of range\b|\bvalidation\b|\bunprocessable\b|\bcannot be (?:empty|blank|null)\b"
+    r"|\bexpected (?:a |an )?(?:string|str|integer|int|number|float|boolean|bool|list|array|object|dict)\b"
+    r"|\btoo (?:long|short|large|small|big|many)\b|\bexceeds?\b|\b(?:greater|less) than\b",
+    re.IGNORECASE,
+)
+#: Signs of a failure on Segmind's side, which a later run can survive: these win over
+#: :data:`_INVALID_INPUT` ("CUDA out of memory: tensor too large" is the GPU's problem, not the input's).
+_TRANSIENT_FAILURE = re.compile(
+    r"out of memory|\boom\b|\bcuda\b|\bgpu\b|timed? ?out|timeout|temporar|unavailable|overload|capacity"
+    r"|internal (?:server )?error|\bworker\b|crash|connection|network|\bretry\b|try again|rate limit|busy",
+    re.IGNORECASE,
+)
+
 
 def is_content_block(error: str | None) -> bool:
     """Whether a FAILED job's reason reads as a content-safety block (Segmind reports those as FAILED)."""
     return bool(error and _CONTENT_BLOCK.search(error))
+
+
+def is_invalid_input(error: str | None) -> bool:
+    """Whether a FAILED job's reason says the model refused its input, for any model.
+
+    Such a job fails the same way on every submit of the same body, and each submit is billed,
+    so it must not be retried. Models other than SD3 Large have no client-side validation, so
+    this is the only place their bad inputs are caught. A reason that also names a server-side
+    cause (GPU, memory, timeout, worker, ...) stays retryable: when in doubt, a retry is allowed.
+    """
+    if not error or _TRANSIENT_FAILURE.search(error):
+        return False
+    return bool(_INVALID_INPUT.search(error))
 
 
 def job_failed_error(
@@ -669,25 +907,40 @@ def job_failed_error(
 ) -> SegmindJobFailedError:
     """The error for a FAILED job, with the server's reason in the message.
 
-    A content-safety block becomes :class:`SegmindContentBlockedError`, which a task retry cannot fix.
+    A content-safety block becomes :class:`SegmindContentBlockedError` and a refused input
+    :class:`SegmindInvalidInputJobError`; a task retry cannot fix either.
     """
-    reason = error or "no reason given"
+    reason = _clause(error) or "no reason given"
+    common: dict[str, Any] = {
+        "error_text": error,
+        "request_id": request_id,
+        "status_code": 422,
+        "metrics": dict(metrics or {}),
+    }
     if is_content_block(error):
         return SegmindContentBlockedError(
-            f"Segmind job {request_id} FAILED: {reason}. The content-safety filter blocked it: change the "
-            "prompt or input image; retrying the same request would be billed and blocked again.",
-            error_text=error,
-            request_id=request_id,
-            status_code=422,
-            metrics=dict(metrics or {}),
+            sentences(
+                f"Segmind job {request_id} FAILED: {reason}",
+                "The content-safety filter blocked it: change the prompt or input image; retrying the same "
+                "request would be billed and blocked again",
+            ),
+            **common,
+        )
+    if is_invalid_input(error):
+        return SegmindInvalidInputJobError(
+            sentences(
+                f"Segmind job {request_id} FAILED: {reason}",
+                "The model refused its input: fix the task's parameters; retrying the same request would be "
+                "billed and fail again, so the task is not retried",
+            ),
+            **common,
         )
     return SegmindJobFailedError(
-        f"Segmind job {request_id} FAILED: {reason}. Check the prompt and parameters and run the task "
-        "again; a new submit is billed.",
-        error_text=error,
-        request_id=request_id,
-        status_code=422,
-        metrics=dict(metrics or {}),
+        sentences(
+            f"Segmind job {request_id} FAILED: {reason}",
+            "Check the prompt and parameters and run the task again; a new submit is billed",
+        ),
+        **common,
     )
 
 
@@ -735,11 +988,41 @@ def _base64_image(body: Mapping[str, Any]) -> str | None:
     return None
 
 
-def parse_result(answer: HttpAnswer, request_id: str) -> JobResult:
-    """Parse a v2 result. A FAILED body raises :class:`SegmindJobFailedError` with the reason.
+def parse_int(value: Any) -> int | None:
+    """An integer from an int or a numeric string ("42", " 42 ", "42.0"); anything else is ``None``.
 
-    A result whose status is not COMPLETED yet is returned as is (status QUEUED/PROCESSING) so
-    callers that fetch early can tell; the hook's callers only fetch after COMPLETED.
+    Results' ``seed`` and ``images[].file_size`` may arrive as strings (segmind-api.md,
+    "Added 2026-11-30"): parse them rather than drop them.
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    number = _as_float(value) if isinstance(value, (str, float)) else None
+    if number is None or not number.is_integer():
+        return None
+    return int(number)
+
+
+def _image_fields(image: Mapping[str, Any]) -> dict[str, Any]:
+    """One ``images[]`` entry with ``seed`` / ``file_size`` as integers where they are numeric strings."""
+    out = dict(image)
+    for name in ("seed", "file_size"):
+        if name in out and out[name] is not None:
+            parsed = parse_int(out[name])
+            if parsed is not None:
+                out[name] = parsed
+    return out
+
+
+def parse_result(answer: HttpAnswer, request_id: str) -> JobResult:
+    """Parse a v2 result. A FAILED body raises the job-failed error with the reason.
+
+    The result's own ``status`` is checked: a result fetched after the status said COMPLETED may
+    still say QUEUED/PROCESSING (a lagging replica), and must not become a COMPLETED summary with
+    no output. That raises :class:`SegmindResultNotReadyError`, which is transient: every caller
+    (trigger, sensor, blocking loop, re-attach) fetches the result again after a wait, bounded
+    like any transient error. A body without ``status`` counts as COMPLETED (older answers).
     """
     parsed = _loads(answer)
     failed = _failed_body(answer, parsed)
@@ -748,16 +1031,29 @@ def parse_result(answer: HttpAnswer, request_id: str) -> JobResult:
     if not 200 <= answer.status < 300:
         raise classify_error(answer, Endpoint.RESULT, request_id=request_id)
     body = _json_object(answer, Endpoint.RESULT, parsed)
+    status = _parse_status_value(body.get("status", "COMPLETED"), answer, Endpoint.RESULT)
+    if status is not SegmindJobStatus.COMPLETED:
+        raise SegmindResultNotReadyError(
+            sentences(
+                f"Segmind v2 result for request {request_id} still says {status.value} although its status "
+                "said COMPLETED",
+                "The result is fetched again after a wait; the job is not submitted again",
+            ),
+            status_code=answer.status,
+            request_id=request_id,
+        )
     raw_images = body.get("images")
-    images = tuple(dict(i) for i in raw_images if isinstance(i, dict)) if isinstance(raw_images, list) else ()
-    seed = body.get("seed")
+    images = tuple(_image_fields(i) for i in raw_images if isinstance(i, dict)) if isinstance(raw_images, list) else ()
+    seed = parse_int(body.get("seed"))
+    if seed is None and images:
+        seed = next((i["seed"] for i in images if isinstance(i.get("seed"), int)), None)
     return JobResult(
         request_id=request_id,
-        status=_parse_status_value(body.get("status", "COMPLETED"), answer, Endpoint.RESULT),
+        status=status,
         output=body.get("output"),
         output_urls=_output_urls(body.get("output"), images),
         images=images,
-        seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
+        seed=seed,
         metrics=_metrics(body),
         base64_image=_base64_image(body),
         raw=body,
@@ -778,30 +1074,77 @@ def parse_run_sync(answer: HttpAnswer) -> SyncRunResponse:
     return SyncRunResponse(content=answer.body, content_type=answer.content_type, headers=kept)
 
 
-def parse_credits(answer: HttpAnswer) -> float:
-    """Parse ``GET /v1/get-user-credits`` into the remaining credits.
+@dataclass(frozen=True)
+class CreditBalance:
+    """An account's balance: paid ``credits`` and ``free_credits``, both spendable.
 
-    The body's shape is not documented; accept a bare number or the first numeric value under
-    the keys accounts APIs use (``credits``, ``remaining_credits``, ``balance``), also nested
-    one level under ``data``.
+    ``{"credits": 0.0, "free-credits": 0.018}`` (segmind-api.md, "Added 2026-11-30"): an account
+    with only free credits can still run jobs, so guards compare :attr:`total`. ``note`` carries
+    the server's text when it answered without a balance (404 "No credits found for the user").
     """
+
+    credits: float
+    free_credits: float = 0.0
+    note: str | None = None
+
+    @property
+    def total(self) -> float:
+        return self.credits + self.free_credits
+
+    def describe(self) -> str:
+        """E.g. ``0.018 credits (0 paid + 0.018 free)``, for logs and the connection test."""
+        text = f"{self.total:g} credits ({self.credits:g} paid + {self.free_credits:g} free)"
+        return f"{text}; Segmind says: {self.note}" if self.note else text
+
+
+_PAID_KEYS: Final = ("credits", "remaining_credits", "balance", "credit_balance")
+_FREE_KEYS: Final = ("free-credits", "free_credits", "freeCredits")
+
+
+def _first_number(scopes: Iterable[Mapping[str, Any]], keys: Iterable[str]) -> float | None:
+    for scope in scopes:
+        for key in keys:
+            value = scope.get(key)
+            number = _as_float(value) if not isinstance(value, bool) else None
+            if number is not None:
+                return number
+    return None
+
+
+def parse_credit_balance(answer: HttpAnswer) -> CreditBalance:
+    """Parse ``GET /v1/get-user-credits`` into paid and free credits.
+
+    Documented shape: ``{"credits": 0.0, "free-credits": 0.018}`` (segmind-api.md, "Added
+    2026-11-30"). Tolerated too: a bare number, other balance key names, nesting under ``data``,
+    and no free-credit key (0 free). A 404 whose text says the user has no credits ("No credits
+    found for the user", same source) is an account with a zero balance, not a wrong model or URL.
+    """
+    if answer.status == 404:
+        text = _error_text(answer)
+        if text and _NO_CREDITS_RECORD.search(text):
+            return CreditBalance(0.0, 0.0, note=_clause(text))
     if not 200 <= answer.status < 300:
         raise classify_error(answer, Endpoint.CREDITS)
     body = answer.json()
-    candidates = [body]
-    if isinstance(body, dict):
+    if not isinstance(body, dict):
+        number = _as_float(body) if not isinstance(body, bool) else None
+        if number is not None:
+            return CreditBalance(number)
+    else:
         nested = body.get("data")
         scopes = [body, nested] if isinstance(nested, dict) else [body]
-        candidates = [
-            scope.get(key) for scope in scopes for key in ("credits", "remaining_credits", "balance", "credit_balance")
-        ]
-    for value in candidates:
-        number = _as_float(value) if not isinstance(value, bool) else None
-        if number is not None:
-            return number
+        paid = _first_number(scopes, _PAID_KEYS)
+        free = _first_number(scopes, _FREE_KEYS)
+        if paid is not None or free is not None:
+            return CreditBalance(paid or 0.0, free or 0.0)
     raise SegmindInvalidResponseError(
         f"Segmind's credits answer has no credit balance in it: {_snippet(answer.body)!r}", status_code=answer.status
     )
+
+
+def parse_credits(answer: HttpAnswer) -> float:
+    """The spendable balance (paid + free credits) of a credits answer; see :func:`parse_credit_balance`."""
+    return parse_credit_balance(answer).total
 
 
 # --------------------------------------------------------------------------------------------
@@ -872,12 +1215,12 @@ def transport_error(kind: str, *, request_sent: bool, url: str, detail: str) -> 
     where = urlsplit(url)
     target = f"{where.scheme}://{where.netloc}{where.path}"
     advice = (
-        "Segmind may not have received it; it is retried."
+        "Segmind may not have received it; it is retried"
         if not request_sent
-        else "The request may have reached Segmind: reads are retried, a submit is not (it would bill twice)."
+        else "The request may have reached Segmind: reads are retried, a submit is not (it would bill twice)"
     )
-    message = f"{kind} calling {target}: {redact(detail)[:MAX_ERROR_TEXT]}. {advice}"
-    return SegmindTransportError(message, request_sent=request_sent)
+    summary = sentences(f"{kind} calling {target}: {_clause(redact(detail)[:MAX_ERROR_TEXT])}")
+    return SegmindTransportError(sentences(summary, advice), request_sent=request_sent, summary=summary)
 
 
 # --------------------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ def answer(status: int, body: object = None, headers: dict[str, str] | None = No
         ({"prompt": "ok", "mode": "image-to-image", "image": "https://x/y.png"}, "strength", "0 to 1"),
         ({"prompt": "ok", "mode": "image-to-image", "image": "https://x/y.png", "strength": 1.5}, "strength", "0 to 1"),
         ({"prompt": "ok", "strength": 0.5}, "strength", "image-to-image"),
-        ({"prompt": "ok", "seed": -1}, "seed", "4294967294"),
+        ({"prompt": "ok", "seed": -2}, "seed", "4294967294"),
         ({"prompt": "ok", "seed": 4_294_967_295}, "seed", "4294967294"),
         ({"prompt": "ok", "seed": True}, "seed", "4294967294"),
         ({"prompt": "ok", "base64": "yes"}, "base64", "true or false"),
@@ -47,7 +47,7 @@ def answer(status: int, body: object = None, headers: dict[str, str] | None = No
 )
 def test_sd3_validation_names_field_and_allowed_values(params, field, allowed_fragment):
     with pytest.raises(exc.SegmindInvalidParametersError) as info:
-        p.validate_params(p.SD3_LARGE_MODEL, params)
+        p.validate_params(p.SD3_LARGE_MODEL, params, strict=True)
     err = info.value
     assert err.field == field
     assert field in str(err)
@@ -220,7 +220,7 @@ def test_long_text_output_is_not_mistaken_for_an_image():
         (404, p.Endpoint.STATUS, exc.SegmindRequestNotFoundError, "1 hour retention"),
         (404, p.Endpoint.RESULT, exc.SegmindRequestNotFoundError, "1 hour retention"),
         (410, p.Endpoint.SUBMIT, exc.SegmindModelRetiredError, "retired"),
-        (406, p.Endpoint.SUBMIT, exc.SegmindInsufficientCreditsError, "Top up"),
+        (406, p.Endpoint.SUBMIT, exc.SegmindInsufficientCreditsError, "insufficient credits"),
         (400, p.Endpoint.SUBMIT, exc.SegmindInvalidParametersError, "parameters"),
         (422, p.Endpoint.RUN_SYNC, exc.SegmindInvalidParametersError, "parameters"),
         (429, p.Endpoint.STATUS, exc.SegmindRateLimitError, "pool"),
@@ -389,3 +389,316 @@ def test_status_parsed_once_still_tells_failed_and_not_json_apart() -> None:
         parse_status(HttpAnswer(200, {"content-type": "text/html"}, b"<html>"), "r1")
     with pytest.raises(SegmindInvalidResponseError, match="not an object"):
         parse_status(HttpAnswer(200, {}, b"null"), "r1")
+
+
+# ------------------------------------------------------------------ issue 12: answers as they really are
+
+
+def test_sd3_validation_reports_every_bad_field_in_one_error():
+    """strength=2 with no image used to name only 'image'; now every bad field, each with its allowed values."""
+    params = {"prompt": " ", "mode": "image-to-image", "strength": 2, "aspect_ratio": "4:3", "seed": "x"}
+    with pytest.raises(exc.SegmindInvalidParametersError) as info:
+        p.validate_params(p.SD3_LARGE_MODEL, params)
+    err = info.value
+    named = [problem[0] for problem in err.problems]
+    assert sorted(named) == ["aspect_ratio", "image", "prompt", "seed", "strength"]
+    text = str(err)
+    for name, allowed in [
+        ("image", "an image URL or base64 string"),
+        ("strength", "a number from 0 to 1"),
+        ("aspect_ratio", "'16:9'"),
+        ("prompt", "non-blank string"),
+        ("seed", "-1 for random"),
+    ]:
+        assert repr(name) in text
+        assert allowed in text
+    assert "5 invalid parameters" in text
+    assert ".." not in text
+
+
+def test_sd3_accepts_seed_minus_one_and_warns_on_unknown_fields_unless_strict():
+    """seed=-1 is Segmind's 'random' (segmind-api.md, Added 2026-11-30); unknown fields warn, strict refuses."""
+    warnings: list[str] = []
+    out = p.validate_params(p.SD3_LARGE_MODEL, {"prompt": "a fox", "seed": -1, "style": "vivid"}, warn=warnings.append)
+    assert out["seed"] == -1
+    assert out["style"] == "vivid"
+    assert len(warnings) == 1
+    assert "'style'" in warnings[0]
+    assert "strict" in warnings[0]
+    with pytest.raises(exc.SegmindInvalidParametersError) as info:
+        p.validate_params(p.SD3_LARGE_MODEL, {"prompt": "a fox", "style": "vivid", "mode": "x"}, strict=True)
+    assert [problem[0] for problem in info.value.problems] == ["style", "mode"]
+    # A known field with a bad value is refused even without strict mode.
+    with pytest.raises(exc.SegmindInvalidParametersError, match="output_format"):
+        p.validate_params(
+            p.SD3_LARGE_MODEL, {"prompt": "a fox", "output_format": "webp", "style": 1}, warn=warnings.append
+        )
+
+
+@pytest.mark.parametrize(
+    "model",
+    ["a/../../v1/get-user-credits", "..", "./flux", "flux/.", "a/%2e%2e/v1/x", "a/.%2E/x", "a/%2e/x", "a//b"],
+)
+def test_model_slug_refuses_dot_segments_and_encoded_variants(model):
+    with pytest.raises(exc.SegmindInvalidParametersError) as info:
+        p.submit_url(BASE, model)
+    assert info.value.field == "model"
+    with pytest.raises(exc.SegmindInvalidParametersError):
+        p.validate_params(model, {"prompt": "x"})
+
+
+def test_model_slug_keeps_dots_inside_names():
+    assert p.submit_url(BASE, "sdxl1.0-txt2img") == f"{BASE}/v2/sdxl1.0-txt2img"
+    assert p.run_sync_url(BASE, "org/model.v2") == f"{BASE}/v1/org/model.v2"
+
+
+@pytest.mark.parametrize("request_id", ["..", ".", "...", "%2e%2e", "a/b", ""])
+def test_request_id_refuses_dot_only_and_encoded(request_id):
+    with pytest.raises(exc.SegmindInvalidParametersError):
+        p.status_url(BASE, request_id)
+    with pytest.raises(exc.SegmindInvalidParametersError):
+        p.result_url(BASE, request_id)
+
+
+def test_request_id_with_inner_dots_is_fine():
+    assert p.status_url(BASE, "a.b..c") == f"{BASE}/v2/requests/a.b..c/status"
+
+
+def test_advertised_urls_with_dot_segments_are_not_followed():
+    body = {
+        "request_id": "r1",
+        "status": "QUEUED",
+        "status_url": "https://api.segmind.com/v2/requests/r1/../../../v1/get-user-credits",
+        "response_url": "https://api.segmind.com/v2/requests/%2e%2e/x",
+    }
+    sub = p.parse_submit(answer(200, body), BASE)
+    assert sub.status_url == p.status_url(BASE, "r1")
+    assert sub.response_url == p.result_url(BASE, "r1")
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["http://api.segmind.com", "http://10.0.0.5:8787", "http://segmind.internal", "http://[fe80::1]:80"],
+)
+def test_plain_http_to_a_non_loopback_host_is_refused_unless_opted_in(host):
+    with pytest.raises(ValueError, match="allow_insecure_http"):
+        p.normalize_base_url(host)
+    assert p.normalize_base_url(host, allow_insecure_http=True).startswith("http://")
+
+
+@pytest.mark.parametrize(
+    "host", ["http://127.0.0.1:8787", "http://localhost:9", "http://[::1]:8787", "http://127.3.2.1"]
+)
+def test_plain_http_to_loopback_stays_allowed(host):
+    assert p.normalize_base_url(host).startswith("http://")
+
+
+def test_plain_http_schema_field_to_a_remote_host_is_refused():
+    with pytest.raises(ValueError, match="clear text"):
+        p.normalize_base_url("api.segmind.com", schema="http")
+
+
+def test_credits_reads_free_credits_in_the_documented_shape():
+    """segmind-api.md, Added 2026-11-30: {"credits": 0.0, "free-credits": 0.0184921035}; both spendable."""
+    balance = p.parse_credit_balance(answer(200, {"credits": 0.0, "free-credits": 0.0184921035}))
+    assert (balance.credits, balance.free_credits) == (0.0, 0.0184921035)
+    assert balance.total == pytest.approx(0.0184921035)
+    assert "0 paid" in balance.describe()
+    assert "0.0184921 free" in balance.describe()
+    assert p.parse_credits(answer(200, {"credits": "1.5", "free-credits": "0.5"})) == 2.0
+    # Older/other shapes still load, with no free credits.
+    assert p.parse_credit_balance(answer(200, {"credits": 3})).free_credits == 0.0
+    assert p.parse_credit_balance(answer(200, {"free_credits": 2})).total == 2.0
+
+
+def test_credits_404_no_credits_record_is_a_zero_balance_not_a_missing_model():
+    balance = p.parse_credit_balance(answer(404, {"error": "No credits found for the user"}))
+    assert balance.total == 0.0
+    assert balance.note == "No credits found for the user"
+    # Any other 404 there is a wrong host, and says so (not "check the model slug").
+    with pytest.raises(exc.SegmindNotFoundError) as info:
+        p.parse_credit_balance(answer(404, {"error": "Not Found"}))
+    assert not isinstance(info.value, exc.SegmindModelNotFoundError)
+    assert "host" in str(info.value)
+    assert "slug" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "advice"),
+    [
+        ("Insufficient credits. Please add credits to your Segmind account to continue.", "Top up"),
+        ("Invalid content type", "Content-Type"),
+        ("Team spend limit exceeded.", "spend limit"),
+        ("Parameter 'steps' is not allowed for this model", "refused before the run"),
+    ],
+)
+def test_406_names_its_real_causes(text, advice):
+    err = p.classify_error(answer(406, {"error": text}), p.Endpoint.SUBMIT)
+    assert isinstance(err, exc.SegmindInsufficientCreditsError)
+    message = str(err)
+    assert advice in message
+    assert text.rstrip(".") in message
+    assert ".." not in message
+    if "credit" not in text.lower():
+        assert "Top up" not in message
+
+
+def test_406_plain_text_body():
+    raw = p.HttpAnswer(406, {"content-type": "text/plain"}, b"Invalid content type")
+    assert "Content-Type" in str(p.classify_error(raw, p.Endpoint.SUBMIT))
+
+
+def test_410_says_retired_and_points_at_the_catalogue():
+    err = p.classify_error(answer(410, {"error": "The model 'old-model' has been retired."}), p.Endpoint.SUBMIT)
+    assert isinstance(err, exc.SegmindModelRetiredError)
+    assert "retired" in str(err)
+    assert "https://www.segmind.com/models" in str(err)
+    assert ".." not in str(err)
+
+
+def test_result_images_seed_and_file_size_may_be_strings():
+    body = {
+        "status": "COMPLETED",
+        "output": "https://images.segmind.com/g/x.jpeg",
+        "seed": "123",
+        "images": [
+            {
+                "url": "https://images.segmind.com/g/x.jpeg",
+                "file_size": "2048",
+                "seed": "123",
+                "content_type": "image/jpeg",
+            },
+            {"url": "https://images.segmind.com/g/y.jpeg", "file_size": "n/a", "seed": 7},
+        ],
+    }
+    result = p.parse_result(answer(200, body), "r1")
+    assert result.seed == 123
+    assert result.images[0]["file_size"] == 2048
+    assert result.images[0]["seed"] == 123
+    assert result.images[1]["file_size"] == "n/a"  # not numeric: kept as sent, not invented
+    assert p.parse_int("42.0") == 42
+    assert p.parse_int(" 5 ") == 5
+    assert p.parse_int(True) is None
+    # The seed may be only in images[].
+    only_images = {**body, "seed": None}
+    assert p.parse_result(answer(200, only_images), "r1").seed == 123
+
+
+@pytest.mark.parametrize("status", ["PROCESSING", "QUEUED", "processing"])
+def test_result_that_is_not_completed_yet_is_a_transient_error(status):
+    """Was: a COMPLETED summary with output_url None. Now a typed transient error every path retries."""
+    with pytest.raises(exc.SegmindResultNotReadyError) as info:
+        p.parse_result(answer(200, {"status": status, "request_id": "r1", "metrics": {}}), "r1")
+    err = info.value
+    assert err.transient
+    assert err.task_retry_helps
+    assert p.RetryPolicy().is_retryable(err, idempotent=True)
+    assert status.upper() in str(err)
+
+
+def test_result_failed_body_is_the_job_failed_error():
+    body = {"status": "FAILED", "error": "CUDA error: device-side assert", "metrics": {}}
+    with pytest.raises(exc.SegmindJobFailedError):
+        p.parse_result(answer(422, body), "r1")
+    with pytest.raises(exc.SegmindJobFailedError):
+        p.parse_result(answer(200, body), "r1")
+
+
+@pytest.mark.parametrize(
+    "reason",
+    [
+        "Prompt is Mandatory and must be string",  # segmind-api.md, v2 status FAILED example
+        "Invalid image URL provided",
+        "num_inference_steps must be between 1 and 50",
+        "'image' is a required property",
+        "Field required: prompt",
+        "Input should be a valid integer, unable to parse string as an integer",
+        "width must be a multiple of 8.",
+        "Unsupported aspect ratio '4:3'",
+        "Prompt is too long: 12000 characters exceeds the limit of 10000",
+        "value is not a valid enumeration member; permitted: 'jpeg', 'png'",
+    ],
+)
+def test_failed_for_invalid_input_is_not_retryable(reason):
+    assert p.is_invalid_input(reason)
+    err = p.job_failed_error("r1", reason)
+    assert isinstance(err, exc.SegmindInvalidInputJobError)
+    assert err.task_retry_helps is False
+    assert reason.rstrip(".") in str(err)
+    assert ".." not in str(err)
+
+
+@pytest.mark.parametrize(
+    "reason",
+    [
+        "CUDA out of memory. Tried to allocate 2.00 GiB",
+        "GPU worker crashed",
+        "Inference timed out after 300 s",
+        "Request timeout",
+        "Internal server error",
+        "Model failed to load: connection reset by peer",
+        "Service temporarily unavailable, please try again",
+        "Out of memory: input too large for the GPU",
+        None,
+        "",
+        "Something went wrong",
+    ],
+)
+def test_failed_for_server_side_reasons_stays_retryable(reason):
+    assert not p.is_invalid_input(reason)
+    err = p.job_failed_error("r1", reason)
+    assert type(err) is exc.SegmindJobFailedError
+    assert err.task_retry_helps is True
+
+
+def test_content_block_still_wins():
+    assert isinstance(
+        p.job_failed_error("r1", "Blocked by the safety filter: invalid content"), exc.SegmindContentBlockedError
+    )
+
+
+_SERVER_TEXTS = [
+    "Unauthorized. API key is invalid or may have expired. Check the key in your Segmind console.",
+    "Insufficient credits. Please add credits to your Segmind account to continue.",
+    "Something failed.",
+    "no full stop",
+    None,
+]
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 405, 406, 410, 418, 422, 429, 500, 502, 504])
+@pytest.mark.parametrize("endpoint", list(p.Endpoint))
+@pytest.mark.parametrize("text", _SERVER_TEXTS)
+def test_no_error_message_has_a_doubled_full_stop(status, endpoint, text):
+    """'console.. The API key', 'continue.. Top up': server texts ending in '.' joined with '. '."""
+    body = {"error": text} if text is not None else {}
+    err = p.classify_error(
+        answer(status, body), endpoint, request_id="r1" if endpoint in (p.Endpoint.STATUS, p.Endpoint.RESULT) else None
+    )
+    assert ".." not in str(err), str(err)
+    assert str(err).endswith(".")
+
+
+@pytest.mark.parametrize("text", _SERVER_TEXTS)
+def test_no_job_or_transport_message_has_a_doubled_full_stop(text):
+    for err in (
+        p.job_failed_error("r1", text),
+        p.job_failed_error("r1", f"{text or ''} NSFW content blocked."),
+        p.job_failed_error("r1", f"{text or ''} prompt is required."),
+        p.transport_error("Read timeout", request_sent=True, url=BASE + "/v2/x", detail=text or "x."),
+        p.transport_error("Could not connect", request_sent=False, url=BASE + "/v2/x", detail=text or "x."),
+    ):
+        assert ".." not in str(err), str(err)
+    with pytest.raises(exc.SegmindInvalidParametersError) as info:
+        p.validate_params(p.SD3_LARGE_MODEL, {"prompt": text or " "} if text is None else {"prompt": 1})
+    assert ".." not in str(info.value)
+
+
+def test_401_does_not_say_the_same_thing_twice():
+    said = p.classify_error(
+        answer(401, {"error": "Unauthorized. API key is invalid or may have expired."}), p.Endpoint.CREDITS
+    )
+    assert str(said).count("expired") == 1
+    assert "password (API Key) field" in str(said)
+    silent = p.classify_error(answer(401, {}), p.Endpoint.CREDITS)
+    assert "missing, wrong or expired" in str(silent)

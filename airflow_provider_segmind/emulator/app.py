@@ -60,6 +60,7 @@ _BLOB_CHUNK: Final = memoryview(bytes(range(256)) * 1024)
 
 MISSING_KEY: Final = "Missing Authorization or x-api-key in header"
 INVALID_KEY: Final = "Unauthorized. API key is invalid or may have expired. Check the key in your Segmind console."
+NO_CREDITS_RECORD: Final = "No credits found for the user"
 NO_CREDITS: Final = "Insufficient credits. Please add credits to your Segmind account to continue."
 MODEL_NOT_FOUND: Final = "Model not found"
 #: Slugs that are really other endpoints: POSTing to them is a wrong method, as on the real gateway.
@@ -165,7 +166,9 @@ class SegmindApi:
     async def _early_fault(self, request: web.Request, endpoint: str, fault: Fault) -> web.StreamResponse | None:
         """Faults that replace the answer before anything happens (nothing created or billed)."""
         name = fault.name
-        after = {"bad_json", "reset_after"} | ({"504", "slow"} if endpoint in ("submit", "v1") else set())
+        after = {"bad_json", "reset_after", "stale_result"} | (
+            {"504", "slow"} if endpoint in ("submit", "v1") else set()
+        )
         if name in after:
             return None
         self.state.stats.faults[name] += 1
@@ -186,6 +189,9 @@ class SegmindApi:
             )
         if name == "html502":
             return html_error(502, "Bad Gateway")
+        if name == "no_credits_record":
+            # segmind-api.md, "Added 2026-11-30": the credits endpoint of an account without a record.
+            return json_error(404, NO_CREDITS_RECORD)
         if name == "wrong_type":
             return web.Response(
                 text="<html><body><h1>Service Unavailable</h1><p>Please retry.</p></body></html>",
@@ -207,6 +213,8 @@ class SegmindApi:
             return _truncated_json(response)
         if fault.name == "504":
             return json_error(504, "Gateway Timeout (emulated)")
+        if fault.name == "stale_result":
+            return await self._stale_result(request, response)
         await asyncio.sleep(self._slow_seconds(fault))
         return response
 
@@ -414,6 +422,14 @@ class SegmindApi:
             return web.json_response(self._pending_body(request, job, status))
         return web.json_response(await self._completed_body(request, job, job.image))
 
+    async def _stale_result(self, request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
+        """The ``stale_result`` fault: a COMPLETED job's result answered as still PROCESSING (a lagging
+        replica), the case a client must not turn into a COMPLETED summary without output."""
+        job = self.state.live_job(request.match_info["request_id"])
+        if job is None or response.status != 200:
+            return response
+        return web.json_response(self._pending_body(request, job, "PROCESSING"))
+
     async def _completed_body(self, request: web.Request, job: Job, spec: ImageSpec) -> dict[str, Any]:
         body: dict[str, Any] = {
             "status": "COMPLETED",
@@ -508,7 +524,9 @@ class SegmindApi:
         return await self._serve(request, "credits", self._credits)
 
     async def _credits(self, request: web.Request, label: str, fault: Fault | None) -> web.StreamResponse:
-        return web.json_response({"credits": self.state.ledger.balance(label)})
+        # The documented shape: paid and free credits (segmind-api.md, "Added 2026-11-30").
+        ledger = self.state.ledger
+        return web.json_response({"credits": ledger.balance(label), "free-credits": ledger.free_balance(label)})
 
     # ---- media (public, like images.segmind.com: never needs the key) ------------------------
 

@@ -26,6 +26,10 @@ DEFAULT_FAULT_ENDPOINTS: Final = frozenset({"submit", "v1", "status", "result"})
 #: Faults that replace or spoil one HTTP answer.
 REQUEST_FAULTS: Final = frozenset(
     {"429", "500", "502", "504", "html502", "bad_json", "reset_before", "reset_after", "slow", "truncate", "wrong_type"}
+    # Real answers rather than breakage, scripted to test the client's reading of them:
+    # ``stale_result``: a v2 result that still says PROCESSING after the status said COMPLETED;
+    # ``no_credits_record``: the credits endpoint's 404 "No credits found for the user".
+    | {"stale_result", "no_credits_record"}
 )
 #: Faults that decide a job's fate at submit time (the submit itself succeeds).
 JOB_FAULTS: Final = frozenset({"failed_job", "content_safety"})
@@ -55,6 +59,8 @@ class EmulatorConfig:
     result_ttl: float = 3600.0
     #: Starting balance of every key.
     credits: float = 100.0
+    #: Starting free credits of every key, reported as ``free-credits`` and spent first.
+    free_credits: float = 0.0
     #: Credits billed per accepted v1 run or v2 submit.
     cost: float = 0.04
     #: Requests per ``rate_limit_window`` seconds per key; ``None`` means unlimited.
@@ -97,7 +103,15 @@ class EmulatorConfig:
             raise ValueError("EmulatorConfig.api_keys needs at least one key")
         for name in ("queue_time", "inference_time"):
             _check_duration(name, getattr(self, name))
-        for name in ("result_ttl", "credits", "cost", "slow_seconds", "fault_retry_after", "rate_limit_window"):
+        for name in (
+            "result_ttl",
+            "credits",
+            "free_credits",
+            "cost",
+            "slow_seconds",
+            "fault_retry_after",
+            "rate_limit_window",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"EmulatorConfig.{name} must not be negative")
         if self.rate_limit is not None and self.rate_limit < 1:

@@ -21,8 +21,8 @@ APPLICABLE: Final[Mapping[str, frozenset[str]]] = {
     "submit": _COMMON | {"bad_json", "reset_after", "none"} | JOB_FAULTS,
     "v1": _COMMON | {"bad_json", "reset_after", "none"} | JOB_FAULTS,
     "status": _COMMON | {"bad_json", "reset_after", "none"},
-    "result": _COMMON | {"bad_json", "reset_after", "none"},
-    "credits": _COMMON | {"bad_json", "reset_after", "none"},
+    "result": _COMMON | {"bad_json", "reset_after", "none", "stale_result"},
+    "credits": _COMMON | {"bad_json", "reset_after", "none", "no_credits_record"},
     "media": _COMMON | {"truncate", "wrong_type", "none"},
 }
 

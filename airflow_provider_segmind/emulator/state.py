@@ -117,21 +117,32 @@ class Job:
 
 
 class Ledger:
-    """Credit balance per key label."""
+    """Paid and free credit balances per key label.
 
-    def __init__(self, labels: list[str], credits: float) -> None:
+    Segmind's credits endpoint reports both, and both are spendable (segmind-api.md, "Added
+    2026-11-30"). Which one a run draws first is not documented; the emulator spends free credits
+    first [inf], so an account with only free credits can run until they are gone.
+    """
+
+    def __init__(self, labels: list[str], credits: float, free_credits: float = 0.0) -> None:
         self.balances: dict[str, float] = dict.fromkeys(labels, credits)
+        self.free: dict[str, float] = dict.fromkeys(labels, free_credits)
 
     def balance(self, label: str) -> float:
         return self.balances.get(label, 0.0)
 
+    def free_balance(self, label: str) -> float:
+        return self.free.get(label, 0.0)
+
     def charge(self, label: str, cost: float) -> float | None:
-        """Deduct ``cost``; return the new balance, or ``None`` (nothing deducted) if it is too low."""
-        balance = self.balances.get(label, 0.0)
-        if balance + 1e-9 < cost:
+        """Deduct ``cost`` (free credits first); return the new total, or ``None`` (nothing deducted) if too low."""
+        paid, free = self.balances.get(label, 0.0), self.free.get(label, 0.0)
+        if paid + free + 1e-9 < cost:
             return None
-        self.balances[label] = round(balance - cost, 6)
-        return self.balances[label]
+        from_free = min(free, cost)
+        self.free[label] = round(free - from_free, 6)
+        self.balances[label] = round(paid - (cost - from_free), 6)
+        return round(self.balances[label] + self.free[label], 6)
 
     def refund(self, label: str, cost: float) -> None:
         self.balances[label] = round(self.balances.get(label, 0.0) + cost, 6)
@@ -286,7 +297,7 @@ class EmulatorState:
         self._key_labels = {key: key_label(key) for key in self.config.api_keys}
         self.jobs: dict[str, Job] = {}
         self._job_order: deque[str] = deque()
-        self.ledger = Ledger(list(self._key_labels.values()), self.config.credits)
+        self.ledger = Ledger(list(self._key_labels.values()), self.config.credits, self.config.free_credits)
         self.limiter = RateLimiter()
         self.stats = Stats()
         self.requests: deque[dict[str, Any]] = deque(maxlen=self.config.request_log_size)
@@ -301,9 +312,13 @@ class EmulatorState:
             self._key_labels = {key: key_label(key) for key in self.config.api_keys}
             for label in self._key_labels.values():
                 self.ledger.balances.setdefault(label, self.config.credits)
+                self.ledger.free.setdefault(label, self.config.free_credits)
         if "credits" in changes:
             for label in self.ledger.balances:
                 self.ledger.balances[label] = self.config.credits
+        if "free_credits" in changes:
+            for label in self.ledger.balances:
+                self.ledger.free[label] = self.config.free_credits
         if "seed" in changes:
             self.faults.reseed(self.config.seed)
             self.timing_rng = self._timing_rng(self.config.seed)
@@ -371,6 +386,7 @@ class EmulatorState:
         snapshot = self.stats.snapshot()
         snapshot["jobs"] = self.job_counts()
         snapshot["credits"] = dict(self.ledger.balances)
+        snapshot["free_credits"] = dict(self.ledger.free)
         snapshot["scripted_pending"] = self.faults.pending()
         return snapshot
 

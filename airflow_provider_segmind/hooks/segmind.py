@@ -38,6 +38,7 @@ from airflow_provider_segmind.exceptions import (
     SegmindError,
     SegmindForbiddenError,
     SegmindInsufficientCreditsError,
+    SegmindInvalidInputJobError,
     SegmindInvalidParametersError,
     SegmindInvalidResponseError,
     SegmindJobFailedError,
@@ -46,12 +47,14 @@ from airflow_provider_segmind.exceptions import (
     SegmindNotFoundError,
     SegmindRateLimitError,
     SegmindRequestNotFoundError,
+    SegmindResultNotReadyError,
     SegmindServerError,
     SegmindTransportError,
     SegmindUnexpectedStatusError,
 )
 from airflow_provider_segmind.get_provider_info import EXTRA_FIELDS, UI_FIELD_BEHAVIOUR
 from airflow_provider_segmind.protocol import (
+    CreditBalance,
     Endpoint,
     HttpAnswer,
     JobResult,
@@ -64,7 +67,7 @@ from airflow_provider_segmind.protocol import (
     credits_url,
     lower_headers,
     normalize_base_url,
-    parse_credits,
+    parse_credit_balance,
     parse_result,
     parse_run_sync,
     parse_status,
@@ -73,6 +76,7 @@ from airflow_provider_segmind.protocol import (
     result_url,
     run_sync_url,
     same_origin,
+    sentences,
     status_url,
     submit_url,
     transport_error,
@@ -93,6 +97,7 @@ __all__ = [
     "SegmindForbiddenError",
     "SegmindHook",
     "SegmindInsufficientCreditsError",
+    "SegmindInvalidInputJobError",
     "SegmindInvalidParametersError",
     "SegmindInvalidResponseError",
     "SegmindJobFailedError",
@@ -102,6 +107,7 @@ __all__ = [
     "SegmindNotFoundError",
     "SegmindRateLimitError",
     "SegmindRequestNotFoundError",
+    "SegmindResultNotReadyError",
     "SegmindServerError",
     "SegmindTransportError",
     "SegmindUnexpectedStatusError",
@@ -147,7 +153,12 @@ class SegmindConnectionSettings:
                 '"password": "SG_..."}\'.'
             )
         try:
-            base_url = normalize_base_url(conn.host, schema=conn.schema or None, port=conn.port)
+            base_url = normalize_base_url(
+                conn.host,
+                schema=conn.schema or None,
+                port=conn.port,
+                allow_insecure_http=_flag(extras, "allow_insecure_http"),
+            )
             return cls(
                 base_url=base_url,
                 api_key=api_key,
@@ -160,7 +171,8 @@ class SegmindConnectionSettings:
             raise SegmindInvalidParametersError(
                 f"The Segmind connection {conn.conn_id!r} is misconfigured: {redact(str(err), [api_key])}",
                 field="connection",
-                allowed="host: an http(s) URL; extras connect_timeout/read_timeout/run_sync_timeout: "
+                allowed="host: an https URL (http only for loopback, or with extra allow_insecure_http=true); "
+                "extras connect_timeout/read_timeout/run_sync_timeout: "
                 "positive numbers; max_retries: an integer >= 0; retry_backoff: seconds",
             ) from None
 
@@ -175,6 +187,14 @@ def _plain_settings(conn: Connection) -> SegmindConnectionSettings | None:
         return SegmindConnectionSettings.from_connection(conn)
     except SegmindError:
         return None
+
+
+def _flag(extras: Mapping[str, Any], name: str) -> bool:
+    """A boolean extra given as JSON ``true`` or a string (``"true"``, ``"1"``, ``"yes"``); default off."""
+    value = extras.get(name)
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes", "on")
+    return value is True
 
 
 def _positive(extras: Mapping[str, Any], name: str, default: float) -> float:
@@ -536,12 +556,15 @@ class SegmindHook(BaseHook):
         )
         return retrying(attempt)
 
-    def run_sync(self, model: str, params: Mapping[str, Any], *, validate: bool = True) -> SyncRunResponse:
+    def run_sync(
+        self, model: str, params: Mapping[str, Any], *, validate: bool = True, strict: bool = False
+    ) -> SyncRunResponse:
         """Run a v1 (blocking) inference; returns the image bytes, content type and cost/credit headers.
 
         The call is billed, so it is retried only when the server certainly did not accept it.
+        ``strict`` refuses parameters the model is not known to take (default: warn and send them).
         """
-        body = validate_params(model, params) if validate else dict(params)
+        body = validate_params(model, params, strict=strict, warn=self.log.warning) if validate else dict(params)
         settings = self.get_settings()
         return self._call(
             "POST",
@@ -553,12 +576,15 @@ class SegmindHook(BaseHook):
             read_timeout=settings.run_sync_timeout,
         )
 
-    def submit(self, model: str, params: Mapping[str, Any], *, validate: bool = True) -> SubmitResponse:
+    def submit(
+        self, model: str, params: Mapping[str, Any], *, validate: bool = True, strict: bool = False
+    ) -> SubmitResponse:
         """Submit a v2 (queued) job and return its request id; validates parameters first.
 
         Billed and without an idempotency key: never retried after the request may have arrived.
+        ``strict`` refuses parameters the model is not known to take (default: warn and send them).
         """
-        body = validate_params(model, params) if validate else dict(params)
+        body = validate_params(model, params, strict=strict, warn=self.log.warning) if validate else dict(params)
         base_url = self.get_settings().base_url
         return self._call(
             "POST",
@@ -593,19 +619,52 @@ class SegmindHook(BaseHook):
             endpoint=Endpoint.RESULT,
         )
 
+    def get_credit_balance(self) -> CreditBalance:
+        """The account's paid and free credits (both spendable). Free: it bills nothing and runs no model."""
+        return self._call(
+            "GET", credits_url(self.get_settings().base_url), parse_credit_balance, endpoint=Endpoint.CREDITS
+        )
+
     def get_credits(self) -> float:
-        """Remaining account credits. Free: it bills nothing and runs no model."""
-        return self._call("GET", credits_url(self.get_settings().base_url), parse_credits, endpoint=Endpoint.CREDITS)
+        """Spendable credits: paid plus free (see :meth:`get_credit_balance`)."""
+        return self.get_credit_balance().total
 
     def test_connection(self) -> tuple[bool, str]:
-        """The UI's Test button: checks the key with the free credits call, so it tells bad keys apart."""
+        """The UI's Test button: one credits call (free), so it tells a bad key from a bad host.
+
+        One attempt and no retry loop: the button should answer in about a round trip, and a person
+        is there to press it again. The message names the URL it reached and both balances, and
+        leaves out what does not apply to a test (retry advice, Airflow's temporary connection id).
+        """
         try:
-            remaining = self.get_credits()
-        except SegmindError as err:
-            return False, str(err)
+            conn = self.get_connection(self.segmind_conn_id)
         except Exception as err:
-            return False, redact(f"{type(err).__name__}: {err}")
-        return True, f"Connected to {self.get_settings().base_url}: {remaining:g} credits remaining."
+            return False, redact(f"Could not read the connection: {err}")
+        host = (conn.host or "").strip()
+        assumed = ""
+        if host and "://" not in host:
+            scheme = conn.schema or "https"
+            assumed = f" (the host has no scheme, so {scheme}:// was used)"
+        try:
+            settings = SegmindConnectionSettings.from_connection(conn, retry_policy=RetryPolicy(max_attempts=1))
+        except SegmindInvalidParametersError as err:
+            # Drop "The Segmind connection '<temporary id>' is misconfigured: " for the form.
+            return False, sentences(f"Invalid connection: {str(err).split(': ', 1)[-1]}")
+        except SegmindAuthenticationError:
+            return False, "No API key: put the Segmind API key in the API Key (password) field."
+        self._settings = settings
+        url = credits_url(settings.base_url)
+        try:
+            balance = self.get_credit_balance()
+        except SegmindTransportError as err:
+            return False, sentences(f"Could not reach {settings.base_url}{assumed}", err.summary)
+        except SegmindError as err:
+            return False, sentences(f"{settings.base_url}{assumed} answered, but", str(err))
+        except Exception as err:
+            return False, redact(f"Calling {url} failed: {type(err).__name__}: {err}", [settings.api_key])
+        finally:
+            self.close()
+        return True, sentences(f"Connected to {settings.base_url}{assumed}; the key works", balance.describe())
 
     # ---------------------------------------------------------------- async transport
 
@@ -719,7 +778,13 @@ class SegmindHook(BaseHook):
             target=target,
         )
 
-    async def aget_credits(self, *, session: aiohttp.ClientSession) -> float:
-        """Async :meth:`get_credits`."""
+    async def aget_credit_balance(self, *, session: aiohttp.ClientSession) -> CreditBalance:
+        """Async :meth:`get_credit_balance`."""
         base_url = (await self.aget_settings()).base_url
-        return await self._acall(session, credits_url(base_url), parse_credits, endpoint=Endpoint.CREDITS, retry=True)
+        return await self._acall(
+            session, credits_url(base_url), parse_credit_balance, endpoint=Endpoint.CREDITS, retry=True
+        )
+
+    async def aget_credits(self, *, session: aiohttp.ClientSession) -> float:
+        """Async :meth:`get_credits`: paid plus free credits."""
+        return (await self.aget_credit_balance(session=session)).total

@@ -55,6 +55,7 @@ from airflow_provider_segmind.exceptions import (
     SegmindInvalidParametersError,
     SegmindJobFailedError,
     SegmindRequestNotFoundError,
+    SegmindResultNotReadyError,
 )
 from airflow_provider_segmind.protocol import (
     RESULT_RETENTION_SECONDS,
@@ -62,6 +63,7 @@ from airflow_provider_segmind.protocol import (
     PollSchedule,
     SegmindJobStatus,
     job_failed_error,
+    sentences,
     validate_params,
 )
 from airflow_provider_segmind.triggers.segmind import (
@@ -105,6 +107,10 @@ class SegmindOutputLink(BaseOperatorLink):
     def get_link(self, operator: Any, *, ti_key: Any) -> str:
         url = XCom.get_value(key=XCOM_OUTPUT_URL, ti_key=ti_key)
         return url if isinstance(url, str) and url.startswith(("https://", "http://")) else ""
+
+
+def _quiet(message: str) -> None:
+    """A ``warn`` callback for re-validations whose warning was already logged once."""
 
 
 def _seconds(value: float | timedelta | None, default: float) -> float:
@@ -192,7 +198,10 @@ class _SegmindJobOperator(BaseOperator):
     :param max_consecutive_errors: transient errors in a row (429, 5xx, resets) tolerated while
         waiting before the task fails; none of them fails it on its own.
     :param min_credits: if set, check the balance (a free call) before a billed submit and fail
-        without retries when it is below this floor.
+        without retries when it is below this floor. Paid and free credits both count (both are
+        spendable).
+    :param strict_params: refuse parameters the model is not known to take (only Stable Diffusion
+        3 Large's are known). Default ``False``: they are sent, with a warning in the task log.
     :param request_store: where a try records its request so a retry reuses it instead of paying
         again: ``auto`` (``task_state_store`` on Airflow 3.3+, else a Variable), ``task_state_store``,
         ``variable`` or ``none`` (a retry submits a new job).
@@ -212,6 +221,7 @@ class _SegmindJobOperator(BaseOperator):
         max_consecutive_errors: int = DEFAULT_MAX_CONSECUTIVE_ERRORS,
         min_credits: float | None = None,
         request_store: str = "auto",
+        strict_params: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -229,6 +239,7 @@ class _SegmindJobOperator(BaseOperator):
             raise ValueError("max_consecutive_errors must be at least 1")
         self.max_consecutive_errors = max_consecutive_errors
         self.min_credits = min_credits
+        self.strict_params = strict_params
         self.request_id: str | None = None
 
     # ------------------------------------------------------------------ parameters
@@ -252,14 +263,16 @@ class _SegmindJobOperator(BaseOperator):
                     field="model",
                     allowed="a model slug",
                 )
-            return model.strip(), validate_params(model.strip(), self.build_params())
+            return model.strip(), validate_params(
+                model.strip(), self.build_params(), strict=self.strict_params, warn=self.log.warning
+            )
         except SegmindInvalidParametersError as err:
             raise AirflowFailException(str(err)) from err
 
     def _summary_params(self) -> dict[str, Any]:
         try:
-            return self._validated()[1]
-        except AirflowFailException:
+            return validate_params(self.model.strip(), self.build_params(), strict=self.strict_params, warn=_quiet)
+        except (SegmindInvalidParametersError, AttributeError):
             return {}
 
     # ------------------------------------------------------------------ helpers
@@ -382,6 +395,11 @@ class _SegmindJobOperator(BaseOperator):
             )
             status = None
         if status is not None and status.status is SegmindJobStatus.FAILED:
+            failure = job_failed_error(request_id, status.error, status.metrics)
+            if not failure.task_retry_helps:
+                # Refused input or a content block: the same body would be billed and fail again.
+                self._forget(context)
+                self._raise(failure)
             self.log.warning(
                 "An earlier try's Segmind request %s FAILED (%s); submitting anew (billed).", request_id, status.error
             )
@@ -392,7 +410,18 @@ class _SegmindJobOperator(BaseOperator):
             self.log.info("An earlier try's Segmind request %s is COMPLETED: reusing it, no new submit.", request_id)
             try:
                 result = self.hook.get_result(request_id)
-            except (SegmindRequestNotFoundError, SegmindJobFailedError) as err:
+            except SegmindResultNotReadyError as err:
+                # The status said COMPLETED, the result still does not (a lagging replica): wait for it
+                # like any running job instead of failing the try or paying for a new one.
+                self.log.warning("%s Waiting for it again.", err)
+                return self._wait(context, model, request_id, submitted_at)
+            except SegmindJobFailedError as err:
+                if not err.task_retry_helps:
+                    self._forget(context)
+                    self._raise(err)
+                self.log.warning("Earlier Segmind request %s cannot be reused (%s); submitting anew.", request_id, err)
+                return None
+            except SegmindRequestNotFoundError as err:
                 self.log.warning("Earlier Segmind request %s cannot be reused (%s); submitting anew.", request_id, err)
                 return None
             except SegmindError as err:
@@ -423,15 +452,19 @@ class _SegmindJobOperator(BaseOperator):
         if self.min_credits is None:
             return
         try:
-            balance = self.hook.get_credits()
+            balance = self.hook.get_credit_balance()
         except SegmindError as err:
             self._raise(err)
-        if balance < self.min_credits:
+        # Paid and free credits are both spendable (segmind-api.md, "Added 2026-11-30").
+        if balance.total < self.min_credits:
             raise AirflowFailException(
-                f"Segmind credit guard: the account has {balance:g} credits, below the floor "
-                f"min_credits={self.min_credits:g}; nothing was submitted. Top up the account or lower min_credits."
+                sentences(
+                    f"Segmind credit guard: the account has {balance.describe()}, below the floor "
+                    f"min_credits={self.min_credits:g}; nothing was submitted",
+                    "Top up the account or lower min_credits",
+                )
             )
-        self.log.info("Segmind credit guard: %g credits >= floor %g.", balance, self.min_credits)
+        self.log.info("Segmind credit guard: %s >= floor %g.", balance.describe(), self.min_credits)
 
     def _wait(self, context: Context, model: str, request_id: str, submitted_at: float | None) -> Any:
         deadline = time.time() + self.job_timeout
@@ -484,7 +517,7 @@ class _SegmindJobOperator(BaseOperator):
             self._raise(job_failed_error(request_id, checked.get("error")))
         if status == "expired":
             raise SegmindRequestNotFoundError(
-                f"{message}. A retry of this task submits a new (billed) job.",
+                sentences(message, "A retry of this task submits a new (billed) job"),
                 request_id=request_id,
                 status_code=404,
             )
@@ -494,7 +527,7 @@ class _SegmindJobOperator(BaseOperator):
                 "cancel) and its result stays retrievable for 1 hour after submission; a retry of this task "
                 "waits for the same request instead of submitting again (unless request_store='none')."
             )
-        text = f"{message}. Request id: {request_id}."
+        text = sentences(message, f"Request id: {request_id}")
         if checked.get("retryable") is False:
             raise AirflowFailException(text)
         raise AirflowException(text)

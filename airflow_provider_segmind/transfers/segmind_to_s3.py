@@ -20,7 +20,7 @@ from airflow.sdk import Asset, AssetAlias
 
 from airflow_provider_segmind import __version__
 from airflow_provider_segmind.exceptions import SegmindError
-from airflow_provider_segmind.protocol import SegmindJobStatus, redact
+from airflow_provider_segmind.protocol import SegmindJobStatus, parse_int, redact
 from airflow_provider_segmind.transfers._download import (
     DEFAULT_ALLOWED_CONTENT_TYPES,
     DEFAULT_CONNECT_TIMEOUT,
@@ -155,7 +155,8 @@ def _ext_for(content_type: str | None, url: str | None = None) -> str:
 
 
 def _int_or_none(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    """``seed`` / ``file_size`` may be numeric strings in Segmind's answers: parsed, not dropped."""
+    return parse_int(value)
 
 
 def _outputs_from(images: Any, urls: Iterable[Any]) -> list[_Output]:

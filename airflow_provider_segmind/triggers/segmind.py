@@ -52,6 +52,7 @@ from airflow_provider_segmind.protocol import (
     PollTracker,
     RetryPolicy,
     SegmindJobStatus,
+    parse_int,
     redact,
 )
 
@@ -142,8 +143,11 @@ def _image_entry(image: Mapping[str, Any]) -> dict[str, Any] | None:
     for name in ("content_type", "file_name"):
         value = image.get(name)
         entry[name] = value[:200] if isinstance(value, str) else None
-    size = image.get("file_size")
-    entry["file_size"] = size if isinstance(size, int) and not isinstance(size, bool) else None
+    # Numeric strings are parsed, not dropped (segmind-api.md, "Added 2026-11-30").
+    entry["file_size"] = parse_int(image.get("file_size"))
+    seed = parse_int(image.get("seed"))
+    if seed is not None:
+        entry["seed"] = seed
     return entry
 
 
