@@ -609,7 +609,7 @@ def _advice_406(text: str | None) -> str:
     if "limit" in lowered or "spend" in lowered:
         return "A team spend limit was reached: raise it in the Segmind team settings, or wait for it to reset"
     if "credit" in lowered:
-        return "Top up the Segmind account (paid or free credits) before running again"
+        return "The account has insufficient credits (paid and free together): Top up before running again"
     return (
         "Segmind answers 406 for insufficient credits, a team spend limit, a missing or wrong Content-Type, "
         "or a parameter it refused before the run: the server's text says which"
@@ -1092,8 +1092,8 @@ class CreditBalance:
         return self.credits + self.free_credits
 
     def describe(self) -> str:
-        """E.g. ``0.018 credits (0 paid + 0.018 free)``, for logs and the connection test."""
-        text = f"{self.total:g} credits ({self.credits:g} paid + {self.free_credits:g} free)"
+        """E.g. ``0.018 credits remaining (0 paid + 0.018 free)``, for logs and the connection test."""
+        text = f"{self.total:g} credits remaining ({self.credits:g} paid + {self.free_credits:g} free)"
         return f"{text}; Segmind says: {self.note}" if self.note else text
 
 

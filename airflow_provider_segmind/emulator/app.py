@@ -60,6 +60,7 @@ _BLOB_CHUNK: Final = memoryview(bytes(range(256)) * 1024)
 
 MISSING_KEY: Final = "Missing Authorization or x-api-key in header"
 INVALID_KEY: Final = "Unauthorized. API key is invalid or may have expired. Check the key in your Segmind console."
+PROMPT_MANDATORY: Final = "Prompt is Mandatory and must be string"
 NO_CREDITS_RECORD: Final = "No credits found for the user"
 NO_CREDITS: Final = "Insufficient credits. Please add credits to your Segmind account to continue."
 MODEL_NOT_FOUND: Final = "Model not found"
@@ -87,6 +88,10 @@ EndpointHandler = Callable[[web.Request, str, Fault | None], Awaitable[web.Strea
 # --------------------------------------------------------------------------------------------
 # Small response helpers
 # --------------------------------------------------------------------------------------------
+
+
+def _ignore(message: str) -> None:
+    """The emulator passes unknown parameters on silently (the client warns about them)."""
 
 
 def json_error(status: int, message: str, *, headers: dict[str, str] | None = None) -> web.Response:
@@ -323,11 +328,16 @@ class SegmindApi:
         invalid: str | None = None
         if slug == SD3_LARGE_MODEL:
             try:
-                params = validate_sd3_params(params)
+                params = validate_sd3_params(params, warn=_ignore)
             except SegmindInvalidParametersError as err:
                 if config.v2_validation == "submit":
                     return json_error(422, str(err))
                 invalid = str(err)
+        prompt = params.get("prompt")
+        if ("prompt" in params or invalid is not None) and not (isinstance(prompt, str) and prompt.strip()):
+            # Segmind's own words for a job whose prompt is missing or not a string, as a FAILED
+            # job (segmind-api.md, v2 status: the FAILED example). Any model with a prompt field.
+            invalid = PROMPT_MANDATORY
         remaining = state.ledger.charge(label, config.cost)
         if remaining is None:
             return json_error(406, NO_CREDITS)
@@ -476,7 +486,7 @@ class SegmindApi:
             return refused
         if slug == SD3_LARGE_MODEL:
             try:
-                params = validate_sd3_params(params)
+                params = validate_sd3_params(params, warn=_ignore)
             except SegmindInvalidParametersError as err:
                 return json_error(422, str(err))
         cost = config.cost

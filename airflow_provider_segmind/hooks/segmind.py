@@ -197,6 +197,22 @@ def _flag(extras: Mapping[str, Any], name: str) -> bool:
     return value is True
 
 
+def _test_failure_text(err: SegmindError, reached: str) -> str:
+    """The connection test's text for an HTTP error: what came back and what to check, and nothing
+    about retries or billing (the test makes one free call, and a person presses the button)."""
+    code = err.status_code
+    said = f": {err.error_text.strip().rstrip('.')}" if err.error_text else ""
+    hints = {
+        404: "This is not a Segmind API host: check the Host field (empty means https://api.segmind.com)",
+        405: "This is not a Segmind API host: check the Host field (empty means https://api.segmind.com)",
+        429: "The account is rate limited right now: test again in a minute",
+    }
+    hint = hints.get(
+        code or 0, "Segmind (or a gateway in front of it) failed: test again later" if (code or 0) >= 500 else ""
+    )
+    return sentences(f"{reached} answered HTTP {code}{said}", hint)
+
+
 def _positive(extras: Mapping[str, Any], name: str, default: float) -> float:
     value = extras.get(name)
     if value is None or value == "":
@@ -656,10 +672,17 @@ class SegmindHook(BaseHook):
         url = credits_url(settings.base_url)
         try:
             balance = self.get_credit_balance()
+        except SegmindInvalidResponseError as err:
+            return False, sentences(
+                f"{settings.base_url}{assumed} answered HTTP {err.status_code}, but not like Segmind's API",
+                "A proxy page or a wrong host is the usual cause: check the Host field",
+            )
         except SegmindTransportError as err:
-            return False, sentences(f"Could not reach {settings.base_url}{assumed}", err.summary)
+            return False, sentences(f"Could not reach {settings.base_url}{assumed}: {err.summary}")
+        except (SegmindAuthenticationError, SegmindForbiddenError) as err:
+            return False, str(err)  # already says what to fix in the form
         except SegmindError as err:
-            return False, sentences(f"{settings.base_url}{assumed} answered, but", str(err))
+            return False, _test_failure_text(err, f"{settings.base_url}{assumed}")
         except Exception as err:
             return False, redact(f"Calling {url} failed: {type(err).__name__}: {err}", [settings.api_key])
         finally:

@@ -299,7 +299,7 @@ def test_v1_rejects_invalid_sd3_params_with_422_and_bills_nothing(api: Api) -> N
 
     assert response.status_code == 422
     assert "aspect_ratio" in response.json()["error"]
-    assert api.get("/v1/get-user-credits").json() == {"credits": 100.0}
+    assert api.get("/v1/get-user-credits").json()["credits"] == 100.0
 
 
 @pytest.mark.parametrize(
@@ -311,14 +311,14 @@ def test_v1_failures_answer_an_error_and_are_not_billed(
     api = Api(emulator_factory(inference_time=0.0))
     response = api.run({"prompt": prompt})
     assert (response.status_code, response.json()) == (status, {"error": error})
-    assert api.get("/v1/get-user-credits").json() == {"credits": 100.0}
+    assert api.get("/v1/get-user-credits").json()["credits"] == 100.0
 
 
 def test_credits_decrease_per_image_and_406_when_exhausted(emulator_factory: Callable[..., SegmindEmulator]) -> None:
     emulator = emulator_factory(credits=0.1, cost=0.04, inference_time=0.0)
     api = Api(emulator)
 
-    assert api.get("/v1/get-user-credits").json() == {"credits": 0.1}
+    assert api.get("/v1/get-user-credits").json()["credits"] == 0.1
     api.submit_ok()
     assert api.run({"prompt": "one more"}).status_code == 200
     assert api.get("/v1/get-user-credits").json()["credits"] == pytest.approx(0.02)
@@ -331,7 +331,7 @@ def test_credits_decrease_per_image_and_406_when_exhausted(emulator_factory: Cal
     assert stats["credits_billed"] == pytest.approx(0.08)
 
     emulator.configure(credits=5)
-    assert api.get("/v1/get-user-credits").json() == {"credits": 5.0}
+    assert api.get("/v1/get-user-credits").json()["credits"] == 5.0
 
 
 def test_each_key_has_its_own_balance_and_jobs(emulator_factory: Callable[..., SegmindEmulator]) -> None:
@@ -340,8 +340,8 @@ def test_each_key_has_its_own_balance_and_jobs(emulator_factory: Callable[..., S
 
     request_id = first.submit_ok()
 
-    assert first.get("/v1/get-user-credits").json() == {"credits": pytest.approx(0.96)}
-    assert second.get("/v1/get-user-credits").json() == {"credits": 1.0}
+    assert first.get("/v1/get-user-credits").json()["credits"] == pytest.approx(0.96)
+    assert second.get("/v1/get-user-credits").json()["credits"] == 1.0
     assert first.status(request_id).status_code == 200
     assert second.status(request_id).status_code == 404
     assert set(emulator.stats()["per_key"]) == {key_label("SG_aaaaaaaaaaaaaaaa"), key_label("SG_bbbbbbbbbbbbbbbb")}
@@ -451,7 +451,8 @@ def test_non_json_body_is_400(api: Api) -> None:
         ({"prompt": "a __fail__ castle"}, INTERNAL_ERROR),
         ({"prompt": "something __unsafe__"}, CONTENT_BLOCKED),
         ({"prompt": "a cat", "aspect_ratio": "7:3"}, "Invalid parameter 'aspect_ratio'"),
-        ({"negative_prompt": "no prompt at all"}, "Invalid parameter 'prompt'"),
+        # segmind-api.md, v2 status: Segmind's own FAILED text for a missing prompt.
+        ({"negative_prompt": "no prompt at all"}, "Prompt is Mandatory and must be string"),
     ],
 )
 def test_failed_jobs_answer_422_on_status_and_result(api: Api, params: dict[str, Any], error: str) -> None:
@@ -479,7 +480,7 @@ def test_v2_validation_submit_mode_rejects_at_submit_without_billing(
 
     assert response.status_code == 422
     assert "Invalid parameter 'mode'" in response.json()["error"]
-    assert api.get("/v1/get-user-credits").json() == {"credits": 100.0}
+    assert api.get("/v1/get-user-credits").json()["credits"] == 100.0
     assert api.emulator.jobs() == []
 
 
@@ -576,7 +577,7 @@ def test_500_on_submit_creates_nothing(api: Api) -> None:
     api.emulator.script([{"endpoint": "submit", "fault": "500"}])
     assert api.submit().status_code == 500
     assert api.emulator.jobs() == []
-    assert api.get("/v1/get-user-credits").json() == {"credits": 100.0}
+    assert api.get("/v1/get-user-credits").json()["credits"] == 100.0
 
 
 @pytest.mark.parametrize("endpoint", ["submit", "status", "result", "credits"])
@@ -858,7 +859,7 @@ def test_control_endpoints_expire_job_reset_config(api: Api) -> None:
     assert config.json()["credits"] == 2
     assert config.json()["inference_time"] == [1.0, 2.0]
     assert api.key not in config.text
-    assert api.get("/v1/get-user-credits").json() == {"credits": 2.0}
+    assert api.get("/v1/get-user-credits").json()["credits"] == 2.0
     assert requests.post(f"{api.base}/_emulator/config", json={"nope": 1}, timeout=30).status_code == 400
 
     assert requests.post(f"{api.base}/_emulator/reset", timeout=30).json() == {"ok": True}
@@ -870,7 +871,7 @@ def test_reset_restores_credits_and_forgets_jobs(api: Api) -> None:
     api.submit_ok()
     api.emulator.reset()
     assert api.emulator.jobs() == []
-    assert api.get("/v1/get-user-credits").json() == {"credits": 100.0}
+    assert api.get("/v1/get-user-credits").json()["credits"] == 100.0
 
 
 def test_create_app_serves_inside_an_existing_loop() -> None:
@@ -985,7 +986,7 @@ def test_cli_serves_on_a_free_port_and_stops_on_sigterm(tmp_path: Path) -> None:
         port = int(port_file.read_text())
         base = f"http://127.0.0.1:{port}"
         credits = requests.get(f"{base}/v1/get-user-credits", headers={"x-api-key": "SG_cli0000000000001"}, timeout=30)
-        assert credits.json() == {"credits": 100.0}
+        assert credits.json()["credits"] == 100.0
         assert requests.get(f"{base}/v1/get-user-credits", headers={"x-api-key": DEFAULT_API_KEY}).status_code == 401
         process.send_signal(signal.SIGTERM)
         stdout, _ = process.communicate(timeout=30)
@@ -1020,3 +1021,40 @@ async def test_500_concurrent_submits_and_polls(emulator: SegmindEmulator) -> No
     assert stats["jobs"]["COMPLETED"] == 500
     assert stats["responses"].keys() == {"200"}
     assert stats["connections"] <= 200
+
+
+# --------------------------------------------------------------------------------------------
+# Issue 12: answers as Segmind documents them (segmind-api.md, "Added 2026-11-30")
+# --------------------------------------------------------------------------------------------
+
+
+def test_credits_answer_the_documented_shape_and_free_credits_are_spent_first(
+    emulator_factory: Callable[..., SegmindEmulator],
+) -> None:
+    api = Api(emulator_factory(credits=0.0, free_credits=0.05, cost=0.04))
+
+    assert api.get("/v1/get-user-credits").json() == {"credits": 0.0, "free-credits": 0.05}
+    request_id = api.submit_ok()  # free credits alone pay for a job
+    assert api.emulator.job(request_id)["model"] == SD3
+    assert api.get("/v1/get-user-credits").json() == {"credits": 0.0, "free-credits": pytest.approx(0.01)}
+    assert api.submit().status_code == 406  # 0.01 left: not enough
+
+
+def test_no_credits_record_fault_is_the_documented_404(api: Api) -> None:
+    api.emulator.script([{"endpoint": "credits", "fault": "no_credits_record"}])
+    response = api.get("/v1/get-user-credits")
+    assert (response.status_code, response.json()) == (404, {"error": "No credits found for the user"})
+    assert api.get("/v1/get-user-credits").status_code == 200
+
+
+def test_stale_result_fault_answers_processing_for_a_completed_job(api: Api) -> None:
+    request_id = api.submit_ok()
+    assert api.wait(request_id).json()["status"] == "COMPLETED"
+    api.emulator.script([{"endpoint": "result", "fault": "stale_result", "times": 2}])
+    for _ in range(2):
+        stale = api.result(request_id)
+        assert stale.status_code == 200
+        assert stale.json()["status"] == "PROCESSING"
+        assert "output" not in stale.json()
+    assert api.result(request_id).json()["status"] == "COMPLETED"
+    assert api.emulator.stats()["faults"]["stale_result"] == 2
