@@ -46,7 +46,6 @@ from airflow.providers.common.compat.sdk import (
     AirflowFailException,
     BaseOperator,
     BaseOperatorLink,
-    XCom,
     conf,
 )
 
@@ -96,16 +95,21 @@ DEFAULT_JOB_TIMEOUT: Final = RESULT_RETENTION_SECONDS
 
 
 class SegmindOutputLink(BaseOperatorLink):
-    """Extra link "Segmind output": the first generated output URL (from XCom ``segmind_output_url``).
+    """Extra link "Segmind output": the first generated output URL of the try that just ended.
 
     Segmind's output URLs are public, unguessable and kept about 7 days; the link is empty for a
     task that produced none (failed, or an inline ``base64`` output).
+
+    Airflow 3 calls ``get_link`` once, in the task's own process when the try ends (the UI then
+    reads the stored result), on the operator instance that ran the try. So the URL is read from
+    that instance, not looked up in XCom: a lookup of a key a failed try never pushed made Airflow's
+    client log an ``XCom not found`` error after every failed Segmind task.
     """
 
     name = "Segmind output"
 
     def get_link(self, operator: Any, *, ti_key: Any) -> str:
-        url = XCom.get_value(key=XCOM_OUTPUT_URL, ti_key=ti_key)
+        url = getattr(operator, "output_url", None)
         return url if isinstance(url, str) and url.startswith(("https://", "http://")) else ""
 
 
@@ -241,6 +245,8 @@ class _SegmindJobOperator(BaseOperator):
         self.min_credits = min_credits
         self.strict_params = strict_params
         self.request_id: str | None = None
+        #: The first output URL once this try succeeded (what :class:`SegmindOutputLink` shows).
+        self.output_url: str | None = None
 
     # ------------------------------------------------------------------ parameters
 
@@ -439,14 +445,8 @@ class _SegmindJobOperator(BaseOperator):
 
     @staticmethod
     def _announce(context: Context, request_id: str) -> None:
-        """XCom the request id (for a sensor or a transfer downstream) and an empty output link.
-
-        Airflow evaluates extra links whenever a try ends, deferral included; the placeholder keeps
-        that lookup from logging "XCom not found" until the real URL is pushed on success.
-        """
-        ti = context["ti"]
-        ti.xcom_push(key=XCOM_REQUEST_ID, value=request_id)
-        ti.xcom_push(key=XCOM_OUTPUT_URL, value="")
+        """XCom the request id, for a sensor or a transfer downstream."""
+        context["ti"].xcom_push(key=XCOM_REQUEST_ID, value=request_id)
 
     def _credit_guard(self) -> None:
         if self.min_credits is None:
@@ -536,6 +536,7 @@ class _SegmindJobOperator(BaseOperator):
         self._forget(context)
         url = summary.get("output_url")
         if url:
+            self.output_url = url
             context["ti"].xcom_push(key=XCOM_OUTPUT_URL, value=url)
         self.log.info(
             "Segmind job %s done: %s",
