@@ -18,8 +18,9 @@ retry must not submit again while the first request can still be used.
   request: QUEUED/PROCESSING -> wait for it again (no submit); COMPLETED -> fetch its result and
   return (no submit); FAILED, or 404 because its 1 hour retention passed -> log it and submit
   anew (unless the FAILED reason is refused input or a content block: the same body would fail
-  again, so the task fails). Changed parameters (an edited DAG) also submit anew. If the status cannot be read because
-  of a transient error, the operator re-attaches rather than risk a second bill.
+  again, so the task fails). Changed parameters (an edited DAG) also submit anew. If the status
+  cannot be read because of a transient error, the operator re-attaches rather than risk a second
+  bill.
   The remaining window is the one Airflow's own ``ResumableJobMixin`` documents: if the worker dies
   between Segmind accepting the submit and the store write, the next try cannot know the id.
 - **Airflow 3.1 / 3.2** (no task state store; Airflow 3 clears XComs before each try): the same

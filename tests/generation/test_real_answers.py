@@ -313,3 +313,54 @@ def test_failed_segmind_tasks_log_no_xcom_not_found(
     summary = next(v for t, _, k, v in rows if k == "return_value" and t == "ok")
     assert links["ok"] == summary["output_url"]  # the link still shows the image of a good task
     assert all(links[t] == "" for t in ("job_failed", "blocked", "invalid", "retired"))
+
+
+# ------------------------------------------------------------------ items 11 and 13: summaries and event texts
+
+
+def test_numeric_string_seed_and_file_size_survive_into_the_summary() -> None:
+    """segmind-api.md, Added 2026-11-30: in images[], seed and file_size may be strings."""
+    from airflow_provider_segmind.protocol import HttpAnswer, parse_result
+    from airflow_provider_segmind.triggers.segmind import result_summary
+
+    body = {
+        "status": "COMPLETED",
+        "output": "https://images.segmind.com/generations/a.jpeg",
+        "images": [{"url": "https://images.segmind.com/generations/a.jpeg", "file_size": "48213", "seed": "77"}],
+    }
+    answer = HttpAnswer(200, {"content-type": "application/json"}, json.dumps(body).encode())
+    summary = result_summary(parse_result(answer, "r1"), model=SD3_LARGE_MODEL)
+    assert summary["seed"] == 77
+    assert summary["images"][0]["file_size"] == 48213
+    assert summary["images"][0]["seed"] == 77
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"status": "error", "message": "Gave up watching: Bad Gateway.", "error": "x", "retryable": True},
+        {"status": "error", "message": "Gave up watching: refused.", "error": "x", "retryable": False},
+        {"status": "expired", "message": "Segmind request r1 is gone.", "error": None},
+        {"status": "failed", "message": "Segmind job r1 FAILED: boom.", "error": "Something failed."},
+        {"status": "failed", "message": "x", "error": "Prompt is Mandatory and must be string."},
+    ],
+)
+def test_event_messages_are_joined_without_doubled_full_stops(event: dict[str, Any]) -> None:
+    op = t2i()
+    with pytest.raises(Exception) as info:  # noqa: PT011 - each event status raises its own class
+        op.execute_complete(make_context(), {"request_id": "r1", "model": SD3_LARGE_MODEL, "polls": 1, **event})
+    assert ".." not in str(info.value)
+
+
+def test_the_s3_transfer_reads_numeric_string_seed_and_file_size_from_a_summary() -> None:
+    from airflow_provider_segmind.transfers.segmind_to_s3 import _result_from_summary
+
+    summary = {
+        "request_id": "r1",
+        "status": "COMPLETED",
+        "seed": "12",
+        "images": [{"url": "https://images.segmind.com/generations/a.jpeg", "file_size": "2048"}],
+    }
+    result = _result_from_summary(summary)
+    assert result.seed == 12
+    assert result.outputs[0].size == 2048
