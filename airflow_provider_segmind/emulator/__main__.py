@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--inference-time", type=parse_duration, metavar="S", help="seconds PROCESSING, or a range such as 8-12")
     add("--result-ttl", type=float, metavar="S", help="seconds a result is kept (default 3600)")
     add("--credits", type=float, metavar="N", help="starting credits per key (default 100)")
+    add("--free-credits", type=float, metavar="N", help="starting free credits per key, spent first (default 0)")
     add("--cost", type=float, metavar="N", help="credits billed per image (default 0.04)")
     add("--rate-limit", type=int, metavar="N", help="requests per minute per key (default unlimited)")
     add("--rate-limit-scope", choices=("submit", "all"), help="what counts against --rate-limit (default submit)")
@@ -70,6 +71,7 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         "inference_time",
         "result_ttl",
         "credits",
+        "free_credits",
         "cost",
         "rate_limit",
         "rate_limit_scope",

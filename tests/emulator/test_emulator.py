@@ -1058,3 +1058,10 @@ def test_stale_result_fault_answers_processing_for_a_completed_job(api: Api) -> 
         assert "output" not in stale.json()
     assert api.result(request_id).json()["status"] == "COMPLETED"
     assert api.emulator.stats()["faults"]["stale_result"] == 2
+
+
+def test_free_credits_flag_reaches_the_config() -> None:
+    from airflow_provider_segmind.emulator.__main__ import build_parser, config_from_args
+
+    config = config_from_args(build_parser().parse_args(["--credits", "0", "--free-credits", "0.5"]))
+    assert (config.credits, config.free_credits) == (0.0, 0.5)
