@@ -362,6 +362,10 @@ class SegmindApi:
         )
 
     def _visible_job(self, request: web.Request, label: str) -> Job | None:
+        """The job if the caller's account owns it. Another account's job answers like an unknown id
+        (404): what Segmind answers for a request id of another account is not documented (it may
+        be 404, 401 or 403); the provider treats 404 as "unknown or expired" and 401/403 as a
+        refused key, so it ends the watch clearly either way (tests cover both answers)."""
         job = self.state.live_job(request.match_info["request_id"])
         return job if job is not None and job.key_label == label else None
 
@@ -652,6 +656,25 @@ class AdminApi:
         job.expires_at = min(job.expires_at, self.state.clock())
         return web.json_response(job.describe(self.state.clock()))
 
+    async def keys(self, request: web.Request) -> web.Response:
+        """``GET|POST /_emulator/keys``: the accounts and their keys (labels only); POST adds/revokes a key.
+
+        POST body: ``{"add": KEY, "same_account_as": KEY, "revoke": KEY}``, every field optional but
+        at least one of ``add``/``revoke`` (see :meth:`EmulatorState.change_keys`). Answers the same
+        view as GET, or 400 ``{"error": ...}`` naming the problem (keys appear only as labels).
+        """
+        if request.method == "POST":
+            body, error = await _json_body(request)
+            if error is not None:
+                return error
+            if not isinstance(body, dict) or set(body) - {"add", "same_account_as", "revoke"}:
+                return json_error(400, 'Expected a JSON object with "add", "same_account_as" and/or "revoke"')
+            try:
+                self.state.change_keys(**body)
+            except ValueError as err:
+                return json_error(400, str(err))
+        return web.json_response(self.state.keys_snapshot())
+
     async def reset(self, request: web.Request) -> web.Response:
         self.state.reset()
         return web.json_response({"ok": True})
@@ -783,6 +806,8 @@ def create_app(config: EmulatorConfig | None = None, *, state: EmulatorState | N
     add("POST", "/_emulator/script", admin.script)
     add("POST", "/_emulator/expire/{request_id}", admin.expire)
     add("POST", "/_emulator/reset", admin.reset)
+    add("GET", "/_emulator/keys", admin.keys)
+    add("POST", "/_emulator/keys", admin.keys)
     add("GET", "/_emulator/config", admin.config)
     add("POST", "/_emulator/config", admin.config)
 

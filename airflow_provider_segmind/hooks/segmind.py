@@ -460,16 +460,38 @@ class SegmindHook(BaseHook):
             self._settings = SegmindConnectionSettings.from_connection(conn, retry_policy=self._retry_policy)
         return self._settings
 
-    async def aget_settings(self) -> SegmindConnectionSettings:
+    def reload_settings(self) -> SegmindConnectionSettings:
+        """Read the connection again (sync path), e.g. after a 401/403: its key may have been rotated.
+
+        The pooled session holds no key (keys go per request), so it is kept.
+        """
+        self._settings = None
+        return self.get_settings()
+
+    async def areload_settings(self) -> SegmindConnectionSettings:
+        """Read the connection again, bypassing every cache, e.g. after a 401/403 (key rotation).
+
+        The loop's shared entry is replaced by what was read, so the loop's other triggers on this
+        connection pick the new key up too. The hook's prepared headers and job URLs (built from
+        the old settings) are dropped.
+        """
+        _SETTINGS_CACHE.invalidate(self.segmind_conn_id)
+        self._settings = None
+        self._aio_prepared = None
+        self._aio_urls.clear()
+        return await self.aget_settings(fresh=True)
+
+    async def aget_settings(self, *, fresh: bool = False) -> SegmindConnectionSettings:
         """Resolve the connection without sync DB access, for the triggerer's event loop.
 
         Cached for the hook's life, and shared with the loop's other hooks for up to a minute
         (:class:`_LoopSettingsCache`: the lookup costs more CPU than a poll, and every trigger
-        makes one), dropped early when a call answers 401/403.
+        makes one), dropped early when a call answers 401/403. ``fresh``: skip the shared cache
+        (read the connection itself) and store what was read.
         """
         if self._settings is None:
             policy = self._retry_policy
-            shared = _SETTINGS_CACHE.get(self.segmind_conn_id, policy)
+            shared = None if fresh else _SETTINGS_CACHE.get(self.segmind_conn_id, policy)
             if shared is not None:
                 settings = shared
             else:
