@@ -78,6 +78,7 @@ from airflow_provider_segmind.protocol import (
     transport_error,
     validate_params,
 )
+from airflow_provider_segmind.proxy import bypasses_proxy, normalize_proxy_url, proxy_secrets, public_proxy_url
 
 if TYPE_CHECKING:
     import aiohttp
@@ -130,6 +131,31 @@ class SegmindConnectionSettings:
     read_timeout: float = DEFAULT_READ_TIMEOUT
     run_sync_timeout: float = DEFAULT_RUN_SYNC_TIMEOUT
     retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
+    #: The ``proxy`` extra: a forward proxy for every API call of this connection, on workers and in
+    #: the triggerer (``None``: the environment's ``HTTP(S)_PROXY``/``NO_PROXY`` apply, on both
+    #: paths). Out of ``repr``: its URL may carry a password (see :attr:`proxy_shown`).
+    proxy: str | None = field(default=None, repr=False)
+
+    @property
+    def proxy_shown(self) -> str | None:
+        """The proxy as it may be logged: ``scheme://***@host:port`` (``None`` without one)."""
+        return public_proxy_url(self.proxy) if self.proxy else None
+
+    def proxy_for(self, url: str) -> str | None:
+        """The explicit proxy for ``url``: the ``proxy`` extra unless ``NO_PROXY`` exempts the host.
+
+        ``None`` leaves the choice to the environment (both transports trust it), which applies the
+        same ``NO_PROXY``. One rule for both transports, so a worker and the triggerer reach Segmind
+        the same way.
+        """
+        if self.proxy is None or bypasses_proxy(url):
+            return None
+        return self.proxy
+
+    @property
+    def secrets(self) -> list[str]:
+        """Everything error texts must not show: the key and the proxy's password."""
+        return [self.api_key, *proxy_secrets(self.proxy)]
 
     @classmethod
     def from_connection(cls, conn: Connection, *, retry_policy: RetryPolicy | None = None) -> SegmindConnectionSettings:
@@ -155,13 +181,16 @@ class SegmindConnectionSettings:
                 read_timeout=_positive(extras, "read_timeout", DEFAULT_READ_TIMEOUT),
                 run_sync_timeout=_positive(extras, "run_sync_timeout", DEFAULT_RUN_SYNC_TIMEOUT),
                 retry_policy=retry_policy or RetryPolicy.from_extras(extras),
+                proxy=normalize_proxy_url(extras.get("proxy"), what="extra 'proxy'"),
             )
         except (TypeError, ValueError) as err:
             raise SegmindInvalidParametersError(
-                f"The Segmind connection {conn.conn_id!r} is misconfigured: {redact(str(err), [api_key])}",
+                f"The Segmind connection {conn.conn_id!r} is misconfigured: "
+                f"{redact(str(err), [api_key, *proxy_secrets(str(extras.get('proxy') or ''))])}",
                 field="connection",
                 allowed="host: an http(s) URL; extras connect_timeout/read_timeout/run_sync_timeout: "
-                "positive numbers; max_retries: an integer >= 0; retry_backoff: seconds",
+                "positive numbers; max_retries: an integer >= 0; retry_backoff: seconds; "
+                "proxy: an http(s)://[user:password@]host:port URL",
             ) from None
 
 
@@ -215,12 +244,21 @@ def _retrying_kwargs(policy: RetryPolicy, *, idempotent: bool, what: str, log: A
     }
 
 
-def _requests_error(err: requests.RequestException, url: str) -> SegmindTransportError:
-    """Classify a ``requests`` failure; ``request_sent=False`` only when the server cannot have seen it."""
+def _requests_error(err: requests.RequestException, url: str, secrets: list[str]) -> SegmindTransportError:
+    """Classify a ``requests`` failure; ``request_sent=False`` only when the server cannot have seen it.
+
+    ``secrets`` (the proxy's password) are removed from the detail.
+    """
+    if isinstance(err, requests.exceptions.ProxyError):
+        # urllib3 raises it when the proxy cannot be reached or refuses the tunnel (e.g. 407):
+        # before anything was forwarded to Segmind.
+        return transport_error(
+            "Could not connect through the proxy", request_sent=False, url=url, detail=redact(str(err), secrets)
+        )
     if isinstance(err, requests.ConnectTimeout):
-        return transport_error("Connect timeout", request_sent=False, url=url, detail=str(err))
+        return transport_error("Connect timeout", request_sent=False, url=url, detail=redact(str(err), secrets))
     if isinstance(err, requests.ReadTimeout):
-        return transport_error("Read timeout", request_sent=True, url=url, detail=str(err))
+        return transport_error("Read timeout", request_sent=True, url=url, detail=redact(str(err), secrets))
     if isinstance(err, requests.ConnectionError):
         text = repr(err)
         never_connected = any(
@@ -228,21 +266,31 @@ def _requests_error(err: requests.RequestException, url: str) -> SegmindTranspor
             for marker in ("NewConnectionError", "NameResolutionError", "Connection refused", "ConnectTimeout")
         )
         kind = "Could not connect" if never_connected else "Connection lost"
-        return transport_error(kind, request_sent=not never_connected, url=url, detail=str(err))
-    return transport_error("HTTP error", request_sent=True, url=url, detail=str(err))
+        return transport_error(kind, request_sent=not never_connected, url=url, detail=redact(str(err), secrets))
+    return transport_error("HTTP error", request_sent=True, url=url, detail=redact(str(err), secrets))
 
 
-def _aiohttp_error(err: BaseException, url: str) -> SegmindTransportError:
+def _aiohttp_error(err: BaseException, url: str, secrets: list[str]) -> SegmindTransportError:
     """Classify an ``aiohttp`` failure like :func:`_requests_error` does for ``requests``."""
     import aiohttp
 
+    if isinstance(err, aiohttp.ClientHttpProxyError):
+        # The proxy refused the tunnel (CONNECT answered e.g. 407 or 403): nothing reached Segmind.
+        return transport_error(
+            "Could not connect through the proxy",
+            request_sent=False,
+            url=url,
+            detail=redact(f"the proxy answered HTTP {err.status} {err.message}", secrets),
+        )
     if isinstance(err, aiohttp.ConnectionTimeoutError):
         return transport_error("Connect timeout", request_sent=False, url=url, detail=str(err) or "timed out")
     if isinstance(err, aiohttp.ClientConnectorError):
-        return transport_error("Could not connect", request_sent=False, url=url, detail=str(err))
+        return transport_error("Could not connect", request_sent=False, url=url, detail=redact(str(err), secrets))
     if isinstance(err, (aiohttp.ServerTimeoutError, TimeoutError)):
         return transport_error("Read timeout", request_sent=True, url=url, detail=str(err) or "timed out")
-    return transport_error("Connection lost", request_sent=True, url=url, detail=f"{type(err).__name__}: {err}")
+    return transport_error(
+        "Connection lost", request_sent=True, url=url, detail=redact(f"{type(err).__name__}: {err}", secrets)
+    )
 
 
 _SettingsEntry = tuple["SegmindConnectionSettings", float, dict[RetryPolicy, "SegmindConnectionSettings"]]
@@ -360,6 +408,10 @@ class _LoopSessionPool:
                 headers={"User-Agent": USER_AGENT},
                 # Segmind's API sets no cookies; a jar would be filtered and updated on every request.
                 cookie_jar=aiohttp.DummyCookieJar(),
+                # HTTP(S)_PROXY/NO_PROXY, as ``requests`` honours them on workers: behind a mandatory
+                # egress proxy the triggerer must poll the way the worker submitted. A connection's
+                # ``proxy`` extra is passed per request (the session is shared by connections).
+                trust_env=True,
             )
             users = 0
         self._sessions[loop] = (session, users + 1)
@@ -383,7 +435,7 @@ _SHARED_SESSIONS = _LoopSessionPool()
 #: Async request headers and timeout per settings object (weakly: they go when no hook uses them),
 #: so the triggers sharing a cached connection also share these instead of holding a copy each.
 _REQUEST_PARTS: weakref.WeakKeyDictionary[
-    SegmindConnectionSettings, tuple[CIMultiDictProxy[str], aiohttp.ClientTimeout]
+    SegmindConnectionSettings, tuple[CIMultiDictProxy[str], aiohttp.ClientTimeout, str | None]
 ] = weakref.WeakKeyDictionary()
 
 
@@ -393,7 +445,9 @@ class SegmindHook(BaseHook):
     :param segmind_conn_id: the ``segmind`` connection: password = API key, host = optional base
         URL (default ``https://api.segmind.com``), extras ``connect_timeout``, ``read_timeout``,
         ``run_sync_timeout`` (seconds), ``max_retries`` (retries after the first attempt, default 4)
-        and ``retry_backoff`` (first backoff in seconds, default 1).
+        and ``retry_backoff`` (first backoff in seconds, default 1), ``proxy`` (a forward proxy URL,
+        ``http://[user:password@]host:port``, for every API call on workers and in the triggerer;
+        without it both honour ``HTTP(S)_PROXY``/``NO_PROXY``, and ``NO_PROXY`` applies to it too).
     :param retry_policy: overrides the policy built from the connection's extras.
     """
 
@@ -415,7 +469,9 @@ class SegmindHook(BaseHook):
         self._session: requests.Session | None = None
         # Async transport, built once per hook instead of per call (a trigger polls many times):
         # (settings they were built from, request headers with the key, per-request timeout).
-        self._aio_prepared: tuple[SegmindConnectionSettings, CIMultiDictProxy[str], aiohttp.ClientTimeout] | None = None
+        self._aio_prepared: (
+            tuple[SegmindConnectionSettings, CIMultiDictProxy[str], aiohttp.ClientTimeout, str | None] | None
+        ) = None
         # (URL builder, request id) -> (URL, parsed ``yarl.URL``): a poll neither re-validates the
         # request id nor has aiohttp re-parse the same URL string.
         self._aio_urls: dict[tuple[Callable[[str, str], str], str], tuple[str, yarl.URL]] = {}
@@ -542,14 +598,24 @@ class SegmindHook(BaseHook):
         session = self.get_conn()
         headers = auth_headers(settings.api_key, json_body=json_body is not None)
         timeout = (settings.connect_timeout, read_timeout or settings.read_timeout)
+        # The ``proxy`` extra; without it (or for a NO_PROXY host) the session's trust_env applies
+        # HTTP(S)_PROXY/NO_PROXY, the same rule the triggerer's aiohttp session follows.
+        proxy = settings.proxy_for(url)
+        proxies = {"http": proxy, "https": proxy} if proxy else None
 
         def attempt() -> T:
             try:
                 response = session.request(
-                    method, url, headers=headers, json=json_body, timeout=timeout, allow_redirects=False
+                    method,
+                    url,
+                    headers=headers,
+                    json=json_body,
+                    timeout=timeout,
+                    allow_redirects=False,
+                    proxies=proxies,
                 )
             except requests.RequestException as err:
-                raise _requests_error(err, url) from None
+                raise _requests_error(err, url, settings.secrets) from None
             answer = HttpAnswer(response.status_code, lower_headers(response.headers.items()), response.content, url)
             return parse(answer)
 
@@ -640,8 +706,9 @@ class SegmindHook(BaseHook):
 
     def _aio_request_parts(
         self, settings: SegmindConnectionSettings
-    ) -> tuple[CIMultiDictProxy[str], aiohttp.ClientTimeout]:
-        """Headers and timeout for this hook's async calls, built once (they only depend on settings).
+    ) -> tuple[CIMultiDictProxy[str], aiohttp.ClientTimeout, str | None]:
+        """Headers, timeout and explicit proxy for this hook's async calls, built once (they only
+        depend on settings: every call goes to the base URL's host, so NO_PROXY is checked once).
 
         The headers are a read-only multidict (aiohttp merges them without converting, and nobody
         can alter the shared copy); they hold the key, so they live only here, never in a repr.
@@ -657,9 +724,9 @@ class SegmindHook(BaseHook):
                 timeout = aiohttp.ClientTimeout(
                     total=None, sock_connect=settings.connect_timeout, sock_read=settings.read_timeout
                 )
-                parts = _REQUEST_PARTS[settings] = (headers, timeout)
+                parts = _REQUEST_PARTS[settings] = (headers, timeout, settings.proxy_for(settings.base_url))
             prepared = self._aio_prepared = (settings, *parts)
-        return prepared[1], prepared[2]
+        return prepared[1], prepared[2], prepared[3]
 
     def _aio_url(self, build: Callable[[str, str], str], base_url: str, request_id: str) -> tuple[str, yarl.URL]:
         """``build(base_url, request_id)`` and its parsed form, memoized per hook (a trigger polls one id).
@@ -689,18 +756,18 @@ class SegmindHook(BaseHook):
         import aiohttp
 
         settings = self._settings or await self.aget_settings()
-        headers, timeout = self._aio_request_parts(settings)
+        headers, timeout, proxy = self._aio_request_parts(settings)
         request_url: str | yarl.URL = target if target is not None else url
 
         async def attempt() -> T:
             try:
                 async with session.get(
-                    request_url, headers=headers, timeout=timeout, allow_redirects=False
+                    request_url, headers=headers, timeout=timeout, allow_redirects=False, proxy=proxy
                 ) as response:
                     body = await response.read()
                     answer = HttpAnswer(response.status, lower_headers(response.headers.items()), body, url)
             except (TimeoutError, aiohttp.ClientError) as err:
-                raise _aiohttp_error(err, url) from None
+                raise _aiohttp_error(err, url, settings.secrets) from None
             if answer.status in _AUTH_FAILURE_STATUSES:
                 # The key may have been rotated or revoked: the next hook must read the connection again.
                 _SETTINGS_CACHE.invalidate(self.segmind_conn_id)
