@@ -292,3 +292,16 @@ def test_no_proxy_bypasses_the_download_proxy(emulator: Any, proxy: ForwardProxy
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     Downloader(DownloadPolicy(allow_insecure_loopback=True, proxy=proxy.url)).fetch(url).close()
     assert proxy.count() == 0
+
+
+def test_the_proxy_extra_is_a_text_field_of_the_connection_form() -> None:
+    """3.2+ builds the form from ``conn-fields``; 3.1 from the hook's widgets: both offer ``proxy`` as text.
+    (Airflow masks an extra named ``proxy`` as sensitive, like ``password``.)"""
+    from airflow_provider_segmind.get_provider_info import get_provider_info
+
+    (conn_type,) = get_provider_info()["connection-types"]
+    schema = conn_type["conn-fields"]["proxy"]["schema"]
+    assert schema == {"type": ["string", "null"]}
+    widgets = SegmindHook.get_connection_form_widgets()
+    if widgets:  # the 3.1 form's libraries are installed
+        assert widgets["proxy"].field_class.__name__ == "StringField"

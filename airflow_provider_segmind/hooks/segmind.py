@@ -492,12 +492,15 @@ class SegmindHook(BaseHook):
         try:
             from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
             from flask_babel import lazy_gettext
-            from wtforms import FloatField, IntegerField
+            from wtforms import FloatField, IntegerField, StringField
             from wtforms.validators import NumberRange, Optional
         except ImportError:
             return {}
         widgets: dict[str, Any] = {}
         for name, (label, kind, description) in EXTRA_FIELDS.items():
+            if kind == "string":
+                widgets[name] = StringField(lazy_gettext(label), widget=BS3TextFieldWidget(), description=description)
+                continue
             field_class = IntegerField if kind == "integer" else FloatField
             widgets[name] = field_class(
                 lazy_gettext(label),
