@@ -305,3 +305,92 @@ def test_the_proxy_extra_is_a_text_field_of_the_connection_form() -> None:
     widgets = SegmindHook.get_connection_form_widgets()
     if widgets:  # the 3.1 form's libraries are installed
         assert widgets["proxy"].field_class.__name__ == "StringField"
+
+
+@pytest.fixture
+def tls_media_host(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, list[dict[str, str]]]]:
+    """An https media host on 127.0.0.1 with a self-signed certificate that this process trusts
+    (``SSL_CERT_FILE``, read by Python's default TLS context): yields the URL of one PNG and the
+    headers of every request it received."""
+    import datetime
+    import http.server
+    import ipaddress
+    import ssl
+    import threading
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "segmind-test-media")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert_file))
+    png = bytes.fromhex(
+        "89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c4890000000d4944415478da63f8cfc0f01f0005"
+        "0001ff5ccc5d0d0000000049454e44ae426082"
+    )
+    seen: list[dict[str, str]] = []
+
+    class Media(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(dict(self.headers.items()))
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(png)))
+            self.end_headers()
+            self.wfile.write(png)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Media)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_file, key_file)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}/generations/out.png", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+def test_opted_in_https_download_tunnels_to_the_checked_address(
+    tls_media_host: tuple[str, list[dict[str, str]]], auth_proxy: ForwardProxy
+) -> None:
+    """https through the proxy: a CONNECT tunnel to the address checked here, TLS verified end to end."""
+    url, seen = tls_media_host
+    policy = DownloadPolicy(allow_insecure_loopback=True, proxy=auth_proxy.url)
+    fetched = Downloader(policy).fetch(url)
+    try:
+        assert fetched.content_type == "image/png"
+    finally:
+        fetched.close()
+    (tunnel,) = auth_proxy.forwarded
+    assert tunnel.method == "CONNECT"
+    assert tunnel.target == url.split("/")[2]  # 127.0.0.1:port: the checked address
+    assert not {name.lower() for name in tunnel.headers} & {"x-api-key", "authorization"}
+    assert len(seen) == 1
+    for headers in seen:
+        assert not {name.lower() for name in headers} & {"x-api-key", "authorization", "proxy-authorization"}
