@@ -19,6 +19,7 @@ __all__ = [
     "bypasses_proxy",
     "normalize_proxy_url",
     "proxy_credentials",
+    "proxy_for",
     "proxy_secrets",
     "public_proxy_url",
 ]
@@ -94,6 +95,25 @@ def proxy_secrets(url: str | None) -> list[str]:
     parts = urlsplit(url)
     password = parts.password
     return [p for p in {password, unquote(password or "")} if p]
+
+
+def proxy_for(url: str, explicit: str | None) -> str | None:
+    """The proxy a request to ``url`` goes through: ``explicit`` (a connection's ``proxy`` extra),
+    else the environment's ``HTTP_PROXY``/``HTTPS_PROXY``/``ALL_PROXY`` for the URL's scheme, and
+    none for a host that ``NO_PROXY`` exempts. This is exactly what ``requests`` does on workers
+    (its own functions decide), so the triggerer's aiohttp calls, which get the answer explicitly,
+    reach Segmind the same way.
+    """
+    if bypasses_proxy(url):
+        return None
+    if explicit:
+        return explicit
+    from requests.utils import get_environ_proxies, select_proxy
+
+    chosen = select_proxy(url, get_environ_proxies(url, no_proxy=None))
+    if not chosen:
+        return None
+    return chosen if "://" in chosen else f"http://{chosen}"  # requests' reading of "host:port"
 
 
 def bypasses_proxy(url: str) -> bool:

@@ -394,3 +394,14 @@ def test_opted_in_https_download_tunnels_to_the_checked_address(
     assert len(seen) == 1
     for headers in seen:
         assert not {name.lower() for name in headers} & {"x-api-key", "authorization", "proxy-authorization"}
+
+
+def test_trigger_reads_a_scheme_less_environment_proxy_like_requests(
+    emulator: Any, proxy: ForwardProxy, monkeypatch: Any
+) -> None:
+    """``HTTP_PROXY=host:port`` (no scheme) works for requests; the triggerer must read it the same way."""
+    connect(monkeypatch, emulator)
+    monkeypatch.setenv("http_proxy", proxy.url.removeprefix("http://"))
+    event = trigger_round(emulator)
+    assert event["status"] == "success"
+    assert api_calls(proxy, f"/v2/requests/{event['request_id']}") >= 2

@@ -78,7 +78,7 @@ from airflow_provider_segmind.protocol import (
     transport_error,
     validate_params,
 )
-from airflow_provider_segmind.proxy import bypasses_proxy, normalize_proxy_url, proxy_secrets, public_proxy_url
+from airflow_provider_segmind.proxy import normalize_proxy_url, proxy_for, proxy_secrets, public_proxy_url
 
 if TYPE_CHECKING:
     import aiohttp
@@ -142,15 +142,10 @@ class SegmindConnectionSettings:
         return public_proxy_url(self.proxy) if self.proxy else None
 
     def proxy_for(self, url: str) -> str | None:
-        """The explicit proxy for ``url``: the ``proxy`` extra unless ``NO_PROXY`` exempts the host.
-
-        ``None`` leaves the choice to the environment (both transports trust it), which applies the
-        same ``NO_PROXY``. One rule for both transports, so a worker and the triggerer reach Segmind
-        the same way.
-        """
-        if self.proxy is None or bypasses_proxy(url):
-            return None
-        return self.proxy
+        """The proxy for ``url``: the ``proxy`` extra, else ``HTTP(S)_PROXY``; none for a ``NO_PROXY``
+        host (:func:`~airflow_provider_segmind.proxy.proxy_for`). One rule for both transports, so
+        a worker and the triggerer reach Segmind the same way."""
+        return proxy_for(url, self.proxy)
 
     @property
     def secrets(self) -> list[str]:
@@ -408,10 +403,10 @@ class _LoopSessionPool:
                 headers={"User-Agent": USER_AGENT},
                 # Segmind's API sets no cookies; a jar would be filtered and updated on every request.
                 cookie_jar=aiohttp.DummyCookieJar(),
-                # HTTP(S)_PROXY/NO_PROXY, as ``requests`` honours them on workers: behind a mandatory
-                # egress proxy the triggerer must poll the way the worker submitted. A connection's
-                # ``proxy`` extra is passed per request (the session is shared by connections).
-                trust_env=True,
+                # No trust_env: the proxy (the ``proxy`` extra or HTTP(S)_PROXY/NO_PROXY, decided
+                # like requests does on workers) is passed per request, resolved once per connection
+                # settings (aiohttp's trust_env would scan the environment on every poll, and read
+                # .netrc).
             )
             users = 0
         self._sessions[loop] = (session, users + 1)
@@ -601,8 +596,7 @@ class SegmindHook(BaseHook):
         session = self.get_conn()
         headers = auth_headers(settings.api_key, json_body=json_body is not None)
         timeout = (settings.connect_timeout, read_timeout or settings.read_timeout)
-        # The ``proxy`` extra; without it (or for a NO_PROXY host) the session's trust_env applies
-        # HTTP(S)_PROXY/NO_PROXY, the same rule the triggerer's aiohttp session follows.
+        # The same rule as the triggerer's (requests would apply the environment by itself too).
         proxy = settings.proxy_for(url)
         proxies = {"http": proxy, "https": proxy} if proxy else None
 
@@ -710,8 +704,9 @@ class SegmindHook(BaseHook):
     def _aio_request_parts(
         self, settings: SegmindConnectionSettings
     ) -> tuple[CIMultiDictProxy[str], aiohttp.ClientTimeout, str | None]:
-        """Headers, timeout and explicit proxy for this hook's async calls, built once (they only
-        depend on settings: every call goes to the base URL's host, so NO_PROXY is checked once).
+        """Headers, timeout and proxy for this hook's async calls, built once (they only depend on
+        settings: every call goes to the base URL's host, so the environment's proxy variables are
+        read when the connection is resolved, not on every poll).
 
         The headers are a read-only multidict (aiohttp merges them without converting, and nobody
         can alter the shared copy); they hold the key, so they live only here, never in a repr.
