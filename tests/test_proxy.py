@@ -53,8 +53,8 @@ def auth_proxy() -> Iterator[ForwardProxy]:
     running.stop()
 
 
-def connect(monkeypatch: pytest.MonkeyPatch, emu: Any, *, proxy: str | None = None) -> None:
-    extra = {"proxy": proxy} if proxy else {}
+def connect(monkeypatch: pytest.MonkeyPatch, emu: Any, *, proxy: str | None = None, **extras: Any) -> None:
+    extra = {"proxy": proxy, **extras} if proxy else extras
     conn = {"conn_type": "segmind", "password": emu.api_key, "host": emu.base_url, "extra": extra}
     monkeypatch.setenv("AIRFLOW_CONN_SEGMIND_DEFAULT", json.dumps(conn))
 
@@ -169,10 +169,11 @@ def test_an_unreachable_proxy_means_the_submit_was_not_sent(emulator: Any, monke
     dead = started()
     url = dead.url
     dead.stop()  # nothing listens there any more
-    connect(monkeypatch, emulator, proxy=url)
+    connect(monkeypatch, emulator, proxy=url, max_retries=1, retry_backoff=0.01)
     with pytest.raises(SegmindTransportError) as info:
         SegmindHook().submit(SD3_LARGE_MODEL, {"prompt": PROMPT})
     assert info.value.request_sent is False  # so retrying it cannot bill twice
+    assert "through the proxy" in str(info.value)
     assert emulator.stats()["submit_attempts"] == 0
 
 
