@@ -361,13 +361,24 @@ class SegmindApi:
             }
         )
 
-    def _visible_job(self, request: web.Request, label: str) -> Job | None:
-        """The job if the caller's account owns it. Another account's job answers like an unknown id
-        (404): what Segmind answers for a request id of another account is not documented (it may
-        be 404, 401 or 403); the provider treats 404 as "unknown or expired" and 401/403 as a
-        refused key, so it ends the watch clearly either way (tests cover both answers)."""
+    def _visible_job(self, request: web.Request, label: str) -> Job | web.Response:
+        """The job if the caller's account owns it, else the answer to give.
+
+        What Segmind answers for a request id of another account is not documented (it may be 404,
+        401 or 403). By default the emulator answers like an unknown id (404);
+        ``foreign_request_status`` switches to 403 or 401. The provider ends the wait clearly on
+        each: 404 as "unknown or expired", 401/403 as a refused key (after reading the connection
+        again), and the tests cover all three.
+        """
         job = self.state.live_job(request.match_info["request_id"])
-        return job if job is not None and job.key_label == label else None
+        if job is not None and job.key_label == label:
+            return job
+        status = self.state.config.foreign_request_status
+        if job is not None and status == 401:
+            return json_error(401, INVALID_KEY)
+        if job is not None and status == 403:
+            return json_error(403, "Forbidden. This request belongs to another account.")
+        return self._not_found(request)
 
     @staticmethod
     def _not_found(request: web.Request) -> web.Response:
@@ -394,8 +405,8 @@ class SegmindApi:
 
     async def _status(self, request: web.Request, label: str, fault: Fault | None) -> web.StreamResponse:
         job = self._visible_job(request, label)
-        if job is None:
-            return self._not_found(request)
+        if isinstance(job, web.Response):
+            return job
         status = job.status_at(self.state.clock())
         if status == "FAILED":
             return self._failed(job)
@@ -409,8 +420,8 @@ class SegmindApi:
 
     async def _result(self, request: web.Request, label: str, fault: Fault | None) -> web.StreamResponse:
         job = self._visible_job(request, label)
-        if job is None:
-            return self._not_found(request)
+        if isinstance(job, web.Response):
+            return job
         status = job.status_at(self.state.clock())
         if status == "FAILED":
             return self._failed(job)

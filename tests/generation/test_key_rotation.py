@@ -189,17 +189,31 @@ def test_trigger_ends_when_the_key_is_still_refused(
     assert KEY_C not in text
 
 
-def test_a_job_of_another_account_reads_as_unknown(held: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """What Segmind answers for another account's id is not documented; the emulator says 404, and
-    the watch ends as "unknown or expired" without touching the job (a 401/403 answer ends it as a
-    refused key, covered above)."""
+@pytest.mark.parametrize(
+    ("answer", "status", "error_type"),
+    [(404, "expired", None), (403, "error", "SegmindForbiddenError"), (401, "error", "SegmindAuthenticationError")],
+)
+def test_a_job_of_another_account_ends_the_watch_clearly_whatever_segmind_answers(
+    held: Any, monkeypatch: pytest.MonkeyPatch, answer: int, status: str, error_type: str | None
+) -> None:
+    """What Segmind answers for another account's request id is not documented. The emulator says
+    404 by default and can say 403 or 401: each ends the watch with a clear event, without
+    touching the job, after at most one re-read of the connection, and without a retry loop."""
     emu, _ = held
     request_id = submit(emu)
-    change_keys(emu, add=KEY_C)
+    emu.configure(foreign_request_status=answer)
+    change_keys(emu, add=KEY_C)  # a key of another account
     use_emulator(monkeypatch, emu, key=KEY_C)
     event = watch_while(trigger_for(request_id), lambda: None)
-    assert event["status"] == "expired"
-    assert emu.stats()["submissions"] == 1
+    assert event["status"] == status
+    assert event.get("error_type") == error_type
+    if status == "error":
+        assert event["retryable"] is False
+        assert "also after reading the connection again" in event["message"]
+    stats = emu.stats()
+    assert stats["responses"][str(answer)] == 1
+    assert stats["submissions"] == 1
+    assert KEY_C not in json.dumps(event)
 
 
 # ------------------------------------------------------------------ the blocking wait (worker path)
