@@ -303,7 +303,9 @@ class _LoopSettingsCache:
     - for ``ttl`` seconds at most (60 by default), so an edited connection (new host, timeouts) is
       picked up by triggers started a minute later at the latest;
     - and never after a call made with it answered 401 or 403 (:meth:`invalidate`): a rotated or
-      revoked key is read again by the very next trigger (e.g. the task's retry), not a minute later.
+      revoked key is read again at once, by the refused trigger itself
+      (:meth:`SegmindHook.areload_settings`, which goes on with a changed key) and by every
+      trigger that starts later, not a minute later.
 
     Only successes are stored: a missing or misconfigured connection is looked up every time, so
     fixing it takes effect at once. Entries hold the settings as the connection defines them (no
