@@ -36,12 +36,21 @@ EXTRA_FIELDS: dict[str, tuple[str, str, str]] = {
     "run_sync_timeout": ("v1 read timeout (s)", "number", "Default 300."),
     "max_retries": ("Max retries", "integer", "Retries after the first attempt. Default 4."),
     "retry_backoff": ("Retry backoff (s)", "number", "First exponential backoff. Default 1."),
+    "proxy": (
+        "Proxy URL",
+        "string",
+        "http://[user:password@]host:port for every API call (worker and triggerer). Empty: HTTP(S)_PROXY/NO_PROXY.",
+    ),
 }
 
 
 def _conn_fields() -> dict[str, Any]:
     return {
-        name: {"label": label, "description": description, "schema": {"type": [kind, "null"], "minimum": 0}}
+        name: {
+            "label": label,
+            "description": description,
+            "schema": {"type": [kind, "null"], **({"minimum": 0} if kind != "string" else {})},
+        }
         for name, (label, kind, description) in EXTRA_FIELDS.items()
     }
 

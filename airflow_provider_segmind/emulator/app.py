@@ -379,9 +379,24 @@ class SegmindApi:
             }
         )
 
-    def _visible_job(self, request: web.Request, label: str) -> Job | None:
+    def _visible_job(self, request: web.Request, label: str) -> Job | web.Response:
+        """The job if the caller's account owns it, else the answer to give.
+
+        What Segmind answers for a request id of another account is not documented (it may be 404,
+        401 or 403). By default the emulator answers like an unknown id (404);
+        ``foreign_request_status`` switches to 403 or 401. The provider ends the wait clearly on
+        each: 404 as "unknown or expired", 401/403 as a refused key (after reading the connection
+        again), and the tests cover all three.
+        """
         job = self.state.live_job(request.match_info["request_id"])
-        return job if job is not None and job.key_label == label else None
+        if job is not None and job.key_label == label:
+            return job
+        status = self.state.config.foreign_request_status
+        if job is not None and status == 401:
+            return json_error(401, INVALID_KEY)
+        if job is not None and status == 403:
+            return json_error(403, "Forbidden. This request belongs to another account.")
+        return self._not_found(request)
 
     @staticmethod
     def _not_found(request: web.Request) -> web.Response:
@@ -408,8 +423,8 @@ class SegmindApi:
 
     async def _status(self, request: web.Request, label: str, fault: Fault | None) -> web.StreamResponse:
         job = self._visible_job(request, label)
-        if job is None:
-            return self._not_found(request)
+        if isinstance(job, web.Response):
+            return job
         status = job.status_at(self.state.clock())
         if status == "FAILED":
             return self._failed(job)
@@ -423,8 +438,8 @@ class SegmindApi:
 
     async def _result(self, request: web.Request, label: str, fault: Fault | None) -> web.StreamResponse:
         job = self._visible_job(request, label)
-        if job is None:
-            return self._not_found(request)
+        if isinstance(job, web.Response):
+            return job
         status = job.status_at(self.state.clock())
         if status == "FAILED":
             return self._failed(job)
@@ -680,6 +695,25 @@ class AdminApi:
         job.expires_at = min(job.expires_at, self.state.clock())
         return web.json_response(job.describe(self.state.clock()))
 
+    async def keys(self, request: web.Request) -> web.Response:
+        """``GET|POST /_emulator/keys``: the accounts and their keys (labels only); POST adds/revokes a key.
+
+        POST body: ``{"add": KEY, "same_account_as": KEY, "revoke": KEY}``, every field optional but
+        at least one of ``add``/``revoke`` (see :meth:`EmulatorState.change_keys`). Answers the same
+        view as GET, or 400 ``{"error": ...}`` naming the problem (keys appear only as labels).
+        """
+        if request.method == "POST":
+            body, error = await _json_body(request)
+            if error is not None:
+                return error
+            if not isinstance(body, dict) or set(body) - {"add", "same_account_as", "revoke"}:
+                return json_error(400, 'Expected a JSON object with "add", "same_account_as" and/or "revoke"')
+            try:
+                self.state.change_keys(**body)
+            except ValueError as err:
+                return json_error(400, str(err))
+        return web.json_response(self.state.keys_snapshot())
+
     async def reset(self, request: web.Request) -> web.Response:
         self.state.reset()
         return web.json_response({"ok": True})
@@ -811,6 +845,8 @@ def create_app(config: EmulatorConfig | None = None, *, state: EmulatorState | N
     add("POST", "/_emulator/script", admin.script)
     add("POST", "/_emulator/expire/{request_id}", admin.expire)
     add("POST", "/_emulator/reset", admin.reset)
+    add("GET", "/_emulator/keys", admin.keys)
+    add("POST", "/_emulator/keys", admin.keys)
     add("GET", "/_emulator/config", admin.config)
     add("POST", "/_emulator/config", admin.config)
 

@@ -45,7 +45,8 @@ class EmulatorConfig:
     change; a change to ``credits`` resets every key's balance to the new value.
     """
 
-    #: Accepted API keys (``x-api-key``); each has its own credit balance and rate-limit window.
+    #: Accepted API keys (``x-api-key``); each is its own account (credit balance, rate-limit window,
+    #: jobs). More keys can join an account at run time (``POST /_emulator/keys``).
     api_keys: tuple[str, ...] = (DEFAULT_API_KEY,)
     host: str = "127.0.0.1"
     #: 0 picks a free port.
@@ -87,6 +88,9 @@ class EmulatorConfig:
     retired_models: frozenset[str] = frozenset()
     #: Only SD3 Large exists; every other slug is 404.
     strict_models: bool = False
+    #: What a key of another account gets for a job it does not own: 404 (like an unknown id), 403
+    #: or 401. Segmind's answer is not documented, so the provider is tested against all three.
+    foreign_request_status: int = 404
     #: Render the image when a result is fetched, so ``images[].file_size`` is exact. Load tests that
     #: never download images can turn it off to keep result fetches O(1) (``file_size`` is then null
     #: until the image has been rendered).
@@ -118,6 +122,8 @@ class EmulatorConfig:
             raise ValueError("EmulatorConfig.rate_limit must be at least 1 (or None for no limit)")
         if self.rate_limit_scope not in ("submit", "all"):
             raise ValueError("EmulatorConfig.rate_limit_scope must be 'submit' or 'all'")
+        if self.foreign_request_status not in (401, 403, 404):
+            raise ValueError("EmulatorConfig.foreign_request_status must be 401, 403 or 404")
         if self.v2_validation not in ("job", "submit"):
             raise ValueError("EmulatorConfig.v2_validation must be 'job' or 'submit'")
         unknown = set(self.faults) - FAULT_NAMES

@@ -287,14 +287,28 @@ class EmulatorState:
         self.clock = clock
         self.images = ImageCache(config.media_cache_size, config.render_threads)
         self.faults = FaultInjector(config.seed)
+        # Accepted key -> its account's label. An account's label is its first key's label; jobs,
+        # balances, rate-limit windows and ``per_key`` stats belong to the account, so every key
+        # of one account sees the same jobs and credits (Segmind: keys are made per account in the
+        # console, and a new key does not start a new balance).
         self._key_labels: dict[str, str] = {}
+        # Every key ever accepted (revoked ones too), so a leaked revoked key is still flagged.
+        self._known_keys: set[str] = set()
+        # Revoked key -> the account it belonged to (``same_account_as`` may still name it).
+        self._revoked: dict[str, str] = {}
         self.reset()
 
     # ---- lifecycle -------------------------------------------------------------------------
 
     def reset(self) -> None:
-        """Forget jobs, counters, windows, scripts and recorded requests; restore every balance."""
+        """Forget jobs, counters, windows, scripts and recorded requests; restore every balance.
+
+        Keys added or revoked through :meth:`change_keys` are forgotten too: the configured keys are
+        accepted again, one account each.
+        """
         self._key_labels = {key: key_label(key) for key in self.config.api_keys}
+        self._known_keys = set(self._key_labels)
+        self._revoked = {}
         self.jobs: dict[str, Job] = {}
         self._job_order: deque[str] = deque()
         self.ledger = Ledger(list(self._key_labels.values()), self.config.credits, self.config.free_credits)
@@ -310,6 +324,9 @@ class EmulatorState:
         self.config = self.config.with_changes(**changes)
         if "api_keys" in changes:
             self._key_labels = {key: key_label(key) for key in self.config.api_keys}
+            self._known_keys |= set(self._key_labels)
+            for key in self._key_labels:
+                self._revoked.pop(key, None)
             for label in self._key_labels.values():
                 self.ledger.balances.setdefault(label, self.config.credits)
                 self.ledger.free.setdefault(label, self.config.free_credits)
@@ -335,12 +352,64 @@ class EmulatorState:
     # ---- keys ------------------------------------------------------------------------------
 
     def label_for(self, api_key: str) -> str | None:
-        """The key's label if it is an accepted key, else ``None``."""
+        """The label of the key's account if the key is accepted (not revoked), else ``None``."""
         return self._key_labels.get(api_key)
 
     def is_known_key_text(self, text: str) -> bool:
-        """Whether ``text`` contains any configured key (used to flag leaked keys in recorded requests)."""
-        return any(key in text for key in self._key_labels)
+        """Whether ``text`` contains any key ever accepted, revoked ones included (flags leaked keys)."""
+        return any(key in text for key in self._known_keys)
+
+    def change_keys(
+        self, *, add: str | None = None, same_account_as: str | None = None, revoke: str | None = None
+    ) -> None:
+        """Add a key (to an existing key's account, or as a new account) and/or revoke one, at run time.
+
+        ``add`` with ``same_account_as``: the new key joins that key's account (a revoked key names
+        its account too), so it sees the account's jobs and credits. ``add`` alone: a new account
+        with the configured starting credits. ``revoke``: from now on the key answers 401, like a
+        key deleted in Segmind's console; its account, jobs and credits stay for its other keys.
+        The add happens before the revoke, so one call can rotate. Raises ``ValueError`` naming
+        the problem (never the key itself).
+        """
+        if add is None and revoke is None:
+            raise ValueError('Expected "add" and/or "revoke" (API key strings)')
+        for name, value in (("add", add), ("same_account_as", same_account_as), ("revoke", revoke)):
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ValueError(f"{name!r} must be a non-empty API key string")
+        if same_account_as is not None and add is None:
+            raise ValueError('"same_account_as" needs "add" (the new key)')
+        account: str | None = None
+        if same_account_as is not None:
+            account = self._account_of(same_account_as)
+            if account is None:
+                raise ValueError(f'"same_account_as" is not a known key (label {key_label(same_account_as)})')
+        if revoke is not None and revoke not in self._key_labels and revoke != add:
+            raise ValueError(f'"revoke" is not an accepted key (label {key_label(revoke)})')
+        if add is not None:
+            existing = self._account_of(add)
+            if existing is not None and account is not None and existing != account:
+                raise ValueError(f'"add" already belongs to another account (label {key_label(add)})')
+            account = account or existing or key_label(add)
+            self._key_labels[add] = account
+            self._known_keys.add(add)
+            self._revoked.pop(add, None)
+            self.ledger.balances.setdefault(account, self.config.credits)
+        if revoke is not None:
+            self._revoked[revoke] = self._key_labels.pop(revoke)
+
+    def _account_of(self, api_key: str) -> str | None:
+        return self._key_labels.get(api_key) or self._revoked.get(api_key)
+
+    def keys_snapshot(self) -> dict[str, Any]:
+        """Accounts by label: their accepted keys' labels and balance; revoked keys' labels. No key."""
+        accounts: dict[str, dict[str, Any]] = {}
+        for key, account in self._key_labels.items():
+            entry = accounts.setdefault(account, {"key_labels": [], "credits": self.ledger.balance(account)})
+            entry["key_labels"].append(key_label(key))
+        return {
+            "accounts": {label: {**e, "key_labels": sorted(e["key_labels"])} for label, e in sorted(accounts.items())},
+            "revoked_key_labels": sorted(key_label(key) for key in self._revoked),
+        }
 
     # ---- jobs ------------------------------------------------------------------------------
 

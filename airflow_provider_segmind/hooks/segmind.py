@@ -82,6 +82,7 @@ from airflow_provider_segmind.protocol import (
     transport_error,
     validate_params,
 )
+from airflow_provider_segmind.proxy import normalize_proxy_url, proxy_for, proxy_secrets, public_proxy_url
 
 if TYPE_CHECKING:
     import aiohttp
@@ -136,6 +137,26 @@ class SegmindConnectionSettings:
     read_timeout: float = DEFAULT_READ_TIMEOUT
     run_sync_timeout: float = DEFAULT_RUN_SYNC_TIMEOUT
     retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
+    #: The ``proxy`` extra: a forward proxy for every API call of this connection, on workers and in
+    #: the triggerer (``None``: the environment's ``HTTP(S)_PROXY``/``NO_PROXY`` apply, on both
+    #: paths). Out of ``repr``: its URL may carry a password (see :attr:`proxy_shown`).
+    proxy: str | None = field(default=None, repr=False)
+
+    @property
+    def proxy_shown(self) -> str | None:
+        """The proxy as it may be logged: ``scheme://***@host:port`` (``None`` without one)."""
+        return public_proxy_url(self.proxy) if self.proxy else None
+
+    def proxy_for(self, url: str) -> str | None:
+        """The proxy for ``url``: the ``proxy`` extra, else ``HTTP(S)_PROXY``; none for a ``NO_PROXY``
+        host (:func:`~airflow_provider_segmind.proxy.proxy_for`). One rule for both transports, so
+        a worker and the triggerer reach Segmind the same way."""
+        return proxy_for(url, self.proxy)
+
+    @property
+    def secrets(self) -> list[str]:
+        """Everything error texts must not show: the key and the proxy's password."""
+        return [self.api_key, *proxy_secrets(self.proxy)]
 
     @classmethod
     def from_connection(cls, conn: Connection, *, retry_policy: RetryPolicy | None = None) -> SegmindConnectionSettings:
@@ -166,14 +187,17 @@ class SegmindConnectionSettings:
                 read_timeout=_positive(extras, "read_timeout", DEFAULT_READ_TIMEOUT),
                 run_sync_timeout=_positive(extras, "run_sync_timeout", DEFAULT_RUN_SYNC_TIMEOUT),
                 retry_policy=retry_policy or RetryPolicy.from_extras(extras),
+                proxy=normalize_proxy_url(extras.get("proxy"), what="extra 'proxy'"),
             )
         except (TypeError, ValueError) as err:
             raise SegmindInvalidParametersError(
-                f"The Segmind connection {conn.conn_id!r} is misconfigured: {redact(str(err), [api_key])}",
+                f"The Segmind connection {conn.conn_id!r} is misconfigured: "
+                f"{redact(str(err), [api_key, *proxy_secrets(str(extras.get('proxy') or ''))])}",
                 field="connection",
                 allowed="host: an https URL (http only for loopback, or with extra allow_insecure_http=true); "
                 "extras connect_timeout/read_timeout/run_sync_timeout: "
-                "positive numbers; max_retries: an integer >= 0; retry_backoff: seconds",
+                "positive numbers; max_retries: an integer >= 0; retry_backoff: seconds; "
+                "proxy: an http(s)://[user:password@]host:port URL",
             ) from None
 
 
@@ -251,12 +275,21 @@ def _retrying_kwargs(policy: RetryPolicy, *, idempotent: bool, what: str, log: A
     }
 
 
-def _requests_error(err: requests.RequestException, url: str) -> SegmindTransportError:
-    """Classify a ``requests`` failure; ``request_sent=False`` only when the server cannot have seen it."""
+def _requests_error(err: requests.RequestException, url: str, secrets: list[str]) -> SegmindTransportError:
+    """Classify a ``requests`` failure; ``request_sent=False`` only when the server cannot have seen it.
+
+    ``secrets`` (the proxy's password) are removed from the detail.
+    """
+    if isinstance(err, requests.exceptions.ProxyError):
+        # urllib3 raises it when the proxy cannot be reached or refuses the tunnel (e.g. 407):
+        # before anything was forwarded to Segmind.
+        return transport_error(
+            "Could not connect through the proxy", request_sent=False, url=url, detail=redact(str(err), secrets)
+        )
     if isinstance(err, requests.ConnectTimeout):
-        return transport_error("Connect timeout", request_sent=False, url=url, detail=str(err))
+        return transport_error("Connect timeout", request_sent=False, url=url, detail=redact(str(err), secrets))
     if isinstance(err, requests.ReadTimeout):
-        return transport_error("Read timeout", request_sent=True, url=url, detail=str(err))
+        return transport_error("Read timeout", request_sent=True, url=url, detail=redact(str(err), secrets))
     if isinstance(err, requests.ConnectionError):
         text = repr(err)
         never_connected = any(
@@ -264,21 +297,31 @@ def _requests_error(err: requests.RequestException, url: str) -> SegmindTranspor
             for marker in ("NewConnectionError", "NameResolutionError", "Connection refused", "ConnectTimeout")
         )
         kind = "Could not connect" if never_connected else "Connection lost"
-        return transport_error(kind, request_sent=not never_connected, url=url, detail=str(err))
-    return transport_error("HTTP error", request_sent=True, url=url, detail=str(err))
+        return transport_error(kind, request_sent=not never_connected, url=url, detail=redact(str(err), secrets))
+    return transport_error("HTTP error", request_sent=True, url=url, detail=redact(str(err), secrets))
 
 
-def _aiohttp_error(err: BaseException, url: str) -> SegmindTransportError:
+def _aiohttp_error(err: BaseException, url: str, secrets: list[str]) -> SegmindTransportError:
     """Classify an ``aiohttp`` failure like :func:`_requests_error` does for ``requests``."""
     import aiohttp
 
+    if isinstance(err, aiohttp.ClientHttpProxyError):
+        # The proxy refused the tunnel (CONNECT answered e.g. 407 or 403): nothing reached Segmind.
+        return transport_error(
+            "Could not connect through the proxy",
+            request_sent=False,
+            url=url,
+            detail=redact(f"the proxy answered HTTP {err.status} {err.message}", secrets),
+        )
     if isinstance(err, aiohttp.ConnectionTimeoutError):
         return transport_error("Connect timeout", request_sent=False, url=url, detail=str(err) or "timed out")
     if isinstance(err, aiohttp.ClientConnectorError):
-        return transport_error("Could not connect", request_sent=False, url=url, detail=str(err))
+        return transport_error("Could not connect", request_sent=False, url=url, detail=redact(str(err), secrets))
     if isinstance(err, (aiohttp.ServerTimeoutError, TimeoutError)):
         return transport_error("Read timeout", request_sent=True, url=url, detail=str(err) or "timed out")
-    return transport_error("Connection lost", request_sent=True, url=url, detail=f"{type(err).__name__}: {err}")
+    return transport_error(
+        "Connection lost", request_sent=True, url=url, detail=redact(f"{type(err).__name__}: {err}", secrets)
+    )
 
 
 _SettingsEntry = tuple["SegmindConnectionSettings", float, dict[RetryPolicy, "SegmindConnectionSettings"]]
@@ -296,7 +339,9 @@ class _LoopSettingsCache:
     - for ``ttl`` seconds at most (60 by default), so an edited connection (new host, timeouts) is
       picked up by triggers started a minute later at the latest;
     - and never after a call made with it answered 401 or 403 (:meth:`invalidate`): a rotated or
-      revoked key is read again by the very next trigger (e.g. the task's retry), not a minute later.
+      revoked key is read again at once, by the refused trigger itself
+      (:meth:`SegmindHook.areload_settings`, which goes on with a changed key) and by every
+      trigger that starts later, not a minute later.
 
     Only successes are stored: a missing or misconfigured connection is looked up every time, so
     fixing it takes effect at once. Entries hold the settings as the connection defines them (no
@@ -396,6 +441,10 @@ class _LoopSessionPool:
                 headers={"User-Agent": USER_AGENT},
                 # Segmind's API sets no cookies; a jar would be filtered and updated on every request.
                 cookie_jar=aiohttp.DummyCookieJar(),
+                # No trust_env: the proxy (the ``proxy`` extra or HTTP(S)_PROXY/NO_PROXY, decided
+                # like requests does on workers) is passed per request, resolved once per connection
+                # settings (aiohttp's trust_env would scan the environment on every poll, and read
+                # .netrc).
             )
             users = 0
         self._sessions[loop] = (session, users + 1)
@@ -419,7 +468,7 @@ _SHARED_SESSIONS = _LoopSessionPool()
 #: Async request headers and timeout per settings object (weakly: they go when no hook uses them),
 #: so the triggers sharing a cached connection also share these instead of holding a copy each.
 _REQUEST_PARTS: weakref.WeakKeyDictionary[
-    SegmindConnectionSettings, tuple[CIMultiDictProxy[str], aiohttp.ClientTimeout]
+    SegmindConnectionSettings, tuple[CIMultiDictProxy[str], aiohttp.ClientTimeout, str | None]
 ] = weakref.WeakKeyDictionary()
 
 
@@ -429,7 +478,9 @@ class SegmindHook(BaseHook):
     :param segmind_conn_id: the ``segmind`` connection: password = API key, host = optional base
         URL (default ``https://api.segmind.com``), extras ``connect_timeout``, ``read_timeout``,
         ``run_sync_timeout`` (seconds), ``max_retries`` (retries after the first attempt, default 4)
-        and ``retry_backoff`` (first backoff in seconds, default 1).
+        and ``retry_backoff`` (first backoff in seconds, default 1), ``proxy`` (a forward proxy URL,
+        ``http://[user:password@]host:port``, for every API call on workers and in the triggerer;
+        without it both honour ``HTTP(S)_PROXY``/``NO_PROXY``, and ``NO_PROXY`` applies to it too).
     :param retry_policy: overrides the policy built from the connection's extras.
     """
 
@@ -451,7 +502,9 @@ class SegmindHook(BaseHook):
         self._session: requests.Session | None = None
         # Async transport, built once per hook instead of per call (a trigger polls many times):
         # (settings they were built from, request headers with the key, per-request timeout).
-        self._aio_prepared: tuple[SegmindConnectionSettings, CIMultiDictProxy[str], aiohttp.ClientTimeout] | None = None
+        self._aio_prepared: (
+            tuple[SegmindConnectionSettings, CIMultiDictProxy[str], aiohttp.ClientTimeout, str | None] | None
+        ) = None
         # (URL builder, request id) -> (URL, parsed ``yarl.URL``): a poll neither re-validates the
         # request id nor has aiohttp re-parse the same URL string.
         self._aio_urls: dict[tuple[Callable[[str, str], str], str], tuple[str, yarl.URL]] = {}
@@ -472,12 +525,15 @@ class SegmindHook(BaseHook):
         try:
             from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
             from flask_babel import lazy_gettext
-            from wtforms import FloatField, IntegerField
+            from wtforms import FloatField, IntegerField, StringField
             from wtforms.validators import NumberRange, Optional
         except ImportError:
             return {}
         widgets: dict[str, Any] = {}
         for name, (label, kind, description) in EXTRA_FIELDS.items():
+            if kind == "string":
+                widgets[name] = StringField(lazy_gettext(label), widget=BS3TextFieldWidget(), description=description)
+                continue
             field_class = IntegerField if kind == "integer" else FloatField
             widgets[name] = field_class(
                 lazy_gettext(label),
@@ -496,16 +552,38 @@ class SegmindHook(BaseHook):
             self._settings = SegmindConnectionSettings.from_connection(conn, retry_policy=self._retry_policy)
         return self._settings
 
-    async def aget_settings(self) -> SegmindConnectionSettings:
+    def reload_settings(self) -> SegmindConnectionSettings:
+        """Read the connection again (sync path), e.g. after a 401/403: its key may have been rotated.
+
+        The pooled session holds no key (keys go per request), so it is kept.
+        """
+        self._settings = None
+        return self.get_settings()
+
+    async def areload_settings(self) -> SegmindConnectionSettings:
+        """Read the connection again, bypassing every cache, e.g. after a 401/403 (key rotation).
+
+        The loop's shared entry is replaced by what was read, so the loop's other triggers on this
+        connection pick the new key up too. The hook's prepared headers and job URLs (built from
+        the old settings) are dropped.
+        """
+        _SETTINGS_CACHE.invalidate(self.segmind_conn_id)
+        self._settings = None
+        self._aio_prepared = None
+        self._aio_urls.clear()
+        return await self.aget_settings(fresh=True)
+
+    async def aget_settings(self, *, fresh: bool = False) -> SegmindConnectionSettings:
         """Resolve the connection without sync DB access, for the triggerer's event loop.
 
         Cached for the hook's life, and shared with the loop's other hooks for up to a minute
         (:class:`_LoopSettingsCache`: the lookup costs more CPU than a poll, and every trigger
-        makes one), dropped early when a call answers 401/403.
+        makes one), dropped early when a call answers 401/403. ``fresh``: skip the shared cache
+        (read the connection itself) and store what was read.
         """
         if self._settings is None:
             policy = self._retry_policy
-            shared = _SETTINGS_CACHE.get(self.segmind_conn_id, policy)
+            shared = None if fresh else _SETTINGS_CACHE.get(self.segmind_conn_id, policy)
             if shared is not None:
                 settings = shared
             else:
@@ -556,14 +634,23 @@ class SegmindHook(BaseHook):
         session = self.get_conn()
         headers = auth_headers(settings.api_key, json_body=json_body is not None)
         timeout = (settings.connect_timeout, read_timeout or settings.read_timeout)
+        # The same rule as the triggerer's (requests would apply the environment by itself too).
+        proxy = settings.proxy_for(url)
+        proxies = {"http": proxy, "https": proxy} if proxy else None
 
         def attempt() -> T:
             try:
                 response = session.request(
-                    method, url, headers=headers, json=json_body, timeout=timeout, allow_redirects=False
+                    method,
+                    url,
+                    headers=headers,
+                    json=json_body,
+                    timeout=timeout,
+                    allow_redirects=False,
+                    proxies=proxies,
                 )
             except requests.RequestException as err:
-                raise _requests_error(err, url) from None
+                raise _requests_error(err, url, settings.secrets) from None
             answer = HttpAnswer(response.status_code, lower_headers(response.headers.items()), response.content, url)
             return parse(answer)
 
@@ -700,8 +787,10 @@ class SegmindHook(BaseHook):
 
     def _aio_request_parts(
         self, settings: SegmindConnectionSettings
-    ) -> tuple[CIMultiDictProxy[str], aiohttp.ClientTimeout]:
-        """Headers and timeout for this hook's async calls, built once (they only depend on settings).
+    ) -> tuple[CIMultiDictProxy[str], aiohttp.ClientTimeout, str | None]:
+        """Headers, timeout and proxy for this hook's async calls, built once (they only depend on
+        settings: every call goes to the base URL's host, so the environment's proxy variables are
+        read when the connection is resolved, not on every poll).
 
         The headers are a read-only multidict (aiohttp merges them without converting, and nobody
         can alter the shared copy); they hold the key, so they live only here, never in a repr.
@@ -717,9 +806,9 @@ class SegmindHook(BaseHook):
                 timeout = aiohttp.ClientTimeout(
                     total=None, sock_connect=settings.connect_timeout, sock_read=settings.read_timeout
                 )
-                parts = _REQUEST_PARTS[settings] = (headers, timeout)
+                parts = _REQUEST_PARTS[settings] = (headers, timeout, settings.proxy_for(settings.base_url))
             prepared = self._aio_prepared = (settings, *parts)
-        return prepared[1], prepared[2]
+        return prepared[1], prepared[2], prepared[3]
 
     def _aio_url(self, build: Callable[[str, str], str], base_url: str, request_id: str) -> tuple[str, yarl.URL]:
         """``build(base_url, request_id)`` and its parsed form, memoized per hook (a trigger polls one id).
@@ -749,18 +838,18 @@ class SegmindHook(BaseHook):
         import aiohttp
 
         settings = self._settings or await self.aget_settings()
-        headers, timeout = self._aio_request_parts(settings)
+        headers, timeout, proxy = self._aio_request_parts(settings)
         request_url: str | yarl.URL = target if target is not None else url
 
         async def attempt() -> T:
             try:
                 async with session.get(
-                    request_url, headers=headers, timeout=timeout, allow_redirects=False
+                    request_url, headers=headers, timeout=timeout, allow_redirects=False, proxy=proxy
                 ) as response:
                     body = await response.read()
                     answer = HttpAnswer(response.status, lower_headers(response.headers.items()), body, url)
             except (TimeoutError, aiohttp.ClientError) as err:
-                raise _aiohttp_error(err, url) from None
+                raise _aiohttp_error(err, url, settings.secrets) from None
             if answer.status in _AUTH_FAILURE_STATUSES:
                 # The key may have been rotated or revoked: the next hook must read the connection again.
                 _SETTINGS_CACHE.invalidate(self.segmind_conn_id)

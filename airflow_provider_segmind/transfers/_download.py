@@ -12,8 +12,16 @@ The URL comes from a remote API's answer, so it is treated as hostile input (SSR
   between the check and the connect (rebinding).
 - Redirects are followed by hand, each hop checked again like the first URL, at most
   ``max_redirects`` of them.
-- Only our own headers are sent: no API key, no ``Authorization``, no cookies, no ``.netrc``,
-  no proxy credentials. (Proxies from the environment are not used either.)
+- Only our own headers are sent: no API key, no ``Authorization``, no cookies, no ``.netrc``.
+  Proxies from the environment (``HTTP(S)_PROXY``) are NOT used: a media URL comes from a remote
+  answer, and an environment proxy would reach hosts our address checks never saw.
+- An explicit, opt-in forward proxy (``DownloadPolicy.proxy``, off by default) keeps every rule
+  above: the URL is checked and the host resolved and checked here first, then the proxy is
+  asked for the checked IP address (``CONNECT 203.0.113.7:443``, TLS still verified against the
+  host name; plain http to loopback as an absolute-URI GET), never for the name, so the proxy's
+  own DNS cannot lead it elsewhere. Only the proxy's own credentials go to the proxy
+  (``Proxy-Authorization``); hosts in ``NO_PROXY`` are fetched directly. Consequences: the media
+  host must resolve where the worker runs, and a proxy that allows CONNECT by name only refuses.
 - Connect, read and whole-download timeouts; the status, the declared and sniffed content type,
   the declared and actual size, and the Content-Length are all checked.
 
@@ -47,6 +55,13 @@ from urllib.parse import urljoin, urlsplit
 
 from airflow_provider_segmind.exceptions import SegmindError
 from airflow_provider_segmind.protocol import redact
+from airflow_provider_segmind.proxy import (
+    bypasses_proxy,
+    normalize_proxy_url,
+    proxy_credentials,
+    proxy_secrets,
+    public_proxy_url,
+)
 
 #: Where Segmind serves generated files (``https://images.segmind.com/generations/...``).
 DEFAULT_MEDIA_HOSTS: Final = ("images.segmind.com", "*.segmind.com")
@@ -196,9 +211,13 @@ class DownloadPolicy:
     tmp_dir: str | None = None
     retries: int = DEFAULT_DOWNLOAD_RETRIES
     retry_backoff: float = DEFAULT_DOWNLOAD_RETRY_BACKOFF
+    #: Opt-in forward proxy for downloads (``None``: direct, whatever the environment says). Out of
+    #: ``repr``: the URL may carry a password.
+    proxy: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "allowed_hosts", normalize_allowed_hosts(self.allowed_hosts))
+        object.__setattr__(self, "proxy", normalize_proxy_url(self.proxy, what="download_proxy"))
         types = tuple(media_type(t) or t.strip().lower() for t in self.allowed_content_types)
         if not types or not all(re.fullmatch(r"[a-z0-9*.+\-]+/[a-z0-9*.+\-]+", t) for t in types):
             raise ValueError(
@@ -570,6 +589,16 @@ def _final_type(declared: str, head: bytes, policy: DownloadPolicy, shown: str) 
     return final
 
 
+class _ProxyPool:
+    """What :meth:`Downloader._open` returns for a proxied download: ``close()`` closes the manager's pools."""
+
+    def __init__(self, manager: Any) -> None:
+        self._manager = manager
+
+    def close(self) -> None:
+        self._manager.clear()
+
+
 class Downloader:
     """Downloads outputs under one :class:`DownloadPolicy`; reusable for many URLs."""
 
@@ -661,9 +690,16 @@ class Downloader:
             "Accept": "image/*, video/*;q=0.9, */*;q=0.1",
             "Accept-Encoding": "identity",
         }
+        proxy = policy.proxy if policy.proxy and not bypasses_proxy(target.url) else None
         last_error: Exception | None = None
         for address in addresses:
             pool: Any
+            if proxy is not None:
+                try:
+                    return self._open_via_proxy(proxy, target, address, headers, timeout)
+                except urllib3.exceptions.NewConnectionError as err:
+                    last_error = err
+                    continue
             if target.scheme == "https":
                 if self._ssl is None:
                     self._ssl = _ssl_context()
@@ -700,9 +736,55 @@ class Downloader:
                     f"Could not download {public_url(target.url)}: {type(err).__name__}: {redact(str(err))[:300]}"
                 ) from None
             return pool, response
+        via = f" through the proxy {public_proxy_url(proxy)}" if proxy else ""
         raise SegmindOutputDownloadError(
-            f"Could not connect to {public_url(target.url)} ({', '.join(addresses)}): {redact(str(last_error))[:300]}"
+            f"Could not connect to {public_url(target.url)} ({', '.join(addresses)}){via}: "
+            f"{redact(str(last_error), proxy_secrets(proxy))[:300]}"
         )
+
+    def _open_via_proxy(
+        self, proxy: str, target: Target, address: str, headers: dict[str, str], timeout: Any
+    ) -> tuple[Any, Any]:
+        """GET ``target`` at the checked ``address`` through ``proxy``: ``(pool, response)``.
+
+        https: a CONNECT tunnel to ``address:port`` (the IP, not the name: the proxy cannot resolve
+        the name to somewhere else), TLS verified against the host name. http (loopback only, see
+        :func:`check_url`): an absolute-URI GET for ``http://address:port/path`` with our Host.
+        """
+        import urllib3
+
+        proxy_headers: dict[str, str] = {}
+        credentials = proxy_credentials(proxy)
+        if credentials is not None:
+            proxy_headers = urllib3.make_headers(proxy_basic_auth=":".join(credentials))
+        pool_kwargs: dict[str, Any] = {"timeout": timeout, "retries": False, "maxsize": 1}
+        if target.scheme == "https":
+            if self._ssl is None:
+                self._ssl = _ssl_context()
+            pool_kwargs.update(server_hostname=target.host, ssl_context=self._ssl)
+        manager = urllib3.ProxyManager(proxy, num_pools=1, proxy_headers=proxy_headers, **pool_kwargs)
+        host = f"[{address}]" if ":" in address else address
+        try:
+            response = manager.urlopen(
+                "GET",
+                f"{target.scheme}://{host}:{target.port}{target.request_path}",
+                headers=headers,
+                redirect=False,
+                retries=False,
+                preload_content=False,
+                decode_content=True,
+                enforce_content_length=True,
+            )
+        except urllib3.exceptions.NewConnectionError:
+            manager.clear()
+            raise
+        except (urllib3.exceptions.HTTPError, OSError) as err:
+            manager.clear()
+            raise SegmindOutputDownloadError(
+                f"Could not download {public_url(target.url)} through the proxy {public_proxy_url(proxy)}: "
+                f"{type(err).__name__}: {redact(str(err), proxy_secrets(proxy))[:300]}"
+            ) from None
+        return _ProxyPool(manager), response
 
     def _receive(
         self,

@@ -400,6 +400,9 @@ class SegmindToS3Operator(BaseOperator):
     :param max_redirects: redirects followed (each checked like the first URL).
     :param download_retries: extra attempts, with backoff, after a download broke off (reset,
         timeout, 5xx, truncated body), before the task fails; refused outputs are never retried.
+    :param download_proxy: opt-in forward proxy for the downloads, ``http://[user:password@]host:port``
+        (default ``None``: direct, and ``HTTP(S)_PROXY`` is ignored). Every download rule still holds
+        (https, allow-list, public addresses: see :mod:`._download`); no key is sent.
     :param checksum_mode: ``"when_supported"`` (default) or ``"when_required"``.
     :param conflict_check: ``"conditional"`` (default), ``"head"`` or ``"none"`` (see above).
     :param multipart_threshold: outputs up to this many bytes stay in memory and go in one PutObject.
@@ -432,6 +435,7 @@ class SegmindToS3Operator(BaseOperator):
         download_timeout: float = DEFAULT_DOWNLOAD_TIMEOUT,
         max_redirects: int = DEFAULT_MAX_REDIRECTS,
         download_retries: int = DEFAULT_DOWNLOAD_RETRIES,
+        download_proxy: str | None = None,
         checksum_mode: ChecksumMode = "when_supported",
         conflict_check: ConflictCheck = "conditional",
         multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD,
@@ -462,6 +466,7 @@ class SegmindToS3Operator(BaseOperator):
         self.download_timeout = download_timeout
         self.max_redirects = max_redirects
         self.download_retries = download_retries
+        self.download_proxy = download_proxy
         if checksum_mode not in CHECKSUM_MODES:
             raise ValueError(f"checksum_mode must be one of {CHECKSUM_MODES}, got {checksum_mode!r}")
         if conflict_check not in CONFLICT_CHECKS:
@@ -511,6 +516,7 @@ class SegmindToS3Operator(BaseOperator):
             download_timeout=self.download_timeout,
             max_redirects=self.max_redirects,
             retries=self.download_retries,
+            proxy=self.download_proxy,
             spool_memory=self.multipart_threshold,
             tmp_dir=self.tmp_dir,
         )

@@ -379,6 +379,48 @@ def _import_transport() -> None:
     _transport_imported = True
 
 
+def _key_refused(error: BaseException) -> bool:
+    """A 401/403 answer: the key may have been rotated (or revoked) while the job ran."""
+    from airflow_provider_segmind.exceptions import SegmindAuthenticationError, SegmindForbiddenError
+
+    return isinstance(error, (SegmindAuthenticationError, SegmindForbiddenError))
+
+
+def _still_refused(error: BaseException, conn_id: str) -> PollStep:
+    """The watch's end when the connection, read again, still holds a refused key (names no key)."""
+    message = redact(str(error) or type(error).__name__)
+    return PollStep(
+        OUTCOME_ERROR,
+        message=f"the key in connection {conn_id!r} is refused, also after reading the connection again. The job "
+        "keeps running: put a working key of the same account in the connection and re-run the task within the "
+        f"hour to fetch its result. {message}"[:MAX_ERROR_TEXT],
+        error=error,
+    )
+
+
+def _rotation_outcome(
+    new_key: str | None, refused: set[str], *, log: Any, request_id: str, conn_id: str, reload_error: Exception | None
+) -> bool:
+    """Whether the watch goes on with ``new_key`` (a key not refused yet); logs why, never the key."""
+    if new_key is not None and new_key not in refused:
+        if log is not None:
+            log.warning(
+                "Segmind request %s: the API key was refused (401/403); the connection %r now holds another key, "
+                "continuing the watch with it.",
+                request_id,
+                conn_id,
+            )
+        return True
+    if log is not None and reload_error is not None:
+        log.warning(
+            "Segmind request %s: the API key was refused and reading the connection %r again failed: %s",
+            request_id,
+            conn_id,
+            redact(str(reload_error), refused),
+        )
+    return False
+
+
 def wait_for_job(
     request_id: str,
     *,
@@ -410,6 +452,22 @@ def wait_for_job(
     )
     secrets = [hook.get_settings().api_key]
     common: dict[str, Any] = {"request_id": request_id, "model": model, "deadline": deadline}
+    refused: set[str] = set()  # keys answered 401/403 during this wait
+
+    def rotated() -> bool:
+        """On 401/403, read the connection again (no cache): go on only with a key not refused yet."""
+        refused.add(hook.get_settings().api_key)
+        new_key: str | None = None
+        reload_error: Exception | None = None
+        try:
+            new_key = hook.reload_settings().api_key
+            secrets.append(new_key)
+        except Exception as error:
+            reload_error = error
+        return _rotation_outcome(
+            new_key, refused, log=log, request_id=request_id, conn_id=conn_id, reload_error=reload_error
+        )
+
     try:
         delay = tracker.first_delay(clock())
         completed: PollStep | None = None  # the COMPLETED status step, once seen
@@ -421,6 +479,11 @@ def wait_for_job(
                     step = tracker.on_status(hook.get_status(request_id), clock())
                 except Exception as err:
                     step = tracker.on_error(err, clock())
+                    if _key_refused(err):
+                        if rotated():
+                            delay = 0.0
+                            continue
+                        step = _still_refused(err, conn_id)
                 _log_step(log, request_id, step)
                 if step.outcome == OUTCOME_COMPLETED:
                     completed = step
@@ -430,6 +493,11 @@ def wait_for_job(
                     result = hook.get_result(request_id)
                 except Exception as err:
                     step = tracker.on_error(err, clock())
+                    if _key_refused(err):
+                        if rotated():
+                            delay = 0.0
+                            continue
+                        step = _still_refused(err, conn_id)
                     _log_step(log, request_id, step)
                 else:
                     _log_completed(log, request_id, completed, result)
@@ -585,6 +653,31 @@ class SegmindJobTrigger(BaseTrigger):
         )
         common: dict[str, Any] = {"request_id": self.request_id, "model": self.model, "deadline": self.deadline}
         secrets: list[str | None] = []
+        refused: set[str] = set()  # keys answered 401/403 during this watch
+
+        async def rotated() -> bool:
+            """On 401/403, read the connection again (no cache): go on only with a key not refused yet.
+
+            The key may have been rotated while the job ran (the hook's settings and the loop's
+            cache hold the old one); only a key that is refused again, or unchanged, ends the watch.
+            """
+            refused.add((await hook.aget_settings()).api_key)
+            new_key: str | None = None
+            reload_error: Exception | None = None
+            try:
+                new_key = (await hook.areload_settings()).api_key
+                secrets.append(new_key)
+            except Exception as error:
+                reload_error = error
+            return _rotation_outcome(
+                new_key,
+                refused,
+                log=self.log,
+                request_id=self.request_id,
+                conn_id=self.conn_id,
+                reload_error=reload_error,
+            )
+
         try:
             secrets.append((await hook.aget_settings()).api_key)
             async with hook.shared_session() as session:
@@ -600,6 +693,11 @@ class SegmindJobTrigger(BaseTrigger):
                             raise
                         except Exception as err:
                             step = tracker.on_error(err, time.time())
+                            if _key_refused(err):
+                                if await rotated():
+                                    delay = 0.0
+                                    continue
+                                step = _still_refused(err, self.conn_id)
                         else:
                             step = tracker.on_status(answer, time.time())
                         _log_step(self.log, self.request_id, step)
@@ -613,6 +711,11 @@ class SegmindJobTrigger(BaseTrigger):
                             raise
                         except Exception as err:
                             step = tracker.on_error(err, time.time())
+                            if _key_refused(err):
+                                if await rotated():
+                                    delay = 0.0
+                                    continue
+                                step = _still_refused(err, self.conn_id)
                             _log_step(self.log, self.request_id, step)
                         else:
                             _log_completed(self.log, self.request_id, completed, result)
