@@ -2,7 +2,8 @@
 
 The pipeline our users run: a credits check before spending, one deferrable generation task per
 prompt (throttled by a pool so concurrency stays under the account's rate limit) followed by its
-own persistence task (streamed to S3 with a manifest, emitting S3 asset events): the two form a
+own persistence task (streamed to S3 with a manifest, emitting one asset event per prompt on
+``IMAGES``, with the stored keys in its extra): the two form a
 task group mapped over the prompts, so one failed prompt does not hold back the others. A final
 task writes a batch manifest and an HTML contact sheet (thumbnails with prompt, seed, cost and
 request id) for a human to review, and the run fails if any prompt produced no image.
@@ -19,7 +20,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import DAG, Param, TriggerRule, get_current_context, task, task_group
+from airflow.sdk import DAG, Asset, Param, TriggerRule, get_current_context, task, task_group
 
 from airflow_provider_segmind.operators.segmind import SegmindTextToImageOperator
 from airflow_provider_segmind.transfers.segmind_to_s3 import SegmindToS3Operator
@@ -37,6 +38,11 @@ PROMPTS_FILE = Path(__file__).resolve().parent / "prompts" / "marketing_prompts.
 #: Credits one SD3 Large image costs, with a margin; the check refuses to start a batch it cannot pay.
 CREDITS_PER_IMAGE = 0.05
 ALLOWED_KEYS = {"prompt", "negative_prompt", "aspect_ratio"}
+#: One asset for every image this DAG stores (not one per image): declared, so it shows in the lineage
+#: view, and what example_segmind_asset_consumer schedules on. The bucket is a per-run param, so the
+#: asset is given here rather than derived (a templated bucket is only known at run time); an event's
+#: extra names the bucket the images really went to.
+IMAGES = Asset(f"s3://{BUCKET}/segmind/example_segmind_marketing_assets")
 
 with DAG(
     dag_id="example_segmind_marketing_assets",
@@ -107,6 +113,7 @@ with DAG(
             task_id="persist",
             results=generated.output,
             s3_bucket="{{ params.bucket }}",
+            asset=IMAGES,
             allow_insecure_loopback=ALLOW_LOOPBACK_MEDIA,
         )
         return stored.output

@@ -18,7 +18,7 @@ import pytest
 
 from airflow_provider_segmind.emulator import SegmindEmulator
 from tests.transfers.helpers import S3Env
-from tests.transfers.test_segmind_to_s3_dag import _BROKEN, _serialize_if_needed
+from tests.transfers.test_segmind_to_s3_dag import _BROKEN, _asset_events, _asset_rows, _serialize_if_needed
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "example_dags" / "example_segmind_marketing_assets.py"
 DAG_ID = "example_segmind_marketing_assets"
@@ -90,3 +90,17 @@ def test_a_blocked_prompt_does_not_hold_back_the_others(
     assert json.loads(s3.get(batch[0])[0])["images"] == 2
     # One paid submission per prompt: the blocked one is not retried (a retry cannot unblock it).
     assert emu.stats()["submissions"] == len(PROMPTS)
+
+    # One asset for the DAG's images (the one the consumer example schedules on), one event per
+    # stored prompt carrying its key, hash and manifest; no asset row per image.
+    asset_uri = f"s3://{s3.bucket}/segmind/{DAG_ID}"
+    assert _asset_rows(s3.bucket) == {asset_uri}
+    events = _asset_events(DAG_ID, run.run_id)
+    assert [(task, index, uri) for task, index, uri, _ in events] == [
+        ("render.persist", 0, asset_uri),
+        ("render.persist", 2, asset_uri),
+    ]
+    objects = [item for _, _, _, extra in events for item in extra["objects"]]
+    assert sorted(item["key"] for item in objects) == images
+    assert [item["manifest"] for item in objects] == [item["key"] + ".manifest.json" for item in objects]
+    assert [item["sha256"] for item in objects] == [s3.head(item["key"])["Metadata"]["sha256"] for item in objects]
