@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import cached_property
+from functools import cache, cached_property
 from os.path import commonprefix
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
@@ -95,10 +95,27 @@ __all__ = [
 DEFAULT_ASSET_ALIAS: Final = "segmind-s3-outputs"
 #: ``asset="auto"``: one asset per destination (see ``SegmindToS3Operator``).
 AUTO_ASSET: Final = "auto"
-#: Prefix of the per-task alias ``asset="auto"`` falls back to when the bucket is templated.
-TASK_ALIAS_PREFIX: Final = "segmind-s3:"
+#: Scheme of the per-task asset ``asset="auto"`` falls back to when the bucket is templated or mapped.
+TASK_ASSET_SCHEME: Final = "segmind-s3"
 #: Objects listed in one asset event's ``extra`` (the rest: the manifests under ``extra["prefix"]``).
 DEFAULT_MAX_EVENT_OBJECTS: Final = 50
+
+
+@cache
+def _alias_extras_must_be_flat() -> bool:
+    """Airflow 3.1 hashes an alias event's extra (``frozenset(extra.items())``): no list values.
+
+    3.2 and later compare the extra as JSON instead (``TaskInstance.register_asset_changes_in_db``).
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        major, minor = (int(part) for part in version("apache-airflow-core").split(".")[:2])
+    except (PackageNotFoundError, ValueError):
+        return False
+    return (major, minor) < (3, 2)
+
+
 MANIFEST_VERSION: Final = 1
 _REQUEST_ID: Final = re.compile(r"[A-Za-z0-9._\-]{1,128}")
 _EXTENSIONS: Final = {
@@ -396,12 +413,11 @@ class SegmindToS3Operator(BaseOperator):
     ``Asset("s3://<bucket>/<prefix>")`` as an outlet when the DAG is parsed, where the prefix is
     ``s3_key`` up to its first run-specific part (the default layout gives
     ``s3://<bucket>/segmind/<dag_id>/``), so it shows in the lineage view and consumers schedule
-    on it. If ``s3_bucket`` is templated the destination is only known at run time: the outlet is
-    then an alias named per task, ``AssetAlias("segmind-s3:<dag_id>.<task_id>")``, and the event
-    lands on the rendered destination's asset through it (one asset row per destination). Pass
+    on it. If ``s3_bucket`` is templated or mapped the destination is only known at run time: the
+    outlet is then one static asset per task, ``Asset("segmind-s3://<dag_id>/<task_id>")``. Pass
     ``asset=Asset(...)`` (or a URI) to choose the asset, ``asset_alias="name"`` to emit through a
-    named alias instead (the events then land on ``asset``, or the rendered destination), and
-    ``asset=None`` for no events. The event's ``extra`` (JSON)::
+    named alias instead (the events then land on ``asset``, or the rendered destination's asset,
+    created at the first event), and ``asset=None`` for no events. The event's ``extra`` (JSON)::
 
         {"bucket", "prefix", "count", "truncated",
          "objects": [{"key", "sha256", "manifest", "request_id"}, ...]}
@@ -410,7 +426,8 @@ class SegmindToS3Operator(BaseOperator):
     ``max_event_objects`` (default 50; ``truncated`` says when there were more), ``prefix`` is the
     keys' common prefix, under which each object's manifest holds its full description. A task
     with an ``Asset`` outlet and nothing to store still emits its (Airflow's) event, with
-    ``count`` 0.
+    ``count`` 0. Through an alias on Airflow 3.1, ``objects`` is a JSON string (3.1 hashes alias
+    event extras, so their values must be flat).
 
     :param results: see above. Templated.
     :param s3_bucket: the bucket (or ``s3://bucket``). Templated.
@@ -531,7 +548,7 @@ class SegmindToS3Operator(BaseOperator):
         A mapped task's outlets are read from its partial arguments when the DAG is parsed (the
         operator's ``__init__`` only runs later, per mapped instance), so the asset (or alias) must
         be put there too, or the scheduler would not know it. A mapped ``s3_bucket`` or ``s3_key``
-        is known only per instance: the per-task alias then.
+        is known only per instance: the per-task asset then.
         """
         partial = super().partial(**kwargs)
         args = partial.kwargs
@@ -546,10 +563,7 @@ class SegmindToS3Operator(BaseOperator):
         )
         if target is None:
             return partial
-        # Fixed for every mapped instance: their __init__ sees mapped values and must not pick another.
-        if isinstance(target, AssetAlias):
-            args["asset_alias"] = target.name
-        else:
+        if isinstance(target, Asset):  # fixed for every mapped instance: their __init__ sees mapped values
             args["asset"] = target
         outlets = list(args.get("outlets") or [])
         if target not in outlets:
@@ -908,6 +922,8 @@ class SegmindToS3Operator(BaseOperator):
             if not stored:
                 return
             asset = self._destination_asset(bucket, template, context)
+            if _alias_extras_must_be_flat():
+                extra["objects"] = json.dumps(extra["objects"], separators=(",", ":"))
             context["outlet_events"][target].add(asset, extra=extra)
         else:
             asset = target
@@ -950,9 +966,9 @@ def _event_target(
     if asset != AUTO_ASSET:
         return Asset(asset)
     uri = _static_destination(s3_bucket, s3_key, dag_id)
-    if uri is not None:
-        return Asset(uri)
-    return AssetAlias(f"{TASK_ALIAS_PREFIX}{dag_id}.{task_id}" if dag_id else f"{TASK_ALIAS_PREFIX}{task_id}")
+    # A destination known only at run time: one static asset for the task (a dynamic asset per
+    # rendered destination would need an alias, whose extras Airflow 3.1 cannot hold as lists).
+    return Asset(uri if uri is not None else f"{TASK_ASSET_SCHEME}://{dag_id or '_'}/{task_id}")
 
 
 def _static_destination(s3_bucket: Any, s3_key: Any, dag_id: str | None) -> str | None:

@@ -94,7 +94,7 @@ def test_a_blocked_prompt_does_not_hold_back_the_others(
     # One asset for the DAG's images (the one the consumer example schedules on), one event per
     # stored prompt carrying its key, hash and manifest; no asset row per image.
     asset_uri = f"s3://{s3.bucket}/segmind/{DAG_ID}"
-    assert _asset_rows(s3.bucket) == {asset_uri}
+    assert _asset_rows(s3.bucket, DAG_ID) == {asset_uri}
     events = _asset_events(DAG_ID, run.run_id)
     assert [(task, index, uri) for task, index, uri, _ in events] == [
         ("render.persist", 0, asset_uri),

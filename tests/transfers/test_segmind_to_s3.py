@@ -253,6 +253,21 @@ def test_chunked_body_without_content_length(emu: SegmindEmulator, s3: S3Env) ->
     assert s3.get(uri.split("/", 3)[3])[0] == blob_bytes(300_001)
 
 
+def test_nothing_to_store_gives_the_asset_event_a_count_of_zero(s3: S3Env) -> None:
+    """Airflow emits an Asset outlet's event on success anyway: its extra says nothing was stored."""
+    context = make_context()
+    op = make_op(s3, [])
+    assert op.execute(context) == []
+    assert asset_extra(context, op.event_target) == {
+        "bucket": s3.bucket,
+        "prefix": "",
+        "count": 0,
+        "truncated": False,
+        "objects": [],
+    }
+    s3.assert_empty()
+
+
 def test_one_capped_asset_event_for_many_images(emu: SegmindEmulator, s3: S3Env) -> None:
     """Three images, one event: the extra lists the first max_event_objects and says it is truncated."""
     results = [generate(emu, prompt=f"a lighthouse, take {n}") for n in range(3)]

@@ -58,12 +58,22 @@ with DAG(
         allow_insecure_loopback=True,
     )
 
-    # A bucket known only at run time: the event goes through the task's alias to its destination.
+    # A bucket known only at run time: one static asset for the task.
     SegmindToS3Operator(
         task_id="persist_templated",
         results=images.output,
         s3_bucket="{{ params.bucket }}",
         s3_key="templated/",
+        allow_insecure_loopback=True,
+    )
+
+    # Through a named alias: the event lands on the rendered destination's asset.
+    SegmindToS3Operator(
+        task_id="persist_aliased",
+        results=images.output,
+        s3_bucket="{{ params.bucket }}",
+        s3_key="aliased/",
+        asset_alias="segmind-test-aliased",
         allow_insecure_loopback=True,
     )
 """.replace("DAG_ID_HERE", DAG_ID)
@@ -95,14 +105,27 @@ def _asset_events(dag_id: str, run_id: str) -> list[tuple[str, int, str, dict[st
         return [(task, index, uri, dict(extra or {})) for task, index, uri, extra in session.execute(query)]
 
 
-def _asset_rows(bucket: str) -> set[str]:
-    """Every asset the metadata DB holds in ``bucket`` (each test has its own bucket)."""
+def _asset_rows(bucket: str, dag_id: str) -> set[str]:
+    """Every asset the metadata DB holds in ``bucket`` (each test has its own) or for ``dag_id``'s tasks."""
     from airflow.models.asset import AssetModel
     from airflow.utils.session import create_session
-    from sqlalchemy import select
+    from sqlalchemy import or_, select
 
+    query = select(AssetModel.uri).where(
+        or_(AssetModel.uri.like(f"s3://{bucket}%"), AssetModel.uri.like(f"segmind-s3://{dag_id}/%"))
+    )
     with create_session() as session:
-        return set(session.scalars(select(AssetModel.uri).where(AssetModel.uri.like(f"s3://{bucket}%"))))
+        return set(session.scalars(query))
+
+
+def _objects(extra: dict[str, Any]) -> list[dict[str, Any]]:
+    """The event's objects; a JSON string through an alias on Airflow 3.1 (it hashes alias extras)."""
+    objects = extra["objects"]
+    if isinstance(objects, str):
+        assert tuple(int(part) for part in version("apache-airflow-core").split(".")[:2]) < (3, 2)
+        objects = json.loads(objects)
+    assert isinstance(objects, list)
+    return objects
 
 
 def _execution_api_rejects_the_task_runner() -> str | None:
@@ -156,13 +179,14 @@ def test_generate_then_persist_with_dag_test(
     each = sorted(key for key in images if "/persist_each/" in key)
     batch = sorted(key for key in images if key.startswith("batch/"))
     templated = sorted(key for key in images if key.startswith("templated/"))
-    assert len(each) == len(batch) == len(templated) == PROMPTS
+    aliased = sorted(key for key in images if key.startswith("aliased/"))
+    assert len(each) == len(batch) == len(templated) == len(aliased) == PROMPTS
     assert [key.split("/")[4] for key in each] == ["0", "1", "2"]  # map index in the key: no collision
     assert all(key.startswith(f"segmind/{DAG_ID}/{run.run_id}/persist_each/") for key in each)
     assert all(key.startswith(f"batch/{DAG_ID}/{run.run_id}/") for key in batch)
 
     prompts = set()
-    for key in each + batch + templated:
+    for key in each + batch + templated + aliased:
         data, obj = s3.get(key)
         assert obj["ContentType"] == "image/jpeg"
         with Image.open(io.BytesIO(data)) as image:
@@ -174,13 +198,15 @@ def test_generate_then_persist_with_dag_test(
     assert prompts == {"a red fox in fresh snow", "a blue whale at dusk", "a green parrot in the rain"}
 
     # One asset per destination, none per image: the default layout's, the Jinja key's static part,
-    # and the templated bucket's rendered destination (created once, through the task's alias).
+    # the templated bucket's task asset, and the alias's rendered destination (created once).
     default_asset = f"s3://{s3.bucket}/segmind/{DAG_ID}"
     batch_asset = f"s3://{s3.bucket}/batch"
-    templated_asset = f"s3://{s3.bucket}/templated/{DAG_ID}"
-    assert _asset_rows(s3.bucket) == {default_asset, batch_asset, templated_asset}
+    templated_asset = f"segmind-s3://{DAG_ID}/persist_templated"
+    aliased_asset = f"s3://{s3.bucket}/aliased/{DAG_ID}"
+    assert _asset_rows(s3.bucket, DAG_ID) == {default_asset, batch_asset, templated_asset, aliased_asset}
     events = _asset_events(DAG_ID, run.run_id)
     assert [(task, index, uri) for task, index, uri, _ in events] == [
+        ("persist_aliased", -1, aliased_asset),
         ("persist_all", -1, batch_asset),
         ("persist_each", 0, default_asset),
         ("persist_each", 1, default_asset),
@@ -189,15 +215,17 @@ def test_generate_then_persist_with_dag_test(
     ]
     extras = {(task, index): extra for task, index, _, extra in events}
     for (task, index), keys in {
+        ("persist_aliased", -1): aliased,
         ("persist_all", -1): batch,
         ("persist_templated", -1): templated,
         **{("persist_each", i): [key] for i, key in enumerate(each)},
     }.items():
         extra = extras[(task, index)]
         assert (extra["bucket"], extra["count"], extra["truncated"]) == (s3.bucket, len(keys), False)
-        assert sorted(item["key"] for item in extra["objects"]) == keys
-        assert all(item["manifest"] == item["key"] + ".manifest.json" for item in extra["objects"])
-        for item in extra["objects"]:
+        objects = _objects(extra)
+        assert sorted(item["key"] for item in objects) == keys
+        assert all(item["manifest"] == item["key"] + ".manifest.json" for item in objects)
+        for item in objects:
             data, obj = s3.get(item["key"])
             assert item["sha256"] == obj["Metadata"]["sha256"]
             assert item["key"].startswith(extra["prefix"])
