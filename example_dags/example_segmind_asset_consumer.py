@@ -1,11 +1,11 @@
-"""Runs whenever the marketing DAG stores new images: scheduled on its S3 asset.
+"""Runs whenever the marketing DAG stores a batch of images: scheduled on its S3 asset.
 
-``SegmindToS3Operator`` emits one asset event per task on one asset per destination (here the
-marketing DAG's ``IMAGES``), not one asset per image. The event's ``extra`` lists what the task
-stored: ``{"bucket", "prefix", "count", "truncated", "objects": [{"key", "sha256", "manifest",
-"request_id"}]}`` (``objects`` is capped, 50 by default; ``truncated`` says when there were more,
-all of them under ``prefix``, each with its manifest beside it). Airflow may fold several events
-(one per mapped persist task) into one run of this DAG: ``triggering_asset_events`` has them all.
+The marketing DAG emits one event per batch on ``IMAGES`` (one asset for all its images, not one
+per image), in the shape ``SegmindToS3Operator``'s own events have: ``extra`` is ``{"bucket",
+"prefix", "count", "truncated", "objects": [{"key", "sha256", "manifest", "request_id"}]}``
+(``objects`` is capped, 50 by default; ``truncated`` says when there were more, all of them under
+``prefix``, each with its manifest beside it), plus the batch manifest's and contact sheet's URIs.
+Airflow may fold several events into one run of this DAG: ``triggering_asset_events`` has them all.
 """
 
 from __future__ import annotations

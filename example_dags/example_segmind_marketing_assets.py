@@ -2,11 +2,12 @@
 
 The pipeline our users run: a credits check before spending, one deferrable generation task per
 prompt (throttled by a pool so concurrency stays under the account's rate limit) followed by its
-own persistence task (streamed to S3 with a manifest, emitting one asset event per prompt on
-``IMAGES``, with the stored keys in its extra): the two form a
+own persistence task (streamed to S3 with a manifest): the two form a
 task group mapped over the prompts, so one failed prompt does not hold back the others. A final
 task writes a batch manifest and an HTML contact sheet (thumbnails with prompt, seed, cost and
-request id) for a human to review, and the run fails if any prompt produced no image.
+request id) for a human to review and emits one asset event for the batch on ``IMAGES`` (the keys,
+hashes and manifests of its images in the event's extra), and the run fails if any prompt produced
+no image.
 
 Override the prompts for one run with the ``prompts`` param (a list of
 ``{"prompt", "negative_prompt"?, "aspect_ratio"?}``), e.g. ``airflow dags trigger ... --conf``.
@@ -39,9 +40,10 @@ PROMPTS_FILE = Path(__file__).resolve().parent / "prompts" / "marketing_prompts.
 CREDITS_PER_IMAGE = 0.05
 ALLOWED_KEYS = {"prompt", "negative_prompt", "aspect_ratio"}
 #: One asset for every image this DAG stores (not one per image): declared, so it shows in the lineage
-#: view, and what example_segmind_asset_consumer schedules on. The bucket is a per-run param, so the
-#: asset is given here rather than derived (a templated bucket is only known at run time); an event's
-#: extra names the bucket the images really went to.
+#: view, and what example_segmind_asset_consumer schedules on. One event per batch, from the contact
+#: sheet task: the mapped persist tasks finish together, and Airflow (up to at least 3.3.2) may leave
+#: events of concurrently finishing mapped tasks to the consumer's next run (apache/airflow#54659).
+#: An event's extra names the bucket the images really went to (the bucket is a per-run param).
 IMAGES = Asset(f"s3://{BUCKET}/segmind/example_segmind_marketing_assets")
 
 with DAG(
@@ -113,18 +115,19 @@ with DAG(
             task_id="persist",
             results=generated.output,
             s3_bucket="{{ params.bucket }}",
-            asset=IMAGES,
+            asset=None,  # the batch's one event comes from contact_sheet
             allow_insecure_loopback=ALLOW_LOOPBACK_MEDIA,
         )
         return stored.output
 
-    @task(trigger_rule=TriggerRule.ALL_DONE)
+    @task(trigger_rule=TriggerRule.ALL_DONE, outlets=[IMAGES])
     def contact_sheet(uris: list[list[str] | None]) -> dict[str, Any]:
         """Write a batch manifest and an HTML contact sheet of the images that were stored.
 
         Runs even when some prompts failed (``all_done``): a reviewer gets what exists; a failed
         prompt's entry is missing here (``None``; Airflow 3.1 gives a ``NOTSET`` marker instead)
-        and ``batch_succeeded`` fails the run for it.
+        and ``batch_succeeded`` fails the run for it. Its success emits the batch's event on
+        ``IMAGES``, listing what was stored.
         """
         from airflow_provider_segmind.utils.contact_sheet import write_contact_sheet
 
@@ -134,6 +137,7 @@ with DAG(
             bucket=context["params"]["bucket"],
             dag_id=context["dag"].dag_id,
             run_id=context["run_id"],
+            asset_event=context["outlet_events"][IMAGES],
         )
 
     @task(trigger_rule=TriggerRule.ONE_FAILED, retries=0)

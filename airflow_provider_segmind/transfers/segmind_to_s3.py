@@ -87,6 +87,7 @@ __all__ = [
     "SegmindOutputRefusedError",
     "SegmindToS3Operator",
     "UnsafeS3KeyError",
+    "asset_event_extra",
 ]
 
 #: The alias this operator emitted on by default up to 0.1.0; no longer a default (every DAG scheduled
@@ -909,15 +910,7 @@ class SegmindToS3Operator(BaseOperator):
         if target not in (self.outlets or []):
             self.log.warning("%r is not among this task's outlets: no asset event is emitted.", target)
             return
-        keys = [str(item["key"]) for item in stored]
-        common = commonprefix(keys) if keys else ""  # noqa: RUF071 - cut back to a whole segment below
-        extra: dict[str, Any] = {
-            "bucket": bucket,
-            "prefix": common[: common.rfind("/") + 1],
-            "count": len(stored),
-            "truncated": len(stored) > self.max_event_objects,
-            "objects": stored[: self.max_event_objects],
-        }
+        extra = asset_event_extra(bucket, stored, max_objects=self.max_event_objects)
         if isinstance(target, AssetAlias):
             if not stored:
                 return
@@ -942,6 +935,26 @@ class SegmindToS3Operator(BaseOperator):
         if isinstance(self.asset, str) and self.asset != AUTO_ASSET:
             return Asset(self.asset)
         return Asset(_destination_uri(bucket, template, context["ti"].dag_id))
+
+
+def asset_event_extra(
+    bucket: str, objects: Sequence[Mapping[str, Any]], *, max_objects: int = DEFAULT_MAX_EVENT_OBJECTS
+) -> dict[str, Any]:
+    """The ``extra`` of an asset event for stored objects (``{"key", "sha256", "manifest", "request_id"}``).
+
+    JSON-plain and capped: the first ``max_objects`` objects, their count, whether some were left
+    out, and the keys' common prefix (whole segments), under which every object and its manifest is.
+    """
+    listed = [dict(item) for item in objects]
+    keys = [str(item["key"]) for item in listed]
+    common = commonprefix(keys) if keys else ""  # noqa: RUF071 - cut back to a whole segment below
+    return {
+        "bucket": bucket,
+        "prefix": common[: common.rfind("/") + 1],
+        "count": len(listed),
+        "truncated": len(listed) > max_objects,
+        "objects": listed[:max_objects],
+    }
 
 
 def _event_target(

@@ -91,16 +91,16 @@ def test_a_blocked_prompt_does_not_hold_back_the_others(
     # One paid submission per prompt: the blocked one is not retried (a retry cannot unblock it).
     assert emu.stats()["submissions"] == len(PROMPTS)
 
-    # One asset for the DAG's images (the one the consumer example schedules on), one event per
-    # stored prompt carrying its key, hash and manifest; no asset row per image.
+    # One asset for the DAG's images (the one the consumer example schedules on) and one event per
+    # batch, from the contact sheet, carrying every stored image's key, hash and manifest; no asset
+    # row per image.
     asset_uri = f"s3://{s3.bucket}/segmind/{DAG_ID}"
     assert _asset_rows(s3.bucket, DAG_ID) == {asset_uri}
-    events = _asset_events(DAG_ID, run.run_id)
-    assert [(task, index, uri) for task, index, uri, _ in events] == [
-        ("render.persist", 0, asset_uri),
-        ("render.persist", 2, asset_uri),
-    ]
-    objects = [item for _, _, _, extra in events for item in extra["objects"]]
-    assert sorted(item["key"] for item in objects) == images
-    assert [item["manifest"] for item in objects] == [item["key"] + ".manifest.json" for item in objects]
-    assert [item["sha256"] for item in objects] == [s3.head(item["key"])["Metadata"]["sha256"] for item in objects]
+    ((task, index, uri, extra),) = _asset_events(DAG_ID, run.run_id)
+    assert (task, index, uri) == ("contact_sheet", -1, asset_uri)
+    assert (extra["bucket"], extra["count"], extra["truncated"]) == (s3.bucket, 2, False)
+    assert sorted(item["key"] for item in extra["objects"]) == images
+    for item in extra["objects"]:
+        assert item["manifest"] == item["key"] + ".manifest.json"
+        assert item["sha256"] == s3.head(item["key"])["Metadata"]["sha256"]
+    assert extra["batch_manifest"] == f"s3://{s3.bucket}/{batch[0]}"
