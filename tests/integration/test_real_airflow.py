@@ -179,6 +179,14 @@ def test_one_asset_for_all_images(finished_run: dict[str, Any]) -> None:
     assert not [uri for uri in finished_run["assets"] if finished_run["run_id"] in uri or uri.endswith(".jpeg")]
 
 
+def test_no_asset_created_on_the_fly(finished_run: dict[str, Any]) -> None:
+    """Every asset is declared when the DAGs are parsed: none is created per image at run time."""
+    cluster: AirflowCluster = finished_run["cluster"]
+    log = cluster.log_path.read_text(errors="replace")
+    assert "Dynamically creating" not in log
+    assert "inactive AssetModel" not in log
+
+
 def test_no_key_in_any_log(finished_run: dict[str, Any], segmind: SegmindEmulator) -> None:
     cluster: AirflowCluster = finished_run["cluster"]
     texts = [cluster.log_path.read_text(errors="replace")]
