@@ -413,7 +413,7 @@ class SegmindToS3Operator(BaseOperator):
     object (that grew the asset table by every image). ``asset="auto"`` (default) declares
     ``Asset("s3://<bucket>/<prefix>")`` as an outlet when the DAG is parsed, where the prefix is
     ``s3_key`` up to its first run-specific part (the default layout gives
-    ``s3://<bucket>/segmind/<dag_id>/``), so it shows in the lineage view and consumers schedule
+    ``s3://<bucket>/segmind/<dag_id>``), so it shows in the lineage view and consumers schedule
     on it. If ``s3_bucket`` is templated or mapped the destination is only known at run time: the
     outlet is then one static asset per task, ``Asset("segmind-s3://<dag_id>/<task_id>")``. Pass
     ``asset=Asset(...)`` (or a URI) to choose the asset, ``asset_alias="name"`` to emit through a
