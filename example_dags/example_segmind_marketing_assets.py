@@ -2,10 +2,12 @@
 
 The pipeline our users run: a credits check before spending, one deferrable generation task per
 prompt (throttled by a pool so concurrency stays under the account's rate limit) followed by its
-own persistence task (streamed to S3 with a manifest, emitting S3 asset events): the two form a
+own persistence task (streamed to S3 with a manifest): the two form a
 task group mapped over the prompts, so one failed prompt does not hold back the others. A final
 task writes a batch manifest and an HTML contact sheet (thumbnails with prompt, seed, cost and
-request id) for a human to review, and the run fails if any prompt produced no image.
+request id) for a human to review and emits one asset event for the batch on ``IMAGES`` (the keys,
+hashes and manifests of its images in the event's extra), and the run fails if any prompt produced
+no image.
 
 Override the prompts for one run with the ``prompts`` param (a list of
 ``{"prompt", "negative_prompt"?, "aspect_ratio"?}``), e.g. ``airflow dags trigger ... --conf``.
@@ -19,7 +21,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import DAG, Param, TriggerRule, get_current_context, task, task_group
+from airflow.sdk import DAG, Asset, Param, TriggerRule, get_current_context, task, task_group
 
 from airflow_provider_segmind.operators.segmind import SegmindTextToImageOperator
 from airflow_provider_segmind.transfers.segmind_to_s3 import SegmindToS3Operator
@@ -37,6 +39,12 @@ PROMPTS_FILE = Path(__file__).resolve().parent / "prompts" / "marketing_prompts.
 #: Credits one SD3 Large image costs, with a margin; the check refuses to start a batch it cannot pay.
 CREDITS_PER_IMAGE = 0.05
 ALLOWED_KEYS = {"prompt", "negative_prompt", "aspect_ratio"}
+#: One asset for every image this DAG stores (not one per image): declared, so it shows in the lineage
+#: view, and what example_segmind_asset_consumer schedules on. One event per batch, from the contact
+#: sheet task: the mapped persist tasks finish together, and Airflow (up to at least 3.3.2) may leave
+#: events of concurrently finishing mapped tasks to the consumer's next run (apache/airflow#54659).
+#: An event's extra names the bucket the images really went to (the bucket is a per-run param).
+IMAGES = Asset(f"s3://{BUCKET}/segmind/example_segmind_marketing_assets")
 
 with DAG(
     dag_id="example_segmind_marketing_assets",
@@ -107,17 +115,19 @@ with DAG(
             task_id="persist",
             results=generated.output,
             s3_bucket="{{ params.bucket }}",
+            asset=None,  # the batch's one event comes from contact_sheet
             allow_insecure_loopback=ALLOW_LOOPBACK_MEDIA,
         )
         return stored.output
 
-    @task(trigger_rule=TriggerRule.ALL_DONE)
+    @task(trigger_rule=TriggerRule.ALL_DONE, outlets=[IMAGES])
     def contact_sheet(uris: list[list[str] | None]) -> dict[str, Any]:
         """Write a batch manifest and an HTML contact sheet of the images that were stored.
 
         Runs even when some prompts failed (``all_done``): a reviewer gets what exists; a failed
         prompt's entry is missing here (``None``; Airflow 3.1 gives a ``NOTSET`` marker instead)
-        and ``batch_succeeded`` fails the run for it.
+        and ``batch_succeeded`` fails the run for it. Its success emits the batch's event on
+        ``IMAGES``, listing what was stored.
         """
         from airflow_provider_segmind.utils.contact_sheet import write_contact_sheet
 
@@ -127,6 +137,7 @@ with DAG(
             bucket=context["params"]["bucket"],
             dag_id=context["dag"].dag_id,
             run_id=context["run_id"],
+            asset_event=context["outlet_events"][IMAGES],
         )
 
     @task(trigger_rule=TriggerRule.ONE_FAILED, retries=0)

@@ -209,6 +209,29 @@ def check_template(template: str) -> None:
         raise UnsafeS3KeyError(f"Unsafe S3 key template {template!r} (renders like {sample!r}): {reason}") from None
 
 
+def destination_prefix(template: str, dag_id: str | None) -> str:
+    """The part of a key template that every run of a DAG writes under: the asset's path.
+
+    Literal text and ``{dag_id}`` (when known) up to the last ``/`` before the first run-specific
+    placeholder (``{run_id}``, ``{request_id}``, ...): the default layout
+    ``segmind/{dag_id}/{run_id}/...`` gives ``segmind/<dag_id>/``. Never raises: a template the
+    key rules refuse fails later, at run time, with their message.
+    """
+    text: list[str] = []
+    try:
+        for literal, name, _, _ in string.Formatter().parse(template):
+            text.append(literal)
+            if name is None:
+                continue
+            if name != "dag_id" or dag_id is None:
+                break
+            text.append(encode_component(dag_id))
+    except ValueError:  # a lone brace: keep the literal text parsed so far
+        pass
+    joined = "".join(text)
+    return joined[: joined.rfind("/") + 1]
+
+
 def render_key(template: str, values: Mapping[str, Any], *, validate: bool = True) -> str:
     """Fill a template; every value is encoded as one segment (it cannot add ``/`` or ``..``)."""
     template_fields(template)

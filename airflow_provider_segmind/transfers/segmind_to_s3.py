@@ -12,7 +12,8 @@ import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import cached_property
+from functools import cache, cached_property
+from os.path import commonprefix
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, BaseOperator
@@ -59,6 +60,7 @@ from airflow_provider_segmind.transfers._s3 import (
     StoredObject,
     UnsafeS3KeyError,
     WriteResult,
+    destination_prefix,
     manifest_key,
     parse_location,
     render_key,
@@ -73,6 +75,7 @@ if TYPE_CHECKING:
     from airflow_provider_segmind.protocol import JobResult
 
 __all__ = [
+    "AUTO_ASSET",
     "DEFAULT_ASSET_ALIAS",
     "DEFAULT_KEY_TEMPLATE",
     "DEFAULT_MEDIA_HOSTS",
@@ -84,9 +87,36 @@ __all__ = [
     "SegmindOutputRefusedError",
     "SegmindToS3Operator",
     "UnsafeS3KeyError",
+    "asset_event_extra",
 ]
 
+#: The alias this operator emitted on by default up to 0.1.0; no longer a default (every DAG scheduled
+#: on it fired on every other DAG's images). Pass ``asset_alias=DEFAULT_ASSET_ALIAS`` to keep
+#: consumers scheduled on it firing (one event per task, see ``SegmindToS3Operator``).
 DEFAULT_ASSET_ALIAS: Final = "segmind-s3-outputs"
+#: ``asset="auto"``: one asset per destination (see ``SegmindToS3Operator``).
+AUTO_ASSET: Final = "auto"
+#: Scheme of the per-task asset ``asset="auto"`` falls back to when the bucket is templated or mapped.
+TASK_ASSET_SCHEME: Final = "segmind-s3"
+#: Objects listed in one asset event's ``extra`` (the rest: the manifests under ``extra["prefix"]``).
+DEFAULT_MAX_EVENT_OBJECTS: Final = 50
+
+
+@cache
+def _alias_extras_must_be_flat() -> bool:
+    """Airflow 3.1 hashes an alias event's extra (``frozenset(extra.items())``): no list values.
+
+    3.2 and later compare the extra as JSON instead (``TaskInstance.register_asset_changes_in_db``).
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        major, minor = (int(part) for part in version("apache-airflow-core").split(".")[:2])
+    except (PackageNotFoundError, ValueError):
+        return False
+    return (major, minor) < (3, 2)
+
+
 MANIFEST_VERSION: Final = 1
 _REQUEST_ID: Final = re.compile(r"[A-Za-z0-9._\-]{1,128}")
 _EXTENSIONS: Final = {
@@ -379,10 +409,27 @@ class SegmindToS3Operator(BaseOperator):
     first manifest of an unchanged object.
 
     **Return value** (XCom): the list of ``s3://bucket/key`` URIs written or found, in input order.
-    **Asset events**: with ``asset_alias`` set (default ``"segmind-s3-outputs"``) the operator's
-    ``outlets`` default to ``[AssetAlias(asset_alias)]`` and each object is emitted as
-    ``Asset("s3://bucket/key")`` with ``extra`` = sha256, size, content_type, request_id, model,
-    manifest, so DAGs scheduled on the alias (or on the asset) run on new images.
+
+    **Asset events**: one event per task instance on one asset per destination, not one asset per
+    object (that grew the asset table by every image). ``asset="auto"`` (default) declares
+    ``Asset("s3://<bucket>/<prefix>")`` as an outlet when the DAG is parsed, where the prefix is
+    ``s3_key`` up to its first run-specific part (the default layout gives
+    ``s3://<bucket>/segmind/<dag_id>``), so it shows in the lineage view and consumers schedule
+    on it. If ``s3_bucket`` is templated or mapped the destination is only known at run time: the
+    outlet is then one static asset per task, ``Asset("segmind-s3://<dag_id>/<task_id>")``. Pass
+    ``asset=Asset(...)`` (or a URI) to choose the asset, ``asset_alias="name"`` to emit through a
+    named alias instead (the events then land on ``asset``, or the rendered destination's asset,
+    created at the first event), and ``asset=None`` for no events. The event's ``extra`` (JSON)::
+
+        {"bucket", "prefix", "count", "truncated",
+         "objects": [{"key", "sha256", "manifest", "request_id"}, ...]}
+
+    ``count`` is the number of objects stored or found by the task; ``objects`` lists the first
+    ``max_event_objects`` (default 50; ``truncated`` says when there were more), ``prefix`` is the
+    keys' common prefix, under which each object's manifest holds its full description. A task
+    with an ``Asset`` outlet and nothing to store still emits its (Airflow's) event, with
+    ``count`` 0. Through an alias on Airflow 3.1, ``objects`` is a JSON string (3.1 hashes alias
+    event extras, so their values must be flat).
 
     :param results: see above. Templated.
     :param s3_bucket: the bucket (or ``s3://bucket``). Templated.
@@ -409,7 +456,9 @@ class SegmindToS3Operator(BaseOperator):
     :param part_size: multipart part size (at least 5 MiB).
     :param max_concurrency: parts uploaded at once.
     :param write_manifest: write ``<key>.manifest.json`` beside each object (default True).
-    :param asset_alias: the ``AssetAlias`` name to emit events on; ``None`` for none.
+    :param asset: ``"auto"`` (default), an ``Asset``, a URI, or ``None`` (see **Asset events**).
+    :param asset_alias: emit through ``AssetAlias(asset_alias)`` instead of an ``Asset`` outlet.
+    :param max_event_objects: objects listed in an asset event's ``extra`` (default 50).
     :param tmp_dir: where large outputs are spooled (default: the system temp dir).
     """
 
@@ -442,13 +491,19 @@ class SegmindToS3Operator(BaseOperator):
         part_size: int = DEFAULT_PART_SIZE,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         write_manifest: bool = True,
-        asset_alias: str | None = DEFAULT_ASSET_ALIAS,
+        asset: Asset | str | None = AUTO_ASSET,
+        asset_alias: str | None = None,
+        max_event_objects: int = DEFAULT_MAX_EVENT_OBJECTS,
         tmp_dir: str | None = None,
         **kwargs: Any,
     ) -> None:
-        if asset_alias and kwargs.get("outlets") is None:
-            kwargs["outlets"] = [AssetAlias(asset_alias)]
         super().__init__(**kwargs)
+        #: Where this task's asset event goes, decided from the unrendered arguments (see _event_target).
+        self.event_target = _event_target(
+            asset, asset_alias, s3_bucket, s3_key, dag.dag_id if (dag := self.get_dag()) else None, self.task_id
+        )
+        if self.event_target is not None and self.event_target not in self.outlets:
+            self.outlets.append(self.event_target)
         self.results = results
         self.s3_bucket = s3_bucket
         self.s3_key = s3_key
@@ -485,22 +540,42 @@ class SegmindToS3Operator(BaseOperator):
         self.part_size = part_size
         self.max_concurrency = max_concurrency
         self.write_manifest = write_manifest
+        self.asset = asset
         self.asset_alias = asset_alias
+        if not isinstance(max_event_objects, int) or max_event_objects < 0:
+            raise ValueError("max_event_objects must be a number of objects (0 or more)")
+        self.max_event_objects = max_event_objects
         self.tmp_dir = tmp_dir
         self.policy  # noqa: B018 - validate the download policy at DAG parse time
 
     @classmethod
-    def partial(cls, **kwargs: Any) -> Any:  # type: ignore[override]
-        """``partial()`` with the same default ``outlets`` as ``__init__``.
+    def partial(cls, **kwargs: Any) -> Any:
+        """``partial()`` with the same asset outlet as ``__init__``.
 
         A mapped task's outlets are read from its partial arguments when the DAG is parsed (the
-        operator's ``__init__`` only runs later, per mapped instance), so the default alias must be
-        put there too, or the asset events of mapped instances would have no alias to land on.
+        operator's ``__init__`` only runs later, per mapped instance), so the asset (or alias) must
+        be put there too, or the scheduler would not know it. A mapped ``s3_bucket`` or ``s3_key``
+        is known only per instance: the per-task asset then.
         """
-        alias = kwargs.get("asset_alias", DEFAULT_ASSET_ALIAS)
-        if alias and kwargs.get("outlets") is None:
-            kwargs["outlets"] = [AssetAlias(alias)]
-        return super().partial(**kwargs)
+        partial = super().partial(**kwargs)
+        args = partial.kwargs
+        dag = args.get("dag")
+        target = _event_target(
+            args.get("asset", AUTO_ASSET),
+            args.get("asset_alias"),
+            args.get("s3_bucket"),
+            args.get("s3_key"),
+            dag.dag_id if dag is not None else None,
+            args["task_id"],
+        )
+        if target is None:
+            return partial
+        if isinstance(target, Asset):  # fixed for every mapped instance: their __init__ sees mapped values
+            args["asset"] = target
+        outlets = list(args.get("outlets") or [])
+        if target not in outlets:
+            args["outlets"] = [*outlets, target]
+        return partial
 
     # ------------------------------------------------------------------ building blocks
 
@@ -565,6 +640,7 @@ class SegmindToS3Operator(BaseOperator):
         items = list(_iter_inputs(self.results))
         if not items:
             self.log.warning("No Segmind results to store (results is empty).")
+            self._emit_event(context, bucket, template, [])
             return []
         ti = context["ti"]
         map_index = getattr(ti, "map_index", -1)
@@ -579,9 +655,9 @@ class SegmindToS3Operator(BaseOperator):
         self._check_plan(bucket, template, results, airflow_ids)
         writer: S3Writer | None = None  # made on the first write: no AWS session if nothing gets stored
         downloader = Downloader(self.policy, log=self.log)
-        alias = self._alias()
         written: dict[str, str] = {}
         uris: list[str] = []
+        stored: list[dict[str, Any]] = []
         for result in results:
             for output, fetched in self._fetch_all(result, downloader):
                 try:
@@ -594,11 +670,15 @@ class SegmindToS3Operator(BaseOperator):
                     written[key] = f"{result.request_id} #{output.index}"
                     if writer is None:
                         writer = self._writer()
-                    uri = self._store(writer, bucket, key, result, output, fetched, airflow_ids, alias, context)
+                    manifest = self._store(writer, bucket, key, result, output, fetched, airflow_ids)
+                    stored.append(
+                        {"key": key, "sha256": fetched.sha256, "manifest": manifest, "request_id": result.request_id}
+                    )
                 finally:
                     fetched.close()
-                uris.append(uri)
+                uris.append(s3_uri(bucket, key))
         self.log.info("Stored %d Segmind output(s) in s3://%s: %s", len(uris), bucket, ", ".join(uris))
+        self._emit_event(context, bucket, template, stored)
         return uris
 
     def _writer(self) -> S3Writer:
@@ -716,9 +796,8 @@ class SegmindToS3Operator(BaseOperator):
         output: _Output,
         fetched: Fetched,
         ids: Mapping[str, Any],
-        alias: AssetAlias | None,
-        context: Context,
-    ) -> str:
+    ) -> str | None:
+        """Write one object and its manifest; returns the manifest's key (``None`` without one)."""
         metadata = {"segmind-request-id": result.request_id}
         obj = StoredObject(fetched.spool, fetched.size, fetched.sha256, fetched.content_type, metadata)
         outcome = writer.write(bucket, key, obj, replace=self.replace)
@@ -731,20 +810,10 @@ class SegmindToS3Operator(BaseOperator):
             fetched.size,
             fetched.sha256,
         )
-        manifest_uri = None
-        if self.write_manifest:
-            manifest_uri = self._write_manifest(writer, bucket, key, result, output, fetched, outcome, ids)
-        if alias is not None:
-            extra: dict[str, Any] = {
-                "sha256": fetched.sha256,
-                "size": fetched.size,
-                "content_type": fetched.content_type,
-                "request_id": result.request_id,
-                "model": result.model,
-                "manifest": manifest_uri,
-            }
-            context["outlet_events"][alias].add(Asset(uri), extra=extra)
-        return uri
+        if not self.write_manifest:
+            return None
+        self._write_manifest(writer, bucket, key, result, output, fetched, outcome, ids)
+        return manifest_key(key)
 
     def manifest(
         self,
@@ -834,13 +903,115 @@ class SegmindToS3Operator(BaseOperator):
             self.log.info("Manifest %s already describes this object: kept.", s3_uri(bucket, target))
         return s3_uri(bucket, target)
 
-    def _alias(self) -> AssetAlias | None:
-        if not self.asset_alias:
-            return None
-        for outlet in self.outlets or []:
-            if isinstance(outlet, AssetAlias) and outlet.name == self.asset_alias:
-                return outlet
-        self.log.warning(
-            "asset_alias %r is not among this task's outlets: no asset events are emitted.", self.asset_alias
+    # ------------------------------------------------------------------ asset events
+
+    def _emit_event(self, context: Context, bucket: str, template: str, stored: list[dict[str, Any]]) -> None:
+        """One asset event for the whole task: the objects' keys and hashes in ``extra``, capped.
+
+        On an ``Asset`` outlet Airflow emits the event itself when the task succeeds; we only give
+        it the ``extra``. Through an alias the event is added here, on one asset per destination.
+        """
+        target = self.event_target
+        if target is None:
+            return
+        if target not in (self.outlets or []):
+            self.log.warning("%r is not among this task's outlets: no asset event is emitted.", target)
+            return
+        extra = asset_event_extra(bucket, stored, max_objects=self.max_event_objects)
+        if isinstance(target, AssetAlias):
+            if not stored:
+                return
+            asset = self._destination_asset(bucket, template, context)
+            if _alias_extras_must_be_flat():
+                extra["objects"] = json.dumps(extra["objects"], separators=(",", ":"))
+            context["outlet_events"][target].add(asset, extra=extra)
+        else:
+            asset = target
+            context["outlet_events"][target].extra = extra
+        self.log.info(
+            "Asset event on %s: %d object(s)%s.",
+            asset.uri,
+            len(stored),
+            f", the first {self.max_event_objects} listed in its extra" if extra["truncated"] else "",
         )
+
+    def _destination_asset(self, bucket: str, template: str, context: Context) -> Asset:
+        """The asset an alias event lands on: ``asset`` if given, else the rendered destination's."""
+        if isinstance(self.asset, Asset):
+            return self.asset
+        if isinstance(self.asset, str) and self.asset != AUTO_ASSET:
+            return Asset(self.asset)
+        return Asset(_destination_uri(bucket, template, context["ti"].dag_id))
+
+
+def asset_event_extra(
+    bucket: str, objects: Sequence[Mapping[str, Any]], *, max_objects: int = DEFAULT_MAX_EVENT_OBJECTS
+) -> dict[str, Any]:
+    """The ``extra`` of an asset event for stored objects (``{"key", "sha256", "manifest", "request_id"}``).
+
+    JSON-plain and capped: the first ``max_objects`` objects, their count, whether some were left
+    out, and the keys' common prefix (whole segments), under which every object and its manifest is.
+    """
+    listed = [dict(item) for item in objects]
+    keys = [str(item["key"]) for item in listed]
+    common = commonprefix(keys) if keys else ""  # noqa: RUF071 - cut back to a whole segment below
+    return {
+        "bucket": bucket,
+        "prefix": common[: common.rfind("/") + 1],
+        "count": len(listed),
+        "truncated": len(listed) > max_objects,
+        "objects": listed[:max_objects],
+    }
+
+
+def _event_target(
+    asset: Asset | str | None,
+    asset_alias: str | None,
+    s3_bucket: Any,
+    s3_key: Any,
+    dag_id: str | None,
+    task_id: str,
+) -> Asset | AssetAlias | None:
+    """The outlet a task's asset event goes to, decided when the DAG is parsed (see the class docstring)."""
+    if asset_alias:
+        return AssetAlias(asset_alias)
+    if asset is None:
         return None
+    if isinstance(asset, Asset):
+        return asset
+    if not isinstance(asset, str) or not asset.strip():
+        raise TypeError(
+            f"asset must be 'auto', an Asset, a URI string or None, got {asset!r}; for an alias pass asset_alias"
+        )
+    if asset != AUTO_ASSET:
+        return Asset(asset)
+    uri = _static_destination(s3_bucket, s3_key, dag_id)
+    # A destination known only at run time: one static asset for the task (a dynamic asset per
+    # rendered destination would need an alias, whose extras Airflow 3.1 cannot hold as lists).
+    return Asset(uri if uri is not None else f"{TASK_ASSET_SCHEME}://{dag_id or '_'}/{task_id}")
+
+
+def _static_destination(s3_bucket: Any, s3_key: Any, dag_id: str | None) -> str | None:
+    """``s3://bucket/<prefix>`` if the unrendered arguments fix it, else ``None`` (templated or mapped).
+
+    Jinja in ``s3_key`` ends the prefix where it starts; Jinja in the bucket (or a non-string such
+    as an ``XComArg``) leaves the destination to run time.
+    """
+    if not all(value is None or isinstance(value, str) for value in (s3_bucket, s3_key)):
+        return None
+    key = s3_key
+    if key is not None:
+        marks = [at for at in (key.find(mark) for mark in ("{{", "{%", "{#")) if at >= 0]
+        if marks:
+            key = key[: min(marks)] + "{run_id}"  # a run-specific placeholder: the prefix stops here
+    try:
+        bucket, template = parse_location(s3_bucket, key)
+    except UnsafeS3KeyError:
+        return None
+    return _destination_uri(bucket, template, dag_id)
+
+
+def _destination_uri(bucket: str, template: str, dag_id: str | None) -> str:
+    """``s3://bucket/prefix`` without the trailing ``/`` (Airflow strips it from an asset's URI but
+    not from its name: with it, ``Asset("s3://b/p/")`` and ``Asset("s3://b/p")`` would clash)."""
+    return s3_uri(bucket, destination_prefix(template, dag_id)).rstrip("/")

@@ -85,9 +85,20 @@ table {{ font-size: .85rem; }}
 
 
 def write_contact_sheet(
-    uris: list[str], *, bucket: str, dag_id: str, run_id: str, aws_conn_id: str = "aws_default"
+    uris: list[str],
+    *,
+    bucket: str,
+    dag_id: str,
+    run_id: str,
+    aws_conn_id: str = "aws_default",
+    asset_event: Any = None,
 ) -> dict[str, Any]:
-    """Read each object's manifest and bytes, write ``batch-manifest.json`` and ``contact-sheet.html``."""
+    """Read each object's manifest and bytes, write ``batch-manifest.json`` and ``contact-sheet.html``.
+
+    :param asset_event: an outlet event accessor (``outlet_events[asset]``) to give the batch's
+        objects as ``extra``, in the same shape as ``SegmindToS3Operator``'s events, plus the
+        batch manifest's and contact sheet's URIs: one event for the whole batch.
+    """
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
     s3 = S3Hook(aws_conn_id=aws_conn_id)
@@ -117,4 +128,13 @@ def write_contact_sheet(
         bucket_name=bucket,
         replace=True,
     )
-    return {"batch_manifest": f"s3://{bucket}/{batch_key}", "contact_sheet": f"s3://{bucket}/{sheet_key}"}
+    written = {"batch_manifest": f"s3://{bucket}/{batch_key}", "contact_sheet": f"s3://{bucket}/{sheet_key}"}
+    if asset_event is not None:
+        from airflow_provider_segmind.transfers.segmind_to_s3 import asset_event_extra
+
+        objects = [
+            {"key": e["key"], "sha256": e["sha256"], "manifest": manifest_key(e["key"]), "request_id": e["request_id"]}
+            for e in entries
+        ]
+        asset_event.extra = {**asset_event_extra(bucket, objects), **written}
+    return written

@@ -89,11 +89,21 @@ def finished_run(
         cluster.trigger(DAG_ID, run_id, {"prompts": PROMPTS})
         state = cluster.wait_for_run(DAG_ID, run_id, timeout=420)
         consumer_state = "missing"
+        consumed: list[Any] = []
         deadline = time.monotonic() + 120
+        # Wait until the consumer ran on every image: the scheduler may fold the three persist
+        # events into one consumer run or start one per event.
         while state == "success" and time.monotonic() < deadline:
             rows = cluster.query("SELECT state FROM dag_run WHERE dag_id = ? ORDER BY id DESC LIMIT 1", (CONSUMER,))
             consumer_state = rows[0][0] if rows else "missing"
-            if consumer_state in ("success", "failed"):
+            values = cluster.query(
+                "SELECT value FROM xcom WHERE dag_id = ? AND task_id = 'list_new_images' AND key = 'return_value'",
+                (CONSUMER,),
+            )
+            consumed = [json.loads(row[0]) for row in values]
+            if consumer_state == "failed" or (
+                consumer_state == "success" and sum(len(run) for run in consumed) >= len(PROMPTS)
+            ):
                 break
             time.sleep(2)
         yield {
@@ -101,6 +111,8 @@ def finished_run(
             "run_id": run_id,
             "state": state,
             "consumer_state": consumer_state,
+            "consumed": consumed,
+            "assets": {row[0] for row in cluster.query("SELECT uri FROM asset")},
             "task_instances": cluster.task_instances(DAG_ID, run_id),
             "log_tail": cluster.log_tail(80),
             "stats": segmind.stats(),
@@ -154,6 +166,25 @@ def test_segmind_billed_once_per_prompt(finished_run: dict[str, Any]) -> None:
 
 def test_asset_consumer_ran_on_the_new_images(finished_run: dict[str, Any]) -> None:
     assert finished_run["consumer_state"] == "success"
+    # It read every image's key and hash from the batch's asset event (the contact sheet's).
+    images = [image for run in finished_run["consumed"] for image in run]
+    assert len(images) == len(PROMPTS)
+    assert all(finished_run["run_id"] in image["key"] and len(image["sha256"]) == 64 for image in images)
+
+
+def test_one_asset_for_all_images(finished_run: dict[str, Any]) -> None:
+    # The marketing DAG's one asset (and the sensor example's, declared by its own transfer): no
+    # asset row per stored image.
+    assert f"s3://{BUCKET}/segmind/{DAG_ID}" in finished_run["assets"]
+    assert not [uri for uri in finished_run["assets"] if finished_run["run_id"] in uri or uri.endswith(".jpeg")]
+
+
+def test_no_asset_created_on_the_fly(finished_run: dict[str, Any]) -> None:
+    """Every asset is declared when the DAGs are parsed: none is created per image at run time."""
+    cluster: AirflowCluster = finished_run["cluster"]
+    log = cluster.log_path.read_text(errors="replace")
+    assert "Dynamically creating" not in log
+    assert "inactive AssetModel" not in log
 
 
 def test_no_key_in_any_log(finished_run: dict[str, Any], segmind: SegmindEmulator) -> None:

@@ -106,7 +106,12 @@ def make_context(**ti_fields: Any) -> dict[str, Any]:
     return {"ti": ti, "run_id": ti.run_id, "outlet_events": OutletEventAccessors()}
 
 
-def alias_events(context: dict[str, Any], alias_name: str = "segmind-s3-outputs") -> list[Any]:
+def asset_extra(context: dict[str, Any], asset: Any) -> dict[str, Any]:
+    """The ``extra`` the task gave the event Airflow emits on its ``Asset`` outlet."""
+    return dict(context["outlet_events"][asset].extra)
+
+
+def alias_events(context: dict[str, Any], alias_name: str) -> list[Any]:
     from airflow.sdk import AssetAlias
 
     return list(context["outlet_events"][AssetAlias(alias_name)].asset_alias_events)

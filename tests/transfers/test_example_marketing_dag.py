@@ -18,7 +18,7 @@ import pytest
 
 from airflow_provider_segmind.emulator import SegmindEmulator
 from tests.transfers.helpers import S3Env
-from tests.transfers.test_segmind_to_s3_dag import _BROKEN, _serialize_if_needed
+from tests.transfers.test_segmind_to_s3_dag import _BROKEN, _asset_events, _asset_rows, _serialize_if_needed
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "example_dags" / "example_segmind_marketing_assets.py"
 DAG_ID = "example_segmind_marketing_assets"
@@ -90,3 +90,17 @@ def test_a_blocked_prompt_does_not_hold_back_the_others(
     assert json.loads(s3.get(batch[0])[0])["images"] == 2
     # One paid submission per prompt: the blocked one is not retried (a retry cannot unblock it).
     assert emu.stats()["submissions"] == len(PROMPTS)
+
+    # One asset for the DAG's images (the one the consumer example schedules on) and one event per
+    # batch, from the contact sheet, carrying every stored image's key, hash and manifest; no asset
+    # row per image.
+    asset_uri = f"s3://{s3.bucket}/segmind/{DAG_ID}"
+    assert _asset_rows(s3.bucket, DAG_ID) == {asset_uri}
+    ((task, index, uri, extra),) = _asset_events(DAG_ID, run.run_id)
+    assert (task, index, uri) == ("contact_sheet", -1, asset_uri)
+    assert (extra["bucket"], extra["count"], extra["truncated"]) == (s3.bucket, 2, False)
+    assert sorted(item["key"] for item in extra["objects"]) == images
+    for item in extra["objects"]:
+        assert item["manifest"] == item["key"] + ".manifest.json"
+        assert item["sha256"] == s3.head(item["key"])["Metadata"]["sha256"]
+    assert extra["batch_manifest"] == f"s3://{s3.bucket}/{batch[0]}"

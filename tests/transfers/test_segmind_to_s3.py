@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException
+from airflow.sdk import Asset
 from PIL import Image
 
 from airflow_provider_segmind.emulator import SegmindEmulator
@@ -27,7 +28,7 @@ from airflow_provider_segmind.transfers.segmind_to_s3 import (
     SegmindToS3Operator,
     UnsafeS3KeyError,
 )
-from tests.transfers.helpers import S3Env, alias_events, generate, make_context
+from tests.transfers.helpers import S3Env, asset_extra, generate, make_context
 
 RUN_ID = "manual__2026-01-01T00:00:00+00:00"
 MIB = 1024 * 1024
@@ -80,7 +81,8 @@ def blob_bytes(nbytes: int) -> bytes:
 def test_stores_a_valid_image_with_its_manifest_and_emits_an_asset_event(emu: SegmindEmulator, s3: S3Env) -> None:
     summary = generate(emu, aspect_ratio="16:9", output_format="png", negative_prompt="blurry", seed=42)
     context = make_context()
-    uris = make_op(s3, summary).execute(context)
+    op = make_op(s3, summary)
+    uris = op.execute(context)
 
     key = default_key(summary["request_id"], "png")
     assert uris == [f"s3://{s3.bucket}/{key}"]
@@ -126,11 +128,16 @@ def test_stores_a_valid_image_with_its_manifest_and_emits_an_asset_event(emu: Se
     }
     assert emu.api_key not in raw_manifest.decode()
 
-    (event,) = alias_events(context)
-    assert event.dest_asset_key.uri == uris[0]
-    assert event.extra["sha256"] == sha256
-    assert event.extra["request_id"] == summary["request_id"]
-    assert event.extra["manifest"] == uris[0] + ".manifest.json"
+    assert op.event_target == Asset(f"s3://{s3.bucket}/segmind")  # no DAG here: the prefix stops at {dag_id}
+    assert asset_extra(context, op.event_target) == {
+        "bucket": s3.bucket,
+        "prefix": key.rsplit("/", 1)[0] + "/",
+        "count": 1,
+        "truncated": False,
+        "objects": [
+            {"key": key, "sha256": sha256, "manifest": key + ".manifest.json", "request_id": summary["request_id"]}
+        ],
+    }
 
     media = emu.requests_log("/media")
     assert len(media) == 1
@@ -246,6 +253,36 @@ def test_chunked_body_without_content_length(emu: SegmindEmulator, s3: S3Env) ->
     assert s3.get(uri.split("/", 3)[3])[0] == blob_bytes(300_001)
 
 
+def test_nothing_to_store_gives_the_asset_event_a_count_of_zero(s3: S3Env) -> None:
+    """Airflow emits an Asset outlet's event on success anyway: its extra says nothing was stored."""
+    context = make_context()
+    op = make_op(s3, [])
+    assert op.execute(context) == []
+    assert asset_extra(context, op.event_target) == {
+        "bucket": s3.bucket,
+        "prefix": "",
+        "count": 0,
+        "truncated": False,
+        "objects": [],
+    }
+    s3.assert_empty()
+
+
+def test_one_capped_asset_event_for_many_images(emu: SegmindEmulator, s3: S3Env) -> None:
+    """Three images, one event: the extra lists the first max_event_objects and says it is truncated."""
+    results = [generate(emu, prompt=f"a lighthouse, take {n}") for n in range(3)]
+    context = make_context()
+    op = make_op(s3, results, max_event_objects=2)
+    uris = op.execute(context)
+
+    extra = asset_extra(context, op.event_target)
+    assert (extra["count"], extra["truncated"], len(extra["objects"])) == (3, True, 2)
+    assert [f"s3://{s3.bucket}/{item['key']}" for item in extra["objects"]] == uris[:2]
+    assert all(uri.startswith(f"s3://{s3.bucket}/{extra['prefix']}") for uri in uris)
+    assert extra["prefix"] == f"segmind/segmind_dag/{quote(RUN_ID, safe='-_.=+:@,~')}/persist/-1/"
+    json.dumps(extra)  # JSON-plain
+
+
 # --------------------------------------------------------------------------------------------
 # Idempotency and conflicts
 # --------------------------------------------------------------------------------------------
@@ -260,7 +297,8 @@ def test_a_retry_neither_duplicates_nor_rewrites(emu: SegmindEmulator, s3: S3Env
     before = {key: s3.head(key) for key in keys}
 
     context = make_context(try_number=2)
-    second = make_op(s3, result, **options).execute(context)
+    op = make_op(s3, result, **options)
+    second = op.execute(context)
     assert second == first
     assert s3.keys() == keys
     for key in keys:
@@ -274,7 +312,8 @@ def test_a_retry_neither_duplicates_nor_rewrites(emu: SegmindEmulator, s3: S3Env
     assert s3.uploads() == []
     manifest = json.loads(s3.get(keys[-1])[0])
     assert manifest["airflow"]["try_number"] == 1  # the first manifest is kept
-    assert [e.dest_asset_key.uri for e in alias_events(context)] == second  # events again for this try
+    extra = asset_extra(context, op.event_target)  # the event again for this try, listing the found objects
+    assert [f"s3://{s3.bucket}/{item['key']}" for item in extra["objects"]] == second
 
 
 @pytest.mark.parametrize("large", [False, True], ids=["single-put", "multipart"])

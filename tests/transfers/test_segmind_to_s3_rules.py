@@ -360,15 +360,45 @@ def test_manifest_values_lose_their_secrets() -> None:
     assert cleaned["huge"].startswith("<omitted")
 
 
-def test_outlets_default_to_the_alias_also_for_mapped_tasks() -> None:
-    from airflow.sdk import DAG, AssetAlias
+def test_the_default_outlet_is_one_asset_per_destination_also_for_mapped_tasks() -> None:
+    """One static asset per destination (shown in lineage), not a global alias every DAG shares."""
+    from airflow.sdk import DAG, Asset, AssetAlias, task_group
 
-    with DAG(dag_id="outlets_check", schedule=None):
+    with DAG(dag_id="outlets_check", schedule=None) as dag:
         plain = SegmindToS3Operator(task_id="plain", results=[], s3_bucket="bkt")
-        custom = SegmindToS3Operator(task_id="custom", results=[], s3_bucket="bkt", asset_alias="mine")
-        none = SegmindToS3Operator(task_id="none", results=[], s3_bucket="bkt", asset_alias=None)
+        prefix = SegmindToS3Operator(task_id="prefix", results=[], s3_bucket="bkt", s3_key="images/")
+        jinja_key = SegmindToS3Operator(
+            task_id="jinja_key", results=[], s3_bucket="bkt", s3_key="out/{{ ds }}/{run_id}/{request_id}-{index}.{ext}"
+        )
+        templated = SegmindToS3Operator(task_id="templated", results=[], s3_bucket="{{ params.bucket }}")
+        chosen = SegmindToS3Operator(
+            task_id="chosen", results=[], s3_bucket="bkt", asset=Asset("images", uri="s3://x/y")
+        )
+        by_uri = SegmindToS3Operator(task_id="by_uri", results=[], s3_bucket="bkt", asset="s3://bkt/marketing")
+        legacy = SegmindToS3Operator(task_id="legacy", results=[], s3_bucket="bkt", asset_alias=DEFAULT_ASSET_ALIAS)
+        none = SegmindToS3Operator(task_id="none", results=[], s3_bucket="bkt", asset=None)
+        mine = SegmindToS3Operator(task_id="mine", results=[], s3_bucket="bkt", outlets=[Asset("s3://other/x")])
         mapped = SegmindToS3Operator.partial(task_id="mapped", s3_bucket="bkt").expand(results=[["r1"], ["r2"]])
-    assert plain.outlets == [AssetAlias(DEFAULT_ASSET_ALIAS)]
-    assert custom.outlets == [AssetAlias("mine")]
+        mapped_bucket = SegmindToS3Operator.partial(task_id="mapped_bucket").expand(results=[["r1"]], s3_bucket=["b1"])
+
+        @task_group(group_id="group")
+        def group(result: str) -> None:
+            SegmindToS3Operator(task_id="persist", results=result, s3_bucket="{{ params.bucket }}")
+
+        group.expand(result=["r1", "r2"])
+
+    destination = Asset("s3://bkt/segmind/outlets_check")
+    assert plain.outlets == [destination]
+    assert prefix.outlets == [Asset("s3://bkt/images/outlets_check")]
+    assert jinja_key.outlets == [Asset("s3://bkt/out")]
+    assert templated.outlets == [Asset("segmind-s3://outlets_check/templated")]  # known at run time only
+    assert chosen.outlets == [Asset("images", uri="s3://x/y")]
+    assert by_uri.outlets == [Asset("s3://bkt/marketing")]
+    assert legacy.outlets == [AssetAlias(DEFAULT_ASSET_ALIAS)]
     assert none.outlets == []
-    assert mapped.outlets == [AssetAlias(DEFAULT_ASSET_ALIAS)]
+    assert mine.outlets == [Asset("s3://other/x"), destination]
+    assert mapped.outlets == [destination]
+    assert mapped_bucket.outlets == [Asset("segmind-s3://outlets_check/mapped_bucket")]
+    assert dag.get_task("group.persist").outlets == [Asset("segmind-s3://outlets_check/group.persist")]
+    with pytest.raises(TypeError, match="asset_alias"):
+        SegmindToS3Operator(task_id="bad", results=[], s3_bucket="bkt", asset=AssetAlias("x"))  # type: ignore[arg-type]
