@@ -1105,7 +1105,8 @@ class PollTracker:
         """
         :param started_at: the submit time if known, else when watching began.
         :param submitted: whether ``started_at`` is the submit time (the job was QUEUED then).
-        :param last_status: the status already known (QUEUED right after a submit), for logging.
+        :param last_status: a status this watcher itself already observed, for logging; ``None``
+            (the default) makes the first status answer a "first seen" step, not a transition.
         """
         if max_consecutive_errors < 1:
             raise ValueError("max_consecutive_errors must be at least 1")
