@@ -89,17 +89,18 @@ def run_dag(path: Path, dag_id: str, **test_kwargs: Any) -> Any:
     return dag.test(**test_kwargs)
 
 
-def xcoms(run_id: str) -> list[tuple[str, int, str, Any]]:
+def xcoms(run_id: str, dag_id: str | None = None) -> list[tuple[str, int, str, Any]]:
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
+    query = select(XComModel.task_id, XComModel.map_index, XComModel.key, XComModel.value).where(
+        XComModel.run_id == run_id
+    )
+    if dag_id is not None:  # run ids repeat across DAGs run for the same logical date
+        query = query.where(XComModel.dag_id == dag_id)
     with create_session() as session:
-        rows = session.execute(
-            select(XComModel.task_id, XComModel.map_index, XComModel.key, XComModel.value).where(
-                XComModel.run_id == run_id
-            )
-        ).all()
+        rows = session.execute(query).all()
     return [(task_id, map_index, key, _value(value)) for task_id, map_index, key, value in rows]
 
 
@@ -225,6 +226,144 @@ def test_a_task_retry_reuses_the_job_through_its_request_store(
     summary = next(v for _, _, k, v in xcoms(dr.run_id) if k == "return_value")
     assert emu.job(summary["request_id"]) is not None
     assert _request_variables() == []  # nothing left behind in the Variables list
+
+
+def _summary(dr: Any) -> dict[str, Any]:
+    return dict(next(v for _, _, k, v in xcoms(dr.run_id, dr.dag_id) if k == "return_value"))
+
+
+def _task_state_records(dag_id: str) -> list[Any]:
+    """The task state store rows of ``dag_id`` (Airflow 3.3+; none elsewhere)."""
+    try:
+        from airflow.models.task_state_store import TaskStateStoreModel
+    except ImportError:
+        return []
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        return list(session.execute(select(TaskStateStoreModel.key).where(TaskStateStoreModel.dag_id == dag_id)).all())
+
+
+def clear_and_rerun(path: Path, dag_id: str, dr: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Clear the run's task instances the way a user does, then run that same run again.
+
+    ``dag.test()`` first clears the task instances of its logical date with Airflow's own clear
+    (``clear_task_instances``, what the UI's and the REST API's Clear call: the try number is kept
+    and ``max_tries`` raised), then deletes and recreates the run. A user's clear keeps the run, so
+    here the second ``dag.test()`` gets the existing run back, running again, instead of a new one.
+    """
+    import airflow.models.dagrun as dagrun_module
+    from airflow.models.dagrun import DagRun
+    from sqlalchemy import select
+
+    def keep_run(*, dag: Any, run_id: str, session: Any, **_: Any) -> Any:
+        run = session.scalar(select(DagRun).where(DagRun.dag_id == dag.dag_id, DagRun.run_id == run_id))
+        assert run is not None, "the cleared run is gone"
+        run.state = "running"
+        run.dag = dag
+        session.flush()
+        return run
+
+    with monkeypatch.context() as patched:
+        patched.setattr(dagrun_module, "get_or_create_dagrun", keep_run)
+        return run_dag(path, dag_id, logical_date=dr.logical_date, run_after=dr.run_after)
+
+
+@pytest.mark.parametrize("deferrable", [True, False], ids=["deferred", "blocking"])
+def test_clearing_a_successful_task_generates_anew_and_its_retries_reattach(
+    dag_env: tuple[Path, Any], monkeypatch: pytest.MonkeyPatch, deferrable: bool
+) -> None:
+    """Issue 12 item 3: the same rule on 3.1 and 3.3.
+
+    Run 1 succeeds (job A). The user clears the task: the new try must not hand back job A's image
+    (3.3 used to, from its task state store) but submit job B. That try then fails on a run of
+    5xx while waiting, and its retry re-attaches to B: a retry after a failed try never re-bills.
+    """
+    if deferrable and not _has_task_state_store():
+        pytest.skip(
+            "dag.test() on Airflow 3.1 resumes a retried deferred task with its stale trigger event instead of "
+            "calling execute(); the blocking case covers 3.1."
+        )
+    dags_folder, emu = dag_env
+    dag_id = f"segmind_clear_{'deferred' if deferrable else 'blocking'}"
+    path = write_dag(
+        dags_folder,
+        dag_id,
+        f"""
+        with DAG({dag_id!r}, schedule=None, start_date=START, catchup=False) as dag:
+            SegmindTextToImageOperator(
+                task_id="t2i",
+                prompt="a lighthouse",
+                deferrable={deferrable!r},
+                poll_schedule=FAST,
+                max_consecutive_errors=2,
+                retries=1,
+                retry_delay=timedelta(0),
+            )
+        """,
+    )
+    import pendulum
+
+    when = pendulum.datetime(2025, 1, 1, tz="UTC")
+    dr = run_dag(path, dag_id, logical_date=when, run_after=when)
+    assert dr.state == "success"
+    first = _summary(dr)["request_id"]
+    assert emu.stats()["submissions"] == 1
+
+    emu.script([{"endpoint": "status", "fault": "500", "times": 2}])  # the cleared try gives up while waiting
+    dr = clear_and_rerun(path, dag_id, dr, monkeypatch)
+    (ti,) = dr.get_task_instances()
+    assert dr.state == "success"
+    assert ti.try_number == 3  # 1 (run 1), 2 (after the clear: failed), 3 (its retry)
+    second = _summary(dr)["request_id"]
+    assert second != first  # a new image, not run 1's
+    assert emu.stats()["submissions"] == 2  # one for the clear; none for the retry after it
+    assert emu.job(second)["status"] == "COMPLETED"
+    assert _request_variables() == []
+    assert _task_state_records(dag_id) == []  # deleted at success, on 3.3 too
+
+
+@pytest.mark.parametrize("outcome", ["timeout", "error"])
+@pytest.mark.parametrize("deferrable", [True, False], ids=["deferred", "blocking"])
+def test_no_request_record_is_left_when_the_last_try_times_out_or_errs(
+    dag_env: tuple[Path, Any], emulator_factory: Any, monkeypatch: pytest.MonkeyPatch, deferrable: bool, outcome: str
+) -> None:
+    """Issue 12 item 12: no try can follow the last one, so its record (a Variable on 3.1) goes."""
+    dags_folder, _ = dag_env
+    slow = emulator_factory(inference_time=30.0)  # still running when the try ends
+    use_emulator(monkeypatch, slow)
+    dag_id = f"segmind_last_{outcome}_{'deferred' if deferrable else 'blocking'}"
+    path = write_dag(
+        dags_folder,
+        dag_id,
+        f"""
+        with DAG({dag_id!r}, schedule=None, start_date=START, catchup=False) as dag:
+            SegmindTextToImageOperator(
+                task_id="t2i",
+                prompt="a lighthouse",
+                deferrable={deferrable!r},
+                poll_schedule=FAST,
+                job_timeout={0.5 if outcome == "timeout" else 60},
+                max_consecutive_errors=2,
+                request_store="variable" if {deferrable!r} else "auto",
+                retries=0,
+            )
+        """,
+    )
+    if outcome == "error":
+        slow.script([{"endpoint": "status", "fault": "500", "times": 5}])
+    dr = run_dag(path, dag_id)
+    (ti,) = dr.get_task_instances()
+    assert ti.state == "failed"
+    assert slow.stats()["submissions"] == 1
+    assert slow.job(_request_id(dr))["status"] in ("QUEUED", "PROCESSING")  # it ended mid-job
+    assert _request_variables() == []
+    assert _task_state_records(dag_id) == []
+
+
+def _request_id(dr: Any) -> str:
+    return str(next(v for _, _, k, v in xcoms(dr.run_id, dr.dag_id) if k == "segmind_request_id"))
 
 
 def test_sensor_in_reschedule_mode_waits_for_a_job_submitted_upstream(

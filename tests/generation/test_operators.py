@@ -31,6 +31,7 @@ from tests.generation.helpers import (
     FAST_SCHEDULE,
     PROMPT,
     DictTaskStateStore,
+    FailingTaskStateStore,
     ManualClock,
     RecordingTI,
     captured_logs,
@@ -387,6 +388,69 @@ def test_with_request_store_none_a_retry_submits_again(emu: Any) -> None:
     assert store.values == {}
 
 
+def test_a_cleared_task_generates_anew_even_if_the_success_cleanup_failed(emu: Any) -> None:
+    """Issue 12 item 3, without the cleanup: the record of the successful try stays (its delete fails).
+
+    A retry in the same clear generation (same ``max_tries``) still reuses the job; after a clear
+    (Airflow raised ``max_tries``) the COMPLETED job is not handed back: a new one is submitted.
+    """
+    store = FailingTaskStateStore("delete")
+    first = run_to_end(t2i(deferrable=True), make_context(store, try_number=1, max_tries=1))
+    assert store.get(STATE_STORE_KEY)["request_id"] == first["request_id"]  # the success cleanup failed
+
+    again = t2i(deferrable=False).execute(make_context(store, try_number=2, max_tries=1))
+    assert again["request_id"] == first["request_id"]  # same generation: reused, not billed
+    assert emu.stats()["submissions"] == 1
+
+    cleared = run_to_end(t2i(deferrable=True), make_context(store, try_number=2, max_tries=2))
+    assert cleared["request_id"] != first["request_id"]
+    assert emu.stats()["submissions"] == 2
+    assert store.get(STATE_STORE_KEY)["max_tries"] == 2  # the new job is recorded for this generation
+
+
+def test_a_cleared_task_reattaches_to_a_job_still_running(emulator_factory: Any, monkeypatch: Any) -> None:
+    """A job from before the clear that is still running proves no try succeeded with it: reuse it."""
+    clock = ManualClock()
+    emu = emulator_factory(clock=clock, queue_time=1.0, inference_time=10.0)
+    use_emulator(monkeypatch, emu)
+    store = DictTaskStateStore()
+    first = defer(t2i(deferrable=True), make_context(store, try_number=1, max_tries=0))
+    clock.advance(2.0)  # the try was killed; the user clears the task while the job runs
+    second = defer(t2i(deferrable=True), make_context(store, try_number=2, max_tries=1))
+    assert second.trigger.request_id == first.trigger.request_id
+    assert emu.stats()["submissions"] == 1
+
+
+def test_a_store_that_cannot_be_read_or_written_never_fails_the_try(emu: Any, caplog: Any, capsys: Any) -> None:
+    """Issue 12 item 12: the 3.3 store's errors are tolerated like the Variable's (logged, try goes on)."""
+    store = FailingTaskStateStore("get", "set", "delete")
+    deferred = defer(t2i(deferrable=True), make_context(store))  # the billed job is still waited for
+    summary = resume(t2i(deferrable=True), make_context(store), deferred)
+    assert summary["request_id"] == deferred.trigger.request_id
+    assert summary["status"] == "COMPLETED"
+    assert emu.stats()["submissions"] == 1
+    logs = captured_logs(caplog, capsys)
+    assert "Could not read the Segmind request record" in logs
+    assert "Could not record Segmind request" in logs
+    assert "Could not delete the Segmind request record" in logs
+
+
+def test_the_last_try_forgets_its_record_after_a_timeout(emulator_factory: Any, monkeypatch: Any) -> None:
+    """No try can follow the last one, so its record goes; an earlier try's timeout keeps it for the retry."""
+    clock = ManualClock()
+    emu = emulator_factory(clock=clock, queue_time=1.0, inference_time=10.0)
+    use_emulator(monkeypatch, emu)
+    store = DictTaskStateStore()
+    deferred = defer(t2i(deferrable=True), make_context(store, try_number=1, max_tries=1))
+    event = {"status": "timeout", "request_id": deferred.trigger.request_id, "message": "not finished"}
+    with pytest.raises(AirflowException, match="not finished"):
+        t2i(deferrable=True).execute_complete(make_context(store, try_number=1, max_tries=1), event)
+    assert STATE_STORE_KEY in store.values  # try 2 follows and reuses it
+    with pytest.raises(AirflowException, match="not finished"):
+        t2i(deferrable=True).execute_complete(make_context(store, try_number=2, max_tries=1), event)
+    assert store.values == {}
+
+
 def test_request_store_is_validated_with_the_allowed_values() -> None:
     with pytest.raises(ValueError, match=r"'request_store'.*'disk'.*auto, task_state_store, variable, none"):
         t2i(request_store="disk")
@@ -404,9 +468,10 @@ def test_request_store_selection() -> None:
     import airflow_provider_segmind.operators.segmind as module  # the live class (another test reloads it)
 
     store = DictTaskStateStore()
-    assert t2i()._store(make_context(store)) is store
-    assert isinstance(t2i()._store(make_context()), module.VariableRequestStore)  # Airflow 3.1/3.2
-    assert isinstance(t2i(request_store="variable")._store(make_context(store)), module.VariableRequestStore)
+    assert getattr(t2i()._store(make_context(store)), "store", None) is store
+    assert isinstance(getattr(t2i()._store(make_context()), "store", None), module.VariableRequestStore)  # 3.1/3.2
+    forced = t2i(request_store="variable")._store(make_context(store))
+    assert isinstance(getattr(forced, "store", None), module.VariableRequestStore)
     assert t2i(request_store="none")._store(make_context(store)) is None
 
 
