@@ -817,9 +817,10 @@ class RetryPolicy:
       if it said nothing, back off exponentially.
     - 5xx, connection errors, undecodable bodies: exponential backoff with full jitter.
     - 400/401/403/404/406/410/422 and FAILED jobs: never; another attempt gives the same answer.
-    - A submit (``idempotent=False``) is retried only when the server certainly did not accept it:
-      a 429, a 500/502/503 answer, or a connection that never opened. Never after a read timeout or
-      a reset mid-request, and never after a 504, whose upstream may have queued (and billed) the job.
+    - A submit (``idempotent=False``) is retried only when the server certainly did not accept it
+      (:func:`submit_certainly_refused`): a 429, a 500/502/503 answer, or a connection that never
+      opened. Never after a read timeout, a reset mid-request or an unreadable answer, and never
+      after a 504 or another 5xx, whose upstream may have queued (and billed) the job.
     """
 
     max_attempts: int = 5
@@ -838,13 +839,7 @@ class RetryPolicy:
             return False
         if idempotent:
             return True
-        if isinstance(error, SegmindRateLimitError):
-            return True
-        if isinstance(error, SegmindServerError):
-            return error.status_code != 504
-        if isinstance(error, SegmindTransportError):
-            return not error.request_sent
-        return False
+        return submit_certainly_refused(error)
 
     def delay(self, error: BaseException, attempt: int, rng: random.Random | None = None) -> float:
         """Seconds to wait before attempt ``attempt + 1`` (``attempt`` counts from 1)."""
@@ -865,6 +860,41 @@ class RetryPolicy:
         if extras.get("retry_backoff_max") is not None:
             kwargs["backoff_max"] = float(extras["retry_backoff_max"])
         return cls(**kwargs)
+
+
+#: 5xx answers to a submit that mean no job was queued. Segmind's submit errors, 5xx included,
+#: "come back at once with the error body" (segmind-api.md, v2 submit [doc, 3p]): an answer from
+#: Segmind itself, before queueing. 503 means the server could not take the request at all (RFC
+#: 9110 section 15.6.4). Any other 5xx leaves the outcome unknown: 504 is a gateway that gave up
+#: waiting while the upstream may have queued (and billed) the job, and proxies' 52x codes (a
+#: timeout after connecting, an unknown upstream error) say nothing about it either.
+SUBMIT_REFUSED_5XX: Final = frozenset({500, 502, 503})
+
+
+def submit_certainly_refused(error: BaseException) -> bool:
+    """Whether a failed submit certainly created no job, so sending it again cannot bill twice.
+
+    True for a 429, a 500/502/503 (:data:`SUBMIT_REFUSED_5XX`) and a connection that never opened
+    (``request_sent=False``). Not for a read timeout or a reset after the body was sent, an
+    unreadable answer (a 200 whose body was cut is a billed job), a 504 or another 5xx.
+    """
+    if isinstance(error, SegmindRateLimitError):
+        return True
+    if isinstance(error, SegmindServerError):
+        return error.status_code in SUBMIT_REFUSED_5XX
+    if isinstance(error, SegmindTransportError):
+        return not error.request_sent
+    return False
+
+
+def submit_outcome_unknown(error: BaseException) -> bool:
+    """Whether a submit that raised ``error`` may nevertheless have queued (and billed) a job.
+
+    Such a submit must not be sent again by anything (the hook's retries, a task retry): Segmind
+    has no idempotency key, so only Segmind's request history can tell whether it arrived.
+    An answered refusal (4xx) or a certain refusal (:func:`submit_certainly_refused`) is known.
+    """
+    return isinstance(error, SegmindError) and error.transient and not submit_certainly_refused(error)
 
 
 def transport_error(kind: str, *, request_sent: bool, url: str, detail: str) -> SegmindTransportError:

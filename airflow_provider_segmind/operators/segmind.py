@@ -77,6 +77,7 @@ from airflow_provider_segmind.protocol import (
     PollSchedule,
     SegmindJobStatus,
     job_failed_error,
+    submit_outcome_unknown,
     validate_params,
 )
 from airflow_provider_segmind.triggers.segmind import (
@@ -415,6 +416,16 @@ class _SegmindJobOperator(BaseOperator):
         try:
             submitted = self.hook.submit(model, params, validate=False)
         except SegmindError as err:
+            if submit_outcome_unknown(err):
+                # Neither the hook nor a task retry may send it again: a second submit could bill
+                # a second job, and only Segmind's request history knows whether the first arrived.
+                raise AirflowFailException(
+                    f"The outcome of this Segmind submit is unknown: {str(err).rstrip('.')}. Segmind may have "
+                    "queued and billed the job, but its request id never arrived, so the task fails without "
+                    "retries instead of submitting again (Segmind has no idempotency key). Look for the "
+                    "request in the Segmind console's request history; clearing this task submits a new, "
+                    "billed job."
+                ) from err
             self._raise(err)
         submitted_at = time.time()
         self.request_id = submitted.request_id

@@ -362,6 +362,31 @@ def test_no_request_record_is_left_when_the_last_try_times_out_or_errs(
     assert _task_state_records(dag_id) == []
 
 
+def test_a_submit_whose_outcome_is_unknown_is_not_resent_by_a_task_retry(dag_env: tuple[Path, Any]) -> None:
+    """Issue 12 item 6 through the task runner: a 504 on the submit (the job was queued) ends the
+    task at its first try although it has retries left, so no second POST bills a second job."""
+    dags_folder, emu = dag_env
+    path = write_dag(
+        dags_folder,
+        "segmind_unknown_submit",
+        """
+        with DAG("segmind_unknown_submit", schedule=None, start_date=START, catchup=False) as dag:
+            SegmindTextToImageOperator(
+                task_id="t2i", prompt="a lighthouse", poll_schedule=FAST, retries=2, retry_delay=timedelta(0)
+            )
+        """,
+    )
+    emu.script([{"endpoint": "submit", "fault": "504"}])
+    dr = run_dag(path, "segmind_unknown_submit")
+    (ti,) = dr.get_task_instances()
+    assert ti.state == "failed"
+    assert ti.try_number == 1  # failed for good: no retry resent it
+    stats = emu.stats()
+    assert stats["submit_attempts"] == 1
+    assert stats["submissions"] == 1
+    assert _request_variables() == []
+
+
 def _request_id(dr: Any) -> str:
     return str(next(v for _, _, k, v in xcoms(dr.run_id, dr.dag_id) if k == "segmind_request_id"))
 

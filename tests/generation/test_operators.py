@@ -451,6 +451,43 @@ def test_the_last_try_forgets_its_record_after_a_timeout(emulator_factory: Any, 
     assert store.values == {}
 
 
+@pytest.mark.parametrize("fault", ["reset_after", "504", "bad_json", "slow"])
+def test_a_submit_whose_outcome_is_unknown_is_never_sent_again(emu: Any, monkeypatch: Any, fault: str) -> None:
+    """Issue 12 item 6: the emulator queued (and billed) the job, but its answer was lost.
+
+    ``reset_after``: the connection dropped after the job was queued; ``504``: a gateway gave up
+    after the upstream queued it; ``bad_json``: a 200 (billed) whose body was cut; ``slow``: the
+    answer came after the client's read timeout. Neither the hook nor a task retry may send the
+    submit again: the task fails for good, saying the outcome is unknown and what a clear does.
+    """
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SEGMIND_DEFAULT",
+        json.dumps(
+            {
+                "conn_type": "segmind",
+                "password": emu.api_key,
+                "host": emu.base_url,
+                "extra": {"read_timeout": 0.5, "retry_backoff": 0.01},
+            }
+        ),
+    )
+    emu.configure(slow_seconds=2.0)
+    emu.script([{"endpoint": "submit", "fault": fault}])
+    store = DictTaskStateStore()
+    context = make_context(store)
+    with pytest.raises(AirflowFailException, match="outcome of this Segmind submit is unknown") as info:
+        t2i(deferrable=True).execute(context)
+    message = str(info.value)
+    assert "fails without retries" in message
+    assert "clearing this task submits a new, billed job" in message
+    assert ".." not in message
+    stats = emu.stats()
+    assert stats["submit_attempts"] == 1  # one POST reached the emulator...
+    assert stats["submissions"] == 1  # ...and it queued the job: a second POST would have billed twice
+    assert store.values == {}  # no request id to record
+    assert XCOM_REQUEST_ID not in context["ti"].xcom
+
+
 def test_request_store_is_validated_with_the_allowed_values() -> None:
     with pytest.raises(ValueError, match=r"'request_store'.*'disk'.*auto, task_state_store, variable, none"):
         t2i(request_store="disk")

@@ -334,7 +334,7 @@ def test_a_trigger_taken_over_logs_only_what_it_observed(
     request_id, submitted_at = submit(emu)
     clock.advance(2.0 if seen_first == "PROCESSING" else 20.0)
     assert job_status(emu, request_id) == seen_first
-    classpath, kwargs = trigger_for(request_id, submitted_at).serialize()
+    _, kwargs = trigger_for(request_id, submitted_at).serialize()
     taken_over = SegmindJobTrigger(**kwargs)  # what the other triggerer builds from the database row
 
     async def finish_job_while_watched() -> list[Any]:
