@@ -15,7 +15,7 @@ import sys
 import textwrap
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -385,6 +385,86 @@ def test_a_submit_whose_outcome_is_unknown_is_not_resent_by_a_task_retry(dag_env
     assert stats["submit_attempts"] == 1
     assert stats["submissions"] == 1
     assert _request_variables() == []
+
+
+class FlakyStateBackend:
+    """A worker-side task state store backend (Airflow 3.3's ``[workers] state_store_backend``).
+
+    It keeps values in memory and fails the operations named in ``failing`` the way a backend in
+    an outage does, so the operator meets a real failure of Airflow's own store accessor (not a
+    stand-in for it): ``task_state_store.get``/``set``/``delete`` raise through Airflow's code.
+    """
+
+    values: ClassVar[dict[str, Any]] = {}
+    failing: ClassVar[set[str]] = set()
+
+    def _check(self, operation: str) -> None:
+        if operation in self.failing:
+            raise ConnectionError(f"state store backend unreachable during {operation} (emulated outage)")
+
+    def serialize_task_state_store_to_ref(self, *, value: Any, key: str, scope: Any) -> str:
+        self._check("set")
+        ref = f"{scope}/{key}"
+        self.values[ref] = value
+        return ref
+
+    def deserialize_task_state_store_from_ref(self, ref: str) -> Any:
+        self._check("get")
+        return self.values[ref]
+
+    def delete(self, scope: Any, key: str) -> None:
+        self._check("delete")
+        self.values.pop(f"{scope}/{key}", None)
+
+    def clear(self, scope: Any) -> None:
+        self._check("delete")
+
+
+@pytest.mark.parametrize(("failing", "submissions"), [("get", 2), ("set", 2), ("delete", 1)])
+def test_a_failing_task_state_store_never_fails_a_try(
+    dag_env: tuple[Path, Any], monkeypatch: pytest.MonkeyPatch, failing: str, submissions: int
+) -> None:
+    """Issue 12 item 12 on Airflow 3.3: the store's errors are logged, never fatal.
+
+    Try 1 records its job and gives up on a run of 5xx; try 2 reads the record and succeeds. With a
+    store that cannot be read (or was not written) try 2 cannot know the job and pays for a new
+    one, the cost the record exists to avoid; it must not fail the task (before the fix, a read
+    error failed the try). A store that cannot delete changes nothing.
+    """
+    if not _has_task_state_store():
+        pytest.skip("Airflow 3.3+ only: the task state store and its worker-side backends")
+    from airflow.sdk.execution_time import context as sdk_context
+
+    dags_folder, emu = dag_env
+    monkeypatch.setenv("AIRFLOW__WORKERS__STATE_STORE_BACKEND", f"{__name__}.FlakyStateBackend")
+    monkeypatch.setattr(FlakyStateBackend, "failing", {failing})
+    monkeypatch.setattr(FlakyStateBackend, "values", {})
+    sdk_context._get_worker_state_store_backend.cache_clear()
+    try:
+        dag_id = f"segmind_store_{failing}"
+        path = write_dag(
+            dags_folder,
+            dag_id,
+            f"""
+            with DAG({dag_id!r}, schedule=None, start_date=START, catchup=False) as dag:
+                SegmindTextToImageOperator(
+                    task_id="t2i",
+                    prompt="a lighthouse",
+                    poll_schedule=FAST,
+                    max_consecutive_errors=2,
+                    retries=1,
+                    retry_delay=timedelta(0),
+                )
+            """,
+        )
+        emu.script([{"endpoint": "status", "fault": "500", "times": 2}])
+        dr = run_dag(path, dag_id)
+    finally:
+        sdk_context._get_worker_state_store_backend.cache_clear()
+    (ti,) = dr.get_task_instances()
+    assert ti.try_number == 2
+    assert dr.state == "success"
+    assert emu.stats()["submissions"] == submissions
 
 
 def _request_id(dr: Any) -> str:
