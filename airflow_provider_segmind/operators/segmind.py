@@ -25,10 +25,11 @@ a cleared task whose last try succeeded generates anew.**
   A clear is told apart from a retry by ``max_tries``, which Airflow raises on every clear and on
   nothing else: a record written before the latest clear is reused only while its job is still
   QUEUED/PROCESSING (so no try can have succeeded with it); a COMPLETED one, or one whose status
-  cannot be read, is left and a new job is submitted. The record is also deleted once no try can
-  follow or reuse it (success, FAILED, expired, an error no retry fixes, the last try ending in a
-  timeout or error; else it expires after 2 hours), but the rule does not depend on that cleanup:
-  it holds if the delete fails or never runs (a killed worker, a trigger that ends the task).
+  cannot be read, is left and a new job is submitted. So the rule needs no cleanup at success: the
+  3.3 record outlives a success (it expires after 2 hours; ``[state_store] clear_on_success`` is
+  off by default), which also lets the retry of a try whose worker died after finishing, before
+  Airflow recorded the success, reuse the COMPLETED job. It is deleted when no try can follow or
+  reuse it (FAILED, expired, an error no retry fixes, the last try ending in a timeout or error).
   The remaining window is the one Airflow's own ``ResumableJobMixin`` documents: if the worker dies
   between Segmind accepting the submit and the store write, the next try cannot know the id.
   A submit whose outcome is unknown (read timeout or connection lost after sending, a 504) is
@@ -36,7 +37,9 @@ a cleared task whose last try succeeded generates anew.**
   says so (see :func:`~airflow_provider_segmind.protocol.submit_outcome_unknown`).
 - **Airflow 3.1 / 3.2** (no task state store; Airflow 3 clears XComs before each try): the same
   record goes in an Airflow Variable instead (``request_store="auto"``), the only task-writable
-  state that survives a retry there, and the same rules and the same cleanup apply. One Variable
+  state that survives a retry there, and the same rules and cleanup apply, plus a delete at
+  success (a Variable never expires; the cost is that a worker dying between the end of
+  ``execute`` and Airflow recording the success leaves a retry that submits anew). One Variable
   per task instance, named ``segmind_request_<hash of dag id, run id, task id, map index>``, read
   and written through the Task SDK like any Variable. Only a last try killed outright (no code
   runs) leaves one behind; it is safe to delete at any time.
@@ -384,20 +387,22 @@ class _SegmindJobOperator(BaseOperator):
             return _GuardedStore(native, self.log)
         return _GuardedStore(VariableRequestStore(context["ti"], self.log), self.log)
 
-    def _forget(self, context: Context) -> None:
-        """Delete this task's record once no try can follow or reuse its request, in either store.
+    def _forget(self, context: Context, *, succeeded: bool = False) -> None:
+        """Delete this task's record once no try can follow or reuse its request.
 
-        That is: on success, on FAILED/expired/an error no retry fixes, and when the try that ends
-        was the last one (a timeout or a transient error with the retries used up). A Variable
-        would otherwise stay forever, and a 3.3 record would outlive a success for its retention
-        (``[state_store] clear_on_success`` is off by default). Which record a later try may reuse
-        does not depend on this cleanup (it can fail, or never run): see :meth:`_resume`.
+        On FAILED/expired/an error no retry fixes, and when the try that ends was the last one (a
+        timeout or a transient error with the retries used up), in either store. On success only
+        a Variable (3.1/3.2), which would otherwise stay forever: the 3.3 record is kept until it
+        expires (or Airflow's ``[state_store] clear_on_success`` removes it once the success is
+        recorded), because this code runs *before* Airflow records the success: a worker that dies
+        in between leaves a try whose retry must still find the COMPLETED job, not pay again.
+        Which record a later try may reuse never depends on this cleanup: see :meth:`_resume`.
         """
         try:
             store = self._store(context)
         except AirflowFailException:
             return
-        if store is not None:
+        if store is not None and (not succeeded or isinstance(store.store, VariableRequestStore)):
             store.delete()
 
     # ------------------------------------------------------------------ execute
@@ -621,7 +626,7 @@ class _SegmindJobOperator(BaseOperator):
         raise AirflowException(text)
 
     def _finish(self, context: Context, summary: dict[str, Any]) -> dict[str, Any]:
-        self._forget(context)
+        self._forget(context, succeeded=True)
         url = summary.get("output_url")
         if url:
             context["ti"].xcom_push(key=XCOM_OUTPUT_URL, value=url)

@@ -388,15 +388,16 @@ def test_with_request_store_none_a_retry_submits_again(emu: Any) -> None:
     assert store.values == {}
 
 
-def test_a_cleared_task_generates_anew_even_if_the_success_cleanup_failed(emu: Any) -> None:
-    """Issue 12 item 3, without the cleanup: the record of the successful try stays (its delete fails).
+def test_a_cleared_task_generates_anew_without_any_cleanup_at_success(emu: Any) -> None:
+    """Issue 12 item 3: the record of the successful try stays (3.3 keeps it; a cleanup may fail).
 
-    A retry in the same clear generation (same ``max_tries``) still reuses the job; after a clear
-    (Airflow raised ``max_tries``) the COMPLETED job is not handed back: a new one is submitted.
+    A retry in the same clear generation (same ``max_tries``: the worker died after ``execute``
+    returned, before Airflow recorded the success) still reuses the COMPLETED job; after a clear
+    (Airflow raised ``max_tries``) that job is not handed back: a new one is submitted.
     """
-    store = FailingTaskStateStore("delete")
+    store = DictTaskStateStore()
     first = run_to_end(t2i(deferrable=True), make_context(store, try_number=1, max_tries=1))
-    assert store.get(STATE_STORE_KEY)["request_id"] == first["request_id"]  # the success cleanup failed
+    assert store.get(STATE_STORE_KEY)["request_id"] == first["request_id"]  # outlives the success
 
     again = t2i(deferrable=False).execute(make_context(store, try_number=2, max_tries=1))
     assert again["request_id"] == first["request_id"]  # same generation: reused, not billed
@@ -429,6 +430,9 @@ def test_a_store_that_cannot_be_read_or_written_never_fails_the_try(emu: Any, ca
     assert summary["request_id"] == deferred.trigger.request_id
     assert summary["status"] == "COMPLETED"
     assert emu.stats()["submissions"] == 1
+    expired = {"status": "expired", "request_id": summary["request_id"], "message": "gone"}
+    with pytest.raises(SegmindRequestNotFoundError):  # the event's own error, not the store's
+        t2i(deferrable=True).execute_complete(make_context(store), expired)
     logs = captured_logs(caplog, capsys)
     assert "Could not read the Segmind request record" in logs
     assert "Could not record Segmind request" in logs

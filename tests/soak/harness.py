@@ -751,10 +751,8 @@ def _audit_stored(
     summary = xcom.get((GENERATE, i, "return_value")) or {}
     a.check(summary.get("request_id") == last["request_id"], f"prompt {i}: XCom request id != last job")
     a.check(xcom.get((GENERATE, i, "segmind_request_id")) == last["request_id"], f"prompt {i}: XCom id differs")
-    record = store.get((GENERATE, i)) or {}  # deleted at success; one left behind must name the last job
-    a.check(
-        not record or record.get("request_id") == last["request_id"], f"prompt {i}: task state store id != last job"
-    )
+    record = store.get((GENERATE, i)) or {}
+    a.check(record.get("request_id") == last["request_id"], f"prompt {i}: task state store id != last job")
     return int("-" in str(version.get("ETag", "")))
 
 
