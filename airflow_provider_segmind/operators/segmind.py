@@ -458,9 +458,9 @@ class _SegmindJobOperator(BaseOperator):
 
         The rule, the same on every Airflow version: a retry after a failed or interrupted try
         re-attaches to the job it already paid for; a cleared task whose last try succeeded
-        generates anew. A success deletes the record (:meth:`_finish`), but the rule does not rely
-        on that cleanup (it may fail, or a future trigger may end the task with no worker resume):
-        a record written before the latest clear (:func:`_cleared_since`) is reused only while its
+        generates anew. That needs no cleanup at success (the 3.3 record outlives a success, a
+        Variable's delete may fail, a future trigger may end the task with no worker resume): a
+        record written before the latest clear (:func:`_cleared_since`) is reused only while its
         job is QUEUED or PROCESSING, which proves no try succeeded with it. A COMPLETED job from
         before a clear, or one whose status cannot be read, is left alone and a new job submitted.
         """
