@@ -507,11 +507,13 @@ def classify_error(answer: HttpAnswer, endpoint: Endpoint, *, request_id: str | 
             **common,
         )
     if status >= 500:
-        return SegmindServerError(
-            f"{where} failed on Segmind's side (HTTP {status}){said}. This is usually temporary "
-            "and is retried with backoff.",
-            **common,
+        billed_call = endpoint in (Endpoint.SUBMIT, Endpoint.RUN_SYNC)
+        advice = (
+            "The job may have been queued (and billed), so the submit is not sent again."
+            if billed_call and status not in SUBMIT_REFUSED_5XX
+            else "This is usually temporary and is retried with backoff."
         )
+        return SegmindServerError(f"{where} failed on Segmind's side (HTTP {status}){said}. {advice}", **common)
     return SegmindUnexpectedStatusError(
         f"{where} answered with unexpected HTTP {status}{said}. "
         + ("HTTP 405 means a wrong method or URL: check the connection's host." if status == 405 else ""),

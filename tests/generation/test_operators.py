@@ -485,6 +485,7 @@ def test_a_submit_whose_outcome_is_unknown_is_never_sent_again(emu: Any, monkeyp
     assert "fails without retries" in message
     assert "clearing this task submits a new, billed job" in message
     assert ".." not in message
+    assert "retried with backoff" not in message  # nothing in it promises a resend
     stats = emu.stats()
     assert stats["submit_attempts"] == 1  # one POST reached the emulator...
     assert stats["submissions"] == 1  # ...and it queued the job: a second POST would have billed twice
