@@ -709,12 +709,14 @@ def classify_error(answer: HttpAnswer, endpoint: Endpoint, *, request_id: str | 
             **common,
         )
     if status >= 500:
+        billed_call = endpoint in (Endpoint.SUBMIT, Endpoint.RUN_SYNC)
+        advice = (
+            "The job may have been queued (and billed), so the submit is not sent again"
+            if billed_call and status not in SUBMIT_REFUSED_5XX
+            else "This is usually temporary and is retried with backoff"
+        )
         return SegmindServerError(
-            sentences(
-                f"{where} failed on Segmind's side (HTTP {status}){said}",
-                "This is usually temporary and is retried with backoff",
-            ),
-            **common,
+            sentences(f"{where} failed on Segmind's side (HTTP {status}){said}", advice), **common
         )
     return SegmindUnexpectedStatusError(
         sentences(
@@ -1160,9 +1162,10 @@ class RetryPolicy:
       if it said nothing, back off exponentially.
     - 5xx, connection errors, undecodable bodies: exponential backoff with full jitter.
     - 400/401/403/404/406/410/422 and FAILED jobs: never; another attempt gives the same answer.
-    - A submit (``idempotent=False``) is retried only when the server certainly did not accept it:
-      a 429, a 500/502/503 answer, or a connection that never opened. Never after a read timeout or
-      a reset mid-request, and never after a 504, whose upstream may have queued (and billed) the job.
+    - A submit (``idempotent=False``) is retried only when the server certainly did not accept it
+      (:func:`submit_certainly_refused`): a 429, a 500/502/503 answer, or a connection that never
+      opened. Never after a read timeout, a reset mid-request or an unreadable answer, and never
+      after a 504 or another 5xx, whose upstream may have queued (and billed) the job.
     """
 
     max_attempts: int = 5
@@ -1181,13 +1184,7 @@ class RetryPolicy:
             return False
         if idempotent:
             return True
-        if isinstance(error, SegmindRateLimitError):
-            return True
-        if isinstance(error, SegmindServerError):
-            return error.status_code != 504
-        if isinstance(error, SegmindTransportError):
-            return not error.request_sent
-        return False
+        return submit_certainly_refused(error)
 
     def delay(self, error: BaseException, attempt: int, rng: random.Random | None = None) -> float:
         """Seconds to wait before attempt ``attempt + 1`` (``attempt`` counts from 1)."""
@@ -1208,6 +1205,41 @@ class RetryPolicy:
         if extras.get("retry_backoff_max") is not None:
             kwargs["backoff_max"] = float(extras["retry_backoff_max"])
         return cls(**kwargs)
+
+
+#: 5xx answers to a submit that mean no job was queued. Segmind's submit errors, 5xx included,
+#: "come back at once with the error body" (segmind-api.md, v2 submit [doc, 3p]): an answer from
+#: Segmind itself, before queueing. 503 means the server could not take the request at all (RFC
+#: 9110 section 15.6.4). Any other 5xx leaves the outcome unknown: 504 is a gateway that gave up
+#: waiting while the upstream may have queued (and billed) the job, and proxies' 52x codes (a
+#: timeout after connecting, an unknown upstream error) say nothing about it either.
+SUBMIT_REFUSED_5XX: Final = frozenset({500, 502, 503})
+
+
+def submit_certainly_refused(error: BaseException) -> bool:
+    """Whether a failed submit certainly created no job, so sending it again cannot bill twice.
+
+    True for a 429, a 500/502/503 (:data:`SUBMIT_REFUSED_5XX`) and a connection that never opened
+    (``request_sent=False``). Not for a read timeout or a reset after the body was sent, an
+    unreadable answer (a 200 whose body was cut is a billed job), a 504 or another 5xx.
+    """
+    if isinstance(error, SegmindRateLimitError):
+        return True
+    if isinstance(error, SegmindServerError):
+        return error.status_code in SUBMIT_REFUSED_5XX
+    if isinstance(error, SegmindTransportError):
+        return not error.request_sent
+    return False
+
+
+def submit_outcome_unknown(error: BaseException) -> bool:
+    """Whether a submit that raised ``error`` may nevertheless have queued (and billed) a job.
+
+    Such a submit must not be sent again by anything (the hook's retries, a task retry): Segmind
+    has no idempotency key, so only Segmind's request history can tell whether it arrived.
+    An answered refusal (4xx) or a certain refusal (:func:`submit_certainly_refused`) is known.
+    """
+    return isinstance(error, SegmindError) and error.transient and not submit_certainly_refused(error)
 
 
 def transport_error(kind: str, *, request_sent: bool, url: str, detail: str) -> SegmindTransportError:
@@ -1448,7 +1480,8 @@ class PollTracker:
         """
         :param started_at: the submit time if known, else when watching began.
         :param submitted: whether ``started_at`` is the submit time (the job was QUEUED then).
-        :param last_status: the status already known (QUEUED right after a submit), for logging.
+        :param last_status: a status this watcher itself already observed, for logging; ``None``
+            (the default) makes the first status answer a "first seen" step, not a transition.
         """
         if max_consecutive_errors < 1:
             raise ValueError("max_consecutive_errors must be at least 1")

@@ -292,6 +292,8 @@ def test_submit_is_retried_when_the_server_answered_that_it_did_not_accept_it(
         ("reset_after", SegmindTransportError, 1),
         # The emulator's 504 is a gateway that gave up after the upstream queued the job.
         ("504", SegmindServerError, 1),
+        # A 200 (billed) whose body was cut: the job exists, its request id was lost.
+        ("bad_json", SegmindTransportError, 1),
     ],
 )
 def test_submit_is_never_repeated_when_it_may_have_been_accepted(

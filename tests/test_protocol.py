@@ -299,6 +299,31 @@ def test_retry_decisions(error, idempotent, expected):
     assert p.RetryPolicy().is_retryable(error, idempotent=idempotent) is expected
 
 
+@pytest.mark.parametrize(
+    ("error", "unknown"),
+    [
+        # Answered refusals and connections that never opened: no job, a new submit is safe.
+        (exc.SegmindRateLimitError("429"), False),
+        (exc.SegmindServerError("500", status_code=500), False),
+        (exc.SegmindServerError("502", status_code=502), False),
+        (exc.SegmindServerError("503", status_code=503), False),
+        (exc.SegmindInvalidParametersError("422"), False),
+        (exc.SegmindInsufficientCreditsError("406"), False),
+        (_transport(sent=False), False),
+        # The request may have arrived: a job may be queued and billed, nothing may send it again.
+        (exc.SegmindServerError("504", status_code=504), True),
+        (exc.SegmindServerError("524", status_code=524), True),
+        (exc.SegmindServerError("520", status_code=520), True),
+        (_transport(sent=True), True),
+        (exc.SegmindInvalidResponseError("a 200 whose body was cut"), True),
+    ],
+)
+def test_which_failed_submits_have_an_unknown_outcome(error, unknown):
+    assert p.submit_outcome_unknown(error) is unknown
+    # The hook's retry policy resends a submit exactly when its outcome is known to be "no job".
+    assert p.RetryPolicy().is_retryable(error, idempotent=False) is (error.transient and not unknown)
+
+
 def test_retry_delays_honour_the_server_and_back_off_with_jitter():
     policy = p.RetryPolicy(backoff_initial=1.0, backoff_max=8.0, rate_limit_max_wait=60.0, jitter=1.0)
     rng = random.Random(3)

@@ -10,27 +10,44 @@ with the same schedule and the same decision logic, and ends in the same ``execu
 Exactly-once submission
 -----------------------
 Segmind bills every submit and has neither an idempotency key nor a cancel endpoint, so a task
-retry must not submit again while the first request can still be used.
+retry must not submit again while the first request can still be used. One rule on every Airflow
+version: **a retry after a failed or interrupted try re-attaches to the job it already paid for;
+a cleared task whose last try succeeded generates anew.**
 
 - **Airflow 3.3+** (``context["task_state_store"]`` exists): the request id, model, a fingerprint
-  of the parameters and the submit time are written to the task state store right after the
-  submit, before deferring or polling. A new try reads it first and asks Segmind about that
-  request: QUEUED/PROCESSING -> wait for it again (no submit); COMPLETED -> fetch its result and
-  return (no submit); FAILED, or 404 because its 1 hour retention passed -> log it and submit
-  anew (unless the FAILED reason is refused input or a content block: the same body would fail
-  again, so the task fails). Changed parameters (an edited DAG) also submit anew. If the status
-  cannot be read because of a transient error, the operator re-attaches rather than risk a second
-  bill.
+  of the parameters, the submit time, and the try number and ``max_tries`` of the submitting try
+  are written to the task state store right after the submit, before deferring or polling. A new
+  try reads it first and asks Segmind about that request: QUEUED/PROCESSING -> wait for it again
+  (no submit); COMPLETED -> fetch its result and return (no submit); FAILED, or 404 because its
+  1 hour retention passed -> log it and submit anew (unless the FAILED reason is refused input or a
+  content block: the same body would fail again, so the task fails). Changed parameters (an edited
+  DAG) also submit anew. If the status cannot be read because of a transient error, the operator re-attaches
+  rather than risk a second bill.
+  A clear is told apart from a retry by ``max_tries``, which Airflow raises on every clear and on
+  nothing else: a record written before the latest clear is reused only while its job is still
+  QUEUED/PROCESSING (so no try can have succeeded with it); a COMPLETED one, or one whose status
+  cannot be read, is left and a new job is submitted. So the rule needs no cleanup at success: the
+  3.3 record outlives a success (it expires after 2 hours; ``[state_store] clear_on_success`` is
+  off by default), which also lets the retry of a try whose worker died after finishing, before
+  Airflow recorded the success, reuse the COMPLETED job. It is deleted when no try can follow or
+  reuse it (FAILED, expired, an error no retry fixes, the last try ending in a timeout or error).
   The remaining window is the one Airflow's own ``ResumableJobMixin`` documents: if the worker dies
   between Segmind accepting the submit and the store write, the next try cannot know the id.
+  A submit whose outcome is unknown (read timeout or connection lost after sending, a 504) is
+  never sent again, neither by the hook nor by a task retry: the task fails without retries and
+  says so (see :func:`~airflow_provider_segmind.protocol.submit_outcome_unknown`).
 - **Airflow 3.1 / 3.2** (no task state store; Airflow 3 clears XComs before each try): the same
   record goes in an Airflow Variable instead (``request_store="auto"``), the only task-writable
-  state that survives a retry there. One Variable per task instance, named
-  ``segmind_request_<hash of dag id, run id, task id, map index>``, read and written through the
-  Task SDK like any Variable, and deleted when the try ends in a way a retry could not reuse
-  (success, FAILED, expired, an error no retry fixes). A Variable left by a task whose last try
-  timed out can be deleted at any time. ``request_store="none"`` turns the record off (a retry then
-  submits a new, billed job); errors a retry cannot fix raise ``AirflowFailException`` either way.
+  state that survives a retry there, and the same rules and cleanup apply, plus a delete at
+  success (a Variable never expires; the cost is that a worker dying between the end of
+  ``execute`` and Airflow recording the success leaves a retry that submits anew). One Variable
+  per task instance, named ``segmind_request_<hash of dag id, run id, task id, map index>``, read
+  and written through the Task SDK like any Variable. Only a last try killed outright (no code
+  runs) leaves one behind; it is safe to delete at any time.
+  ``request_store="none"`` turns the record off (a retry then submits a new, billed job); errors a
+  retry cannot fix raise ``AirflowFailException`` either way.
+- Both stores are best effort (:class:`_GuardedStore`): a record that cannot be read, written or
+  deleted is logged and never fails the try nor abandons a billed job.
 """
 
 from __future__ import annotations
@@ -65,6 +82,7 @@ from airflow_provider_segmind.protocol import (
     SegmindJobStatus,
     job_failed_error,
     sentences,
+    submit_outcome_unknown,
     validate_params,
 )
 from airflow_provider_segmind.triggers.segmind import (
@@ -136,6 +154,25 @@ def _schedule_dict(schedule: PollSchedule | Mapping[str, float] | None) -> dict[
     return PollSchedule.from_dict(schedule).to_dict()  # validates early, at DAG parse time
 
 
+def _cleared_since(record: Mapping[str, Any], ti: Any) -> bool:
+    """Whether this task instance was cleared after the try that wrote ``record``.
+
+    Airflow raises a task instance's ``max_tries`` (to its last try number plus ``retries``) each
+    time it is cleared, and a retry leaves it alone (``airflow.models.taskinstance.
+    clear_task_instances``, the same arithmetic as the Task SDK's ``first_try_number = max_tries -
+    retries + 1``). So a record written under another ``max_tries`` predates a clear; one written
+    by an older provider version (no ``max_tries``) counts as written by this clear generation.
+    """
+    recorded, current = record.get("max_tries"), getattr(ti, "max_tries", None)
+    return isinstance(recorded, int) and isinstance(current, int) and recorded != current
+
+
+def _no_try_follows(ti: Any) -> bool:
+    """Whether this is the task instance's last try (Airflow retries while ``try_number <= max_tries``)."""
+    try_number, max_tries = getattr(ti, "try_number", None), getattr(ti, "max_tries", None)
+    return isinstance(try_number, int) and isinstance(max_tries, int) and try_number > max_tries
+
+
 def _fingerprint(model: str, params: Mapping[str, Any]) -> str:
     raw = json.dumps({"model": model, "params": params}, sort_keys=True, default=str)
     return hashlib.sha256(raw.encode("utf-8")).hexdigest()
@@ -148,8 +185,8 @@ class VariableRequestStore:
     survives a retry (XComs are cleared before each try). The name hashes dag id, run id, task id
     and map index (and the record key) so it fits the 250-character Variable key and mapped task
     instances never share one. The value is a request id and a parameter fingerprint: nothing
-    secret. Every call is best effort: a store that cannot be read or written costs, at worst, the
-    resubmit the store exists to avoid, never the task.
+    secret. Errors propagate: :class:`_GuardedStore` makes every store (this one and Airflow's)
+    best effort in one place.
     """
 
     def __init__(self, ti: Any, log: Any) -> None:
@@ -163,12 +200,8 @@ class VariableRequestStore:
     def get(self, key: str, default: Any = None) -> Any:
         from airflow.sdk import Variable
 
-        try:
-            raw = Variable.get(self.name(key), default=None)
-            return default if raw is None else json.loads(raw)
-        except Exception as err:
-            self._log.warning("Could not read Variable %s (%s); treating it as absent.", self.name(key), err)
-            return default
+        raw = Variable.get(self.name(key), default=None)
+        return default if raw is None else json.loads(raw)
 
     def set(self, key: str, value: Any, *, retention: timedelta | None = None) -> None:
         """``retention`` is accepted for the store's signature; a Variable is deleted by :meth:`delete`."""
@@ -185,10 +218,67 @@ class VariableRequestStore:
     def delete(self, key: str) -> None:
         from airflow.sdk import Variable
 
+        Variable.delete(self.name(key))
+
+    def describe(self, key: str) -> str:
+        return f"Variable {self.name(key)}"
+
+
+class _GuardedStore:
+    """Best-effort access to a request store (Airflow's task state store or a Variable), one rule for both.
+
+    A record only saves money; it must never cost a try. A read that fails (e.g. the 3.3 store's
+    ``AirflowRuntimeError`` when the API server cannot answer) is logged and read as "no record";
+    a failed write or delete is logged and the try goes on, so a job that is already billed is
+    still waited for. The worst case is the resubmit the record exists to avoid, and the log says so.
+    """
+
+    def __init__(self, store: Any, log: Any) -> None:
+        self.store = store
+        self._log = log
+
+    def _what(self) -> str:
+        describe = getattr(self.store, "describe", None)
+        return str(describe(STATE_STORE_KEY)) if describe is not None else "the task state store"
+
+    def get(self) -> Any:
         try:
-            Variable.delete(self.name(key))
+            return self.store.get(STATE_STORE_KEY)
         except Exception as err:
-            self._log.warning("Could not delete Variable %s (%s); it is safe to delete by hand.", self.name(key), err)
+            self._log.warning(
+                "Could not read the Segmind request record from %s (%s); going on as if there were none "
+                "(if an earlier try submitted a job, this try submits a new, billed one).",
+                self._what(),
+                err,
+            )
+            return None
+
+    def set(self, record: Mapping[str, Any]) -> None:
+        try:
+            self.store.set(STATE_STORE_KEY, dict(record), retention=timedelta(seconds=2 * RESULT_RETENTION_SECONDS))
+        except Exception as err:
+            # The job is live and billed: keep waiting for it rather than fail and waste it.
+            self._log.warning(
+                "Could not record Segmind request %s in %s (%s); waiting for it anyway, but a retry of this "
+                "try would submit a new, billed job.",
+                record.get("request_id"),
+                self._what(),
+                err,
+            )
+
+    def delete(self) -> None:
+        delete = getattr(self.store, "delete", None)
+        if delete is None:  # a store without delete: its retention removes the record
+            return
+        try:
+            delete(STATE_STORE_KEY)
+        except Exception as err:
+            self._log.warning(
+                "Could not delete the Segmind request record from %s (%s); it is safe to delete by hand, and "
+                "a later clear of this task does not reuse a completed job either way.",
+                self._what(),
+                err,
+            )
 
 
 class _SegmindJobOperator(BaseOperator):
@@ -302,7 +392,7 @@ class _SegmindJobOperator(BaseOperator):
             return PollSchedule.from_dict(self.poll_schedule)
         return PollSchedule.for_model(model)
 
-    def _store(self, context: Context) -> Any:
+    def _store(self, context: Context) -> _GuardedStore | None:
         """Where this try's request is recorded for the next try, per ``request_store``; ``None`` = nowhere."""
         if self.request_store == "none":
             return None
@@ -314,20 +404,26 @@ class _SegmindJobOperator(BaseOperator):
                 "Allowed here: auto, variable, none."
             )
         if native is not None and self.request_store != "variable":
-            return native
-        return VariableRequestStore(context["ti"], self.log)
+            return _GuardedStore(native, self.log)
+        return _GuardedStore(VariableRequestStore(context["ti"], self.log), self.log)
 
-    def _forget(self, context: Context) -> None:
-        """Delete this task's Variable record once no retry could reuse its request (3.1/3.2 path only).
+    def _forget(self, context: Context, *, succeeded: bool = False) -> None:
+        """Delete this task's record once no try can follow or reuse its request.
 
-        The 3.3 task state store expires by itself (its retention); a Variable would stay forever.
+        On FAILED/expired/an error no retry fixes, and when the try that ends was the last one (a
+        timeout or a transient error with the retries used up), in either store. On success only
+        a Variable (3.1/3.2), which would otherwise stay forever: the 3.3 record is kept until it
+        expires (or Airflow's ``[state_store] clear_on_success`` removes it once the success is
+        recorded), because this code runs *before* Airflow records the success: a worker that dies
+        in between leaves a try whose retry must still find the COMPLETED job, not pay again.
+        Which record a later try may reuse never depends on this cleanup: see :meth:`_resume`.
         """
         try:
             store = self._store(context)
         except AirflowFailException:
             return
-        if isinstance(store, VariableRequestStore):
-            store.delete(STATE_STORE_KEY)
+        if store is not None and (not succeeded or isinstance(store.store, VariableRequestStore)):
+            store.delete()
 
     # ------------------------------------------------------------------ execute
 
@@ -345,32 +441,50 @@ class _SegmindJobOperator(BaseOperator):
         try:
             submitted = self.hook.submit(model, params, validate=False)
         except SegmindError as err:
+            if submit_outcome_unknown(err):
+                # Neither the hook nor a task retry may send it again: a second submit could bill
+                # a second job, and only Segmind's request history knows whether the first arrived.
+                raise AirflowFailException(
+                    f"The outcome of this Segmind submit is unknown: {str(err).rstrip('.')}. Segmind may have "
+                    "queued and billed the job, but its request id never arrived, so the task fails without "
+                    "retries instead of submitting again (Segmind has no idempotency key). Look for the "
+                    "request in the Segmind console's request history; clearing this task submits a new, "
+                    "billed job."
+                ) from err
             self._raise(err)
         submitted_at = time.time()
         self.request_id = submitted.request_id
         self.log.info("Submitted Segmind job %s (model %s).", submitted.request_id, model)
         if store is not None:
-            record = {
-                "request_id": submitted.request_id,
-                "model": model,
-                "fingerprint": fingerprint,
-                "submitted_at": submitted_at,
-            }
-            try:
-                store.set(STATE_STORE_KEY, record, retention=timedelta(seconds=2 * RESULT_RETENTION_SECONDS))
-            except Exception:
-                # The job is live and billed: keep waiting for it rather than fail and waste it.
-                self.log.exception(
-                    "Could not record Segmind request %s (request_store=%r); a retry of this try would submit again.",
-                    submitted.request_id,
-                    self.request_store,
-                )
+            ti = context["ti"]
+            store.set(
+                {
+                    "request_id": submitted.request_id,
+                    "model": model,
+                    "fingerprint": fingerprint,
+                    "submitted_at": submitted_at,
+                    # Which try and which clear generation wrote it (see _cleared_since).
+                    "try_number": getattr(ti, "try_number", None),
+                    "max_tries": getattr(ti, "max_tries", None),
+                }
+            )
         self._announce(context, submitted.request_id)
         return self._wait(context, model, submitted.request_id, submitted_at)
 
-    def _resume(self, context: Context, store: Any, model: str, params: dict[str, Any], fingerprint: str) -> Any | None:
-        """Reuse the request an earlier try submitted, if it can still serve; ``None`` = submit anew."""
-        record = store.get(STATE_STORE_KEY)
+    def _resume(
+        self, context: Context, store: _GuardedStore, model: str, params: dict[str, Any], fingerprint: str
+    ) -> Any | None:
+        """Reuse the request an earlier try submitted, if it can still serve; ``None`` = submit anew.
+
+        The rule, the same on every Airflow version: a retry after a failed or interrupted try
+        re-attaches to the job it already paid for; a cleared task whose last try succeeded
+        generates anew. That needs no cleanup at success (the 3.3 record outlives a success, a
+        Variable's delete may fail, a future trigger may end the task with no worker resume): a
+        record written before the latest clear (:func:`_cleared_since`) is reused only while its
+        job is QUEUED or PROCESSING, which proves no try succeeded with it. A COMPLETED job from
+        before a clear, or one whose status cannot be read, is left alone and a new job submitted.
+        """
+        record = store.get()
         if not record:
             return None
         if not isinstance(record, Mapping) or not isinstance(record.get("request_id"), str):
@@ -411,6 +525,15 @@ class _SegmindJobOperator(BaseOperator):
             self.log.warning(
                 "An earlier try's Segmind request %s FAILED (%s); submitting anew (billed).", request_id, status.error
             )
+            return None
+        if _cleared_since(record, context["ti"]) and (status is None or status.status is SegmindJobStatus.COMPLETED):
+            self.log.info(
+                "This task was cleared after Segmind request %s (%s) was submitted: a cleared task generates "
+                "anew, so a new (billed) job is submitted instead of returning that job's output again.",
+                request_id,
+                status.status.value if status is not None else "status unreadable",
+            )
+            store.delete()
             return None
         self.request_id = request_id
         self._announce(context, request_id)
@@ -509,8 +632,10 @@ class _SegmindJobOperator(BaseOperator):
         status, request_id = checked["status"], checked["request_id"]
         self.request_id = request_id
         message = str(checked.get("message") or "")
-        if status in ("failed", "expired") or checked.get("retryable") is False:
-            self._forget(context)  # no retry could reuse this request
+        if status != "success" and (
+            status in ("failed", "expired") or checked.get("retryable") is False or _no_try_follows(context["ti"])
+        ):
+            self._forget(context)  # no try can follow, or none could reuse this request
         if status == "success":
             summary = dict(checked["result"])
             summary["params"] = summarize_params(self._summary_params())
@@ -535,7 +660,7 @@ class _SegmindJobOperator(BaseOperator):
         raise AirflowException(text)
 
     def _finish(self, context: Context, summary: dict[str, Any]) -> dict[str, Any]:
-        self._forget(context)
+        self._forget(context, succeeded=True)
         url = summary.get("output_url")
         if url:
             self.output_url = url

@@ -327,7 +327,12 @@ def describe_transition(
     new: SegmindJobStatus,
     metrics: Mapping[str, Any] | None = None,
 ) -> str:
-    """One log line per status change, e.g. ``PROCESSING -> COMPLETED (queue 0.1 s, cost 0.04)``."""
+    """One log line per status change this watcher observed, e.g. ``PROCESSING -> COMPLETED (queue 0.1 s, ...)``.
+
+    ``old`` is ``None`` for the first status a watcher sees: that line says ``first seen PROCESSING``,
+    never a transition from a status it did not see (a trigger taken over by another triggerer, or
+    a retry re-attaching, may first see the job long after it left QUEUED).
+    """
     parts = []
     values = _metrics(metrics)
     for name, label, unit in (
@@ -339,7 +344,9 @@ def describe_transition(
         if name in values:
             parts.append(f"{label} {values[name]:g}{unit}")
     details = f" ({', '.join(parts)})" if parts else ""
-    return f"Segmind request {request_id}: {old.value if old else 'watching'} -> {new.value}{details}"
+    if old is None:
+        return f"Segmind request {request_id}: first seen {new.value}{details}"
+    return f"Segmind request {request_id}: {old.value} -> {new.value}{details}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -361,7 +368,9 @@ def _new_tracker(
         submitted=submitted_at is not None,
         deadline=deadline,
         max_consecutive_errors=max_consecutive_errors,
-        last_status=SegmindJobStatus.QUEUED if submitted_at is not None else None,
+        # No assumed status: each watcher logs only what it saw. Even right after a submit the
+        # first poll may find the job PROCESSING, and a trigger resumed by another triggerer
+        # knows nothing of the statuses its predecessor saw.
     )
 
 
@@ -541,7 +550,7 @@ def _status_metrics(step: PollStep) -> Mapping[str, Any] | None:
 
 def _log_completed(log: Any, request_id: str, step: PollStep, result: JobResult) -> None:
     if log is not None and _info_enabled(log):
-        old = step.transition[0] if step.transition else SegmindJobStatus.PROCESSING
+        old = step.transition[0] if step.transition else None  # None: COMPLETED is the first status seen
         metrics = {**(_status_metrics(step) or {}), **result.metrics}
         log.info("%s", describe_transition(request_id, old, SegmindJobStatus.COMPLETED, metrics=metrics))
 

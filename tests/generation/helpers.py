@@ -66,7 +66,7 @@ class RecordingTI:
 
 
 class DictTaskStateStore:
-    """A dict-backed stand-in for Airflow 3.3's ``task_state_store`` (same ``get``/``set`` shape).
+    """A dict-backed stand-in for Airflow 3.3's ``task_state_store`` (same ``get``/``set``/``delete`` shape).
 
     Used only by unit tests that need a specific stored state (QUEUED, FAILED, expired...) that a
     ``dag.test()`` run cannot easily produce; the real store is covered in ``test_dag_test.py``.
@@ -85,9 +85,44 @@ class DictTaskStateStore:
         self.values[key] = json.loads(json.dumps(value))  # JSON values only, like the real one
         self.retention[key] = retention
 
+    def delete(self, key: str) -> None:
+        self.values.pop(key, None)  # no-op for a missing key, like the real one
 
-def make_context(store: DictTaskStateStore | None = None) -> dict[str, Any]:
-    context: dict[str, Any] = {"ti": RecordingTI()}
+
+class FailingTaskStateStore(DictTaskStateStore):
+    """A store whose ``get``/``set``/``delete`` raise, as Airflow 3.3's does when the API server cannot answer.
+
+    The real accessor raises ``AirflowRuntimeError`` (from the supervisor's error response); any
+    exception must be tolerated the same way, so a plain ``RuntimeError`` stands in for it here.
+    """
+
+    def __init__(self, *failing: str) -> None:
+        super().__init__()
+        self.failing = set(failing)
+
+    def _maybe_fail(self, operation: str) -> None:
+        if operation in self.failing:
+            raise RuntimeError(f"task state store {operation} failed: API server returned 500 (emulated)")
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self._maybe_fail("get")
+        return super().get(key, default)
+
+    def set(self, key: str, value: Any, *, retention: timedelta | None = None) -> None:
+        self._maybe_fail("set")
+        super().set(key, value, retention=retention)
+
+    def delete(self, key: str) -> None:
+        self._maybe_fail("delete")
+        super().delete(key)
+
+
+def make_context(store: DictTaskStateStore | None = None, **ti_fields: Any) -> dict[str, Any]:
+    """A task's context; ``ti_fields`` set task instance fields (e.g. ``try_number``, ``max_tries``)."""
+    ti = RecordingTI()
+    for name, value in ti_fields.items():
+        setattr(ti, name, value)
+    context: dict[str, Any] = {"ti": ti}
     if store is not None:
         context["task_state_store"] = store
     return context

@@ -15,7 +15,7 @@ import sys
 import textwrap
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -89,17 +89,18 @@ def run_dag(path: Path, dag_id: str, **test_kwargs: Any) -> Any:
     return dag.test(**test_kwargs)
 
 
-def xcoms(run_id: str) -> list[tuple[str, int, str, Any]]:
+def xcoms(run_id: str, dag_id: str | None = None) -> list[tuple[str, int, str, Any]]:
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
+    query = select(XComModel.task_id, XComModel.map_index, XComModel.key, XComModel.value).where(
+        XComModel.run_id == run_id
+    )
+    if dag_id is not None:  # run ids repeat across DAGs run for the same logical date
+        query = query.where(XComModel.dag_id == dag_id)
     with create_session() as session:
-        rows = session.execute(
-            select(XComModel.task_id, XComModel.map_index, XComModel.key, XComModel.value).where(
-                XComModel.run_id == run_id
-            )
-        ).all()
+        rows = session.execute(query).all()
     return [(task_id, map_index, key, _value(value)) for task_id, map_index, key, value in rows]
 
 
@@ -225,6 +226,263 @@ def test_a_task_retry_reuses_the_job_through_its_request_store(
     summary = next(v for _, _, k, v in xcoms(dr.run_id) if k == "return_value")
     assert emu.job(summary["request_id"]) is not None
     assert _request_variables() == []  # nothing left behind in the Variables list
+
+
+def _summary(dr: Any) -> dict[str, Any]:
+    return dict(next(v for _, _, k, v in xcoms(dr.run_id, dr.dag_id) if k == "return_value"))
+
+
+def _task_state_records(dag_id: str) -> list[Any]:
+    """The task state store rows of ``dag_id`` (Airflow 3.3+; none elsewhere)."""
+    try:
+        from airflow.models.task_state_store import TaskStateStoreModel
+    except ImportError:
+        return []
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        return list(session.execute(select(TaskStateStoreModel.key).where(TaskStateStoreModel.dag_id == dag_id)).all())
+
+
+def clear_and_rerun(path: Path, dag_id: str, dr: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Clear the run's task instances the way a user does, then run that same run again.
+
+    ``dag.test()`` first clears the task instances of its logical date with Airflow's own clear
+    (``clear_task_instances``, what the UI's and the REST API's Clear call: the try number is kept
+    and ``max_tries`` raised), then deletes and recreates the run. A user's clear keeps the run, so
+    here the second ``dag.test()`` gets the existing run back, running again, instead of a new one.
+    """
+    import airflow.models.dagrun as dagrun_module
+    from airflow.models.dagrun import DagRun
+    from sqlalchemy import select
+
+    def keep_run(*, dag: Any, run_id: str, session: Any, **_: Any) -> Any:
+        run = session.scalar(select(DagRun).where(DagRun.dag_id == dag.dag_id, DagRun.run_id == run_id))
+        assert run is not None, "the cleared run is gone"
+        run.state = "running"
+        run.dag = dag
+        session.flush()
+        return run
+
+    with monkeypatch.context() as patched:
+        patched.setattr(dagrun_module, "get_or_create_dagrun", keep_run)
+        return run_dag(path, dag_id, logical_date=dr.logical_date, run_after=dr.run_after)
+
+
+@pytest.mark.parametrize("faults", [False, True], ids=["clean", "5xx-then-retry"])
+@pytest.mark.parametrize("deferrable", [True, False], ids=["deferred", "blocking"])
+def test_clearing_a_successful_task_generates_anew_and_its_retries_reattach(
+    dag_env: tuple[Path, Any], monkeypatch: pytest.MonkeyPatch, deferrable: bool, faults: bool
+) -> None:
+    """Issue 12 item 3: the same rule on 3.1 and 3.3.
+
+    Run 1 succeeds (job A). The user clears the task: the new try must not hand back job A's image
+    (3.3 used to, from its task state store) but submit job B. With ``faults``, that try cannot
+    read A's status, then fails on a run of 5xx while waiting for B, and its retry re-attaches to
+    B: a retry after a failed try never re-bills.
+    """
+    if deferrable and not _has_task_state_store():
+        pytest.skip(
+            "dag.test() on Airflow 3.1 resumes a retried deferred task with its stale trigger event instead of "
+            "calling execute(); the blocking case covers 3.1."
+        )
+    dags_folder, emu = dag_env
+    dag_id = f"segmind_clear_{'deferred' if deferrable else 'blocking'}"
+    path = write_dag(
+        dags_folder,
+        dag_id,
+        f"""
+        with DAG({dag_id!r}, schedule=None, start_date=START, catchup=False) as dag:
+            SegmindTextToImageOperator(
+                task_id="t2i",
+                prompt="a lighthouse",
+                deferrable={deferrable!r},
+                poll_schedule=FAST,
+                max_consecutive_errors=2,
+                retries=1,
+                retry_delay=timedelta(0),
+            )
+        """,
+    )
+    import pendulum
+
+    when = pendulum.datetime(2025, 1, 1, tz="UTC")
+    dr = run_dag(path, dag_id, logical_date=when, run_after=when)
+    assert dr.state == "success"
+    first = _summary(dr)["request_id"]
+    assert emu.stats()["submissions"] == 1
+
+    if faults:
+        # No hook retries: the cleared try cannot read job A's status (one 5xx), which must not make
+        # it hand back A either; it submits B and gives up on the next two 5xx while waiting for it.
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_SEGMIND_DEFAULT",
+            json.dumps(
+                {"conn_type": "segmind", "password": emu.api_key, "host": emu.base_url, "extra": {"max_retries": 0}}
+            ),
+        )
+        emu.script([{"endpoint": "status", "fault": "500", "times": 3}])
+    dr = clear_and_rerun(path, dag_id, dr, monkeypatch)
+    (ti,) = dr.get_task_instances()
+    assert dr.state == "success"
+    # 1 (run 1), 2 (after the clear: A is COMPLETED, B submitted), and with faults 3 (2's retry)
+    assert ti.try_number == (3 if faults else 2)
+    second = _summary(dr)["request_id"]
+    assert second != first  # a new image, not run 1's
+    assert emu.stats()["submissions"] == 2  # one for the clear; none for a retry after it
+    assert emu.job(second)["status"] == "COMPLETED"
+    assert _request_variables() == []  # 3.1: deleted at success
+    # 3.3: the record outlives the success (the operator does not delete it then, nor does Airflow
+    # by default), and still no clear is served the old job: the rule does not rest on a cleanup.
+    assert len(_task_state_records(dag_id)) == (1 if _has_task_state_store() else 0)
+
+
+@pytest.mark.parametrize("outcome", ["timeout", "error"])
+@pytest.mark.parametrize("deferrable", [True, False], ids=["deferred", "blocking"])
+def test_no_request_record_is_left_when_the_last_try_times_out_or_errs(
+    dag_env: tuple[Path, Any], emulator_factory: Any, monkeypatch: pytest.MonkeyPatch, deferrable: bool, outcome: str
+) -> None:
+    """Issue 12 item 12: no try can follow the last one, so its record (a Variable on 3.1) goes."""
+    dags_folder, _ = dag_env
+    slow = emulator_factory(inference_time=30.0)  # still running when the try ends
+    use_emulator(monkeypatch, slow)
+    dag_id = f"segmind_last_{outcome}_{'deferred' if deferrable else 'blocking'}"
+    path = write_dag(
+        dags_folder,
+        dag_id,
+        f"""
+        with DAG({dag_id!r}, schedule=None, start_date=START, catchup=False) as dag:
+            SegmindTextToImageOperator(
+                task_id="t2i",
+                prompt="a lighthouse",
+                deferrable={deferrable!r},
+                poll_schedule=FAST,
+                job_timeout={0.5 if outcome == "timeout" else 60},
+                max_consecutive_errors=2,
+                request_store="variable" if {deferrable!r} else "auto",
+                retries=0,
+            )
+        """,
+    )
+    if outcome == "error":
+        slow.script([{"endpoint": "status", "fault": "500", "times": 5}])
+    dr = run_dag(path, dag_id)
+    (ti,) = dr.get_task_instances()
+    assert ti.state == "failed"
+    assert slow.stats()["submissions"] == 1
+    assert slow.job(_request_id(dr))["status"] in ("QUEUED", "PROCESSING")  # it ended mid-job
+    assert _request_variables() == []
+    assert _task_state_records(dag_id) == []
+
+
+def test_a_submit_whose_outcome_is_unknown_is_not_resent_by_a_task_retry(dag_env: tuple[Path, Any]) -> None:
+    """Issue 12 item 6 through the task runner: a 504 on the submit (the job was queued) ends the
+    task at its first try although it has retries left, so no second POST bills a second job."""
+    dags_folder, emu = dag_env
+    path = write_dag(
+        dags_folder,
+        "segmind_unknown_submit",
+        """
+        with DAG("segmind_unknown_submit", schedule=None, start_date=START, catchup=False) as dag:
+            SegmindTextToImageOperator(
+                task_id="t2i", prompt="a lighthouse", poll_schedule=FAST, retries=2, retry_delay=timedelta(0)
+            )
+        """,
+    )
+    emu.script([{"endpoint": "submit", "fault": "504"}])
+    dr = run_dag(path, "segmind_unknown_submit")
+    (ti,) = dr.get_task_instances()
+    assert ti.state == "failed"
+    assert ti.try_number == 1  # failed for good: no retry resent it
+    stats = emu.stats()
+    assert stats["submit_attempts"] == 1
+    assert stats["submissions"] == 1
+    assert _request_variables() == []
+
+
+class FlakyStateBackend:
+    """A worker-side task state store backend (Airflow 3.3's ``[workers] state_store_backend``).
+
+    It keeps values in memory and fails the operations named in ``failing`` the way a backend in
+    an outage does, so the operator meets a real failure of Airflow's own store accessor (not a
+    stand-in for it): ``task_state_store.get``/``set``/``delete`` raise through Airflow's code.
+    """
+
+    values: ClassVar[dict[str, Any]] = {}
+    failing: ClassVar[set[str]] = set()
+
+    def _check(self, operation: str) -> None:
+        if operation in self.failing:
+            raise ConnectionError(f"state store backend unreachable during {operation} (emulated outage)")
+
+    def serialize_task_state_store_to_ref(self, *, value: Any, key: str, scope: Any) -> str:
+        self._check("set")
+        ref = f"{scope}/{key}"
+        self.values[ref] = value
+        return ref
+
+    def deserialize_task_state_store_from_ref(self, ref: str) -> Any:
+        self._check("get")
+        return self.values[ref]
+
+    def delete(self, scope: Any, key: str) -> None:
+        self._check("delete")
+        self.values.pop(f"{scope}/{key}", None)
+
+    def clear(self, scope: Any) -> None:
+        self._check("delete")
+
+
+@pytest.mark.parametrize(("failing", "submissions"), [("get", 2), ("set", 2), ("delete", 1)])
+def test_a_failing_task_state_store_never_fails_a_try(
+    dag_env: tuple[Path, Any], monkeypatch: pytest.MonkeyPatch, failing: str, submissions: int
+) -> None:
+    """Issue 12 item 12 on Airflow 3.3: the store's errors are logged, never fatal.
+
+    Try 1 records its job and gives up on a run of 5xx; try 2 reads the record and succeeds. With a
+    store that cannot be read (or was not written) try 2 cannot know the job and pays for a new
+    one, the cost the record exists to avoid; it must not fail the task (before the fix, a read
+    error failed the try). A store that cannot delete changes nothing.
+    """
+    if not _has_task_state_store():
+        pytest.skip("Airflow 3.3+ only: the task state store and its worker-side backends")
+    from airflow.sdk.execution_time import context as sdk_context
+
+    dags_folder, emu = dag_env
+    monkeypatch.setenv("AIRFLOW__WORKERS__STATE_STORE_BACKEND", f"{__name__}.FlakyStateBackend")
+    monkeypatch.setattr(FlakyStateBackend, "failing", {failing})
+    monkeypatch.setattr(FlakyStateBackend, "values", {})
+    sdk_context._get_worker_state_store_backend.cache_clear()
+    try:
+        dag_id = f"segmind_store_{failing}"
+        path = write_dag(
+            dags_folder,
+            dag_id,
+            f"""
+            with DAG({dag_id!r}, schedule=None, start_date=START, catchup=False) as dag:
+                SegmindTextToImageOperator(
+                    task_id="t2i",
+                    prompt="a lighthouse",
+                    poll_schedule=FAST,
+                    max_consecutive_errors=2,
+                    retries=1,
+                    retry_delay=timedelta(0),
+                )
+            """,
+        )
+        emu.script([{"endpoint": "status", "fault": "500", "times": 2}])
+        dr = run_dag(path, dag_id)
+    finally:
+        sdk_context._get_worker_state_store_backend.cache_clear()
+    (ti,) = dr.get_task_instances()
+    assert ti.try_number == 2
+    assert dr.state == "success"
+    assert emu.stats()["submissions"] == submissions
+
+
+def _request_id(dr: Any) -> str:
+    return str(next(v for _, _, k, v in xcoms(dr.run_id, dr.dag_id) if k == "segmind_request_id"))
 
 
 def test_sensor_in_reschedule_mode_waits_for_a_job_submitted_upstream(

@@ -31,6 +31,7 @@ from tests.generation.helpers import (
     FAST_SCHEDULE,
     PROMPT,
     DictTaskStateStore,
+    FailingTaskStateStore,
     ManualClock,
     RecordingTI,
     captured_logs,
@@ -387,6 +388,111 @@ def test_with_request_store_none_a_retry_submits_again(emu: Any) -> None:
     assert store.values == {}
 
 
+def test_a_cleared_task_generates_anew_without_any_cleanup_at_success(emu: Any) -> None:
+    """Issue 12 item 3: the record of the successful try stays (3.3 keeps it; a cleanup may fail).
+
+    A retry in the same clear generation (same ``max_tries``: the worker died after ``execute``
+    returned, before Airflow recorded the success) still reuses the COMPLETED job; after a clear
+    (Airflow raised ``max_tries``) that job is not handed back: a new one is submitted.
+    """
+    store = DictTaskStateStore()
+    first = run_to_end(t2i(deferrable=True), make_context(store, try_number=1, max_tries=1))
+    assert store.get(STATE_STORE_KEY)["request_id"] == first["request_id"]  # outlives the success
+
+    again = t2i(deferrable=False).execute(make_context(store, try_number=2, max_tries=1))
+    assert again["request_id"] == first["request_id"]  # same generation: reused, not billed
+    assert emu.stats()["submissions"] == 1
+
+    cleared = run_to_end(t2i(deferrable=True), make_context(store, try_number=2, max_tries=2))
+    assert cleared["request_id"] != first["request_id"]
+    assert emu.stats()["submissions"] == 2
+    assert store.get(STATE_STORE_KEY)["max_tries"] == 2  # the new job is recorded for this generation
+
+
+def test_a_cleared_task_reattaches_to_a_job_still_running(emulator_factory: Any, monkeypatch: Any) -> None:
+    """A job from before the clear that is still running proves no try succeeded with it: reuse it."""
+    clock = ManualClock()
+    emu = emulator_factory(clock=clock, queue_time=1.0, inference_time=10.0)
+    use_emulator(monkeypatch, emu)
+    store = DictTaskStateStore()
+    first = defer(t2i(deferrable=True), make_context(store, try_number=1, max_tries=0))
+    clock.advance(2.0)  # the try was killed; the user clears the task while the job runs
+    second = defer(t2i(deferrable=True), make_context(store, try_number=2, max_tries=1))
+    assert second.trigger.request_id == first.trigger.request_id
+    assert emu.stats()["submissions"] == 1
+
+
+def test_a_store_that_cannot_be_read_or_written_never_fails_the_try(emu: Any, caplog: Any, capsys: Any) -> None:
+    """Issue 12 item 12: the 3.3 store's errors are tolerated like the Variable's (logged, try goes on)."""
+    store = FailingTaskStateStore("get", "set", "delete")
+    deferred = defer(t2i(deferrable=True), make_context(store))  # the billed job is still waited for
+    summary = resume(t2i(deferrable=True), make_context(store), deferred)
+    assert summary["request_id"] == deferred.trigger.request_id
+    assert summary["status"] == "COMPLETED"
+    assert emu.stats()["submissions"] == 1
+    expired = {"status": "expired", "request_id": summary["request_id"], "message": "gone"}
+    with pytest.raises(SegmindRequestNotFoundError):  # the event's own error, not the store's
+        t2i(deferrable=True).execute_complete(make_context(store), expired)
+    logs = captured_logs(caplog, capsys)
+    assert "Could not read the Segmind request record" in logs
+    assert "Could not record Segmind request" in logs
+    assert "Could not delete the Segmind request record" in logs
+
+
+def test_the_last_try_forgets_its_record_after_a_timeout(emulator_factory: Any, monkeypatch: Any) -> None:
+    """No try can follow the last one, so its record goes; an earlier try's timeout keeps it for the retry."""
+    clock = ManualClock()
+    emu = emulator_factory(clock=clock, queue_time=1.0, inference_time=10.0)
+    use_emulator(monkeypatch, emu)
+    store = DictTaskStateStore()
+    deferred = defer(t2i(deferrable=True), make_context(store, try_number=1, max_tries=1))
+    event = {"status": "timeout", "request_id": deferred.trigger.request_id, "message": "not finished"}
+    with pytest.raises(AirflowException, match="not finished"):
+        t2i(deferrable=True).execute_complete(make_context(store, try_number=1, max_tries=1), event)
+    assert STATE_STORE_KEY in store.values  # try 2 follows and reuses it
+    with pytest.raises(AirflowException, match="not finished"):
+        t2i(deferrable=True).execute_complete(make_context(store, try_number=2, max_tries=1), event)
+    assert store.values == {}
+
+
+@pytest.mark.parametrize("fault", ["reset_after", "504", "bad_json", "slow"])
+def test_a_submit_whose_outcome_is_unknown_is_never_sent_again(emu: Any, monkeypatch: Any, fault: str) -> None:
+    """Issue 12 item 6: the emulator queued (and billed) the job, but its answer was lost.
+
+    ``reset_after``: the connection dropped after the job was queued; ``504``: a gateway gave up
+    after the upstream queued it; ``bad_json``: a 200 (billed) whose body was cut; ``slow``: the
+    answer came after the client's read timeout. Neither the hook nor a task retry may send the
+    submit again: the task fails for good, saying the outcome is unknown and what a clear does.
+    """
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SEGMIND_DEFAULT",
+        json.dumps(
+            {
+                "conn_type": "segmind",
+                "password": emu.api_key,
+                "host": emu.base_url,
+                "extra": {"read_timeout": 0.5, "retry_backoff": 0.01},
+            }
+        ),
+    )
+    emu.configure(slow_seconds=2.0)
+    emu.script([{"endpoint": "submit", "fault": fault}])
+    store = DictTaskStateStore()
+    context = make_context(store)
+    with pytest.raises(AirflowFailException, match="outcome of this Segmind submit is unknown") as info:
+        t2i(deferrable=True).execute(context)
+    message = str(info.value)
+    assert "fails without retries" in message
+    assert "clearing this task submits a new, billed job" in message
+    assert ".." not in message
+    assert "retried with backoff" not in message  # nothing in it promises a resend
+    stats = emu.stats()
+    assert stats["submit_attempts"] == 1  # one POST reached the emulator...
+    assert stats["submissions"] == 1  # ...and it queued the job: a second POST would have billed twice
+    assert store.values == {}  # no request id to record
+    assert XCOM_REQUEST_ID not in context["ti"].xcom
+
+
 def test_request_store_is_validated_with_the_allowed_values() -> None:
     with pytest.raises(ValueError, match=r"'request_store'.*'disk'.*auto, task_state_store, variable, none"):
         t2i(request_store="disk")
@@ -404,9 +510,10 @@ def test_request_store_selection() -> None:
     import airflow_provider_segmind.operators.segmind as module  # the live class (another test reloads it)
 
     store = DictTaskStateStore()
-    assert t2i()._store(make_context(store)) is store
-    assert isinstance(t2i()._store(make_context()), module.VariableRequestStore)  # Airflow 3.1/3.2
-    assert isinstance(t2i(request_store="variable")._store(make_context(store)), module.VariableRequestStore)
+    assert getattr(t2i()._store(make_context(store)), "store", None) is store
+    assert isinstance(getattr(t2i()._store(make_context()), "store", None), module.VariableRequestStore)  # 3.1/3.2
+    forced = t2i(request_store="variable")._store(make_context(store))
+    assert isinstance(getattr(forced, "store", None), module.VariableRequestStore)
     assert t2i(request_store="none")._store(make_context(store)) is None
 
 

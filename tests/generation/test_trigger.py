@@ -317,3 +317,45 @@ def test_each_status_transition_is_logged_once(
     assert "queue 0.3 s" in completed_line
     assert "inference 0.4 s" in completed_line
     assert "cost 0.04" in completed_line
+
+
+@pytest.mark.parametrize("seen_first", ["PROCESSING", "COMPLETED"])
+def test_a_trigger_taken_over_logs_only_what_it_observed(
+    emulator_factory: Any, monkeypatch: Any, caplog: Any, capsys: Any, seen_first: str
+) -> None:
+    """A surviving triggerer resumes the trigger from its serialized kwargs after the job left QUEUED.
+
+    It never saw QUEUED (nor, for a finished job, PROCESSING), so it must log the first status it
+    saw as "first seen", not a transition from a status it only assumed.
+    """
+    clock = ManualClock()
+    emu = emulator_factory(clock=clock, queue_time=1.0, inference_time=10.0)
+    use_emulator(monkeypatch, emu)
+    request_id, submitted_at = submit(emu)
+    clock.advance(2.0 if seen_first == "PROCESSING" else 20.0)
+    assert job_status(emu, request_id) == seen_first
+    _, kwargs = trigger_for(request_id, submitted_at).serialize()
+    taken_over = SegmindJobTrigger(**kwargs)  # what the other triggerer builds from the database row
+
+    async def finish_job_while_watched() -> list[Any]:
+        async def advance() -> None:
+            while job_status(emu, request_id) != "COMPLETED":
+                await asyncio.sleep(0.2)  # let the trigger poll the job as it is now first
+                clock.advance(20.0)
+
+        mover = asyncio.create_task(advance())
+        try:
+            return [event async for event in taken_over.run()]
+        finally:
+            mover.cancel()
+
+    with caplog.at_level(logging.INFO):
+        events = asyncio.run(asyncio.wait_for(finish_job_while_watched(), 30))
+    assert [e.payload["status"] for e in events] == ["success"]
+    logs = captured_logs(caplog, capsys)
+    assert f"first seen {seen_first}" in logs
+    assert "QUEUED" not in logs  # never observed, so never logged
+    if seen_first == "PROCESSING":
+        assert logs.count("PROCESSING -> COMPLETED") == 1
+    else:
+        assert "-> COMPLETED" not in logs
