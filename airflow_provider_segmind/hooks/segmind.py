@@ -526,7 +526,9 @@ class SegmindHook(BaseHook):
         ``run_sync_timeout`` (seconds), ``max_retries`` (retries after the first attempt, default 4)
         and ``retry_backoff`` (first backoff in seconds, default 1), ``proxy`` (a forward proxy URL,
         ``http://[user:password@]host:port``, for every API call on workers and in the triggerer;
-        without it both honour ``HTTP(S)_PROXY``/``NO_PROXY``, and ``NO_PROXY`` applies to it too).
+        without it both honour ``HTTP(S)_PROXY``/``NO_PROXY``, and ``NO_PROXY`` applies to it too),
+        ``history_url`` (Segmind's request-history API; default the SDK's, or the loopback base
+        URL's own) and ``history_lookup`` (default true; false turns history lookups off).
     :param retry_policy: overrides the policy built from the connection's extras.
     """
 
