@@ -320,6 +320,21 @@ def test_late_fault_creates_the_job_the_client_does_not_see(
     assert emulator.stats()["credits_billed"] == pytest.approx(0.04)
 
 
+def test_slow_submit_times_out_after_the_job_was_created(
+    emulator: SegmindEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``slow`` on submit delays the answer of a job already created: the client's read times out."""
+    set_conn(monkeypatch, emulator, key=emulator.api_key, read_timeout=0.3)
+    hook = SegmindHook(retry_policy=ONE_SHOT)
+    body = {"prompt": "read timeout", "seed": 12}
+    since = time.time()
+    emulator.script([{"endpoint": "submit", "fault": "slow", "seconds": 1.0}])
+    with pytest.raises(SegmindTransportError, match="Read timeout"):
+        hook.submit(SD3_LARGE_MODEL, body)
+    assert emulator.stats()["submissions"] == 1
+    assert SegmindHook().find_submitted(SD3_LARGE_MODEL, body, since=since) is not None
+
+
 def test_early_500_creates_no_job(emulator: SegmindEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
     """The contrast: an early 500 answers before anything is created, so the history has nothing."""
     set_conn(monkeypatch, emulator, key=emulator.api_key)
