@@ -110,7 +110,14 @@ def test_history_extras_are_on_both_connection_forms() -> None:
 
     (conn_type,) = get_provider_info()["connection-types"]
     assert conn_type["conn-fields"]["history_url"]["schema"] == {"type": ["string", "null"]}
-    assert conn_type["conn-fields"]["history_lookup"]["schema"] == {"type": ["boolean", "null"]}
+    # Checked by default: the extra's absence means on, so a form saved untouched keeps it on.
+    assert conn_type["conn-fields"]["history_lookup"]["schema"] == {"type": ["boolean", "null"], "default": True}
+    from airflow.providers_manager import ProvidersManager
+
+    if hasattr(ProvidersManager, "_to_api_format"):  # 3.2+: Airflow builds the form from conn-fields
+        form = ProvidersManager().connection_form_widgets
+        assert form["extra__segmind__history_lookup"].field["value"] is True
+        assert form["extra__segmind__history_url"].field["schema"]["type"] == ["string", "null"]
     widgets = SegmindHook.get_connection_form_widgets()
     if widgets:  # the 3.1 form's libraries are installed
         assert widgets["history_url"].field_class.__name__ == "StringField"

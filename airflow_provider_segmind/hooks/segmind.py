@@ -53,7 +53,7 @@ from airflow_provider_segmind.exceptions import (
     SegmindTransportError,
     SegmindUnexpectedStatusError,
 )
-from airflow_provider_segmind.get_provider_info import EXTRA_FIELDS, UI_FIELD_BEHAVIOUR
+from airflow_provider_segmind.get_provider_info import EXTRA_DEFAULTS, EXTRA_FIELDS, UI_FIELD_BEHAVIOUR
 from airflow_provider_segmind.history import (
     DEFAULT_HISTORY_URL,
     HistoryRecord,
@@ -583,8 +583,11 @@ class SegmindHook(BaseHook):
                 widgets[name] = StringField(lazy_gettext(label), widget=BS3TextFieldWidget(), description=description)
                 continue
             if kind == "boolean":
-                # Airflow 3.1's form takes BooleanField (a checkbox; no text widget).
-                widgets[name] = BooleanField(lazy_gettext(label), description=description)
+                # Airflow 3.1's form takes BooleanField (a checkbox; no text widget). Checked by
+                # default where the extra's absence means "on", so saving the form keeps it on.
+                widgets[name] = BooleanField(
+                    lazy_gettext(label), description=description, default=EXTRA_DEFAULTS.get(name, False)
+                )
                 continue
             field_class = IntegerField if kind == "integer" else FloatField
             widgets[name] = field_class(
