@@ -8,6 +8,7 @@ field classes, of which Airflow 3.1 accepts only four); on 3.2+ from provider in
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -20,6 +21,11 @@ from airflow_provider_segmind.get_provider_info import EXTRA_FIELDS
 from airflow_provider_segmind.hooks.segmind import SegmindConnectionSettings, SegmindHook
 
 HOOK_CLASS = "airflow_provider_segmind.hooks.segmind.SegmindHook"
+
+
+def _release(version: str) -> tuple[int, int]:
+    major, minor = version.split(".")[:2]
+    return int(major), int(minor)
 
 
 def _airflow(*args: str) -> subprocess.CompletedProcess[str]:
@@ -56,6 +62,12 @@ print("HOOK_META " + json.dumps(meta.model_dump(mode="json")))
 
 def test_connection_form_has_every_extra_field() -> None:
     """What the UI's connection form is built from (the api-server's ``hook_meta`` answer)."""
+    from airflow import __version__ as airflow_version
+
+    if _release(airflow_version) < (3, 2) and importlib.util.find_spec("wtforms") is None:
+        # 3.1's ProvidersManager skips every hook's form methods without wtforms (the FAB provider
+        # brings it): no provider gets relabelled or extra fields there. CI runs 3.1 with FAB.
+        pytest.skip("Airflow 3.1 builds provider connection forms only with wtforms (FAB) installed")
     done = _airflow("-c", _HOOK_META)
     assert done.returncode == 0, done.stderr[-2000:]
     (line,) = [line for line in done.stdout.splitlines() if line.startswith("HOOK_META ")]
