@@ -7,19 +7,30 @@
 PYTHON ?= python3
 VENV ?= .venv
 AIRFLOW_LINE ?= 3.3
-CONSTRAINTS ?= constraints/airflow-$(AIRFLOW_LINE).txt
+# WITH_FAB=1 adds the FAB provider (many deployments install it; it changes how Airflow 3.1 builds
+# the connection form), pinned by its own freeze, constraints/airflow-<line>-fab.txt.
+WITH_FAB ?=
+FLAVOUR := $(AIRFLOW_LINE)$(if $(filter 1,$(WITH_FAB)),-fab)
+CONSTRAINTS ?= constraints/airflow-$(FLAVOUR).txt
+EXTRA_PACKAGES := $(if $(filter 1,$(WITH_FAB)),apache-airflow-providers-fab)
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(AIRFLOW_LINE)
+STAMP := $(VENV)/.installed-$(FLAVOUR)
 PYTEST_ARGS ?=
 
-.PHONY: venv test test-floor lint demo bench soak clean constraints
+# The suites the older-Airflow jobs run (the 3.3 job runs everything, real scheduler included).
+FLOOR_SUITES := tests/test_protocol.py tests/test_hook.py tests/test_example_dags.py tests/generation \
+	tests/transfers tests/test_discovery.py
+LOWEST_SUITES := $(FLOOR_SUITES) tests/emulator
+LINE_SUITES := tests/test_hook.py tests/test_discovery.py tests/generation tests/transfers/test_segmind_to_s3_dag.py
+
+.PHONY: venv test test-floor test-3.2 test-lowest lint demo bench soak clean constraints
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv>=0.5"
 
 $(STAMP): $(BIN)/python pyproject.toml $(CONSTRAINTS)
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -c $(CONSTRAINTS) -e ".[dev]"
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -c $(CONSTRAINTS) -e ".[dev]" $(EXTRA_PACKAGES)
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -33,9 +44,33 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# The lowest supported Airflow, in its own virtualenv.
+# The lowest supported Airflow line, in its own virtualenv (WITH_FAB=1: with the FAB provider, in
+# .venv-floor-fab). Without PYTEST_ARGS: the unit, generation, transfer and discovery suites.
 test-floor:
-	$(MAKE) test VENV=.venv-floor AIRFLOW_LINE=3.1 PYTEST_ARGS="$(PYTEST_ARGS)"
+	$(MAKE) test VENV=.venv-floor$(if $(filter 1,$(WITH_FAB)),-fab) AIRFLOW_LINE=3.1 WITH_FAB=$(WITH_FAB) \
+		PYTEST_ARGS="$(or $(PYTEST_ARGS),$(FLOOR_SUITES))"
+
+# The middle line (latest 3.2.x, constraints/airflow-3.2.txt): what differs by version (hook
+# transports, discovery and form, triggers and request stores, dag.test runs).
+test-3.2:
+	$(MAKE) test VENV=.venv-3.2 AIRFLOW_LINE=3.2 PYTEST_ARGS="$(or $(PYTEST_ARGS),$(LINE_SUITES))"
+
+# The declared floors: Airflow 3.1.0 with every direct dependency (and the amazon, emulator and
+# test extras') at the minimum pyproject.toml declares, pinned from pyproject itself by
+# .ci/floors.py; everything else resolves to the newest release that fits, except the little that
+# Airflow 3.1.0 needs held back (constraints/lowest-direct.txt). The venv is checked before testing.
+LOWEST := .venv-lowest
+$(LOWEST)/.installed: pyproject.toml constraints/lowest-direct.txt .ci/floors.py
+	test -x $(LOWEST)/bin/python || $(PYTHON) -m venv $(LOWEST)
+	test -x $(LOWEST)/bin/uv || $(LOWEST)/bin/python -m pip install --quiet --disable-pip-version-check "uv>=0.5"
+	$(PYTHON) .ci/floors.py pins > $(LOWEST)/floors.txt
+	$(LOWEST)/bin/uv pip install --quiet --python $(LOWEST)/bin/python --resolution lowest-direct \
+		-c constraints/lowest-direct.txt -c $(LOWEST)/floors.txt -e ".[amazon,emulator,test]"
+	touch $@
+
+test-lowest: $(LOWEST)/.installed
+	$(PYTHON) .ci/floors.py check $(LOWEST)/bin/python
+	$(LOWEST)/bin/python -m pytest $(or $(PYTEST_ARGS),$(LOWEST_SUITES))
 
 demo: $(STAMP)
 	$(BIN)/python demo/run.py
@@ -53,4 +88,4 @@ constraints: $(STAMP)
 	mv $(CONSTRAINTS).new $(CONSTRAINTS)
 
 clean:
-	rm -rf $(VENV) .venv-floor demo-output .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-floor .venv-floor-fab .venv-3.2 $(LOWEST) demo-output .pytest_cache .mypy_cache .ruff_cache

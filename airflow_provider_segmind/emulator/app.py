@@ -57,7 +57,11 @@ from airflow_provider_segmind.protocol import (
 
 STATE_KEY: Final = web.AppKey("segmind_emulator_state", EmulatorState)
 #: Set on a request whose connection the emulator aborted on purpose (not counted as a response).
-_ABORTED: Final = web.RequestKey("segmind_emulator_aborted", bool)
+#: ``web.RequestKey`` exists from aiohttp 3.14; older releases (the declared floor, and the aiohttp
+#: that Airflow 3.1/3.2's own constraint files pin) take a plain string key.
+_ABORTED: Final[Any] = (
+    web.RequestKey("segmind_emulator_aborted", bool) if hasattr(web, "RequestKey") else "segmind_emulator_aborted"
+)
 #: img2img requests carry base64 images; aiohttp's 1 MiB default body limit is too small.
 MAX_BODY_BYTES: Final = 64 * 1024 * 1024
 MAX_BLOB_BYTES: Final = 64 * 1024**3

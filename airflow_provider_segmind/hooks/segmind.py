@@ -569,14 +569,32 @@ class SegmindHook(BaseHook):
 
     @classmethod
     def get_connection_form_widgets(cls) -> dict[str, Any]:
-        """Typed extra fields on Airflow 3.1's form; unavailable widget libraries mean no widgets."""
+        """Typed extra fields on Airflow 3.1's form; unavailable widget libraries mean no widgets.
+
+        Airflow 3.1 accepts only ``StringField``, ``IntegerField``, ``PasswordField`` and
+        ``BooleanField`` here: any other class (``FloatField``) makes its ProvidersManager drop the
+        whole hook ("Error when importing hook!", no ``segmind`` connection type) once the FAB
+        provider is installed. Decimal extras are therefore ``StringField``s, so the form stores
+        them as strings ("2.5"); :class:`SegmindConnectionSettings` parses and validates every extra
+        either way, naming the bad one. The form's own check below only catches typos early (3.1's
+        UI does not run wtforms validators at all).
+        """
         try:
             from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
             from flask_babel import lazy_gettext
-            from wtforms import BooleanField, FloatField, IntegerField, StringField
-            from wtforms.validators import NumberRange, Optional
+            from wtforms import BooleanField, IntegerField, StringField
+            from wtforms.validators import NumberRange, Optional, ValidationError
         except ImportError:
             return {}
+
+        def non_negative_number(form: Any, field: Any) -> None:
+            try:
+                number = float(field.data)
+            except (TypeError, ValueError):
+                raise ValidationError("Not a number.") from None
+            if not number >= 0:  # also refuses NaN
+                raise ValidationError("Must be a number >= 0.")
+
         widgets: dict[str, Any] = {}
         for name, (label, kind, description) in EXTRA_FIELDS.items():
             if kind == "string":
@@ -589,11 +607,14 @@ class SegmindHook(BaseHook):
                     lazy_gettext(label), description=description, default=EXTRA_DEFAULTS.get(name, False)
                 )
                 continue
-            field_class = IntegerField if kind == "integer" else FloatField
+            if kind == "integer":
+                field_class, check = IntegerField, NumberRange(min=0)
+            else:
+                field_class, check = StringField, non_negative_number
             widgets[name] = field_class(
                 lazy_gettext(label),
                 widget=BS3TextFieldWidget(),
-                validators=[Optional(), NumberRange(min=0)],
+                validators=[Optional(), check],
                 description=description,
             )
         return widgets
