@@ -37,6 +37,7 @@ from airflow_provider_segmind.protocol import (
     classify_error,
     has_dot_segment,
     is_loopback_host,
+    refuse_cleartext_key,
     sentences,
 )
 
@@ -91,11 +92,7 @@ def normalize_history_url(url: str, *, allow_insecure_http: bool = False) -> str
     parts = urlsplit(raw)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"extra 'history_url' {url!r} is not an http(s) URL")
-    if parts.scheme == "http" and not allow_insecure_http and not is_loopback_host(parts.hostname):
-        raise ValueError(
-            f"extra 'history_url' {url!r} uses plain http to a host that is not loopback, which would send the "
-            "API key in clear text: use https"
-        )
+    refuse_cleartext_key(parts.scheme, parts.hostname, f"extra 'history_url' {url!r}", allow_insecure_http)
     if parts.query or parts.fragment or has_dot_segment(parts.path):
         raise ValueError(f"extra 'history_url' {url!r} must be a plain URL without query, fragment or '..'")
     return raw.rstrip("/")

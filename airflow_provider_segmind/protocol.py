@@ -153,6 +153,19 @@ def is_loopback_host(hostname: str | None) -> bool:
         return False
 
 
+def refuse_cleartext_key(scheme: str, hostname: str | None, what: str, allow_insecure_http: bool) -> None:
+    """Refuse a plain-``http`` URL that would carry the API key off this machine (:func:`is_loopback_host`).
+
+    The one rule for every URL the key is sent to (the API base URL, the request-history URL);
+    ``allow_insecure_http`` (connection extra of that name) is the explicit opt-in.
+    """
+    if scheme == "http" and not allow_insecure_http and not is_loopback_host(hostname):
+        raise ValueError(
+            f"{what} uses plain http to a host that is not loopback, which would send the API key in clear "
+            "text: use https, or set the connection extra allow_insecure_http=true if the network path is trusted"
+        )
+
+
 def normalize_base_url(
     host: str | None, *, schema: str | None = None, port: int | None = None, allow_insecure_http: bool = False
 ) -> str:
@@ -174,12 +187,7 @@ def normalize_base_url(
     parts = urlsplit(raw)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"Segmind connection host {host!r} is not an http(s) URL or host name")
-    if parts.scheme == "http" and not allow_insecure_http and not is_loopback_host(parts.hostname):
-        raise ValueError(
-            f"Segmind connection host {host!r} uses plain http to a host that is not loopback, which would send "
-            "the API key in clear text: use https, or set the connection extra allow_insecure_http=true if the "
-            "network path is trusted"
-        )
+    refuse_cleartext_key(parts.scheme, parts.hostname, f"Segmind connection host {host!r}", allow_insecure_http)
     if has_dot_segment(parts.path):
         raise ValueError(f"Segmind connection host {host!r} has a '.' or '..' path segment")
     netloc = parts.netloc
