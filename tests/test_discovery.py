@@ -82,7 +82,11 @@ def test_connection_form_has_every_extra_field() -> None:
         assert field["description"] == description
         types = set(field["schema"]["type"])
         # 3.1's form has no decimal field class: those extras are text there, numbers on 3.2+.
-        allowed = {"integer"} if kind == "integer" else {"number", "string"}
+        allowed = {
+            "integer": {"integer"},
+            "boolean": {"boolean"},
+            "string": {"string"},
+        }.get(kind, {"number", "string"})
         assert "null" in types, name
         assert types - {"null"} <= allowed, (name, types)
 
@@ -99,7 +103,8 @@ def test_form_widgets_use_only_field_classes_airflow_31_accepts() -> None:
     assert set(widgets) == set(EXTRA_FIELDS)
     for name, (_label, kind, _description) in EXTRA_FIELDS.items():
         assert widgets[name].field_class in accepted, name
-        assert widgets[name].field_class is (wtforms.IntegerField if kind == "integer" else wtforms.StringField)
+        expected = {"integer": wtforms.IntegerField, "boolean": wtforms.BooleanField}.get(kind, wtforms.StringField)
+        assert widgets[name].field_class is expected, name
 
 
 def test_form_widgets_check_the_values() -> None:
