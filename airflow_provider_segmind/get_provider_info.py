@@ -41,6 +41,18 @@ EXTRA_FIELDS: dict[str, tuple[str, str, str]] = {
         "string",
         "http://[user:password@]host:port for every API call (worker and triggerer). Empty: HTTP(S)_PROXY/NO_PROXY.",
     ),
+    "history_url": (
+        "Request history URL",
+        "string",
+        "Segmind's request-history API, used to find a job whose submit answer was lost or whose record expired. "
+        "Empty: https://api.spotprod.segmind.com/inference-request/request-history (the official SDK's).",
+    ),
+    "history_lookup": (
+        "Look up the request history",
+        "boolean",
+        "Default on. Off: never ask the history, so a lost submit answer or an expired record means a new "
+        "(billed) submit.",
+    ),
 }
 
 
@@ -49,7 +61,7 @@ def _conn_fields() -> dict[str, Any]:
         name: {
             "label": label,
             "description": description,
-            "schema": {"type": [kind, "null"], **({"minimum": 0} if kind != "string" else {})},
+            "schema": {"type": [kind, "null"], **({"minimum": 0} if kind in ("number", "integer") else {})},
         }
         for name, (label, kind, description) in EXTRA_FIELDS.items()
     }

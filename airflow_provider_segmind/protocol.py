@@ -91,6 +91,8 @@ class Endpoint(StrEnum):
     STATUS = "v2 status"
     RESULT = "v2 result"
     CREDITS = "credits"
+    #: Segmind's request-history API (see :mod:`airflow_provider_segmind.history`).
+    HISTORY = "request history"
 
 
 # --------------------------------------------------------------------------------------------

@@ -19,9 +19,11 @@ DEFAULT_API_KEY: Final = "SG_0123456789abcdef"
 Duration = float | tuple[float, float]
 RateLimitScope = Literal["submit", "all"]
 V2Validation = Literal["job", "submit"]
+#: How a lagging history record looks while ``history_lag_seconds`` have not passed.
+HistoryLagMode = Literal["null", "absent"]
 
-#: Where faults can be injected: v2 submit, v1 run, v2 status, v2 result, media, credits.
-ENDPOINTS: Final = frozenset({"submit", "v1", "status", "result", "media", "credits"})
+#: Where faults can be injected: v2 submit, v1 run, v2 status, v2 result, media, credits, request history.
+ENDPOINTS: Final = frozenset({"submit", "v1", "status", "result", "media", "credits", "history"})
 DEFAULT_FAULT_ENDPOINTS: Final = frozenset({"submit", "v1", "status", "result"})
 #: Faults that replace or spoil one HTTP answer.
 REQUEST_FAULTS: Final = frozenset(
@@ -30,6 +32,9 @@ REQUEST_FAULTS: Final = frozenset(
     # ``stale_result``: a v2 result that still says PROCESSING after the status said COMPLETED;
     # ``no_credits_record``: the credits endpoint's 404 "No credits found for the user".
     | {"stale_result", "no_credits_record"}
+    # "Late" gateway errors: the job IS created (and billed), then this status is answered, as when
+    # an upstream queued the job and the gateway in front of it failed (issue 13).
+    | {"late500", "late502", "late503"}
 )
 #: Faults that decide a job's fate at submit time (the submit itself succeeds).
 JOB_FAULTS: Final = frozenset({"failed_job", "content_safety"})
@@ -101,6 +106,14 @@ class EmulatorConfig:
     render_threads: int = 4
     #: How many recent requests ``/_emulator/requests`` keeps.
     request_log_size: int = 1000
+    #: Request-history records lag: for this many seconds after a submit the request is either
+    #: listed with ``None`` fields (``history_lag_mode="null"``: the SDK's "None for a ... record
+    #: [that] has not landed yet") or not listed at all and its by-id lookup 404s (``"absent"``).
+    history_lag_seconds: float = 0.0
+    history_lag_mode: HistoryLagMode = "null"
+    #: How many requests the history keeps (oldest dropped first). They outlive the v2 record
+    #: (``result_ttl``) and the purge of expired jobs, and so do their media URLs.
+    history_size: int = 100_000
 
     def __post_init__(self) -> None:
         if not self.api_keys:
@@ -115,6 +128,7 @@ class EmulatorConfig:
             "slow_seconds",
             "fault_retry_after",
             "rate_limit_window",
+            "history_lag_seconds",
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"EmulatorConfig.{name} must not be negative")
@@ -124,6 +138,10 @@ class EmulatorConfig:
             raise ValueError("EmulatorConfig.rate_limit_scope must be 'submit' or 'all'")
         if self.foreign_request_status not in (401, 403, 404):
             raise ValueError("EmulatorConfig.foreign_request_status must be 401, 403 or 404")
+        if self.history_lag_mode not in ("null", "absent"):
+            raise ValueError("EmulatorConfig.history_lag_mode must be 'null' or 'absent'")
+        if self.history_size < 0:
+            raise ValueError("EmulatorConfig.history_size must be >= 0")
         if self.v2_validation not in ("job", "submit"):
             raise ValueError("EmulatorConfig.v2_validation must be 'job' or 'submit'")
         unknown = set(self.faults) - FAULT_NAMES

@@ -16,14 +16,17 @@ from airflow_provider_segmind.emulator.config import ENDPOINTS, JOB_FAULTS, Emul
 
 #: Faults any endpoint can suffer: gateway errors, a rate limit, a dropped or slow connection.
 _COMMON: Final = frozenset({"429", "500", "502", "504", "html502", "reset_before", "slow"})
+#: Created, then answered with a gateway error: only where something is created (and billed).
+_LATE: Final = frozenset({"late500", "late502", "late503"})
 #: Which faults make sense where. ``none`` is a scripted "answer normally" placeholder step.
 APPLICABLE: Final[Mapping[str, frozenset[str]]] = {
-    "submit": _COMMON | {"bad_json", "reset_after", "none"} | JOB_FAULTS,
-    "v1": _COMMON | {"bad_json", "reset_after", "none"} | JOB_FAULTS,
+    "submit": _COMMON | {"bad_json", "reset_after", "none"} | _LATE | JOB_FAULTS,
+    "v1": _COMMON | {"bad_json", "reset_after", "none"} | _LATE | JOB_FAULTS,
     "status": _COMMON | {"bad_json", "reset_after", "none"},
     "result": _COMMON | {"bad_json", "reset_after", "none", "stale_result"},
     "credits": _COMMON | {"bad_json", "reset_after", "none", "no_credits_record"},
     "media": _COMMON | {"truncate", "wrong_type", "none"},
+    "history": _COMMON | {"bad_json", "reset_after", "none"},
 }
 
 

@@ -69,6 +69,9 @@ class Job:
     remaining_credits: float
     image: ImageSpec | None
     error: str | None = None
+    #: The body as the client sent it (``params`` may have been normalised): the history's
+    #: ``request_body`` ("the inputs as sent", SDK ``Generations.history``).
+    request_body: dict[str, Any] | None = None
 
     @property
     def started_at(self) -> float:
@@ -86,6 +89,13 @@ class Job:
             return "QUEUED"
         if now < self.completed_at:
             return "PROCESSING"
+        return "FAILED" if self.error is not None else "COMPLETED"
+
+    def history_status_at(self, now: float) -> str:
+        """The request history's word: PENDING until done, then COMPLETED or FAILED, past the v2
+        record's retention too (the history outlives it)."""
+        if now < self.completed_at:
+            return "PENDING"
         return "FAILED" if self.error is not None else "COMPLETED"
 
     def is_done(self, now: float) -> bool:
@@ -179,6 +189,8 @@ class Stats:
     status_polls: int = 0
     result_fetches: int = 0
     credit_checks: int = 0
+    #: Calls to the request-history API (list and by-id), answered or not.
+    history_calls: int = 0
     media_fetches: int = 0
     blob_fetches: int = 0
     rate_limited: int = 0
@@ -212,6 +224,7 @@ class Stats:
             "status_polls": self.status_polls,
             "result_fetches": self.result_fetches,
             "credit_checks": self.credit_checks,
+            "history_calls": self.history_calls,
             "media_fetches": self.media_fetches,
             "blob_fetches": self.blob_fetches,
             "rate_limited": self.rate_limited,
@@ -311,6 +324,9 @@ class EmulatorState:
         self._revoked = {}
         self.jobs: dict[str, Job] = {}
         self._job_order: deque[str] = deque()
+        # The request history: every v2 request, oldest first, kept past the v2 record's
+        # retention and past the purge of ``jobs`` (up to ``history_size`` requests).
+        self.history: OrderedDict[str, Job] = OrderedDict()
         self.ledger = Ledger(list(self._key_labels.values()), self.config.credits, self.config.free_credits)
         self.limiter = RateLimiter()
         self.stats = Stats()
@@ -416,7 +432,14 @@ class EmulatorState:
     def add_job(self, job: Job) -> None:
         self.jobs[job.request_id] = job
         self._job_order.append(job.request_id)
+        self.history[job.request_id] = job
+        while len(self.history) > self.config.history_size:
+            self.history.popitem(last=False)
         self.purge_expired()
+
+    def any_job(self, request_id: str) -> Job | None:
+        """The job whether or not its v2 record is still live (what the history and media know)."""
+        return self.jobs.get(request_id) or self.history.get(request_id)
 
     def new_timings(self) -> tuple[float, float]:
         """``(queue_time, inference_time)`` for a new job, drawn from the seeded RNG for ranges."""

@@ -27,6 +27,7 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, TypeVar
+from urllib.parse import urlencode
 
 import requests
 import tenacity
@@ -53,6 +54,17 @@ from airflow_provider_segmind.exceptions import (
     SegmindUnexpectedStatusError,
 )
 from airflow_provider_segmind.get_provider_info import EXTRA_FIELDS, UI_FIELD_BEHAVIOUR
+from airflow_provider_segmind.history import (
+    DEFAULT_HISTORY_URL,
+    HistoryRecord,
+    HistorySearch,
+    default_history_url,
+    history_list_url,
+    history_record_url,
+    normalize_history_url,
+    parse_history_page,
+    parse_history_record,
+)
 from airflow_provider_segmind.protocol import (
     CreditBalance,
     Endpoint,
@@ -141,6 +153,11 @@ class SegmindConnectionSettings:
     #: the triggerer (``None``: the environment's ``HTTP(S)_PROXY``/``NO_PROXY`` apply, on both
     #: paths). Out of ``repr``: its URL may carry a password (see :attr:`proxy_shown`).
     proxy: str | None = field(default=None, repr=False)
+    #: The ``history_url`` extra: Segmind's request-history API (default: the SDK's URL, or the
+    #: base URL's own history path for a loopback base URL, i.e. the emulator).
+    history_url: str = DEFAULT_HISTORY_URL
+    #: The ``history_lookup`` extra (default true): false turns every history lookup off.
+    history_lookup: bool = True
 
     @property
     def proxy_shown(self) -> str | None:
@@ -188,6 +205,14 @@ class SegmindConnectionSettings:
                 run_sync_timeout=_positive(extras, "run_sync_timeout", DEFAULT_RUN_SYNC_TIMEOUT),
                 retry_policy=retry_policy or RetryPolicy.from_extras(extras),
                 proxy=normalize_proxy_url(extras.get("proxy"), what="extra 'proxy'"),
+                history_url=(
+                    normalize_history_url(
+                        str(extras["history_url"]), allow_insecure_http=_flag(extras, "allow_insecure_http")
+                    )
+                    if extras.get("history_url")
+                    else default_history_url(base_url)
+                ),
+                history_lookup=_bool_extra(extras, "history_lookup", default=True),
             )
         except (TypeError, ValueError) as err:
             raise SegmindInvalidParametersError(
@@ -197,7 +222,8 @@ class SegmindConnectionSettings:
                 allowed="host: an https URL (http only for loopback, or with extra allow_insecure_http=true); "
                 "extras connect_timeout/read_timeout/run_sync_timeout: "
                 "positive numbers; max_retries: an integer >= 0; retry_backoff: seconds; "
-                "proxy: an http(s)://[user:password@]host:port URL",
+                "proxy: an http(s)://[user:password@]host:port URL; "
+                "history_url: an https URL (http only for loopback); history_lookup: true or false",
             ) from None
 
 
@@ -219,6 +245,26 @@ def _flag(extras: Mapping[str, Any], name: str) -> bool:
     if isinstance(value, str):
         return value.strip().lower() in ("true", "1", "yes", "on")
     return value is True
+
+
+_TRUE_WORDS: Final = frozenset({"true", "1", "yes", "on"})
+_FALSE_WORDS: Final = frozenset({"false", "0", "no", "off"})
+
+
+def _bool_extra(extras: Mapping[str, Any], name: str, *, default: bool) -> bool:
+    """A boolean extra with a default (JSON ``true``/``false``, or the words of :func:`_flag`).
+
+    Unlike :func:`_flag`, an unreadable value is an error: for ``history_lookup`` a typo must not
+    silently turn a safety feature off (or on).
+    """
+    value = extras.get(name)
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE_WORDS | _FALSE_WORDS:
+        return value.strip().lower() in _TRUE_WORDS
+    raise ValueError(f"extra {name!r} must be true or false, got {value!r}")
 
 
 def _test_failure_text(err: SegmindError, reached: str) -> str:
@@ -525,7 +571,7 @@ class SegmindHook(BaseHook):
         try:
             from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
             from flask_babel import lazy_gettext
-            from wtforms import FloatField, IntegerField, StringField
+            from wtforms import BooleanField, FloatField, IntegerField, StringField
             from wtforms.validators import NumberRange, Optional
         except ImportError:
             return {}
@@ -533,6 +579,10 @@ class SegmindHook(BaseHook):
         for name, (label, kind, description) in EXTRA_FIELDS.items():
             if kind == "string":
                 widgets[name] = StringField(lazy_gettext(label), widget=BS3TextFieldWidget(), description=description)
+                continue
+            if kind == "boolean":
+                # Airflow 3.1's form takes BooleanField (a checkbox; no text widget).
+                widgets[name] = BooleanField(lazy_gettext(label), description=description)
                 continue
             field_class = IntegerField if kind == "integer" else FloatField
             widgets[name] = field_class(
@@ -732,6 +782,55 @@ class SegmindHook(BaseHook):
         """Spendable credits: paid plus free (see :meth:`get_credit_balance`)."""
         return self.get_credit_balance().total
 
+    # ---------------------------------------------------------------- request history (sync)
+
+    @property
+    def history_enabled(self) -> bool:
+        """Whether history lookups are on (the ``history_lookup`` extra, default true).
+
+        In the triggerer, call :meth:`ahistory_enabled` (or resolve the settings first).
+        """
+        return (self._settings or self.get_settings()).history_lookup
+
+    def get_history_record(self, request_id: str) -> HistoryRecord | None:
+        """One of this account's requests from Segmind's request history, of any age; ``None`` when
+        the history does not know it (404: unknown, another account's [sdk ``Generations.get``], or
+        not landed yet) or when ``history_lookup`` is off (then nothing is sent).
+
+        A GET, retried like a status poll. Errors of the history host (down, 404 for the whole
+        endpoint, garbage) raise the usual typed errors: the caller decides what "unknown" means.
+        """
+        settings = self.get_settings()
+        if not settings.history_lookup:
+            return None
+        return self._call(
+            "GET",
+            history_record_url(settings.history_url, request_id),
+            lambda answer: parse_history_record(answer, request_id),
+            endpoint=Endpoint.HISTORY,
+        )
+
+    def find_submitted(
+        self, model: str, body: Mapping[str, Any], *, since: float, until: float | None = None
+    ) -> HistoryRecord | None:
+        """The request of ``model`` whose recorded ``request_body`` matches ``body``, created since
+        ``since`` (epoch seconds, minus a minute of clock skew): a submit whose answer was lost.
+
+        Reads at most :data:`~airflow_provider_segmind.history.MAX_SEARCH_PAGES` pages of 100,
+        newest first (:class:`~airflow_provider_segmind.history.HistorySearch` holds the rules).
+        ``None``: not (yet) found, or ``history_lookup`` off. A record that has not landed yet has
+        no body and is not found: the caller waits a bounded time and asks again.
+        """
+        settings = self.get_settings()
+        if not settings.history_lookup:
+            return None
+        search = HistorySearch(model, body, since, time.time() if until is None else until)
+        while True:
+            url = f"{history_list_url(settings.history_url)}?{urlencode(search.query())}"
+            records, more = self._call("GET", url, parse_history_page, endpoint=Endpoint.HISTORY)
+            if not search.take(records, more):
+                return search.best()
+
     def test_connection(self) -> tuple[bool, str]:
         """The UI's Test button: one credits call (free), so it tells a bad key from a bad host.
 
@@ -834,11 +933,15 @@ class SegmindHook(BaseHook):
         endpoint: Endpoint,
         retry: bool,
         target: yarl.URL | None = None,
+        other_host: bool = False,
     ) -> T:
         import aiohttp
 
         settings = self._settings or await self.aget_settings()
         headers, timeout, proxy = self._aio_request_parts(settings)
+        if other_host:
+            # Not the base URL's host (the request history): its own proxy/NO_PROXY decision.
+            proxy = settings.proxy_for(url)
         request_url: str | yarl.URL = target if target is not None else url
 
         async def attempt() -> T:
@@ -900,3 +1003,48 @@ class SegmindHook(BaseHook):
     async def aget_credits(self, *, session: aiohttp.ClientSession) -> float:
         """Async :meth:`get_credits`: paid plus free credits."""
         return (await self.aget_credit_balance(session=session)).total
+
+    # ---------------------------------------------------------------- request history (async)
+
+    async def ahistory_enabled(self) -> bool:
+        """Async :attr:`history_enabled` (resolves the connection without sync DB access)."""
+        return (self._settings or await self.aget_settings()).history_lookup
+
+    async def aget_history_record(
+        self, request_id: str, *, session: aiohttp.ClientSession, retry: bool = True
+    ) -> HistoryRecord | None:
+        """Async :meth:`get_history_record`."""
+        settings = self._settings or await self.aget_settings()
+        if not settings.history_lookup:
+            return None
+        return await self._acall(
+            session,
+            history_record_url(settings.history_url, request_id),
+            lambda answer: parse_history_record(answer, request_id),
+            endpoint=Endpoint.HISTORY,
+            retry=retry,
+            other_host=True,
+        )
+
+    async def afind_submitted(
+        self,
+        model: str,
+        body: Mapping[str, Any],
+        *,
+        since: float,
+        until: float | None = None,
+        session: aiohttp.ClientSession,
+        retry: bool = True,
+    ) -> HistoryRecord | None:
+        """Async :meth:`find_submitted`."""
+        settings = self._settings or await self.aget_settings()
+        if not settings.history_lookup:
+            return None
+        search = HistorySearch(model, body, since, time.time() if until is None else until)
+        while True:
+            url = f"{history_list_url(settings.history_url)}?{urlencode(search.query())}"
+            records, more = await self._acall(
+                session, url, parse_history_page, endpoint=Endpoint.HISTORY, retry=retry, other_host=True
+            )
+            if not search.take(records, more):
+                return search.best()
