@@ -31,11 +31,19 @@ a cleared task whose last try succeeded generates anew.**
   off by default), which also lets the retry of a try whose worker died after finishing, before
   Airflow recorded the success, reuse the COMPLETED job. It is deleted when no try can follow or
   reuse it (FAILED, expired, an error no retry fixes, the last try ending in a timeout or error).
-  The remaining window is the one Airflow's own ``ResumableJobMixin`` documents: if the worker dies
-  between Segmind accepting the submit and the store write, the next try cannot know the id.
-  A submit whose outcome is unknown (read timeout or connection lost after sending, a 504) is
-  never sent again, neither by the hook nor by a task retry: the task fails without retries and
-  says so (see :func:`~airflow_provider_segmind.protocol.submit_outcome_unknown`).
+  With Segmind's request history on (the connection's ``history_lookup``, default true), an
+  "attempt" record is written before the submit is sent, and a submit whose outcome is unknown
+  (read timeout or connection lost after sending, a 504, and a 500/502/503, which may come after
+  the job was queued) is never resent blindly: the history is searched for the same body for up to
+  ``history_wait`` seconds (found -> re-attach; not found -> submit, logged as a possible
+  duplicate), and so is an attempt record a dead worker left for the next try. A request whose v2
+  record expired is looked up in the history by id (COMPLETED -> its output, no submit). A random
+  ``seed`` is filled where the model takes one (``fill_seed``) so bodies are unique.
+  Without the history (off, or unreachable): a submit whose outcome is unknown is never sent again,
+  neither by the hook nor by a task retry: the task fails without retries and says so (see
+  :func:`~airflow_provider_segmind.protocol.submit_outcome_unknown`); a worker dying between
+  Segmind accepting the submit and the store write leaves a next try that cannot know the id (the
+  window Airflow's own ``ResumableJobMixin`` documents).
 - **Airflow 3.1 / 3.2** (no task state store; Airflow 3 clears XComs before each try): the same
   record goes in an Airflow Variable instead (``request_store="auto"``), the only task-writable
   state that survives a retry there, and the same rules and cleanup apply, plus a delete at

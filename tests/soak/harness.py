@@ -50,6 +50,13 @@ DEFAULT_EMULATOR_FAULTS: Final[Mapping[str, float]] = {
     "slow": 0.03,
     "truncate": 0.02,  # media only
     "failed_job": 0.05,
+    # Ambiguous submits (issue 13): the job IS created, then a 5xx or a cut connection (the late
+    # ones are submit-only; ``reset_after`` and ``504`` also hit reads, which are simply retried).
+    "late500": 0.02,
+    "late502": 0.02,
+    "late503": 0.01,
+    "reset_after": 0.02,
+    "504": 0.02,
 }
 FAULT_ENDPOINTS: Final = ("submit", "status", "result", "media")
 #: Share of prompts whose first generate try gets each task/trigger-level fault (one each, at most).
@@ -59,6 +66,7 @@ DEFAULT_SHARES: Final[Mapping[str, float]] = {
     "lost_event": 0.05,
     "crash_on_resume": 0.05,
     "expire": 0.08,
+    "die_after_submit": 0.08,
 }
 #: Prompts whose persist task meets an S3 outage longer than boto3's retries on its first try.
 DEFAULT_S3_OUTAGE_SHARE: Final = 0.08
@@ -121,6 +129,12 @@ class SoakSettings:
     #: JPEGs are ~95-115 kB: this threshold sends part of them through multipart uploads.
     multipart_threshold: int = 105_000
     dag_id: str = "segmind_soak"
+    #: The connection's ``history_lookup``: off shows the duplicates the request history prevents
+    #: (reported, not a violation: the rule without history is documented to bill them).
+    history_lookup: bool = True
+    #: The operator's ``history_wait``, and how long the emulator's history records lag.
+    history_wait: float = 3.0
+    history_lag_seconds: float = 0.5
 
 
 # --------------------------------------------------------------------------------------------
@@ -279,6 +293,7 @@ def run_soak(settings: SoakSettings, *, workdir: Path, dags_folder: Path, env: M
         seed=settings.seed,
         request_log_size=500_000,
         render_threads=2,
+        history_lag_seconds=settings.history_lag_seconds,
     )
     emulator = SegmindEmulator(config)
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -323,6 +338,7 @@ def run_soak(settings: SoakSettings, *, workdir: Path, dags_folder: Path, env: M
             "poll_schedule": dict(POLL_SCHEDULE),
             "max_consecutive_errors": settings.max_consecutive_errors,
             "multipart_threshold": settings.multipart_threshold,
+            "history_wait": settings.history_wait,
             "events_file": str(events_file),
         }
         worker_config = {
@@ -341,7 +357,13 @@ def run_soak(settings: SoakSettings, *, workdir: Path, dags_folder: Path, env: M
             "conn_type": "segmind",
             "password": run.api_key,
             "host": emulator.base_url,
-            "extra": {"connect_timeout": 5, "read_timeout": 10, "retry_backoff": 0.05, "retry_backoff_max": 0.5},
+            "extra": {
+                "connect_timeout": 5,
+                "read_timeout": 10,
+                "retry_backoff": 0.05,
+                "retry_backoff_max": 0.5,
+                "history_lookup": settings.history_lookup,
+            },
         }
         aws_conn = {
             "conn_type": "aws",
@@ -437,6 +459,8 @@ def _collect_s3(run: SoakRun, client: Any) -> None:
 
 #: How a failed try's exception names its cause; the first match wins.
 CAUSES: Final = (
+    # history_lookup off: a lost submit answer fails the task without retries (issue 12's rule).
+    ("submit outcome unknown", re.compile(r"outcome of this Segmind submit is unknown")),
     ("content blocked", re.compile(r"content-safety|Content blocked", re.I)),
     ("job FAILED", re.compile(r"FAILED")),
     ("result expired", re.compile(r"is gone \(HTTP 404\)|retention has passed|was not found \(HTTP 404\)")),
@@ -537,12 +561,13 @@ def audit(run: SoakRun) -> Audit:
             else:
                 duplicates += 1
                 a.check(
-                    False,
+                    not settings.history_lookup,
                     f"prompt {index}: job {earlier['request_id']} ({earlier['status']}) was submitted again "
                     "although it was neither FAILED nor expired (duplicate billing)",
                 )
     prompts_billed = len(jobs_by_prompt)
-    expected_paid = prompts_billed + sum(resubmits.values())
+    # With the history off, the duplicates are the documented cost (reported below, not violations).
+    expected_paid = prompts_billed + sum(resubmits.values()) + (0 if settings.history_lookup else duplicates)
     a.check(submissions == expected_paid, f"paid submissions {submissions} != {expected_paid} expected")
 
     # ---- outcome of every prompt -------------------------------------------------------------
@@ -664,7 +689,11 @@ def audit(run: SoakRun) -> Audit:
             f"{submissions} = {prompts_billed} prompts + {resubmits['FAILED']} "
             f"resubmits of FAILED + {resubmits['EXPIRED']} of expired jobs",
         ),
-        ("  duplicates (retry/restart)", str(duplicates)),
+        (
+            f"  duplicates (history_lookup {'on' if settings.history_lookup else 'OFF'})",
+            str(duplicates) + ("" if settings.history_lookup else " (billed twice: what the request history prevents)"),
+        ),
+        ("  history lookups (emulator)", str(run.emulator_stats.get("history_calls"))),
         ("  prompts never billed", str(n - prompts_billed)),
         ("emulator faults injected", ", ".join(f"{k} x{v}" for k, v in sorted(faults.items()))),
         (
@@ -836,6 +865,24 @@ def _audit_chaos(
             reused += not later
     kwargs_snapshots = sum(1 for r in run.chaos if r.get("kind") == "trigger")
 
+    # A worker that died between the accepted submit and the record write (issue 13): with the
+    # request history its retry re-attaches to that job (found by its body); without, it pays again.
+    deaths = [r for r in run.chaos if r.get("kind") == "die_after_submit"]
+    reattached_after_death = 0
+    for r in deaths:
+        i = r["map_index"]
+        a.check(failed_with(r, "worker crash (simulated)"), f"prompt {i}: the death after submit did not fail its try")
+        jobs = jobs_by_prompt.get(i, [])
+        died = next((job for job in jobs if job["request_id"] == r["request_id"]), None)
+        a.check(died is not None, f"prompt {i}: the job accepted before the death is not billed")
+        later = [job for job in jobs if died is not None and job["submitted_at"] > died["submitted_at"]]
+        if died is not None and died["status"] not in ("FAILED", "EXPIRED"):
+            a.check(
+                not later or not run.settings.history_lookup,
+                f"prompt {i}: the retry after a death paid again although the history knew the job",
+            )
+            reattached_after_death += not later
+
     def count(action: str) -> str:
         planned = sum(1 for v in plan.actions.values() if v == action)
         return f"{len(by_action[action])} of {planned} planned"
@@ -850,6 +897,11 @@ def _audit_chaos(
         ("worker crash after resume -> retry", f"{count('crash_on_resume')}; {len(crashes)} crashed"),
         ("  forced retries that reattached", f"{reused} of {len(forced)} (no new submit; the rest FAILED/expired)"),
         ("jobs expired mid-flight", f"{count('expire')}; {len(expired_before)} before completion"),
+        (
+            "worker death after an accepted submit",
+            f"{len(deaths)} of {sum(1 for v in plan.actions.values() if v == 'die_after_submit')} planned; "
+            f"{reattached_after_death} retries re-attached through the request history",
+        ),
         ("S3 outage on first persist write", f"{len(plan.s3_outage)} prompts"),
         ("trigger kwargs snapshots scanned", str(kwargs_snapshots)),
     ]
