@@ -1061,8 +1061,8 @@ class _SegmindJobOperator(BaseOperator):
         status, request_id = checked["status"], checked["request_id"]
         self.request_id = request_id
         message = str(checked.get("message") or "")
-        if status != "success" and (
-            status in ("failed", "expired") or checked.get("retryable") is False or _no_try_follows(context["ti"])
+        if status not in ("success", "expired") and (
+            status == "failed" or checked.get("retryable") is False or _no_try_follows(context["ti"])
         ):
             self._forget(context)  # no try can follow, or none could reuse this request
         if status == "success":
@@ -1078,7 +1078,8 @@ class _SegmindJobOperator(BaseOperator):
                 params["seed"] = filled_seed
             finished = self._finish_from_history(context, request_id, str(model), params, filled_seed)
             if finished is not None:
-                return finished
+                return finished  # the record stays, as after any success (see _forget)
+            self._forget(context)  # expired: no try can reuse this request
             raise SegmindRequestNotFoundError(
                 sentences(message, "A retry of this task submits a new (billed) job"),
                 request_id=request_id,

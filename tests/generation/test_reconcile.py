@@ -230,6 +230,7 @@ def test_an_expired_event_is_finished_from_the_history(emu: Any, monkeypatch: An
     event = {"status": "expired", "request_id": request_id, "message": "gone"}
     summary = t2i(deferrable=True).execute_complete(make_context(store), event, **(first.kwargs or {}))
     assert summary["output_url"]
+    assert store.get(STATE_STORE_KEY)["request_id"] == request_id  # kept, as after any 3.3 success
     assert summary["seed"] == emu.job(request_id)["params"]["seed"]
     assert emu.stats()["submissions"] == 1
 
