@@ -133,8 +133,8 @@ class SoakSettings:
     #: (reported, not a violation: the rule without history is documented to bill them).
     history_lookup: bool = True
     #: The operator's ``history_wait``, and how long the emulator's history records lag.
-    history_wait: float = 3.0
-    history_lag_seconds: float = 0.5
+    history_wait: float = 2.0
+    history_lag_seconds: float = 0.3
 
 
 # --------------------------------------------------------------------------------------------
@@ -776,6 +776,12 @@ def _audit_stored(
     a.check(manifest.get("seed") == last["seed"], f"prompt {i}: manifest seed {manifest.get('seed')} != {last['seed']}")
     if "seed" in spec:
         a.check(manifest.get("seed") == spec["seed"], f"prompt {i}: asked seed {spec['seed']}")
+    else:  # issue 13: the operator filled a random seed, sent it, and the manifest records it
+        a.check(
+            isinstance(manifest.get("seed"), int) and manifest.get("seed") == last["params"].get("seed"),
+            f"prompt {i}: manifest seed {manifest.get('seed')} is not the filled seed sent "
+            f"({last['params'].get('seed')})",
+        )
     a.check(last["status"] in ("COMPLETED", "EXPIRED"), f"prompt {i}: stored from a {last['status']} job")
     summary = xcom.get((GENERATE, i, "return_value")) or {}
     a.check(summary.get("request_id") == last["request_id"], f"prompt {i}: XCom request id != last job")
