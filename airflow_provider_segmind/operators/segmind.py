@@ -590,7 +590,13 @@ class _SegmindJobOperator(BaseOperator):
             )
 
     def _record_attempt(
-        self, context: Context, store: _GuardedStore | None, model: str, fingerprint: str, filled_seed: int | None
+        self,
+        context: Context,
+        store: _GuardedStore | None,
+        model: str,
+        fingerprint: str,
+        filled_seed: int | None,
+        since: float | None = None,
     ) -> float:
         """Write the "attempt" record before a submit is sent; return the attempt's start (epoch seconds).
 
@@ -599,7 +605,8 @@ class _SegmindJobOperator(BaseOperator):
         not stored (an image-to-image body may hold a large base64 image): the fingerprint proves the
         next try rebuilt the same parameters, and the filled seed is stored to rebuild the same body.
         """
-        started = time.time()
+        # A resend within the same try keeps the first attempt's start: the search covers both.
+        started = time.time() if since is None else since
         if store is not None:
             ti = context["ti"]
             store.set(
@@ -640,7 +647,9 @@ class _SegmindJobOperator(BaseOperator):
         while submitted is None:
             round_number += 1
             trust_5xx = not history
-            started = self._record_attempt(context, store, model, fingerprint, filled_seed) if history else time.time()
+            started = (
+                self._record_attempt(context, store, model, fingerprint, filled_seed, since) if history else time.time()
+            )
             since = started if since is None else since
             try:
                 submitted = self.hook.submit(model, params, validate=False, trust_5xx=trust_5xx)

@@ -635,8 +635,10 @@ def audit(run: SoakRun) -> Audit:
         )
         jobs = jobs_by_prompt.get(i, [])
         failed_tries = sum(1 for e in failures.get((GENERATE, i), []) if classify(e["error"]) == "job FAILED")
+        # History off: a late 5xx is resent by the hook, so one try may bill two FAILED jobs (reported).
         a.check(
-            all(job["status"] == "FAILED" for job in jobs) and len(jobs) == failed_tries,
+            all(job["status"] == "FAILED" for job in jobs)
+            and (len(jobs) == failed_tries or (not settings.history_lookup and len(jobs) > failed_tries)),
             f"prompt {i} (__fail__): {len(jobs)} jobs for {failed_tries} tries that saw a FAILED job",
         )
     a.check(sum(outcomes.values()) == n, f"{sum(outcomes.values())} outcomes for {n} prompts")
