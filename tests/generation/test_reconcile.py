@@ -269,6 +269,8 @@ def test_a_given_seed_is_kept_and_a_model_without_a_known_seed_gets_none(emu: An
     given = t2i(deferrable=False, seed=42).execute(make_context())
     assert emu.job(given["request_id"])["params"]["seed"] == 42
     assert "seed_filled" not in given
+    random_asked = t2i(deferrable=False, seed=-1).execute(make_context())  # Segmind's "random": made known
+    assert 0 <= emu.job(random_asked["request_id"])["params"]["seed"] == random_asked["seed"] <= SD3_SEED_MAX
     other = SegmindRunOperator(
         task_id="run", model="flux-schnell", inputs={"prompt": PROMPT}, poll_schedule=FAST_SCHEDULE
     ).execute(make_context())
