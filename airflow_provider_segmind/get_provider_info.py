@@ -55,13 +55,20 @@ EXTRA_FIELDS: dict[str, tuple[str, str, str]] = {
     ),
 }
 
+#: Defaults the form shows for extras whose absence does not mean "off" (both forms read it).
+EXTRA_DEFAULTS: dict[str, Any] = {"history_lookup": True}
+
 
 def _conn_fields() -> dict[str, Any]:
     return {
         name: {
             "label": label,
             "description": description,
-            "schema": {"type": [kind, "null"], **({"minimum": 0} if kind in ("number", "integer") else {})},
+            "schema": {
+                "type": [kind, "null"],
+                **({"minimum": 0} if kind in ("number", "integer") else {}),
+                **({"default": EXTRA_DEFAULTS[name]} if name in EXTRA_DEFAULTS else {}),
+            },
         }
         for name, (label, kind, description) in EXTRA_FIELDS.items()
     }

@@ -506,11 +506,18 @@ class HistorySearch:
     """The rules of one search for "the request we sent", shared by the sync and async hook paths.
 
     The transport asks :meth:`query` for the next page, hands each page to :meth:`take` (which says
-    whether another page is worth reading) and finally asks :meth:`best`. A request matches when
-    its model is ``model`` (exactly: the server's filter is a substring [sdk]; an unknown model name
-    is accepted, the filter already applied), its ``request_body`` matches ``body``
-    (:func:`body_matches`), and it was created at or after ``since`` minus the clock skew and at or
-    before ``until`` plus it, or its time is unknown. The newest match wins.
+    whether another page is worth reading) and finally asks :meth:`best`. A request matches when:
+
+    - its model is ``model``, ignoring case (the server's filter is a substring [sdk], so
+      ``flux-schnell`` also lists ``flux-schnell-lora``); a row without a model name is accepted,
+      the filter already applied. A server whose ``model_name`` is not the slug would make every
+      search miss: that costs a billed resubmit (the behaviour without history), never a wrong
+      re-attach;
+    - its ``request_body`` matches ``body`` (:func:`body_matches`);
+    - it was created at or after ``since`` and at or before ``until``, each widened by the clock
+      skew, or its time is unknown.
+
+    The newest match wins.
     """
 
     model: str
@@ -554,7 +561,7 @@ class HistorySearch:
         return more and not all_older and self.page < self.max_pages
 
     def matches(self, record: HistoryRecord) -> bool:
-        if record.model_name is not None and record.model_name != self.model:
+        if record.model_name is not None and record.model_name.casefold() != self.model.casefold():
             return False
         if record.created_at is not None and not (
             self.since - CLOCK_SKEW_SECONDS <= record.created_at <= self.until + CLOCK_SKEW_SECONDS

@@ -384,6 +384,9 @@ def test_search_skew_bounds_and_undated_rows() -> None:
     assert search.take([], True) is True
     search.query()
     assert search.take([], True) is False  # max_pages
+    shouted = HistorySearch("SD3-Large-Txt2img", body, since=T0, until=T0)
+    shouted.take(parse_history_page(answer([within_skew]))[0], False)
+    assert shouted.best() is not None  # model names compare ignoring case
     lone = HistorySearch("sd3-large-txt2img", body, since=T0, until=T0)
     lone.take(parse_history_page(answer([undated]))[0], False)
     assert lone.best() is not None

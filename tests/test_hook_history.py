@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -29,6 +29,7 @@ from airflow_provider_segmind.hooks.segmind import (
     SegmindTransportError,
 )
 from airflow_provider_segmind.protocol import SD3_LARGE_MODEL, RetryPolicy
+from tests.forward_proxy import ForwardProxy, started
 from tests.generation.helpers import ManualClock
 
 KEY_A = "SG_historyaccountA01"
@@ -109,7 +110,14 @@ def test_history_extras_are_on_both_connection_forms() -> None:
 
     (conn_type,) = get_provider_info()["connection-types"]
     assert conn_type["conn-fields"]["history_url"]["schema"] == {"type": ["string", "null"]}
-    assert conn_type["conn-fields"]["history_lookup"]["schema"] == {"type": ["boolean", "null"]}
+    # Checked by default: the extra's absence means on, so a form saved untouched keeps it on.
+    assert conn_type["conn-fields"]["history_lookup"]["schema"] == {"type": ["boolean", "null"], "default": True}
+    from airflow.providers_manager import ProvidersManager
+
+    if hasattr(ProvidersManager, "_to_api_format"):  # 3.2+: Airflow builds the form from conn-fields
+        form = ProvidersManager().connection_form_widgets
+        assert form["extra__segmind__history_lookup"].field["value"] is True
+        assert form["extra__segmind__history_url"].field["schema"]["type"] == ["string", "null"]
     widgets = SegmindHook.get_connection_form_widgets()
     if widgets:  # the 3.1 form's libraries are installed
         assert widgets["history_url"].field_class.__name__ == "StringField"
@@ -319,6 +327,21 @@ def test_late_fault_creates_the_job_the_client_does_not_see(
     assert emulator.stats()["credits_billed"] == pytest.approx(0.04)
 
 
+def test_slow_submit_times_out_after_the_job_was_created(
+    emulator: SegmindEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``slow`` on submit delays the answer of a job already created: the client's read times out."""
+    set_conn(monkeypatch, emulator, key=emulator.api_key, read_timeout=0.3)
+    hook = SegmindHook(retry_policy=ONE_SHOT)
+    body = {"prompt": "read timeout", "seed": 12}
+    since = time.time()
+    emulator.script([{"endpoint": "submit", "fault": "slow", "seconds": 1.0}])
+    with pytest.raises(SegmindTransportError, match="Read timeout"):
+        hook.submit(SD3_LARGE_MODEL, body)
+    assert emulator.stats()["submissions"] == 1
+    assert SegmindHook().find_submitted(SD3_LARGE_MODEL, body, since=since) is not None
+
+
 def test_early_500_creates_no_job(emulator: SegmindEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
     """The contrast: an early 500 answers before anything is created, so the history has nothing."""
     set_conn(monkeypatch, emulator, key=emulator.api_key)
@@ -378,3 +401,62 @@ async def test_async_feature_off(emulator: SegmindEmulator, monkeypatch: pytest.
         assert await hook.aget_history_record("00000000-0000-0000-0000-000000000000", session=session) is None
         assert await hook.afind_submitted(SD3_LARGE_MODEL, {"prompt": "x"}, since=0.0, session=session) is None
     assert stat(emulator, "history_calls") == 0
+
+
+# ------------------------------------------------------------------ proxies
+
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
+PROXY_PASSWORD = "hist0ry-pr0xy-pw"
+HISTORY_PATH = "/inference-request/request-history"
+
+
+@pytest.fixture
+def forward_proxy(monkeypatch: pytest.MonkeyPatch) -> Iterator[ForwardProxy]:
+    """A real forward proxy on loopback that requires credentials; no proxy variables set."""
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    running = started(credentials=("airflow", PROXY_PASSWORD))
+    yield running
+    running.stop()
+
+
+async def test_history_lookups_go_through_the_proxy_extra(
+    emulator: SegmindEmulator, forward_proxy: ForwardProxy, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    set_conn(monkeypatch, emulator, key=emulator.api_key, proxy=forward_proxy.url)
+    hook = SegmindHook()
+    since = time.time()
+    body = {"prompt": "via the proxy", "seed": 4}
+    sub = hook.submit(SD3_LARGE_MODEL, body)
+    assert hook.get_history_record(sub.request_id) is not None
+    assert hook.find_submitted(SD3_LARGE_MODEL, body, since=since) is not None
+    async_hook = SegmindHook()
+    async with async_hook.shared_session() as session:
+        assert await async_hook.aget_history_record(sub.request_id, session=session) is not None
+        assert await async_hook.afind_submitted(SD3_LARGE_MODEL, body, since=since, session=session) is not None
+    assert forward_proxy.count(lambda f: f.path.startswith(HISTORY_PATH)) == 4
+    assert forward_proxy.refused == 0
+    assert PROXY_PASSWORD not in caplog.text
+
+
+async def test_the_history_host_gets_its_own_no_proxy_decision(
+    emulator: SegmindEmulator, forward_proxy: ForwardProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The history is on another host than the API (the SDK's ``api.spotprod.segmind.com``): NO_PROXY
+    is decided for its URL, on workers and in the triggerer, not copied from the base URL's."""
+    port = emulator.base_url.rsplit(":", 1)[1]
+    set_conn(monkeypatch, emulator, key=emulator.api_key, history_url=f"http://localhost:{port}{HISTORY_PATH}")
+    monkeypatch.setenv("HTTP_PROXY", forward_proxy.url)
+    monkeypatch.setenv("NO_PROXY", "localhost")
+    hook = SegmindHook()
+    sub = hook.submit(SD3_LARGE_MODEL, {"prompt": "direct history", "seed": 3})
+    assert hook.get_history_record(sub.request_id) is not None
+    async_hook = SegmindHook()
+    async with async_hook.shared_session() as session:
+        await async_hook.aget_status(sub.request_id, session=session)
+        assert await async_hook.aget_history_record(sub.request_id, session=session) is not None
+    assert forward_proxy.count(lambda f: f.path == f"/v2/{SD3_LARGE_MODEL}") == 1
+    assert forward_proxy.count(lambda f: f.path.startswith("/v2/requests/")) == 1
+    assert forward_proxy.count(lambda f: f.path.startswith(HISTORY_PATH)) == 0
+    assert emulator.stats()["history_calls"] == 2

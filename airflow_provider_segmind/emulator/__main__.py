@@ -58,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--v2-validation", choices=("job", "submit"), help="invalid SD3 params on v2: FAILED job or 422 at submit")
     add("--seed", type=int, help="seed for faults and timing ranges (default 0)")
     add("--no-render-on-result", action="store_true", help="do not render images when results are fetched")
+    add("--history-lag", type=float, dest="history_lag_seconds", metavar="S",
+        help="seconds before a request's history record lands (default 0)")  # fmt: skip
+    add("--history-lag-mode", choices=("null", "absent"), dest="history_lag_mode",
+        help="a lagging record: listed with null fields, or not listed (default null)")  # fmt: skip
     return parser
 
 
@@ -79,6 +83,8 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         "v2_validation",
         "seed",
         "fault_endpoints",
+        "history_lag_seconds",
+        "history_lag_mode",
     )
     overrides.update({name: getattr(args, name) for name in flags if getattr(args, name) is not None})
     if args.fault:

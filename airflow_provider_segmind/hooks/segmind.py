@@ -53,7 +53,7 @@ from airflow_provider_segmind.exceptions import (
     SegmindTransportError,
     SegmindUnexpectedStatusError,
 )
-from airflow_provider_segmind.get_provider_info import EXTRA_FIELDS, UI_FIELD_BEHAVIOUR
+from airflow_provider_segmind.get_provider_info import EXTRA_DEFAULTS, EXTRA_FIELDS, UI_FIELD_BEHAVIOUR
 from airflow_provider_segmind.history import (
     DEFAULT_HISTORY_URL,
     HistoryRecord,
@@ -530,7 +530,9 @@ class SegmindHook(BaseHook):
         ``run_sync_timeout`` (seconds), ``max_retries`` (retries after the first attempt, default 4)
         and ``retry_backoff`` (first backoff in seconds, default 1), ``proxy`` (a forward proxy URL,
         ``http://[user:password@]host:port``, for every API call on workers and in the triggerer;
-        without it both honour ``HTTP(S)_PROXY``/``NO_PROXY``, and ``NO_PROXY`` applies to it too).
+        without it both honour ``HTTP(S)_PROXY``/``NO_PROXY``, and ``NO_PROXY`` applies to it too),
+        ``history_url`` (Segmind's request-history API; default the SDK's, or the loopback base
+        URL's own) and ``history_lookup`` (default true; false turns history lookups off).
     :param retry_policy: overrides the policy built from the connection's extras.
     """
 
@@ -585,8 +587,11 @@ class SegmindHook(BaseHook):
                 widgets[name] = StringField(lazy_gettext(label), widget=BS3TextFieldWidget(), description=description)
                 continue
             if kind == "boolean":
-                # Airflow 3.1's form takes BooleanField (a checkbox; no text widget).
-                widgets[name] = BooleanField(lazy_gettext(label), description=description)
+                # Airflow 3.1's form takes BooleanField (a checkbox; no text widget). Checked by
+                # default where the extra's absence means "on", so saving the form keeps it on.
+                widgets[name] = BooleanField(
+                    lazy_gettext(label), description=description, default=EXTRA_DEFAULTS.get(name, False)
+                )
                 continue
             field_class = IntegerField if kind == "integer" else FloatField
             widgets[name] = field_class(

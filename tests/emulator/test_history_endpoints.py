@@ -237,3 +237,11 @@ def test_sdk_get_own_and_foreign(
     with pytest.raises(SegmindError) as missing:
         sdk_client.generations.get(ids["other"])
     assert missing.value.status == 404
+
+
+def test_cli_flags_set_the_history_lag() -> None:
+    from airflow_provider_segmind.emulator.__main__ import build_parser, config_from_args
+
+    config = config_from_args(build_parser().parse_args(["--history-lag", "20", "--history-lag-mode", "absent"]))
+    assert (config.history_lag_seconds, config.history_lag_mode) == (20.0, "absent")
+    assert config_from_args(build_parser().parse_args([])).history_lag_seconds == 0.0
