@@ -81,6 +81,9 @@ POLL_SCHEDULE: Final[Mapping[str, float]] = {
     "error_backoff": 0.05,
     "rate_limit_max_wait": 0.5,
 }
+#: The soak connection's read timeout, and how long the emulator's "slow" fault stalls (longer).
+READ_TIMEOUT: Final = 2.0
+SLOW_SECONDS: Final = 2.5
 GENERATE: Final = "render.generate"
 PERSIST: Final = "render.persist"
 _TAG = re.compile(r"\[p(\d{4})\]")
@@ -288,7 +291,9 @@ def run_soak(settings: SoakSettings, *, workdir: Path, dags_folder: Path, env: M
         credits=1_000_000.0,
         faults=dict(settings.emulator_faults),
         fault_endpoints=frozenset(FAULT_ENDPOINTS),
-        slow_seconds=0.4,
+        # Longer than the connection's read timeout: a slow submit is a read timeout after the job
+        # was created (an ambiguous submit, issue 13); slow reads time out and are retried.
+        slow_seconds=SLOW_SECONDS,
         fault_retry_after=0.2,
         seed=settings.seed,
         request_log_size=500_000,
@@ -359,7 +364,7 @@ def run_soak(settings: SoakSettings, *, workdir: Path, dags_folder: Path, env: M
             "host": emulator.base_url,
             "extra": {
                 "connect_timeout": 5,
-                "read_timeout": 10,
+                "read_timeout": READ_TIMEOUT,
                 "retry_backoff": 0.05,
                 "retry_backoff_max": 0.5,
                 "history_lookup": settings.history_lookup,
