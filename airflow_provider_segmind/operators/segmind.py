@@ -581,7 +581,7 @@ class _SegmindJobOperator(BaseOperator):
 
     def _history_unavailable(self, err: BaseException) -> None:
         """Log, once per try, that the history cannot help: the try goes on with today's rules."""
-        if not self._history_warned:
+        if not getattr(self, "_history_warned", False):
             self._history_warned = True
             self.log.warning(
                 "Segmind's request history cannot be read (%s); going on without it (it is a secondary API: "
