@@ -631,7 +631,12 @@ def audit(run: SoakRun) -> Audit:
                 f"jobs {len(jobs)})",
             )
     for i in plan.unsafe_marked:
-        a.check(causes_for(tis, failures, i) == "content blocked", f"prompt {i} (__unsafe__) did not end blocked")
+        # History off: a submit of unknown outcome may end the task before the block is seen.
+        cause = causes_for(tis, failures, i)
+        a.check(
+            cause == "content blocked" or (not settings.history_lookup and cause == "submit outcome unknown"),
+            f"prompt {i} (__unsafe__) did not end blocked",
+        )
     for i in plan.fail_marked:
         # Every try that got a job saw it FAIL; a try may also end earlier (a submit that got no answer).
         a.check(
