@@ -316,6 +316,18 @@ SD3_DEFAULTS: Final[Mapping[str, Any]] = {
     "output_format": "jpeg",
     "base64": False,
 }
+#: Model families known to take a ``seed`` (0..SD3_SEED_MAX; SD3: segmind-api.md, the SD3 parameter
+#: table and Stability's SD3 API [inf]). Segmind's own default seed is random, so the operators
+#: fill one when the user gave none (issue 13): bodies become unique, so a lost submit can be
+#: found again in the request history, and every image has a known seed.
+SEED_MODEL_PREFIXES: Final = ("stable-diffusion-3",)
+
+
+def model_takes_seed(model: str) -> bool:
+    """Whether ``model`` is known to take a ``seed`` parameter (see :data:`SEED_MODEL_PREFIXES`)."""
+    return model.strip().lower().startswith(SEED_MODEL_PREFIXES)
+
+
 #: The parameters Segmind documents for SD3 Large (segmind-api.md, the [seed] table).
 SD3_DOCUMENTED_FIELDS: Final = frozenset({"prompt", *SD3_DEFAULTS})
 #: Not in Segmind's table: they come from Stability's SD3 API (segmind-api.md [inf]). Their values
@@ -1188,13 +1200,17 @@ class RetryPolicy:
         if self.max_attempts < 1:
             raise ValueError("RetryPolicy.max_attempts must be at least 1")
 
-    def is_retryable(self, error: BaseException, *, idempotent: bool) -> bool:
-        """Whether another attempt of the same call may succeed and is safe (never double-bills)."""
+    def is_retryable(self, error: BaseException, *, idempotent: bool, trust_5xx: bool = True) -> bool:
+        """Whether another attempt of the same call may succeed and is safe (never double-bills).
+
+        ``trust_5xx=False``: a 500/502/503 answer to a submit is not taken as a refusal (see
+        :func:`submit_certainly_refused`); the caller checks the request history instead.
+        """
         if not isinstance(error, SegmindError) or not error.transient:
             return False
         if idempotent:
             return True
-        return submit_certainly_refused(error)
+        return submit_certainly_refused(error, trust_5xx=trust_5xx)
 
     def delay(self, error: BaseException, attempt: int, rng: random.Random | None = None) -> float:
         """Seconds to wait before attempt ``attempt + 1`` (``attempt`` counts from 1)."""
@@ -1226,30 +1242,38 @@ class RetryPolicy:
 SUBMIT_REFUSED_5XX: Final = frozenset({500, 502, 503})
 
 
-def submit_certainly_refused(error: BaseException) -> bool:
+def submit_certainly_refused(error: BaseException, *, trust_5xx: bool = True) -> bool:
     """Whether a failed submit certainly created no job, so sending it again cannot bill twice.
 
     True for a 429, a 500/502/503 (:data:`SUBMIT_REFUSED_5XX`) and a connection that never opened
     (``request_sent=False``). Not for a read timeout or a reset after the body was sent, an
     unreadable answer (a 200 whose body was cut is a billed job), a 504 or another 5xx.
+
+    ``trust_5xx=False`` (the operators, when the request history can be searched): a 500/502/503
+    is not trusted either. Issue 13 reports gateway 5xx answers sent *after* the upstream queued
+    the job (a "late" 5xx); with the history on, such a submit is reconciled through the history
+    (found -> re-attach, not found -> submit) instead of being resent blindly, so it never bills
+    twice. Without the history, the documented reading above stands (a resend is the only way on).
     """
     if isinstance(error, SegmindRateLimitError):
         return True
     if isinstance(error, SegmindServerError):
-        return error.status_code in SUBMIT_REFUSED_5XX
+        return trust_5xx and error.status_code in SUBMIT_REFUSED_5XX
     if isinstance(error, SegmindTransportError):
         return not error.request_sent
     return False
 
 
-def submit_outcome_unknown(error: BaseException) -> bool:
+def submit_outcome_unknown(error: BaseException, *, trust_5xx: bool = True) -> bool:
     """Whether a submit that raised ``error`` may nevertheless have queued (and billed) a job.
 
     Such a submit must not be sent again by anything (the hook's retries, a task retry): Segmind
     has no idempotency key, so only Segmind's request history can tell whether it arrived.
     An answered refusal (4xx) or a certain refusal (:func:`submit_certainly_refused`) is known.
     """
-    return isinstance(error, SegmindError) and error.transient and not submit_certainly_refused(error)
+    return (
+        isinstance(error, SegmindError) and error.transient and not submit_certainly_refused(error, trust_5xx=trust_5xx)
+    )
 
 
 def transport_error(kind: str, *, request_sent: bool, url: str, detail: str) -> SegmindTransportError:

@@ -727,3 +727,23 @@ def test_401_does_not_say_the_same_thing_twice():
     assert "password (API Key) field" in str(said)
     silent = p.classify_error(answer(401, {}), p.Endpoint.CREDITS)
     assert "missing, wrong or expired" in str(silent)
+
+
+@pytest.mark.parametrize("status", [500, 502, 503])
+def test_with_the_history_a_5xx_submit_is_not_trusted_as_a_refusal(status):
+    """Issue 13: a 500/502/503 may come after the job was queued (a late 5xx). With the request
+    history on (``trust_5xx=False``) it is an unknown outcome, searched for, never resent blindly;
+    429s and connections that never opened stay certain refusals."""
+    late = exc.SegmindServerError(str(status), status_code=status)
+    assert p.submit_outcome_unknown(late, trust_5xx=False)
+    assert not p.RetryPolicy().is_retryable(late, idempotent=False, trust_5xx=False)
+    assert p.RetryPolicy().is_retryable(late, idempotent=True, trust_5xx=False)  # reads are still retried
+    for refused in (exc.SegmindRateLimitError("429"), _transport(sent=False)):
+        assert not p.submit_outcome_unknown(refused, trust_5xx=False)
+        assert p.RetryPolicy().is_retryable(refused, idempotent=False, trust_5xx=False)
+
+
+def test_models_known_to_take_a_seed():
+    assert p.model_takes_seed(p.SD3_LARGE_MODEL)
+    assert p.model_takes_seed(" Stable-Diffusion-3-medium-txt2img ")
+    assert not p.model_takes_seed("flux-schnell")

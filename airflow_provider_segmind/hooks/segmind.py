@@ -293,7 +293,9 @@ def _positive(extras: Mapping[str, Any], name: str, default: float) -> float:
     return number
 
 
-def _retrying_kwargs(policy: RetryPolicy, *, idempotent: bool, what: str, log: Any) -> dict[str, Any]:
+def _retrying_kwargs(
+    policy: RetryPolicy, *, idempotent: bool, what: str, log: Any, trust_5xx: bool = True
+) -> dict[str, Any]:
     """The tenacity arguments both transports use, all derived from one :class:`RetryPolicy`."""
 
     def wait(state: tenacity.RetryCallState) -> float:
@@ -313,7 +315,9 @@ def _retrying_kwargs(policy: RetryPolicy, *, idempotent: bool, what: str, log: A
         )
 
     return {
-        "retry": tenacity.retry_if_exception(lambda e: policy.is_retryable(e, idempotent=idempotent)),
+        "retry": tenacity.retry_if_exception(
+            lambda e: policy.is_retryable(e, idempotent=idempotent, trust_5xx=trust_5xx)
+        ),
         "wait": wait,
         "stop": tenacity.stop_after_attempt(policy.max_attempts),
         "before_sleep": before_sleep,
@@ -705,6 +709,7 @@ class SegmindHook(BaseHook):
         json_body: Mapping[str, Any] | None = None,
         idempotent: bool = True,
         read_timeout: float | None = None,
+        trust_5xx: bool = True,
     ) -> T:
         settings = self.get_settings()
         session = self.get_conn()
@@ -731,7 +736,9 @@ class SegmindHook(BaseHook):
             return parse(answer)
 
         retrying = tenacity.Retrying(
-            **_retrying_kwargs(settings.retry_policy, idempotent=idempotent, what=endpoint.value, log=self.log)
+            **_retrying_kwargs(
+                settings.retry_policy, idempotent=idempotent, what=endpoint.value, log=self.log, trust_5xx=trust_5xx
+            )
         )
         return retrying(attempt)
 
@@ -756,12 +763,21 @@ class SegmindHook(BaseHook):
         )
 
     def submit(
-        self, model: str, params: Mapping[str, Any], *, validate: bool = True, strict: bool = False
+        self,
+        model: str,
+        params: Mapping[str, Any],
+        *,
+        validate: bool = True,
+        strict: bool = False,
+        trust_5xx: bool = True,
     ) -> SubmitResponse:
         """Submit a v2 (queued) job and return its request id; validates parameters first.
 
         Billed and without an idempotency key: never retried after the request may have arrived.
         ``strict`` refuses parameters the model is not known to take (default: warn and send them).
+        ``trust_5xx=False`` also raises a 500/502/503 instead of resending (it may be a "late" 5xx,
+        sent after the job was queued): for a caller that then searches the request history
+        (:func:`~airflow_provider_segmind.protocol.submit_certainly_refused`).
         """
         body = validate_params(model, params, strict=strict, warn=self.log.warning) if validate else dict(params)
         base_url = self.get_settings().base_url
@@ -772,6 +788,7 @@ class SegmindHook(BaseHook):
             endpoint=Endpoint.SUBMIT,
             json_body=body,
             idempotent=False,
+            trust_5xx=trust_5xx,
         )
 
     def _job_url(self, build: Callable[[str, str], str], request_id: str, advertised: str | None) -> str:

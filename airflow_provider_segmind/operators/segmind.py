@@ -31,11 +31,19 @@ a cleared task whose last try succeeded generates anew.**
   off by default), which also lets the retry of a try whose worker died after finishing, before
   Airflow recorded the success, reuse the COMPLETED job. It is deleted when no try can follow or
   reuse it (FAILED, expired, an error no retry fixes, the last try ending in a timeout or error).
-  The remaining window is the one Airflow's own ``ResumableJobMixin`` documents: if the worker dies
-  between Segmind accepting the submit and the store write, the next try cannot know the id.
-  A submit whose outcome is unknown (read timeout or connection lost after sending, a 504) is
-  never sent again, neither by the hook nor by a task retry: the task fails without retries and
-  says so (see :func:`~airflow_provider_segmind.protocol.submit_outcome_unknown`).
+  With Segmind's request history on (the connection's ``history_lookup``, default true), an
+  "attempt" record is written before the submit is sent, and a submit whose outcome is unknown
+  (read timeout or connection lost after sending, a 504, and a 500/502/503, which may come after
+  the job was queued) is never resent blindly: the history is searched for the same body for up to
+  ``history_wait`` seconds (found -> re-attach; not found -> submit, logged as a possible
+  duplicate), and so is an attempt record a dead worker left for the next try. A request whose v2
+  record expired is looked up in the history by id (COMPLETED -> its output, no submit). A random
+  ``seed`` is filled where the model takes one (``fill_seed``) so bodies are unique.
+  Without the history (off, or unreachable): a submit whose outcome is unknown is never sent again,
+  neither by the hook nor by a task retry: the task fails without retries and says so (see
+  :func:`~airflow_provider_segmind.protocol.submit_outcome_unknown`); a worker dying between
+  Segmind accepting the submit and the store write leaves a next try that cannot know the id (the
+  window Airflow's own ``ResumableJobMixin`` documents).
 - **Airflow 3.1 / 3.2** (no task state store; Airflow 3 clears XComs before each try): the same
   record goes in an Airflow Variable instead (``request_store="auto"``), the only task-writable
   state that survives a retry there, and the same rules and cleanup apply, plus a delete at
@@ -54,6 +62,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 import time
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
@@ -75,13 +84,22 @@ from airflow_provider_segmind.exceptions import (
     SegmindRequestNotFoundError,
     SegmindResultNotReadyError,
 )
+from airflow_provider_segmind.history import HistoryRecord
 from airflow_provider_segmind.protocol import (
     RESULT_RETENTION_SECONDS,
     SD3_LARGE_MODEL,
+    SD3_SEED_MAX,
+    SEED_RANDOM,
+    JobResult,
+    JobStatusResponse,
     PollSchedule,
     SegmindJobStatus,
+    SubmitResponse,
     job_failed_error,
+    model_takes_seed,
+    parse_int,
     sentences,
+    submit_certainly_refused,
     submit_outcome_unknown,
     validate_params,
 )
@@ -112,6 +130,62 @@ REQUEST_VARIABLE_PREFIX: Final = "segmind_request_"
 XCOM_REQUEST_ID: Final = "segmind_request_id"
 XCOM_OUTPUT_URL: Final = "segmind_output_url"
 DEFAULT_JOB_TIMEOUT: Final = RESULT_RETENTION_SECONDS
+#: Seconds a lost submit is looked for in the request history (whose records lag) before submitting again.
+DEFAULT_HISTORY_WAIT: Final = 120.0
+#: Longest pause between two history lookups (or two status re-reads of a 404 within the hour).
+HISTORY_POLL_INTERVAL: Final = 10.0
+#: Status re-reads of a request younger than the retention that answers 404, before it is called expired.
+EXPIRY_RECHECKS: Final = 3
+#: Submits one try may send when each outcome is unknown and the history shows none of them.
+MAX_SUBMIT_ROUNDS: Final = 3
+#: :meth:`_SegmindJobOperator._search_history`'s answers besides a record.
+_FOUND_NOTHING: Final = "the history answered, without it"
+_HISTORY_DOWN: Final = "the history could not be searched"
+
+
+def _with_seed(summary: dict[str, Any], filled_seed: int | None) -> dict[str, Any]:
+    """Put the seed the operator filled into a result summary (issue 13: every image has a known seed).
+
+    The result's own ``seed`` wins where Segmind reports one; ``seed_filled`` says the provider chose it.
+    """
+    if filled_seed is None:
+        return summary
+    out = dict(summary)
+    if out.get("seed") is None:
+        out["seed"] = filled_seed
+    out["seed_filled"] = True
+    params = out.get("params")
+    if isinstance(params, Mapping) and params.get("seed") is None:
+        out["params"] = {**params, "seed": filled_seed}
+    return out
+
+
+def history_summary(
+    record: HistoryRecord, *, model: str, params: Mapping[str, Any], filled_seed: int | None
+) -> dict[str, Any]:
+    """A task summary built from a request-history record (a request whose v2 record expired).
+
+    The same shape as :func:`~airflow_provider_segmind.triggers.segmind.result_summary` (one
+    implementation: it builds the summary): output URLs from the rows' ``generation_url``, the
+    seed from the recorded ``request_body`` (else the filled one), the cost from
+    ``credits_deduction`` [sdk ``Generations.history``]. ``source`` says where it came from.
+    """
+    body = record.request_body or {}
+    urls = tuple(record.output_urls)
+    result = JobResult(
+        request_id=record.request_id,
+        status=SegmindJobStatus.COMPLETED,
+        output=list(urls),
+        output_urls=urls,
+        images=(),
+        seed=parse_int(body.get("seed")) if parse_int(body.get("seed")) != SEED_RANDOM else None,
+        metrics={"cost": record.credits} if record.credits is not None else {},
+        base64_image=None,
+        raw={},
+    )
+    summary = result_summary(result, model=model, params=params)
+    summary["source"] = "request history"
+    return _with_seed(summary, filled_seed)
 
 
 class SegmindOutputLink(BaseOperatorLink):
@@ -261,7 +335,7 @@ class _GuardedStore:
             self._log.warning(
                 "Could not record Segmind request %s in %s (%s); waiting for it anyway, but a retry of this "
                 "try would submit a new, billed job.",
-                record.get("request_id"),
+                record.get("request_id") or "(the submit about to be sent)",
                 self._what(),
                 err,
             )
@@ -301,6 +375,14 @@ class _SegmindJobOperator(BaseOperator):
     :param request_store: where a try records its request so a retry reuses it instead of paying
         again: ``auto`` (``task_state_store`` on Airflow 3.3+, else a Variable), ``task_state_store``,
         ``variable`` or ``none`` (a retry submits a new job).
+    :param history_wait: seconds a submit whose outcome is unknown (or an earlier try's submit whose
+        request id was never recorded) is looked for in Segmind's request history, polled every
+        ``min(10, history_wait / 6)`` s, before submitting again; default 120. Only with the
+        connection's ``history_lookup`` on (the default).
+    :param fill_seed: fill a random ``seed`` (0..4294967294) when none is given, so every body is
+        unique (a lost submit can be told apart in the history) and every image has a known seed,
+        recorded in the summary. ``None`` (default): for models known to take ``seed`` (Stable
+        Diffusion 3); ``True``/``False`` for any model.
     """
 
     operator_extra_links = (SegmindOutputLink(),)
@@ -318,6 +400,8 @@ class _SegmindJobOperator(BaseOperator):
         min_credits: float | None = None,
         request_store: str = "auto",
         strict_params: bool = False,
+        history_wait: float = DEFAULT_HISTORY_WAIT,
+        fill_seed: bool | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -336,6 +420,11 @@ class _SegmindJobOperator(BaseOperator):
         self.max_consecutive_errors = max_consecutive_errors
         self.min_credits = min_credits
         self.strict_params = strict_params
+        if history_wait < 0:
+            raise ValueError(f"Invalid parameter 'history_wait': got {history_wait!r}. Allowed: seconds >= 0.")
+        self.history_wait = float(history_wait)
+        self.fill_seed = fill_seed
+        self._history_warned = False
         self.request_id: str | None = None
         #: The first output URL once this try succeeded (what :class:`SegmindOutputLink` shows).
         self.output_url: str | None = None
@@ -430,49 +519,342 @@ class _SegmindJobOperator(BaseOperator):
     def execute(self, context: Context) -> Any:
         model, params = self._validated()
         store = self._store(context)
+        record = self._read_record(store) if store is not None else None
+        filled_seed = self._seed_to_fill(model, params, record)
+        if filled_seed is not None:
+            # Filled before the fingerprint: the body sent (and recorded) is the one a lost submit is found by.
+            params = {**params, "seed": filled_seed}
+            self.log.info("No seed given: using random seed %d (recorded in the result).", filled_seed)
         fingerprint = _fingerprint(model, params)
         if store is None:
             self.log.debug("request_store='none': a task retry will submit a new job.")
-        else:
-            resumed = self._resume(context, store, model, params, fingerprint)
+        elif record is not None:
+            resumed = self._resume(context, store, record, model, params, fingerprint, filled_seed)
             if resumed is not None:
                 return resumed
         self._credit_guard()
+        return self._submit(context, store, model, params, fingerprint, filled_seed)
+
+    def _read_record(self, store: _GuardedStore) -> Mapping[str, Any] | None:
+        """The earlier try's record, if readable (a request record or an "attempt" record)."""
+        record = store.get()
+        if not record:
+            return None
+        if not isinstance(record, Mapping) or not (
+            isinstance(record.get("request_id"), str) or record.get("phase") == "submitting"
+        ):
+            self.log.warning("Ignoring an unreadable Segmind record in the task state store: %r", record)
+            return None
+        return record
+
+    def _seed_to_fill(self, model: str, params: Mapping[str, Any], record: Mapping[str, Any] | None) -> int | None:
+        """The random seed to add to the body, or ``None`` (a seed given, or the model takes none).
+
+        ``-1`` is Segmind's "random" (segmind-api.md), so it is filled too: the same meaning, made
+        known. A retry reuses the seed its earlier try recorded when the rest of the body is the
+        same (the fingerprint with that seed matches), so it can re-attach to that try's request.
+        """
+        if params.get("seed") is not None and params.get("seed") != SEED_RANDOM:
+            return None
+        if not (self.fill_seed if self.fill_seed is not None else model_takes_seed(model)):
+            return None
+        recorded = record.get("filled_seed") if record is not None else None
+        if (
+            isinstance(recorded, int)
+            and not isinstance(recorded, bool)
+            and 0 <= recorded <= SD3_SEED_MAX
+            and record is not None
+            and record.get("fingerprint") == _fingerprint(model, {**params, "seed": recorded})
+        ):
+            return recorded
+        return secrets.randbelow(SD3_SEED_MAX + 1)
+
+    # ------------------------------------------------------------------ submit and reconcile
+
+    def _history_on(self) -> bool:
+        """Whether the request history may be searched (the connection's ``history_lookup``, default on)."""
         try:
-            submitted = self.hook.submit(model, params, validate=False)
-        except SegmindError as err:
-            if submit_outcome_unknown(err):
-                # Neither the hook nor a task retry may send it again: a second submit could bill
-                # a second job, and only Segmind's request history knows whether the first arrived.
-                raise AirflowFailException(
-                    f"The outcome of this Segmind submit is unknown: {str(err).rstrip('.')}. Segmind may have "
-                    "queued and billed the job, but its request id never arrived, so the task fails without "
-                    "retries instead of submitting again (Segmind has no idempotency key). Look for the "
-                    "request in the Segmind console's request history; clearing this task submits a new, "
-                    "billed job."
-                ) from err
-            self._raise(err)
-        submitted_at = time.time()
-        self.request_id = submitted.request_id
-        self.log.info("Submitted Segmind job %s (model %s).", submitted.request_id, model)
+            return bool(self.hook.history_enabled)
+        except Exception as err:  # a connection that cannot be read fails the submit itself, clearly
+            self._history_unavailable(err)
+            return False
+
+    def _history_unavailable(self, err: BaseException) -> None:
+        """Log, once per try, that the history cannot help: the try goes on with today's rules."""
+        if not getattr(self, "_history_warned", False):
+            self._history_warned = True
+            self.log.warning(
+                "Segmind's request history cannot be read (%s); going on without it (it is a secondary API: "
+                "an unknown submit outcome or an expired request is then handled as without history_lookup).",
+                err,
+            )
+
+    def _record_attempt(
+        self,
+        context: Context,
+        store: _GuardedStore | None,
+        model: str,
+        fingerprint: str,
+        filled_seed: int | None,
+        since: float | None = None,
+    ) -> float:
+        """Write the "attempt" record before a submit is sent; return the attempt's start (epoch seconds).
+
+        A worker that dies between sending and recording the request id leaves this record, and the
+        next try searches the history for the body instead of submitting blindly. The body itself is
+        not stored (an image-to-image body may hold a large base64 image): the fingerprint proves the
+        next try rebuilt the same parameters, and the filled seed is stored to rebuild the same body.
+        """
+        # A resend within the same try keeps the first attempt's start: the search covers both.
+        started = time.time() if since is None else since
         if store is not None:
             ti = context["ti"]
             store.set(
                 {
-                    "request_id": submitted.request_id,
+                    "phase": "submitting",
                     "model": model,
                     "fingerprint": fingerprint,
-                    "submitted_at": submitted_at,
-                    # Which try and which clear generation wrote it (see _cleared_since).
+                    "filled_seed": filled_seed,
+                    "attempt_started_at": started,
                     "try_number": getattr(ti, "try_number", None),
                     "max_tries": getattr(ti, "max_tries", None),
                 }
             )
+        return started
+
+    def _submit(
+        self,
+        context: Context,
+        store: _GuardedStore | None,
+        model: str,
+        params: dict[str, Any],
+        fingerprint: str,
+        filled_seed: int | None,
+    ) -> Any:
+        """Submit (billed), reconciling a submit whose outcome is unknown through the request history.
+
+        With the history on, a submit whose answer was lost (read timeout, reset after sending, a
+        504, and also a 500/502/503, which may come *after* the job was queued) is never resent
+        blindly: the history is searched for the same body for up to ``history_wait`` seconds;
+        found -> re-attach to it; not found -> submit again (logged as a possible duplicate). With
+        the history off (or unreadable), today's rule: 500/502/503 are resent by the hook, any other
+        unknown outcome fails the task without retries.
+        """
+        history = self._history_on()
+        since: float | None = None
+        submitted: SubmitResponse | None = None
+        round_number = 0
+        while submitted is None:
+            round_number += 1
+            trust_5xx = not history
+            started = (
+                self._record_attempt(context, store, model, fingerprint, filled_seed, since) if history else time.time()
+            )
+            since = started if since is None else since
+            try:
+                submitted = self.hook.submit(model, params, validate=False, trust_5xx=trust_5xx)
+            except SegmindError as err:
+                if not submit_outcome_unknown(err, trust_5xx=trust_5xx):
+                    if history and store is not None:
+                        store.delete()  # certainly no job: a next try must not wait for one in the history
+                    self._raise(err)
+                if not history:
+                    self._fail_unknown(err)
+                self.log.warning(
+                    "The outcome of Segmind submit %d is unknown (%s): searching the request history for it "
+                    "(up to %g s) instead of submitting again.",
+                    round_number,
+                    err,
+                    self.history_wait,
+                )
+                found = self._search_history(model, params, since=since, until=time.time() + self.history_wait)
+                if isinstance(found, HistoryRecord):
+                    return self._reattach_found(context, store, found, model, fingerprint, filled_seed, since)
+                if found == _FOUND_NOTHING and round_number < MAX_SUBMIT_ROUNDS:
+                    self.log.warning(
+                        "Segmind's request history shows no request with this body since the submit (waited "
+                        "%g s): submitting again. If the lost submit was queued after all but its history "
+                        "record lags beyond history_wait, this one is a duplicate (billed twice).",
+                        self.history_wait,
+                    )
+                    continue
+                if found == _HISTORY_DOWN and submit_certainly_refused(err):
+                    # The rule without the history: a 500/502/503 is Segmind refusing the submit.
+                    self.log.warning("Resending the submit after %s (the rule without request history).", err)
+                    history = False
+                    continue
+                self._fail_unknown(err)
+        submitted_at = time.time()
+        self.request_id = submitted.request_id
+        self.log.info("Submitted Segmind job %s (model %s).", submitted.request_id, model)
+        self._record_request(context, store, submitted.request_id, model, fingerprint, filled_seed, submitted_at)
         self._announce(context, submitted.request_id)
-        return self._wait(context, model, submitted.request_id, submitted_at)
+        return self._wait(context, model, submitted.request_id, submitted_at, filled_seed)
+
+    def _fail_unknown(self, err: SegmindError) -> NoReturn:
+        history = "" if self._history_on() else " (history_lookup is off)"
+        raise AirflowFailException(
+            f"The outcome of this Segmind submit is unknown: {str(err).rstrip('.')}. Segmind may have "
+            "queued and billed the job, but its request id never arrived, and the request history could not "
+            f"tell{history}, so the task fails without retries instead of submitting again (Segmind has no "
+            "idempotency key). Look for the request in the Segmind console's request history; clearing this "
+            "task submits a new, billed job."
+        ) from err
+
+    def _record_request(
+        self,
+        context: Context,
+        store: _GuardedStore | None,
+        request_id: str,
+        model: str,
+        fingerprint: str,
+        filled_seed: int | None,
+        submitted_at: float,
+        *,
+        generation_of: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Write the request record; ``generation_of``: keep that record's ``max_tries`` (clear generation)."""
+        if store is None:
+            return
+        ti = context["ti"]
+        max_tries = getattr(ti, "max_tries", None) if generation_of is None else generation_of.get("max_tries")
+        store.set(
+            {
+                "request_id": request_id,
+                "model": model,
+                "fingerprint": fingerprint,
+                "filled_seed": filled_seed,
+                "submitted_at": submitted_at,
+                # Which try and which clear generation wrote it (see _cleared_since).
+                "try_number": getattr(ti, "try_number", None),
+                "max_tries": max_tries,
+            }
+        )
+
+    def _reattach_found(
+        self,
+        context: Context,
+        store: _GuardedStore | None,
+        found: HistoryRecord,
+        model: str,
+        fingerprint: str,
+        filled_seed: int | None,
+        since: float,
+    ) -> Any:
+        """Re-attach to the request the history found for a lost submit: the same wait as after a submit."""
+        submitted_at = found.created_at if found.created_at is not None else since
+        self.request_id = found.request_id
+        self.log.info(
+            "Found the lost submit in Segmind's request history: request %s (%s). Re-attaching to it, no new submit.",
+            found.request_id,
+            found.status.value if found.status is not None else "status not landed yet",
+        )
+        self._record_request(context, store, found.request_id, model, fingerprint, filled_seed, submitted_at)
+        self._announce(context, found.request_id)
+        return self._wait(context, model, found.request_id, submitted_at, filled_seed)
+
+    def _search_history(
+        self, model: str, body: Mapping[str, Any], *, since: float, until: float
+    ) -> HistoryRecord | str:
+        """Look for the request of ``model`` sent with ``body`` since ``since``, until the bound ``until``.
+
+        Records lag ([sdk]: fields are ``None`` until a record lands), so the search is repeated
+        every ``min(10 s, history_wait / 6)`` until found or ``until``; at least once. Returns the
+        record, :data:`_FOUND_NOTHING` (the history answered, without it) or :data:`_HISTORY_DOWN`
+        (no lookup got an answer: off, unreachable, or an error no retry fixes).
+        """
+        if not self._history_on():
+            return _HISTORY_DOWN
+        interval = max(0.05, min(HISTORY_POLL_INTERVAL, self.history_wait / 6))
+        answered = False
+        while True:
+            try:
+                found = self.hook.find_submitted(model, body, since=since)
+            except SegmindError as err:
+                self._history_unavailable(err)
+                if not err.transient:
+                    break
+            else:
+                answered = True
+                if found is not None:
+                    return found
+            remaining = until - time.time()
+            if remaining <= 0:
+                break
+            time.sleep(min(interval, remaining))
+        return _FOUND_NOTHING if answered else _HISTORY_DOWN
+
+    def _history_record(self, request_id: str) -> HistoryRecord | None:
+        """The history's record of ``request_id``; ``None`` when unknown, off, or the history is down."""
+        if not self._history_on():
+            return None
+        try:
+            return self.hook.get_history_record(request_id)
+        except SegmindError as err:
+            self._history_unavailable(err)
+            return None
+
+    def _recheck_missing(self, request_id: str, submitted_at: float | None) -> JobStatusResponse | None:
+        """Re-read the status of a request that answered 404 while younger than the retention.
+
+        Segmind's records can lag (issue 13): a 404 within the hour is re-checked a few times, a
+        history poll interval apart, before the request is called expired. The status, or ``None``.
+        """
+        if submitted_at is not None and time.time() - submitted_at >= RESULT_RETENTION_SECONDS:
+            return None
+        interval = max(0.05, min(HISTORY_POLL_INTERVAL, self.history_wait / 6))
+        for _ in range(EXPIRY_RECHECKS):
+            time.sleep(interval)
+            try:
+                return self.hook.get_status(request_id)
+            except SegmindRequestNotFoundError:
+                continue
+            except SegmindError as err:
+                if not err.transient:
+                    self._raise(err)
+        return None
+
+    def _finish_from_history(
+        self, context: Context, request_id: str, model: str, params: Mapping[str, Any], filled_seed: int | None
+    ) -> dict[str, Any] | None:
+        """A request whose v2 record expired, looked up in the history (which outlives it [sdk ``Generations.get``]).
+
+        COMPLETED with an output -> the task's summary from the history record (no submit); FAILED
+        -> the rules of a FAILED job (refused input or a content block fails the task; otherwise
+        ``None``: submit anew); anything else -> ``None`` (submit anew, as without the history).
+        """
+        record = self._history_record(request_id)
+        if record is None:
+            return None
+        if record.status is SegmindJobStatus.COMPLETED and record.output_urls:
+            self.log.info(
+                "Segmind request %s: its v2 record expired, but the request history has it COMPLETED with %d "
+                "output(s): finishing with them, no new submit.",
+                request_id,
+                len(record.output_urls),
+            )
+            self.request_id = request_id
+            self._announce(context, request_id)
+            return self._finish(context, history_summary(record, model=model, params=params, filled_seed=filled_seed))
+        if record.status is SegmindJobStatus.FAILED:
+            failure = job_failed_error(request_id, record.error)
+            if not failure.task_retry_helps:
+                self._forget(context)
+                self._raise(failure)
+            self.log.warning(
+                "Segmind request %s FAILED according to the request history (%s).", request_id, record.error
+            )
+        return None
 
     def _resume(
-        self, context: Context, store: _GuardedStore, model: str, params: dict[str, Any], fingerprint: str
+        self,
+        context: Context,
+        store: _GuardedStore,
+        record: Mapping[str, Any],
+        model: str,
+        params: dict[str, Any],
+        fingerprint: str,
+        filled_seed: int | None,
     ) -> Any | None:
         """Reuse the request an earlier try submitted, if it can still serve; ``None`` = submit anew.
 
@@ -483,29 +865,74 @@ class _SegmindJobOperator(BaseOperator):
         record written before the latest clear (:func:`_cleared_since`) is reused only while its
         job is QUEUED or PROCESSING, which proves no try succeeded with it. A COMPLETED job from
         before a clear, or one whose status cannot be read, is left alone and a new job submitted.
+
+        An "attempt" record (an earlier try sent a submit but never recorded its request id: its
+        worker died, or the outcome was unknown) is first looked up in the request history; found,
+        it becomes a request record under the same rules. A request whose v2 record expired is
+        looked up in the history too (:meth:`_finish_from_history`).
         """
-        record = store.get()
-        if not record:
+        if record.get("model") != model or record.get("fingerprint") != fingerprint:
+            self.log.warning(
+                "An earlier try submitted Segmind request %s with other parameters; submitting anew.",
+                record.get("request_id", "(id never recorded)"),
+            )
             return None
-        if not isinstance(record, Mapping) or not isinstance(record.get("request_id"), str):
+        if record.get("phase") == "submitting":
+            started = record.get("attempt_started_at")
+            if not isinstance(started, (int, float)) or isinstance(started, bool):
+                self.log.warning("Ignoring an unreadable Segmind attempt record: %r", record)
+                return None
+            found = self._search_history(model, params, since=float(started), until=float(started) + self.history_wait)
+            if not isinstance(found, HistoryRecord):
+                self.log.warning(
+                    "An earlier try sent a Segmind submit but did not record its request id, and the request "
+                    "history %s: submitting anew (if that submit was queued after all, this is a duplicate).",
+                    "shows no such request" if found == _FOUND_NOTHING else "cannot be searched",
+                )
+                return None
+            self.log.info(
+                "An earlier try's lost Segmind submit is request %s in the request history.", found.request_id
+            )
+            submitted = found.created_at if found.created_at is not None else float(started)
+            self._record_request(
+                context,
+                store,
+                found.request_id,
+                model,
+                fingerprint,
+                filled_seed,
+                submitted,
+                generation_of=record,
+            )
+            record = {**record, "request_id": found.request_id, "submitted_at": submitted}
+        if not isinstance(record.get("request_id"), str):
             self.log.warning("Ignoring an unreadable Segmind record in the task state store: %r", record)
             return None
         request_id: str = record["request_id"]
         submitted_at = record.get("submitted_at")
         submitted_at = float(submitted_at) if isinstance(submitted_at, (int, float)) else None
-        if record.get("model") != model or record.get("fingerprint") != fingerprint:
-            self.log.warning(
-                "An earlier try submitted Segmind request %s with other parameters; submitting anew.", request_id
-            )
-            return None
+        status: JobStatusResponse | None
         try:
             status = self.hook.get_status(request_id)
         except SegmindRequestNotFoundError:
-            self.log.warning(
-                "An earlier try's Segmind request %s is gone (404: retention passed); submitting anew (billed).",
-                request_id,
-            )
-            return None
+            status = self._recheck_missing(request_id, submitted_at)
+            if status is None:
+                if _cleared_since(record, context["ti"]):
+                    self.log.info(
+                        "Segmind request %s predates a clear of this task and its v2 record is gone; a cleared "
+                        "task generates anew.",
+                        request_id,
+                    )
+                    store.delete()
+                    return None
+                finished = self._finish_from_history(context, request_id, model, params, filled_seed)
+                if finished is not None:
+                    return finished
+                self.log.warning(
+                    "An earlier try's Segmind request %s is gone (404: retention passed); submitting anew (billed).",
+                    request_id,
+                )
+                return None
         except SegmindError as err:
             if not err.transient:
                 self._raise(err)
@@ -545,7 +972,7 @@ class _SegmindJobOperator(BaseOperator):
                 # The status said COMPLETED, the result still does not (a lagging replica): wait for it
                 # like any running job instead of failing the try or paying for a new one.
                 self.log.warning("%s Waiting for it again.", err)
-                return self._wait(context, model, request_id, submitted_at)
+                return self._wait(context, model, request_id, submitted_at, filled_seed)
             except SegmindJobFailedError as err:
                 if not err.task_retry_helps:
                     self._forget(context)
@@ -553,6 +980,9 @@ class _SegmindJobOperator(BaseOperator):
                 self.log.warning("Earlier Segmind request %s cannot be reused (%s); submitting anew.", request_id, err)
                 return None
             except SegmindRequestNotFoundError as err:
+                finished = self._finish_from_history(context, request_id, model, params, filled_seed)
+                if finished is not None:
+                    return finished
                 self.log.warning("Earlier Segmind request %s cannot be reused (%s); submitting anew.", request_id, err)
                 return None
             except SegmindError as err:
@@ -560,13 +990,13 @@ class _SegmindJobOperator(BaseOperator):
             summary = result_summary(
                 result, model=model, status_metrics=status.metrics, submitted_at=submitted_at, params=params
             )
-            return self._finish(context, summary)
+            return self._finish(context, _with_seed(summary, filled_seed))
         self.log.info(
             "An earlier try's Segmind request %s is still %s: waiting for it again, no new submit.",
             request_id,
             status.status.value if status is not None else "running",
         )
-        return self._wait(context, model, request_id, submitted_at)
+        return self._wait(context, model, request_id, submitted_at, filled_seed)
 
     @staticmethod
     def _announce(context: Context, request_id: str) -> None:
@@ -591,7 +1021,9 @@ class _SegmindJobOperator(BaseOperator):
             )
         self.log.info("Segmind credit guard: %s >= floor %g.", balance.describe(), self.min_credits)
 
-    def _wait(self, context: Context, model: str, request_id: str, submitted_at: float | None) -> Any:
+    def _wait(
+        self, context: Context, model: str, request_id: str, submitted_at: float | None, filled_seed: int | None = None
+    ) -> Any:
         deadline = time.time() + self.job_timeout
         schedule = self._schedule(model)
         if self.deferrable:
@@ -606,6 +1038,8 @@ class _SegmindJobOperator(BaseOperator):
                     max_consecutive_errors=self.max_consecutive_errors,
                 ),
                 method_name="execute_complete",
+                # The filled seed travels with the resume (the resumed task is a fresh operator instance).
+                kwargs={"filled_seed": filled_seed} if filled_seed is not None else None,
                 timeout=None,
             )
         event = wait_for_job(
@@ -618,12 +1052,16 @@ class _SegmindJobOperator(BaseOperator):
             max_consecutive_errors=self.max_consecutive_errors,
             log=self.log,
         )
-        return self.execute_complete(context, event)
+        return self.execute_complete(context, event, filled_seed=filled_seed)
 
-    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+    def execute_complete(
+        self, context: Context, event: dict[str, Any] | None = None, filled_seed: int | None = None
+    ) -> dict[str, Any]:
         """Turn the trigger's (or the sync loop's) event into the task's result or error.
 
         Anything outside the allow-list (``None``, empty, unknown status) fails loudly.
+        ``filled_seed``: the seed :meth:`execute` filled in (see ``fill_seed``), for the summary.
+        An ``expired`` request (its v2 record gone) is looked up in the request history first.
         """
         try:
             checked = validate_event(event)
@@ -632,17 +1070,25 @@ class _SegmindJobOperator(BaseOperator):
         status, request_id = checked["status"], checked["request_id"]
         self.request_id = request_id
         message = str(checked.get("message") or "")
-        if status != "success" and (
-            status in ("failed", "expired") or checked.get("retryable") is False or _no_try_follows(context["ti"])
+        if status not in ("success", "expired") and (
+            status == "failed" or checked.get("retryable") is False or _no_try_follows(context["ti"])
         ):
             self._forget(context)  # no try can follow, or none could reuse this request
         if status == "success":
             summary = dict(checked["result"])
             summary["params"] = summarize_params(self._summary_params())
-            return self._finish(context, fit_summary(summary))
+            return self._finish(context, fit_summary(_with_seed(summary, filled_seed)))
         if status == "failed":
             self._raise(job_failed_error(request_id, checked.get("error")))
         if status == "expired":
+            model = checked.get("model") if isinstance(checked.get("model"), str) else self.model
+            params = self._summary_params()
+            if filled_seed is not None:
+                params["seed"] = filled_seed
+            finished = self._finish_from_history(context, request_id, str(model), params, filled_seed)
+            if finished is not None:
+                return finished  # the record stays, as after any success (see _forget)
+            self._forget(context)  # expired: no try can reuse this request
             raise SegmindRequestNotFoundError(
                 sentences(message, "A retry of this task submits a new (billed) job"),
                 request_id=request_id,

@@ -32,10 +32,21 @@ PROMPT = "a lighthouse at dawn, watercolour"
 
 
 def use_emulator(
-    monkeypatch: pytest.MonkeyPatch, emu: Any, *, key: str | None = None, conn_id: str = "segmind_default"
+    monkeypatch: pytest.MonkeyPatch,
+    emu: Any,
+    *,
+    key: str | None = None,
+    conn_id: str = "segmind_default",
+    extra: dict[str, Any] | None = None,
 ) -> None:
     """Point a Segmind connection at ``emu`` through the environment (no database needed)."""
-    conn = {"conn_type": "segmind", "password": emu.api_key if key is None else key, "host": emu.base_url}
+    conn: dict[str, Any] = {
+        "conn_type": "segmind",
+        "password": emu.api_key if key is None else key,
+        "host": emu.base_url,
+    }
+    if extra:
+        conn["extra"] = extra
     monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
 
 

@@ -376,28 +376,101 @@ def test_no_request_record_is_left_when_the_last_try_times_out_or_errs(
     assert _task_state_records(dag_id) == []
 
 
-def test_a_submit_whose_outcome_is_unknown_is_not_resent_by_a_task_retry(dag_env: tuple[Path, Any]) -> None:
-    """Issue 12 item 6 through the task runner: a 504 on the submit (the job was queued) ends the
-    task at its first try although it has retries left, so no second POST bills a second job."""
+@pytest.mark.parametrize("history", [True, False], ids=["history", "no-history"])
+def test_a_submit_whose_outcome_is_unknown_is_not_resent_by_a_task_retry(
+    dag_env: tuple[Path, Any], monkeypatch: pytest.MonkeyPatch, history: bool
+) -> None:
+    """A 504 on the submit (the job was queued) through the task runner; one paid job either way.
+
+    Issue 13: with the request history the operator finds the queued job and the task succeeds at
+    its first try. Issue 12 item 6 (``history_lookup`` false): the task fails at its first try
+    although it has retries left, so no second POST bills a second job.
+    """
     dags_folder, emu = dag_env
+    use_emulator(monkeypatch, emu, extra={"history_lookup": history})
     path = write_dag(
         dags_folder,
         "segmind_unknown_submit",
         """
         with DAG("segmind_unknown_submit", schedule=None, start_date=START, catchup=False) as dag:
             SegmindTextToImageOperator(
-                task_id="t2i", prompt="a lighthouse", poll_schedule=FAST, retries=2, retry_delay=timedelta(0)
+                task_id="t2i",
+                prompt="a lighthouse",
+                poll_schedule=FAST,
+                history_wait=5,
+                retries=2,
+                retry_delay=timedelta(0),
             )
         """,
     )
     emu.script([{"endpoint": "submit", "fault": "504"}])
     dr = run_dag(path, "segmind_unknown_submit")
     (ti,) = dr.get_task_instances()
-    assert ti.state == "failed"
-    assert ti.try_number == 1  # failed for good: no retry resent it
+    assert ti.state == ("success" if history else "failed")
+    assert ti.try_number == 1  # no retry resent it
     stats = emu.stats()
     assert stats["submit_attempts"] == 1
     assert stats["submissions"] == 1
+    if history:
+        summary = _summary(dr)
+        assert emu.job(summary["request_id"]) is not None
+        assert summary["seed"] == emu.job(summary["request_id"])["params"]["seed"]
+    assert _request_variables() == []
+
+
+def test_an_expired_request_is_finished_from_the_request_history(
+    dag_env: tuple[Path, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 13, the expired-record path through the task runner: try 1 submits and fails while
+    the job completes; before try 2 its v2 record expires (the emulator's control endpoint, in
+    the retry callback) while the history keeps it; try 2 finishes with the history's output."""
+    dags_folder, emu = dag_env
+    monkeypatch.setenv("SEGMIND_TEST_EMULATOR_URL", emu.base_url)
+    path = write_dag(
+        dags_folder,
+        "segmind_expired_record",
+        """
+        import json, os, time, urllib.request
+
+        def expire_every_job(context):
+            base = os.environ["SEGMIND_TEST_EMULATOR_URL"]
+            for _ in range(200):  # let the job complete first (bounded)
+                with urllib.request.urlopen(base + "/_emulator/jobs") as answer:
+                    jobs = json.load(answer)
+                jobs = jobs.get("jobs", jobs) if isinstance(jobs, dict) else jobs
+                if jobs and all(job["status"] == "COMPLETED" for job in jobs):
+                    break
+                time.sleep(0.05)
+            for job in jobs:
+                request = urllib.request.Request(base + "/_emulator/expire/" + job["request_id"], method="POST")
+                urllib.request.urlopen(request).close()
+
+        with DAG("segmind_expired_record", schedule=None, start_date=START, catchup=False) as dag:
+            SegmindTextToImageOperator(
+                task_id="t2i",
+                prompt="a lighthouse",
+                deferrable=False,
+                poll_schedule=FAST,
+                max_consecutive_errors=2,
+                history_wait=0.3,
+                retries=1,
+                retry_delay=timedelta(0),
+                on_retry_callback=expire_every_job,
+            )
+        """,
+    )
+    emu.script([{"endpoint": "status", "fault": "500", "times": 2}])
+    dr = run_dag(path, "segmind_expired_record")
+    (ti,) = dr.get_task_instances()
+    assert ti.try_number == 2
+    assert dr.state == "success"
+    summary = _summary(dr)
+    assert summary["source"] == "request history"
+    assert summary["output_url"]
+    assert summary["seed"] == emu.job(summary["request_id"])["params"]["seed"]
+    stats = emu.stats()
+    assert stats["submissions"] == 1
+    assert stats["history_calls"] >= 1
     assert _request_variables() == []
 
 

@@ -23,12 +23,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=int(time.time()) % 100_000, help="seed of the first run")
     parser.add_argument("--bound", type=float, default=None, help="seconds one run may take (default 300 + 4.5/prompt)")
     parser.add_argument("--workdir", type=Path, default=None, help="keep artifacts here (default: a temp dir)")
+    parser.add_argument(
+        "--history-off",
+        action="store_true",
+        help="run with the connection's history_lookup false: the audit reports the duplicates it then bills",
+    )
     args = parser.parse_args(argv)
     bound = args.bound if args.bound is not None else 300 + 4.5 * args.prompts
     root = args.workdir or Path(tempfile.mkdtemp(prefix="segmind-soak-"))
     failed = 0
     for number in range(args.runs):
-        settings = SoakSettings(prompts=args.prompts, seed=args.seed + number, bound_seconds=bound)
+        settings = SoakSettings(
+            prompts=args.prompts, seed=args.seed + number, bound_seconds=bound, history_lookup=not args.history_off
+        )
         workdir = root / f"run-{number + 1}-seed-{settings.seed}"
         print(f"soak run {number + 1}/{args.runs}: {settings.prompts} prompts, seed {settings.seed} ...", flush=True)
         with airflow_home() as env:

@@ -18,6 +18,9 @@ _run_inline_trigger``) and, at the first deferral of each planned map index of t
   event (``execute_complete`` must fail loudly) and Airflow retries it.
 - ``crash_on_resume``: the trigger's event is delivered, ``execute_complete`` completes, and then
   the worker "dies" (an exception) before the task can succeed; Airflow retries it.
+- ``die_after_submit`` (applied at the submit, not at a deferral): Segmind accepts the submit and the
+  worker "dies" (an exception) before the request id is recorded; only the "attempt" record written
+  before the submit is left. The retry must find the request in the request history (issue 13).
 
 Production code has no hook for any of this: only Airflow's test runner and the operator class are
 wrapped, in this process only. Everything done is appended to a JSON-lines record file for the
@@ -186,6 +189,7 @@ class Chaos:
         self.max_consecutive_errors = max_consecutive_errors
         self._crash_pending: set[int] = set()
         self._applied: set[int] = set()
+        self._died: set[int] = set()
         self._lock = threading.Lock()
 
     # ---------------------------------------------------------------- records
@@ -200,17 +204,18 @@ class Chaos:
     def installed(self) -> Iterator[Chaos]:
         from airflow.sdk.definitions import dag as dag_module
 
-        from airflow_provider_segmind.operators.segmind import SegmindTextToImageOperator
+        from airflow_provider_segmind.operators.segmind import SegmindTextToImageOperator, _SegmindJobOperator
 
         original_inline = dag_module._run_inline_trigger
         original_complete = SegmindTextToImageOperator.execute_complete
+        original_record = _SegmindJobOperator._record_request
         chaos = self
 
         def run_inline_trigger(trigger: BaseTrigger, ti: Any) -> TriggerEvent | None:
             return chaos.inline_trigger(original_inline, trigger, ti)
 
-        def execute_complete(operator: Any, context: Any, event: Any = None) -> Any:
-            result = original_complete(operator, context, event)
+        def execute_complete(operator: Any, context: Any, event: Any = None, **kwargs: Any) -> Any:
+            result = original_complete(operator, context, event, **kwargs)
             ti = context["ti"]
             if chaos.take_crash(ti.task_id, ti.map_index):
                 chaos.record({"kind": "crash_on_resume", "map_index": ti.map_index, "try_number": ti.try_number})
@@ -220,13 +225,40 @@ class Chaos:
                 )
             return result
 
+        def record_request(operator: Any, context: Any, store: Any, request_id: str, *args: Any, **kwargs: Any) -> None:
+            ti = context["ti"]
+            if chaos.take_death(ti.task_id, ti.map_index):
+                chaos.record(
+                    {
+                        "kind": "die_after_submit",
+                        "map_index": ti.map_index,
+                        "try_number": ti.try_number,
+                        "request_id": request_id,
+                    }
+                )
+                raise SimulatedWorkerCrashError(
+                    f"soak: the worker died after Segmind accepted request {request_id} for "
+                    f"{ti.task_id}[{ti.map_index}] and before its id was recorded (simulated)"
+                )
+            original_record(operator, context, store, request_id, *args, **kwargs)
+
         dag_module._run_inline_trigger = run_inline_trigger
         SegmindTextToImageOperator.execute_complete = execute_complete  # type: ignore[method-assign]
+        _SegmindJobOperator._record_request = record_request  # type: ignore[method-assign]
         try:
             yield self
         finally:
             dag_module._run_inline_trigger = original_inline
             SegmindTextToImageOperator.execute_complete = original_complete  # type: ignore[method-assign]
+            _SegmindJobOperator._record_request = original_record  # type: ignore[method-assign]
+
+    def take_death(self, task_id: str, map_index: int) -> bool:
+        """Whether this (first) request record write of a ``die_after_submit`` prompt is where its worker dies."""
+        with self._lock:
+            if task_id == GENERATE and self.plan.get(map_index) == "die_after_submit" and map_index not in self._died:
+                self._died.add(map_index)
+                return True
+            return False
 
     def take_crash(self, task_id: str, map_index: int) -> bool:
         with self._lock:
@@ -255,6 +287,8 @@ class Chaos:
             # could defer, e.g. on a reset submit).
             self._applied.add(ti.map_index)
             action = self.plan.get(ti.map_index)
+            if action == "die_after_submit":  # applied at the submit, not at a deferral
+                action = None
         note: dict[str, Any] = {
             "kind": "trigger",
             "task_id": ti.task_id,

@@ -50,6 +50,13 @@ DEFAULT_EMULATOR_FAULTS: Final[Mapping[str, float]] = {
     "slow": 0.03,
     "truncate": 0.02,  # media only
     "failed_job": 0.05,
+    # Ambiguous submits (issue 13): the job IS created, then a 5xx or a cut connection (the late
+    # ones are submit-only; ``reset_after`` and ``504`` also hit reads, which are simply retried).
+    "late500": 0.02,
+    "late502": 0.02,
+    "late503": 0.01,
+    "reset_after": 0.02,
+    "504": 0.02,
 }
 FAULT_ENDPOINTS: Final = ("submit", "status", "result", "media")
 #: Share of prompts whose first generate try gets each task/trigger-level fault (one each, at most).
@@ -59,6 +66,7 @@ DEFAULT_SHARES: Final[Mapping[str, float]] = {
     "lost_event": 0.05,
     "crash_on_resume": 0.05,
     "expire": 0.08,
+    "die_after_submit": 0.08,
 }
 #: Prompts whose persist task meets an S3 outage longer than boto3's retries on its first try.
 DEFAULT_S3_OUTAGE_SHARE: Final = 0.08
@@ -73,6 +81,9 @@ POLL_SCHEDULE: Final[Mapping[str, float]] = {
     "error_backoff": 0.05,
     "rate_limit_max_wait": 0.5,
 }
+#: The soak connection's read timeout, and how long the emulator's "slow" fault stalls (longer).
+READ_TIMEOUT: Final = 2.0
+SLOW_SECONDS: Final = 2.5
 GENERATE: Final = "render.generate"
 PERSIST: Final = "render.persist"
 _TAG = re.compile(r"\[p(\d{4})\]")
@@ -121,6 +132,12 @@ class SoakSettings:
     #: JPEGs are ~95-115 kB: this threshold sends part of them through multipart uploads.
     multipart_threshold: int = 105_000
     dag_id: str = "segmind_soak"
+    #: The connection's ``history_lookup``: off shows the duplicates the request history prevents
+    #: (reported, not a violation: the rule without history is documented to bill them).
+    history_lookup: bool = True
+    #: The operator's ``history_wait``, and how long the emulator's history records lag.
+    history_wait: float = 2.0
+    history_lag_seconds: float = 0.3
 
 
 # --------------------------------------------------------------------------------------------
@@ -274,11 +291,14 @@ def run_soak(settings: SoakSettings, *, workdir: Path, dags_folder: Path, env: M
         credits=1_000_000.0,
         faults=dict(settings.emulator_faults),
         fault_endpoints=frozenset(FAULT_ENDPOINTS),
-        slow_seconds=0.4,
+        # Longer than the connection's read timeout: a slow submit is a read timeout after the job
+        # was created (an ambiguous submit, issue 13); slow reads time out and are retried.
+        slow_seconds=SLOW_SECONDS,
         fault_retry_after=0.2,
         seed=settings.seed,
         request_log_size=500_000,
         render_threads=2,
+        history_lag_seconds=settings.history_lag_seconds,
     )
     emulator = SegmindEmulator(config)
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -323,6 +343,7 @@ def run_soak(settings: SoakSettings, *, workdir: Path, dags_folder: Path, env: M
             "poll_schedule": dict(POLL_SCHEDULE),
             "max_consecutive_errors": settings.max_consecutive_errors,
             "multipart_threshold": settings.multipart_threshold,
+            "history_wait": settings.history_wait,
             "events_file": str(events_file),
         }
         worker_config = {
@@ -341,7 +362,13 @@ def run_soak(settings: SoakSettings, *, workdir: Path, dags_folder: Path, env: M
             "conn_type": "segmind",
             "password": run.api_key,
             "host": emulator.base_url,
-            "extra": {"connect_timeout": 5, "read_timeout": 10, "retry_backoff": 0.05, "retry_backoff_max": 0.5},
+            "extra": {
+                "connect_timeout": 5,
+                "read_timeout": READ_TIMEOUT,
+                "retry_backoff": 0.05,
+                "retry_backoff_max": 0.5,
+                "history_lookup": settings.history_lookup,
+            },
         }
         aws_conn = {
             "conn_type": "aws",
@@ -437,6 +464,8 @@ def _collect_s3(run: SoakRun, client: Any) -> None:
 
 #: How a failed try's exception names its cause; the first match wins.
 CAUSES: Final = (
+    # history_lookup off: a lost submit answer fails the task without retries (issue 12's rule).
+    ("submit outcome unknown", re.compile(r"outcome of this Segmind submit is unknown")),
     ("content blocked", re.compile(r"content-safety|Content blocked", re.I)),
     ("job FAILED", re.compile(r"FAILED")),
     ("result expired", re.compile(r"is gone \(HTTP 404\)|retention has passed|was not found \(HTTP 404\)")),
@@ -537,12 +566,13 @@ def audit(run: SoakRun) -> Audit:
             else:
                 duplicates += 1
                 a.check(
-                    False,
+                    not settings.history_lookup,
                     f"prompt {index}: job {earlier['request_id']} ({earlier['status']}) was submitted again "
                     "although it was neither FAILED nor expired (duplicate billing)",
                 )
     prompts_billed = len(jobs_by_prompt)
-    expected_paid = prompts_billed + sum(resubmits.values())
+    # With the history off, the duplicates are the documented cost (reported below, not violations).
+    expected_paid = prompts_billed + sum(resubmits.values()) + (0 if settings.history_lookup else duplicates)
     a.check(submissions == expected_paid, f"paid submissions {submissions} != {expected_paid} expected")
 
     # ---- outcome of every prompt -------------------------------------------------------------
@@ -601,7 +631,12 @@ def audit(run: SoakRun) -> Audit:
                 f"jobs {len(jobs)})",
             )
     for i in plan.unsafe_marked:
-        a.check(causes_for(tis, failures, i) == "content blocked", f"prompt {i} (__unsafe__) did not end blocked")
+        # History off: a submit of unknown outcome may end the task before the block is seen.
+        cause = causes_for(tis, failures, i)
+        a.check(
+            cause == "content blocked" or (not settings.history_lookup and cause == "submit outcome unknown"),
+            f"prompt {i} (__unsafe__) did not end blocked",
+        )
     for i in plan.fail_marked:
         # Every try that got a job saw it FAIL; a try may also end earlier (a submit that got no answer).
         a.check(
@@ -610,8 +645,10 @@ def audit(run: SoakRun) -> Audit:
         )
         jobs = jobs_by_prompt.get(i, [])
         failed_tries = sum(1 for e in failures.get((GENERATE, i), []) if classify(e["error"]) == "job FAILED")
+        # History off: a late 5xx is resent by the hook, so one try may bill two FAILED jobs (reported).
         a.check(
-            all(job["status"] == "FAILED" for job in jobs) and len(jobs) == failed_tries,
+            all(job["status"] == "FAILED" for job in jobs)
+            and (len(jobs) == failed_tries or (not settings.history_lookup and len(jobs) > failed_tries)),
             f"prompt {i} (__fail__): {len(jobs)} jobs for {failed_tries} tries that saw a FAILED job",
         )
     a.check(sum(outcomes.values()) == n, f"{sum(outcomes.values())} outcomes for {n} prompts")
@@ -664,7 +701,11 @@ def audit(run: SoakRun) -> Audit:
             f"{submissions} = {prompts_billed} prompts + {resubmits['FAILED']} "
             f"resubmits of FAILED + {resubmits['EXPIRED']} of expired jobs",
         ),
-        ("  duplicates (retry/restart)", str(duplicates)),
+        (
+            f"  duplicates (history_lookup {'on' if settings.history_lookup else 'OFF'})",
+            str(duplicates) + ("" if settings.history_lookup else " (billed twice: what the request history prevents)"),
+        ),
+        ("  history lookups (emulator)", str(run.emulator_stats.get("history_calls"))),
         ("  prompts never billed", str(n - prompts_billed)),
         ("emulator faults injected", ", ".join(f"{k} x{v}" for k, v in sorted(faults.items()))),
         (
@@ -747,6 +788,12 @@ def _audit_stored(
     a.check(manifest.get("seed") == last["seed"], f"prompt {i}: manifest seed {manifest.get('seed')} != {last['seed']}")
     if "seed" in spec:
         a.check(manifest.get("seed") == spec["seed"], f"prompt {i}: asked seed {spec['seed']}")
+    else:  # issue 13: the operator filled a random seed, sent it, and the manifest records it
+        a.check(
+            isinstance(manifest.get("seed"), int) and manifest.get("seed") == last["params"].get("seed"),
+            f"prompt {i}: manifest seed {manifest.get('seed')} is not the filled seed sent "
+            f"({last['params'].get('seed')})",
+        )
     a.check(last["status"] in ("COMPLETED", "EXPIRED"), f"prompt {i}: stored from a {last['status']} job")
     summary = xcom.get((GENERATE, i, "return_value")) or {}
     a.check(summary.get("request_id") == last["request_id"], f"prompt {i}: XCom request id != last job")
@@ -836,6 +883,24 @@ def _audit_chaos(
             reused += not later
     kwargs_snapshots = sum(1 for r in run.chaos if r.get("kind") == "trigger")
 
+    # A worker that died between the accepted submit and the record write (issue 13): with the
+    # request history its retry re-attaches to that job (found by its body); without, it pays again.
+    deaths = [r for r in run.chaos if r.get("kind") == "die_after_submit"]
+    reattached_after_death = 0
+    for r in deaths:
+        i = r["map_index"]
+        a.check(failed_with(r, "worker crash (simulated)"), f"prompt {i}: the death after submit did not fail its try")
+        jobs = jobs_by_prompt.get(i, [])
+        died = next((job for job in jobs if job["request_id"] == r["request_id"]), None)
+        a.check(died is not None, f"prompt {i}: the job accepted before the death is not billed")
+        later = [job for job in jobs if died is not None and job["submitted_at"] > died["submitted_at"]]
+        if died is not None and died["status"] not in ("FAILED", "EXPIRED"):
+            a.check(
+                not later or not run.settings.history_lookup,
+                f"prompt {i}: the retry after a death paid again although the history knew the job",
+            )
+            reattached_after_death += not later
+
     def count(action: str) -> str:
         planned = sum(1 for v in plan.actions.values() if v == action)
         return f"{len(by_action[action])} of {planned} planned"
@@ -850,6 +915,11 @@ def _audit_chaos(
         ("worker crash after resume -> retry", f"{count('crash_on_resume')}; {len(crashes)} crashed"),
         ("  forced retries that reattached", f"{reused} of {len(forced)} (no new submit; the rest FAILED/expired)"),
         ("jobs expired mid-flight", f"{count('expire')}; {len(expired_before)} before completion"),
+        (
+            "worker death after an accepted submit",
+            f"{len(deaths)} of {sum(1 for v in plan.actions.values() if v == 'die_after_submit')} planned; "
+            f"{reattached_after_death} retries re-attached through the request history",
+        ),
         ("S3 outage on first persist write", f"{len(plan.s3_outage)} prompts"),
         ("trigger kwargs snapshots scanned", str(kwargs_snapshots)),
     ]

@@ -119,6 +119,7 @@ with DAG(
             deferrable=True,
             poll_schedule=SETTINGS.get("poll_schedule"),
             max_consecutive_errors=int(SETTINGS.get("max_consecutive_errors", 10)),
+            history_wait=float(SETTINGS.get("history_wait", 120.0)),
         )
         # Not ``credits >> rendered`` outside: that would wire only the group's returned task
         # (persist); generation is what must wait for the credits check.
