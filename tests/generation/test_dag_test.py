@@ -13,6 +13,7 @@ import inspect
 import json
 import sys
 import textwrap
+import threading
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any, ClassVar
@@ -20,7 +21,7 @@ from typing import Any, ClassVar
 import pytest
 
 from airflow_provider_segmind.protocol import SD3_LARGE_MODEL
-from tests.generation.helpers import FAST_SCHEDULE, captured_logs, use_emulator
+from tests.generation.helpers import FAST_SCHEDULE, ManualClock, captured_logs, use_emulator
 
 
 def _execution_api_rejects_the_task_runner() -> str | None:
@@ -563,8 +564,23 @@ def test_sensor_in_reschedule_mode_waits_for_a_job_submitted_upstream(
 ) -> None:
     """A task submits (pushing the request id), a rescheduling sensor waits for it: the split pattern."""
     dags_folder, _ = dag_env
-    slow = emulator_factory(inference_time=3.0)  # long enough that the first poke sees it running
+    # The job stays running until the sensor's first poke has been answered, however loaded the
+    # machine is (a fixed inference time made the first poke race the job on a busy CI box).
+    clock = ManualClock()
+    slow = emulator_factory(clock=clock)
     use_emulator(monkeypatch, slow)
+    poked = threading.Event()
+
+    def finish_after_the_first_poke() -> None:
+        while not poked.is_set():
+            if slow.stats()["status_polls"] >= 1:
+                poked.wait(0.5)  # let that poke's answer (still running) go out first
+                clock.advance(60)  # done, well within the 1 hour retention
+                return
+            poked.wait(0.05)
+
+    mover = threading.Thread(target=finish_after_the_first_poke, daemon=True)
+    mover.start()
     path = write_dag(
         dags_folder,
         "segmind_sensor",
@@ -588,7 +604,11 @@ def test_sensor_in_reschedule_mode_waits_for_a_job_submitted_upstream(
             request_id >> wait
         """,
     )
-    dr = run_dag(path, "segmind_sensor")
+    try:
+        dr = run_dag(path, "segmind_sensor")
+    finally:
+        poked.set()
+        mover.join(timeout=10)
     assert dr.state == "success"
     values = {(t, k): v for t, _, k, v in xcoms(dr.run_id)}
     summary = values[("wait", "return_value")]
