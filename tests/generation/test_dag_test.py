@@ -164,7 +164,8 @@ def test_mapped_deferrable_dag_runs_one_job_per_prompt(dag_env: tuple[Path, Any]
     prompts = {emu.job(returns[("t2i", i)]["request_id"])["params"]["prompt"] for i in range(3)}
     assert prompts == {"a fox in snow", "an owl at night", "a heron at dawn"}
     assert returns[("collect", -1)] == sorted(returns[("t2i", i)]["request_id"] for i in range(3))
-    assert "QUEUED -> PROCESSING" in logs or "PROCESSING -> COMPLETED" in logs
+    # The trigger logs what it observed: on a loaded machine its first poll may already see COMPLETED.
+    assert "-> COMPLETED" in logs or "first seen COMPLETED" in logs
     assert emu.api_key not in logs + json.dumps([r[3] for r in rows], default=str)
 
 
