@@ -23,7 +23,7 @@ FLOOR_SUITES := tests/test_protocol.py tests/test_hook.py tests/test_example_dag
 LOWEST_SUITES := $(FLOOR_SUITES) tests/emulator
 LINE_SUITES := tests/test_hook.py tests/test_discovery.py tests/generation tests/transfers/test_segmind_to_s3_dag.py
 
-.PHONY: venv test test-floor test-3.2 test-lowest lint demo bench soak clean constraints
+.PHONY: venv test test-floor test-3.2 test-lowest print-line-suites lint demo bench soak clean constraints
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,9 @@ test-floor:
 # transports, discovery and form, triggers and request stores, dag.test runs).
 test-3.2:
 	$(MAKE) test VENV=.venv-3.2 AIRFLOW_LINE=3.2 PYTEST_ARGS="$(or $(PYTEST_ARGS),$(LINE_SUITES))"
+
+print-line-suites:
+	@echo $(LINE_SUITES)
 
 # The declared floors: Airflow 3.1.0 with every direct dependency (and the amazon, emulator and
 # test extras') at the minimum pyproject.toml declares, pinned from pyproject itself by
