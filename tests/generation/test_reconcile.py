@@ -25,6 +25,7 @@ from tests.generation.helpers import (
     FAST_SCHEDULE,
     PROMPT,
     DictTaskStateStore,
+    ManualClock,
     captured_logs,
     job_status,
     make_context,
@@ -281,8 +282,11 @@ def test_a_given_seed_is_kept_and_a_model_without_a_known_seed_gets_none(emu: An
     assert isinstance(emu.job(filled["request_id"])["params"]["seed"], int)
 
 
-def test_a_retry_reuses_the_filled_seed_and_the_job(emu: Any, monkeypatch: Any) -> None:
+def test_a_retry_reuses_the_filled_seed_and_the_job(emulator_factory: Any, monkeypatch: Any) -> None:
     """The retry rebuilds the same body (the recorded seed), so it re-attaches instead of submitting."""
+    # The job stays QUEUED on a hand-moved clock, so the retry finds it running and defers again
+    # (on a fast emulator a loaded machine could see it COMPLETED and finish without deferring).
+    emu = emulator_factory(clock=ManualClock())
     use_emulator(monkeypatch, emu)
     store = DictTaskStateStore()
     first = defer(t2i(deferrable=True), make_context(store))
