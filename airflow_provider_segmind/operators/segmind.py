@@ -882,7 +882,10 @@ class _SegmindJobOperator(BaseOperator):
             if not isinstance(started, (int, float)) or isinstance(started, bool):
                 self.log.warning("Ignoring an unreadable Segmind attempt record: %r", record)
                 return None
-            found = self._search_history(model, params, since=float(started), until=float(started) + self.history_wait)
+            # The bound runs from now, not from the attempt's start: when that submit's connection
+            # ended (and so when its record began to lag) is unknown, and a transient history error
+            # on this try's first lookup must still leave room for another one.
+            found = self._search_history(model, params, since=float(started), until=time.time() + self.history_wait)
             if not isinstance(found, HistoryRecord):
                 self.log.warning(
                     "An earlier try sent a Segmind submit but did not record its request id, and the request "

@@ -136,7 +136,7 @@ class SoakSettings:
     #: (reported, not a violation: the rule without history is documented to bill them).
     history_lookup: bool = True
     #: The operator's ``history_wait``, and how long the emulator's history records lag.
-    history_wait: float = 2.0
+    history_wait: float = 4.0
     history_lag_seconds: float = 0.3
 
 
