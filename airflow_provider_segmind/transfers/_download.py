@@ -85,6 +85,15 @@ _METADATA_ADDRESSES: Final = frozenset(
 )
 _NAT64: Final = ipaddress.ip_network("64:ff9b::/96")
 _MAX_URL_LENGTH: Final = 8192
+#: How every media GET is sent, direct or through a proxy: redirects are followed by hand (each hop
+#: is checked like the first URL), retries are tenacity's, the body is streamed and its length enforced.
+_STREAMED_GET: Final[dict[str, Any]] = {
+    "redirect": False,
+    "retries": False,
+    "preload_content": False,
+    "decode_content": True,
+    "enforce_content_length": True,
+}
 _GENERIC_TYPES: Final = frozenset({"", "application/octet-stream", "binary/octet-stream", "application/binary"})
 
 
@@ -700,31 +709,11 @@ class Downloader:
                 except urllib3.exceptions.NewConnectionError as err:
                     last_error = err
                     continue
-            if target.scheme == "https":
-                if self._ssl is None:
-                    self._ssl = _ssl_context()
-                pool = urllib3.HTTPSConnectionPool(
-                    address,
-                    target.port,
-                    timeout=timeout,
-                    retries=False,
-                    maxsize=1,
-                    server_hostname=target.host,
-                    ssl_context=self._ssl,
-                )
-            else:
-                pool = urllib3.HTTPConnectionPool(address, target.port, timeout=timeout, retries=False, maxsize=1)
+            pool_class = urllib3.HTTPSConnectionPool if target.scheme == "https" else urllib3.HTTPConnectionPool
+            pool = pool_class(address, target.port, **self._pool_kwargs(target, timeout))
             try:
                 response = pool.urlopen(
-                    "GET",
-                    target.request_path,
-                    headers=headers,
-                    redirect=False,
-                    retries=False,
-                    preload_content=False,
-                    decode_content=True,
-                    enforce_content_length=True,
-                    assert_same_host=False,
+                    "GET", target.request_path, headers=headers, assert_same_host=False, **_STREAMED_GET
                 )
             except urllib3.exceptions.NewConnectionError as err:
                 pool.close()
@@ -742,6 +731,15 @@ class Downloader:
             f"{redact(str(last_error), proxy_secrets(proxy))[:300]}"
         )
 
+    def _pool_kwargs(self, target: Target, timeout: Any) -> dict[str, Any]:
+        """One connection, no urllib3 retries (ours are tenacity's), TLS verified against the host name."""
+        kwargs: dict[str, Any] = {"timeout": timeout, "retries": False, "maxsize": 1}
+        if target.scheme == "https":
+            if self._ssl is None:
+                self._ssl = _ssl_context()
+            kwargs.update(server_hostname=target.host, ssl_context=self._ssl)
+        return kwargs
+
     def _open_via_proxy(
         self, proxy: str, target: Target, address: str, headers: dict[str, str], timeout: Any
     ) -> tuple[Any, Any]:
@@ -757,23 +755,13 @@ class Downloader:
         credentials = proxy_credentials(proxy)
         if credentials is not None:
             proxy_headers = urllib3.make_headers(proxy_basic_auth=":".join(credentials))
-        pool_kwargs: dict[str, Any] = {"timeout": timeout, "retries": False, "maxsize": 1}
-        if target.scheme == "https":
-            if self._ssl is None:
-                self._ssl = _ssl_context()
-            pool_kwargs.update(server_hostname=target.host, ssl_context=self._ssl)
-        manager = urllib3.ProxyManager(proxy, num_pools=1, proxy_headers=proxy_headers, **pool_kwargs)
+        manager = urllib3.ProxyManager(
+            proxy, num_pools=1, proxy_headers=proxy_headers, **self._pool_kwargs(target, timeout)
+        )
         host = f"[{address}]" if ":" in address else address
         try:
             response = manager.urlopen(
-                "GET",
-                f"{target.scheme}://{host}:{target.port}{target.request_path}",
-                headers=headers,
-                redirect=False,
-                retries=False,
-                preload_content=False,
-                decode_content=True,
-                enforce_content_length=True,
+                "GET", f"{target.scheme}://{host}:{target.port}{target.request_path}", headers=headers, **_STREAMED_GET
             )
         except urllib3.exceptions.NewConnectionError:
             manager.clear()
