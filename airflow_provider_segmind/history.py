@@ -33,7 +33,7 @@ from airflow_provider_segmind.protocol import (
     Endpoint,
     HttpAnswer,
     SegmindJobStatus,
-    _check_request_id,
+    check_request_id,
     classify_error,
     has_dot_segment,
     is_loopback_host,
@@ -116,7 +116,7 @@ def history_list_url(history_url: str) -> str:
 
 def history_record_url(history_url: str, request_id: str) -> str:
     """``GET`` target of one request by id ([sdk] ``Generations.get``: ``quote(request_id, safe='')``)."""
-    return f"{history_url.rstrip('/')}/{quote(_check_request_id(request_id), safe='')}"
+    return f"{history_url.rstrip('/')}/{quote(check_request_id(request_id), safe='')}"
 
 
 def _utc_date(epoch: float) -> str:

@@ -1,0 +1,206 @@
+"""Which parameters a model takes: SD3 Large's are checked in full before any credit is spent.
+
+Segmind hosts hundreds of models whose parameters cannot be known here; only Stable Diffusion 3
+Large is validated field by field (sizes, modes, formats, seed range), every bad field reported
+in one error. Other slugs are checked for a safe slug and a JSON-object body only. Sources of
+each rule (segmind-api.md's SD3 table, Stability's SD3 API) are next to the constants.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Final
+
+from airflow_provider_segmind.exceptions import SegmindInvalidParametersError
+from airflow_provider_segmind.protocol.text import quoted_list, sentences
+from airflow_provider_segmind.protocol.urls import check_model_slug
+from airflow_provider_segmind.protocol.vocabulary import SD3_LARGE_MODEL
+
+#: Stability's standard SD3 output size per aspect ratio (also what the emulator renders).
+SD3_SIZES: Final[Mapping[str, tuple[int, int]]] = {
+    "16:9": (1344, 768),
+    "1:1": (1024, 1024),
+    "21:9": (1536, 640),
+    "2:3": (832, 1216),
+    "3:2": (1216, 832),
+    "4:5": (896, 1088),
+    "5:4": (1088, 896),
+    "9:16": (768, 1344),
+    "9:21": (640, 1536),
+}
+SD3_ASPECT_RATIOS: Final = tuple(SD3_SIZES)
+SD3_MODES: Final = ("text-to-image", "image-to-image")
+SD3_OUTPUT_FORMATS: Final = ("jpeg", "png")
+SD3_PROMPT_MAX_CHARS: Final = 10_000
+SD3_SEED_MAX: Final = 4_294_967_294
+#: Segmind's convention for "pick a random seed" (segmind-api.md, "Added 2026-11-30").
+SEED_RANDOM: Final = -1
+SD3_DEFAULTS: Final[Mapping[str, Any]] = {
+    "negative_prompt": "",
+    "aspect_ratio": "1:1",
+    "mode": "text-to-image",
+    "output_format": "jpeg",
+    "base64": False,
+}
+#: Model families known to take a ``seed`` (0..SD3_SEED_MAX; SD3: segmind-api.md, the SD3 parameter
+#: table and Stability's SD3 API [inf]). Segmind's own default seed is random, so the operators
+#: fill one when the user gave none (issue 13): bodies become unique, so a lost submit can be
+#: found again in the request history, and every image has a known seed.
+SEED_MODEL_PREFIXES: Final = ("stable-diffusion-3",)
+
+
+def model_takes_seed(model: str) -> bool:
+    """Whether ``model`` is known to take a ``seed`` parameter (see :data:`SEED_MODEL_PREFIXES`)."""
+    return model.strip().lower().startswith(SEED_MODEL_PREFIXES)
+
+
+#: The parameters Segmind documents for SD3 Large (segmind-api.md, the [seed] table).
+SD3_DOCUMENTED_FIELDS: Final = frozenset({"prompt", *SD3_DEFAULTS})
+#: Not in Segmind's table: they come from Stability's SD3 API (segmind-api.md [inf]). Their values
+#: are checked like the documented ones; whether Segmind forwards them is not confirmed.
+SD3_STABILITY_FIELDS: Final = frozenset({"image", "strength", "seed"})
+SD3_FIELDS: Final = SD3_DOCUMENTED_FIELDS | SD3_STABILITY_FIELDS
+
+_log = logging.getLogger(__name__)
+
+
+def _invalid(field_name: str, problem: str, allowed: str) -> SegmindInvalidParametersError:
+    return invalid_parameters([(field_name, problem, allowed)])
+
+
+def invalid_parameters(
+    problems: Iterable[tuple[str, str, str]], *, model: str | None = None
+) -> SegmindInvalidParametersError:
+    """One error for every bad field: ``(field, problem, allowed values)`` triples.
+
+    Reporting one field at a time made a DAG author fix, deploy and fail once per field.
+    """
+    found = list(problems)
+    if len(found) == 1:
+        ((name, problem, allowed),) = found
+        message = sentences(f"Invalid parameter {name!r}: {problem}", f"Allowed: {allowed}")
+    else:
+        where = f" for {model}" if model else ""
+        listed = "; ".join(f"{name!r}: {problem} (allowed: {allowed})" for name, problem, allowed in found)
+        message = sentences(f"{len(found)} invalid parameters{where}: {listed}")
+    first_field, _, first_allowed = found[0]
+    return SegmindInvalidParametersError(message, field=first_field, allowed=first_allowed, problems=found)
+
+
+def _check_text(params: Mapping[str, Any], name: str, *, required: bool) -> tuple[str, str, str] | None:
+    value = params.get(name)
+    allowed = f"a non-blank string of at most {SD3_PROMPT_MAX_CHARS:,} characters"
+    if value is None:
+        return (name, "it is missing", allowed) if required else None
+    if not isinstance(value, str):
+        return name, f"got {type(value).__name__}, not a string", allowed
+    if required and not value.strip():
+        return name, "it is blank", allowed
+    if len(value) > SD3_PROMPT_MAX_CHARS:
+        return name, f"it is {len(value):,} characters long", allowed
+    return None
+
+
+def _check_choice(params: Mapping[str, Any], name: str, choices: tuple[str, ...]) -> tuple[str, str, str] | None:
+    if name in params and params[name] not in choices:
+        return name, f"got {params[name]!r}", quoted_list(choices)
+    return None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def unknown_params(model: str, params: Mapping[str, Any]) -> list[str]:
+    """Parameter names ``model`` is not known to take (only SD3 Large is known; others: none)."""
+    if model != SD3_LARGE_MODEL:
+        return []
+    return sorted(str(name) for name in set(params) - SD3_FIELDS)
+
+
+def validate_sd3_params(
+    params: Mapping[str, Any], *, strict: bool = False, warn: Callable[[str], None] | None = None
+) -> dict[str, Any]:
+    """Validate Stable Diffusion 3 Large parameters; return them with the documented defaults filled in.
+
+    Every bad value of a known field is reported in one :class:`SegmindInvalidParametersError`,
+    naming each field and its allowed values, so a bad DAG fails on the worker before any credit
+    is spent. Unknown fields are passed through with a warning (``warn``, default: this module's
+    logger): Segmind's table is not the whole truth (``image``, ``strength`` and ``seed`` come
+    from Stability's API), so refusing what we do not know would block valid requests. With
+    ``strict=True`` they are refused too, which catches a typo (``aspect-ratio``) before it
+    silently becomes an image nobody asked for.
+    """
+    problems: list[tuple[str, str, str]] = []
+    unknown = unknown_params(SD3_LARGE_MODEL, params)
+    if unknown:
+        allowed_names = quoted_list(sorted(SD3_FIELDS))
+        if strict:
+            problems += [
+                (name, f"unknown parameter for {SD3_LARGE_MODEL} (strict mode)", allowed_names) for name in unknown
+            ]
+        else:
+            note = (
+                f"Parameter(s) {quoted_list(unknown)} are not known for {SD3_LARGE_MODEL} (known: {allowed_names}); "
+                "sending them anyway. Pass strict_params=True to refuse unknown parameters."
+            )
+            (warn or _log.warning)(note)
+    checks = [
+        _check_text(params, "prompt", required=True),
+        _check_text(params, "negative_prompt", required=False),
+        _check_choice(params, "aspect_ratio", SD3_ASPECT_RATIOS),
+        _check_choice(params, "mode", SD3_MODES),
+        _check_choice(params, "output_format", SD3_OUTPUT_FORMATS),
+    ]
+    problems += [found for found in checks if found is not None]
+    if "base64" in params and not isinstance(params["base64"], bool):
+        problems.append(("base64", f"got {params['base64']!r}", "true or false"))
+    if params.get("seed") is not None:
+        seed = params["seed"]
+        if (
+            not isinstance(seed, int)
+            or isinstance(seed, bool)
+            or not (seed == SEED_RANDOM or 0 <= seed <= SD3_SEED_MAX)
+        ):
+            problems.append(
+                ("seed", f"got {seed!r}", f"an integer from 0 to {SD3_SEED_MAX}, or {SEED_RANDOM} for random")
+            )
+    mode = params.get("mode", SD3_DEFAULTS["mode"])
+    if mode == "image-to-image":
+        image = params.get("image")
+        if not isinstance(image, str) or not image.strip():
+            problems.append(("image", "image-to-image mode needs an input image", "an image URL or base64 string"))
+        strength = params.get("strength")
+        if strength is None or not _is_number(strength) or not 0 <= strength <= 1:
+            problems.append(("strength", f"image-to-image mode needs it, got {strength!r}", "a number from 0 to 1"))
+    elif mode in SD3_MODES:
+        for name in ("image", "strength"):
+            if params.get(name) is not None:
+                problems.append((name, "only used in image-to-image mode", "omit it, or set mode='image-to-image'"))
+    if problems:
+        raise invalid_parameters(problems, model=SD3_LARGE_MODEL)
+    return {**SD3_DEFAULTS, **{k: v for k, v in params.items() if v is not None}}
+
+
+def validate_params(
+    model: str, params: Mapping[str, Any], *, strict: bool = False, warn: Callable[[str], None] | None = None
+) -> dict[str, Any]:
+    """Validate parameters for ``model``: SD3 Large is checked in full, other slugs pass through.
+
+    Segmind hosts hundreds of models whose parameters we cannot know; for those we only insist
+    the body is a JSON object, so a generic operator still fails early on garbage. ``strict`` and
+    ``warn``: see :func:`validate_sd3_params`.
+    """
+    check_model_slug(model)
+    if not isinstance(params, Mapping):
+        raise _invalid("params", f"got {type(params).__name__}", "a mapping of parameter names to values")
+    if model == SD3_LARGE_MODEL:
+        return validate_sd3_params(params, strict=strict, warn=warn)
+    try:
+        json.dumps(params)
+    except (TypeError, ValueError) as err:
+        raise _invalid("params", f"not JSON-serializable ({err})", "JSON values only") from None
+    return dict(params)
