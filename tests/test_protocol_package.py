@@ -3,7 +3,8 @@
 The package was one 1,600-line module; it is split into one module per concern. These tests hold
 the split's promises: every module imports in a fresh interpreter by itself, imports only the
 modules that come before it in the reading order (so each can be read alone, top-down), opens
-with a docstring naming its job, and every name in ``protocol.__all__`` exists.
+with a docstring naming its job, and every name in ``protocol.__all__`` exists (likewise for
+``airflow_provider_segmind.history``, the request-history rules' old import path).
 """
 
 from __future__ import annotations
@@ -13,13 +14,27 @@ import importlib
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
+import airflow_provider_segmind.history as old_history
 import airflow_provider_segmind.protocol as protocol
 
 #: The reading order the package docstring gives; a module may import only those before it.
-READING_ORDER = ("vocabulary", "text", "urls", "params", "answer", "retry", "errors", "responses", "polling")
+READING_ORDER = (
+    "vocabulary",
+    "text",
+    "urls",
+    "params",
+    "answer",
+    "retry",
+    "errors",
+    "responses",
+    "polling",
+    "history",
+    "history_search",
+)
 PACKAGE_DIR = Path(protocol.__file__).parent
 
 
@@ -59,20 +74,22 @@ def test_module_docstring_names_its_job(name: str) -> None:
     assert doc.strip().splitlines()[0].endswith((".", ":")), "the first line is one sentence naming the job"
 
 
-def test_all_names_exist_and_are_unique() -> None:
-    assert len(protocol.__all__) == len(set(protocol.__all__))
-    missing = [name for name in protocol.__all__ if not hasattr(protocol, name)]
-    assert missing == []
+@pytest.mark.parametrize("module", [protocol, old_history], ids=["protocol", "history"])
+def test_all_names_exist_and_are_unique(module: ModuleType) -> None:
+    names = module.__all__
+    assert len(names) == len(set(names))
+    assert [name for name in names if not hasattr(module, name)] == []
 
 
-def test_names_callers_import_are_reexported() -> None:
-    """Every name imported from ``protocol`` anywhere in the project (code, tests, benchmarks, DAGs)."""
+@pytest.mark.parametrize("module", [protocol, old_history], ids=["protocol", "history"])
+def test_names_callers_import_are_reexported(module: ModuleType) -> None:
+    """Every name imported from the module anywhere in the project (code, tests, benchmarks, DAGs)."""
     root = PACKAGE_DIR.parents[1]
     wanted: set[str] = set()
     for folder in ("airflow_provider_segmind", "tests", "benchmarks", "example_dags", "demo"):
         for path in (root / folder).rglob("*.py"):
             for node in ast.walk(ast.parse(path.read_text())):
-                if isinstance(node, ast.ImportFrom) and node.module == "airflow_provider_segmind.protocol":
+                if isinstance(node, ast.ImportFrom) and node.module == module.__name__:
                     wanted |= {alias.name for alias in node.names if alias.name != "*"}
     assert wanted, "no caller found: the search is broken"
-    assert sorted(name for name in wanted if not hasattr(protocol, name)) == []
+    assert sorted(name for name in wanted if not hasattr(module, name)) == []

@@ -20,8 +20,12 @@ those above it):
 - :mod:`.errors`: the error taxonomy (which typed error an answer is, and what to do).
 - :mod:`.responses`: successful answers into typed values.
 - :mod:`.polling`: the poll schedule and the watch's state machine (:class:`PollTracker`).
+- :mod:`.history`: Segmind's request-history API (URLs, query, records, answers).
+- :mod:`.history_search`: finding a submit whose answer was lost among those records.
 
-Every name callers used from the former single ``protocol.py`` is importable from here.
+Every name callers used from the former single ``protocol.py`` is importable from here; the
+request-history names are imported from their modules (or from :mod:`airflow_provider_segmind.history`,
+their old path), not from here.
 """
 
 from __future__ import annotations

@@ -77,10 +77,17 @@ class SyncRunResponse:
 
     @property
     def remaining_credits(self) -> float | None:
-        return _as_float(self.headers.get("x-remaining-credits"))
+        return finite_number(self.headers.get("x-remaining-credits"))
 
 
-def _as_float(value: Any) -> float | None:
+def finite_number(value: Any) -> float | None:
+    """A finite number from a number or a numeric string; ``None`` for anything else, booleans included.
+
+    Undocumented numeric fields (credits, costs, latencies; the request history's too) arrive as
+    numbers or strings; ``True`` is not a balance of 1, and ``nan``/``inf`` are no values at all.
+    """
+    if isinstance(value, bool):
+        return None
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -244,7 +251,7 @@ def parse_int(value: Any) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    number = _as_float(value) if isinstance(value, (str, float)) else None
+    number = finite_number(value) if isinstance(value, (str, float)) else None
     if number is None or not number.is_integer():
         return None
     return int(number)
@@ -350,8 +357,7 @@ _FREE_KEYS: Final = ("free-credits", "free_credits", "freeCredits")
 def _first_number(scopes: Iterable[Mapping[str, Any]], keys: Iterable[str]) -> float | None:
     for scope in scopes:
         for key in keys:
-            value = scope.get(key)
-            number = _as_float(value) if not isinstance(value, bool) else None
+            number = finite_number(scope.get(key))
             if number is not None:
                 return number
     return None
@@ -373,7 +379,7 @@ def parse_credit_balance(answer: HttpAnswer) -> CreditBalance:
         raise classify_error(answer, Endpoint.CREDITS)
     body = answer.json()
     if not isinstance(body, dict):
-        number = _as_float(body) if not isinstance(body, bool) else None
+        number = finite_number(body)
         if number is not None:
             return CreditBalance(number)
     else:

@@ -49,5 +49,5 @@ class Endpoint(StrEnum):
     STATUS = "v2 status"
     RESULT = "v2 result"
     CREDITS = "credits"
-    #: Segmind's request-history API (see :mod:`airflow_provider_segmind.history`).
+    #: Segmind's request-history API (see :mod:`.history`).
     HISTORY = "request history"
