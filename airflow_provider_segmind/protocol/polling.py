@@ -22,6 +22,7 @@ from airflow_provider_segmind.exceptions import (
     SegmindRequestNotFoundError,
 )
 from airflow_provider_segmind.protocol.responses import JobStatusResponse
+from airflow_provider_segmind.protocol.retry import RATE_LIMIT_MAX_WAIT
 from airflow_provider_segmind.protocol.text import MAX_ERROR_TEXT, redact
 from airflow_provider_segmind.protocol.vocabulary import SD3_LARGE_MODEL, SegmindJobStatus
 
@@ -99,7 +100,7 @@ class PollSchedule:
     slowdown: float = 0.25
     max_interval: float = 30.0
     error_backoff: float = 1.0
-    rate_limit_max_wait: float = 65.0
+    rate_limit_max_wait: float = RATE_LIMIT_MAX_WAIT
 
     def __post_init__(self) -> None:
         for name in self.__dataclass_fields__:

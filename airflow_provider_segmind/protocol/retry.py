@@ -19,6 +19,11 @@ from airflow_provider_segmind.exceptions import (
     SegmindTransportError,
 )
 
+#: The longest server-asked wait (``Retry-After`` / the reset header of a 429) that is honoured, for
+#: one call's retries and for a watch's next poll alike: the plan limits count per minute (Free 5,
+#: Pro 50), so a minute and a margin; a longer hint is capped to it.
+RATE_LIMIT_MAX_WAIT: Final = 65.0
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -37,7 +42,7 @@ class RetryPolicy:
     max_attempts: int = 5
     backoff_initial: float = 1.0
     backoff_max: float = 30.0
-    rate_limit_max_wait: float = 65.0
+    rate_limit_max_wait: float = RATE_LIMIT_MAX_WAIT
     jitter: float = 1.0
 
     def __post_init__(self) -> None:
