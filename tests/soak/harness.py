@@ -958,10 +958,46 @@ def scan_for_key(run: SoakRun) -> tuple[Counter[str], str]:
     return found, f"{files} files + {objects} S3 object versions, {total / 1e6:.1f} MB"
 
 
+_TASK_HEADER = re.compile(
+    r"\[DAG TEST\] (?:starting task task_id=|starting task_id=|running task <TaskInstance: [\w-]+\.)(?P<task>[\w.]+)"
+    r"(?:.*?map_index=(?P<index>-?\d+))?"
+)
+_STORY_LINE = re.compile(r"airflow_provider_segmind|\[DAG TEST\] starting|Traceback|Error:|chaos|soak", re.IGNORECASE)
+_STORY_LIMIT: Final = 80
+
+
+def prompt_story(run: SoakRun, index: int) -> list[str]:
+    """What the worker log says about prompt ``index``: its tasks' provider, chaos and error lines.
+
+    ``dag.test()`` runs one task instance at a time (deferred ones through their trigger inline), so
+    the lines between two "[DAG TEST] ... task" headers belong to the task instance the first names.
+    A violation then comes with its story instead of a pointer to a deleted temp directory.
+    """
+    path = run.workdir / "worker.log"
+    if not path.exists():
+        return []
+    story: list[str] = []
+    current: tuple[str, int] | None = None
+    for line in path.read_text(errors="replace").splitlines():
+        header = _TASK_HEADER.search(line)
+        if header:
+            current = (header.group("task"), int(header.group("index") or -1))
+        if current is not None and current[1] == index and _STORY_LINE.search(line):
+            story.append(line[:400])
+    return story[-_STORY_LIMIT:]
+
+
 def format_report(run: SoakRun, result: Audit) -> str:
     s = run.settings
     title = f"Segmind fault-injection soak: {s.prompts} prompts, seed {s.seed}"
-    return result.table(title)
+    report = result.table(title)
+    named = sorted({int(m.group(1)) for v in result.violations for m in [re.match(r"prompt (\d+)\b", v)] if m})
+    for index in named:
+        lines = prompt_story(run, index)
+        report += f"\n\n--- prompt {index}: the worker log's story ({len(lines)} lines) ---\n" + "\n".join(lines)
+    if result.violations:
+        report += f"\n\nartifacts: {run.workdir}"
+    return report
 
 
 @contextlib.contextmanager
