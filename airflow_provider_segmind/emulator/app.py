@@ -375,7 +375,7 @@ class SegmindApi:
         if remaining is None:
             return json_error(406, NO_CREDITS)
         failure = invalid or self._job_failure("submit", params, fault)
-        queue_time, inference_time = state.new_timings()
+        queue_time, inference_time = state.new_timings(params)
         if invalid is not None:
             inference_time = VALIDATION_FAILURE_SECONDS
         now = state.clock()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
+import re
 import time
 import weakref
 from collections import Counter, OrderedDict, defaultdict, deque
@@ -40,6 +41,18 @@ def key_label(api_key: str) -> str:
     Stats, logs and introspection use it so a raw key never leaves the auth check.
     """
     return hashlib.sha256(api_key.encode("utf-8")).hexdigest()[:12]
+
+
+#: ``__hold_<seconds>s__`` in a prompt: the job's inference takes at least that long (tests that must
+#: catch a job mid-flight whatever the machine's load, e.g. the soak's triggerer restarts).
+_HOLD_MARKER: Final = re.compile(r"__hold_(\d+(?:\.\d+)?)s__")
+
+
+def hold_for_prompt(params: Mapping[str, Any] | None) -> float:
+    """The minimum inference time a prompt's ``__hold_<seconds>s__`` marker asks for (0 without one)."""
+    prompt = params.get("prompt") if params is not None else None
+    match = _HOLD_MARKER.search(prompt) if isinstance(prompt, str) else None
+    return float(match.group(1)) if match else 0.0
 
 
 def failure_for_prompt(params: Mapping[str, Any]) -> str | None:
@@ -441,10 +454,13 @@ class EmulatorState:
         """The job whether or not its v2 record is still live (what the history and media know)."""
         return self.jobs.get(request_id) or self.history.get(request_id)
 
-    def new_timings(self) -> tuple[float, float]:
-        """``(queue_time, inference_time)`` for a new job, drawn from the seeded RNG for ranges."""
+    def new_timings(self, params: Mapping[str, Any] | None = None) -> tuple[float, float]:
+        """``(queue_time, inference_time)`` for a new job, drawn from the seeded RNG for ranges
+        (at least a ``__hold_<seconds>s__`` prompt marker's time)."""
         rng = self.timing_rng
-        return draw_duration(self.config.queue_time, rng), draw_duration(self.config.inference_time, rng)
+        queue_time = draw_duration(self.config.queue_time, rng)
+        inference_time = draw_duration(self.config.inference_time, rng)
+        return queue_time, max(inference_time, hold_for_prompt(params))
 
     def live_job(self, request_id: str) -> Job | None:
         """The job if it exists and has not passed its retention (what the API may show)."""

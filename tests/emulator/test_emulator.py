@@ -1065,3 +1065,16 @@ def test_free_credits_flag_reaches_the_config() -> None:
 
     config = config_from_args(build_parser().parse_args(["--credits", "0", "--free-credits", "0.5"]))
     assert (config.credits, config.free_credits) == (0.0, 0.5)
+
+
+def test_hold_marker_keeps_a_job_running_at_least_that_long(api: Api) -> None:
+    """``__hold_<s>s__`` (the soak's restart prompts): the job is still in flight after the usual runtime."""
+    held = api.submit_ok({"prompt": "a mug __hold_1.5s__"})
+    plain = api.submit_ok({"prompt": "a mug"})
+
+    held_job, plain_job = api.emulator.job(held), api.emulator.job(plain)
+    assert held_job is not None
+    assert plain_job is not None
+
+    assert held_job["completed_at"] - held_job["started_at"] >= 1.5
+    assert plain_job["completed_at"] - plain_job["started_at"] < 1.5

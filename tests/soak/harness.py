@@ -68,6 +68,9 @@ DEFAULT_SHARES: Final[Mapping[str, float]] = {
     "expire": 0.08,
     "die_after_submit": 0.08,
 }
+#: The minimum runtime of a job whose trigger is restarted (the emulator's ``__hold_<s>s__`` prompt
+#: marker): without it a loaded machine starts the trigger after the 0.1-0.6 s job has finished.
+RESTART_HOLD_SECONDS: Final = 2.0
 #: Prompts whose persist task meets an S3 outage longer than boto3's retries on its first try.
 DEFAULT_S3_OUTAGE_SHARE: Final = 0.08
 #: Prompts that FAIL on every submit (``__fail__``) or are content-blocked (``__unsafe__``).
@@ -181,6 +184,9 @@ def make_plan(settings: SoakSettings) -> Plan:
             prompt += " __fail__"
         if i in unsafe_marked:
             prompt += " __unsafe__"
+        if actions.get(i) == "restart":
+            # A restart must land mid-job on a loaded machine too: the job runs at least this long.
+            prompt += f" __hold_{RESTART_HOLD_SECONDS:g}s__"
         spec: dict[str, Any] = {"prompt": prompt, "aspect_ratio": rng.choice(SD3_ASPECT_RATIOS)}
         if rng.random() < 0.3:
             spec["negative_prompt"] = "blurry, watermark"
