@@ -53,6 +53,8 @@ from datetime import UTC, datetime
 from typing import Any, Final
 from urllib.parse import urljoin, urlsplit
 
+import tenacity
+
 from airflow_provider_segmind.exceptions import SegmindError
 from airflow_provider_segmind.protocol import redact
 from airflow_provider_segmind.proxy import (
@@ -625,24 +627,28 @@ class Downloader:
         cost a whole task retry (nor, for a deferrable upstream, its worker start-up). A refused
         output (policy, type, size) is never retried. Each attempt starts from an empty spool.
         """
-        attempt = 0
-        while True:
-            try:
-                return self._fetch_once(url, expected_size=expected_size)
-            except SegmindOutputDownloadError as err:
-                if attempt >= self.policy.retries:
-                    raise
-                attempt += 1
-                delay = self.policy.retry_backoff * 2 ** (attempt - 1) * (0.5 + random.random() / 2)
-                if self.log is not None:
-                    self.log.warning(
-                        "Download attempt %d of %d failed, trying again in %.1f s: %s",
-                        attempt,
-                        self.policy.retries + 1,
-                        delay,
-                        err,
-                    )
-                time.sleep(delay)
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(SegmindOutputDownloadError),
+            stop=tenacity.stop_after_attempt(self.policy.retries + 1),
+            wait=self._retry_delay,
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+        return retrying(self._fetch_once, url, expected_size=expected_size)
+
+    def _retry_delay(self, state: tenacity.RetryCallState) -> float:
+        """``retry_backoff`` doubled per failed attempt, times a jitter factor from 0.5 to 1."""
+        return float(self.policy.retry_backoff * 2 ** (state.attempt_number - 1) * (0.5 + random.random() / 2))
+
+    def _log_retry(self, state: tenacity.RetryCallState) -> None:
+        if self.log is not None:
+            self.log.warning(
+                "Download attempt %d of %d failed, trying again in %.1f s: %s",
+                state.attempt_number,
+                self.policy.retries + 1,
+                state.next_action.sleep if state.next_action else 0.0,
+                state.outcome.exception() if state.outcome else None,
+            )
 
     def _fetch_once(self, url: str, *, expected_size: int | None = None) -> Fetched:
         import urllib3
