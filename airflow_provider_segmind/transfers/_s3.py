@@ -1,5 +1,15 @@
 """The S3 side of the transfer: safe keys, and writes that are atomic, verified and idempotent.
 
+Why the uploads are written by hand here rather than left to ``S3Hook.load_file`` / boto3's
+``upload_fileobj`` (s3transfer): every write must be conditional (``If-None-Match: *``, below),
+and neither accepts it. s3transfer validates ``ExtraArgs`` against
+``TransferManager.ALLOWED_UPLOAD_ARGS``, which has no ``IfNoneMatch`` ("Invalid extra_args key
+'IfNoneMatch'", checked with s3transfer 0.19.3 / boto3 1.44.5), and the Amazon provider's
+``S3Hook.load_file``/``load_file_obj``/``load_bytes`` (9.39.0) pass their extra args through
+s3transfer and implement ``replace=False`` as a ``HeadObject`` before the upload, which is not
+atomic and needs read access. So ``PutObject`` and the multipart calls are made on the hook's
+client directly; the hook still provides the client, credentials and endpoint.
+
 Nothing here imports boto3 or botocore: the client comes from the Amazon provider's ``S3Hook``
 in ``execute`` and errors are recognised by their S3 error code, so importing the operator's
 module stays cheap (and works without the Amazon provider installed).
