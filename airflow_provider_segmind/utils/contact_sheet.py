@@ -51,7 +51,7 @@ main { display: grid; grid-template-columns: repeat(auto-fill, minmax(340px, 1fr
 figure { background: white; margin: 0; padding: .75rem; border-radius: 8px; box-shadow: 0 1px 3px #0002; }
 img { max-width: 100%; border-radius: 4px; }
 th { text-align: left; vertical-align: top; padding-right: .5rem; color: #555; font-weight: 600; }
-td { word-break: break-word; }
+td, figure > a { word-break: break-word; overflow-wrap: anywhere; }
 table { font-size: .85rem; }
 </style></head><body>
 <h1>{{ dag_id }}</h1>
