@@ -49,7 +49,7 @@ from typing import Any, Final, Literal
 from urllib.parse import quote
 
 from airflow_provider_segmind.exceptions import SegmindError
-from airflow_provider_segmind.transfers._download import Spool
+from airflow_provider_segmind.transfers._spool import Spool
 
 ChecksumMode = Literal["when_supported", "when_required"]
 ConflictCheck = Literal["conditional", "head", "none"]
