@@ -47,6 +47,7 @@ _VERBS: Final = {"created": "Wrote", "unchanged": "Found (unchanged)", "replaced
 
 
 def _ext_for(content_type: str | None, url: str | None = None) -> str:
+    """The file extension for ``{ext}``: from the content type, else the URL's, else ``bin``."""
     if content_type:
         ext = _EXTENSIONS.get(content_type) or (mimetypes.guess_extension(content_type) or "").lstrip(".")
         if ext:
