@@ -1,4 +1,14 @@
-"""The S3 side of the transfer: safe keys, and writes that are atomic, verified and idempotent.
+"""Writes to S3 that are atomic, verified and idempotent: one object from a spool, conditionally.
+
+Why the uploads are written by hand here rather than left to ``S3Hook.load_file`` / boto3's
+``upload_fileobj`` (s3transfer): every write must be conditional (``If-None-Match: *``, below),
+and neither accepts it. s3transfer validates ``ExtraArgs`` against
+``TransferManager.ALLOWED_UPLOAD_ARGS``, which has no ``IfNoneMatch`` ("Invalid extra_args key
+'IfNoneMatch'", checked with s3transfer 0.19.3 / boto3 1.44.5), and the Amazon provider's
+``S3Hook.load_file``/``load_file_obj``/``load_bytes`` (9.39.0) pass their extra args through
+s3transfer and implement ``replace=False`` as a ``HeadObject`` before the upload, which is not
+atomic and needs read access. So ``PutObject`` and the multipart calls are made on the hook's
+client directly; the hook still provides the client, credentials and endpoint.
 
 Nothing here imports boto3 or botocore: the client comes from the Amazon provider's ``S3Hook``
 in ``execute`` and errors are recognised by their S3 error code, so importing the operator's
@@ -30,29 +40,30 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import re
-import string
 from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Final, Literal
-from urllib.parse import quote
 
 from airflow_provider_segmind.exceptions import SegmindError
-from airflow_provider_segmind.transfers._download import Spool
+
+# The key rules live in ``_s3_keys``; the names below are re-exported because callers (tests, the
+# demo, the soak harness) have always imported them from here.
+from airflow_provider_segmind.transfers._s3_keys import DEFAULT_KEY_TEMPLATE as DEFAULT_KEY_TEMPLATE
+from airflow_provider_segmind.transfers._s3_keys import UnsafeS3KeyError as UnsafeS3KeyError
+from airflow_provider_segmind.transfers._s3_keys import encode_component as encode_component
+from airflow_provider_segmind.transfers._s3_keys import manifest_key as manifest_key
+from airflow_provider_segmind.transfers._s3_keys import parse_location as parse_location
+from airflow_provider_segmind.transfers._s3_keys import render_key as render_key
+from airflow_provider_segmind.transfers._s3_keys import s3_uri
+from airflow_provider_segmind.transfers._s3_keys import validate_key as validate_key
+from airflow_provider_segmind.transfers._spool import Spool
 
 ChecksumMode = Literal["when_supported", "when_required"]
 ConflictCheck = Literal["conditional", "head", "none"]
 
 CHECKSUM_MODES: Final = ("when_supported", "when_required")
 CONFLICT_CHECKS: Final = ("conditional", "head", "none")
-#: The default key: everything that makes a write unique in Airflow, then the output itself.
-DEFAULT_KEY_TAIL: Final = "{dag_id}/{run_id}/{task_id}/{map_index}/{request_id}-{index}.{ext}"
-DEFAULT_KEY_PREFIX: Final = "segmind/"
-DEFAULT_KEY_TEMPLATE: Final = DEFAULT_KEY_PREFIX + DEFAULT_KEY_TAIL
-#: Placeholders a key template may use. No try number on purpose: a retry must find its own objects.
-KEY_FIELDS: Final = frozenset({"dag_id", "run_id", "task_id", "map_index", "request_id", "index", "ext", "model"})
-MANIFEST_SUFFIX: Final = ".manifest.json"
 #: User metadata names (S3 returns them lower-cased, without the ``x-amz-meta-`` prefix).
 SHA256_METADATA: Final = "sha256"
 OBJECT_SHA256_METADATA: Final = "object-sha256"
@@ -61,22 +72,11 @@ DEFAULT_PART_SIZE: Final = 8 * 1024 * 1024
 MIN_PART_SIZE: Final = 5 * 1024 * 1024
 MAX_PARTS: Final = 10_000
 DEFAULT_MAX_CONCURRENCY: Final = 8
-#: Characters kept as they are in a key component; everything else is percent-encoded, so the
-#: encoding is injective (distinct run ids can never map to one key) and no value adds a '/'.
-_SAFE_COMPONENT_CHARS: Final = "-_.=+:@,~"
-_BUCKET: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]{1,253}[A-Za-z0-9]")
-_MAX_KEY_BYTES: Final = 1024
 
 
 # --------------------------------------------------------------------------------------------
 # Errors
 # --------------------------------------------------------------------------------------------
-
-
-class UnsafeS3KeyError(SegmindError, ValueError):
-    """The bucket, key or key template is unsafe or invalid; nothing was written."""
-
-    task_retry_helps = False
 
 
 class S3ObjectConflictError(SegmindError):
@@ -87,160 +87,6 @@ class S3ObjectConflictError(SegmindError):
 
 class S3WriteError(SegmindError):
     """S3 refused or failed a write (permissions, missing bucket, throttling, store limitation)."""
-
-
-# --------------------------------------------------------------------------------------------
-# Keys
-# --------------------------------------------------------------------------------------------
-
-
-def s3_uri(bucket: str, key: str) -> str:
-    return f"s3://{bucket}/{key}"
-
-
-def manifest_key(key: str) -> str:
-    """Where the manifest of the object at ``key`` goes: right beside it."""
-    return key + MANIFEST_SUFFIX
-
-
-def encode_component(value: Any) -> str:
-    """A value as one key segment: percent-encode all but letters, digits and ``-_.=+:@,~``."""
-    text = quote(str(value), safe=_SAFE_COMPONENT_CHARS)
-    if text in ("", ".", ".."):
-        text = text.replace(".", "%2E") or "%00"
-    return text
-
-
-def _unsafe(key: str, reason: str) -> UnsafeS3KeyError:
-    return UnsafeS3KeyError(
-        f"Unsafe S3 key {key!r}: {reason}. Keys must be relative paths without '.'/'..' segments, a leading '/', "
-        "empty segments, backslashes or control characters; nothing was written."
-    )
-
-
-def validate_key(key: Any) -> str:
-    """Return ``key`` if it is a safe S3 key, else raise :class:`UnsafeS3KeyError` naming it."""
-    if not isinstance(key, str) or not key.strip():
-        raise _unsafe(str(key), "it is empty")
-    if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in key):
-        raise _unsafe(key, "it contains control characters")
-    if key.startswith("/"):
-        raise _unsafe(key, "it starts with '/'")
-    if "\\" in key:
-        raise _unsafe(key, "it contains a backslash")
-    if len(key.encode("utf-8")) > _MAX_KEY_BYTES:
-        raise _unsafe(key, f"it is longer than {_MAX_KEY_BYTES} bytes")
-    for segment in key.split("/"):
-        if segment in (".", ".."):
-            raise _unsafe(key, f"it has a {segment!r} segment")
-        if segment == "":
-            raise _unsafe(key, "it has an empty segment ('//' or a trailing '/')")
-    return key
-
-
-def validate_bucket(bucket: Any) -> str:
-    if not isinstance(bucket, str) or not _BUCKET.fullmatch(bucket) or ".." in bucket:
-        raise UnsafeS3KeyError(
-            f"Invalid S3 bucket name {bucket!r}: use the bare bucket name (or s3://bucket), 3-255 letters, digits, "
-            "'.', '-' or '_'"
-        )
-    return bucket
-
-
-def parse_location(s3_bucket: str | None, s3_key: str | None) -> tuple[str, str]:
-    """``(bucket, key template)`` from the operator's ``s3_bucket``/``s3_key`` (``s3://`` URLs accepted).
-
-    ``s3_key`` may be ``None`` (the default layout), a prefix ending in ``/`` (the default layout
-    under it), or a full template with ``{placeholders}``.
-    """
-    bucket = (s3_bucket or "").strip() or None
-    template = s3_key if s3_key is None else str(s3_key)
-    if bucket is not None and bucket.startswith("s3://"):
-        name, _, rest = bucket[5:].partition("/")
-        if rest.strip("/"):
-            raise UnsafeS3KeyError(
-                f"s3_bucket {s3_bucket!r} has a key part; pass the bucket in s3_bucket and the key in s3_key"
-            )
-        bucket = name
-    if template is not None and template.startswith("s3://"):
-        name, _, template = template[5:].partition("/")
-        if bucket is not None and bucket != name:
-            raise UnsafeS3KeyError(f"s3_key {s3_key!r} names bucket {name!r} but s3_bucket is {bucket!r}")
-        bucket = name
-    if bucket is None:
-        raise UnsafeS3KeyError("No S3 bucket: set s3_bucket, or pass s3_key as s3://bucket/key")
-    if template is None or template == "":
-        template = DEFAULT_KEY_TEMPLATE
-    elif template.endswith("/"):
-        template = template + DEFAULT_KEY_TAIL
-    check_template(template)
-    return validate_bucket(bucket), template
-
-
-def template_fields(template: str) -> set[str]:
-    """The placeholders a key template uses (validated: plain names from :data:`KEY_FIELDS`)."""
-    names: set[str] = set()
-    try:
-        parsed = list(string.Formatter().parse(template))
-    except ValueError as err:
-        raise UnsafeS3KeyError(
-            f"Invalid S3 key template {template!r}: {err} (write a literal brace as '{{{{')"
-        ) from None
-    for _, name, _, conversion in parsed:
-        if name is None:
-            continue
-        if name not in KEY_FIELDS or conversion is not None:
-            raise UnsafeS3KeyError(
-                f"Invalid S3 key template {template!r}: unknown placeholder {{{name}}}. Allowed: "
-                + ", ".join(f"{{{f}}}" for f in sorted(KEY_FIELDS))
-            )
-        names.add(name)
-    return names
-
-
-def check_template(template: str) -> None:
-    """Refuse a template that is unsafe whatever its values (``..``, leading ``/``, control chars)."""
-    template_fields(template)
-    sample = render_key(template, dict.fromkeys(KEY_FIELDS, "x"), validate=False)
-    try:
-        validate_key(sample)
-    except UnsafeS3KeyError as err:
-        reason = str(err).split(": ", 1)[1] if ": " in str(err) else str(err)
-        raise UnsafeS3KeyError(f"Unsafe S3 key template {template!r} (renders like {sample!r}): {reason}") from None
-
-
-def destination_prefix(template: str, dag_id: str | None) -> str:
-    """The part of a key template that every run of a DAG writes under: the asset's path.
-
-    Literal text and ``{dag_id}`` (when known) up to the last ``/`` before the first run-specific
-    placeholder (``{run_id}``, ``{request_id}``, ...): the default layout
-    ``segmind/{dag_id}/{run_id}/...`` gives ``segmind/<dag_id>/``. Never raises: a template the
-    key rules refuse fails later, at run time, with their message.
-    """
-    text: list[str] = []
-    try:
-        for literal, name, _, _ in string.Formatter().parse(template):
-            text.append(literal)
-            if name is None:
-                continue
-            if name != "dag_id" or dag_id is None:
-                break
-            text.append(encode_component(dag_id))
-    except ValueError:  # a lone brace: keep the literal text parsed so far
-        pass
-    joined = "".join(text)
-    return joined[: joined.rfind("/") + 1]
-
-
-def render_key(template: str, values: Mapping[str, Any], *, validate: bool = True) -> str:
-    """Fill a template; every value is encoded as one segment (it cannot add ``/`` or ``..``)."""
-    template_fields(template)
-    encoded = {name: encode_component(values.get(name, "")) for name in KEY_FIELDS}
-    try:
-        key = template.format_map(encoded)
-    except (ValueError, IndexError, KeyError) as err:
-        raise UnsafeS3KeyError(f"Invalid S3 key template {template!r}: {err}") from None
-    return validate_key(key) if validate else key
 
 
 # --------------------------------------------------------------------------------------------
@@ -575,3 +421,54 @@ class S3Writer:
         if self.log is not None:
             method: Callable[..., None] = getattr(self.log, level)
             method(message, *args)
+
+
+# --------------------------------------------------------------------------------------------
+# The client and the writer's options
+# --------------------------------------------------------------------------------------------
+
+
+def check_writer_options(
+    *,
+    checksum_mode: str,
+    conflict_check: str,
+    replace: bool,
+    multipart_threshold: Any,
+    part_size: Any,
+    max_concurrency: Any,
+) -> None:
+    """Refuse options S3 or :class:`S3Writer` cannot honour (the operator checks them when the DAG is parsed)."""
+    if checksum_mode not in CHECKSUM_MODES:
+        raise ValueError(f"checksum_mode must be one of {CHECKSUM_MODES}, got {checksum_mode!r}")
+    if conflict_check not in CONFLICT_CHECKS:
+        raise ValueError(f"conflict_check must be one of {CONFLICT_CHECKS}, got {conflict_check!r}")
+    if conflict_check == "none" and not replace:
+        raise ValueError("conflict_check='none' overwrites blindly: it needs replace=True")
+    if not isinstance(part_size, int) or part_size < MIN_PART_SIZE:
+        raise ValueError(f"part_size must be at least {MIN_PART_SIZE} bytes (5 MiB, S3's minimum)")
+    if not isinstance(multipart_threshold, int) or multipart_threshold < 1:
+        raise ValueError("multipart_threshold must be a positive number of bytes")
+    if not isinstance(max_concurrency, int) or not 1 <= max_concurrency <= 64:
+        raise ValueError("max_concurrency must be an integer from 1 to 64")
+
+
+def s3_client(aws_conn_id: str, checksum_mode: ChecksumMode) -> Any:
+    """A boto3 S3 client from the AWS connection (the Amazon provider's ``S3Hook``), with the checksum mode applied."""
+    try:
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+    except ImportError as err:
+        from airflow.providers.common.compat.sdk import AirflowException
+
+        raise AirflowException(
+            "SegmindToS3Operator needs the Amazon provider: pip install 'airflow-provider-segmind[amazon]'"
+        ) from err
+    hook = S3Hook(aws_conn_id=aws_conn_id)
+    if checksum_mode == "when_supported":
+        return hook.get_conn()
+    from botocore.config import Config
+
+    try:
+        extra = Config(request_checksum_calculation="when_required", response_checksum_validation="when_required")
+    except TypeError:  # botocore < 1.36 sends no default checksums: nothing to turn off
+        return hook.get_conn()
+    return hook.get_client_type(config=hook.config.merge(extra))

@@ -1,28 +1,41 @@
 """SegmindToS3Operator: persist Segmind outputs to S3, streamed, verified, idempotent and safe.
 
+This module is the operator: its arguments, their checks, the order of the steps and the manifest
+document. The steps live beside it: ``_inputs`` (which outputs), ``_media_policy``/``_download``
+(fetching them safely), ``_storing``/``_s3``/``_s3_keys`` (keys and writes), ``_assets`` (events).
 Importing this module imports neither boto3 nor the Amazon provider: ``S3Hook`` is imported in
 ``execute``, so DAG files parse fast and without the ``amazon`` extra installed.
 """
 
 from __future__ import annotations
 
-import json
-import mimetypes
-import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from functools import cache, cached_property
-from os.path import commonprefix
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
-from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, BaseOperator
-from airflow.sdk import Asset, AssetAlias
+from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
+from airflow.sdk import Asset
 
 from airflow_provider_segmind import __version__
 from airflow_provider_segmind.exceptions import SegmindError
-from airflow_provider_segmind.protocol import SegmindJobStatus, parse_int, redact
-from airflow_provider_segmind.transfers._download import (
+from airflow_provider_segmind.protocol import redact
+from airflow_provider_segmind.transfers._assets import (
+    AUTO_ASSET,
+    DEFAULT_ASSET_ALIAS,
+    DEFAULT_MAX_EVENT_OBJECTS,
+    _event_target,
+    asset_event_extra,
+    declare_partial_outlet,
+    emit_event,
+)
+from airflow_provider_segmind.transfers._download import Downloader, Fetched, image_dimensions
+
+# (``X as X``: re-exported, tests import ``_iter_inputs`` and ``_result_from_summary`` from here)
+from airflow_provider_segmind.transfers._inputs import _iter_inputs as _iter_inputs
+from airflow_provider_segmind.transfers._inputs import _Output, _Result, fetch_outputs, resolve
+from airflow_provider_segmind.transfers._inputs import _result_from_summary as _result_from_summary
+from airflow_provider_segmind.transfers._media_policy import (
     DEFAULT_ALLOWED_CONTENT_TYPES,
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_DOWNLOAD_RETRIES,
@@ -31,42 +44,26 @@ from airflow_provider_segmind.transfers._download import (
     DEFAULT_MAX_SIZE,
     DEFAULT_MEDIA_HOSTS,
     DEFAULT_READ_TIMEOUT,
-    Downloader,
     DownloadPolicy,
-    Fetched,
     SegmindOutputDownloadError,
     SegmindOutputError,
     SegmindOutputRefusedError,
-    Spool,
-    check_url,
-    image_dimensions,
-    public_url,
-    spool_base64,
 )
 from airflow_provider_segmind.transfers._s3 import (
-    CHECKSUM_MODES,
-    CONFLICT_CHECKS,
-    DEFAULT_KEY_TEMPLATE,
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_MULTIPART_THRESHOLD,
     DEFAULT_PART_SIZE,
-    MIN_PART_SIZE,
-    OBJECT_SHA256_METADATA,
     ChecksumMode,
     ConflictCheck,
     S3ObjectConflictError,
     S3WriteError,
     S3Writer,
-    StoredObject,
-    UnsafeS3KeyError,
     WriteResult,
-    destination_prefix,
-    manifest_key,
-    parse_location,
-    render_key,
-    s3_uri,
-    template_fields,
+    check_writer_options,
+    s3_client,
 )
+from airflow_provider_segmind.transfers._s3_keys import DEFAULT_KEY_TEMPLATE, UnsafeS3KeyError, parse_location, s3_uri
+from airflow_provider_segmind.transfers._storing import check_plan, object_key, store_object, write_manifest
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -92,209 +89,9 @@ __all__ = [
 
 #: The alias this operator emitted on by default up to 0.1.0; no longer a default (every DAG scheduled
 #: on it fired on every other DAG's images). Pass ``asset_alias=DEFAULT_ASSET_ALIAS`` to keep
-#: consumers scheduled on it firing (one event per task, see ``SegmindToS3Operator``).
-DEFAULT_ASSET_ALIAS: Final = "segmind-s3-outputs"
-#: ``asset="auto"``: one asset per destination (see ``SegmindToS3Operator``).
-AUTO_ASSET: Final = "auto"
-#: Scheme of the per-task asset ``asset="auto"`` falls back to when the bucket is templated or mapped.
-TASK_ASSET_SCHEME: Final = "segmind-s3"
-#: Objects listed in one asset event's ``extra`` (the rest: the manifests under ``extra["prefix"]``).
-DEFAULT_MAX_EVENT_OBJECTS: Final = 50
-
-
-@cache
-def _alias_extras_must_be_flat() -> bool:
-    """Airflow 3.1 hashes an alias event's extra (``frozenset(extra.items())``): no list values.
-
-    3.2 and later compare the extra as JSON instead (``TaskInstance.register_asset_changes_in_db``).
-    """
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        major, minor = (int(part) for part in version("apache-airflow-core").split(".")[:2])
-    except (PackageNotFoundError, ValueError):
-        return False
-    return (major, minor) < (3, 2)
-
-
 MANIFEST_VERSION: Final = 1
-_REQUEST_ID: Final = re.compile(r"[A-Za-z0-9._\-]{1,128}")
-_EXTENSIONS: Final = {
-    "image/jpeg": "jpeg",
-    "image/png": "png",
-    "image/webp": "webp",
-    "image/gif": "gif",
-    "image/avif": "avif",
-    "image/heic": "heic",
-    "image/bmp": "bmp",
-    "image/tiff": "tiff",
-    "image/svg+xml": "svg",
-    "video/mp4": "mp4",
-    "video/webm": "webm",
-    "audio/mpeg": "mp3",
-    "audio/wav": "wav",
-}
 _SECRET_NAME_PARTS: Final = ("key", "token", "secret", "password", "passwd", "authorization", "credential", "cookie")
 _MAX_TEXT: Final = 10_000
-_MAX_INPUT_DEPTH: Final = 3
-_VERBS: Final = {"created": "Wrote", "unchanged": "Found (unchanged)", "replaced": "Replaced"}
-
-
-# --------------------------------------------------------------------------------------------
-# Inputs: what the upstream handed over, normalised
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Output:
-    """One output of one result: a URL to download, or the result's inline (base64) image."""
-
-    index: int
-    url: str | None = None
-    content_type: str | None = None
-    size: int | None = None
-
-
-@dataclass
-class _Result:
-    """A COMPLETED Segmind result, from an XCom summary or fetched by request id."""
-
-    request_id: str
-    model: str | None
-    seed: int | None
-    metrics: dict[str, Any]
-    params: dict[str, Any]
-    outputs: list[_Output]
-    inline: bool = False
-    base64_image: str | None = None
-    inline_content_type: str | None = None
-    retrievable_until: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _ext_for(content_type: str | None, url: str | None = None) -> str:
-    if content_type:
-        ext = _EXTENSIONS.get(content_type) or (mimetypes.guess_extension(content_type) or "").lstrip(".")
-        if ext:
-            return ext
-    if url:
-        match = re.search(r"\.([A-Za-z0-9]{2,5})$", url.split("?", 1)[0])
-        if match:
-            return "jpeg" if match.group(1).lower() == "jpg" else match.group(1).lower()
-    return "bin"
-
-
-def _int_or_none(value: Any) -> int | None:
-    """``seed`` / ``file_size`` may be numeric strings in Segmind's answers: parsed, not dropped."""
-    return parse_int(value)
-
-
-def _outputs_from(images: Any, urls: Iterable[Any]) -> list[_Output]:
-    """Every distinct output URL, ``images`` entries first (they carry type and size)."""
-    found: dict[str, _Output] = {}
-    for entry in images if isinstance(images, list) else []:
-        if isinstance(entry, Mapping) and isinstance(entry.get("url"), str) and entry["url"] not in found:
-            content_type = entry.get("content_type")
-            found[entry["url"]] = _Output(
-                len(found),
-                entry["url"],
-                content_type.lower() if isinstance(content_type, str) else None,
-                _int_or_none(entry.get("file_size")),
-            )
-    for url in urls:
-        if isinstance(url, str) and url.strip() and url not in found:
-            found[url] = _Output(len(found), url)
-    return list(found.values())
-
-
-def _summary_urls(summary: Mapping[str, Any]) -> list[Any]:
-    """Output URLs of a summary; any string counts (the download policy refuses bad ones loudly)."""
-    urls: list[Any] = []
-    for name in ("output_urls", "output_url", "output"):
-        value = summary.get(name)
-        for item in value if isinstance(value, list) else [value]:
-            # ``output`` of a raw result may be text (LLMs) or base64: only URL-shaped entries count.
-            if isinstance(item, str) and (name != "output" or re.match(r"[A-Za-z][A-Za-z0-9+.\-]*://", item)):
-                urls.append(item)
-    return urls
-
-
-def _result_from_summary(summary: Mapping[str, Any]) -> _Result:
-    request_id = summary.get("request_id")
-    if not isinstance(request_id, str) or not _REQUEST_ID.fullmatch(request_id):
-        raise SegmindOutputError(
-            f"A result handed to SegmindToS3Operator has no valid request_id ({request_id!r}); pass the return "
-            "value of a Segmind operator, a list of them, or request ids"
-        )
-    status = summary.get("status")
-    if status is not None and str(status).upper() != SegmindJobStatus.COMPLETED.value:
-        raise SegmindOutputError(f"Segmind request {request_id} is {status}, not COMPLETED: it has no output to store")
-    params = summary.get("params") if isinstance(summary.get("params"), Mapping) else {}
-    metrics = summary.get("metrics") if isinstance(summary.get("metrics"), Mapping) else {}
-    model = summary.get("model")
-    return _Result(
-        request_id=request_id,
-        model=model if isinstance(model, str) else None,
-        seed=_int_or_none(summary.get("seed")),
-        metrics=dict(metrics or {}),
-        params=dict(params or {}),
-        outputs=_outputs_from(summary.get("images"), _summary_urls(summary)),
-        inline=summary.get("output_inline") is True,
-        retrievable_until=until if isinstance(until := summary.get("retrievable_until"), str) else None,
-    )
-
-
-def _result_from_job(job: JobResult, *, model: str | None = None, params: Mapping[str, Any] | None = None) -> _Result:
-    if job.status is not SegmindJobStatus.COMPLETED:
-        raise SegmindOutputError(
-            f"Segmind request {job.request_id} is {job.status.value}, not COMPLETED: wait for it (SegmindJobSensor) "
-            "before storing its output"
-        )
-    raw = job.raw
-    merged = dict(params or {})
-    for name in ("prompt", "negative_prompt", "aspect_ratio", "output_format"):
-        if name not in merged and isinstance(raw.get(name), str):
-            merged[name] = raw[name]
-    raw_model = raw.get("model")
-    content_type = raw.get("content_type")
-    return _Result(
-        request_id=job.request_id,
-        model=model or (raw_model if isinstance(raw_model, str) else None),
-        seed=job.seed,
-        metrics=dict(job.metrics),
-        params=merged,
-        outputs=[] if job.base64_image else _outputs_from(list(job.images), job.output_urls),
-        inline=job.base64_image is not None,
-        base64_image=job.base64_image,
-        inline_content_type=content_type if isinstance(content_type, str) else None,
-    )
-
-
-def _iter_inputs(value: Any, depth: int = 0) -> Iterator[Mapping[str, Any] | str]:
-    """Flatten what ``results`` rendered to: a dict, a request id, or (nested) sequences of them."""
-    if isinstance(value, str):
-        text = value.strip()
-        if text[:1] in ("{", "["):
-            try:
-                yield from _iter_inputs(json.loads(text), depth + 1)
-            except ValueError:
-                raise SegmindOutputError(f"results is a string that is not valid JSON: {text[:80]!r}") from None
-            return
-        yield text
-    elif isinstance(value, Mapping):
-        yield value
-    elif value is None:
-        raise SegmindOutputError("results is None: pass a Segmind operator's output (XComArg), a result dict or ids")
-    elif isinstance(value, (bytes, bytearray)):
-        raise SegmindOutputError("results is bytes: pass result dicts or request ids, not image data")
-    elif isinstance(value, Iterable) and depth < _MAX_INPUT_DEPTH:
-        for item in value:
-            yield from _iter_inputs(item, depth + 1)
-    else:
-        raise SegmindOutputError(
-            f"results has an unsupported item of type {type(value).__name__}: expected a result dict, a request id, "
-            "or a list of them (a mapped task's output)"
-        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -522,18 +319,14 @@ class SegmindToS3Operator(BaseOperator):
         self.max_redirects = max_redirects
         self.download_retries = download_retries
         self.download_proxy = download_proxy
-        if checksum_mode not in CHECKSUM_MODES:
-            raise ValueError(f"checksum_mode must be one of {CHECKSUM_MODES}, got {checksum_mode!r}")
-        if conflict_check not in CONFLICT_CHECKS:
-            raise ValueError(f"conflict_check must be one of {CONFLICT_CHECKS}, got {conflict_check!r}")
-        if conflict_check == "none" and not replace:
-            raise ValueError("conflict_check='none' overwrites blindly: it needs replace=True")
-        if not isinstance(part_size, int) or part_size < MIN_PART_SIZE:
-            raise ValueError(f"part_size must be at least {MIN_PART_SIZE} bytes (5 MiB, S3's minimum)")
-        if not isinstance(multipart_threshold, int) or multipart_threshold < 1:
-            raise ValueError("multipart_threshold must be a positive number of bytes")
-        if not isinstance(max_concurrency, int) or not 1 <= max_concurrency <= 64:
-            raise ValueError("max_concurrency must be an integer from 1 to 64")
+        check_writer_options(
+            checksum_mode=checksum_mode,
+            conflict_check=conflict_check,
+            replace=replace,
+            multipart_threshold=multipart_threshold,
+            part_size=part_size,
+            max_concurrency=max_concurrency,
+        )
         self.checksum_mode: ChecksumMode = checksum_mode
         self.conflict_check: ConflictCheck = conflict_check
         self.multipart_threshold = multipart_threshold
@@ -558,23 +351,7 @@ class SegmindToS3Operator(BaseOperator):
         is known only per instance: the per-task asset then.
         """
         partial = super().partial(**kwargs)
-        args = partial.kwargs
-        dag = args.get("dag")
-        target = _event_target(
-            args.get("asset", AUTO_ASSET),
-            args.get("asset_alias"),
-            args.get("s3_bucket"),
-            args.get("s3_key"),
-            dag.dag_id if dag is not None else None,
-            args["task_id"],
-        )
-        if target is None:
-            return partial
-        if isinstance(target, Asset):  # fixed for every mapped instance: their __init__ sees mapped values
-            args["asset"] = target
-        outlets = list(args.get("outlets") or [])
-        if target not in outlets:
-            args["outlets"] = [*outlets, target]
+        declare_partial_outlet(partial.kwargs)
         return partial
 
     # ------------------------------------------------------------------ building blocks
@@ -604,22 +381,7 @@ class SegmindToS3Operator(BaseOperator):
 
     def s3_client(self) -> Any:
         """A boto3 S3 client from the AWS connection, with the checksum mode applied."""
-        try:
-            from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-        except ImportError as err:
-            raise AirflowException(
-                "SegmindToS3Operator needs the Amazon provider: pip install 'airflow-provider-segmind[amazon]'"
-            ) from err
-        hook = S3Hook(aws_conn_id=self.aws_conn_id)
-        if self.checksum_mode == "when_supported":
-            return hook.get_conn()
-        from botocore.config import Config
-
-        try:
-            extra = Config(request_checksum_calculation="when_required", response_checksum_validation="when_required")
-        except TypeError:  # botocore < 1.36 sends no default checksums: nothing to turn off
-            return hook.get_conn()
-        return hook.get_client_type(config=hook.config.merge(extra))
+        return s3_client(self.aws_conn_id, self.checksum_mode)
 
     # ------------------------------------------------------------------ execute
 
@@ -651,17 +413,17 @@ class SegmindToS3Operator(BaseOperator):
             "map_index": map_index if isinstance(map_index, int) else -1,
             "try_number": getattr(ti, "try_number", None),
         }
-        results = [self._resolve(item) for item in items]
-        self._check_plan(bucket, template, results, airflow_ids)
+        results = [resolve(item, self._get_result, self.log) for item in items]
+        check_plan(bucket, template, results, airflow_ids, policy=self.policy, log=self.log)
         writer: S3Writer | None = None  # made on the first write: no AWS session if nothing gets stored
         downloader = Downloader(self.policy, log=self.log)
         written: dict[str, str] = {}
         uris: list[str] = []
         stored: list[dict[str, Any]] = []
         for result in results:
-            for output, fetched in self._fetch_all(result, downloader):
+            for output, fetched in fetch_outputs(result, downloader, self._get_result, self.log):
                 try:
-                    key = self._key(template, airflow_ids, result, output.index, fetched.content_type)
+                    key = object_key(template, airflow_ids, result, output.index, fetched.content_type)
                     if key in written:
                         raise UnsafeS3KeyError(
                             f"S3 key {key!r} would hold two outputs ({written[key]} and {result.request_id} "
@@ -692,100 +454,9 @@ class SegmindToS3Operator(BaseOperator):
             log=self.log,
         )
 
-    def _resolve(self, item: Mapping[str, Any] | str) -> _Result:
-        """A result dict as is (re-fetched only if it holds no output URL); a request id via the hook."""
-        if isinstance(item, str):
-            if item.startswith(("http://", "https://", "s3://")):
-                raise SegmindOutputError(
-                    f"results contains a URL ({public_url(item)}), not a request id: pass the Segmind operator's "
-                    "result dict (it carries the request id, prompt and metrics the manifest records)"
-                )
-            if not _REQUEST_ID.fullmatch(item):
-                raise SegmindOutputError(f"{item[:80]!r} is not a Segmind request id")
-            return _result_from_job(self._get_result(item))
-        result = _result_from_summary(item)
-        if not result.outputs and not result.inline:
-            self.log.info("Result %s lists no output URL: fetching it by request id.", result.request_id)
-            result = self._refetch(result)
-        return result
-
     def _get_result(self, request_id: str) -> JobResult:
         self.log.info("Fetching Segmind result %s through the hook.", request_id)
         return self.segmind_hook.get_result(request_id)
-
-    def _refetch(self, result: _Result) -> _Result:
-        fetched = _result_from_job(self._get_result(result.request_id), model=result.model, params=result.params)
-        fetched.metrics = {**fetched.metrics, **result.metrics}
-        fetched.seed = result.seed if result.seed is not None else fetched.seed
-        fetched.retrievable_until = result.retrievable_until
-        if not fetched.outputs and not fetched.inline:
-            raise SegmindOutputError(f"Segmind result {result.request_id} has no output URL and no inline image")
-        return fetched
-
-    def _check_plan(self, bucket: str, template: str, results: list[_Result], ids: Mapping[str, Any]) -> None:
-        """Refuse unsafe keys, bad URLs and key collisions before anything is downloaded or written."""
-        planned: dict[str, str] = {}
-        count = 0
-        for result in results:
-            outputs = result.outputs or [_Output(0)]
-            for output in outputs:
-                count += 1
-                if output.url is not None:
-                    check_url(output.url, self.policy)
-                guess = output.content_type or result.inline_content_type
-                if guess is None and result.inline:
-                    guess = f"image/{result.params.get('output_format', 'jpeg')}"
-                key = self._key(template, ids, result, output.index, guess, url=output.url)
-                if key in planned:
-                    raise UnsafeS3KeyError(
-                        f"S3 key {key!r} would hold two outputs ({planned[key]} and {result.request_id} "
-                        f"#{output.index}) of this task: put {{request_id}} and {{index}} in s3_key "
-                        "(the default layout has them); nothing was written"
-                    )
-                planned[key] = f"{result.request_id} #{output.index}"
-        fields = template_fields(template)
-        if count > 1 and not {"request_id", "index"} <= fields:
-            self.log.warning(
-                "s3_key %r lacks {request_id} or {index}; outputs are told apart by other fields.", template
-            )
-        self.log.info("Storing %d output(s) of %d Segmind result(s) in s3://%s.", count, len(results), bucket)
-
-    def _key(
-        self,
-        template: str,
-        ids: Mapping[str, Any],
-        result: _Result,
-        index: int,
-        content_type: str | None,
-        *,
-        url: str | None = None,
-    ) -> str:
-        values = {
-            **ids,
-            "request_id": result.request_id,
-            "index": index,
-            "ext": _ext_for(content_type, url),
-            "model": result.model or "unknown-model",
-        }
-        return render_key(template, values)
-
-    def _fetch_all(self, result: _Result, downloader: Downloader) -> Iterator[tuple[_Output, Fetched]]:
-        if result.inline:
-            if result.base64_image is None:
-                result = self._refetch(result)
-            if result.base64_image is not None:
-                what = f"inline output of Segmind request {result.request_id}"
-                yield (
-                    _Output(0),
-                    spool_base64(result.base64_image, self.policy, declared_type=result.inline_content_type, what=what),
-                )
-                return
-        for output in result.outputs:
-            assert output.url is not None
-            self.log.info(
-                "Downloading output %d of %s from %s", output.index, result.request_id, public_url(output.url)
-            )
-            yield output, downloader.fetch(output.url, expected_size=output.size)
 
     def _store(
         self,
@@ -798,22 +469,11 @@ class SegmindToS3Operator(BaseOperator):
         ids: Mapping[str, Any],
     ) -> str | None:
         """Write one object and its manifest; returns the manifest's key (``None`` without one)."""
-        metadata = {"segmind-request-id": result.request_id}
-        obj = StoredObject(fetched.spool, fetched.size, fetched.sha256, fetched.content_type, metadata)
-        outcome = writer.write(bucket, key, obj, replace=self.replace)
-        uri = s3_uri(bucket, key)
-        self.log.info(
-            "%s %s (%s, %d bytes, sha256 %s)",
-            _VERBS.get(outcome.outcome, "Wrote"),
-            uri,
-            fetched.content_type,
-            fetched.size,
-            fetched.sha256,
-        )
+        outcome = store_object(writer, bucket, key, result, fetched, replace=self.replace, log=self.log)
         if not self.write_manifest:
             return None
-        self._write_manifest(writer, bucket, key, result, output, fetched, outcome, ids)
-        return manifest_key(key)
+        document = self.manifest(bucket, key, result, output, fetched, outcome, ids)
+        return write_manifest(writer, bucket, key, document, result, fetched, replace=self.replace, log=self.log)
 
     def manifest(
         self,
@@ -872,146 +532,11 @@ class SegmindToS3Operator(BaseOperator):
             },
         }
 
-    def _write_manifest(
-        self,
-        writer: S3Writer,
-        bucket: str,
-        key: str,
-        result: _Result,
-        output: _Output,
-        fetched: Fetched,
-        outcome: WriteResult,
-        ids: Mapping[str, Any],
-    ) -> str:
-        import hashlib
-
-        document = self.manifest(bucket, key, result, output, fetched, outcome, ids)
-        body = json.dumps(document, indent=2, sort_keys=False, ensure_ascii=False).encode("utf-8")
-        target = manifest_key(key)
-        with Spool(len(body) + 1) as spool:
-            spool.write(body)
-            obj = StoredObject(
-                spool,
-                len(body),
-                hashlib.sha256(body).hexdigest(),
-                "application/json",
-                {OBJECT_SHA256_METADATA: fetched.sha256, "segmind-request-id": result.request_id},
-                identity_key=OBJECT_SHA256_METADATA,
-            )
-            manifest_outcome = writer.write(bucket, target, obj, replace=self.replace)
-        if manifest_outcome.outcome == "unchanged":
-            self.log.info("Manifest %s already describes this object: kept.", s3_uri(bucket, target))
-        return s3_uri(bucket, target)
-
     # ------------------------------------------------------------------ asset events
 
     def _emit_event(self, context: Context, bucket: str, template: str, stored: list[dict[str, Any]]) -> None:
-        """One asset event for the whole task: the objects' keys and hashes in ``extra``, capped.
-
-        On an ``Asset`` outlet Airflow emits the event itself when the task succeeds; we only give
-        it the ``extra``. Through an alias the event is added here, on one asset per destination.
-        """
-        target = self.event_target
-        if target is None:
-            return
-        if target not in (self.outlets or []):
-            self.log.warning("%r is not among this task's outlets: no asset event is emitted.", target)
-            return
-        extra = asset_event_extra(bucket, stored, max_objects=self.max_event_objects)
-        if isinstance(target, AssetAlias):
-            if not stored:
-                return
-            asset = self._destination_asset(bucket, template, context)
-            if _alias_extras_must_be_flat():
-                extra["objects"] = json.dumps(extra["objects"], separators=(",", ":"))
-            context["outlet_events"][target].add(asset, extra=extra)
-        else:
-            asset = target
-            context["outlet_events"][target].extra = extra
-        self.log.info(
-            "Asset event on %s: %d object(s)%s.",
-            asset.uri,
-            len(stored),
-            f", the first {self.max_event_objects} listed in its extra" if extra["truncated"] else "",
+        """The task's one asset event (see ``_assets.emit_event``)."""
+        target, outlets, max_objects = self.event_target, self.outlets, self.max_event_objects
+        emit_event(
+            context, target, outlets, self.asset, bucket, template, stored, max_objects=max_objects, log=self.log
         )
-
-    def _destination_asset(self, bucket: str, template: str, context: Context) -> Asset:
-        """The asset an alias event lands on: ``asset`` if given, else the rendered destination's."""
-        if isinstance(self.asset, Asset):
-            return self.asset
-        if isinstance(self.asset, str) and self.asset != AUTO_ASSET:
-            return Asset(self.asset)
-        return Asset(_destination_uri(bucket, template, context["ti"].dag_id))
-
-
-def asset_event_extra(
-    bucket: str, objects: Sequence[Mapping[str, Any]], *, max_objects: int = DEFAULT_MAX_EVENT_OBJECTS
-) -> dict[str, Any]:
-    """The ``extra`` of an asset event for stored objects (``{"key", "sha256", "manifest", "request_id"}``).
-
-    JSON-plain and capped: the first ``max_objects`` objects, their count, whether some were left
-    out, and the keys' common prefix (whole segments), under which every object and its manifest is.
-    """
-    listed = [dict(item) for item in objects]
-    keys = [str(item["key"]) for item in listed]
-    common = commonprefix(keys) if keys else ""  # noqa: RUF071 - cut back to a whole segment below
-    return {
-        "bucket": bucket,
-        "prefix": common[: common.rfind("/") + 1],
-        "count": len(listed),
-        "truncated": len(listed) > max_objects,
-        "objects": listed[:max_objects],
-    }
-
-
-def _event_target(
-    asset: Asset | str | None,
-    asset_alias: str | None,
-    s3_bucket: Any,
-    s3_key: Any,
-    dag_id: str | None,
-    task_id: str,
-) -> Asset | AssetAlias | None:
-    """The outlet a task's asset event goes to, decided when the DAG is parsed (see the class docstring)."""
-    if asset_alias:
-        return AssetAlias(asset_alias)
-    if asset is None:
-        return None
-    if isinstance(asset, Asset):
-        return asset
-    if not isinstance(asset, str) or not asset.strip():
-        raise TypeError(
-            f"asset must be 'auto', an Asset, a URI string or None, got {asset!r}; for an alias pass asset_alias"
-        )
-    if asset != AUTO_ASSET:
-        return Asset(asset)
-    uri = _static_destination(s3_bucket, s3_key, dag_id)
-    # A destination known only at run time: one static asset for the task (a dynamic asset per
-    # rendered destination would need an alias, whose extras Airflow 3.1 cannot hold as lists).
-    return Asset(uri if uri is not None else f"{TASK_ASSET_SCHEME}://{dag_id or '_'}/{task_id}")
-
-
-def _static_destination(s3_bucket: Any, s3_key: Any, dag_id: str | None) -> str | None:
-    """``s3://bucket/<prefix>`` if the unrendered arguments fix it, else ``None`` (templated or mapped).
-
-    Jinja in ``s3_key`` ends the prefix where it starts; Jinja in the bucket (or a non-string such
-    as an ``XComArg``) leaves the destination to run time.
-    """
-    if not all(value is None or isinstance(value, str) for value in (s3_bucket, s3_key)):
-        return None
-    key = s3_key
-    if key is not None:
-        marks = [at for at in (key.find(mark) for mark in ("{{", "{%", "{#")) if at >= 0]
-        if marks:
-            key = key[: min(marks)] + "{run_id}"  # a run-specific placeholder: the prefix stops here
-    try:
-        bucket, template = parse_location(s3_bucket, key)
-    except UnsafeS3KeyError:
-        return None
-    return _destination_uri(bucket, template, dag_id)
-
-
-def _destination_uri(bucket: str, template: str, dag_id: str | None) -> str:
-    """``s3://bucket/prefix`` without the trailing ``/`` (Airflow strips it from an asset's URI but
-    not from its name: with it, ``Asset("s3://b/p/")`` and ``Asset("s3://b/p")`` would clash)."""
-    return s3_uri(bucket, destination_prefix(template, dag_id)).rstrip("/")

@@ -8,15 +8,16 @@ browser download or the demo's output folder alike.
 from __future__ import annotations
 
 import base64
-import html
 import io
 import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
-from airflow_provider_segmind.transfers._s3 import encode_component, manifest_key
+import jinja2
 
-THUMBNAIL_EDGE = 320
+from airflow_provider_segmind.transfers._s3_keys import encode_component, manifest_key
+
+THUMBNAIL_EDGE: Final = 320
 
 
 def _split(uri: str) -> tuple[str, str]:
@@ -37,51 +38,63 @@ def _thumbnail(data: bytes) -> str | None:
     return "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode()
 
 
-def _card(entry: dict[str, Any], thumb: str | None) -> str:
+#: The sheet's page. Autoescaped: prompts, ids and URIs are user or API text, and a prompt such as
+#: ``<script>`` must show as text, not run (Jinja2 comes with Airflow: apache-airflow-core requires it).
+_PAGE: Final = jinja2.Environment(
+    autoescape=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True
+).from_string(
+    """<!doctype html>
+<html><head><meta charset="utf-8"><title>{{ dag_id }} {{ run_id }}</title>
+<style>
+body { font-family: system-ui, sans-serif; margin: 2rem; background: #f6f6f8; }
+main { display: grid; grid-template-columns: repeat(auto-fill, minmax(340px, 1fr)); gap: 1rem; }
+figure { background: white; margin: 0; padding: .75rem; border-radius: 8px; box-shadow: 0 1px 3px #0002; }
+img { max-width: 100%; border-radius: 4px; }
+th { text-align: left; vertical-align: top; padding-right: .5rem; color: #555; font-weight: 600; }
+td, figure > a { word-break: break-word; overflow-wrap: anywhere; }
+table { font-size: .85rem; }
+</style></head><body>
+<h1>{{ dag_id }}</h1>
+<p>Run <code>{{ run_id }}</code>: {{ cards | length }} images, {{ total }} credits.</p>
+<main>
+{% for card in cards -%}
+<figure>
+{%- if card.thumb %}<img src="{{ card.thumb }}" alt="{{ card.prompt }}">
+{%- else %}<a href="{{ card.uri }}">{{ card.uri }}</a>{% endif -%}
+<figcaption><table>
+{%- for label, value in card.rows %}<tr><th>{{ label }}</th><td>{{ value }}</td></tr>{% endfor -%}
+</table></figcaption></figure>
+{% endfor -%}
+</main></body></html>
+"""
+)
+
+
+def _card(entry: dict[str, Any], thumb: str | None) -> dict[str, Any]:
+    """What one image's card shows: the thumbnail (or a link to the object) and its non-empty rows."""
     metrics = entry.get("metrics") or {}
-    cost = entry.get("cost", metrics.get("cost"))
-    picture = (
-        f'<img src="{thumb}" alt="{html.escape(entry.get("prompt") or "")}">'
-        if thumb
-        else f'<a href="{html.escape(entry["uri"])}">{html.escape(entry["uri"])}</a>'
-    )
     rows = [
         ("Prompt", entry.get("prompt")),
         ("Negative", entry.get("negative_prompt")),
         ("Seed", entry.get("seed")),
         ("Size", f"{entry.get('width')}x{entry.get('height')}" if entry.get("width") else None),
-        ("Cost", cost),
+        ("Cost", entry.get("cost", metrics.get("cost"))),
         ("Request", entry.get("request_id")),
         ("Object", entry.get("uri")),
     ]
-    cells = "".join(
-        f"<tr><th>{label}</th><td>{html.escape(str(value))}</td></tr>"
-        for label, value in rows
-        if value not in (None, "")
-    )
-    return f"<figure>{picture}<figcaption><table>{cells}</table></figcaption></figure>"
+    return {
+        "thumb": thumb,
+        "prompt": entry.get("prompt") or "",
+        "uri": entry["uri"],
+        "rows": [(label, str(value)) for label, value in rows if value not in (None, "")],
+    }
 
 
 def render_html(entries: list[dict[str, Any]], thumbs: list[str | None], *, dag_id: str, run_id: str) -> str:
+    """The whole sheet as one HTML page: a card per image, the run's image count and total cost."""
     total = sum(float(e.get("cost") or (e.get("metrics") or {}).get("cost") or 0) for e in entries)
-    cards = "\n".join(_card(entry, thumb) for entry, thumb in zip(entries, thumbs, strict=True))
-    return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>{html.escape(dag_id)} {html.escape(run_id)}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2rem; background: #f6f6f8; }}
-main {{ display: grid; grid-template-columns: repeat(auto-fill, minmax(340px, 1fr)); gap: 1rem; }}
-figure {{ background: white; margin: 0; padding: .75rem; border-radius: 8px; box-shadow: 0 1px 3px #0002; }}
-img {{ max-width: 100%; border-radius: 4px; }}
-th {{ text-align: left; vertical-align: top; padding-right: .5rem; color: #555; font-weight: 600; }}
-td {{ word-break: break-word; }}
-table {{ font-size: .85rem; }}
-</style></head><body>
-<h1>{html.escape(dag_id)}</h1>
-<p>Run <code>{html.escape(run_id)}</code>: {len(entries)} images, {total:g} credits.</p>
-<main>
-{cards}
-</main></body></html>
-"""
+    cards = [_card(entry, thumb) for entry, thumb in zip(entries, thumbs, strict=True)]
+    return _PAGE.render(dag_id=dag_id, run_id=run_id, cards=cards, total=f"{total:g}")
 
 
 def write_contact_sheet(
@@ -130,7 +143,7 @@ def write_contact_sheet(
     )
     written = {"batch_manifest": f"s3://{bucket}/{batch_key}", "contact_sheet": f"s3://{bucket}/{sheet_key}"}
     if asset_event is not None:
-        from airflow_provider_segmind.transfers.segmind_to_s3 import asset_event_extra
+        from airflow_provider_segmind.transfers._assets import asset_event_extra
 
         objects = [
             {"key": e["key"], "sha256": e["sha256"], "manifest": manifest_key(e["key"]), "request_id": e["request_id"]}

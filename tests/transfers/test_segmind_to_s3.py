@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import subprocess
 import sys
 from typing import Any
@@ -21,6 +22,7 @@ from PIL import Image
 
 from airflow_provider_segmind.emulator import SegmindEmulator
 from airflow_provider_segmind.protocol import SD3_LARGE_MODEL, SD3_SIZES
+from airflow_provider_segmind.transfers._download import Downloader, DownloadPolicy
 from airflow_provider_segmind.transfers.segmind_to_s3 import (
     S3ObjectConflictError,
     SegmindOutputDownloadError,
@@ -533,6 +535,24 @@ def test_a_download_that_breaks_off_is_tried_again_within_the_task(emu: SegmindE
     with pytest.raises(SegmindOutputDownloadError):
         make_op(s3, result, download_retries=1, s3_key="again/{request_id}.{ext}").execute(make_context())
     assert not [stored for stored in s3.keys() if stored.startswith("again/")]  # noqa: SIM118
+
+
+def test_each_download_retry_is_logged_and_the_last_error_is_raised(
+    emu: SegmindEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = generate(emu)["output_urls"][0]
+    log = logging.getLogger("tests.download")
+    downloader = Downloader(DownloadPolicy(allow_insecure_loopback=True, retry_backoff=0.0), log=log)
+    emu.script([{"endpoint": "media", "fault": "500", "times": 3}])  # the default 2 retries: 3 attempts, all fail
+    with caplog.at_level(logging.WARNING, logger=log.name), pytest.raises(SegmindOutputDownloadError, match="HTTP 500"):
+        downloader.fetch(url)
+    messages = [record.getMessage() for record in caplog.records if record.name == log.name]
+    assert [message.split(",")[0] for message in messages] == [
+        "Download attempt 1 of 3 failed",
+        "Download attempt 2 of 3 failed",
+    ]
+    assert all(" trying again in 0.0 s: " in message and "HTTP 500" in message for message in messages)
+    assert len(emu.requests_log("/media")) == 3
 
 
 def test_a_refused_output_is_not_downloaded_again(emu: SegmindEmulator, s3: S3Env) -> None:
