@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from airflow_provider_segmind.protocol import SegmindJobStatus, parse_int
+from airflow_provider_segmind.protocol import SegmindJobStatus, is_request_id, parse_int
 from airflow_provider_segmind.transfers._download import Downloader, Fetched, spool_base64
 from airflow_provider_segmind.transfers._media_policy import SegmindOutputError, public_url
 
@@ -24,7 +24,6 @@ if TYPE_CHECKING:
 #: Fetches a COMPLETED job's result by request id (the operator's hook).
 GetResult = Callable[[str], "JobResult"]
 
-_REQUEST_ID: Final = re.compile(r"[A-Za-z0-9._\-]{1,128}")  # TODO(merge): use protocol's REQUEST_ID_PATTERN
 _MAX_INPUT_DEPTH: Final = 3
 
 
@@ -92,7 +91,7 @@ def _summary_urls(summary: Mapping[str, Any]) -> list[Any]:
 
 def _result_from_summary(summary: Mapping[str, Any]) -> _Result:
     request_id = summary.get("request_id")
-    if not isinstance(request_id, str) or not _REQUEST_ID.fullmatch(request_id):
+    if not isinstance(request_id, str) or not is_request_id(request_id):
         raise SegmindOutputError(
             f"A result handed to SegmindToS3Operator has no valid request_id ({request_id!r}); pass the return "
             "value of a Segmind operator, a list of them, or request ids"
@@ -176,7 +175,7 @@ def resolve(item: Mapping[str, Any] | str, get_result: GetResult, log: Any) -> _
                 f"results contains a URL ({public_url(item)}), not a request id: pass the Segmind operator's "
                 "result dict (it carries the request id, prompt and metrics the manifest records)"
             )
-        if not _REQUEST_ID.fullmatch(item):
+        if not is_request_id(item):
             raise SegmindOutputError(f"{item[:80]!r} is not a Segmind request id")
         return _result_from_job(get_result(item))
     result = _result_from_summary(item)
