@@ -13,6 +13,7 @@ from aiohttp import web
 
 from airflow_provider_segmind.emulator.responses import (
     json_error,
+    not_found,
 )
 from airflow_provider_segmind.emulator.state import (
     EmulatorState,
@@ -34,7 +35,7 @@ class AdminApi:
     async def job(self, request: web.Request) -> web.Response:
         job = self.state.jobs.get(request.match_info["request_id"])
         if job is None:
-            return json_error(404, f"Request {request.match_info['request_id']} not found")
+            return not_found(request)
         return web.json_response(job.describe(self.state.clock()))
 
     async def jobs(self, request: web.Request) -> web.Response:
@@ -60,7 +61,7 @@ class AdminApi:
     async def expire(self, request: web.Request) -> web.Response:
         job = self.state.jobs.get(request.match_info["request_id"])
         if job is None:
-            return json_error(404, f"Request {request.match_info['request_id']} not found")
+            return not_found(request)
         job.expires_at = min(job.expires_at, self.state.clock())
         return web.json_response(job.describe(self.state.clock()))
 

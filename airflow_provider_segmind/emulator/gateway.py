@@ -41,12 +41,8 @@ _STAT_FOR_ENDPOINT: Final = {
     "credits": "credit_checks",
     "history": "history_calls",
 }
-_PER_KEY_FOR_ENDPOINT: Final = {
-    "status": "status_polls",
-    "result": "result_fetches",
-    "credits": "credit_checks",
-    "history": "history_calls",
-}
+#: The counters also kept per key (the polling and free calls, per account).
+_PER_KEY_FOR_ENDPOINT: Final = {name: _STAT_FOR_ENDPOINT[name] for name in ("status", "result", "credits", "history")}
 #: Gateway errors answered after the job was created and billed (``late500`` -> 500 ...).
 _LATE_FAULTS: Final = {"late500": 500, "late502": 502, "late503": 503}
 
@@ -188,10 +184,6 @@ class Gateway:
             address, port = (sockname[0], sockname[1]) if sockname else ("127.0.0.1", 80)
             host = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
         return f"{request.scheme}://{host}"
-
-    @staticmethod
-    def _not_found(request: web.Request) -> web.Response:
-        return json_error(404, f"Request {request.match_info['request_id']} not found")
 
     def _pending_body(self, request: web.Request, job: Job, status: str) -> dict[str, Any]:
         origin = self._origin(request)

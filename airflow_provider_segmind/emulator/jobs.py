@@ -25,6 +25,7 @@ from airflow_provider_segmind.emulator.responses import (
     _ignore,
     html_error,
     json_error,
+    not_found,
 )
 from airflow_provider_segmind.emulator.state import (
     CONTENT_BLOCKED,
@@ -179,7 +180,7 @@ class JobRoutes(Gateway):
             return json_error(401, INVALID_KEY)
         if job is not None and status == 403:
             return json_error(403, "Forbidden. This request belongs to another account.")
-        return self._not_found(request)
+        return not_found(request)
 
     @staticmethod
     def _failed(job: Job) -> web.Response:
@@ -190,13 +191,21 @@ class JobRoutes(Gateway):
         """``GET /v2/requests/{id}/status``: computed from the job's timestamps, O(1)."""
         return await self._serve(request, "status", self._status)
 
-    async def _status(self, request: web.Request, label: str, fault: Fault | None) -> web.StreamResponse:
+    def _answerable_job(self, request: web.Request, label: str) -> tuple[Job, str] | web.Response:
+        """The caller's job and its status now, or the answer to give instead (unknown, foreign, FAILED)."""
         job = self._visible_job(request, label)
         if isinstance(job, web.Response):
             return job
         status = job.status_at(self.state.clock())
         if status == "FAILED":
             return self._failed(job)
+        return job, status
+
+    async def _status(self, request: web.Request, label: str, fault: Fault | None) -> web.StreamResponse:
+        found = self._answerable_job(request, label)
+        if isinstance(found, web.Response):
+            return found
+        job, status = found
         if status == "COMPLETED":
             return web.json_response({"status": status, "request_id": job.request_id, "metrics": job.metrics()})
         return web.json_response(self._pending_body(request, job, status))
@@ -206,12 +215,10 @@ class JobRoutes(Gateway):
         return await self._serve(request, "result", self._result)
 
     async def _result(self, request: web.Request, label: str, fault: Fault | None) -> web.StreamResponse:
-        job = self._visible_job(request, label)
-        if isinstance(job, web.Response):
-            return job
-        status = job.status_at(self.state.clock())
-        if status == "FAILED":
-            return self._failed(job)
+        found = self._answerable_job(request, label)
+        if isinstance(found, web.Response):
+            return found
+        job, status = found
         if status != "COMPLETED" or job.image is None:
             return web.json_response(self._pending_body(request, job, status))
         return web.json_response(await self._completed_body(request, job, job.image))

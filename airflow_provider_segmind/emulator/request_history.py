@@ -18,6 +18,7 @@ from airflow_provider_segmind.emulator.gateway import Gateway
 from airflow_provider_segmind.emulator.responses import (
     iso_utc,
     json_error,
+    not_found,
 )
 from airflow_provider_segmind.emulator.state import (
     Job,
@@ -169,5 +170,5 @@ class HistoryRoutes(Gateway):
         job = self.state.history.get(request.match_info["request_id"])
         rows = self._history_rows(request, job) if job is not None and job.key_label == label else []
         if not rows:
-            return self._not_found(request)
+            return not_found(request)
         return web.json_response(rows[0])

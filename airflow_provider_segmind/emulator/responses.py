@@ -71,3 +71,8 @@ def _truncated_json(response: web.StreamResponse) -> web.Response:
     is_json = isinstance(body, bytes) and response.content_type == "application/json"
     raw = body if is_json and isinstance(body, bytes) else b'{"status": "COMPLETED", "output": "https://'
     return web.Response(status=200, body=raw[: max(1, len(raw) // 2)], content_type="application/json")
+
+
+def not_found(request: web.Request) -> web.Response:
+    """404 for the ``{request_id}`` a route names: unknown, expired, or (by default) another account's."""
+    return json_error(404, f"Request {request.match_info['request_id']} not found")

@@ -96,6 +96,16 @@ class _HistoryLookups(BaseOperator):
 
         def _finish(self, context: Context, summary: dict[str, Any]) -> dict[str, Any]: ...
 
+    def _fail_if_final(self, context: Context, failure: SegmindError) -> None:
+        """Fail the task (and forget its record) when an earlier request FAILED in a way no retry fixes.
+
+        Refused input or a content block: the same body would be billed and fail again. Otherwise
+        return, and the caller submits anew.
+        """
+        if not failure.task_retry_helps:
+            self._forget(context)
+            self._raise(failure)
+
     def _history_on(self) -> bool:
         """Whether the request history may be searched (the connection's ``history_lookup``, default on)."""
         try:
@@ -199,9 +209,7 @@ class _HistoryLookups(BaseOperator):
             return self._finish(context, history_summary(record, model=model, params=params, filled_seed=filled_seed))
         if record.status is SegmindJobStatus.FAILED:
             failure = job_failed_error(request_id, record.error)
-            if not failure.task_retry_helps:
-                self._forget(context)
-                self._raise(failure)
+            self._fail_if_final(context, failure)
             self.log.warning(
                 "Segmind request %s FAILED according to the request history (%s).", request_id, record.error
             )

@@ -305,10 +305,7 @@ class _Reconciler(_HistoryLookups):
             status = None
         if status is not None and status.status is SegmindJobStatus.FAILED:
             failure = job_failed_error(request_id, status.error, status.metrics)
-            if not failure.task_retry_helps:
-                # Refused input or a content block: the same body would be billed and fail again.
-                self._forget(context)
-                self._raise(failure)
+            self._fail_if_final(context, failure)
             self.log.warning(
                 "An earlier try's Segmind request %s FAILED (%s); submitting anew (billed).", request_id, status.error
             )
@@ -334,9 +331,7 @@ class _Reconciler(_HistoryLookups):
                 self.log.warning("%s Waiting for it again.", err)
                 return self._wait(context, model, request_id, submitted_at, filled_seed)
             except SegmindJobFailedError as err:
-                if not err.task_retry_helps:
-                    self._forget(context)
-                    self._raise(err)
+                self._fail_if_final(context, err)
                 self.log.warning("Earlier Segmind request %s cannot be reused (%s); submitting anew.", request_id, err)
                 return None
             except SegmindRequestNotFoundError as err:
