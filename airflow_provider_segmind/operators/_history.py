@@ -80,7 +80,7 @@ def history_summary(
 class _HistoryLookups(BaseOperator):
     """The operators' lookups in the request history (a base of ``_SegmindJobOperator``, not an operator itself)."""
 
-    if TYPE_CHECKING:  # defined by the operator in operators/segmind.py
+    if TYPE_CHECKING:  # defined by _Reconciler (_forget) and the operator in operators/segmind.py
         history_wait: float
         request_id: str | None
 

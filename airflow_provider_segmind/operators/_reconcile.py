@@ -4,7 +4,8 @@ The rules are described in the operators' module docstring (``operators/segmind.
 submission"); this module is their implementation: :meth:`_Reconciler._submit` writes an attempt
 record, sends the billed submit and reconciles an unknown outcome through the request history;
 :meth:`_Reconciler._resume` decides whether an earlier try's request (or attempt) still serves.
-The records themselves are :mod:`~airflow_provider_segmind.operators._records`.
+:meth:`_Reconciler._store`/:meth:`_Reconciler._forget` open and delete the record, whose stores
+and contents are :mod:`~airflow_provider_segmind.operators._records`.
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ from airflow_provider_segmind.history import HistoryRecord
 from airflow_provider_segmind.operators._history import _FOUND_NOTHING, _HISTORY_DOWN, _HistoryLookups
 from airflow_provider_segmind.operators._params import _with_seed
 from airflow_provider_segmind.operators._records import (
+    VariableRequestStore,
     _cleared_since,
     _GuardedStore,
     attempt_record,
+    open_store,
     request_record,
 )
 from airflow_provider_segmind.protocol import (
@@ -48,9 +51,10 @@ MAX_SUBMIT_ROUNDS: Final = 3
 
 
 class _Reconciler(_HistoryLookups):
-    """The operators' submit and resume (a base of ``_SegmindJobOperator``, not an operator itself)."""
+    """The operators' record lifecycle, submit and resume (a base of ``_SegmindJobOperator``, not an operator)."""
 
     if TYPE_CHECKING:  # defined by the operator in operators/segmind.py
+        request_store: str
 
         def _wait(
             self,
@@ -60,6 +64,28 @@ class _Reconciler(_HistoryLookups):
             submitted_at: float | None,
             filled_seed: int | None = None,
         ) -> Any: ...
+
+    def _store(self, context: Context) -> _GuardedStore | None:
+        """Where this try's request is recorded for the next try, per ``request_store``; ``None`` = nowhere."""
+        return open_store(self.request_store, context, self.log)
+
+    def _forget(self, context: Context, *, succeeded: bool = False) -> None:
+        """Delete this task's record once no try can follow or reuse its request.
+
+        On FAILED/expired/an error no retry fixes, and when the try that ends was the last one (a
+        timeout or a transient error with the retries used up), in either store. On success only
+        a Variable (3.1/3.2), which would otherwise stay forever: the 3.3 record is kept until it
+        expires (or Airflow's ``[state_store] clear_on_success`` removes it once the success is
+        recorded), because this code runs *before* Airflow records the success: a worker that dies
+        in between leaves a try whose retry must still find the COMPLETED job, not pay again.
+        Which record a later try may reuse never depends on this cleanup: see :meth:`_resume`.
+        """
+        try:
+            store = self._store(context)
+        except AirflowFailException:
+            return
+        if store is not None and (not succeeded or isinstance(store.store, VariableRequestStore)):
+            store.delete()
 
     def _record_attempt(
         self,

@@ -59,7 +59,7 @@ a cleared task whose last try succeeded generates anew.**
   billed job.
 
 Where the code lives: this module holds the operators (their arguments, the wait, the result);
-the rules above are implemented in ``_reconcile.py`` (submit, resume) and ``_history.py`` (request
+the rules above are implemented in ``_reconcile.py`` (record lifecycle, submit, resume) and ``_history.py`` (request
 history lookups), the record in ``_records.py``, the body's validation and seed in ``_params.py``,
 and the extra link in ``links.py``.
 """
@@ -98,11 +98,9 @@ from airflow_provider_segmind.operators._records import (
     REQUEST_STORES,
     REQUEST_VARIABLE_PREFIX,  # noqa: F401 (re-exported: tests and users import it from this module)
     STATE_STORE_KEY,  # noqa: F401 (re-exported: tests and users import it from this module)
-    VariableRequestStore,
+    VariableRequestStore,  # noqa: F401 (re-exported: tests import it from this module)
     _fingerprint,
-    _GuardedStore,
     _no_try_follows,
-    open_store,
     read_record,
 )
 from airflow_provider_segmind.operators.links import SegmindOutputLink  # the extra link's registered path
@@ -240,28 +238,6 @@ class _SegmindJobOperator(_Reconciler):
         if self.poll_schedule is not None:
             return PollSchedule.from_dict(self.poll_schedule)
         return PollSchedule.for_model(model)
-
-    def _store(self, context: Context) -> _GuardedStore | None:
-        """Where this try's request is recorded for the next try, per ``request_store``; ``None`` = nowhere."""
-        return open_store(self.request_store, context, self.log)
-
-    def _forget(self, context: Context, *, succeeded: bool = False) -> None:
-        """Delete this task's record once no try can follow or reuse its request.
-
-        On FAILED/expired/an error no retry fixes, and when the try that ends was the last one (a
-        timeout or a transient error with the retries used up), in either store. On success only
-        a Variable (3.1/3.2), which would otherwise stay forever: the 3.3 record is kept until it
-        expires (or Airflow's ``[state_store] clear_on_success`` removes it once the success is
-        recorded), because this code runs *before* Airflow records the success: a worker that dies
-        in between leaves a try whose retry must still find the COMPLETED job, not pay again.
-        Which record a later try may reuse never depends on this cleanup: see :meth:`_resume`.
-        """
-        try:
-            store = self._store(context)
-        except AirflowFailException:
-            return
-        if store is not None and (not succeeded or isinstance(store.store, VariableRequestStore)):
-            store.delete()
 
     # ------------------------------------------------------------------ execute
 
