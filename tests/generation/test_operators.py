@@ -653,6 +653,22 @@ def test_airflow_discovers_the_operators_trigger_sensor_and_link() -> None:
     assert any(t.trigger_class_name == "airflow_provider_segmind.triggers.segmind" for t in manager.trigger)
 
 
+def test_the_registered_extra_link_path_is_the_link_the_operators_carry() -> None:
+    """get_provider_info names the link by its public path, a re-export of ``operators/links.py``: one class."""
+    import importlib
+
+    from airflow_provider_segmind.get_provider_info import get_provider_info
+    from airflow_provider_segmind.operators import links
+    from airflow_provider_segmind.operators import segmind as module  # the live module (another test reloads it)
+
+    (path,) = get_provider_info()["extra-links"]
+    module_name, _, class_name = path.rpartition(".")
+    registered = getattr(importlib.import_module(module_name), class_name)
+    assert registered is links.SegmindOutputLink
+    for operator in (module.SegmindRunOperator, module.SegmindTextToImageOperator):
+        assert [type(link) for link in operator.operator_extra_links] == [registered]
+
+
 def test_importing_operators_and_sensors_loads_no_http_or_image_clients() -> None:
     """DAG files import these modules on every parse: aiohttp/boto3/Pillow are loaded lazily, when used."""
     import subprocess

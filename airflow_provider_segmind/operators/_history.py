@@ -1,0 +1,216 @@
+"""Segmind's request history for a task: a lost submit found by its body, an expired request by its id.
+
+The history (SDK ``segmind/generations.py``: ``Generations.history``/``get``) outlives a v2 record's
+1 hour retention and lists a request even when its submit answer was lost, so it is how a try
+re-attaches instead of paying twice (see the operators' module docstring). It is a secondary API:
+each lookup here is best effort, and when it cannot answer the try goes on with the rules without
+it (the connection's ``history_lookup`` turns it off). :class:`_HistoryLookups` is the part of the
+operators that asks it; :mod:`~airflow_provider_segmind.operators._reconcile` decides what to do
+with the answers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Final, NoReturn
+
+from airflow.providers.common.compat.sdk import BaseOperator
+
+from airflow_provider_segmind.exceptions import SegmindError, SegmindRequestNotFoundError
+from airflow_provider_segmind.history import HistoryRecord
+from airflow_provider_segmind.operators._params import _with_seed
+from airflow_provider_segmind.protocol import (
+    RESULT_RETENTION_SECONDS,
+    SEED_RANDOM,
+    JobResult,
+    JobStatusResponse,
+    SegmindJobStatus,
+    job_failed_error,
+    parse_int,
+)
+from airflow_provider_segmind.triggers.segmind import result_summary
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from airflow_provider_segmind.hooks.segmind import SegmindHook
+
+#: Seconds a lost submit is looked for in the request history (whose records lag) before submitting again.
+DEFAULT_HISTORY_WAIT: Final = 120.0
+#: Longest pause between two history lookups (or two status re-reads of a 404 within the hour).
+HISTORY_POLL_INTERVAL: Final = 10.0
+#: Status re-reads of a request younger than the retention that answers 404, before it is called expired.
+EXPIRY_RECHECKS: Final = 3
+#: Submits one try may send when each outcome is unknown and the history shows none of them.
+MAX_SUBMIT_ROUNDS: Final = 3
+#: :meth:`_SegmindJobOperator._search_history`'s answers besides a record.
+_FOUND_NOTHING: Final = "the history answered, without it"
+_HISTORY_DOWN: Final = "the history could not be searched"
+
+
+def history_summary(
+    record: HistoryRecord, *, model: str, params: Mapping[str, Any], filled_seed: int | None
+) -> dict[str, Any]:
+    """A task summary built from a request-history record (a request whose v2 record expired).
+
+    The same shape as :func:`~airflow_provider_segmind.triggers.segmind.result_summary` (one
+    implementation: it builds the summary): output URLs from the rows' ``generation_url``, the
+    seed from the recorded ``request_body`` (else the filled one), the cost from
+    ``credits_deduction`` [sdk ``Generations.history``]. ``source`` says where it came from.
+    """
+    body = record.request_body or {}
+    urls = tuple(record.output_urls)
+    result = JobResult(
+        request_id=record.request_id,
+        status=SegmindJobStatus.COMPLETED,
+        output=list(urls),
+        output_urls=urls,
+        images=(),
+        seed=parse_int(body.get("seed")) if parse_int(body.get("seed")) != SEED_RANDOM else None,
+        metrics={"cost": record.credits} if record.credits is not None else {},
+        base64_image=None,
+        raw={},
+    )
+    summary = result_summary(result, model=model, params=params)
+    summary["source"] = "request history"
+    return _with_seed(summary, filled_seed)
+
+
+class _HistoryLookups(BaseOperator):
+    """The operators' lookups in the request history (a base of ``_SegmindJobOperator``, not an operator itself)."""
+
+    if TYPE_CHECKING:  # defined by _Reconciler (_forget) and the operator in operators/segmind.py
+        history_wait: float
+        request_id: str | None
+
+        @property
+        def hook(self) -> SegmindHook: ...
+
+        def _raise(self, err: SegmindError) -> NoReturn: ...
+
+        @staticmethod
+        def _announce(context: Context, request_id: str) -> None: ...
+
+        def _forget(self, context: Context, *, succeeded: bool = False) -> None: ...
+
+        def _finish(self, context: Context, summary: dict[str, Any]) -> dict[str, Any]: ...
+
+    def _fail_if_final(self, context: Context, failure: SegmindError) -> None:
+        """Fail the task (and forget its record) when an earlier request FAILED in a way no retry fixes.
+
+        Refused input or a content block: the same body would be billed and fail again. Otherwise
+        return, and the caller submits anew.
+        """
+        if not failure.task_retry_helps:
+            self._forget(context)
+            self._raise(failure)
+
+    def _history_on(self) -> bool:
+        """Whether the request history may be searched (the connection's ``history_lookup``, default on)."""
+        try:
+            return bool(self.hook.history_enabled)
+        except Exception as err:  # a connection that cannot be read fails the submit itself, clearly
+            self._history_unavailable(err)
+            return False
+
+    def _history_unavailable(self, err: BaseException) -> None:
+        """Log, once per try, that the history cannot help: the try goes on with today's rules."""
+        if not getattr(self, "_history_warned", False):
+            self._history_warned = True
+            self.log.warning(
+                "Segmind's request history cannot be read (%s); going on without it (it is a secondary API: "
+                "an unknown submit outcome or an expired request is then handled as without history_lookup).",
+                err,
+            )
+
+    def _search_history(
+        self, model: str, body: Mapping[str, Any], *, since: float, until: float
+    ) -> HistoryRecord | str:
+        """Look for the request of ``model`` sent with ``body`` since ``since``, until the bound ``until``.
+
+        Records lag ([sdk]: fields are ``None`` until a record lands), so the search is repeated
+        every ``min(10 s, history_wait / 6)`` until found or ``until``; at least once. Returns the
+        record, :data:`_FOUND_NOTHING` (the history answered, without it) or :data:`_HISTORY_DOWN`
+        (no lookup got an answer: off, unreachable, or an error no retry fixes).
+        """
+        if not self._history_on():
+            return _HISTORY_DOWN
+        interval = max(0.05, min(HISTORY_POLL_INTERVAL, self.history_wait / 6))
+        answered = False
+        while True:
+            try:
+                found = self.hook.find_submitted(model, body, since=since)
+            except SegmindError as err:
+                self._history_unavailable(err)
+                if not err.transient:
+                    break
+            else:
+                answered = True
+                if found is not None:
+                    return found
+            remaining = until - time.time()
+            if remaining <= 0:
+                break
+            time.sleep(min(interval, remaining))
+        return _FOUND_NOTHING if answered else _HISTORY_DOWN
+
+    def _history_record(self, request_id: str) -> HistoryRecord | None:
+        """The history's record of ``request_id``; ``None`` when unknown, off, or the history is down."""
+        if not self._history_on():
+            return None
+        try:
+            return self.hook.get_history_record(request_id)
+        except SegmindError as err:
+            self._history_unavailable(err)
+            return None
+
+    def _recheck_missing(self, request_id: str, submitted_at: float | None) -> JobStatusResponse | None:
+        """Re-read the status of a request that answered 404 while younger than the retention.
+
+        Segmind's records can lag (issue 13): a 404 within the hour is re-checked a few times, a
+        history poll interval apart, before the request is called expired. The status, or ``None``.
+        """
+        if submitted_at is not None and time.time() - submitted_at >= RESULT_RETENTION_SECONDS:
+            return None
+        interval = max(0.05, min(HISTORY_POLL_INTERVAL, self.history_wait / 6))
+        for _ in range(EXPIRY_RECHECKS):
+            time.sleep(interval)
+            try:
+                return self.hook.get_status(request_id)
+            except SegmindRequestNotFoundError:
+                continue
+            except SegmindError as err:
+                if not err.transient:
+                    self._raise(err)
+        return None
+
+    def _finish_from_history(
+        self, context: Context, request_id: str, model: str, params: Mapping[str, Any], filled_seed: int | None
+    ) -> dict[str, Any] | None:
+        """A request whose v2 record expired, looked up in the history (which outlives it [sdk ``Generations.get``]).
+
+        COMPLETED with an output -> the task's summary from the history record (no submit); FAILED
+        -> the rules of a FAILED job (refused input or a content block fails the task; otherwise
+        ``None``: submit anew); anything else -> ``None`` (submit anew, as without the history).
+        """
+        record = self._history_record(request_id)
+        if record is None:
+            return None
+        if record.status is SegmindJobStatus.COMPLETED and record.output_urls:
+            self.log.info(
+                "Segmind request %s: its v2 record expired, but the request history has it COMPLETED with %d "
+                "output(s): finishing with them, no new submit.",
+                request_id,
+                len(record.output_urls),
+            )
+            self.request_id = request_id
+            self._announce(context, request_id)
+            return self._finish(context, history_summary(record, model=model, params=params, filled_seed=filled_seed))
+        if record.status is SegmindJobStatus.FAILED:
+            failure = job_failed_error(request_id, record.error)
+            self._fail_if_final(context, failure)
+            self.log.warning(
+                "Segmind request %s FAILED according to the request history (%s).", request_id, record.error
+            )
+        return None

@@ -1,0 +1,131 @@
+"""The operators' parameters: the request body validated after templating, the filled seed, argument coercion.
+
+One place for what turns an operator's (templated) arguments into the body that is sent: the
+model's validation (:func:`~airflow_provider_segmind.protocol.validate_params`, errors a retry
+cannot fix raised as ``AirflowFailException``), the random ``seed`` ``fill_seed`` adds, and the
+conversions of constructor arguments (timeouts, poll schedules, templated numbers).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+from typing import Any
+
+from airflow.providers.common.compat.sdk import AirflowFailException
+
+from airflow_provider_segmind.exceptions import SegmindInvalidParametersError
+from airflow_provider_segmind.operators._records import _fingerprint
+from airflow_provider_segmind.protocol import (
+    SD3_LARGE_MODEL,
+    SD3_SEED_MAX,
+    SEED_RANDOM,
+    PollSchedule,
+    model_takes_seed,
+    validate_params,
+)
+
+
+def validated(
+    model: Any, build_params: Callable[[], dict[str, Any]], *, strict: bool, warn: Callable[[str], None]
+) -> tuple[str, dict[str, Any]]:
+    """Model and body, validated after templating and before any request.
+
+    A bad parameter cannot be fixed by a retry: raise ``AirflowFailException`` (from the typed
+    error, message kept) so Airflow does not spend the task's retries on it.
+    """
+    try:
+        if not isinstance(model, str) or not model.strip():
+            raise SegmindInvalidParametersError(
+                f"Invalid parameter 'model': got {model!r}. Allowed: a Segmind model slug such as {SD3_LARGE_MODEL!r}.",
+                field="model",
+                allowed="a model slug",
+            )
+        return model.strip(), validate_params(model.strip(), build_params(), strict=strict, warn=warn)
+    except SegmindInvalidParametersError as err:
+        raise AirflowFailException(str(err)) from err
+
+
+def summary_params(model: Any, build_params: Callable[[], dict[str, Any]], *, strict: bool) -> dict[str, Any]:
+    """The validated body for a result summary (warnings were logged at submit); ``{}`` if invalid."""
+    try:
+        return validate_params(model.strip(), build_params(), strict=strict, warn=_quiet)
+    except (SegmindInvalidParametersError, AttributeError):
+        return {}
+
+
+def seed_to_fill(
+    model: str, params: Mapping[str, Any], record: Mapping[str, Any] | None, *, fill_seed: bool | None
+) -> int | None:
+    """The random seed to add to the body, or ``None`` (a seed given, or the model takes none).
+
+    ``-1`` is Segmind's "random" (segmind-api.md), so it is filled too: the same meaning, made
+    known. A retry reuses the seed its earlier try recorded when the rest of the body is the
+    same (the fingerprint with that seed matches), so it can re-attach to that try's request.
+    """
+    if params.get("seed") is not None and params.get("seed") != SEED_RANDOM:
+        return None
+    if not (fill_seed if fill_seed is not None else model_takes_seed(model)):
+        return None
+    recorded = record.get("filled_seed") if record is not None else None
+    if (
+        isinstance(recorded, int)
+        and not isinstance(recorded, bool)
+        and 0 <= recorded <= SD3_SEED_MAX
+        and record is not None
+        and record.get("fingerprint") == _fingerprint(model, {**params, "seed": recorded})
+    ):
+        return recorded
+    return secrets.randbelow(SD3_SEED_MAX + 1)
+
+
+def _with_seed(summary: dict[str, Any], filled_seed: int | None) -> dict[str, Any]:
+    """Put the seed the operator filled into a result summary (issue 13: every image has a known seed).
+
+    The result's own ``seed`` wins where Segmind reports one; ``seed_filled`` says the provider chose it.
+    """
+    if filled_seed is None:
+        return summary
+    out = dict(summary)
+    if out.get("seed") is None:
+        out["seed"] = filled_seed
+    out["seed_filled"] = True
+    params = out.get("params")
+    if isinstance(params, Mapping) and params.get("seed") is None:
+        out["params"] = {**params, "seed": filled_seed}
+    return out
+
+
+def _quiet(message: str) -> None:
+    """A ``warn`` callback for re-validations whose warning was already logged once."""
+
+
+def _seconds(value: float | timedelta | None, default: float) -> float:
+    if value is None:
+        return default
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if seconds <= 0:
+        raise ValueError(f"job_timeout must be positive, got {value!r}")
+    return seconds
+
+
+def _schedule_dict(schedule: PollSchedule | Mapping[str, float] | None) -> dict[str, float] | None:
+    if schedule is None:
+        return None
+    if isinstance(schedule, PollSchedule):
+        return schedule.to_dict()
+    return PollSchedule.from_dict(schedule).to_dict()  # validates early, at DAG parse time
+
+
+def _optional_number(value: Any, kind: type[int] | type[float]) -> Any:
+    """Templated numbers arrive as strings ("42"); convert them, leave anything else to validation."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text in ("", "None", "none", "null"):
+        return None
+    try:
+        return kind(text)
+    except ValueError:
+        return value
