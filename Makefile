@@ -55,7 +55,7 @@ DIST_INPUTS := pyproject.toml MANIFEST.in README.md LICENSE NOTICE CHANGELOG.md 
 	$(shell find airflow_provider_segmind -type f -not -path '*/__pycache__/*')
 
 $(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv --without-pip $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(UV_REQ)
 
 ifeq ($(INSTALL),wheel)
@@ -63,7 +63,7 @@ ifeq ($(INSTALL),wheel)
 # plus the `test` group; the uv of the tools venv installs it.
 $(STAMP): $(DIST_STAMP) $(CONSTRAINTS)
 	rm -rf $(VENV)
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv --without-pip $(VENV)
 	$(TOOLS)/bin/uv pip install --quiet --python $(BIN)/python -c $(CONSTRAINTS) \
 		"$$(ls dist/*.whl)[amazon,emulator]" --group test $(EXTRA_PACKAGES)
 	touch $@
@@ -118,7 +118,7 @@ dist: $(DIST_STAMP)
 # The documentation site (docs/, mkdocs.yml) into ./site; warnings are errors (a broken link or a
 # snippet marker that moved fails the build).
 docs: $(TOOLS_STAMP)
-	$(TOOLS)/bin/mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 $(TOOLS)/bin/mkdocs build --strict
 
 tools-constraints: $(TOOLS_STAMP)
 	$(TOOLS)/bin/uv pip freeze --python $(TOOLS)/bin/python | grep -v -i -E "^(uv|pip|setuptools|wheel)==" > constraints/tools.txt.new

@@ -30,7 +30,7 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
         "extra": '{"read_timeout": 60, "max_retries": 4}',
     },
 }
-#: Connection extras: name -> (label, JSON type, description). Documented in the README.
+#: Connection extras: name -> (label, JSON type, description). Documented in docs/connection.md.
 EXTRA_FIELDS: dict[str, tuple[str, str, str]] = {
     "connect_timeout": ("Connect timeout (s)", "number", "Default 10."),
     "read_timeout": ("Read timeout (s)", "number", "Default 60."),

@@ -28,6 +28,8 @@ def segmind_default(emulator: SegmindEmulator, monkeypatch: pytest.MonkeyPatch) 
 
 def test_hook_sample(segmind_default: SegmindEmulator) -> None:
     # --8<-- [start:hook]
+    import time
+
     from airflow_provider_segmind.hooks.segmind import SegmindHook
 
     hook = SegmindHook(segmind_conn_id="segmind_default")
@@ -91,6 +93,8 @@ async def test_hook_async_sample(segmind_default: SegmindEmulator) -> None:
 
 def test_operators_sample_dag() -> None:
     # --8<-- [start:operators]
+    from datetime import datetime
+
     from airflow.sdk import dag
 
     from airflow_provider_segmind.operators.segmind import SegmindRunOperator, SegmindTextToImageOperator
@@ -143,6 +147,8 @@ def test_sensor_sample() -> None:
 
 def test_s3_transfer_sample_dags(monkeypatch: pytest.MonkeyPatch) -> None:
     # --8<-- [start:s3-transfer]
+    from datetime import datetime
+
     from airflow.sdk import DAG, Asset, task
 
     from airflow_provider_segmind.operators.segmind import SegmindTextToImageOperator

@@ -149,3 +149,21 @@ def test_installed_package_is_this_wheel(built: tuple[Path, Path]) -> None:
         assert installed[name].hash is not None
         assert f"{installed[name].hash.mode}={installed[name].hash.value}" == digest, name
         assert Path(str(installed[name].locate())).read_bytes() == content, name
+
+
+def test_a_source_tree_that_would_shadow_the_wheel_stops_the_session(tmp_path: Path) -> None:
+    """Run from the repository root, ``python -m pytest`` imports the source package whatever is
+    installed: asked to test the wheel there, the session refuses before collecting anything."""
+    env = {**os.environ, "SEGMIND_TEST_PACKAGE": "wheel", "SEGMIND_TEST_AIRFLOW_HOME": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "tests/test_wheel.py"],
+        cwd=SOURCE,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == pytest.ExitCode.USAGE_ERROR, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "the tests would not test the wheel" in done.stderr
+    assert f"imported from {SOURCE.resolve() / PACKAGE}," in done.stderr
