@@ -55,7 +55,7 @@ DIST_INPUTS := pyproject.toml MANIFEST.in README.md LICENSE NOTICE CHANGELOG.md 
 	$(shell find airflow_provider_segmind -type f -not -path '*/__pycache__/*')
 
 $(BIN)/python:
-	$(PYTHON) -m venv --without-pip $(VENV)
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(UV_REQ)
 
 ifeq ($(INSTALL),wheel)
