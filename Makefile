@@ -7,8 +7,9 @@
 #
 # INSTALL=wheel (make test / make demo): run against the BUILT wheel instead of the editable source:
 # `make dist`, a fresh virtualenv (.venv-wheel) with the wheel + its amazon and emulator extras + the
-# `test` dependency group, and the tests, example DAGs and demo copied into build/wheel-tests, where no
-# source package sits beside them to shadow the installed one (tests/installed_package.py checks it).
+# `test` dependency group, and the tests and demo run from a copy of the repository without its source
+# package (build/wheel-tests), so no source tree shadows the installed one (tests/installed_package.py
+# checks it).
 
 PYTHON ?= python3
 INSTALL ?= editable
@@ -77,13 +78,16 @@ endif
 
 venv: $(STAMP)
 
-# The tests, example DAGs and demo, copied where the source package is not (see INSTALL=wheel above).
+# The repository without the source package (and without its build metadata, *.egg-info, which on
+# sys.path would pass for an installed distribution), where tests, example DAGs and demo find every
+# other file where they expect it (see INSTALL=wheel above).
 WHEEL_TREE := build/wheel-tests
 wheel-tree:
 	rm -rf $(WHEEL_TREE)
 	mkdir -p $(WHEEL_TREE)
-	cp -R tests example_dags demo pyproject.toml $(WHEEL_TREE)/
-	find $(WHEEL_TREE) -name __pycache__ -prune -exec rm -rf {} +
+	tar -cf - --exclude=./airflow_provider_segmind --exclude='./*.egg-info' --exclude='./.venv*' \
+		--exclude=./.git --exclude=./build --exclude=./dist --exclude=./site --exclude=./demo-output \
+		--exclude='./.*_cache' --exclude='__pycache__' . | tar -xf - -C $(WHEEL_TREE)
 
 ifeq ($(INSTALL),wheel)
 test: $(STAMP) wheel-tree
