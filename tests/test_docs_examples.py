@@ -189,22 +189,26 @@ def test_s3_transfer_sample_dags(monkeypatch: pytest.MonkeyPatch) -> None:
     assert list(consumer.timetable.asset_condition.objects) == [IMAGES]
 
 
-def test_emulator_python_sample() -> None:
+def test_emulator_python_sample(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_SEGMIND_DEFAULT", "")  # restored at teardown; the sample sets it
     # --8<-- [start:emulator]
+    import json
+    import os
+
     from airflow_provider_segmind.emulator import EmulatorConfig, SegmindEmulator
     from airflow_provider_segmind.hooks.segmind import SegmindHook
 
     with SegmindEmulator(EmulatorConfig.for_profile("fast")) as emu:
         emu.script([{"endpoint": "status", "fault": "500", "times": 2}])
-        # Point a connection at emu.base_url with emu.api_key, e.g. by environment variable:
-        conn = {"conn_type": "segmind", "password": emu.api_key, "host": emu.base_url}
-        with pytest.MonkeyPatch.context() as env:
-            env.setenv("AIRFLOW_CONN_SEGMIND_DEFAULT", json.dumps(conn))
-            job = SegmindHook().submit("stable-diffusion-3-large-txt2img", {"prompt": "a teapot"})
-            SegmindHook().get_status(job.request_id)  # two scripted 500s, retried by the hook
-        stats = emu.stats()
-        print(stats["submissions"], stats["status_polls"])  # 1 3
+        # Point the connection at emu.base_url with emu.api_key, e.g. by environment variable:
+        os.environ["AIRFLOW_CONN_SEGMIND_DEFAULT"] = json.dumps(
+            {"conn_type": "segmind", "password": emu.api_key, "host": emu.base_url}
+        )
+        job = SegmindHook().submit("stable-diffusion-3-large-txt2img", {"prompt": "a teapot"})
+        SegmindHook().get_status(job.request_id)  # answered after the two scripted 500s, retried by the hook
+        stats = emu.stats()  # {"submissions": 1, "status_polls": 3, "faults": {"500": 2}, ...}
     # --8<-- [end:emulator]
+
     assert stats["submissions"] == 1
     assert stats["status_polls"] == 3
     assert stats["faults"]["500"] == 2
