@@ -78,7 +78,7 @@ def _conn_fields() -> dict[str, Any]:
 def _documentation_url() -> str | None:
     """The ``Documentation`` project URL of the installed distribution (pyproject.toml is its one source).
 
-    Airflow 3.3+ reads it from the package metadata itself; 3.1 and 3.2 show what provider info says.
+    Airflow 3.2+ reads it from the package metadata itself (and overrides this); 3.1 shows this one.
     """
     try:
         urls: list[str] = metadata.metadata("airflow-provider-segmind").get_all("Project-URL") or []
