@@ -1,11 +1,23 @@
 # Two commands do all the set-up on a fresh machine with Python 3.11+ and make:
 #   make demo   the example pipeline against the bundled emulator (pictures at the end)
 #   make test   the test suite (unit, emulator, Airflow dag.test and real-triggerer runs)
-# Also: make lint, make bench (benchmarks, ~11 min), make soak (fault-injection soak, ~25 min).
+# Also: make lint, make docs (the documentation site, into ./site), make dist (sdist + wheel into
+# ./dist, twine-checked), make bench (benchmarks, ~11 min), make soak (fault-injection soak, ~25 min).
 # Everything is installed into .venv from this repository's own files.
+#
+# INSTALL=wheel (make test / make demo): run against the BUILT wheel instead of the editable source:
+# `make dist`, a fresh virtualenv (.venv-wheel) with the wheel + its amazon and emulator extras + the
+# `test` dependency group, and the tests and demo run from a copy of the repository without its source
+# package (build/wheel-tests), so no source tree shadows the installed one (tests/installed_package.py
+# checks it).
 
 PYTHON ?= python3
+INSTALL ?= editable
+ifeq ($(INSTALL),wheel)
+VENV ?= .venv-wheel
+else
 VENV ?= .venv
+endif
 AIRFLOW_LINE ?= 3.3
 # WITH_FAB=1 adds the FAB provider (many deployments install it; it changes how Airflow 3.1 builds
 # the connection form), pinned by its own freeze, constraints/airflow-<line>-fab.txt.
@@ -27,26 +39,94 @@ LINE_SUITES := tests/test_discovery.py tests/test_example_dags.py tests/generati
 	tests/generation/test_key_rotation.py tests/generation/test_trigger.py tests/generation/test_sensor.py \
 	tests/transfers/test_segmind_to_s3_dag.py
 
-.PHONY: venv test test-floor test-3.2 test-lowest print-line-suites lint demo bench soak clean constraints
+.PHONY: venv test test-floor test-3.2 test-lowest print-line-suites lint demo bench soak clean constraints \
+	dist docs wheel-tree tools-constraints
+
+# `uv pip install --group NAME` (PEP 735 groups of ./pyproject.toml, pip 25.1's syntax) needs uv 0.7+.
+UV_REQ := "uv>=0.7"
+
+# Release and documentation tools (twine, MkDocs Material): their own small venv, no Airflow, pinned
+# by constraints/tools.txt (`make tools-constraints` refreshes it).
+TOOLS := .venv-tools
+TOOLS_STAMP := $(TOOLS)/.installed
+# sdist + wheel into dist/ (the wheel is built from the sdist, so a file missing from the sdist fails
+# here), then `twine check` (metadata and README rendering as PyPI will show them).
+DIST_STAMP := dist/.built
+DIST_INPUTS := pyproject.toml MANIFEST.in README.md LICENSE NOTICE CHANGELOG.md \
+	$(shell find airflow_provider_segmind -type f -not -path '*/__pycache__/*')
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv>=0.5"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(UV_REQ)
 
+ifeq ($(INSTALL),wheel)
+# A clean virtualenv every time the wheel changes: the wheel (not editable) with its published extras,
+# plus the `test` group; the uv of the tools venv installs it.
+$(STAMP): $(DIST_STAMP) $(CONSTRAINTS)
+	rm -rf $(VENV)
+	$(PYTHON) -m venv --without-pip $(VENV)
+	$(TOOLS)/bin/uv pip install --quiet --python $(BIN)/python -c $(CONSTRAINTS) \
+		"$$(ls dist/*.whl)[amazon,emulator]" --group test $(EXTRA_PACKAGES)
+	touch $@
+else
 $(STAMP): $(BIN)/python pyproject.toml $(CONSTRAINTS)
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -c $(CONSTRAINTS) -e ".[dev]" $(EXTRA_PACKAGES)
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -c $(CONSTRAINTS) \
+		-e ".[amazon,emulator]" --group dev $(EXTRA_PACKAGES)
 	rm -f $(VENV)/.installed-*
 	touch $@
+endif
 
 venv: $(STAMP)
 
+# The repository without the source package (and without its build metadata, *.egg-info, which on
+# sys.path would pass for an installed distribution), where tests, example DAGs and demo find every
+# other file where they expect it (see INSTALL=wheel above).
+WHEEL_TREE := build/wheel-tests
+wheel-tree:
+	rm -rf $(WHEEL_TREE)
+	mkdir -p $(WHEEL_TREE)
+	tar -cf - --exclude=./airflow_provider_segmind --exclude='./*.egg-info' --exclude='./.venv*' \
+		--exclude=./.git --exclude=./build --exclude=./dist --exclude=./site --exclude=./demo-output \
+		--exclude='./.*_cache' --exclude='__pycache__' . | tar -xf - -C $(WHEEL_TREE)
+
+ifeq ($(INSTALL),wheel)
+test: $(STAMP) wheel-tree
+	cd $(WHEEL_TREE) && SEGMIND_TEST_PACKAGE=wheel SEGMIND_TEST_SOURCE=$(CURDIR) \
+		SEGMIND_TEST_WHEEL="$$(ls $(CURDIR)/dist/*.whl)" SEGMIND_TEST_SDIST="$$(ls $(CURDIR)/dist/*.tar.gz)" \
+		$(CURDIR)/$(BIN)/python -m pytest $(PYTEST_ARGS)
+else
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	SEGMIND_TEST_PACKAGE=source $(BIN)/python -m pytest $(PYTEST_ARGS)
+endif
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+$(TOOLS_STAMP): pyproject.toml constraints/tools.txt
+	test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
+	test -x $(TOOLS)/bin/uv || $(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check $(UV_REQ)
+	$(TOOLS)/bin/uv pip install --quiet --python $(TOOLS)/bin/python -c constraints/tools.txt \
+		--group docs --group release
+	touch $@
+
+$(DIST_STAMP): $(TOOLS_STAMP) $(DIST_INPUTS)
+	rm -rf dist
+	$(TOOLS)/bin/uv build --quiet --out-dir dist
+	$(TOOLS)/bin/twine check --strict dist/*
+	touch $@
+
+dist: $(DIST_STAMP)
+
+# The documentation site (docs/, mkdocs.yml) into ./site; warnings are errors (a broken link or a
+# snippet marker that moved fails the build).
+docs: $(TOOLS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(TOOLS)/bin/mkdocs build --strict
+
+tools-constraints: $(TOOLS_STAMP)
+	$(TOOLS)/bin/uv pip freeze --python $(TOOLS)/bin/python | grep -v -i -E "^(uv|pip|setuptools|wheel)==" > constraints/tools.txt.new
+	mv constraints/tools.txt.new constraints/tools.txt
 
 # The lowest supported Airflow line, in its own virtualenv (WITH_FAB=1: with the FAB provider, in
 # .venv-floor-fab). Without PYTEST_ARGS: the unit, generation, transfer and discovery suites.
@@ -62,25 +142,30 @@ test-3.2:
 print-line-suites:
 	@echo $(LINE_SUITES)
 
-# The declared floors: Airflow 3.1.0 with every direct dependency (and the amazon, emulator and
-# test extras') at the minimum pyproject.toml declares, pinned from pyproject itself by
+# The declared floors: Airflow 3.1.0 with every direct dependency (and the amazon and emulator
+# extras' and the test group's) at the minimum pyproject.toml declares, pinned from pyproject itself by
 # .ci/floors.py; everything else resolves to the newest release that fits, except the little that
 # Airflow 3.1.0 needs held back (constraints/lowest-direct.txt). The venv is checked before testing.
 LOWEST := .venv-lowest
 $(LOWEST)/.installed: pyproject.toml constraints/lowest-direct.txt .ci/floors.py
 	test -x $(LOWEST)/bin/python || $(PYTHON) -m venv $(LOWEST)
-	test -x $(LOWEST)/bin/uv || $(LOWEST)/bin/python -m pip install --quiet --disable-pip-version-check "uv>=0.5"
+	test -x $(LOWEST)/bin/uv || $(LOWEST)/bin/python -m pip install --quiet --disable-pip-version-check $(UV_REQ)
 	$(PYTHON) .ci/floors.py pins > $(LOWEST)/floors.txt
 	$(LOWEST)/bin/uv pip install --quiet --python $(LOWEST)/bin/python --resolution lowest-direct \
-		-c constraints/lowest-direct.txt -c $(LOWEST)/floors.txt -e ".[amazon,emulator,test]"
+		-c constraints/lowest-direct.txt -c $(LOWEST)/floors.txt -e ".[amazon,emulator]" --group test
 	touch $@
 
 test-lowest: $(LOWEST)/.installed
 	$(PYTHON) .ci/floors.py check $(LOWEST)/bin/python
-	$(LOWEST)/bin/python -m pytest $(or $(PYTEST_ARGS),$(LOWEST_SUITES))
+	SEGMIND_TEST_PACKAGE=source $(LOWEST)/bin/python -m pytest $(or $(PYTEST_ARGS),$(LOWEST_SUITES))
 
+ifeq ($(INSTALL),wheel)
+demo: $(STAMP) wheel-tree
+	cd $(WHEEL_TREE) && SEGMIND_DEMO_OUTPUT=$(CURDIR)/demo-output $(CURDIR)/$(BIN)/python demo/run.py
+else
 demo: $(STAMP)
 	$(BIN)/python demo/run.py
+endif
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
@@ -95,4 +180,5 @@ constraints: $(STAMP)
 	mv $(CONSTRAINTS).new $(CONSTRAINTS)
 
 clean:
-	rm -rf $(VENV) .venv-floor .venv-floor-fab .venv-3.2 $(LOWEST) demo-output .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-floor .venv-floor-fab .venv-3.2 .venv-wheel $(TOOLS) $(LOWEST) demo-output dist build site \
+		.pytest_cache .mypy_cache .ruff_cache

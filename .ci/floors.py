@@ -1,10 +1,11 @@
 """The declared floors of pyproject.toml as ``==`` pins, and a check that a venv really has them.
 
 ``make test-lowest`` installs the package with these pins as constraints, so every direct
-dependency (and those of the ``amazon``, ``emulator`` and ``test`` extras) is at the lowest
-version pyproject.toml claims to support; a floor that cannot even be installed beside the others
-fails the install instead of silently resolving higher (uv's ``--resolution lowest-direct`` alone
-lets another package's requirement lift a direct dependency above its floor).
+dependency (and those of the ``amazon`` and ``emulator`` extras and of the ``test`` dependency
+group) is at the lowest version pyproject.toml claims to support; a floor that cannot even be
+installed beside the others fails the install instead of silently resolving higher (uv's
+``--resolution lowest-direct`` alone lets another package's requirement lift a direct dependency
+above its floor).
 
     python .ci/floors.py pins           # print name==floor lines (constraints)
     python .ci/floors.py check PYTHON   # compare what PYTHON's environment has installed
@@ -20,19 +21,34 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from typing import Any
 
 PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
-#: The extras whose dependencies are the package's own (``dev`` holds lint tools, not floors).
-EXTRAS = ("amazon", "emulator", "test")
+#: The published extras whose dependencies are the package's own.
+EXTRAS = ("amazon", "emulator")
+#: The PEP 735 dependency groups the tests install (``dev`` adds lint tools, ``docs``/``release``
+#: the site and upload tools: no floors to test there).
+GROUPS = ("test",)
 _REQ = re.compile(r"^\s*(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?\s*(?P<spec>[^;]*)")
+
+
+def _group(groups: dict[str, list[Any]], name: str) -> list[str]:
+    """A dependency group's requirements, its ``{include-group = ...}`` entries expanded (PEP 735)."""
+    requirements: list[str] = []
+    for item in groups[name]:
+        requirements += _group(groups, item["include-group"]) if isinstance(item, dict) else [item]
+    return requirements
 
 
 def floors() -> dict[str, str]:
     """Normalised distribution name -> its declared minimum (``>=X`` or ``==X``)."""
-    project = tomllib.loads(PYPROJECT.read_text())["project"]
+    pyproject = tomllib.loads(PYPROJECT.read_text())
+    project = pyproject["project"]
     requirements = list(project["dependencies"])
     for extra in EXTRAS:
         requirements += project["optional-dependencies"][extra]
+    for group in GROUPS:
+        requirements += _group(pyproject["dependency-groups"], group)
     result: dict[str, str] = {}
     for requirement in requirements:
         match = _REQ.match(requirement)

@@ -7,6 +7,7 @@ classmethods instead. Both describe the same form.
 
 from __future__ import annotations
 
+from importlib import metadata
 from typing import Any
 
 from airflow_provider_segmind import __version__
@@ -29,7 +30,7 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
         "extra": '{"read_timeout": 60, "max_retries": 4}',
     },
 }
-#: Connection extras: name -> (label, JSON type, description). Documented in the README.
+#: Connection extras: name -> (label, JSON type, description). Documented in docs/connection.md.
 EXTRA_FIELDS: dict[str, tuple[str, str, str]] = {
     "connect_timeout": ("Connect timeout (s)", "number", "Default 10."),
     "read_timeout": ("Read timeout (s)", "number", "Default 60."),
@@ -74,6 +75,22 @@ def _conn_fields() -> dict[str, Any]:
     }
 
 
+def _documentation_url() -> str | None:
+    """The ``Documentation`` project URL of the installed distribution (pyproject.toml is its one source).
+
+    Airflow 3.2+ reads it from the package metadata itself (and overrides this); 3.1 shows this one.
+    """
+    try:
+        urls: list[str] = metadata.metadata("airflow-provider-segmind").get_all("Project-URL") or []
+    except metadata.PackageNotFoundError:  # imported from a source tree that was never installed
+        return None
+    for entry in urls:
+        label, _, url = entry.partition(",")
+        if label.strip().lower() == "documentation":
+            return url.strip()
+    return None
+
+
 def get_provider_info() -> dict[str, Any]:
     """Return the provider's metadata (the equivalent of an official provider's provider.yaml)."""
     return {
@@ -83,6 +100,7 @@ def get_provider_info() -> dict[str, Any]:
         "(Stable Diffusion 3 Large and any Segmind model): deferrable operators, trigger, sensor, "
         "S3 transfer and a local emulator.",
         "versions": [__version__],
+        "documentation-url": _documentation_url(),
         "integrations": [
             {
                 "integration-name": _INTEGRATION,

@@ -135,3 +135,22 @@ def test_text_values_from_the_31_form_are_parsed() -> None:
     settings = SegmindConnectionSettings.from_connection(conn)
     assert (settings.read_timeout, settings.connect_timeout, settings.run_sync_timeout) == (2.5, 7.0, 30.0)
     assert settings.retry_policy.max_attempts == 3
+
+
+def test_airflow_providers_get_shows_the_documentation_url() -> None:
+    """``airflow providers get --full``: the Documentation project URL (3.2+ reads it from the package
+    metadata, 3.1 from provider info; both come from pyproject.toml's [project.urls])."""
+    from importlib import metadata
+
+    (expected,) = [
+        entry.split(",", 1)[1].strip()
+        for entry in metadata.metadata("airflow-provider-segmind").get_all("Project-URL") or []
+        if entry.split(",", 1)[0].strip() == "Documentation"
+    ]
+    done = _airflow("-m", "airflow", "providers", "get", "airflow-provider-segmind", "--full", "--output", "json")
+    assert done.returncode == 0, done.stderr[-2000:]
+    (info,) = json.loads(done.stdout[done.stdout.index("[") :])
+    assert info["package-name"] == "airflow-provider-segmind"
+    assert expected.startswith("https://")
+    # Airflow 3.2.2 keeps the space that follows "Documentation," in the metadata (3.3 strips it).
+    assert info["documentation-url"].strip() == expected
