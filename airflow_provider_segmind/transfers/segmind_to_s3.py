@@ -21,7 +21,9 @@ from airflow.sdk import Asset, AssetAlias
 
 from airflow_provider_segmind import __version__
 from airflow_provider_segmind.exceptions import SegmindError
-from airflow_provider_segmind.protocol import SegmindJobStatus, parse_int, redact
+from airflow_provider_segmind.protocol import SegmindJobStatus, parse_int
+from airflow_provider_segmind.redaction import MANIFEST_LIMITS, plain
+from airflow_provider_segmind.redaction import finite_number as _number
 from airflow_provider_segmind.transfers._download import (
     DEFAULT_ALLOWED_CONTENT_TYPES,
     DEFAULT_CONNECT_TIMEOUT,
@@ -134,8 +136,6 @@ _EXTENSIONS: Final = {
     "audio/mpeg": "mp3",
     "audio/wav": "wav",
 }
-_SECRET_NAME_PARTS: Final = ("key", "token", "secret", "password", "passwd", "authorization", "credential", "cookie")
-_MAX_TEXT: Final = 10_000
 _MAX_INPUT_DEPTH: Final = 3
 _VERBS: Final = {"created": "Wrote", "unchanged": "Found (unchanged)", "replaced": "Replaced"}
 
@@ -302,39 +302,13 @@ def _iter_inputs(value: Any, depth: int = 0) -> Iterator[Mapping[str, Any] | str
 # --------------------------------------------------------------------------------------------
 
 
-def _clean(value: Any, depth: int = 0) -> Any:
-    """A JSON-safe, secret-free copy of a parameter value."""
-    if value is None or isinstance(value, (bool, int)):
-        return value
-    if isinstance(value, float):
-        return value if value == value and abs(value) != float("inf") else None
-    if isinstance(value, str):
-        if value.startswith("data:") or len(value) > _MAX_TEXT:
-            return f"<omitted: {len(value):,} characters of inline data>"
-        return redact(value)
-    if depth >= 4:
-        return "<omitted: nested too deep>"
-    if isinstance(value, Mapping):
-        return {str(k): _masked(str(k), v, depth + 1) for k, v in list(value.items())[:200]}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v, depth + 1) for v in value[:100]]
-    return redact(str(value))[:200]
-
-
-def _masked(name: str, value: Any, depth: int) -> Any:
-    if any(part in name.lower() for part in _SECRET_NAME_PARTS) and value not in (None, ""):
-        return "***"
-    return _clean(value, depth)
+def _clean(value: Any) -> Any:
+    """A JSON-safe, secret-free copy of a parameter value, bounded for a manifest."""
+    return plain(value, MANIFEST_LIMITS)
 
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-def _number(value: Any) -> float | int | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return value if value == value and abs(value) != float("inf") else None
 
 
 # --------------------------------------------------------------------------------------------
