@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
@@ -95,6 +96,7 @@ class JobWatch:
 
     :param log: where transitions, transient errors and key rotations are logged (``None``: nowhere).
     :param clock: epoch seconds now (tests move it by hand).
+    :param rng: the backoff jitter's source (``None``: the tracker's process-wide one).
     """
 
     def __init__(
@@ -109,6 +111,7 @@ class JobWatch:
         max_consecutive_errors: int,
         log: Logger | Any = None,
         clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
     ) -> None:
         self.request_id = request_id
         self.conn_id = conn_id
@@ -124,6 +127,7 @@ class JobWatch:
             submitted=submitted_at is not None,
             deadline=deadline,
             max_consecutive_errors=max_consecutive_errors,
+            rng=rng,
             # No assumed status: each watcher logs only what it saw. Even right after a submit the
             # first poll may find the job PROCESSING, and a trigger resumed by another triggerer
             # knows nothing of the statuses its predecessor saw.
