@@ -138,51 +138,44 @@ class JobWatch:
         self.refused: set[str] = set()
 
     def steps(self) -> WatchSteps:
-        """The watch itself: poll on the tracker's schedule until the job ends; return its event."""
+        """The watch itself: poll on the tracker's schedule until the job ends; return its event.
+
+        Status calls until the job is COMPLETED, then (at once) result calls: once COMPLETED, only
+        the result call is retried (see PollTracker).
+        """
         tracker, clock = self.tracker, self.clock
         delay = tracker.first_delay(clock())
         completed: PollStep | None = None  # the COMPLETED status step, once seen
         while True:
             if delay > 0:
                 yield Sleep(delay)
-            if completed is None:
-                try:
-                    answer = yield Call.STATUS
-                except Exception as err:
-                    step = tracker.on_error(err, clock())
-                    if _key_refused(err):
-                        if (yield from self._rotated()):
-                            delay = 0.0
-                            continue
-                        step = _still_refused(err, self.conn_id)
-                else:
-                    step = tracker.on_status(answer, clock())
-                _log_step(self.log, self.request_id, step)
-                if step.outcome == OUTCOME_COMPLETED:
-                    completed = step
-            if completed is not None:
-                # Once COMPLETED, only the result call is retried (see PollTracker).
-                try:
-                    result: JobResult = yield Call.RESULT
-                except Exception as err:
-                    step = tracker.on_error(err, clock())
-                    if _key_refused(err):
-                        if (yield from self._rotated()):
-                            delay = 0.0
-                            continue
-                        step = _still_refused(err, self.conn_id)
-                    _log_step(self.log, self.request_id, step)
-                else:
-                    _log_completed(self.log, self.request_id, completed, result)
+            call = Call.STATUS if completed is None else Call.RESULT
+            try:
+                answer = yield call
+            except Exception as err:
+                step = tracker.on_error(err, clock())
+                if _key_refused(err):
+                    if (yield from self._rotated()):
+                        delay = 0.0
+                        continue
+                    step = _still_refused(err, self.conn_id)
+            else:
+                if completed is not None:
+                    _log_completed(self.log, self.request_id, completed, answer)
                     return success_event(
-                        result,
+                        answer,
                         model=self.model,
                         status_metrics=_status_metrics(completed),
                         submitted_at=self.submitted_at,
                         deadline=self.deadline,
                         polls=tracker.polls + 1,
                     )
-            if step.outcome is not None and step.outcome != OUTCOME_COMPLETED:
+                step = tracker.on_status(answer, clock())
+            _log_step(self.log, self.request_id, step)
+            if step.outcome == OUTCOME_COMPLETED:
+                completed, delay = step, 0.0
+                continue
+            if step.outcome is not None:
                 return self._outcome(step)
             delay = step.delay
 

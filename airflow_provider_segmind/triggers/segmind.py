@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -23,7 +22,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 # Re-exported from their new homes for ``operators/segmind.py`` and older user code that imported
 # them from here; new code imports them from ``events``, ``results`` and ``polling``.
-from airflow_provider_segmind.events import EVENT_STATUSES, EVENT_SUCCESS, validate_event
+from airflow_provider_segmind.events import EVENT_STATUSES, validate_event
 from airflow_provider_segmind.polling import (
     DEFAULT_CONN_ID,
     DEFAULT_MAX_CONSECUTIVE_ERRORS,
@@ -39,8 +38,6 @@ from airflow_provider_segmind.results import fit_summary, result_summary, summar
 __all__ = [
     "DEFAULT_MAX_CONSECUTIVE_ERRORS",
     "EVENT_STATUSES",
-    "EVENT_SUCCESS",
-    "SINGLE_ATTEMPT",
     "SegmindJobTrigger",
     "fit_summary",
     "result_summary",
@@ -170,7 +167,6 @@ class SegmindJobTrigger(BaseTrigger):
             submitted_at=self.submitted_at,
             max_consecutive_errors=self.max_consecutive_errors,
             log=self.log,
-            clock=time.time,
         )
         try:
             watch.secrets.append((await hook.aget_settings()).api_key)
