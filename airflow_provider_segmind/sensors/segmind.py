@@ -16,15 +16,12 @@ from airflow.providers.common.compat.sdk import (
     conf,
 )
 
+from airflow_provider_segmind.events import validate_event
 from airflow_provider_segmind.exceptions import SegmindError, SegmindJobFailedError, SegmindRequestNotFoundError
+from airflow_provider_segmind.polling import DEFAULT_MAX_CONSECUTIVE_ERRORS, SINGLE_ATTEMPT
 from airflow_provider_segmind.protocol import PollSchedule, SegmindJobStatus
-from airflow_provider_segmind.triggers.segmind import (
-    DEFAULT_MAX_CONSECUTIVE_ERRORS,
-    SINGLE_ATTEMPT,
-    SegmindJobTrigger,
-    result_summary,
-    validate_event,
-)
+from airflow_provider_segmind.results import result_summary
+from airflow_provider_segmind.triggers.segmind import SegmindJobTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

@@ -19,7 +19,8 @@ from airflow.sdk import Asset
 
 from airflow_provider_segmind import __version__
 from airflow_provider_segmind.exceptions import SegmindError
-from airflow_provider_segmind.protocol import redact
+from airflow_provider_segmind.redaction import MANIFEST_LIMITS, plain
+from airflow_provider_segmind.redaction import finite_number as _number
 from airflow_provider_segmind.transfers._assets import (
     AUTO_ASSET,
     DEFAULT_ASSET_ALIAS,
@@ -90,8 +91,6 @@ __all__ = [
 #: The alias this operator emitted on by default up to 0.1.0; no longer a default (every DAG scheduled
 #: on it fired on every other DAG's images). Pass ``asset_alias=DEFAULT_ASSET_ALIAS`` to keep
 MANIFEST_VERSION: Final = 1
-_SECRET_NAME_PARTS: Final = ("key", "token", "secret", "password", "passwd", "authorization", "credential", "cookie")
-_MAX_TEXT: Final = 10_000
 
 
 # --------------------------------------------------------------------------------------------
@@ -99,39 +98,13 @@ _MAX_TEXT: Final = 10_000
 # --------------------------------------------------------------------------------------------
 
 
-def _clean(value: Any, depth: int = 0) -> Any:
-    """A JSON-safe, secret-free copy of a parameter value."""
-    if value is None or isinstance(value, (bool, int)):
-        return value
-    if isinstance(value, float):
-        return value if value == value and abs(value) != float("inf") else None
-    if isinstance(value, str):
-        if value.startswith("data:") or len(value) > _MAX_TEXT:
-            return f"<omitted: {len(value):,} characters of inline data>"
-        return redact(value)
-    if depth >= 4:
-        return "<omitted: nested too deep>"
-    if isinstance(value, Mapping):
-        return {str(k): _masked(str(k), v, depth + 1) for k, v in list(value.items())[:200]}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v, depth + 1) for v in value[:100]]
-    return redact(str(value))[:200]
-
-
-def _masked(name: str, value: Any, depth: int) -> Any:
-    if any(part in name.lower() for part in _SECRET_NAME_PARTS) and value not in (None, ""):
-        return "***"
-    return _clean(value, depth)
+def _clean(value: Any) -> Any:
+    """A JSON-safe, secret-free copy of a parameter value, bounded for a manifest."""
+    return plain(value, MANIFEST_LIMITS)
 
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-def _number(value: Any) -> float | int | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return value if value == value and abs(value) != float("inf") else None
 
 
 # --------------------------------------------------------------------------------------------

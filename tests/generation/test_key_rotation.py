@@ -21,9 +21,11 @@ import pytest
 import requests
 
 from airflow_provider_segmind.emulator.state import key_label
+from airflow_provider_segmind.events import validate_event
 from airflow_provider_segmind.hooks.segmind import SegmindHook
+from airflow_provider_segmind.polling import wait_for_job
 from airflow_provider_segmind.protocol import SD3_LARGE_MODEL, PollSchedule
-from airflow_provider_segmind.triggers.segmind import SegmindJobTrigger, validate_event, wait_for_job
+from airflow_provider_segmind.triggers.segmind import SegmindJobTrigger
 from tests.generation.helpers import FAST_SCHEDULE, PROMPT, ManualClock, captured_logs, use_emulator, wait_for
 
 KEY_B = "SG_rotated0b1c2d3e4f5a6b7"

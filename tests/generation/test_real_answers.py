@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException, TaskDeferred
 
+from airflow_provider_segmind.events import validate_event
 from airflow_provider_segmind.exceptions import (
     SegmindInvalidInputJobError,
     SegmindInvalidParametersError,
@@ -26,9 +27,10 @@ from airflow_provider_segmind.operators.segmind import (
     SegmindRunOperator,
     SegmindTextToImageOperator,
 )
+from airflow_provider_segmind.polling import wait_for_job
 from airflow_provider_segmind.protocol import SD3_LARGE_MODEL, PollSchedule
 from airflow_provider_segmind.sensors.segmind import SegmindJobSensor
-from airflow_provider_segmind.triggers.segmind import SegmindJobTrigger, validate_event, wait_for_job
+from airflow_provider_segmind.triggers.segmind import SegmindJobTrigger
 from tests.generation.helpers import (
     FAST_SCHEDULE,
     PROMPT,
@@ -323,7 +325,7 @@ def test_failed_segmind_tasks_log_no_xcom_not_found(
 def test_numeric_string_seed_and_file_size_survive_into_the_summary() -> None:
     """segmind-api.md, Added 2026-11-30: in images[], seed and file_size may be strings."""
     from airflow_provider_segmind.protocol import HttpAnswer, parse_result
-    from airflow_provider_segmind.triggers.segmind import result_summary
+    from airflow_provider_segmind.results import result_summary
 
     body = {
         "status": "COMPLETED",

@@ -1,0 +1,119 @@
+"""What a Segmind task returns: the small JSON-safe summary of a COMPLETED job (pushed to XCom).
+
+The trigger's success event, the blocking wait, the operators and the sensor all return this same
+shape, so a downstream task (the S3 transfer, a user's ``@task``) reads one schema whichever path
+produced it. It must stay well under XCom's comfortable 48 KB: ids, URLs and numbers, never image
+bytes; parameters pass through :mod:`airflow_provider_segmind.redaction` (no secrets, no inline data).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from airflow_provider_segmind.protocol import RESULT_RETENTION_SECONDS, JobResult, SegmindJobStatus, parse_int
+from airflow_provider_segmind.redaction import XCOM_LIMITS, finite_number, plain
+
+__all__ = ["fit_summary", "job_metrics", "result_summary", "summarize_params", "utc_iso"]
+
+#: Longest string parameter kept whole (SD3 prompts go up to 10,000 characters); longer ones are
+#: inline data (a base64 input image) and are replaced by a note.
+_MAX_PARAM_TEXT: Final = XCOM_LIMITS.text_limit
+_MAX_URL: Final = 4_096
+_MAX_IMAGES: Final = 32
+#: A summary above this is shrunk further (prompts clipped): XCom rows should stay small.
+_SUMMARY_BUDGET_BYTES: Final = 40_000
+_METRIC_NAMES: Final = ("queue_time", "inference_time", "total_time", "cost", "remaining_credits")
+
+
+def summarize_params(params: Mapping[str, Any] | None, *, text_limit: int = _MAX_PARAM_TEXT) -> dict[str, Any]:
+    """The request's parameters as they may appear in XCom: JSON-safe, no secrets, no inline data.
+
+    Credential-looking names are masked, key-shaped strings are redacted, and long strings (a
+    base64 input image) are replaced by a note with their length.
+    """
+    if not params:
+        return {}
+    limits = XCOM_LIMITS if text_limit == XCOM_LIMITS.text_limit else replace(XCOM_LIMITS, text_limit=text_limit)
+    summary: dict[str, Any] = plain(params, limits)
+    return summary
+
+
+def _image_entry(image: Mapping[str, Any]) -> dict[str, Any] | None:
+    url = image.get("url")
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")) or len(url) > _MAX_URL:
+        return None
+    entry: dict[str, Any] = {"url": url}
+    for name in ("content_type", "file_name"):
+        value = image.get(name)
+        entry[name] = value[:200] if isinstance(value, str) else None
+    # Numeric strings are parsed, not dropped (segmind-api.md, "Added 2026-11-30").
+    entry["file_size"] = parse_int(image.get("file_size"))
+    seed = parse_int(image.get("seed"))
+    if seed is not None:
+        entry["seed"] = seed
+    return entry
+
+
+def job_metrics(*sources: Mapping[str, Any] | None) -> dict[str, float | int]:
+    """The known timing/credit metrics found in ``sources`` (later ones win), finite numbers only."""
+    out: dict[str, float | int] = {}
+    for source in sources:
+        for name in _METRIC_NAMES:
+            number = finite_number((source or {}).get(name))
+            if number is not None:
+                out[name] = number
+    return out
+
+
+def utc_iso(epoch: float) -> str:
+    """An epoch time as ISO 8601 UTC to the second, as summaries and event messages show it."""
+    return datetime.fromtimestamp(epoch, tz=UTC).isoformat(timespec="seconds")
+
+
+def result_summary(
+    result: JobResult,
+    *,
+    model: str,
+    status_metrics: Mapping[str, Any] | None = None,
+    submitted_at: float | None = None,
+    params: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The small, JSON-safe description of a COMPLETED job that a task returns (and XCom stores).
+
+    It holds ids, URLs and numbers, never image bytes. When the model returned the image inline
+    (``base64: true``) the summary says ``"output_inline": true`` and carries no data: the result
+    stays retrievable by ``request_id`` until ``retrievable_until`` (1 hour after submission), and
+    a transfer operator re-fetches it through the hook to write it to storage.
+    """
+    images = [entry for entry in (_image_entry(i) for i in result.images[:_MAX_IMAGES]) if entry]
+    urls = [u for u in result.output_urls if len(u) <= _MAX_URL][:_MAX_IMAGES]
+    summary: dict[str, Any] = {
+        "request_id": result.request_id,
+        "model": model,
+        "status": SegmindJobStatus.COMPLETED.value,
+        "output_url": urls[0] if urls else None,
+        "output_urls": urls,
+        "output_inline": result.base64_image is not None,
+        "images": images,
+        "seed": result.seed,
+        "metrics": job_metrics(status_metrics, result.metrics),
+        "retrievable_until": utc_iso(submitted_at + RESULT_RETENTION_SECONDS) if submitted_at else None,
+        "params": summarize_params(params),
+    }
+    return fit_summary(summary)
+
+
+def fit_summary(summary: dict[str, Any]) -> dict[str, Any]:
+    """Keep a summary under the XCom budget: clip parameter strings if it is still too big."""
+    if len(json.dumps(summary)) <= _SUMMARY_BUDGET_BYTES:
+        return summary
+    shrunk = dict(summary)
+    shrunk["params"] = summarize_params(summary.get("params"), text_limit=500)
+    shrunk["images"] = summary.get("images", [])[:4]
+    shrunk["output_urls"] = summary.get("output_urls", [])[:4]
+    shrunk["truncated"] = True
+    return shrunk
