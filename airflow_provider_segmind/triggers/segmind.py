@@ -55,6 +55,7 @@ from airflow_provider_segmind.protocol import (
     parse_int,
     redact,
 )
+from airflow_provider_segmind.protocol.learning import LEARNED_RUNTIMES
 
 if TYPE_CHECKING:
     from logging import Logger
@@ -361,9 +362,10 @@ def _new_tracker(
     deadline: float | None,
     max_consecutive_errors: int,
     now: float,
+    model: str = "",
 ) -> PollTracker:
     return PollTracker(
-        schedule,
+        LEARNED_RUNTIMES.schedule_for(model, schedule),  # placed where this model's jobs finished
         started_at=submitted_at if submitted_at is not None else now,
         submitted=submitted_at is not None,
         deadline=deadline,
@@ -458,6 +460,7 @@ def wait_for_job(
         deadline=deadline,
         max_consecutive_errors=max_consecutive_errors,
         now=clock(),
+        model=model,
     )
     secrets = [hook.get_settings().api_key]
     common: dict[str, Any] = {"request_id": request_id, "model": model, "deadline": deadline}
@@ -510,6 +513,7 @@ def wait_for_job(
                     _log_step(log, request_id, step)
                 else:
                     _log_completed(log, request_id, completed, result)
+                    LEARNED_RUNTIMES.observe(model, _status_metrics(completed), result.metrics)
                     return success_event(
                         result,
                         model=model,
@@ -659,6 +663,7 @@ class SegmindJobTrigger(BaseTrigger):
             deadline=self.deadline,
             max_consecutive_errors=self.max_consecutive_errors,
             now=time.time(),
+            model=self.model,
         )
         common: dict[str, Any] = {"request_id": self.request_id, "model": self.model, "deadline": self.deadline}
         secrets: list[str | None] = []
@@ -728,6 +733,7 @@ class SegmindJobTrigger(BaseTrigger):
                             _log_step(self.log, self.request_id, step)
                         else:
                             _log_completed(self.log, self.request_id, completed, result)
+                            LEARNED_RUNTIMES.observe(self.model, _status_metrics(completed), result.metrics)
                             return success_event(
                                 result,
                                 model=self.model,
