@@ -8,18 +8,13 @@ against the emulator is ``tests/generation/test_learning_trigger.py``.
 
 from __future__ import annotations
 
-import math
 import random
 
 import pytest
 
 from airflow_provider_segmind.protocol import (
-    OUTCOME_COMPLETED,
     SD3_LARGE_MODEL,
-    JobStatusResponse,
     PollSchedule,
-    PollTracker,
-    SegmindJobStatus,
 )
 from airflow_provider_segmind.protocol.learning import (
     LEARNED_INTERVAL_FRACTION,
@@ -28,35 +23,9 @@ from airflow_provider_segmind.protocol.learning import (
     estimated_range,
     place,
 )
+from tests.generation.test_poll_schedule import RTT, sdk_calls, tracker_calls
 
-RTT = 0.01
 VIDEO = "some-video-model"
-
-
-def run_job(schedule: PollSchedule, queue: float, inference: float) -> tuple[int, float]:
-    """``(status calls, detection latency)`` for a job QUEUED ``queue`` s, then PROCESSING ``inference`` s."""
-    done = queue + inference
-    tracker = PollTracker(schedule, started_at=0.0)
-    t, calls = tracker.first_delay(0.0), 0
-    while True:
-        calls += 1
-        status = (
-            SegmindJobStatus.QUEUED
-            if t < queue
-            else SegmindJobStatus.PROCESSING
-            if t < done
-            else SegmindJobStatus.COMPLETED
-        )
-        step = tracker.on_status(JobStatusResponse("r", status), t)
-        if step.outcome == OUTCOME_COMPLETED:
-            return calls, t - done
-        assert step.outcome is None
-        t += step.delay + RTT
-
-
-def sdk_calls(completion: float) -> int:
-    """The SDK's ``wait(interval=1.0)``: a call at t=0 and then every second."""
-    return math.floor(completion / (1.0 + RTT)) + 2
 
 
 def learned_book(model: str, queue: tuple[float, float], inference: tuple[float, float], warm: int) -> RuntimeBook:
@@ -182,9 +151,9 @@ def test_learned_polls_meet_the_latency_goal_with_half_the_sdk_calls(
     ours, sdk, ratios = 0, 0, []
     for _ in range(400):
         q, i = rng.uniform(*queue), rng.uniform(*inference)
-        calls, late = run_job(schedule, q, i)
+        calls, late = tracker_calls(schedule, q, i)
         ours += calls
-        sdk += sdk_calls(q + i)
+        sdk += sdk_calls(q + i)[0]
         ratios.append(late / max(1.5, 0.05 * (q + i)))
     ratios.sort()
     assert ratios[int(0.95 * len(ratios))] <= 1.0
@@ -197,8 +166,8 @@ def test_learned_polls_beat_the_default_schedule_on_long_jobs() -> None:
     learned = learned_book(VIDEO, (0.0, 5.0), (60.0, 90.0), warm=16).schedule_for(VIDEO, default)
     rng = random.Random(3)
     jobs = [(rng.uniform(0, 5), rng.uniform(60, 90)) for _ in range(200)]
-    before = [run_job(default, q, i) for q, i in jobs]
-    after = [run_job(learned, q, i) for q, i in jobs]
+    before = [tracker_calls(default, q, i) for q, i in jobs]
+    after = [tracker_calls(learned, q, i) for q, i in jobs]
     assert max(late for _, late in after) < 0.5 * max(late for _, late in before)
     assert sum(calls for calls, _ in after) < sum(calls for calls, _ in before)
 
@@ -206,6 +175,6 @@ def test_learned_polls_beat_the_default_schedule_on_long_jobs() -> None:
 def test_past_the_learned_range_polls_back_off_but_never_stop() -> None:
     """A job far longer than every learned run (a cold GPU) is still seen finished, at a bounded cost."""
     schedule = learned_book(VIDEO, (0.0, 1.0), (8.0, 12.0), warm=16).schedule_for(VIDEO, PollSchedule())
-    calls, late = run_job(schedule, 0.5, 1800.0)
+    calls, late = tracker_calls(schedule, 0.5, 1800.0)
     assert late <= schedule.max_interval + RTT
     assert calls < 1800.0 / schedule.max_interval + 40
