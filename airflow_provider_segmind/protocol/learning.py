@@ -40,12 +40,7 @@ from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from airflow_provider_segmind.protocol.polling import (
-    _MIN_RUNTIME_FRACTION,
-    _SLOW_AFTER_FACTOR,
-    RESULT_RETENTION_SECONDS,
-    PollSchedule,
-)
+from airflow_provider_segmind.protocol.polling import RESULT_RETENTION_SECONDS, PollSchedule, runtime_hint
 
 #: Completed jobs remembered per model (a window: the oldest run drops out first).
 SAMPLES_PER_MODEL: Final = 32
@@ -98,8 +93,9 @@ def place(
       (``slow_after``).
       At least :data:`MIN_SAMPLES` queue times also move the first poll to the estimated shortest
       queue (``initial_delay``, never earlier than ``base``'s).
-    - Else, a seed (``base.expected_runtime`` > 0) stands for the typical inference, with the same
-      factors :meth:`PollSchedule.for_model` applies to a known model's typical runtime.
+    - Else, a seed (``base.expected_runtime`` > 0) stands for the typical inference:
+      :func:`~airflow_provider_segmind.protocol.polling.runtime_hint`, the rule
+      :meth:`PollSchedule.for_model` applies to a known model's typical runtime.
     - Else ``base`` unchanged: a model nobody has seen or seeded keeps today's schedule.
 
     Pure: the same samples give the same schedule.
@@ -111,14 +107,11 @@ def place(
         # long queue adds to it: a job in a queue as long as the last ones is on time, not late.
         longest_queue = estimated_range(queue)[1] if len(queue) >= MIN_SAMPLES else 0.0
         changes = {"min_runtime": low * _LOW_MARGIN, "slow_after": (longest_queue + high) * _HIGH_MARGIN}
+        changes = {name: round(value, 3) for name, value in changes.items()}
     elif base.expected_runtime > 0:
-        changes = {
-            "min_runtime": base.expected_runtime * _MIN_RUNTIME_FRACTION,
-            "slow_after": base.expected_runtime * _SLOW_AFTER_FACTOR,
-        }
+        changes = runtime_hint(base.expected_runtime)
     if not changes:
         return base
-    changes = {name: round(value, 3) for name, value in changes.items()}
     changes["interval_fraction"] = max(base.interval_fraction, LEARNED_INTERVAL_FRACTION)
     if len(queue) >= MIN_SAMPLES:
         changes["initial_delay"] = max(base.initial_delay, round(estimated_range(queue)[0] * _LOW_MARGIN, 3))

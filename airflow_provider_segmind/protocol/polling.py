@@ -132,12 +132,7 @@ class PollSchedule:
         slowing down after 15 s, which suits fast models and long video jobs alike.
         """
         typical = KNOWN_INFERENCE_SECONDS.get(model or "")
-        values: dict[str, float] = {}
-        if typical is not None:
-            values = {
-                "min_runtime": round(typical * _MIN_RUNTIME_FRACTION, 3),
-                "slow_after": round(typical * _SLOW_AFTER_FACTOR, 3),
-            }
+        values = runtime_hint(typical) if typical is not None else {}
         return cls(**{**values, **overrides})
 
     def to_dict(self) -> dict[str, float]:
@@ -207,6 +202,18 @@ class PollSchedule:
             return waited + 0.5 * self.interval * min(max(rand, 0.0), 1.0)
         ceiling = min(self.max_interval, self.error_backoff * 2.0 ** max(0, consecutive - 1))
         return max(self.interval, ceiling / 2 + (ceiling / 2) * min(max(rand, 0.0), 1.0))
+
+
+def runtime_hint(typical: float) -> dict[str, float]:
+    """``min_runtime`` and ``slow_after`` for a model whose inference typically takes ``typical`` s.
+
+    The one rule for a known model (:meth:`PollSchedule.for_model`) and a seeded one
+    (``PollSchedule.expected_runtime``, see :func:`~airflow_provider_segmind.protocol.learning.place`).
+    """
+    return {
+        "min_runtime": round(typical * _MIN_RUNTIME_FRACTION, 3),
+        "slow_after": round(typical * _SLOW_AFTER_FACTOR, 3),
+    }
 
 
 @functools.lru_cache(maxsize=64)
