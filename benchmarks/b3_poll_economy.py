@@ -473,7 +473,7 @@ def part_c_profile(profile: Profile, jobs: int, seed: int) -> tuple[list[Row], d
             f"{learned_ratio:.2f}x ({today_ratio:.2f}x)",
             "<= 0.5x SDK",
             yes_no(learned_ratio <= 0.5 and all_seen),
-            note=f"3c {profile.name}: {jobs} jobs per side; the learned round started after {warm} completed jobs "
+            note=f"{profile.name}: {jobs} jobs per side; the learned round started after {warm} completed jobs "
             f"of the model were in the book: min_runtime {learned_schedule.min_runtime * s:.1f} s, slow_after "
             f"{learned_schedule.slow_after * s:.1f} s, interval_fraction {learned_schedule.interval_fraction:g} "
             f"(real seconds); jobs seen done: SDK {sides['sdk']['detected']}, today {sides['today']['detected']}, "
