@@ -38,6 +38,7 @@ from airflow_provider_segmind.protocol import (
     SegmindJobStatus,
     redact,
 )
+from airflow_provider_segmind.protocol.learning import LEARNED_RUNTIMES
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -122,7 +123,7 @@ class JobWatch:
         self.clock = clock
         now = clock()
         self.tracker = PollTracker(
-            schedule,
+            LEARNED_RUNTIMES.schedule_for(model, schedule),  # placed where this model's jobs finished
             started_at=submitted_at if submitted_at is not None else now,
             submitted=submitted_at is not None,
             deadline=deadline,
@@ -162,6 +163,7 @@ class JobWatch:
             else:
                 if completed is not None:
                     _log_completed(self.log, self.request_id, completed, answer)
+                    LEARNED_RUNTIMES.observe(self.model, _status_metrics(completed), answer.metrics)
                     return success_event(
                         answer,
                         model=self.model,

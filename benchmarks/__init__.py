@@ -58,6 +58,13 @@ logger at ERROR, so log formatting does not dominate CPU figures (3b counts its 
    (``--rate-limit 50 --rate-limit-scope all``): ours = hook submit (its retry policy waits out 429s)
    + 20 triggers; SDK = 20 threads of ``client.run``. Reported: completed jobs, and jobs aborted by a
    429. Runs alongside (a) on its own emulator. With ``--quick``: 6 jobs, 5 requests per 3 s window.
+   (c) Polls that learn each model's runtime, per profile (SD3 Large 8-12 s; a 60-90 s model; a 3-10 min
+   model time-scaled 1/10 -- emulator timings, our schedule's seconds and the SDK's interval all run 10x
+   faster, figures reported in real seconds; ``--quick``: 8 jobs, scales 1/4 and 1/20), each on its own
+   emulator: round 1 = 20 jobs of the SDK's 1 s polling and 20 of today's schedule at once; round 2 = 20
+   jobs after round 1's completions are in the process's book (the learned schedule). Reported per side:
+   status calls per job (per-key counts) and p95 detection latency. Targets for the learned side: <= 0.5x
+   the SDK's calls, p95 <= max(1.5 s, 5% of the job's submit-to-completion time).
 
 4. S3 streaming (``b4_s3_streaming``)
    A 200 MiB output (100 MiB with ``--quick``) served by the emulator's ``/_emulator/blob/{n}``

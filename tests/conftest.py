@@ -12,6 +12,16 @@ from airflow_provider_segmind.emulator import EmulatorConfig, SegmindEmulator
 EmulatorFactory = Callable[..., SegmindEmulator]
 
 
+@pytest.fixture(autouse=True)
+def _fresh_learned_runtimes() -> Iterator[None]:
+    """Every test starts like a freshly started triggerer: no runtimes learned from earlier tests' jobs."""
+    from airflow_provider_segmind.protocol.learning import LEARNED_RUNTIMES
+
+    LEARNED_RUNTIMES.clear()
+    yield
+    LEARNED_RUNTIMES.clear()
+
+
 @pytest.fixture
 def emulator_factory() -> Iterator[EmulatorFactory]:
     """Start emulators with config overrides on the ``fast`` profile; all are stopped at teardown.

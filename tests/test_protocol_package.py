@@ -32,6 +32,7 @@ READING_ORDER = (
     "errors",
     "responses",
     "polling",
+    "learning",
     "history",
     "history_search",
 )

@@ -20,6 +20,7 @@ those above it):
 - :mod:`.errors`: the error taxonomy (which typed error an answer is, and what to do).
 - :mod:`.responses`: successful answers into typed values.
 - :mod:`.polling`: the poll schedule and the watch's state machine (:class:`PollTracker`).
+- :mod:`.learning`: what completed jobs of a model took, and where that places the next job's polls.
 - :mod:`.history`: Segmind's request-history API (URLs, query, records, answers).
 - :mod:`.history_search`: finding a submit whose answer was lost among those records.
 

@@ -71,7 +71,7 @@ class PollSchedule:
        starts, because that pins down when it can end.
     3. When PROCESSING is first seen, inference began after the last QUEUED answer; no call before
        that moment plus ``min_runtime`` (the model's shortest plausible inference), because the job
-       cannot be done earlier.
+       cannot be done earlier (except one every ``max_interval``, should that wait be longer).
     4. From then on, one call every ``interval``: this bounds the detection latency (completion ->
        noticed) by ``interval`` plus a round trip.
     5. A job still PROCESSING ``slow_after`` seconds after it can have started is late (bigger
@@ -81,6 +81,16 @@ class PollSchedule:
        (with jitter, capped at ``max_interval``); a 429 waits at least what the server asked
        (``Retry-After`` / reset header), capped at ``rate_limit_max_wait``, plus up to half an
        ``interval`` of jitter.
+
+    7. Once processing, no wait is shorter than ``interval_fraction`` of the time since submit
+       (0 = off, the default): a job that has run for minutes is not polled every second, yet its
+       completion is still noticed within that fraction of its runtime. Learned schedules set it
+       (:mod:`~airflow_provider_segmind.protocol.learning`).
+
+    ``expected_runtime`` (seconds, 0 = none) is a hint of the model's inference time for a model
+    the triggerer has not seen finish yet; :func:`~airflow_provider_segmind.protocol.learning.place`
+    turns it (or what completed jobs took) into ``min_runtime``/``slow_after``/``interval_fraction``.
+    On its own it changes nothing: the tracker reads only the fields above.
 
     Nothing is tuned to one job length: the waits follow the observed QUEUED -> PROCESSING
     transition, so queue time is measured rather than guessed, and only the model's inference
@@ -101,6 +111,8 @@ class PollSchedule:
     max_interval: float = 30.0
     error_backoff: float = 1.0
     rate_limit_max_wait: float = RATE_LIMIT_MAX_WAIT
+    interval_fraction: float = 0.0
+    expected_runtime: float = 0.0
 
     def __post_init__(self) -> None:
         for name in self.__dataclass_fields__:
@@ -109,6 +121,8 @@ class PollSchedule:
             raise ValueError("PollSchedule.interval and queued_interval must be > 0 (a zero interval hammers the API)")
         if self.max_interval < max(self.interval, self.queued_interval):
             raise ValueError("PollSchedule.max_interval must be >= interval and queued_interval")
+        if self.interval_fraction >= 1:
+            raise ValueError("PollSchedule.interval_fraction must be < 1 (a fraction of the time since submit)")
 
     @classmethod
     def for_model(cls, model: str | None, **overrides: float) -> PollSchedule:
@@ -118,12 +132,7 @@ class PollSchedule:
         slowing down after 15 s, which suits fast models and long video jobs alike.
         """
         typical = KNOWN_INFERENCE_SECONDS.get(model or "")
-        values: dict[str, float] = {}
-        if typical is not None:
-            values = {
-                "min_runtime": round(typical * _MIN_RUNTIME_FRACTION, 3),
-                "slow_after": round(typical * _SLOW_AFTER_FACTOR, 3),
-            }
+        values = runtime_hint(typical) if typical is not None else {}
         return cls(**{**values, **overrides})
 
     def to_dict(self) -> dict[str, float]:
@@ -171,11 +180,14 @@ class PollSchedule:
             overrun = (now - started_at) - self.slow_after
             return min(self.max_interval, max(self.queued_interval, self.slowdown * overrun))
         since = processing_since if processing_since is not None else now
-        if first_processing and last_queued_at is not None and self.min_runtime > 0:
-            earliest_done = since + self.min_runtime
+        earliest_done = since + self.min_runtime
+        if last_queued_at is not None and self.min_runtime > 0 and (first_processing or now < earliest_done):
+            # A skip longer than ``max_interval`` (a learned minutes-long runtime) is taken in steps
+            # of ``max_interval``: a job that fails early is still noticed within it.
             return min(self.max_interval, max(self.interval, earliest_done - now))
         overrun = (now - since) - max(self.slow_after, self.min_runtime)
-        return min(self.max_interval, max(self.interval, self.slowdown * overrun))
+        proportional = self.interval_fraction * (now - started_at)
+        return min(self.max_interval, max(self.interval, proportional, self.slowdown * overrun))
 
     def delay_after_error(self, error: BaseException, consecutive: int, *, rand: float = 1.0) -> float:
         """Seconds to wait after the ``consecutive``-th transient error in a row.
@@ -190,6 +202,18 @@ class PollSchedule:
             return waited + 0.5 * self.interval * min(max(rand, 0.0), 1.0)
         ceiling = min(self.max_interval, self.error_backoff * 2.0 ** max(0, consecutive - 1))
         return max(self.interval, ceiling / 2 + (ceiling / 2) * min(max(rand, 0.0), 1.0))
+
+
+def runtime_hint(typical: float) -> dict[str, float]:
+    """``min_runtime`` and ``slow_after`` for a model whose inference typically takes ``typical`` s.
+
+    The one rule for a known model (:meth:`PollSchedule.for_model`) and a seeded one
+    (``PollSchedule.expected_runtime``, see :func:`~airflow_provider_segmind.protocol.learning.place`).
+    """
+    return {
+        "min_runtime": round(typical * _MIN_RUNTIME_FRACTION, 3),
+        "slow_after": round(typical * _SLOW_AFTER_FACTOR, 3),
+    }
 
 
 @functools.lru_cache(maxsize=64)
