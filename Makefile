@@ -38,8 +38,11 @@ LOWEST_SUITES := $(FLOOR_SUITES) tests/emulator
 LINE_SUITES := tests/test_discovery.py tests/test_example_dags.py tests/generation/test_dag_test.py \
 	tests/generation/test_key_rotation.py tests/generation/test_trigger.py tests/generation/test_sensor.py \
 	tests/transfers/test_segmind_to_s3_dag.py
+# What the FAB provider changes on 3.1: provider discovery, the connection form, DAG parsing (the task
+# runtime is the same Airflow 3.1.0 the declared-floors job runs LINE_SUITES' suites on).
+FAB_SUITES := tests/test_discovery.py tests/test_example_dags.py
 
-.PHONY: venv test test-floor test-3.2 test-lowest print-line-suites lint demo bench soak clean constraints \
+.PHONY: venv test test-floor test-3.2 test-lowest print-line-suites print-fab-suites lint demo bench soak clean constraints \
 	dist docs wheel-tree tools-constraints
 
 # `uv pip install --group NAME` (PEP 735 groups of ./pyproject.toml, pip 25.1's syntax) needs uv 0.7+.
@@ -141,6 +144,9 @@ test-3.2:
 
 print-line-suites:
 	@echo $(LINE_SUITES)
+
+print-fab-suites:
+	@echo $(FAB_SUITES)
 
 # The declared floors: Airflow 3.1.0 with every direct dependency (and the amazon and emulator
 # extras' and the test group's) at the minimum pyproject.toml declares, pinned from pyproject itself by
