@@ -77,7 +77,7 @@ class SegmindAsyncCalls(BaseHook):
         """Resolve the connection without sync DB access, for the triggerer's event loop.
 
         Cached for the hook's life, and shared with the loop's other hooks for up to a minute
-        (:class:`_LoopSettingsCache`: the lookup costs more CPU than a poll, and every trigger
+        (:class:`~._cache._LoopSettingsCache`: the lookup costs more CPU than a poll, and every trigger
         makes one), dropped early when a call answers 401/403. ``fresh``: skip the shared cache
         (read the connection itself) and store what was read.
         """
@@ -99,7 +99,7 @@ class SegmindAsyncCalls(BaseHook):
 
     @contextlib.asynccontextmanager
     async def shared_session(self) -> AsyncIterator[aiohttp.ClientSession]:
-        """The event loop's shared ``aiohttp`` session (see :class:`_LoopSessionPool`); always released."""
+        """The event loop's shared ``aiohttp`` session (see :class:`~._cache._LoopSessionPool`); always released."""
         settings = await self.aget_settings()
         async with _cache._SHARED_SESSIONS.acquire(settings) as session:
             yield session
