@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_segmind.hooks import segmind as hook_module
+# The loop caches and the session pool (the fixture below swaps the settings cache where it is read).
+from airflow_provider_segmind.hooks import _cache as hook_module
 from airflow_provider_segmind.hooks.segmind import (
     SegmindAuthenticationError,
     SegmindForbiddenError,

@@ -1,0 +1,221 @@
+"""What a Segmind connection means: its fields and extras parsed into :class:`SegmindConnectionSettings`
+(one reading for workers and the triggerer), and the typed extra fields of Airflow 3.1's connection form.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+from airflow_provider_segmind.exceptions import SegmindAuthenticationError, SegmindError, SegmindInvalidParametersError
+from airflow_provider_segmind.get_provider_info import EXTRA_DEFAULTS, EXTRA_FIELDS
+from airflow_provider_segmind.history import DEFAULT_HISTORY_URL, default_history_url, normalize_history_url
+from airflow_provider_segmind.protocol import RetryPolicy, normalize_base_url, redact
+from airflow_provider_segmind.proxy import normalize_proxy_url, proxy_for, proxy_secrets, public_proxy_url
+
+if TYPE_CHECKING:
+    from airflow.sdk import Connection
+
+DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_READ_TIMEOUT = 60.0
+#: A v1 call blocks while the GPU renders (~10 s for SD3 Large, longer when queued).
+DEFAULT_RUN_SYNC_TIMEOUT = 300.0
+
+
+@dataclass(frozen=True)
+class SegmindConnectionSettings:
+    """What a Segmind connection resolves to. ``api_key`` is excluded from ``repr`` on purpose."""
+
+    base_url: str
+    api_key: str = field(repr=False)
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    read_timeout: float = DEFAULT_READ_TIMEOUT
+    run_sync_timeout: float = DEFAULT_RUN_SYNC_TIMEOUT
+    retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
+    #: The ``proxy`` extra: a forward proxy for every API call of this connection, on workers and in
+    #: the triggerer (``None``: the environment's ``HTTP(S)_PROXY``/``NO_PROXY`` apply, on both
+    #: paths). Out of ``repr``: its URL may carry a password (see :attr:`proxy_shown`).
+    proxy: str | None = field(default=None, repr=False)
+    #: The ``history_url`` extra: Segmind's request-history API (default: the SDK's URL, or the
+    #: base URL's own history path for a loopback base URL, i.e. the emulator).
+    history_url: str = DEFAULT_HISTORY_URL
+    #: The ``history_lookup`` extra (default true): false turns every history lookup off.
+    history_lookup: bool = True
+    #: The proxy for calls to the base URL (:meth:`proxy_for`), decided once when the settings are
+    #: built: the decision reads the environment's proxy variables (~0.15 ms of CPU, more than a
+    #: status poll), and the triggerer sends thousands of polls there with the same settings
+    #: (see :mod:`~airflow_provider_segmind.hooks._cache`). Out of ``repr``: it may carry a password.
+    base_url_proxy: str | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "base_url_proxy", self.proxy_for(self.base_url))
+
+    @property
+    def proxy_shown(self) -> str | None:
+        """The proxy as it may be logged: ``scheme://***@host:port`` (``None`` without one)."""
+        return public_proxy_url(self.proxy) if self.proxy else None
+
+    def proxy_for(self, url: str) -> str | None:
+        """The proxy for ``url``: the ``proxy`` extra, else ``HTTP(S)_PROXY``; none for a ``NO_PROXY``
+        host (:func:`~airflow_provider_segmind.proxy.proxy_for`). One rule for both transports, so
+        a worker and the triggerer reach Segmind the same way."""
+        return proxy_for(url, self.proxy)
+
+    @property
+    def secrets(self) -> list[str]:
+        """Everything error texts must not show: the key and the proxy's password."""
+        return [self.api_key, *proxy_secrets(self.proxy)]
+
+    @classmethod
+    def from_connection(cls, conn: Connection, *, retry_policy: RetryPolicy | None = None) -> SegmindConnectionSettings:
+        """Read a connection: password = API key, host = optional base URL, extras = timeouts/retries.
+
+        Shared by both transports so a connection means the same thing on a worker and in the
+        triggerer. A missing key fails here, before anything is sent.
+        """
+        extras = conn.extra_dejson or {}
+        api_key = (conn.password or "").strip()
+        if not api_key:
+            raise SegmindAuthenticationError(
+                f"The Segmind connection {conn.conn_id!r} has no API key: put the key in its password "
+                '(API Key) field, e.g. AIRFLOW_CONN_SEGMIND_DEFAULT=\'{"conn_type": "segmind", '
+                '"password": "SG_..."}\'.'
+            )
+        try:
+            base_url = normalize_base_url(
+                conn.host,
+                schema=conn.schema or None,
+                port=conn.port,
+                allow_insecure_http=_flag(extras, "allow_insecure_http"),
+            )
+            return cls(
+                base_url=base_url,
+                api_key=api_key,
+                connect_timeout=_positive(extras, "connect_timeout", DEFAULT_CONNECT_TIMEOUT),
+                read_timeout=_positive(extras, "read_timeout", DEFAULT_READ_TIMEOUT),
+                run_sync_timeout=_positive(extras, "run_sync_timeout", DEFAULT_RUN_SYNC_TIMEOUT),
+                retry_policy=retry_policy or RetryPolicy.from_extras(extras),
+                proxy=normalize_proxy_url(extras.get("proxy"), what="extra 'proxy'"),
+                history_url=(
+                    normalize_history_url(
+                        str(extras["history_url"]), allow_insecure_http=_flag(extras, "allow_insecure_http")
+                    )
+                    if extras.get("history_url")
+                    else default_history_url(base_url)
+                ),
+                history_lookup=_bool_extra(extras, "history_lookup", default=True),
+            )
+        except (TypeError, ValueError) as err:
+            raise SegmindInvalidParametersError(
+                f"The Segmind connection {conn.conn_id!r} is misconfigured: "
+                f"{redact(str(err), [api_key, *proxy_secrets(str(extras.get('proxy') or ''))])}",
+                field="connection",
+                allowed="host: an https URL (http only for loopback, or with extra allow_insecure_http=true); "
+                "extras connect_timeout/read_timeout/run_sync_timeout: "
+                "positive numbers; max_retries: an integer >= 0; retry_backoff: seconds; "
+                "proxy: an http(s)://[user:password@]host:port URL; "
+                "history_url: an https URL (http only for loopback); history_lookup: true or false",
+            ) from None
+
+
+def plain_settings(conn: Connection) -> SegmindConnectionSettings | None:
+    """``conn``'s settings without a hook's retry override, for the shared cache (``None``: unusable).
+
+    With an override, extras ``max_retries``/``retry_backoff`` are not read, so a connection whose
+    retry extras are invalid still works for that hook; such a connection is simply not cached.
+    """
+    try:
+        return SegmindConnectionSettings.from_connection(conn)
+    except SegmindError:
+        return None
+
+
+_TRUE_WORDS: Final = frozenset({"true", "1", "yes", "on"})
+_FALSE_WORDS: Final = frozenset({"false", "0", "no", "off"})
+
+
+def _flag(extras: Mapping[str, Any], name: str) -> bool:
+    """A boolean extra given as JSON ``true`` or a string (``"true"``, ``"1"``, ``"yes"``); default off."""
+    value = extras.get(name)
+    if isinstance(value, str):
+        return value.strip().lower() in _TRUE_WORDS
+    return value is True
+
+
+def _bool_extra(extras: Mapping[str, Any], name: str, *, default: bool) -> bool:
+    """A boolean extra with a default (JSON ``true``/``false``, or the words of :func:`_flag`).
+
+    Unlike :func:`_flag`, an unreadable value is an error: for ``history_lookup`` a typo must not
+    silently turn a safety feature off (or on).
+    """
+    value = extras.get(name)
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE_WORDS | _FALSE_WORDS:
+        return value.strip().lower() in _TRUE_WORDS
+    raise ValueError(f"extra {name!r} must be true or false, got {value!r}")
+
+
+def _positive(extras: Mapping[str, Any], name: str, default: float) -> float:
+    value = extras.get(name)
+    if value is None or value == "":
+        return default
+    number = float(value)
+    if number <= 0:
+        raise ValueError(f"extra {name!r} must be positive, got {value!r}")
+    return number
+
+
+def connection_form_widgets() -> dict[str, Any]:
+    """Typed extra fields on Airflow 3.1's form; unavailable widget libraries mean no widgets.
+
+    Airflow 3.1 accepts only ``StringField``, ``IntegerField``, ``PasswordField`` and
+    ``BooleanField`` here: any other class (``FloatField``) makes its ProvidersManager drop the
+    whole hook ("Error when importing hook!", no ``segmind`` connection type) once the FAB
+    provider is installed. Decimal extras are therefore ``StringField``s, so the form stores
+    them as strings ("2.5"); :class:`SegmindConnectionSettings` parses and validates every extra
+    either way, naming the bad one. The form's own check below only catches typos early (3.1's
+    UI does not run wtforms validators at all).
+    """
+    try:
+        from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
+        from flask_babel import lazy_gettext
+        from wtforms import BooleanField, IntegerField, StringField
+        from wtforms.validators import NumberRange, Optional, ValidationError
+    except ImportError:
+        return {}
+
+    def non_negative_number(form: Any, field: Any) -> None:
+        try:
+            number = float(field.data)
+        except (TypeError, ValueError):
+            raise ValidationError("Not a number.") from None
+        if not number >= 0:  # also refuses NaN
+            raise ValidationError("Must be a number >= 0.")
+
+    widgets: dict[str, Any] = {}
+    for name, (label, kind, description) in EXTRA_FIELDS.items():
+        if kind == "string":
+            widgets[name] = StringField(lazy_gettext(label), widget=BS3TextFieldWidget(), description=description)
+            continue
+        if kind == "boolean":
+            # Airflow 3.1's form takes BooleanField (a checkbox; no text widget). Checked by
+            # default where the extra's absence means "on", so saving the form keeps it on.
+            widgets[name] = BooleanField(
+                lazy_gettext(label), description=description, default=EXTRA_DEFAULTS.get(name, False)
+            )
+            continue
+        if kind == "integer":
+            field_class, check = IntegerField, NumberRange(min=0)
+        else:
+            field_class, check = StringField, non_negative_number
+        widgets[name] = field_class(
+            lazy_gettext(label),
+            widget=BS3TextFieldWidget(),
+            validators=[Optional(), check],
+            description=description,
+        )
+    return widgets
