@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any, Final
 
+import tenacity
 from airflow.providers.common.compat.sdk import AirflowFailException
 
 from airflow_provider_segmind.protocol import RESULT_RETENTION_SECONDS
@@ -49,6 +50,10 @@ def _no_try_follows(ti: Any) -> bool:
 def _fingerprint(model: str, params: Mapping[str, Any]) -> str:
     raw = json.dumps({"model": model, "params": params}, sort_keys=True, default=str)
     return hashlib.sha256(raw.encode("utf-8")).hexdigest()
+
+
+#: Tries per record-store access (read, write, delete) before :class:`_GuardedStore` gives up.
+STORE_ATTEMPTS: Final = 3
 
 
 class VariableRequestStore:
@@ -100,15 +105,35 @@ class VariableRequestStore:
 class _GuardedStore:
     """Best-effort access to a request store (Airflow's task state store or a Variable), one rule for both.
 
-    A record only saves money; it must never cost a try. A read that fails (e.g. the 3.3 store's
-    ``AirflowRuntimeError`` when the API server cannot answer) is logged and read as "no record";
-    a failed write or delete is logged and the try goes on, so a job that is already billed is
-    still waited for. The worst case is the resubmit the record exists to avoid, and the log says so.
+    A record only saves money; it must never cost a try. Each access is tried
+    :data:`STORE_ATTEMPTS` times (tenacity, a short exponential wait): the stores go through the
+    Execution API to the metadata database, where a blip (an API server restart, a locked SQLite
+    database under load) is common and a failed *read* is exactly the resubmit the record exists to
+    avoid. A read that still fails (e.g. the 3.3 store's ``AirflowRuntimeError``) is logged and read
+    as "no record"; a failed write or delete is logged and the try goes on, so a job that is already
+    billed is still waited for. The worst case is the resubmit the record exists to avoid, and the log
+    says so. A value that is not JSON (``ValueError``/``TypeError``) is not retried: it will not change.
     """
 
-    def __init__(self, store: Any, log: Any) -> None:
+    def __init__(self, store: Any, log: Any, *, wait: tenacity.wait.wait_base | None = None) -> None:
         self.store = store
         self._log = log
+        self._retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(STORE_ATTEMPTS),
+            wait=wait if wait is not None else tenacity.wait_exponential(multiplier=0.25, max=1.0),
+            retry=tenacity.retry_if_not_exception_type((ValueError, TypeError)),
+            before_sleep=self._retrying_note,
+            reraise=True,
+        )
+
+    def _retrying_note(self, state: tenacity.RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome is not None else None
+        self._log.info(
+            "The Segmind request record store failed (%s); trying again (attempt %d of %d).",
+            error,
+            state.attempt_number + 1,
+            STORE_ATTEMPTS,
+        )
 
     def _what(self) -> str:
         describe = getattr(self.store, "describe", None)
@@ -116,7 +141,7 @@ class _GuardedStore:
 
     def get(self) -> Any:
         try:
-            return self.store.get(STATE_STORE_KEY)
+            return self._retrying(self.store.get, STATE_STORE_KEY)
         except Exception as err:
             self._log.warning(
                 "Could not read the Segmind request record from %s (%s); going on as if there were none "
@@ -128,7 +153,9 @@ class _GuardedStore:
 
     def set(self, record: Mapping[str, Any]) -> None:
         try:
-            self.store.set(STATE_STORE_KEY, dict(record), retention=timedelta(seconds=2 * RESULT_RETENTION_SECONDS))
+            self._retrying(
+                self.store.set, STATE_STORE_KEY, dict(record), retention=timedelta(seconds=2 * RESULT_RETENTION_SECONDS)
+            )
         except Exception as err:
             # The job is live and billed: keep waiting for it rather than fail and waste it.
             self._log.warning(
@@ -144,7 +171,7 @@ class _GuardedStore:
         if delete is None:  # a store without delete: its retention removes the record
             return
         try:
-            delete(STATE_STORE_KEY)
+            self._retrying(delete, STATE_STORE_KEY)
         except Exception as err:
             self._log.warning(
                 "Could not delete the Segmind request record from %s (%s); it is safe to delete by hand, and "

@@ -733,6 +733,12 @@ def audit(run: SoakRun) -> Audit:
             f"{log.count(b'already holds this object')} retried writes found their own object",
         ),
         ("task retries", ", ".join(f"{k} x{v}" for k, v in sorted(retries.items())) or "none"),
+        (
+            "  request-record store (from the logs)",
+            f"{log.count(b'request record store failed')} failed accesses tried again, "
+            f"{log.count(b'Could not read the Segmind request record')} reads given up, "
+            f"{log.count(b'Could not record Segmind request')} writes given up",
+        ),
         ("API key occurrences", f"{sum(found.values())} (scanned {scanned})"),
         ("left running after the run", str(len(run.leftovers))),
     ]
