@@ -94,5 +94,36 @@ constraints: $(STAMP)
 	$(BIN)/uv pip freeze --python $(BIN)/python | grep -v -i -E "airflow-provider-segmind|^-e|^(uv|pip|setuptools|wheel)==" > $(CONSTRAINTS).new
 	mv $(CONSTRAINTS).new $(CONSTRAINTS)
 
+# The production topology (issue 16, tests/cluster): CeleryExecutor on Postgres + Redis, two workers,
+# two triggerers, processes SIGKILLed mid-job. Its own venv: the dev install on Airflow 3.3 plus the
+# Celery provider and the wheels that bring the Postgres and Redis servers (tests/cluster/requirements.txt,
+# pinned by constraints/cluster-3.3.txt). Not part of `make test` (~15 min short form on 2 cores).
+#   make test-cluster        the short form (16 prompts), as a pytest test
+#   make test-cluster-full   the full form: 60 prompts, 3 consecutive runs, a summary table each
+#                            (CLUSTER_ARGS="--prompts 60 --runs 1 --seed 5" to change it)
+.PHONY: venv-cluster test-cluster test-cluster-full constraints-cluster
+CLUSTER_VENV := .venv-cluster
+CLUSTER_STAMP := $(CLUSTER_VENV)/.installed-cluster
+CLUSTER_ARGS ?= --prompts 60 --runs 3
+$(CLUSTER_STAMP): pyproject.toml constraints/airflow-3.3.txt constraints/cluster-3.3.txt tests/cluster/requirements.txt
+	test -x $(CLUSTER_VENV)/bin/python || $(PYTHON) -m venv $(CLUSTER_VENV)
+	test -x $(CLUSTER_VENV)/bin/uv || $(CLUSTER_VENV)/bin/python -m pip install --quiet --disable-pip-version-check "uv>=0.5"
+	$(CLUSTER_VENV)/bin/uv pip install --quiet --python $(CLUSTER_VENV)/bin/python -c constraints/airflow-3.3.txt \
+		-c constraints/cluster-3.3.txt -e ".[dev]" -r tests/cluster/requirements.txt
+	touch $@
+
+venv-cluster: $(CLUSTER_STAMP)
+
+test-cluster: $(CLUSTER_STAMP)
+	$(CLUSTER_VENV)/bin/python -m pytest tests/cluster -s -p no:cacheprovider $(PYTEST_ARGS)
+
+test-cluster-full: $(CLUSTER_STAMP)
+	$(CLUSTER_VENV)/bin/python -m tests.cluster $(CLUSTER_ARGS)
+
+# Re-pin the cluster's extra packages (what .venv-cluster holds beyond constraints/airflow-3.3.txt).
+constraints-cluster: $(CLUSTER_STAMP)
+	$(CLUSTER_VENV)/bin/python tests/cluster/pins.py $(CLUSTER_VENV)/bin/python > constraints/cluster-3.3.txt.new
+	mv constraints/cluster-3.3.txt.new constraints/cluster-3.3.txt
+
 clean:
 	rm -rf $(VENV) .venv-floor .venv-floor-fab .venv-3.2 $(LOWEST) demo-output .pytest_cache .mypy_cache .ruff_cache
