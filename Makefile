@@ -101,15 +101,18 @@ constraints: $(STAMP)
 #   make test-cluster        the short form (16 prompts), as a pytest test
 #   make test-cluster-full   the full form: 60 prompts, 3 consecutive runs, a summary table each
 #                            (CLUSTER_ARGS="--prompts 60 --runs 1 --seed 5" to change it)
+#   CLUSTER_LINE=3.1         the same on Airflow 3.1 (.venv-cluster-3.1), where the request record is a Variable
 .PHONY: venv-cluster test-cluster test-cluster-full constraints-cluster
-CLUSTER_VENV := .venv-cluster
+CLUSTER_LINE ?= 3.3
+CLUSTER_VENV := .venv-cluster$(if $(filter-out 3.3,$(CLUSTER_LINE)),-$(CLUSTER_LINE))
+CLUSTER_PINS := constraints/cluster-$(CLUSTER_LINE).txt
 CLUSTER_STAMP := $(CLUSTER_VENV)/.installed-cluster
 CLUSTER_ARGS ?= --prompts 60 --runs 3
-$(CLUSTER_STAMP): pyproject.toml constraints/airflow-3.3.txt constraints/cluster-3.3.txt tests/cluster/requirements.txt
+$(CLUSTER_STAMP): pyproject.toml constraints/airflow-$(CLUSTER_LINE).txt $(CLUSTER_PINS) tests/cluster/requirements.txt
 	test -x $(CLUSTER_VENV)/bin/python || $(PYTHON) -m venv $(CLUSTER_VENV)
 	test -x $(CLUSTER_VENV)/bin/uv || $(CLUSTER_VENV)/bin/python -m pip install --quiet --disable-pip-version-check "uv>=0.5"
-	$(CLUSTER_VENV)/bin/uv pip install --quiet --python $(CLUSTER_VENV)/bin/python -c constraints/airflow-3.3.txt \
-		-c constraints/cluster-3.3.txt -e ".[dev]" -r tests/cluster/requirements.txt
+	$(CLUSTER_VENV)/bin/uv pip install --quiet --python $(CLUSTER_VENV)/bin/python \
+		-c constraints/airflow-$(CLUSTER_LINE).txt -c $(CLUSTER_PINS) -e ".[dev]" -r tests/cluster/requirements.txt
 	touch $@
 
 venv-cluster: $(CLUSTER_STAMP)
@@ -120,10 +123,11 @@ test-cluster: $(CLUSTER_STAMP)
 test-cluster-full: $(CLUSTER_STAMP)
 	$(CLUSTER_VENV)/bin/python -m tests.cluster $(CLUSTER_ARGS)
 
-# Re-pin the cluster's extra packages (what .venv-cluster holds beyond constraints/airflow-3.3.txt).
+# Re-pin the cluster's extra packages (what the venv holds beyond constraints/airflow-$(CLUSTER_LINE).txt).
 constraints-cluster: $(CLUSTER_STAMP)
-	$(CLUSTER_VENV)/bin/python tests/cluster/pins.py $(CLUSTER_VENV)/bin/python > constraints/cluster-3.3.txt.new
-	mv constraints/cluster-3.3.txt.new constraints/cluster-3.3.txt
+	$(CLUSTER_VENV)/bin/python tests/cluster/pins.py $(CLUSTER_VENV)/bin/python constraints/airflow-$(CLUSTER_LINE).txt \
+		> $(CLUSTER_PINS).new
+	mv $(CLUSTER_PINS).new $(CLUSTER_PINS)
 
 clean:
 	rm -rf $(VENV) .venv-floor .venv-floor-fab .venv-3.2 $(LOWEST) demo-output .pytest_cache .mypy_cache .ruff_cache

@@ -1,7 +1,8 @@
-"""Print the pins of what a venv holds beyond constraints/airflow-3.3.txt (``make constraints-cluster``).
+"""Print the pins of what a venv holds beyond its Airflow line's freeze (``make constraints-cluster``).
 
-The cluster venv is the 3.3 dev install plus tests/cluster/requirements.txt; its extra packages are
-pinned in their own file so the main freeze stays the one `make constraints` writes.
+``python tests/cluster/pins.py VENV_PYTHON constraints/airflow-3.3.txt``. The cluster venv is the dev
+install on that line plus tests/cluster/requirements.txt; its extra packages are pinned in their own
+file (constraints/cluster-LINE.txt) so the line's freeze stays the one `make constraints` writes.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-BASE = Path(__file__).resolve().parents[2] / "constraints" / "airflow-3.3.txt"
 SKIP = re.compile(r"^(airflow-provider-segmind|uv|pip|setuptools|wheel)==|^-e ", re.I)
 
 
@@ -19,16 +19,16 @@ def normal(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name.lower())
 
 
-def main(python: str) -> None:
-    base = {normal(line.split("==")[0]) for line in BASE.read_text().splitlines() if "==" in line}
+def main(python: str, base_file: str) -> None:
+    base = {normal(line.split("==")[0]) for line in Path(base_file).read_text().splitlines() if "==" in line}
     freeze = subprocess.run(
         [str(Path(python).parent / "uv"), "pip", "freeze", "--python", python],
         capture_output=True,
         text=True,
         check=True,
     ).stdout.splitlines()
-    print("# The cluster test's packages beyond constraints/airflow-3.3.txt (tests/cluster/requirements.txt,")
-    print("# resolved with it; regenerate with make constraints-cluster). Used with -c next to airflow-3.3.txt")
+    print(f"# The cluster test's packages beyond {base_file} (tests/cluster/requirements.txt,")
+    print("# resolved with it; regenerate with make constraints-cluster). Used with -c next to it")
     print("# by make venv-cluster.")
     for line in sorted(freeze, key=str.lower):
         if "==" in line and not SKIP.search(line) and normal(line.split("==")[0]) not in base:
@@ -36,4 +36,4 @@ def main(python: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2])

@@ -31,9 +31,12 @@ multipart upload is left; every process and server is stopped. It prints a summa
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
+import logging
+import re
 import secrets
 import threading
 import time
@@ -44,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from tests.cluster.topology import FAILOVER_SETTINGS
 from tests.soak.harness import Audit, SoakSettings, _image_check, classify, make_plan, prompt_index
 
 REPO: Final = Path(__file__).resolve().parents[2]
@@ -69,7 +73,7 @@ class ClusterSettings:
     deferred_before_kill: int = 10
     #: Submits (and media downloads) whose answers the emulator holds for ``slow_seconds``.
     held_submits: int = 3
-    held_media: int = 2
+    held_media: int = 4
     slow_seconds: float = 45.0
     #: The connection's read timeout: longer than ``slow_seconds``, so a held submit is only slow.
     read_timeout: float = 120.0
@@ -116,11 +120,24 @@ class ClusterRun:
         return entry
 
 
+_BODY: Final = re.compile(rb'"body":\s*"([A-Za-z0-9+/=]+)"')
+
+
+def with_bodies_decoded(value: bytes) -> bytes:
+    """``value`` followed by the decoded body of every Celery message in it (kombu base64-encodes
+    message bodies: the raw bytes alone would hide a key inside a task's arguments)."""
+    parts = [value]
+    for match in _BODY.finditer(value):
+        with contextlib.suppress(ValueError):
+            parts.append(base64.b64decode(match.group(1), validate=True))
+    return b"\n".join(parts)
+
+
 class _RedisSampler(threading.Thread):
     """Scans every Redis key and value every ``interval`` s while the run goes on (Celery messages
     are deleted once acknowledged, so a scan at the end alone would see an empty queue)."""
 
-    def __init__(self, snapshot: Callable[[], dict[bytes, bytes]], key: bytes, interval: float = 3.0) -> None:
+    def __init__(self, snapshot: Callable[[], dict[bytes, bytes]], key: bytes, interval: float = 2.0) -> None:
         super().__init__(name="cluster-redis-sampler", daemon=True)
         self.snapshot, self.key, self.interval = snapshot, key, interval
         self.stop_event = threading.Event()
@@ -131,7 +148,8 @@ class _RedisSampler(threading.Thread):
 
     def sample(self) -> None:
         with contextlib.suppress(Exception):
-            for name, value in self.snapshot().items():
+            for name, raw in self.snapshot().items():
+                value = with_bodies_decoded(raw)
                 self.bytes_scanned += len(name) + len(value)
                 self.found += name.count(self.key) + value.count(self.key)
                 if b"render.generate" in value or b"render.persist" in value:
@@ -174,6 +192,7 @@ def run_cluster(settings: ClusterSettings, workdir: Path) -> ClusterRun:
     from tests.cluster.topology import CeleryCluster
 
     workdir.mkdir(parents=True, exist_ok=True)
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's access log
     plan = make_plan(SoakSettings(prompts=settings.prompts, seed=settings.seed, shares={}))
     run = ClusterRun(
         settings=settings,
@@ -359,15 +378,24 @@ def _hold_submits(run: ClusterRun, emulator: Any) -> None:
 
 
 def _kill_worker_in_submit_window(run: ClusterRun, cluster: Any, emulator: Any, deadline: float) -> None:
+    s = run.settings
     armed = time.monotonic()
 
     def submits_held() -> bool:
         pending = emulator.stats().get("scripted_pending") or {}
         return not pending.get("submit")
 
+    def media_held() -> bool:
+        pending = emulator.stats().get("scripted_pending") or {}
+        return not pending.get("media")
+
     # The held submits are the next ones any generation try sends (first tries, or retries).
     _wait(submits_held, min(deadline, armed + 600), "the held submits to arrive")
+    held_at = time.monotonic()
     time.sleep(2.0)  # their tasks are now waiting for the answer, the job exists and is billed
+    # Give a persist the chance to be mid-download too, well inside the submits' hold.
+    with contextlib.suppress(TimeoutError):
+        _wait(media_held, min(deadline, held_at + s.slow_seconds / 2), "a held media download")
     accepted = {prompt_index(job["params"].get("prompt")) for job in emulator.jobs()}
     tis = _tis(cluster, run.run_id)
     in_window = [
@@ -554,11 +582,12 @@ def audit(run: ClusterRun) -> Audit:
         (
             "  reassignment delay",
             f"first {moved.get('first_seconds')} s, last {moved.get('last_seconds')} s "
-            f"({moved.get('moved')}/{moved.get('of')} moved; triggerer_health_check_threshold "
-            "20 s, job_heartbeat_sec 2 s)",
+            f"({moved.get('moved')}/{moved.get('of')} moved; [triggerer] triggerer_health_check_threshold "
+            f"{FAILOVER_SETTINGS['AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD']} s, job_heartbeat_sec "
+            f"{FAILOVER_SETTINGS['AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC']} s)",
         ),
         (
-            "worker SIGKILL (process group)",
+            "worker SIGKILL (whole session)",
             f"{worker.get('worker')}: {len(worker.get('generate_after_accepted_submit', []))} generate tries "
             f"after Segmind accepted their submit, {len(worker.get('persist_running', []))} persists running",
         ),
