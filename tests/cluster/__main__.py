@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import tempfile
 import time
 from pathlib import Path
-
-from tests.cluster.scenario import ClusterSettings, audit, format_report, run_cluster
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,6 +25,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=None, help="keep artifacts here (default: a temp dir)")
     args = parser.parse_args(argv)
     root = args.workdir or Path(tempfile.mkdtemp(prefix="segmind-cluster-"))
+    # This process imports Airflow (for a constant): never let that touch the developer's ~/airflow.
+    os.environ["AIRFLOW_HOME"] = str(root / "harness-airflow-home")
+    from tests.cluster.scenario import ClusterSettings, audit, format_report, run_cluster
+
     failed = 0
     for number in range(args.runs):
         seed = args.seed + number

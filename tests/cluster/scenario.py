@@ -110,6 +110,9 @@ class ClusterRun:
     key_found: Counter[str] = field(default_factory=Counter)
     scanned: Counter[str] = field(default_factory=Counter)
     celery_messages_seen: int = 0
+    airflow_version: str = "?"
+    #: Request-record Variables (Airflow 3.1/3.2): most seen at once during the run, left at the end.
+    request_variables: tuple[int, int] = (0, 0)
     leftovers: list[str] = field(default_factory=list)
     failure: str | None = None
 
@@ -137,9 +140,17 @@ class _RedisSampler(threading.Thread):
     """Scans every Redis key and value every ``interval`` s while the run goes on (Celery messages
     are deleted once acknowledged, so a scan at the end alone would see an empty queue)."""
 
-    def __init__(self, snapshot: Callable[[], dict[bytes, bytes]], key: bytes, interval: float = 2.0) -> None:
+    def __init__(
+        self,
+        snapshot: Callable[[], dict[bytes, bytes]],
+        key: bytes,
+        records: Callable[[], int],
+        interval: float = 2.0,
+    ) -> None:
         super().__init__(name="cluster-redis-sampler", daemon=True)
-        self.snapshot, self.key, self.interval = snapshot, key, interval
+        self.snapshot, self.key, self.records, self.interval = snapshot, key, records, interval
+        #: Most request-record Variables seen at once (Airflow 3.1/3.2: mapped tries writing them concurrently).
+        self.records_max = 0
         self.stop_event = threading.Event()
         self.found = 0
         self.bytes_scanned = 0
@@ -155,6 +166,8 @@ class _RedisSampler(threading.Thread):
                 if b"render.generate" in value or b"render.persist" in value:
                     self.messages.add(hashlib.sha256(value).digest())
             self.samples += 1
+        with contextlib.suppress(Exception):
+            self.records_max = max(self.records_max, self.records())
 
     def run(self) -> None:
         while not self.stop_event.wait(self.interval):
@@ -246,7 +259,14 @@ def run_cluster(settings: ClusterSettings, workdir: Path) -> ClusterRun:
         run.event("cluster up", seconds=round(time.monotonic() - started, 1), triggerers=cluster.triggerer_jobs)
         cluster.airflow("pools", "set", "segmind", str(settings.pool_slots), "Segmind jobs")
         cluster.wait_for_dag(DAG_ID, timeout=300)
-        sampler = _RedisSampler(redis.snapshot, run.api_key.encode())
+        run.airflow_version = cluster.airflow("version").strip()
+        from airflow_provider_segmind.operators.segmind import REQUEST_VARIABLE_PREFIX
+
+        def records() -> int:
+            rows = cluster.query("SELECT count(*) FROM variable WHERE key LIKE ?", (REQUEST_VARIABLE_PREFIX + "%",))
+            return int(rows[0][0]) if rows else 0
+
+        sampler = _RedisSampler(redis.snapshot, run.api_key.encode(), records)
         sampler.start()
         cluster.trigger(DAG_ID, run.run_id, {"prompts": run.specs})
         run.event("triggered", run_id=run.run_id, prompts=settings.prompts)
@@ -259,6 +279,7 @@ def run_cluster(settings: ClusterSettings, workdir: Path) -> ClusterRun:
         run.scanned["redis"] = sampler.bytes_scanned
         run.key_found["redis (Celery broker)"] += sampler.found
         run.celery_messages_seen = len(sampler.messages)
+        run.request_variables = (sampler.records_max, records())
         dump = postgres.dump()
         run.scanned["postgres"] = len(dump)
         run.key_found["postgres (pg_dump --data-only)"] += dump.count(run.api_key.encode())
@@ -560,7 +581,7 @@ def audit(run: ClusterRun) -> Audit:
 
     retries = Counter(t["task_id"] for t in run.task_instances if t["try_number"] > 1)
     a.rows = [
-        ("run", f"{DAG_ID} {run.run_id} ({run.state})"),
+        ("run", f"{DAG_ID} {run.run_id} ({run.state}), Airflow {run.airflow_version}"),
         ("wall time", f"{run.wall_seconds:.0f} s (bound {s.bound_seconds:g} s)"),
         ("prompts", str(n)),
         ("  stored in S3, manifest verified", str(outcomes["stored"])),
@@ -593,6 +614,11 @@ def audit(run: ClusterRun) -> Audit:
         ),
         ("  re-attached, no second payment", f"{len(retried_in_window)} of those prompts billed once"),
         ("scheduler SIGKILL + restart", "yes" if "scheduler restarted" in kinds else "no"),
+        (
+            "request records in Variables",
+            f"up to {run.request_variables[0]} at once, {run.request_variables[1]} left "
+            "(Airflow 3.1/3.2 store; 3.3 uses the task state store)",
+        ),
         ("task retries", ", ".join(f"{k} x{v}" for k, v in sorted(retries.items())) or "none"),
         ("multipart uploads left", str(len(run.s3_uploads))),
         (
