@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -24,6 +25,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--short", action="store_true", help="the pytest form's settings (16 prompts)")
     parser.add_argument("--workdir", type=Path, default=None, help="keep artifacts here (default: a temp dir)")
     args = parser.parse_args(argv)
+    # SIGTERM, and SIGINT even when started in the background (where a shell ignores it), unwind
+    # through run_cluster's clean-up: every server and Airflow process is stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     root = args.workdir or Path(tempfile.mkdtemp(prefix="segmind-cluster-"))
     # This process imports Airflow (for a constant): never let that touch the developer's ~/airflow.
     os.environ["AIRFLOW_HOME"] = str(root / "harness-airflow-home")

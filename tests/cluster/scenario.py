@@ -9,7 +9,7 @@ Segmind emulator and moto's S3 server (both in this process, on loopback). While
    triggers is SIGKILLed; the reassignment delay is the time until every trigger it held runs on
    the survivor (``trigger.triggerer_id`` changes). Governed by ``[triggerer]
    triggerer_health_check_threshold`` and ``[triggerer] job_heartbeat_sec`` (see
-   :data:`tests.cluster.topology.FAILOVER_SETTINGS`). The dead triggerer is started again afterwards.
+   :data:`tests.cluster.topology.FAILOVER_SETTINGS`). The dead triggerer is started again after step 2.
 2. **Worker kill in the submit window**: the emulator is told to hold the answers of the next submits
    (a scripted ``slow`` fault: the job is created and billed, the answer comes ``slow_seconds`` later)
    and of the next media downloads; once those submits are in flight, the Celery worker running
@@ -326,8 +326,14 @@ def _tis(cluster: Any, run_id: str) -> list[dict[str, Any]]:
 
 def _drive(run: ClusterRun, cluster: Any, emulator: Any, *, deadline: float) -> None:
     """Apply the three kills in order, each when its moment comes (see the module docstring)."""
-    _kill_triggerer(run, cluster, emulator, deadline)
+    victim = _kill_triggerer(run, cluster, deadline)
+    # Armed only now: held while the triggerer phase ran, the submits' hold would have run out.
+    _hold_submits(run, emulator)
     _kill_worker_in_submit_window(run, cluster, emulator, deadline)
+    known = set(cluster._running_triggerer_jobs())
+    cluster.launch(victim)
+    cluster.triggerer_jobs[victim] = cluster._wait_new_triggerer_job(victim, known, deadline)
+    run.event("triggerer restarted", triggerer=victim, job_id=cluster.triggerer_jobs[victim])
     _restart_scheduler(run, cluster)
 
 
@@ -340,7 +346,8 @@ def _wait(condition: Callable[[], Any], deadline: float, what: str, interval: fl
     raise TimeoutError(f"timed out waiting for {what}")
 
 
-def _kill_triggerer(run: ClusterRun, cluster: Any, emulator: Any, deadline: float) -> None:
+def _kill_triggerer(run: ClusterRun, cluster: Any, deadline: float) -> str:
+    """SIGKILL the triggerer holding the most deferred generation tasks; measure the takeover. Returns its name."""
     s = run.settings
     want = min(s.deferred_before_kill, s.prompts - len(run.fail_marked) - len(run.unsafe_marked))
 
@@ -357,7 +364,6 @@ def _kill_triggerer(run: ClusterRun, cluster: Any, emulator: Any, deadline: floa
         return by if sum(len(v) for v in by.values()) >= want else None
 
     by = _wait(held, deadline, f"{want} deferred generation tasks")
-    _hold_submits(run, emulator)  # now, while submits are still to come (they wait in the pool)
     names = {job: name for name, job in cluster.triggerer_jobs.items()}
     victim_job = max((job for job in by if job in names), key=lambda job: len(by[job]))
     victim, survivor = names[victim_job], next(n for n in names.values() if n != names[victim_job])
@@ -382,10 +388,7 @@ def _kill_triggerer(run: ClusterRun, cluster: Any, emulator: Any, deadline: floa
         first_seconds=round(delays[0], 1) if delays else None,
         last_seconds=round(delays[-1], 1) if delays else None,
     )
-    known = set(cluster._running_triggerer_jobs())
-    cluster.launch(victim)
-    cluster.triggerer_jobs[victim] = cluster._wait_new_triggerer_job(victim, known, deadline)
-    run.event("triggerer restarted", triggerer=victim, job_id=cluster.triggerer_jobs[victim])
+    return victim
 
 
 def _hold_submits(run: ClusterRun, emulator: Any) -> None:

@@ -116,6 +116,11 @@ class CeleryCluster(AirflowCluster):
         env.update(self.env)
         return env
 
+    def airflow(self, *args: str, timeout: float = 600) -> str:
+        """The base class's CLI call with a longer default timeout: on a loaded 2-core box the CLI alone
+        (import, config, DB) can take a minute."""
+        return super().airflow(*args, timeout=timeout)
+
     def _command(self, name: str) -> list[str]:
         airflow = str(Path(sys.executable).parent / "airflow")
         if name == "api-server":
@@ -239,13 +244,19 @@ class CeleryCluster(AirflowCluster):
             parts.append(f"--- {each} ---\n" + "\n".join(text))
         return "\n".join(parts)
 
-    def stop(self) -> None:
-        """Stop every component's process group (workers first: they finish or drop their tasks), then sweep."""
-        order = ["worker-1", "worker-2", "triggerer-1", "triggerer-2", "scheduler", "dag-processor", "api-server"]
-        for name in order + [n for n in self.processes if n not in order]:
-            process = self.processes.get(name)
-            stop_group(process, grace=30)
-            for member in session_members(process.pid) if process is not None else []:
+    def stop(self, grace: float = 30) -> None:
+        """SIGTERM every component's process group at once, SIGKILL what is left of their sessions after
+        ``grace`` s, then sweep anything else that carries this cluster's AIRFLOW_HOME."""
+        for process in self.processes.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for process in self.processes.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        for process in self.processes.values():
+            stop_group(process, grace=0.1)
+            for member in session_members(process.pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(member, signal.SIGKILL)
         self._sweep()
