@@ -74,6 +74,8 @@ class CeleryCluster(AirflowCluster):
     #: Triggerer name -> the id of its TriggererJob row (what ``trigger.triggerer_id`` points at).
     triggerer_jobs: dict[str, int] = field(default_factory=dict)
     _secrets: dict[str, str] = field(default_factory=dict)
+    #: Components killed on purpose and not started again yet (not an "exited early" failure).
+    _killed: set[str] = field(default_factory=set)
 
     COMPONENTS = ("api-server", "dag-processor", "scheduler", "triggerer-1", "triggerer-2", "worker-1", "worker-2")
 
@@ -147,6 +149,7 @@ class CeleryCluster(AirflowCluster):
                 cwd=self.home,
             )
         self.processes[name] = process
+        self._killed.discard(name)
         return process
 
     def start(self, timeout: float = 600) -> None:
@@ -171,7 +174,7 @@ class CeleryCluster(AirflowCluster):
 
     def _check_alive(self) -> None:
         for name, process in self.processes.items():
-            if process.poll() is not None:
+            if name not in self._killed and process.poll() is not None:
                 raise RuntimeError(f"{name} exited early ({process.returncode}):\n{self.log_tail(name=name)}")
 
     def _running_triggerer_jobs(self) -> list[int]:
@@ -201,6 +204,7 @@ class CeleryCluster(AirflowCluster):
     def kill(self, name: str) -> float:
         """SIGKILL every process of the component's session at once (no clean-up runs); returns when."""
         process = self.processes[name]
+        self._killed.add(name)
         members = session_members(process.pid)
         killed_at = time.time()
         with contextlib.suppress(ProcessLookupError):
