@@ -293,21 +293,27 @@ def run_cluster(settings: ClusterSettings, workdir: Path) -> ClusterRun:
             (workdir / "component-tails.txt").write_text(cluster.log_tail(80))
         raise
     finally:
-        if sampler is not None and sampler.is_alive():
-            sampler.stop_event.set()
-            sampler.join(timeout=30)
-        if cluster is not None:
-            cluster.stop()
-            run.leftovers += [f"airflow pid {pid}" for pid in cluster.leftover_processes()]
-            _scan_logs(run, cluster.home)
-        redis.stop()
-        postgres.stop()
-        if moto_started:
-            moto.stop()
-        emulator.stop()
+        # Each step runs even if an earlier one raised (or a SIGTERM lands in the middle of it).
+        with contextlib.ExitStack() as teardown:
+            teardown.callback(lambda: (workdir / "events.json").write_text(json.dumps(run.events, default=str)))
+            teardown.callback(
+                lambda: run.leftovers.extend(n for n, s in (("redis", redis), ("postgres", postgres)) if s.alive())
+            )
+            teardown.callback(emulator.stop)
+            if moto_started:
+                teardown.callback(moto.stop)
+            teardown.callback(postgres.stop)
+            teardown.callback(redis.stop)
+            if cluster is not None:
+                teardown.callback(_scan_logs, run, cluster.home)
+                teardown.callback(
+                    lambda: run.leftovers.extend(f"airflow pid {p}" for p in cluster.leftover_processes())
+                )
+                teardown.callback(cluster.stop)
+            if sampler is not None and sampler.is_alive():
+                teardown.callback(sampler.join, 30)
+                sampler.stop_event.set()
         run.wall_seconds = time.monotonic() - started
-        run.leftovers += [name for name, server in (("redis", redis), ("postgres", postgres)) if server.alive()]
-        (workdir / "events.json").write_text(json.dumps(run.events, indent=1, default=str))
     return run
 
 
