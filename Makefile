@@ -185,6 +185,41 @@ constraints: $(STAMP)
 	$(BIN)/uv pip freeze --python $(BIN)/python | grep -v -i -E "airflow-provider-segmind|^-e|^(uv|pip|setuptools|wheel)==" > $(CONSTRAINTS).new
 	mv $(CONSTRAINTS).new $(CONSTRAINTS)
 
+# The production topology (issue 16, tests/cluster): CeleryExecutor on Postgres + Redis, two workers,
+# two triggerers, processes SIGKILLed mid-job. Its own venv: the dev install on Airflow 3.3 plus the
+# Celery provider and the wheels that bring the Postgres and Redis servers (tests/cluster/requirements.txt,
+# pinned by constraints/cluster-3.3.txt). Not part of `make test` (~15 min short form on 2 cores).
+#   make test-cluster        the short form (16 prompts), as a pytest test
+#   make test-cluster-full   the full form: 60 prompts, 3 consecutive runs, a summary table each
+#                            (CLUSTER_ARGS="--prompts 60 --runs 1 --seed 5" to change it)
+#   CLUSTER_LINE=3.1         the same on Airflow 3.1 (.venv-cluster-3.1), where the request record is a Variable
+.PHONY: venv-cluster test-cluster test-cluster-full constraints-cluster
+CLUSTER_LINE ?= 3.3
+CLUSTER_VENV := .venv-cluster$(if $(filter-out 3.3,$(CLUSTER_LINE)),-$(CLUSTER_LINE))
+CLUSTER_PINS := constraints/cluster-$(CLUSTER_LINE).txt
+CLUSTER_STAMP := $(CLUSTER_VENV)/.installed-cluster
+CLUSTER_ARGS ?= --prompts 60 --runs 3
+$(CLUSTER_STAMP): pyproject.toml constraints/airflow-$(CLUSTER_LINE).txt $(CLUSTER_PINS) tests/cluster/requirements.txt
+	test -x $(CLUSTER_VENV)/bin/python || $(PYTHON) -m venv $(CLUSTER_VENV)
+	test -x $(CLUSTER_VENV)/bin/uv || $(CLUSTER_VENV)/bin/python -m pip install --quiet --disable-pip-version-check "uv>=0.5"
+	$(CLUSTER_VENV)/bin/uv pip install --quiet --python $(CLUSTER_VENV)/bin/python \
+		-c constraints/airflow-$(CLUSTER_LINE).txt -c $(CLUSTER_PINS) -e ".[dev]" -r tests/cluster/requirements.txt
+	touch $@
+
+venv-cluster: $(CLUSTER_STAMP)
+
+test-cluster: $(CLUSTER_STAMP)
+	$(CLUSTER_VENV)/bin/python -m pytest tests/cluster -s -p no:cacheprovider $(PYTEST_ARGS)
+
+test-cluster-full: $(CLUSTER_STAMP)
+	$(CLUSTER_VENV)/bin/python -m tests.cluster $(CLUSTER_ARGS)
+
+# Re-pin the cluster's extra packages (what the venv holds beyond constraints/airflow-$(CLUSTER_LINE).txt).
+constraints-cluster: $(CLUSTER_STAMP)
+	$(CLUSTER_VENV)/bin/python tests/cluster/pins.py $(CLUSTER_VENV)/bin/python constraints/airflow-$(CLUSTER_LINE).txt \
+		> $(CLUSTER_PINS).new
+	mv $(CLUSTER_PINS).new $(CLUSTER_PINS)
+
 clean:
-	rm -rf $(VENV) .venv-floor .venv-floor-fab .venv-3.2 .venv-wheel $(TOOLS) $(LOWEST) demo-output dist build site \
+	rm -rf $(VENV) .venv-floor .venv-floor-fab .venv-3.2 .venv-wheel .venv-cluster* $(TOOLS) $(LOWEST) demo-output dist build site \
 		.pytest_cache .mypy_cache .ruff_cache
