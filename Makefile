@@ -201,9 +201,9 @@ CLUSTER_STAMP := $(CLUSTER_VENV)/.installed-cluster
 CLUSTER_ARGS ?= --prompts 60 --runs 3
 $(CLUSTER_STAMP): pyproject.toml constraints/airflow-$(CLUSTER_LINE).txt $(CLUSTER_PINS) tests/cluster/requirements.txt
 	test -x $(CLUSTER_VENV)/bin/python || $(PYTHON) -m venv $(CLUSTER_VENV)
-	test -x $(CLUSTER_VENV)/bin/uv || $(CLUSTER_VENV)/bin/python -m pip install --quiet --disable-pip-version-check "uv>=0.5"
+	test -x $(CLUSTER_VENV)/bin/uv || $(CLUSTER_VENV)/bin/python -m pip install --quiet --disable-pip-version-check "uv>=0.7"
 	$(CLUSTER_VENV)/bin/uv pip install --quiet --python $(CLUSTER_VENV)/bin/python \
-		-c constraints/airflow-$(CLUSTER_LINE).txt -c $(CLUSTER_PINS) -e ".[dev]" -r tests/cluster/requirements.txt
+		-c constraints/airflow-$(CLUSTER_LINE).txt -c $(CLUSTER_PINS) -e ".[amazon,emulator]" --group dev -r tests/cluster/requirements.txt
 	touch $@
 
 venv-cluster: $(CLUSTER_STAMP)
