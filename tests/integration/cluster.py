@@ -42,6 +42,11 @@ class AirflowCluster:
     dags_folder: Path
     env: Mapping[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
+    #: The worker's and the triggerer's log servers: free ports, not Airflow's fixed 8793/8794, so a
+    #: cluster another test or developer runs on this machine cannot take them (seen: "address already
+    #: in use" on 8794 while the Celery cluster test ran).
+    worker_log_port: int = field(default_factory=free_port)
+    trigger_log_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -73,6 +78,8 @@ class AirflowCluster:
                 "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "3",
                 "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
                 "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
+                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(self.worker_log_port),
+                "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(self.trigger_log_port),
             }
         )
         env.update(self.env)
