@@ -102,6 +102,12 @@ class VariableRequestStore:
         return f"Variable {self.name(key)}"
 
 
+def _worth_another_try(error: BaseException) -> bool:
+    """A store failure another try may not meet: not a value that is not JSON (it will not change),
+    and never a ``BaseException`` such as ``SystemExit`` (the worker is going away: let it)."""
+    return isinstance(error, Exception) and not isinstance(error, (ValueError, TypeError))
+
+
 class _GuardedStore:
     """Best-effort access to a request store (Airflow's task state store or a Variable), one rule for both.
 
@@ -121,7 +127,7 @@ class _GuardedStore:
         self._retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(STORE_ATTEMPTS),
             wait=wait if wait is not None else tenacity.wait_exponential(multiplier=0.25, max=1.0),
-            retry=tenacity.retry_if_not_exception_type((ValueError, TypeError)),
+            retry=tenacity.retry_if_exception(_worth_another_try),
             before_sleep=self._retrying_note,
             reraise=True,
         )

@@ -89,3 +89,11 @@ def test_writes_and_deletes_are_retried_too() -> None:
     guard.delete()
     assert STATE_STORE_KEY not in store.data
     assert store.calls == STORE_ATTEMPTS
+
+
+def test_a_dying_worker_is_not_kept_alive_by_the_retries() -> None:
+    store = _FlakyStore(failures=1, error=SystemExit("worker killed"))  # type: ignore[arg-type]
+
+    with pytest.raises(SystemExit):
+        _guard(store).set({"request_id": "req-3"})
+    assert store.calls == 1
