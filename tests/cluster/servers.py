@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.integration.cluster import free_port
+from tests.processes import group_alive
 
 #: The unprivileged user PostgreSQL runs as when this process is root.
 PG_USER_WHEN_ROOT = "nobody"
@@ -46,16 +47,6 @@ def stop_group(process: subprocess.Popen[bytes] | None, *, grace: float = 20) ->
         os.killpg(process.pid, signal.SIGKILL)
     with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(timeout=10)
-
-
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _wait_port(port: int, process: subprocess.Popen[bytes], log: Path, timeout: float) -> None:

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from airflow_provider_segmind.protocol import SD3_ASPECT_RATIOS, SD3_LARGE_MODEL, SD3_SIZES
+from tests.processes import group_alive
 from tests.soak import s3_proxy
 
 REPO: Final = Path(__file__).resolve().parents[2]
@@ -258,16 +259,6 @@ def _stop_process_group(process: subprocess.Popen[bytes]) -> None:
         process.wait(timeout=15)
 
 
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def run_soak(settings: SoakSettings, *, workdir: Path, dags_folder: Path, env: Mapping[str, str]) -> SoakRun:
     """Run the soak once; ``env`` carries the Airflow environment (home, database, DAGS_FOLDER)."""
     import boto3
@@ -428,7 +419,7 @@ def run_soak(settings: SoakSettings, *, workdir: Path, dags_folder: Path, env: M
         run.wall_seconds = time.monotonic() - started
 
     # Everything this run started must be gone.
-    if process is not None and (process.poll() is None or _group_alive(process.pid)):
+    if process is not None and (process.poll() is None or group_alive(process.pid)):
         run.leftovers.append(f"worker process group {process.pid}")
     if emulator_thread is not None and emulator_thread.is_alive():
         run.leftovers.append("Segmind emulator thread")
