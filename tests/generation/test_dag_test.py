@@ -119,19 +119,28 @@ def dag_env(airflow_db: Path, dags_folder: Path, emu: Any) -> tuple[Path, Any]:
     return dags_folder, emu
 
 
-def test_mapped_deferrable_dag_runs_one_job_per_prompt(dag_env: tuple[Path, Any], caplog: Any, capsys: Any) -> None:
+@pytest.mark.parametrize("end_from_trigger", [True, False], ids=["end-from-trigger", "resume-on-worker"])
+def test_mapped_deferrable_dag_runs_one_job_per_prompt(
+    dag_env: tuple[Path, Any], caplog: Any, capsys: Any, end_from_trigger: bool
+) -> None:
+    """Both modes end with the same XComs. ``dag.test()`` does not apply the trigger's
+    ``TaskSuccessEvent``: it resumes the task with the bare state ``"success"``, and the operator
+    reads the job once more (one more result fetch per image than when it resumes with the event)."""
     dags_folder, emu = dag_env
+    dag_id = f"segmind_mapped_{'end' if end_from_trigger else 'resume'}"
     path = write_dag(
         dags_folder,
-        "segmind_mapped",
-        """
-        with DAG("segmind_mapped", schedule=None, start_date=START, catchup=False) as dag:
+        dag_id,
+        f"""
+        with DAG({dag_id!r}, schedule=None, start_date=START, catchup=False) as dag:
             images = SegmindTextToImageOperator.partial(
-                task_id="t2i", deferrable=True, poll_schedule=FAST, aspect_ratio="16:9"
+                task_id="t2i", deferrable=True, poll_schedule=FAST, aspect_ratio="16:9",
+                end_from_trigger={end_from_trigger!r},
             ).expand(prompt=["a fox in snow", "an owl at night", "a heron at dawn"])
             runs = SegmindRunOperator.partial(
-                task_id="run", deferrable=True, poll_schedule=FAST, model="stable-diffusion-3-large-txt2img"
-            ).expand_kwargs([{"inputs": {"prompt": "a red boat", "seed": 1}}, {"inputs": {"prompt": "a blue car"}}])
+                task_id="run", deferrable=True, poll_schedule=FAST, model="stable-diffusion-3-large-txt2img",
+                end_from_trigger={end_from_trigger!r},
+            ).expand_kwargs([{{"inputs": {{"prompt": "a red boat", "seed": 1}}}}, {{"inputs": {{"prompt": "a blue car"}}}}])
 
             @task
             def collect(summaries):
@@ -140,7 +149,7 @@ def test_mapped_deferrable_dag_runs_one_job_per_prompt(dag_env: tuple[Path, Any]
             collect(images.output)
         """,
     )
-    dr = run_dag(path, "segmind_mapped")
+    dr = run_dag(path, dag_id)
     logs = captured_logs(caplog, capsys)
 
     assert dr.state == "success"
@@ -149,9 +158,9 @@ def test_mapped_deferrable_dag_runs_one_job_per_prompt(dag_env: tuple[Path, Any]
     assert len([k for k in states if k[0] in ("t2i", "run")]) == 5
     stats = emu.stats()
     assert stats["submissions"] == 5  # one billed job per prompt, none repeated
-    assert stats["result_fetches"] == 5
+    assert stats["result_fetches"] == (10 if end_from_trigger else 5)
 
-    rows = xcoms(dr.run_id)
+    rows = xcoms(dr.run_id, dag_id)
     returns = {(t, m): v for t, m, k, v in rows if k == "return_value"}
     links = {(t, m): v for t, m, k, v in rows if k == "_link_SegmindOutputLink"}
     for index in range(3):
@@ -161,11 +170,23 @@ def test_mapped_deferrable_dag_runs_one_job_per_prompt(dag_env: tuple[Path, Any]
         assert summary["params"]["aspect_ratio"] == "16:9"
         assert links[("t2i", index)] == summary["output_url"]  # the extra link shows the image
     assert returns[("run", 0)]["seed"] == 1
+    if end_from_trigger:
+        # The re-read takes the filled seed from the request record. (dag.test() drops the defer's
+        # kwargs, which carry it when a task resumes with an event, so only this mode can show it here.)
+        filled = returns[("run", 1)]
+        assert filled["seed_filled"] is True
+        assert filled["seed"] == emu.job(filled["request_id"])["params"]["seed"]
     prompts = {emu.job(returns[("t2i", i)]["request_id"])["params"]["prompt"] for i in range(3)}
     assert prompts == {"a fox in snow", "an owl at night", "a heron at dawn"}
     assert returns[("collect", -1)] == sorted(returns[("t2i", i)]["request_id"] for i in range(3))
     # The trigger logs what it observed: on a loaded machine its first poll may already see COMPLETED.
     assert "-> COMPLETED" in logs or "first seen COMPLETED" in logs
+    assert ("ended the task, but this Airflow resumed it" in logs) is end_from_trigger
+    for index in range(3):
+        output_urls = {(t, m): v for t, m, k, v in rows if k == "segmind_output_url"}
+        request_ids = {(t, m): v for t, m, k, v in rows if k == "segmind_request_id"}
+        assert output_urls[("t2i", index)] == returns[("t2i", index)]["output_url"]
+        assert request_ids[("t2i", index)] == returns[("t2i", index)]["request_id"]
     assert emu.api_key not in logs + json.dumps([r[3] for r in rows], default=str)
 
 
