@@ -140,7 +140,9 @@ def test_mapped_deferrable_dag_runs_one_job_per_prompt(
             runs = SegmindRunOperator.partial(
                 task_id="run", deferrable=True, poll_schedule=FAST, model="stable-diffusion-3-large-txt2img",
                 end_from_trigger={end_from_trigger!r},
-            ).expand_kwargs([{{"inputs": {{"prompt": "a red boat", "seed": 1}}}}, {{"inputs": {{"prompt": "a blue car"}}}}])
+            ).expand_kwargs(
+                [{{"inputs": {{"prompt": "a red boat", "seed": 1}}}}, {{"inputs": {{"prompt": "a blue car"}}}}]
+            )
 
             @task
             def collect(summaries):
