@@ -640,3 +640,70 @@ def test_sensor_in_reschedule_mode_waits_for_a_job_submitted_upstream(
     assert summary["status"] == "COMPLETED"
     assert slow.stats()["status_polls"] >= 2  # it gave its slot back at least once before completion
     assert slow.stats()["submissions"] == 1
+
+
+@pytest.mark.parametrize("end_from_trigger", [True, False], ids=["end-from-trigger", "resume-on-worker"])
+def test_deferrable_sensor_in_both_modes(
+    dag_env: tuple[Path, Any], emulator_factory: Any, monkeypatch: Any, caplog: Any, capsys: Any, end_from_trigger: bool
+) -> None:
+    """The deferred sensor returns the same summary whether its trigger ends it or it resumes with the event.
+
+    ``dag.test()`` resumes a trigger-ended sensor with the bare state ``"success"``: it looks at the
+    request once more and returns its summary.
+    """
+    dags_folder, _ = dag_env
+    clock = ManualClock()
+    slow = emulator_factory(clock=clock)
+    use_emulator(monkeypatch, slow)
+    poked = threading.Event()
+
+    def finish_after_the_first_poke() -> None:  # still running at the sensor's first look: it defers
+        while not poked.is_set():
+            if slow.stats()["status_polls"] >= 1:
+                poked.wait(0.5)
+                clock.advance(60)
+                return
+            poked.wait(0.05)
+
+    mover = threading.Thread(target=finish_after_the_first_poke, daemon=True)
+    mover.start()
+    dag_id = f"segmind_sensor_deferred_{'end' if end_from_trigger else 'resume'}"
+    path = write_dag(
+        dags_folder,
+        dag_id,
+        f"""
+        with DAG({dag_id!r}, schedule=None, start_date=START, catchup=False) as dag:
+
+            @task
+            def submit():
+                from airflow_provider_segmind.hooks.segmind import SegmindHook
+
+                return SegmindHook().submit("stable-diffusion-3-large-txt2img", {{"prompt": "a slow river"}}).request_id
+
+            request_id = submit()
+            wait = SegmindJobSensor(
+                task_id="wait",
+                request_id="{{{{ ti.xcom_pull(task_ids='submit') }}}}",
+                model="stable-diffusion-3-large-txt2img",
+                deferrable=True,
+                poll_schedule=FAST,
+                timeout=120,
+                end_from_trigger={end_from_trigger!r},
+            )
+            request_id >> wait
+        """,
+    )
+    try:
+        dr = run_dag(path, dag_id)
+    finally:
+        poked.set()
+        mover.join(timeout=10)
+    logs = captured_logs(caplog, capsys)
+    assert dr.state == "success"
+    values = {(t, k): v for t, _, k, v in xcoms(dr.run_id, dag_id)}
+    summary = values[("wait", "return_value")]
+    assert summary["request_id"] == values[("submit", "return_value")]
+    assert summary["status"] == "COMPLETED"
+    assert summary["output_url"]
+    assert "Pausing task as DEFERRED" in logs or "running trigger in line" in logs  # it did defer
+    assert ("the trigger ended this sensor" in logs) is end_from_trigger
