@@ -406,13 +406,12 @@ class _SegmindJobOperator(_Reconciler):
         the submit time come from the request record when it names the same request.
         """
         ti = context["ti"]
-        request_id = self.request_id or ti.xcom_pull(
-            task_ids=self.task_id, key=XCOM_REQUEST_ID, map_indexes=getattr(ti, "map_index", -1)
-        )
+        pushed = ti.xcom_pull(task_ids=self.task_id, key=XCOM_REQUEST_ID, map_indexes=getattr(ti, "map_index", -1))
+        request_id = pushed or self.request_id
         if not isinstance(request_id, str) or not request_id:
             raise AirflowException(
-                f"Task {self.task_id} resumed with a bare 'success' event but no Segmind request id in XCom "
-                f"{XCOM_REQUEST_ID!r}: nothing to finish."
+                f"Task {self.task_id} resumed with an invalid event: a bare 'success' (a trigger ending the task) "
+                f"but no Segmind request id in XCom {XCOM_REQUEST_ID!r}, so there is nothing to finish."
             )
         try:
             store = self._store(context)

@@ -157,3 +157,38 @@ def test_the_operator_passes_its_mode_to_the_trigger(emu: Any) -> None:
             assert trigger.summary_params is not None
             assert trigger.summary_params["prompt"] == PROMPT
             assert trigger.filled_seed is not None  # SD3 takes a seed: the operator filled one
+
+
+def test_a_bare_success_resume_reads_the_job_again(emu: Any) -> None:
+    """``dag.test()`` resumes a trigger-ended task with the payload ``"success"`` only: Segmind decides."""
+    from tests.generation.helpers import DictTaskStateStore, make_context, wait_for
+
+    context = make_context(DictTaskStateStore())  # Airflow 3.3's record: the re-read takes the filled seed from it
+    operator = SegmindTextToImageOperator(task_id="t2i", prompt=PROMPT, deferrable=True, poll_schedule=FAST_SCHEDULE)
+    from airflow.providers.common.compat.sdk import TaskDeferred
+
+    with pytest.raises(TaskDeferred) as deferred:
+        operator.execute(context)
+    request_id = deferred.value.trigger.request_id
+    assert context["ti"].xcom["segmind_request_id"] == request_id  # pushed before deferring
+    wait_for(lambda: emu.job(request_id)["status"] == "COMPLETED", what="the job")
+
+    resumed = SegmindTextToImageOperator(task_id="t2i", prompt=PROMPT, deferrable=True, poll_schedule=FAST_SCHEDULE)
+    summary = resumed.execute_complete(context, "success")
+    assert summary["request_id"] == request_id
+    assert summary["status"] == "COMPLETED"
+    assert summary["params"]["prompt"] == PROMPT
+    assert summary["seed_filled"] is True
+    assert summary["seed"] == emu.job(request_id)["params"]["seed"]
+    assert context["ti"].xcom["segmind_output_url"] == summary["output_url"]
+
+    # A job that did not complete ends as its own event says, whatever the payload claimed.
+    failed_id = SegmindHook().submit(SD3_LARGE_MODEL, {"prompt": "__unsafe__ a forbidden thing"}).request_id
+    wait_for(lambda: emu.job(failed_id)["status"] == "FAILED", what="the failed job")
+    failed_context = make_context()
+    failed_context["ti"].xcom_push(key="segmind_request_id", value=failed_id)
+    from airflow.providers.common.compat.sdk import AirflowFailException
+
+    fresh = SegmindTextToImageOperator(task_id="t2i", prompt=PROMPT, deferrable=True, poll_schedule=FAST_SCHEDULE)
+    with pytest.raises(AirflowFailException, match="FAILED"):
+        fresh.execute_complete(failed_context, "success")
