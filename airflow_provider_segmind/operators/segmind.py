@@ -338,6 +338,7 @@ class _SegmindJobOperator(_Reconciler):
             outlets=self.outlets,
             record_in_variable=store is not None and isinstance(store.store, VariableRequestStore),
             log=self.log,
+            on_success_callback=self.on_success_callback,
         )
 
     def execute_complete(

@@ -138,7 +138,11 @@ class SegmindJobSensor(BaseSensorOperator):
                 max_consecutive_errors=self.max_consecutive_errors,
                 # The sensor keeps no request record: nothing is left for a worker to clean up.
                 end_from_trigger=ends_from_trigger(
-                    self.end_from_trigger, outlets=self.outlets, record_in_variable=False, log=self.log
+                    self.end_from_trigger,
+                    outlets=self.outlets,
+                    record_in_variable=False,
+                    log=self.log,
+                    on_success_callback=self.on_success_callback,
                 ),
                 push_return_value=bool(self.do_xcom_push),
             ),

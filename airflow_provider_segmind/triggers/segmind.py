@@ -42,7 +42,7 @@ from airflow_provider_segmind.polling import (
     run_async,
     wait_for_job,
 )
-from airflow_provider_segmind.protocol import PollSchedule
+from airflow_provider_segmind.protocol import PollSchedule, redact
 from airflow_provider_segmind.results import (
     XCOM_OUTPUT_URL,
     XCOM_REQUEST_ID,
@@ -78,7 +78,9 @@ def _import_transport() -> None:
     _transport_imported = True
 
 
-def ends_from_trigger(requested: bool | None, *, outlets: Any, record_in_variable: bool, log: Any) -> bool:
+def ends_from_trigger(
+    requested: bool | None, *, outlets: Any, record_in_variable: bool, log: Any, on_success_callback: Any = None
+) -> bool:
     """Whether a deferring task asks its trigger to end it on success (``end_from_trigger``).
 
     ``None`` (the default) means on where it changes nothing a user can see: the running Airflow
@@ -86,10 +88,13 @@ def ends_from_trigger(requested: bool | None, *, outlets: Any, record_in_variabl
     is not an Airflow Variable. Outlets: Airflow emits a task's asset events only when the task
     itself finishes on a worker, never for a trigger-ended task (``handle_event_submit`` for
     ``BaseTaskEndEvent`` only sets the state and pushes XComs), so asset scheduling would change.
+    ``on_success_callback``: Airflow sends it to the dag processor, which on 3.1 to 3.3 logs "Task
+    callback requested but is not a failure callback" and drops it (seen on a real 3.3 scheduler),
+    so such a task resumes on a worker, where the callback runs.
     Variable: the 3.1/3.2 record is deleted by the worker at success; a trigger cannot delete a
     Variable, so it would be left behind (harmless: a clear still generates anew, and the clear's
     try deletes it, but it clutters the Variables list). ``True`` asks for it anyway, except with
-    outlets or without ``TaskSuccessEvent`` (logged); ``False`` never.
+    outlets, a success callback or without ``TaskSuccessEvent`` (logged); ``False`` never.
     """
     if requested is False:
         return False
@@ -98,6 +103,11 @@ def ends_from_trigger(requested: bool | None, *, outlets: Any, record_in_variabl
         why_not = "this Airflow has no TaskSuccessEvent"
     elif outlets:
         why_not = "the task has outlets, whose asset events Airflow emits only when a worker finishes the task"
+    elif on_success_callback:
+        why_not = (
+            "the task has an on_success_callback, which Airflow 3.1 to 3.3 drop for a task a trigger ends (the "
+            "dag processor runs only failure callbacks it is sent)"
+        )
     if why_not is not None:
         if requested:
             log.warning("end_from_trigger=True ignored: %s; the task resumes on a worker.", why_not)
@@ -220,11 +230,53 @@ class SegmindJobTrigger(BaseTrigger):
         other outcome resumes it on the worker, where errors, retries and the record are handled.
         """
         event = await self._watch()
-        if self.end_from_trigger and TaskSuccessEvent is not None and event.get("status") == EVENT_SUCCESS:
+        if (
+            self.end_from_trigger
+            and TaskSuccessEvent is not None
+            and event.get("status") == EVENT_SUCCESS
+            and await self._push_xcoms(self.end_xcoms(event))
+        ):
             self.log.info("Segmind job %s COMPLETED: ending the task from the trigger.", self.request_id)
-            yield TaskSuccessEvent(xcoms=self.end_xcoms(event))
+            yield TaskSuccessEvent()
             return
         yield TriggerEvent(event)  # type: ignore[no-untyped-call]
+
+    async def _push_xcoms(self, xcoms: Mapping[str, Any]) -> bool:
+        """Push the task's XComs through the Task SDK, as a worker does; ``False``: resume on the worker.
+
+        Not through ``TaskSuccessEvent(xcoms=...)``: Airflow 3.1 to 3.3 store those with
+        ``XComModel.set`` (``json.dumps`` into a JSON column), so every value reaches downstream
+        tasks as JSON text, a summary as a string instead of a dict (seen on a real 3.3 scheduler,
+        ``tests/integration``). The Task SDK's ``XCom.set`` (trigger code may call it since 3.1's
+        ``SetXCom`` in the triggerer) encodes like a worker's push and honours a custom XCom backend.
+        Anything that stops it (no task instance, as in a bare event loop; an Execution API error)
+        resumes the task on the worker instead, which is always correct.
+        """
+        ti = self.task_instance
+        if ti is None:
+            return False
+        try:
+            from airflow.sdk.execution_time.xcom import XCom
+
+            for key, value in xcoms.items():
+                await asyncio.to_thread(
+                    XCom.set,
+                    key,
+                    value,
+                    dag_id=ti.dag_id,
+                    task_id=ti.task_id,
+                    run_id=ti.run_id,
+                    map_index=ti.map_index if ti.map_index is not None else -1,
+                )
+        except Exception as err:
+            self.log.warning(
+                "Could not push the XComs of Segmind request %s from the trigger (%s); the task resumes on a "
+                "worker instead.",
+                self.request_id,
+                redact(str(err)),
+            )
+            return False
+        return True
 
     def end_xcoms(self, event: Mapping[str, Any]) -> dict[str, Any]:
         """The XComs a task resumed with this ``success`` event pushes (all JSON-safe, no secret).

@@ -44,22 +44,21 @@ def _submit(**params: Any) -> tuple[str, float]:
     return SegmindHook().submit(SD3_LARGE_MODEL, {"prompt": PROMPT, **params}).request_id, time.time()
 
 
-def test_success_ends_the_task_with_the_operators_xcoms(emu: Any) -> None:
+def _success(request_id: str, submitted_at: float) -> dict[str, Any]:
+    (event,) = run_trigger(_trigger(request_id, submitted_at))
+    assert event.payload["status"] == "success"
+    return dict(event.payload)
+
+
+def test_the_xcoms_are_the_operators(emu: Any) -> None:
     request_id, submitted_at = _submit()
     params = summarize_params({"prompt": PROMPT, "aspect_ratio": "1:1", "seed": 7, "api_key": emu.api_key})
-    (event,) = run_trigger(
-        _trigger(request_id, submitted_at, end_from_trigger=True, summary_params=params, filled_seed=7)
-    )
-
-    assert isinstance(event, TaskSuccessEvent)
-    xcoms = event.xcoms
-    assert xcoms is not None
+    event = _success(request_id, submitted_at)
+    trigger = _trigger(request_id, submitted_at, end_from_trigger=True, summary_params=params, filled_seed=7)
+    xcoms = trigger.end_xcoms(event)
     summary = xcoms["return_value"]
-    # The value execute_complete returns for the same job (the result fetched again, same summary rule).
-    (resumed,) = run_trigger(_trigger(request_id, submitted_at))
-    assert isinstance(resumed, TriggerEvent)
-    assert not isinstance(resumed, TaskSuccessEvent)
-    assert summary == completed_summary(resumed.payload["result"], params, 7)
+    # The value execute_complete returns for the same event (one summary rule for both).
+    assert summary == completed_summary(event["result"], params, 7)
     assert summary["request_id"] == request_id
     assert summary["params"]["aspect_ratio"] == "1:1"
     assert summary["seed_filled"] is True
@@ -67,37 +66,39 @@ def test_success_ends_the_task_with_the_operators_xcoms(emu: Any) -> None:
     assert xcoms["segmind_output_url"] == summary["output_url"]
     assert xcoms["_link_SegmindOutputLink"] == summary["output_url"]
     assert set(xcoms) == {"return_value", "segmind_request_id", "segmind_output_url", "_link_SegmindOutputLink"}
-    text = json.dumps(xcoms)  # JSON-safe, as Airflow stores XComs
-    assert emu.api_key not in text
+    assert emu.api_key not in json.dumps(xcoms)  # JSON-safe, as Airflow stores XComs, and no key
 
 
 def test_do_xcom_push_false_and_the_sensors_xcoms(emu: Any) -> None:
     request_id, submitted_at = _submit()
-    (quiet,) = run_trigger(
-        _trigger(request_id, submitted_at, end_from_trigger=True, summary_params={}, push_return_value=False)
-    )
-    assert isinstance(quiet, TaskSuccessEvent)
-    assert quiet.xcoms is not None
-    assert "return_value" not in quiet.xcoms
-    assert quiet.xcoms["segmind_request_id"] == request_id
+    event = _success(request_id, submitted_at)
+    quiet = _trigger(request_id, submitted_at, end_from_trigger=True, summary_params={}, push_return_value=False)
+    assert "return_value" not in quiet.end_xcoms(event)
+    assert quiet.end_xcoms(event)["segmind_request_id"] == request_id
     # The sensor (no summary_params): its return value is the event's summary as it is, alone.
-    (sensor,) = run_trigger(_trigger(request_id, submitted_at, end_from_trigger=True))
-    assert isinstance(sensor, TaskSuccessEvent)
-    assert sensor.xcoms is not None
-    assert set(sensor.xcoms) == {"return_value"}
-    assert sensor.xcoms["return_value"]["request_id"] == request_id
-    assert sensor.xcoms["return_value"]["params"] == {}
+    sensor = _trigger(request_id, submitted_at, end_from_trigger=True)
+    assert sensor.end_xcoms(event) == {"return_value": event["result"]}
 
 
 def test_an_inline_output_ends_with_no_url_and_an_empty_link(emu: Any) -> None:
     request_id, submitted_at = _submit(base64=True)
+    xcoms = _trigger(request_id, submitted_at, end_from_trigger=True, summary_params={}).end_xcoms(
+        _success(request_id, submitted_at)
+    )
+    assert xcoms["return_value"]["output_inline"] is True
+    assert "segmind_output_url" not in xcoms  # a resumed task pushes none either
+    assert xcoms["_link_SegmindOutputLink"] == ""
+    assert len(json.dumps(xcoms)) < 4_000  # no image bytes
+
+
+def test_without_a_task_instance_to_push_to_the_task_resumes(emu: Any) -> None:
+    """The XComs go through the Task SDK; where they cannot (here: no triggerer), the task resumes on
+    the worker with the usual event, which is always correct. The real triggerer: ``tests/integration``."""
+    request_id, submitted_at = _submit()
     (event,) = run_trigger(_trigger(request_id, submitted_at, end_from_trigger=True, summary_params={}))
-    assert isinstance(event, TaskSuccessEvent)
-    assert event.xcoms is not None
-    assert event.xcoms["return_value"]["output_inline"] is True
-    assert "segmind_output_url" not in event.xcoms  # a resumed task pushes none either
-    assert event.xcoms["_link_SegmindOutputLink"] == ""
-    assert len(json.dumps(event.xcoms)) < 4_000  # no image bytes
+    assert not isinstance(event, TaskSuccessEvent)
+    assert isinstance(event, TriggerEvent)
+    assert event.payload["status"] == "success"
 
 
 def test_every_other_outcome_resumes_the_task_on_the_worker(emu: Any) -> None:
@@ -111,20 +112,25 @@ def test_every_other_outcome_resumes_the_task_on_the_worker(emu: Any) -> None:
 
 
 @pytest.mark.parametrize(
-    ("requested", "outlets", "record_in_variable", "expected"),
+    ("requested", "outlets", "record_in_variable", "callback", "expected"),
     [
-        (None, [], False, True),  # 3.3 (task state store) or request_store="none": on
-        (None, [], True, False),  # 3.1/3.2's Variable record: only a worker can delete it
-        (True, [], True, True),  # asked for: on, the Variable stays (a clear still generates anew)
-        (None, ["an asset"], False, False),  # outlets: asset events need a worker to finish the task
-        (True, ["an asset"], False, False),
-        (False, [], False, False),
+        (None, [], False, None, True),  # 3.3 (task state store) or request_store="none": on
+        (None, [], True, None, False),  # 3.1/3.2's Variable record: only a worker can delete it
+        (True, [], True, None, True),  # asked for: on, the Variable stays (a clear still generates anew)
+        (None, ["an asset"], False, None, False),  # outlets: asset events need a worker to finish the task
+        (True, ["an asset"], False, None, False),
+        (None, [], False, [print], False),  # on_success_callback: dropped by Airflow for a trigger-ended task
+        (True, [], False, print, False),
+        (False, [], False, None, False),
     ],
 )
 def test_when_a_task_asks_its_trigger_to_end_it(
-    requested: bool | None, outlets: list[str], record_in_variable: bool, expected: bool
+    requested: bool | None, outlets: list[str], record_in_variable: bool, callback: Any, expected: bool
 ) -> None:
-    assert ends_from_trigger(requested, outlets=outlets, record_in_variable=record_in_variable, log=LOG) is expected
+    decided = ends_from_trigger(
+        requested, outlets=outlets, record_in_variable=record_in_variable, log=LOG, on_success_callback=callback
+    )
+    assert decided is expected
 
 
 def test_the_operator_passes_its_mode_to_the_trigger(emu: Any) -> None:

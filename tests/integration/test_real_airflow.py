@@ -44,7 +44,6 @@ ENDED_DAG = """
 
 
     def record_success(context):
-        # Runs in the dag processor (Airflow sends it through its callback sink), not on a worker.
         ti = context["ti"]
         folder = Path(os.environ["SEGMIND_E2E_CALLBACKS"])
         (folder / f"{ti.task_id}.{ti.run_id}.json").write_text(json.dumps({"task_id": ti.task_id, "pid": os.getpid()}))
@@ -55,14 +54,16 @@ ENDED_DAG = """
             task_id="generate",
             prompt="A lighthouse on a cliff, storm clouds",
             deferrable=True,
-            on_success_callback=record_success,
+            segmind_conn_id="segmind_ended",
         )
-        # The control: the same task resumed on the worker after its trigger (two worker processes).
+        # With an on_success_callback (which Airflow 3.1-3.3 drop for a trigger-ended task) the
+        # default resumes on the worker, where the callback runs: two worker processes.
         SegmindTextToImageOperator(
             task_id="generate_resumed",
             prompt="A lighthouse on a cliff, clear sky",
             deferrable=True,
-            end_from_trigger=False,
+            segmind_conn_id="segmind_ended",
+            on_success_callback=record_success,
         )
 
         @task
@@ -104,8 +105,19 @@ def segmind() -> Iterator[SegmindEmulator]:
 
 
 @pytest.fixture(scope="module")
+def segmind_ended() -> Iterator[SegmindEmulator]:
+    """The end_from_trigger DAG's own emulator, so the marketing DAG's billing count stays its own."""
+    config = EmulatorConfig.for_profile("realistic", queue_time=(0.2, 1.0), inference_time=(4.0, 6.0))
+    with SegmindEmulator(config) as emulator:
+        yield emulator
+
+
+@pytest.fixture(scope="module")
 def finished_run(
-    tmp_path_factory: pytest.TempPathFactory, segmind: SegmindEmulator, s3_endpoint: str
+    tmp_path_factory: pytest.TempPathFactory,
+    segmind: SegmindEmulator,
+    segmind_ended: SegmindEmulator,
+    s3_endpoint: str,
 ) -> Iterator[dict[str, Any]]:
     """Start Airflow, run the marketing DAG once, collect what the tests inspect, stop Airflow."""
     home = tmp_path_factory.mktemp("airflow-e2e")
@@ -124,6 +136,9 @@ def finished_run(
     env = {
         "AIRFLOW_CONN_SEGMIND_DEFAULT": json.dumps(
             {"conn_type": "segmind", "password": segmind.api_key, "host": segmind.base_url}
+        ),
+        "AIRFLOW_CONN_SEGMIND_ENDED": json.dumps(
+            {"conn_type": "segmind", "password": segmind_ended.api_key, "host": segmind_ended.base_url}
         ),
         "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(aws),
         "SEGMIND_EXAMPLE_BUCKET": BUCKET,
@@ -150,7 +165,7 @@ def finished_run(
         callback_files: list[Path] = []
         deadline = time.monotonic() + 60  # the dag processor runs the callback on its next loop
         while ended_state == "success" and not callback_files and time.monotonic() < deadline:
-            callback_files = list(callbacks.glob(f"generate.{run_id}.json"))
+            callback_files = list(callbacks.glob(f"generate_resumed.{run_id}.json"))
             time.sleep(1)
         consumer_state = "missing"
         consumed: list[Any] = []
@@ -308,7 +323,7 @@ def test_a_generate_task_ended_from_its_trigger_ran_one_worker_process(finished_
 
 
 def test_downstream_sees_the_xcoms_of_a_task_ended_from_its_trigger(
-    finished_run: dict[str, Any], segmind: SegmindEmulator
+    finished_run: dict[str, Any], segmind_ended: SegmindEmulator
 ) -> None:
     xcoms = finished_run["ended_xcoms"]
     summary = xcoms[("generate", "return_value")]
@@ -320,16 +335,21 @@ def test_downstream_sees_the_xcoms_of_a_task_ended_from_its_trigger(
     assert xcoms[("generate", "_link_SegmindOutputLink")] == summary["output_url"]  # the extra link
     seen = xcoms[("downstream", "return_value")]
     assert seen == {"summary": summary, "request_id": summary["request_id"], "output_url": summary["output_url"]}
-    assert segmind.api_key not in json.dumps(list(xcoms.values()))
+    assert segmind_ended.api_key not in json.dumps(list(xcoms.values()))
 
 
-def test_on_success_callback_runs_for_a_task_ended_from_its_trigger(finished_run: dict[str, Any]) -> None:
+def test_on_success_callback_runs_when_a_task_has_one(finished_run: dict[str, Any]) -> None:
+    """A task with ``on_success_callback`` resumes on the worker by default, and its callback runs.
+
+    (Ended from the trigger, Airflow 3.3 sends the callback to the dag processor, which logs "Task
+    callback requested but is not a failure callback" and drops it: seen in this test's first runs.)
+    """
     (written,) = finished_run["callback_files"]
-    assert json.loads(written.read_text())["task_id"] == "generate"
+    assert json.loads(written.read_text())["task_id"] == "generate_resumed"
 
 
 def test_a_task_resumed_on_the_worker_ran_two_worker_processes(finished_run: dict[str, Any]) -> None:
-    """The control of the count above: with ``end_from_trigger=False`` the same task runs twice on a worker."""
+    """The control of the count above: resumed on the worker (here: its success callback), it runs twice."""
     cluster: AirflowCluster = finished_run["cluster"]
     assert len(_worker_processes(cluster, ENDED, finished_run["run_id"], "generate_resumed")) == 2
     assert finished_run["ended_xcoms"][("generate_resumed", "return_value")]["status"] == "COMPLETED"
