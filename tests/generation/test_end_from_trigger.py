@@ -198,3 +198,15 @@ def test_a_bare_success_resume_reads_the_job_again(emu: Any) -> None:
     fresh = SegmindTextToImageOperator(task_id="t2i", prompt=PROMPT, deferrable=True, poll_schedule=FAST_SCHEDULE)
     with pytest.raises(AirflowFailException, match="FAILED"):
         fresh.execute_complete(failed_context, "success")
+
+
+def test_a_bare_success_resume_of_the_sensor_looks_again(emu: Any) -> None:
+    from airflow_provider_segmind.sensors.segmind import SegmindJobSensor
+    from tests.generation.helpers import make_context, wait_for
+
+    request_id, _ = _submit()
+    wait_for(lambda: emu.job(request_id)["status"] == "COMPLETED", what="the job")
+    sensor = SegmindJobSensor(task_id="wait", request_id=request_id, model=SD3_LARGE_MODEL, deferrable=True)
+    summary = sensor.execute_complete(make_context(), "success")
+    assert summary["request_id"] == request_id
+    assert summary["status"] == "COMPLETED"
