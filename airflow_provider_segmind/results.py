@@ -17,7 +17,21 @@ from typing import Any, Final
 from airflow_provider_segmind.protocol import RESULT_RETENTION_SECONDS, JobResult, SegmindJobStatus, parse_int
 from airflow_provider_segmind.redaction import XCOM_LIMITS, finite_number, plain
 
-__all__ = ["fit_summary", "job_metrics", "result_summary", "summarize_params", "utc_iso"]
+__all__ = [
+    "XCOM_OUTPUT_URL",
+    "XCOM_REQUEST_ID",
+    "completed_summary",
+    "fit_summary",
+    "job_metrics",
+    "result_summary",
+    "summarize_params",
+    "utc_iso",
+    "with_filled_seed",
+]
+
+#: XCom keys the operators push besides the return value (the trigger pushes the same when it ends the task).
+XCOM_REQUEST_ID: Final = "segmind_request_id"
+XCOM_OUTPUT_URL: Final = "segmind_output_url"
 
 #: Longest string parameter kept whole (SD3 prompts go up to 10,000 characters); longer ones are
 #: inline data (a base64 input image) and are replaced by a note.
@@ -117,3 +131,34 @@ def fit_summary(summary: dict[str, Any]) -> dict[str, Any]:
     shrunk["output_urls"] = summary.get("output_urls", [])[:4]
     shrunk["truncated"] = True
     return shrunk
+
+
+def with_filled_seed(summary: dict[str, Any], filled_seed: int | None) -> dict[str, Any]:
+    """Put the seed the operator filled into a result summary (issue 13: every image has a known seed).
+
+    The result's own ``seed`` wins where Segmind reports one; ``seed_filled`` says the provider chose it.
+    """
+    if filled_seed is None:
+        return summary
+    out = dict(summary)
+    if out.get("seed") is None:
+        out["seed"] = filled_seed
+    out["seed_filled"] = True
+    params = out.get("params")
+    if isinstance(params, Mapping) and params.get("seed") is None:
+        out["params"] = {**params, "seed": filled_seed}
+    return out
+
+
+def completed_summary(
+    event_result: Mapping[str, Any], params: Mapping[str, Any], filled_seed: int | None
+) -> dict[str, Any]:
+    """An operator's return value from a success event's summary: its parameters and filled seed added.
+
+    One rule for the two places a task ends: ``execute_complete`` on the worker, and the trigger
+    when it ends the task itself (``end_from_trigger``), so both push the same value.
+    ``params`` is already :func:`summarize_params` output (JSON-safe, no secret).
+    """
+    summary = dict(event_result)
+    summary["params"] = dict(params)
+    return fit_summary(with_filled_seed(summary, filled_seed))

@@ -25,6 +25,7 @@ from airflow_provider_segmind.protocol import (
     model_takes_seed,
     validate_params,
 )
+from airflow_provider_segmind.results import with_filled_seed
 
 
 def validated(
@@ -80,21 +81,8 @@ def seed_to_fill(
     return secrets.randbelow(SD3_SEED_MAX + 1)
 
 
-def _with_seed(summary: dict[str, Any], filled_seed: int | None) -> dict[str, Any]:
-    """Put the seed the operator filled into a result summary (issue 13: every image has a known seed).
-
-    The result's own ``seed`` wins where Segmind reports one; ``seed_filled`` says the provider chose it.
-    """
-    if filled_seed is None:
-        return summary
-    out = dict(summary)
-    if out.get("seed") is None:
-        out["seed"] = filled_seed
-    out["seed_filled"] = True
-    params = out.get("params")
-    if isinstance(params, Mapping) and params.get("seed") is None:
-        out["params"] = {**params, "seed": filled_seed}
-    return out
+#: Moved to :mod:`airflow_provider_segmind.results` (the trigger uses it too); the old name stays for importers.
+_with_seed = with_filled_seed
 
 
 def _quiet(message: str) -> None:

@@ -11,7 +11,16 @@ from typing import Any
 
 from airflow.providers.common.compat.sdk import BaseOperatorLink
 
-__all__ = ["SegmindOutputLink"]
+__all__ = ["SegmindOutputLink", "output_link"]
+
+
+def output_link(url: Any) -> str:
+    """What the link shows for an output URL: the URL if it is http(s), else nothing.
+
+    Also what a trigger that ends the task itself (``end_from_trigger``) stores under the link's
+    XCom key, since no task process then runs ``get_link``.
+    """
+    return url if isinstance(url, str) and url.startswith(("https://", "http://")) else ""
 
 
 class SegmindOutputLink(BaseOperatorLink):
@@ -29,5 +38,4 @@ class SegmindOutputLink(BaseOperatorLink):
     name = "Segmind output"
 
     def get_link(self, operator: Any, *, ti_key: Any) -> str:
-        url = getattr(operator, "output_url", None)
-        return url if isinstance(url, str) and url.startswith(("https://", "http://")) else ""
+        return output_link(getattr(operator, "output_url", None))

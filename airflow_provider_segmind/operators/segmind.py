@@ -88,7 +88,6 @@ from airflow_provider_segmind.operators._params import (
     _optional_number,
     _schedule_dict,
     _seconds,
-    _with_seed,
     seed_to_fill,
     summary_params,
     validated,
@@ -98,7 +97,7 @@ from airflow_provider_segmind.operators._records import (
     REQUEST_STORES,
     REQUEST_VARIABLE_PREFIX,  # noqa: F401 (re-exported: tests and users import it from this module)
     STATE_STORE_KEY,  # noqa: F401 (re-exported: tests and users import it from this module)
-    VariableRequestStore,  # noqa: F401 (re-exported: tests import it from this module)
+    VariableRequestStore,  # also re-exported: tests import it from this module
     _fingerprint,
     _no_try_follows,
     read_record,
@@ -111,10 +110,11 @@ from airflow_provider_segmind.protocol import (
     job_failed_error,
     sentences,
 )
+from airflow_provider_segmind.results import XCOM_OUTPUT_URL, XCOM_REQUEST_ID, completed_summary
 from airflow_provider_segmind.triggers.segmind import (
     DEFAULT_MAX_CONSECUTIVE_ERRORS,
     SegmindJobTrigger,
-    fit_summary,
+    ends_from_trigger,
     summarize_params,
     validate_event,
     wait_for_job,
@@ -127,9 +127,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SegmindOutputLink", "SegmindRunOperator", "SegmindTextToImageOperator"]
 
-#: XCom keys pushed besides the return value.
-XCOM_REQUEST_ID: Final = "segmind_request_id"
-XCOM_OUTPUT_URL: Final = "segmind_output_url"
+# XCom keys pushed besides the return value (defined in results, where the trigger reads them too).
 DEFAULT_JOB_TIMEOUT: Final = RESULT_RETENTION_SECONDS
 
 
@@ -161,6 +159,12 @@ class _SegmindJobOperator(_Reconciler):
         unique (a lost submit can be told apart in the history) and every image has a known seed,
         recorded in the summary. ``None`` (default): for models known to take ``seed`` (Stable
         Diffusion 3); ``True``/``False`` for any model.
+    :param end_from_trigger: deferrable only: on success the trigger ends the task itself, pushing
+        the same XComs, so one worker process runs per image instead of two (submit, then resume).
+        Failures, timeouts and errors still resume on the worker. ``None`` (default): on where it
+        changes nothing visible (see :func:`~airflow_provider_segmind.triggers.segmind.ends_from_trigger`:
+        not with outlets, not with a Variable request record, i.e. off by default on Airflow 3.1/3.2);
+        ``False``: always resume on the worker (listeners such as OpenLineage then see the success).
     """
 
     operator_extra_links = (SegmindOutputLink(),)
@@ -180,6 +184,7 @@ class _SegmindJobOperator(_Reconciler):
         strict_params: bool = False,
         history_wait: float = DEFAULT_HISTORY_WAIT,
         fill_seed: bool | None = None,
+        end_from_trigger: bool | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -202,6 +207,7 @@ class _SegmindJobOperator(_Reconciler):
             raise ValueError(f"Invalid parameter 'history_wait': got {history_wait!r}. Allowed: seconds >= 0.")
         self.history_wait = float(history_wait)
         self.fill_seed = fill_seed
+        self.end_from_trigger = end_from_trigger
         self._history_warned = False
         self.request_id: str | None = None
         #: The first output URL once this try succeeded (what :class:`SegmindOutputLink` shows).
@@ -289,6 +295,7 @@ class _SegmindJobOperator(_Reconciler):
         deadline = time.time() + self.job_timeout
         schedule = self._schedule(model)
         if self.deferrable:
+            end = self._ends_from_trigger(context)
             self.defer(
                 trigger=SegmindJobTrigger(
                     request_id=request_id,
@@ -298,6 +305,10 @@ class _SegmindJobOperator(_Reconciler):
                     submitted_at=submitted_at,
                     poll_schedule=schedule.to_dict(),
                     max_consecutive_errors=self.max_consecutive_errors,
+                    end_from_trigger=end,
+                    summary_params=summarize_params(self._summary_params()) if end else None,
+                    filled_seed=filled_seed if end else None,
+                    push_return_value=bool(self.do_xcom_push),
                 ),
                 method_name="execute_complete",
                 # The filled seed travels with the resume (the resumed task is a fresh operator instance).
@@ -316,15 +327,34 @@ class _SegmindJobOperator(_Reconciler):
         )
         return self.execute_complete(context, event, filled_seed=filled_seed)
 
+    def _ends_from_trigger(self, context: Context) -> bool:
+        """Whether this deferral asks the trigger to end the task on success (see ``end_from_trigger``)."""
+        try:
+            store = self._store(context)
+        except AirflowFailException:
+            store = None
+        return ends_from_trigger(
+            self.end_from_trigger,
+            outlets=self.outlets,
+            record_in_variable=store is not None and isinstance(store.store, VariableRequestStore),
+            log=self.log,
+            on_success_callback=self.on_success_callback,
+        )
+
     def execute_complete(
-        self, context: Context, event: dict[str, Any] | None = None, filled_seed: int | None = None
+        self, context: Context, event: dict[str, Any] | str | None = None, filled_seed: int | None = None
     ) -> dict[str, Any]:
         """Turn the trigger's (or the sync loop's) event into the task's result or error.
 
-        Anything outside the allow-list (``None``, empty, unknown status) fails loudly.
+        Anything outside the allow-list (``None``, empty, unknown status) fails loudly, except the
+        bare ``"success"`` of a trigger that ended the task itself, which an Airflow that does not
+        honour ``TaskSuccessEvent`` (``dag.test()``) resumes the task with: see
+        :meth:`_finish_ended_by_trigger`.
         ``filled_seed``: the seed :meth:`execute` filled in (see ``fill_seed``), for the summary.
         An ``expired`` request (its v2 record gone) is looked up in the request history first.
         """
+        if event == "success":
+            return self._finish_ended_by_trigger(context)
         try:
             checked = validate_event(event)
         except ValueError as err:
@@ -337,9 +367,8 @@ class _SegmindJobOperator(_Reconciler):
         ):
             self._forget(context)  # no try can follow, or none could reuse this request
         if status == "success":
-            summary = dict(checked["result"])
-            summary["params"] = summarize_params(self._summary_params())
-            return self._finish(context, fit_summary(_with_seed(summary, filled_seed)))
+            params = summarize_params(self._summary_params())
+            return self._finish(context, completed_summary(checked["result"], params, filled_seed))
         if status == "failed":
             self._raise(job_failed_error(request_id, checked.get("error")))
         if status == "expired":
@@ -366,6 +395,51 @@ class _SegmindJobOperator(_Reconciler):
         if checked.get("retryable") is False:
             raise AirflowFailException(text)
         raise AirflowException(text)
+
+    def _finish_ended_by_trigger(self, context: Context) -> dict[str, Any]:
+        """Finish a task whose trigger ended it (``TaskSuccessEvent``) but which was resumed anyway.
+
+        ``dag.test()`` (Airflow 3.1 to 3.3, ``_run_task``) does not apply a ``TaskSuccessEvent``: it
+        resumes the task with the event's payload, which is only the state, ``"success"``, and
+        without the XComs. So the job is read again by its request id (pushed to XCom before
+        deferring) and the task finishes as after any success event; Segmind's answer, not the
+        payload, decides (a job that is not COMPLETED ends as its event says). The filled seed and
+        the submit time come from the request record when it names the same request.
+        """
+        ti = context["ti"]
+        pushed = ti.xcom_pull(task_ids=self.task_id, key=XCOM_REQUEST_ID, map_indexes=getattr(ti, "map_index", -1))
+        request_id = pushed or self.request_id
+        if not isinstance(request_id, str) or not request_id:
+            raise AirflowException(
+                f"Task {self.task_id} resumed with an invalid event: a bare 'success' (a trigger ending the task) "
+                f"but no Segmind request id in XCom {XCOM_REQUEST_ID!r}, so there is nothing to finish."
+            )
+        try:
+            store = self._store(context)
+        except AirflowFailException:
+            store = None
+        record = read_record(store, self.log) if store is not None else None
+        if record is None or record.get("request_id") != request_id:
+            record = {}
+        model = record.get("model") if isinstance(record.get("model"), str) else self.model
+        submitted_at = record.get("submitted_at")
+        seed = record.get("filled_seed")
+        self.log.info(
+            "Segmind request %s: its trigger ended the task, but this Airflow resumed it on the worker "
+            "(dag.test() does not apply TaskSuccessEvent); reading the result again.",
+            request_id,
+        )
+        event = wait_for_job(
+            request_id,
+            conn_id=self.segmind_conn_id,
+            model=str(model),
+            schedule=self._schedule(str(model)),
+            deadline=time.time() + self.job_timeout,
+            submitted_at=float(submitted_at) if isinstance(submitted_at, (int, float)) else None,
+            max_consecutive_errors=self.max_consecutive_errors,
+            log=self.log,
+        )
+        return self.execute_complete(context, event, filled_seed=seed if isinstance(seed, int) else None)
 
     def _finish(self, context: Context, summary: dict[str, Any]) -> dict[str, Any]:
         self._forget(context, succeeded=True)

@@ -9,6 +9,11 @@ in :mod:`airflow_provider_segmind.results`.
 
 No event ever carries the API key: the key lives only in the hook's private settings, and every
 error text is passed through :func:`~airflow_provider_segmind.protocol.redact` with the key.
+
+With ``end_from_trigger`` the trigger ends a successful task itself (a ``TaskSuccessEvent`` with
+the XComs the resumed task would push), so no second worker process runs for it; every other
+outcome still resumes the task on the worker. :func:`ends_from_trigger` is the one rule of when a
+task asks for that.
 """
 
 from __future__ import annotations
@@ -20,9 +25,14 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+try:  # Airflow 2.10+ and every 3.x: a trigger may end its task without a worker resume.
+    from airflow.triggers.base import TaskSuccessEvent
+except ImportError:  # pragma: no cover - no supported Airflow lacks it; kept so the rule below can say "off"
+    TaskSuccessEvent = None  # type: ignore[assignment,misc]
+
 # Re-exported from their new homes for ``operators/segmind.py`` and older user code that imported
 # them from here; new code imports them from ``events``, ``results`` and ``polling``.
-from airflow_provider_segmind.events import EVENT_STATUSES, validate_event
+from airflow_provider_segmind.events import EVENT_STATUSES, EVENT_SUCCESS, validate_event
 from airflow_provider_segmind.polling import (
     DEFAULT_CONN_ID,
     DEFAULT_MAX_CONSECUTIVE_ERRORS,
@@ -32,13 +42,21 @@ from airflow_provider_segmind.polling import (
     run_async,
     wait_for_job,
 )
-from airflow_provider_segmind.protocol import PollSchedule
-from airflow_provider_segmind.results import fit_summary, result_summary, summarize_params
+from airflow_provider_segmind.protocol import PollSchedule, redact
+from airflow_provider_segmind.results import (
+    XCOM_OUTPUT_URL,
+    XCOM_REQUEST_ID,
+    completed_summary,
+    fit_summary,
+    result_summary,
+    summarize_params,
+)
 
 __all__ = [
     "DEFAULT_MAX_CONSECUTIVE_ERRORS",
     "EVENT_STATUSES",
     "SegmindJobTrigger",
+    "ends_from_trigger",
     "fit_summary",
     "result_summary",
     "summarize_params",
@@ -58,6 +76,50 @@ def _import_transport() -> None:
     import airflow_provider_segmind.hooks.segmind  # noqa: F401
 
     _transport_imported = True
+
+
+def ends_from_trigger(
+    requested: bool | None, *, outlets: Any, record_in_variable: bool, log: Any, on_success_callback: Any = None
+) -> bool:
+    """Whether a deferring task asks its trigger to end it on success (``end_from_trigger``).
+
+    ``None`` (the default) means on where it changes nothing a user can see: the running Airflow
+    has ``TaskSuccessEvent`` (2.10+, all of 3.x), the task has no outlets, and its request record
+    is not an Airflow Variable. Outlets: Airflow emits a task's asset events only when the task
+    itself finishes on a worker, never for a trigger-ended task (``handle_event_submit`` for
+    ``BaseTaskEndEvent`` only sets the state and pushes XComs), so asset scheduling would change.
+    ``on_success_callback``: Airflow sends it to the dag processor, which on 3.1 to 3.3 logs "Task
+    callback requested but is not a failure callback" and drops it (seen on a real 3.3 scheduler),
+    so such a task resumes on a worker, where the callback runs.
+    Variable: the 3.1/3.2 record is deleted by the worker at success; a trigger cannot delete a
+    Variable, so it would be left behind (harmless: a clear still generates anew, and the clear's
+    try deletes it, but it clutters the Variables list). ``True`` asks for it anyway, except with
+    outlets, a success callback or without ``TaskSuccessEvent`` (logged); ``False`` never.
+    """
+    if requested is False:
+        return False
+    why_not = None
+    if TaskSuccessEvent is None:
+        why_not = "this Airflow has no TaskSuccessEvent"
+    elif outlets:
+        why_not = "the task has outlets, whose asset events Airflow emits only when a worker finishes the task"
+    elif on_success_callback:
+        why_not = (
+            "the task has an on_success_callback, which Airflow 3.1 to 3.3 drop for a task a trigger ends (the "
+            "dag processor runs only failure callbacks it is sent)"
+        )
+    if why_not is not None:
+        if requested:
+            log.warning("end_from_trigger=True ignored: %s; the task resumes on a worker.", why_not)
+        return False
+    if requested is None and record_in_variable:
+        return False
+    if record_in_variable:
+        log.info(
+            "end_from_trigger=True with the request record in a Variable: the trigger cannot delete it, so it "
+            "stays after success (safe to delete; a clear of this task does not reuse its job)."
+        )
+    return True
 
 
 class SegmindJobTrigger(BaseTrigger):
@@ -89,6 +151,16 @@ class SegmindJobTrigger(BaseTrigger):
         ``PollSchedule.for_model(model)``.
     :param max_consecutive_errors: transient errors in a row (429, 5xx, connection) tolerated
         before giving up with an ``error`` event.
+    :param end_from_trigger: on ``success``, end the task here with a ``TaskSuccessEvent`` carrying
+        the XComs a resumed task would push, instead of resuming it on a worker. Default ``False``
+        (triggers serialized by older versions resume as they always did).
+    :param summary_params: the operator's parameters as its summary shows them
+        (:func:`~airflow_provider_segmind.results.summarize_params` output, no secret): the return
+        value is then the operator's (:func:`~airflow_provider_segmind.results.completed_summary`)
+        and the request id, output URL and extra link XComs are pushed too. ``None``: the event's
+        summary as it is, alone (what the sensor returns).
+    :param filled_seed: the seed the operator filled in, for the summary.
+    :param push_return_value: the task's ``do_xcom_push``.
     """
 
     def __init__(
@@ -101,6 +173,10 @@ class SegmindJobTrigger(BaseTrigger):
         submitted_at: float | None = None,
         poll_schedule: Mapping[str, float] | None = None,
         max_consecutive_errors: int = DEFAULT_MAX_CONSECUTIVE_ERRORS,
+        end_from_trigger: bool = False,
+        summary_params: Mapping[str, Any] | None = None,
+        filled_seed: int | None = None,
+        push_return_value: bool = True,
         **unknown: Any,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
@@ -113,6 +189,10 @@ class SegmindJobTrigger(BaseTrigger):
             PollSchedule.from_dict(poll_schedule) if poll_schedule is not None else PollSchedule.for_model(self.model)
         )
         self.max_consecutive_errors = int(max_consecutive_errors)
+        self.end_from_trigger = bool(end_from_trigger)
+        self.summary_params = dict(summary_params) if summary_params is not None else None
+        self.filled_seed = int(filled_seed) if filled_seed is not None else None
+        self.push_return_value = bool(push_return_value)
         # Kwargs from a newer provider version: ignored (logged when the trigger runs).
         self._unknown_kwargs = sorted(unknown)
 
@@ -127,6 +207,10 @@ class SegmindJobTrigger(BaseTrigger):
                 "submitted_at": self.submitted_at,
                 "poll_schedule": self.schedule.to_dict(),
                 "max_consecutive_errors": self.max_consecutive_errors,
+                "end_from_trigger": self.end_from_trigger,
+                "summary_params": self.summary_params,
+                "filled_seed": self.filled_seed,
+                "push_return_value": self.push_return_value,
             },
         )
 
@@ -140,9 +224,80 @@ class SegmindJobTrigger(BaseTrigger):
         return hash((classpath, json.dumps(kwargs, sort_keys=True)))
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        """Poll, then yield one event. The HTTP session is released before the event is yielded."""
+        """Poll, then yield one event. The HTTP session is released before the event is yielded.
+
+        With ``end_from_trigger``, a ``success`` ends the task here (``TaskSuccessEvent``); any
+        other outcome resumes it on the worker, where errors, retries and the record are handled.
+        """
         event = await self._watch()
+        if (
+            self.end_from_trigger
+            and TaskSuccessEvent is not None
+            and event.get("status") == EVENT_SUCCESS
+            and await self._push_xcoms(self.end_xcoms(event))
+        ):
+            self.log.info("Segmind job %s COMPLETED: ending the task from the trigger.", self.request_id)
+            yield TaskSuccessEvent()
+            return
         yield TriggerEvent(event)  # type: ignore[no-untyped-call]
+
+    async def _push_xcoms(self, xcoms: Mapping[str, Any]) -> bool:
+        """Push the task's XComs through the Task SDK, as a worker does; ``False``: resume on the worker.
+
+        Not through ``TaskSuccessEvent(xcoms=...)``: Airflow 3.1 to 3.3 store those with
+        ``XComModel.set`` (``json.dumps`` into a JSON column), so every value reaches downstream
+        tasks as JSON text, a summary as a string instead of a dict (seen on a real 3.3 scheduler,
+        ``tests/integration``). The Task SDK's ``XCom.set`` (trigger code may call it since 3.1's
+        ``SetXCom`` in the triggerer) encodes like a worker's push and honours a custom XCom backend.
+        Anything that stops it (no task instance, as in a bare event loop; an Execution API error)
+        resumes the task on the worker instead, which is always correct.
+        """
+        ti = self.task_instance
+        if ti is None:
+            return False
+        try:
+            from airflow.sdk.execution_time.xcom import XCom
+
+            for key, value in xcoms.items():
+                await asyncio.to_thread(
+                    XCom.set,
+                    key,
+                    value,
+                    dag_id=ti.dag_id,
+                    task_id=ti.task_id,
+                    run_id=ti.run_id,
+                    map_index=ti.map_index if ti.map_index is not None else -1,
+                )
+        except Exception as err:
+            self.log.warning(
+                "Could not push the XComs of Segmind request %s from the trigger (%s); the task resumes on a "
+                "worker instead.",
+                self.request_id,
+                redact(str(err)),
+            )
+            return False
+        return True
+
+    def end_xcoms(self, event: Mapping[str, Any]) -> dict[str, Any]:
+        """The XComs a task resumed with this ``success`` event pushes (all JSON-safe, no secret).
+
+        The operator's: the return value (its summary), ``segmind_request_id`` (also pushed before
+        deferring), ``segmind_output_url`` when there is one, and the extra link's XCom (Airflow
+        writes it when a task process ends; none runs here). The sensor's: the return value only.
+        """
+        result = event["result"]
+        if self.summary_params is None:
+            return {"return_value": dict(result)} if self.push_return_value else {}
+        from airflow_provider_segmind.operators.links import SegmindOutputLink, output_link
+
+        summary = completed_summary(result, self.summary_params, self.filled_seed)
+        xcoms: dict[str, Any] = {"return_value": summary} if self.push_return_value else {}
+        xcoms[XCOM_REQUEST_ID] = event["request_id"]
+        url = summary.get("output_url")
+        if url:
+            xcoms[XCOM_OUTPUT_URL] = url
+        xcoms[SegmindOutputLink().xcom_key] = output_link(url)
+        return xcoms
 
     async def _watch(self) -> dict[str, Any]:
         # The first trigger in a triggerer process would otherwise import requests, tenacity and

@@ -1,4 +1,4 @@
-"""Benchmark 1(b): N images with the deferrable operator (the worker slot is released while the job runs).
+"""Benchmark 1(b): N images with the deferrable operator, ended by its trigger (one worker process per image).
 
 Parsed by the benchmark's own ``airflow standalone`` only (its DAGS_FOLDER is this directory). The
 number of images comes from ``SEGMIND_BENCH_IMAGES``; the emulator from ``AIRFLOW_CONN_SEGMIND_DEFAULT``.
@@ -24,4 +24,6 @@ with DAG(
     max_active_tasks=64,
     tags=["benchmark"],
 ):
-    SegmindTextToImageOperator.partial(task_id="generate", deferrable=True).expand(prompt=PROMPTS)
+    SegmindTextToImageOperator.partial(task_id="generate", deferrable=True, end_from_trigger=True).expand(
+        prompt=PROMPTS
+    )

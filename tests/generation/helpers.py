@@ -75,6 +75,10 @@ class RecordingTI:
         json.dumps(value)  # XCom must be JSON-serializable
         self.xcom[key] = value
 
+    def xcom_pull(self, task_ids: Any = None, key: str = "return_value", **_: Any) -> Any:
+        """This task instance's own XComs (what an operator pulls of its own, e.g. after a resume)."""
+        return self.xcom.get(key)
+
 
 class DictTaskStateStore:
     """A dict-backed stand-in for Airflow 3.3's ``task_state_store`` (same ``get``/``set``/``delete`` shape).
@@ -146,6 +150,23 @@ def run_trigger(trigger: SegmindJobTrigger, *, timeout: float = 30.0) -> list[An
         return [event async for event in trigger.run()]
 
     return asyncio.run(asyncio.wait_for(collect(), timeout))
+
+
+def finish_deferred(op: Any, context: dict[str, Any], deferred: Any) -> Any:
+    """What Airflow does after a deferral: run the trigger, then end the task or resume it.
+
+    A ``TaskSuccessEvent`` (``end_from_trigger``) ends the task in the triggerer: its XComs are
+    pushed and nothing runs on the worker (``airflow.models.trigger.handle_event_submit``); any
+    other event resumes the task with the defer's kwargs and the event's payload.
+    """
+    from airflow.triggers.base import TaskSuccessEvent
+
+    (event,) = run_trigger(deferred.trigger)
+    if isinstance(event, TaskSuccessEvent):
+        for key, value in (event.xcoms or {}).items():
+            context["ti"].xcom_push(key=key, value=value)
+        return (event.xcoms or {}).get("return_value")
+    return getattr(op, deferred.method_name)(context, **{**(deferred.kwargs or {}), "event": event.payload})
 
 
 def wait_for(predicate: Callable[[], bool], *, timeout: float = 10.0, what: str = "condition") -> None:

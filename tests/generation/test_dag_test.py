@@ -119,19 +119,31 @@ def dag_env(airflow_db: Path, dags_folder: Path, emu: Any) -> tuple[Path, Any]:
     return dags_folder, emu
 
 
-def test_mapped_deferrable_dag_runs_one_job_per_prompt(dag_env: tuple[Path, Any], caplog: Any, capsys: Any) -> None:
+@pytest.mark.parametrize("end_from_trigger", [True, False], ids=["end-from-trigger", "resume-on-worker"])
+def test_mapped_deferrable_dag_runs_one_job_per_prompt(
+    dag_env: tuple[Path, Any], caplog: Any, capsys: Any, end_from_trigger: bool
+) -> None:
+    """Both modes end with the same XComs under ``dag.test()``. It runs the trigger inline without a
+    task instance, so a trigger asked to end the task cannot push its XComs and resumes it with the
+    usual event (and were a ``TaskSuccessEvent`` yielded, ``dag.test()`` would resume the task with
+    the bare state ``"success"``, which the operator also finishes: ``test_end_from_trigger.py``)."""
     dags_folder, emu = dag_env
+    dag_id = f"segmind_mapped_{'end' if end_from_trigger else 'resume'}"
     path = write_dag(
         dags_folder,
-        "segmind_mapped",
-        """
-        with DAG("segmind_mapped", schedule=None, start_date=START, catchup=False) as dag:
+        dag_id,
+        f"""
+        with DAG({dag_id!r}, schedule=None, start_date=START, catchup=False) as dag:
             images = SegmindTextToImageOperator.partial(
-                task_id="t2i", deferrable=True, poll_schedule=FAST, aspect_ratio="16:9"
+                task_id="t2i", deferrable=True, poll_schedule=FAST, aspect_ratio="16:9",
+                end_from_trigger={end_from_trigger!r},
             ).expand(prompt=["a fox in snow", "an owl at night", "a heron at dawn"])
             runs = SegmindRunOperator.partial(
-                task_id="run", deferrable=True, poll_schedule=FAST, model="stable-diffusion-3-large-txt2img"
-            ).expand_kwargs([{"inputs": {"prompt": "a red boat", "seed": 1}}, {"inputs": {"prompt": "a blue car"}}])
+                task_id="run", deferrable=True, poll_schedule=FAST, model="stable-diffusion-3-large-txt2img",
+                end_from_trigger={end_from_trigger!r},
+            ).expand_kwargs(
+                [{{"inputs": {{"prompt": "a red boat", "seed": 1}}}}, {{"inputs": {{"prompt": "a blue car"}}}}]
+            )
 
             @task
             def collect(summaries):
@@ -140,7 +152,7 @@ def test_mapped_deferrable_dag_runs_one_job_per_prompt(dag_env: tuple[Path, Any]
             collect(images.output)
         """,
     )
-    dr = run_dag(path, "segmind_mapped")
+    dr = run_dag(path, dag_id)
     logs = captured_logs(caplog, capsys)
 
     assert dr.state == "success"
@@ -151,7 +163,7 @@ def test_mapped_deferrable_dag_runs_one_job_per_prompt(dag_env: tuple[Path, Any]
     assert stats["submissions"] == 5  # one billed job per prompt, none repeated
     assert stats["result_fetches"] == 5
 
-    rows = xcoms(dr.run_id)
+    rows = xcoms(dr.run_id, dag_id)
     returns = {(t, m): v for t, m, k, v in rows if k == "return_value"}
     links = {(t, m): v for t, m, k, v in rows if k == "_link_SegmindOutputLink"}
     for index in range(3):
@@ -166,6 +178,11 @@ def test_mapped_deferrable_dag_runs_one_job_per_prompt(dag_env: tuple[Path, Any]
     assert returns[("collect", -1)] == sorted(returns[("t2i", i)]["request_id"] for i in range(3))
     # The trigger logs what it observed: on a loaded machine its first poll may already see COMPLETED.
     assert "-> COMPLETED" in logs or "first seen COMPLETED" in logs
+    for index in range(3):
+        output_urls = {(t, m): v for t, m, k, v in rows if k == "segmind_output_url"}
+        request_ids = {(t, m): v for t, m, k, v in rows if k == "segmind_request_id"}
+        assert output_urls[("t2i", index)] == returns[("t2i", index)]["output_url"]
+        assert request_ids[("t2i", index)] == returns[("t2i", index)]["request_id"]
     assert emu.api_key not in logs + json.dumps([r[3] for r in rows], default=str)
 
 
@@ -617,3 +634,65 @@ def test_sensor_in_reschedule_mode_waits_for_a_job_submitted_upstream(
     assert summary["status"] == "COMPLETED"
     assert slow.stats()["status_polls"] >= 2  # it gave its slot back at least once before completion
     assert slow.stats()["submissions"] == 1
+
+
+@pytest.mark.parametrize("end_from_trigger", [True, False], ids=["end-from-trigger", "resume-on-worker"])
+def test_deferrable_sensor_in_both_modes(
+    dag_env: tuple[Path, Any], emulator_factory: Any, monkeypatch: Any, caplog: Any, capsys: Any, end_from_trigger: bool
+) -> None:
+    """The deferred sensor returns the same summary with and without ``end_from_trigger`` under ``dag.test()``."""
+    dags_folder, _ = dag_env
+    clock = ManualClock()
+    slow = emulator_factory(clock=clock)
+    use_emulator(monkeypatch, slow)
+    poked = threading.Event()
+
+    def finish_after_the_first_poke() -> None:  # still running at the sensor's first look: it defers
+        while not poked.is_set():
+            if slow.stats()["status_polls"] >= 1:
+                poked.wait(0.5)
+                clock.advance(60)
+                return
+            poked.wait(0.05)
+
+    mover = threading.Thread(target=finish_after_the_first_poke, daemon=True)
+    mover.start()
+    dag_id = f"segmind_sensor_deferred_{'end' if end_from_trigger else 'resume'}"
+    path = write_dag(
+        dags_folder,
+        dag_id,
+        f"""
+        with DAG({dag_id!r}, schedule=None, start_date=START, catchup=False) as dag:
+
+            @task
+            def submit():
+                from airflow_provider_segmind.hooks.segmind import SegmindHook
+
+                return SegmindHook().submit("stable-diffusion-3-large-txt2img", {{"prompt": "a slow river"}}).request_id
+
+            request_id = submit()
+            wait = SegmindJobSensor(
+                task_id="wait",
+                request_id="{{{{ ti.xcom_pull(task_ids='submit') }}}}",
+                model="stable-diffusion-3-large-txt2img",
+                deferrable=True,
+                poll_schedule=FAST,
+                timeout=120,
+                end_from_trigger={end_from_trigger!r},
+            )
+            request_id >> wait
+        """,
+    )
+    try:
+        dr = run_dag(path, dag_id)
+    finally:
+        poked.set()
+        mover.join(timeout=10)
+    logs = captured_logs(caplog, capsys)
+    assert dr.state == "success"
+    values = {(t, k): v for t, _, k, v in xcoms(dr.run_id, dag_id)}
+    summary = values[("wait", "return_value")]
+    assert summary["request_id"] == values[("submit", "return_value")]
+    assert summary["status"] == "COMPLETED"
+    assert summary["output_url"]
+    assert "Pausing task as DEFERRED" in logs or "running trigger in line" in logs  # it did defer

@@ -35,9 +35,9 @@ from tests.generation.helpers import (
     ManualClock,
     RecordingTI,
     captured_logs,
+    finish_deferred,
     job_status,
     make_context,
-    run_trigger,
     use_emulator,
     wait_for,
 )
@@ -56,9 +56,8 @@ def defer(op: Any, context: dict[str, Any]) -> TaskDeferred:
 
 
 def resume(op: Any, context: dict[str, Any], deferred: TaskDeferred) -> Any:
-    """What the triggerer and the next worker do: run the trigger, then call the named method."""
-    (event,) = run_trigger(deferred.trigger)
-    return getattr(op, deferred.method_name)(context, **{**(deferred.kwargs or {}), "event": event.payload})
+    """What the triggerer and the next worker do: run the trigger, then end the task or call the named method."""
+    return finish_deferred(op, context, deferred)
 
 
 def run_to_end(op: Any, context: dict[str, Any]) -> Any:

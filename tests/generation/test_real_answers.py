@@ -36,6 +36,7 @@ from tests.generation.helpers import (
     PROMPT,
     DictTaskStateStore,
     captured_logs,
+    finish_deferred,
     job_status,
     make_context,
     run_trigger,
@@ -57,8 +58,7 @@ def run_to_end(op: Any, context: dict[str, Any]) -> Any:
     try:
         return op.execute(context)
     except TaskDeferred as deferred:
-        (event,) = run_trigger(deferred.trigger)
-        return getattr(op, deferred.method_name)(context, event=event.payload)
+        return finish_deferred(op, context, deferred)
 
 
 def completed_job(emu: Any) -> str:

@@ -27,9 +27,9 @@ from tests.generation.helpers import (
     DictTaskStateStore,
     ManualClock,
     captured_logs,
+    finish_deferred,
     job_status,
     make_context,
-    run_trigger,
     use_emulator,
     wait_for,
 )
@@ -52,8 +52,7 @@ def defer(op: Any, context: dict[str, Any]) -> TaskDeferred:
 
 
 def resume(op: Any, context: dict[str, Any], deferred: TaskDeferred) -> Any:
-    (event,) = run_trigger(deferred.trigger)
-    return getattr(op, deferred.method_name)(context, **{**(deferred.kwargs or {}), "event": event.payload})
+    return finish_deferred(op, context, deferred)
 
 
 def _closed_port() -> int:

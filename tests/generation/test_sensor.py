@@ -20,9 +20,9 @@ from airflow_provider_segmind.triggers.segmind import SegmindJobTrigger
 from tests.generation.helpers import (
     FAST_SCHEDULE,
     PROMPT,
+    finish_deferred,
     job_status,
     make_context,
-    run_trigger,
     use_emulator,
     wait_for,
 )
@@ -59,8 +59,7 @@ def run_sensor(op: SegmindJobSensor, *, reschedule_wait: float = 0.05) -> Any:
         except AirflowRescheduleException:
             time.sleep(reschedule_wait)  # the scheduler would run the task again at reschedule_date
         except TaskDeferred as deferred:
-            (event,) = run_trigger(deferred.trigger)
-            return getattr(op, deferred.method_name)(context, event=event.payload)
+            return finish_deferred(op, context, deferred)
     raise AssertionError("sensor never finished")
 
 

@@ -73,6 +73,10 @@ def test_serialize_round_trip_is_plain_json_without_the_key(emu: Any) -> None:
         "submitted_at",
         "poll_schedule",
         "max_consecutive_errors",
+        "end_from_trigger",
+        "summary_params",
+        "filled_seed",
+        "push_return_value",
     }
     rebuilt = SegmindJobTrigger(**json.loads(json.dumps(kwargs)))
     assert rebuilt == trigger
@@ -90,6 +94,7 @@ def test_kwargs_from_other_versions_still_load() -> None:
     assert old.submitted_at is None
     assert old.max_consecutive_errors >= 1
     assert old.schedule == PollSchedule.for_model("")
+    assert old.end_from_trigger is False  # a trigger deferred by an older version resumes its task as before
     newer = SegmindJobTrigger(request_id="req-new", added_in_a_future_version={"x": 1})
     assert newer.serialize()[1]["request_id"] == "req-new"
     assert "added_in_a_future_version" not in newer.serialize()[1]

@@ -1,0 +1,212 @@
+"""end_from_trigger: the trigger ends a successful task itself, with the XComs a resumed task pushes.
+
+Against the emulator: which event the trigger yields per outcome, the XComs it carries (the same
+values ``execute_complete`` returns and pushes), and the rule of when a task asks for it. The
+``dag.test()`` runs of both modes are in ``test_dag_test.py``; the real scheduler and triggerer
+(one worker process, XComs downstream, ``on_success_callback``) in ``tests/integration``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+import pytest
+from airflow.triggers.base import TaskSuccessEvent, TriggerEvent
+
+from airflow_provider_segmind.hooks.segmind import SegmindHook
+from airflow_provider_segmind.operators.segmind import SegmindTextToImageOperator
+from airflow_provider_segmind.protocol import SD3_LARGE_MODEL
+from airflow_provider_segmind.results import completed_summary, summarize_params
+from airflow_provider_segmind.triggers.segmind import SegmindJobTrigger, ends_from_trigger
+from tests.generation.helpers import FAST_SCHEDULE, PROMPT, run_trigger
+
+LOG = logging.getLogger("test_end_from_trigger")
+
+
+def _trigger(request_id: str, submitted_at: float, **kwargs: Any) -> SegmindJobTrigger:
+    trigger = SegmindJobTrigger(
+        request_id=request_id,
+        model=SD3_LARGE_MODEL,
+        deadline=time.time() + 60,
+        submitted_at=submitted_at,
+        poll_schedule=FAST_SCHEDULE,
+        **kwargs,
+    )
+    # What the triggerer does: rebuild it from its stored (JSON) kwargs.
+    _classpath, stored = trigger.serialize()
+    return SegmindJobTrigger(**json.loads(json.dumps(stored)))
+
+
+def _submit(**params: Any) -> tuple[str, float]:
+    return SegmindHook().submit(SD3_LARGE_MODEL, {"prompt": PROMPT, **params}).request_id, time.time()
+
+
+def _success(request_id: str, submitted_at: float) -> dict[str, Any]:
+    (event,) = run_trigger(_trigger(request_id, submitted_at))
+    assert event.payload["status"] == "success"
+    return dict(event.payload)
+
+
+def test_the_xcoms_are_the_operators(emu: Any) -> None:
+    request_id, submitted_at = _submit()
+    params = summarize_params({"prompt": PROMPT, "aspect_ratio": "1:1", "seed": 7, "api_key": emu.api_key})
+    event = _success(request_id, submitted_at)
+    trigger = _trigger(request_id, submitted_at, end_from_trigger=True, summary_params=params, filled_seed=7)
+    xcoms = trigger.end_xcoms(event)
+    summary = xcoms["return_value"]
+    # The value execute_complete returns for the same event (one summary rule for both).
+    assert summary == completed_summary(event["result"], params, 7)
+    assert summary["request_id"] == request_id
+    assert summary["params"]["aspect_ratio"] == "1:1"
+    assert summary["seed_filled"] is True
+    assert xcoms["segmind_request_id"] == request_id
+    assert xcoms["segmind_output_url"] == summary["output_url"]
+    assert xcoms["_link_SegmindOutputLink"] == summary["output_url"]
+    assert set(xcoms) == {"return_value", "segmind_request_id", "segmind_output_url", "_link_SegmindOutputLink"}
+    assert emu.api_key not in json.dumps(xcoms)  # JSON-safe, as Airflow stores XComs, and no key
+
+
+def test_do_xcom_push_false_and_the_sensors_xcoms(emu: Any) -> None:
+    request_id, submitted_at = _submit()
+    event = _success(request_id, submitted_at)
+    quiet = _trigger(request_id, submitted_at, end_from_trigger=True, summary_params={}, push_return_value=False)
+    assert "return_value" not in quiet.end_xcoms(event)
+    assert quiet.end_xcoms(event)["segmind_request_id"] == request_id
+    # The sensor (no summary_params): its return value is the event's summary as it is, alone.
+    sensor = _trigger(request_id, submitted_at, end_from_trigger=True)
+    assert sensor.end_xcoms(event) == {"return_value": event["result"]}
+
+
+def test_an_inline_output_ends_with_no_url_and_an_empty_link(emu: Any) -> None:
+    request_id, submitted_at = _submit(base64=True)
+    xcoms = _trigger(request_id, submitted_at, end_from_trigger=True, summary_params={}).end_xcoms(
+        _success(request_id, submitted_at)
+    )
+    assert xcoms["return_value"]["output_inline"] is True
+    assert "segmind_output_url" not in xcoms  # a resumed task pushes none either
+    assert xcoms["_link_SegmindOutputLink"] == ""
+    assert len(json.dumps(xcoms)) < 4_000  # no image bytes
+
+
+def test_without_a_task_instance_to_push_to_the_task_resumes(emu: Any) -> None:
+    """The XComs go through the Task SDK; where they cannot (here: no triggerer), the task resumes on
+    the worker with the usual event, which is always correct. The real triggerer: ``tests/integration``."""
+    request_id, submitted_at = _submit()
+    (event,) = run_trigger(_trigger(request_id, submitted_at, end_from_trigger=True, summary_params={}))
+    assert not isinstance(event, TaskSuccessEvent)
+    assert isinstance(event, TriggerEvent)
+    assert event.payload["status"] == "success"
+
+
+def test_every_other_outcome_resumes_the_task_on_the_worker(emu: Any) -> None:
+    request_id, submitted_at = _submit(prompt="__unsafe__ a forbidden thing")
+    (failed,) = run_trigger(_trigger(request_id, submitted_at, end_from_trigger=True, summary_params={}))
+    assert not isinstance(failed, TaskSuccessEvent)
+    assert failed.payload["status"] == "failed"
+    (expired,) = run_trigger(_trigger("no-such-request", time.time(), end_from_trigger=True, summary_params={}))
+    assert not isinstance(expired, TaskSuccessEvent)
+    assert expired.payload["status"] in ("expired", "error")
+
+
+@pytest.mark.parametrize(
+    ("requested", "outlets", "record_in_variable", "callback", "expected"),
+    [
+        (None, [], False, None, True),  # 3.3 (task state store) or request_store="none": on
+        (None, [], True, None, False),  # 3.1/3.2's Variable record: only a worker can delete it
+        (True, [], True, None, True),  # asked for: on, the Variable stays (a clear still generates anew)
+        (None, ["an asset"], False, None, False),  # outlets: asset events need a worker to finish the task
+        (True, ["an asset"], False, None, False),
+        (None, [], False, [print], False),  # on_success_callback: dropped by Airflow for a trigger-ended task
+        (True, [], False, print, False),
+        (False, [], False, None, False),
+    ],
+)
+def test_when_a_task_asks_its_trigger_to_end_it(
+    requested: bool | None, outlets: list[str], record_in_variable: bool, callback: Any, expected: bool
+) -> None:
+    decided = ends_from_trigger(
+        requested, outlets=outlets, record_in_variable=record_in_variable, log=LOG, on_success_callback=callback
+    )
+    assert decided is expected
+
+
+def test_the_operator_passes_its_mode_to_the_trigger(emu: Any) -> None:
+    """The deferral carries the choice and, when on, what the trigger needs to build the return value."""
+    from airflow.providers.common.compat.sdk import TaskDeferred
+
+    class Ti:
+        dag_id, run_id, task_id, map_index, try_number, max_tries = "d", "r", "t2i", -1, 1, 0
+        pushed: dict[str, Any] = {}
+
+        def xcom_push(self, key: str, value: Any) -> None:
+            self.pushed[key] = value
+
+    for requested, expected in ((None, True), (False, False)):
+        operator = SegmindTextToImageOperator(
+            task_id="t2i",
+            prompt=PROMPT,
+            deferrable=True,
+            poll_schedule=FAST_SCHEDULE,
+            request_store="none",
+            end_from_trigger=requested,
+        )
+        with pytest.raises(TaskDeferred) as deferred:
+            operator.execute({"ti": Ti()})  # type: ignore[arg-type]
+        trigger = deferred.value.trigger
+        assert isinstance(trigger, SegmindJobTrigger)
+        assert trigger.end_from_trigger is expected
+        assert (trigger.summary_params is not None) is expected
+        if expected:
+            assert trigger.summary_params is not None
+            assert trigger.summary_params["prompt"] == PROMPT
+            assert trigger.filled_seed is not None  # SD3 takes a seed: the operator filled one
+
+
+def test_a_bare_success_resume_reads_the_job_again(emu: Any) -> None:
+    """``dag.test()`` resumes a trigger-ended task with the payload ``"success"`` only: Segmind decides."""
+    from tests.generation.helpers import DictTaskStateStore, make_context, wait_for
+
+    context = make_context(DictTaskStateStore())  # Airflow 3.3's record: the re-read takes the filled seed from it
+    operator = SegmindTextToImageOperator(task_id="t2i", prompt=PROMPT, deferrable=True, poll_schedule=FAST_SCHEDULE)
+    from airflow.providers.common.compat.sdk import TaskDeferred
+
+    with pytest.raises(TaskDeferred) as deferred:
+        operator.execute(context)
+    request_id = deferred.value.trigger.request_id
+    assert context["ti"].xcom["segmind_request_id"] == request_id  # pushed before deferring
+    wait_for(lambda: emu.job(request_id)["status"] == "COMPLETED", what="the job")
+
+    resumed = SegmindTextToImageOperator(task_id="t2i", prompt=PROMPT, deferrable=True, poll_schedule=FAST_SCHEDULE)
+    summary = resumed.execute_complete(context, "success")
+    assert summary["request_id"] == request_id
+    assert summary["status"] == "COMPLETED"
+    assert summary["params"]["prompt"] == PROMPT
+    assert summary["seed_filled"] is True
+    assert summary["seed"] == emu.job(request_id)["params"]["seed"]
+    assert context["ti"].xcom["segmind_output_url"] == summary["output_url"]
+
+    # A job that did not complete ends as its own event says, whatever the payload claimed.
+    failed_id = SegmindHook().submit(SD3_LARGE_MODEL, {"prompt": "__unsafe__ a forbidden thing"}).request_id
+    wait_for(lambda: emu.job(failed_id)["status"] == "FAILED", what="the failed job")
+    failed_context = make_context()
+    failed_context["ti"].xcom_push(key="segmind_request_id", value=failed_id)
+    from airflow.providers.common.compat.sdk import AirflowFailException
+
+    fresh = SegmindTextToImageOperator(task_id="t2i", prompt=PROMPT, deferrable=True, poll_schedule=FAST_SCHEDULE)
+    with pytest.raises(AirflowFailException, match="FAILED"):
+        fresh.execute_complete(failed_context, "success")
+
+
+def test_a_bare_success_resume_of_the_sensor_looks_again(emu: Any) -> None:
+    from airflow_provider_segmind.sensors.segmind import SegmindJobSensor
+    from tests.generation.helpers import make_context, wait_for
+
+    request_id, _ = _submit()
+    wait_for(lambda: emu.job(request_id)["status"] == "COMPLETED", what="the job")
+    sensor = SegmindJobSensor(task_id="wait", request_id=request_id, model=SD3_LARGE_MODEL, deferrable=True)
+    summary = sensor.execute_complete(make_context(), "success")
+    assert summary["request_id"] == request_id
+    assert summary["status"] == "COMPLETED"
