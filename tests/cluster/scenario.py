@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from tests.cluster.topology import FAILOVER_SETTINGS
-from tests.soak.harness import Audit, SoakSettings, _image_check, classify, make_plan, prompt_index
+from tests.soak.harness import Audit, SoakSettings, _image_check, billing_ledger, classify, make_plan, prompt_index
 
 REPO: Final = Path(__file__).resolve().parents[2]
 DAG_ID: Final = "example_segmind_marketing_assets"
@@ -520,21 +520,13 @@ def audit(run: ClusterRun) -> Audit:
     tis = {(t["task_id"], t["map_index"]): t for t in run.task_instances}
 
     # ---- billing -------------------------------------------------------------------------
-    jobs_by_prompt: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for job in run.jobs:
-        index = prompt_index(job["params"].get("prompt"))
-        a.check(index is not None and 0 <= index < n, f"billed job {job['request_id']} belongs to no prompt")
-        if index is not None:
-            jobs_by_prompt[index].append(job)
+    ledger = billing_ledger(run.jobs, n)
+    for job in ledger.strays:
+        a.check(False, f"billed job {job['request_id']} belongs to no prompt")
+    for index, earlier in ledger.paid_twice:
+        a.check(False, f"prompt {index}: job {earlier['request_id']} ({earlier['status']}) paid twice")
+    jobs_by_prompt, resubmits = ledger.jobs_by_prompt, ledger.resubmits
     submissions = run.emulator_stats.get("submissions", -1)
-    resubmits: Counter[str] = Counter()
-    for index, jobs in jobs_by_prompt.items():
-        jobs.sort(key=lambda job: job["submitted_at"])
-        for earlier in jobs[:-1]:
-            if earlier["status"] in ("FAILED", "EXPIRED"):
-                resubmits[earlier["status"]] += 1
-            else:
-                a.check(False, f"prompt {index}: job {earlier['request_id']} ({earlier['status']}) paid twice")
     expected = len(jobs_by_prompt) + sum(resubmits.values())
     a.check(submissions == expected, f"paid submissions {submissions} != {expected} expected")
 

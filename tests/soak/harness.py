@@ -28,7 +28,7 @@ import threading
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -525,6 +525,39 @@ def _image_check(data: bytes, spec: Mapping[str, Any]) -> str | None:
     return None
 
 
+@dataclass
+class Ledger:
+    """What the emulator billed, by prompt: the one rule both the soak and the cluster audit count by.
+
+    A prompt may be billed again only after its earlier job FAILED or expired (``resubmits``); any
+    other earlier job of the same prompt was paid twice (``paid_twice``). ``strays`` belong to no prompt.
+    """
+
+    jobs_by_prompt: dict[int, list[dict[str, Any]]]
+    resubmits: Counter[str]
+    paid_twice: list[tuple[int, dict[str, Any]]]
+    strays: list[dict[str, Any]]
+
+
+def billing_ledger(jobs: Iterable[Mapping[str, Any]], prompts: int) -> Ledger:
+    """Group the emulator's billed jobs by prompt (in submit order) and classify every earlier job."""
+    ledger = Ledger(defaultdict(list), Counter(), [], [])
+    for job in jobs:
+        index = prompt_index(job["params"].get("prompt"))
+        if index is None or not 0 <= index < prompts:
+            ledger.strays.append(dict(job))
+        else:
+            ledger.jobs_by_prompt[index].append(dict(job))
+    for index, billed in ledger.jobs_by_prompt.items():
+        billed.sort(key=lambda job: job["submitted_at"])
+        for earlier in billed[:-1]:
+            if earlier["status"] in ("FAILED", "EXPIRED"):
+                ledger.resubmits[earlier["status"]] += 1
+            else:
+                ledger.paid_twice.append((index, earlier))
+    return ledger
+
+
 def audit(run: SoakRun) -> Audit:
     """Check every guarantee; return the violations and the summary rows."""
     a = Audit()
@@ -545,28 +578,18 @@ def audit(run: SoakRun) -> Audit:
         failures[(event["task_id"], event["map_index"])].append(event)
 
     # ---- billing: every job the emulator accepted, by prompt --------------------------------
-    jobs_by_prompt: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for job in run.jobs:
-        index = prompt_index(job["params"].get("prompt"))
-        a.check(index is not None and 0 <= index < n, f"billed job {job['request_id']} belongs to no prompt")
-        if index is not None:
-            jobs_by_prompt[index].append(job)
+    ledger = billing_ledger(run.jobs, n)
+    for job in ledger.strays:
+        a.check(False, f"billed job {job['request_id']} belongs to no prompt")
+    jobs_by_prompt, resubmits, duplicates = ledger.jobs_by_prompt, ledger.resubmits, len(ledger.paid_twice)
     submissions = run.emulator_stats.get("submissions", -1)
     a.check(submissions == len(run.jobs), f"emulator billed {submissions} submissions but lists {len(run.jobs)} jobs")
-    resubmits: Counter[str] = Counter()
-    duplicates = 0
-    for index, jobs in jobs_by_prompt.items():
-        jobs.sort(key=lambda job: job["submitted_at"])
-        for earlier in jobs[:-1]:
-            if earlier["status"] in ("FAILED", "EXPIRED"):
-                resubmits[earlier["status"]] += 1
-            else:
-                duplicates += 1
-                a.check(
-                    not settings.history_lookup,
-                    f"prompt {index}: job {earlier['request_id']} ({earlier['status']}) was submitted again "
-                    "although it was neither FAILED nor expired (duplicate billing)",
-                )
+    for index, earlier in ledger.paid_twice:
+        a.check(
+            not settings.history_lookup,
+            f"prompt {index}: job {earlier['request_id']} ({earlier['status']}) was submitted again "
+            "although it was neither FAILED nor expired (duplicate billing)",
+        )
     prompts_billed = len(jobs_by_prompt)
     # With the history off, the duplicates are the documented cost (reported below, not violations).
     expected_paid = prompts_billed + sum(resubmits.values()) + (0 if settings.history_lookup else duplicates)
