@@ -28,6 +28,13 @@ EXTRA_PACKAGES := $(if $(filter 1,$(WITH_FAB)),apache-airflow-providers-fab)
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(FLAVOUR)
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist). Most tests wait on real servers and real time (the emulator's
+# inference, polls, Airflow processes), so two processes on a 2-core machine nearly halve the wall
+# time; tests/xdist_lanes.py keeps each file in one process (module fixtures start once) and runs the
+# suites that start real Airflow processes one after the other, first. PYTEST_JOBS=0 runs everything
+# in this process (pdb, -s).
+PYTEST_JOBS ?= 2
+XDIST = $(if $(filter 0,$(PYTEST_JOBS)),,-n $(PYTEST_JOBS) --no-loadscope-reorder)
 
 # The suites the older-Airflow jobs run (the 3.3 job runs everything, real scheduler included).
 FLOOR_SUITES := tests/test_protocol.py tests/test_hook.py tests/test_example_dags.py tests/generation \
@@ -96,10 +103,10 @@ ifeq ($(INSTALL),wheel)
 test: $(STAMP) wheel-tree
 	cd $(WHEEL_TREE) && SEGMIND_TEST_PACKAGE=wheel SEGMIND_TEST_SOURCE=$(CURDIR) \
 		SEGMIND_TEST_WHEEL="$$(ls $(CURDIR)/dist/*.whl)" SEGMIND_TEST_SDIST="$$(ls $(CURDIR)/dist/*.tar.gz)" \
-		$(CURDIR)/$(BIN)/python -m pytest $(PYTEST_ARGS)
+		$(CURDIR)/$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 else
 test: $(STAMP)
-	SEGMIND_TEST_PACKAGE=source $(BIN)/python -m pytest $(PYTEST_ARGS)
+	SEGMIND_TEST_PACKAGE=source $(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 endif
 
 lint: $(STAMP)
@@ -163,7 +170,7 @@ $(LOWEST)/.installed: pyproject.toml constraints/lowest-direct.txt .ci/floors.py
 
 test-lowest: $(LOWEST)/.installed
 	$(PYTHON) .ci/floors.py check $(LOWEST)/bin/python
-	SEGMIND_TEST_PACKAGE=source $(LOWEST)/bin/python -m pytest $(or $(PYTEST_ARGS),$(LOWEST_SUITES))
+	SEGMIND_TEST_PACKAGE=source $(LOWEST)/bin/python -m pytest $(XDIST) $(or $(PYTEST_ARGS),$(LOWEST_SUITES))
 
 ifeq ($(INSTALL),wheel)
 demo: $(STAMP) wheel-tree

@@ -351,11 +351,13 @@ def test_each_key_has_its_own_balance_and_jobs(emulator_factory: Callable[..., S
 # Auth, methods, paths, models
 # --------------------------------------------------------------------------------------------
 
+# A fixed (never issued) request id: parameter ids must be the same in every pytest-xdist process.
+_UNKNOWN_REQUEST = "0b0e4d1c-6f1a-4c57-9a43-5f2d8e7c9b10"
 _AUTHED_CALLS: list[tuple[str, str]] = [
     ("POST", f"/v2/{SD3}"),
     ("POST", f"/v1/{SD3}"),
-    ("GET", f"/v2/requests/{uuid.uuid4()}/status"),
-    ("GET", f"/v2/requests/{uuid.uuid4()}"),
+    ("GET", f"/v2/requests/{_UNKNOWN_REQUEST}/status"),
+    ("GET", f"/v2/requests/{_UNKNOWN_REQUEST}"),
     ("GET", "/v1/get-user-credits"),
 ]
 

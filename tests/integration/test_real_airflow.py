@@ -23,7 +23,9 @@ from moto.server import ThreadedMotoServer
 from airflow_provider_segmind.emulator import EmulatorConfig, SegmindEmulator
 from tests.integration.cluster import AirflowCluster
 
-pytestmark = pytest.mark.integration
+# The module fixture runs the whole scenario (Airflow start-up included) inside the first test's
+# time limit; its own waits allow 420 s + 180 s for the two DAG runs.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 REPO = Path(__file__).resolve().parents[2]
 BUCKET = "segmind-e2e"
