@@ -163,8 +163,8 @@ class _SegmindJobOperator(_Reconciler):
         the same XComs, so one worker process runs per image instead of two (submit, then resume).
         Failures, timeouts and errors still resume on the worker. ``None`` (default): on where it
         changes nothing visible (see :func:`~airflow_provider_segmind.triggers.segmind.ends_from_trigger`:
-        not with outlets, not with a Variable request record, i.e. off by default on Airflow 3.1/3.2);
-        ``False``: always resume on the worker (listeners such as OpenLineage then see the success).
+        not with outlets, not with a Variable request record, i.e. off by default on Airflow 3.1/3.2, not
+        while OpenLineage is on); ``False``: always resume on the worker (task listeners then see the success).
     """
 
     operator_extra_links = (SegmindOutputLink(),)
