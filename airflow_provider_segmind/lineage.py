@@ -113,8 +113,8 @@ def _url_dataset(url: str) -> Dataset | None:
     if not host or scheme not in ("http", "https", "s3"):
         return None
     if scheme == "s3":  # the naming spec's S3 entry: namespace s3://<bucket>, name the object key
-        key = parts.path.lstrip("/")
-        return Dataset(namespace=f"s3://{parts.netloc.rsplit('@', 1)[-1]}", name=key or "/") if key else None
+        key, bucket = parts.path.lstrip("/"), parts.netloc.rpartition("@")[2]  # the bucket as written
+        return Dataset(namespace=f"s3://{bucket}", name=key) if key else None
     if ":" in host:
         host = f"[{host}]"
     authority = f"{host}:{port}" if port is not None else host
