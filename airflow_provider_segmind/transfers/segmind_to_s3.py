@@ -413,8 +413,15 @@ class SegmindToS3Operator(BaseOperator):
                         {"key": key, "sha256": fetched.sha256, "manifest": manifest, "request_id": result.request_id}
                     )
                     self.stored_outputs.append(
-                        {"bucket": bucket, "key": key, "request_id": result.request_id, "index": output.index}
-                        | {"source_url": output.url, "sha256": fetched.sha256, "manifest": manifest}
+                        {
+                            "bucket": bucket,
+                            "key": key,
+                            "request_id": result.request_id,
+                            "index": output.index,
+                            "source_url": output.url,
+                            "sha256": fetched.sha256,
+                            "manifest": manifest,
+                        }
                     )
                 finally:
                     fetched.close()
