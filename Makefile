@@ -38,13 +38,13 @@ XDIST = $(if $(filter 0,$(PYTEST_JOBS)),,-n $(PYTEST_JOBS) --no-loadscope-reorde
 
 # The suites the older-Airflow jobs run (the 3.3 job runs everything, real scheduler included).
 FLOOR_SUITES := tests/test_protocol.py tests/test_hook.py tests/test_example_dags.py tests/generation \
-	tests/transfers tests/test_discovery.py
+	tests/transfers tests/test_discovery.py tests/lineage
 LOWEST_SUITES := $(FLOOR_SUITES) tests/emulator
 # What differs by Airflow version: discovery and the form, DAG parsing, and what runs inside Airflow
 # (dag.test runs with retries, clears and stores, triggers, sensors, key rotation, the S3 dag.test).
 LINE_SUITES := tests/test_discovery.py tests/test_example_dags.py tests/generation/test_dag_test.py \
 	tests/generation/test_key_rotation.py tests/generation/test_trigger.py tests/generation/test_sensor.py \
-	tests/transfers/test_segmind_to_s3_dag.py
+	tests/transfers/test_segmind_to_s3_dag.py tests/lineage/test_lineage_dag.py
 # What the FAB provider changes on 3.1: provider discovery, the connection form, DAG parsing (the task
 # runtime is the same Airflow 3.1.0 the declared-floors job runs LINE_SUITES' suites on).
 FAB_SUITES := tests/test_discovery.py tests/test_example_dags.py

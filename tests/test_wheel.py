@@ -108,7 +108,7 @@ def test_wheel_metadata(built: tuple[Path, Path]) -> None:
     # Airflow 3.2 splits every Project-URL on each comma to find "Documentation": one more breaks discovery.
     assert all("," not in url for url in urls.values())
     # Only the user-facing extras are published; test and dev tools are dependency groups.
-    assert set(meta.get_all("Provides-Extra") or []) == {"amazon", "emulator"}
+    assert set(meta.get_all("Provides-Extra") or []) == {"amazon", "emulator", "openlineage"}
     requires = " ".join(meta.get_all("Requires-Dist") or []).lower()
     for tool in ("pytest", "moto", "ruff", "mypy", "segmind==", "twine", "mkdocs"):
         assert tool not in requires, tool

@@ -163,8 +163,8 @@ class _SegmindJobOperator(_Reconciler):
         the same XComs, so one worker process runs per image instead of two (submit, then resume).
         Failures, timeouts and errors still resume on the worker. ``None`` (default): on where it
         changes nothing visible (see :func:`~airflow_provider_segmind.triggers.segmind.ends_from_trigger`:
-        not with outlets, not with a Variable request record, i.e. off by default on Airflow 3.1/3.2);
-        ``False``: always resume on the worker (listeners such as OpenLineage then see the success).
+        not with outlets, not with a Variable request record, i.e. off by default on Airflow 3.1/3.2, not
+        while OpenLineage is on); ``False``: always resume on the worker (task listeners then see the success).
     """
 
     operator_extra_links = (SegmindOutputLink(),)
@@ -212,6 +212,8 @@ class _SegmindJobOperator(_Reconciler):
         self.request_id: str | None = None
         #: The first output URL once this try succeeded (what :class:`SegmindOutputLink` shows).
         self.output_url: str | None = None
+        #: The return value once this try succeeded (what :meth:`get_openlineage_facets_on_complete` reports).
+        self.result_summary: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ parameters
 
@@ -443,6 +445,7 @@ class _SegmindJobOperator(_Reconciler):
 
     def _finish(self, context: Context, summary: dict[str, Any]) -> dict[str, Any]:
         self._forget(context, succeeded=True)
+        self.result_summary = summary
         url = summary.get("output_url")
         if url:
             self.output_url = url
@@ -453,6 +456,16 @@ class _SegmindJobOperator(_Reconciler):
             url or ("inline output (re-fetch it by request id)" if summary.get("output_inline") else "no output URL"),
         )
         return summary
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage: the ``image`` input, the outputs, the request (run facet) and the model (job facet).
+
+        Called by the OpenLineage provider's listener only (see docs/lineage.md); the import stays
+        here so nothing of OpenLineage loads without it. On a failed task: the input and model only.
+        """
+        from airflow_provider_segmind.lineage import generation_lineage, image_input
+
+        return generation_lineage(model=self.model, image=image_input(self), summary=self.result_summary)
 
     def on_kill(self) -> None:
         """Segmind cannot cancel a job: log the orphaned request so nobody wonders about the bill."""

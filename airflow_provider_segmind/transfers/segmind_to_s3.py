@@ -312,6 +312,8 @@ class SegmindToS3Operator(BaseOperator):
             raise ValueError("max_event_objects must be a number of objects (0 or more)")
         self.max_event_objects = max_event_objects
         self.tmp_dir = tmp_dir
+        #: Each object stored or found by this try, for :meth:`get_openlineage_facets_on_complete`.
+        self.stored_outputs: list[dict[str, Any]] = []
         self.policy  # noqa: B018 - validate the download policy at DAG parse time
 
     @classmethod
@@ -388,6 +390,7 @@ class SegmindToS3Operator(BaseOperator):
         }
         results = [resolve(item, self._get_result, self.log) for item in items]
         check_plan(bucket, template, results, airflow_ids, policy=self.policy, log=self.log)
+        self.stored_outputs = []
         writer: S3Writer | None = None  # made on the first write: no AWS session if nothing gets stored
         downloader = Downloader(self.policy, log=self.log)
         written: dict[str, str] = {}
@@ -408,6 +411,17 @@ class SegmindToS3Operator(BaseOperator):
                     manifest = self._store(writer, bucket, key, result, output, fetched, airflow_ids)
                     stored.append(
                         {"key": key, "sha256": fetched.sha256, "manifest": manifest, "request_id": result.request_id}
+                    )
+                    self.stored_outputs.append(
+                        {
+                            "bucket": bucket,
+                            "key": key,
+                            "request_id": result.request_id,
+                            "index": output.index,
+                            "source_url": output.url,
+                            "sha256": fetched.sha256,
+                            "manifest": manifest,
+                        }
                     )
                 finally:
                     fetched.close()
@@ -504,6 +518,18 @@ class SegmindToS3Operator(BaseOperator):
                 "operator": type(self).__name__,
             },
         }
+
+    # ------------------------------------------------------------------ lineage
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage: one output dataset per S3 object (``s3://bucket`` + key), one input per Segmind output.
+
+        Called by the OpenLineage provider's listener only (see docs/lineage.md); the import stays
+        here so nothing of OpenLineage loads without it. After a failure: the objects stored so far.
+        """
+        from airflow_provider_segmind.lineage import transfer_lineage
+
+        return transfer_lineage(self.stored_outputs)
 
     # ------------------------------------------------------------------ asset events
 

@@ -78,6 +78,19 @@ def _import_transport() -> None:
     _transport_imported = True
 
 
+def _openlineage_on() -> bool:
+    """Whether the OpenLineage provider is installed and on (not disabled, a transport configured).
+
+    Its own test (``conf.is_disabled``, which its listener plugin uses too); the import is a small
+    config module, and only happens here, when a task defers.
+    """
+    try:
+        from airflow.providers.openlineage.conf import is_disabled
+    except ImportError:
+        return False
+    return not is_disabled()
+
+
 def ends_from_trigger(
     requested: bool | None, *, outlets: Any, record_in_variable: bool, log: Any, on_success_callback: Any = None
 ) -> bool:
@@ -91,10 +104,15 @@ def ends_from_trigger(
     ``on_success_callback``: Airflow sends it to the dag processor, which on 3.1 to 3.3 logs "Task
     callback requested but is not a failure callback" and drops it (seen on a real 3.3 scheduler),
     so such a task resumes on a worker, where the callback runs.
+    OpenLineage (its provider installed and configured, :func:`_openlineage_on`): its listener emits
+    a task's COMPLETE event, with the operator's ``get_openlineage_facets_on_complete``, only from
+    the worker that finishes the task (``on_task_instance_success`` in the task runner); for a
+    trigger-ended task Airflow 3.1 to 3.3 call no listener, so the run would stay RUNNING in the
+    lineage backend with no outputs. Such a task resumes on a worker.
     Variable: the 3.1/3.2 record is deleted by the worker at success; a trigger cannot delete a
     Variable, so it would be left behind (harmless: a clear still generates anew, and the clear's
     try deletes it, but it clutters the Variables list). ``True`` asks for it anyway, except with
-    outlets, a success callback or without ``TaskSuccessEvent`` (logged); ``False`` never.
+    outlets, a success callback, OpenLineage on, or without ``TaskSuccessEvent`` (logged); ``False`` never.
     """
     if requested is False:
         return False
@@ -107,6 +125,11 @@ def ends_from_trigger(
         why_not = (
             "the task has an on_success_callback, which Airflow 3.1 to 3.3 drop for a task a trigger ends (the "
             "dag processor runs only failure callbacks it is sent)"
+        )
+    elif _openlineage_on():
+        why_not = (
+            "OpenLineage is on, and its listener reports a task's completion and lineage only from the worker "
+            "that finishes it (Airflow calls no listener for a task a trigger ends)"
         )
     if why_not is not None:
         if requested:
