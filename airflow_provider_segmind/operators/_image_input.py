@@ -138,6 +138,16 @@ class S3ImageInputs:
     def client(self) -> Any:
         return self.hook.get_conn()
 
+    @cached_property
+    def signing_client(self) -> Any:
+        """The hook's client, signing with SigV4: botocore may presign with SigV2 (``AWSAccessKeyId``/
+        ``Signature``) for some regions and endpoints, which S3 no longer accepts for newer buckets."""
+        from botocore.config import Config
+
+        sigv4 = Config(signature_version="s3v4")
+        config = self.hook.config
+        return self.hook.get_client_type(config=config.merge(sigv4) if config is not None else sigv4)
+
     def _chosen_transport(self) -> str:
         if self.transport != "auto":
             return self.transport
@@ -223,7 +233,7 @@ class S3ImageInputs:
             value = self._call(
                 "presign",
                 image.uri,
-                self.client.generate_presigned_url,
+                self.signing_client.generate_presigned_url,
                 ClientMethod="get_object",
                 Params=params,
                 ExpiresIn=int(self.url_expiry),
