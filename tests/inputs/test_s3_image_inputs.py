@@ -26,6 +26,7 @@ from airflow_provider_segmind.operators.segmind import (
 from airflow_provider_segmind.protocol import SD3_LARGE_MODEL
 from airflow_provider_segmind.protocol.image_input import IMAGE_ALLOWED, MAX_INPUT_IMAGE_BYTES
 from tests.generation.helpers import FAST_SCHEDULE, DictTaskStateStore, finish_deferred, make_context, use_emulator
+from tests.generation.test_reconcile import DyingStore
 from tests.inputs.conftest import MediaHost, photo
 from tests.transfers.helpers import S3Env
 
@@ -234,20 +235,6 @@ def test_bytes_and_signed_urls_stay_out_of_xcom_trigger_kwargs_and_the_record(
 
 
 # ------------------------------------------------------------------ exactly-once across tries
-
-
-class DyingStore(DictTaskStateStore):
-    """The worker "dies" (``SystemExit``) right after Segmind accepted the submit, before the request id is recorded."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.dead = False
-
-    def set(self, key: str, value: Any, *, retention: Any = None) -> None:
-        if not self.dead and "request_id" in value:
-            self.dead = True
-            raise SystemExit("worker killed between the accepted submit and the record write (emulated)")
-        super().set(key, value, retention=retention)
 
 
 def request_of_try(op: SegmindTextToImageOperator, context: dict[str, Any]) -> str:
