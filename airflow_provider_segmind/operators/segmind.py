@@ -209,7 +209,8 @@ class _SegmindJobOperator(_Reconciler):
         self.aws_conn_id = aws_conn_id
         self.image_transport = image_transport
         self.presigned_url_expiry = presigned_url_expiry
-        self._input_image: S3ImageInput | None = None
+        #: An ``s3://`` image as given in the body, and what :meth:`_inspect_image` found behind it.
+        self._input_image: tuple[str, S3ImageInput] | None = None
         if request_store not in REQUEST_STORES:
             raise ValueError(
                 f"Invalid parameter 'request_store': got {request_store!r}. Allowed: {', '.join(REQUEST_STORES)}."
@@ -261,23 +262,21 @@ class _SegmindJobOperator(_Reconciler):
             self._input_image = None
             return
         try:
-            self._input_image = self._image_inputs.inspect(uri)
+            self._input_image = (uri, self._image_inputs.inspect(uri))
         except SegmindInvalidParametersError as err:
             raise AirflowFailException(str(err)) from err
 
     def _fingerprinted(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """The body as the request record's fingerprint sees it: an S3 input by its stable identity."""
-        image = self._input_image
-        if image is None or params.get("image") != image.uri:
+        if self._input_image is None or params.get("image") != self._input_image[0]:
             return dict(params)
-        return {**params, "image": image.identity}
+        return {**params, "image": self._input_image[1].identity}
 
     def _wire_body(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """The body as sent to Segmind: an S3 input as its presigned URL or base64 (made here, never stored)."""
-        image = self._input_image
-        if image is None or params.get("image") != image.uri:
+        if self._input_image is None or params.get("image") != self._input_image[0]:
             return dict(params)
-        return {**params, "image": self._image_inputs.wire_value(image)}
+        return {**params, "image": self._image_inputs.wire_value(self._input_image[1])}
 
     # ------------------------------------------------------------------ helpers
 

@@ -101,6 +101,12 @@ def test_an_object_without_a_content_type_is_judged_by_its_bytes(emu: SegmindEmu
     assert summary["status"] == "COMPLETED"
 
 
+def test_a_uri_with_surrounding_whitespace_is_still_resolved_never_sent_as_is(emu: SegmindEmulator, s3: S3Env) -> None:
+    uri = put(s3, "photos/red.png", photo(RED))
+    summary = i2i(f"  {uri}\n", image_transport="base64").execute(make_context())
+    assert base64.b64decode(emu.job(summary["request_id"])["params"]["image"]) == photo(RED)
+
+
 # ------------------------------------------------------------------ bad inputs: named, nothing billed
 
 
