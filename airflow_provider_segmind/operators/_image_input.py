@@ -136,12 +136,9 @@ class S3ImageInputs:
 
     @cached_property
     def client(self) -> Any:
-        return self.hook.get_conn()
-
-    @cached_property
-    def signing_client(self) -> Any:
-        """The hook's client, signing with SigV4: botocore may presign with SigV2 (``AWSAccessKeyId``/
-        ``Signature``) for some regions and endpoints, which S3 no longer accepts for newer buckets."""
+        """The hook's client (its credentials, region, endpoint and config), signing with SigV4: for
+        presigned URLs botocore may otherwise use SigV2 (``AWSAccessKeyId``/``Signature``, seen with
+        boto3 1.44 on a custom endpoint), which S3 no longer accepts for buckets created since 2020."""
         from botocore.config import Config
 
         sigv4 = Config(signature_version="s3v4")
@@ -233,7 +230,7 @@ class S3ImageInputs:
             value = self._call(
                 "presign",
                 image.uri,
-                self.signing_client.generate_presigned_url,
+                self.client.generate_presigned_url,
                 ClientMethod="get_object",
                 Params=params,
                 ExpiresIn=int(self.url_expiry),
