@@ -60,6 +60,10 @@ class ImageSpec:
     seed: int
     output_format: str
     details: str = ""
+    #: image-to-image: the input's thumbnail (PNG bytes, see ``input_image.py``) the output is painted over.
+    source: bytes = b""
+    #: image-to-image: how far the output departs from ``source`` (0 = the input shows through most).
+    strength: float = 0.0
 
     @property
     def content_type(self) -> str:
@@ -102,16 +106,22 @@ def _format_for(params: Mapping[str, Any]) -> str:
     return {"jpg": "jpeg"}.get(fmt, fmt) if fmt in ("jpeg", "jpg", "png") else "jpeg"
 
 
-def image_spec(model: str, params: Mapping[str, Any], seed: int) -> ImageSpec:
+def image_spec(model: str, params: Mapping[str, Any], seed: int, source: bytes = b"") -> ImageSpec:
     """Describe the image a model would return for ``params``.
 
     SD3's parameters map directly; a generic model gets its ``prompt`` (if any), its
     ``width``/``height`` or ``aspect_ratio``, and a one-line summary of its other parameters.
+    ``source``: an image-to-image input's thumbnail; the output is painted over it, ``strength``
+    (default 0.8) deciding how much of it shows through.
     """
     ratio, width, height = _size_for(params)
     prompt = params.get("prompt")
     negative = params.get("negative_prompt")
-    shown = {k: v for k, v in params.items() if k not in ("prompt", "negative_prompt", "base64")}
+    # The input image itself (a URL or megabytes of base64) is not drawn as text: its pixels are used.
+    shown = {k: v for k, v in params.items() if k not in ("prompt", "negative_prompt", "base64", "image")}
+    strength = params.get("strength")
+    if not (isinstance(strength, (int, float)) and not isinstance(strength, bool) and 0 <= strength <= 1):
+        strength = 0.8
     details = json.dumps(shown, sort_keys=True, default=str) if shown else ""
     return ImageSpec(
         model=model,
@@ -123,6 +133,8 @@ def image_spec(model: str, params: Mapping[str, Any], seed: int) -> ImageSpec:
         seed=seed,
         output_format=_format_for(params),
         details=details,
+        source=source,
+        strength=float(strength) if source else 0.0,
     )
 
 
@@ -232,7 +244,21 @@ def _background(spec: ImageSpec) -> Image.Image:
         red, green, blue = rng.choice(colours)
         tint = (min(255, red + 40), min(255, green + 40), min(255, blue + 40), rng.randint(50, 110))
         draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=tint)
+    if spec.source:
+        image = _over_source(image, spec)
     return image
+
+
+def _over_source(generated: Image.Image, spec: ImageSpec) -> Image.Image:
+    """The input's pixels (scaled to cover the output) blended with the generated background.
+
+    At ``strength`` 0 the input shows through at 90 %, at 1 at 40 %: the output always depends on it.
+    """
+    from PIL import Image, ImageOps
+
+    with Image.open(BytesIO(spec.source)) as opened:
+        source = ImageOps.fit(opened.convert("RGB"), (spec.width, spec.height), Image.Resampling.BILINEAR)
+    return Image.blend(source, generated, alpha=0.1 + 0.5 * spec.strength)
 
 
 def _draw_panel(image: Image.Image, draw: ImageDraw.ImageDraw, spec: ImageSpec) -> None:

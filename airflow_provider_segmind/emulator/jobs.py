@@ -17,6 +17,7 @@ from aiohttp import web
 from airflow_provider_segmind.emulator.faults import Fault
 from airflow_provider_segmind.emulator.gateway import Gateway
 from airflow_provider_segmind.emulator.images import ImageSpec, derive_seed, image_spec
+from airflow_provider_segmind.emulator.input_image import InputImageError, load_input_image
 from airflow_provider_segmind.emulator.responses import (
     INVALID_KEY,
     MODEL_NOT_FOUND,
@@ -95,6 +96,22 @@ class JobRoutes(Gateway):
         self.state.stats.faults[name] += 1
         return JOB_FAULT_ERRORS[name]
 
+    @staticmethod
+    async def _input_image(slug: str, params: dict[str, Any]) -> tuple[bytes, web.Response | None]:
+        """An image-to-image request's input, fetched or decoded before billing: ``(thumbnail, refusal)``.
+
+        Only SD3 Large in ``image-to-image`` mode: the parameters of the other slugs are not known
+        here, so their ``image`` (if any) is passed through unread, as before. An unusable input is
+        a 400, not billed (assumptions and sources: ``input_image.py``).
+        """
+        if slug != SD3_LARGE_MODEL or params.get("mode") != "image-to-image":
+            return b"", None
+        image = params.get("image")
+        try:
+            return await load_input_image(image), None
+        except InputImageError as err:
+            return b"", json_error(400, str(err))
+
     # ---- v2 ------------------------------------------------------------------------------
 
     async def submit(self, request: web.Request) -> web.StreamResponse:
@@ -116,6 +133,11 @@ class JobRoutes(Gateway):
                 if config.v2_validation == "submit":
                     return json_error(422, str(err))
                 invalid = str(err)
+        source = b""
+        if invalid is None:
+            source, refused = await self._input_image(slug, params)
+            if refused is not None:
+                return refused
         prompt = params.get("prompt")
         if ("prompt" in params or invalid is not None) and not (isinstance(prompt, str) and prompt.strip()):
             # Segmind's own words for a job whose prompt is missing or not a string, as a FAILED
@@ -142,7 +164,7 @@ class JobRoutes(Gateway):
             expires_at=now + config.result_ttl,
             cost=config.cost,
             remaining_credits=remaining,
-            image=None if failure else image_spec(slug, params, seed),
+            image=None if failure else image_spec(slug, params, seed, source),
             error=failure,
             request_body=sent,
         )
@@ -272,6 +294,9 @@ class JobRoutes(Gateway):
                 params = validate_sd3_params(params, warn=_ignore)
             except SegmindInvalidParametersError as err:
                 return json_error(422, str(err))
+        source, refused = await self._input_image(slug, params)
+        if refused is not None:
+            return refused
         cost = config.cost
         remaining = state.ledger.charge(label, cost)
         if remaining is None:
@@ -283,7 +308,7 @@ class JobRoutes(Gateway):
             state.ledger.refund(label, cost)
             return json_error(422 if failure == CONTENT_BLOCKED else 500, failure)
         seed = derive_seed(params)
-        spec = image_spec(slug, params, seed)
+        spec = image_spec(slug, params, seed, source)
         data = await state.images.get(spec)
         state.stats.v1_runs += 1
         state.stats.credits_billed += cost

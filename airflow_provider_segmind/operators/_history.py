@@ -96,6 +96,10 @@ class _HistoryLookups(BaseOperator):
 
         def _finish(self, context: Context, summary: dict[str, Any]) -> dict[str, Any]: ...
 
+    def _wire_body(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """The body as sent to Segmind (the operator turns an ``s3://`` image into its presigned URL or base64)."""
+        return dict(params)
+
     def _fail_if_final(self, context: Context, failure: SegmindError) -> None:
         """Fail the task (and forget its record) when an earlier request FAILED in a way no retry fixes.
 
@@ -140,7 +144,7 @@ class _HistoryLookups(BaseOperator):
         answered = False
         while True:
             try:
-                found = self.hook.find_submitted(model, body, since=since)
+                found = self.hook.find_submitted(model, self._wire_body(body), since=since)
             except SegmindError as err:
                 self._history_unavailable(err)
                 if not err.transient:

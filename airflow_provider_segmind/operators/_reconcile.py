@@ -139,7 +139,7 @@ class _Reconciler(_HistoryLookups):
             )
             since = started if since is None else since
             try:
-                submitted = self.hook.submit(model, params, validate=False, trust_5xx=trust_5xx)
+                submitted = self.hook.submit(model, self._wire_body(params), validate=False, trust_5xx=trust_5xx)
             except SegmindError as err:
                 if not submit_outcome_unknown(err, trust_5xx=trust_5xx):
                     if history and store is not None:

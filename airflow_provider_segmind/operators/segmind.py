@@ -84,6 +84,13 @@ from airflow_provider_segmind.exceptions import (
     SegmindRequestNotFoundError,
 )
 from airflow_provider_segmind.operators._history import DEFAULT_HISTORY_WAIT
+from airflow_provider_segmind.operators._image_input import (
+    DEFAULT_URL_EXPIRY,
+    S3ImageInput,
+    S3ImageInputs,
+    check_transport,
+    s3_image_of,
+)
 from airflow_provider_segmind.operators._params import (
     _optional_number,
     _schedule_dict,
@@ -165,6 +172,13 @@ class _SegmindJobOperator(_Reconciler):
         changes nothing visible (see :func:`~airflow_provider_segmind.triggers.segmind.ends_from_trigger`:
         not with outlets, not with a Variable request record, i.e. off by default on Airflow 3.1/3.2, not
         while OpenLineage is on); ``False``: always resume on the worker (task listeners then see the success).
+    :param aws_conn_id: the AWS connection an ``s3://`` ``image`` is read with (the Amazon provider's
+        ``S3Hook``); default ``aws_default``.
+    :param image_transport: how an ``s3://`` ``image`` is sent to Segmind: ``presigned`` (a short-lived
+        presigned GET URL), ``base64`` (the bytes inline), or ``auto`` (default: ``presigned`` for AWS S3,
+        ``base64`` when the connection sets an ``endpoint_url`` Segmind may not reach). See
+        ``operators/_image_input.py``.
+    :param presigned_url_expiry: seconds a presigned input URL stays valid (60..3600, default 900).
     """
 
     operator_extra_links = (SegmindOutputLink(),)
@@ -185,9 +199,18 @@ class _SegmindJobOperator(_Reconciler):
         history_wait: float = DEFAULT_HISTORY_WAIT,
         fill_seed: bool | None = None,
         end_from_trigger: bool | None = None,
+        aws_conn_id: str = "aws_default",
+        image_transport: str = "auto",
+        presigned_url_expiry: float = DEFAULT_URL_EXPIRY,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        check_transport(image_transport, presigned_url_expiry)
+        self.aws_conn_id = aws_conn_id
+        self.image_transport = image_transport
+        self.presigned_url_expiry = presigned_url_expiry
+        #: An ``s3://`` image as given in the body, and what :meth:`_inspect_image` found behind it.
+        self._input_image: tuple[str, S3ImageInput] | None = None
         if request_store not in REQUEST_STORES:
             raise ValueError(
                 f"Invalid parameter 'request_store': got {request_store!r}. Allowed: {', '.join(REQUEST_STORES)}."
@@ -228,6 +251,35 @@ class _SegmindJobOperator(_Reconciler):
     def _summary_params(self) -> dict[str, Any]:
         return summary_params(self.model, self.build_params, strict=self.strict_params)
 
+    # ------------------------------------------------------------------ s3:// input image
+
+    @cached_property
+    def _image_inputs(self) -> S3ImageInputs:
+        return S3ImageInputs(self.aws_conn_id, self.image_transport, self.presigned_url_expiry, self.log)
+
+    def _inspect_image(self, params: Mapping[str, Any]) -> None:
+        """Check an ``s3://`` ``image`` before anything is billed (errors name the field; no retries)."""
+        uri = s3_image_of(dict(params))
+        if uri is None:
+            self._input_image = None
+            return
+        try:
+            self._input_image = (uri, self._image_inputs.inspect(uri))
+        except SegmindInvalidParametersError as err:
+            raise AirflowFailException(str(err)) from err
+
+    def _fingerprinted(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """The body as the request record's fingerprint sees it: an S3 input by its stable identity."""
+        if self._input_image is None or params.get("image") != self._input_image[0]:
+            return dict(params)
+        return {**params, "image": self._input_image[1].identity}
+
+    def _wire_body(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """The body as sent to Segmind: an S3 input as its presigned URL or base64 (made here, never stored)."""
+        if self._input_image is None or params.get("image") != self._input_image[0]:
+            return dict(params)
+        return {**params, "image": self._image_inputs.wire_value(self._input_image[1])}
+
     # ------------------------------------------------------------------ helpers
 
     @cached_property
@@ -251,14 +303,15 @@ class _SegmindJobOperator(_Reconciler):
 
     def execute(self, context: Context) -> Any:
         model, params = self._validated()
+        self._inspect_image(params)  # an s3:// image: checked now, before any record is read or anything billed
         store = self._store(context)
         record = read_record(store, self.log) if store is not None else None
-        filled_seed = seed_to_fill(model, params, record, fill_seed=self.fill_seed)
+        filled_seed = seed_to_fill(model, self._fingerprinted(params), record, fill_seed=self.fill_seed)
         if filled_seed is not None:
             # Filled before the fingerprint: the body sent (and recorded) is the one a lost submit is found by.
             params = {**params, "seed": filled_seed}
             self.log.info("No seed given: using random seed %d (recorded in the result).", filled_seed)
-        fingerprint = _fingerprint(model, params)
+        fingerprint = _fingerprint(model, self._fingerprinted(params))
         if store is None:
             self.log.debug("request_store='none': a task retry will submit a new job.")
         elif record is not None:
@@ -527,7 +580,10 @@ class SegmindTextToImageOperator(_SegmindJobOperator):
     :param negative_prompt: what to avoid. Templated.
     :param aspect_ratio: one of 16:9 1:1 21:9 2:3 3:2 4:5 5:4 9:16 9:21 (default 1:1). Templated.
     :param mode: ``text-to-image`` (default) or ``image-to-image``. Templated.
-    :param image: input image (URL or base64) for image-to-image. Templated.
+    :param image: input image for image-to-image: a URL, base64 image data, or ``s3://bucket/key`` of a
+        JPEG, PNG or WebP object of at most 10 MiB (read with ``aws_conn_id``, sent as ``image_transport``
+        says, checked before the submit). Map over many with ``.expand(image=<XComArg of s3:// URIs>)``.
+        Templated.
     :param strength: 0..1, how far image-to-image may depart from ``image``. Templated.
     :param output_format: ``jpeg`` (default) or ``png``. Templated.
     :param seed: 0..4294967294 for a reproducible image. Templated.

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from airflow_provider_segmind.protocol.history import MAX_PER_PAGE, HistoryRecord, history_query, merge_records
+from airflow_provider_segmind.protocol.image_input import same_presigned_object
 
 #: How far our clock and Segmind's may disagree: a record a little "before" the attempt still counts.
 CLOCK_SKEW_SECONDS: Final = 60.0
@@ -53,6 +54,9 @@ def _same(sent: Any, recorded: Any) -> bool:
     if isinstance(sent, (int, float)) or isinstance(recorded, (int, float)):
         a, b = _as_number(sent), _as_number(recorded)
         return a is not None and b is not None and math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+    if isinstance(sent, str) and isinstance(recorded, str) and sent != recorded:
+        # An S3 input sent as a presigned URL is signed anew by every try: the same object is the same input.
+        return same_presigned_object(sent, recorded)
     return bool(sent == recorded)
 
 
@@ -76,7 +80,8 @@ def body_matches(sent: Mapping[str, Any], recorded: Mapping[str, Any] | None) ->
 
     Tolerant of the server adding keys (defaults it filled in): every key we sent must be there and
     equal after JSON normalisation (numbers numerically, also against numeric strings; strings
-    exactly; nested objects by the same rule). A row without a body (older servers, or a record
+    exactly, except two presigned URLs of the same object, which a retry signs anew; nested objects
+    by the same rule). A row without a body (older servers, or a record
     not landed yet [sdk]) never matches.
     """
     if recorded is None:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
 from airflow_provider_segmind.exceptions import SegmindInvalidParametersError
+from airflow_provider_segmind.protocol.image_input import IMAGE_ALLOWED, is_s3_uri, s3_uri_problem
 from airflow_provider_segmind.protocol.text import quoted_list, sentences
 from airflow_provider_segmind.protocol.urls import check_model_slug
 from airflow_provider_segmind.protocol.vocabulary import SD3_LARGE_MODEL
@@ -114,6 +115,26 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def image_problem(image: Any) -> str | None:
+    """Why ``image`` cannot be an image-to-image input, or ``None``.
+
+    An ``s3://`` URI must name one object (its type and size are checked against the object itself,
+    on the worker, before the submit: ``operators/_image_input.py``); a list is the sign of an
+    XComArg of URIs passed without ``.expand``.
+    """
+    if isinstance(image, (list, tuple)):
+        return f"got a list of {len(image)} values: one image per task"
+    if image is None:
+        return "image-to-image mode needs an input image"
+    if not isinstance(image, str):
+        return f"got {type(image).__name__}"
+    if not image.strip():
+        return "it is blank"
+    if is_s3_uri(image):
+        return s3_uri_problem(image)
+    return None
+
+
 def unknown_params(model: str, params: Mapping[str, Any]) -> list[str]:
     """Parameter names ``model`` is not known to take (only SD3 Large is known; others: none)."""
     if model != SD3_LARGE_MODEL:
@@ -170,9 +191,9 @@ def validate_sd3_params(
             )
     mode = params.get("mode", SD3_DEFAULTS["mode"])
     if mode == "image-to-image":
-        image = params.get("image")
-        if not isinstance(image, str) or not image.strip():
-            problems.append(("image", "image-to-image mode needs an input image", "an image URL or base64 string"))
+        problem = image_problem(params.get("image"))
+        if problem is not None:
+            problems.append(("image", problem, IMAGE_ALLOWED))
         strength = params.get("strength")
         if strength is None or not _is_number(strength) or not 0 <= strength <= 1:
             problems.append(("strength", f"image-to-image mode needs it, got {strength!r}", "a number from 0 to 1"))
