@@ -3,13 +3,12 @@
 Most tests wait on real servers and real time, so pytest-xdist's two processes nearly halve the
 wall time on a 2-core machine. Two rules make that safe and short:
 
-- **One lane for real Airflow processes.** The suites that start a whole Airflow (``tests/integration``:
-  scheduler, triggerer, API server, dag processor) or the fault-injection soak each keep a core busy
-  for minutes, and each has a time bound. They share one xdist scope, so they run one after the other
-  in one process while the other process runs everything else; two of them at once on two cores is
-  what made their bounds flaky.
-- **Longest first.** That lane is collected first (``--no-loadscope-reorder`` keeps collection order),
-  so it starts at once instead of after the quick files.
+- **Lanes for real Airflow processes.** The suites that start a whole Airflow (scheduler, triggerer,
+  API server, dag processor) or the fault-injection soak each keep a core busy for minutes, and each
+  has a time bound. Each lane is one xdist scope, so its suites run one after the other in one
+  process; there are as many lanes as processes (two), so at most two run at once.
+- **Longest first.** The lanes are collected first (``--no-loadscope-reorder`` keeps collection
+  order), so they start at once instead of after the quick files, which then fill in around them.
 
 Every other file is its own scope (``--dist loadfile``'s rule), so module fixtures start once. Without
 xdist (``PYTEST_JOBS=0``) only the collection order changes.
@@ -21,20 +20,28 @@ from typing import Any
 
 import pytest
 
-#: Test files (paths from the repository root, as in node ids) that start real Airflow processes.
-HEAVY_PREFIXES = ("tests/integration/", "tests/soak/test_soak.py", "tests/cluster/")
-HEAVY_LANE = "real Airflow processes"
+#: Test files (path prefixes from the repository root, as in node ids) that start real Airflow
+#: processes, by lane; the first matching prefix wins. Each lane's suites add up to a few minutes.
+LANES: tuple[tuple[str, str], ...] = (
+    ("tests/integration/test_real_airflow.py", "real Airflow 1"),
+    ("tests/soak/test_soak.py", "real Airflow 1"),
+    ("tests/integration/", "real Airflow 2"),
+    ("tests/lineage/test_lineage_real_airflow.py", "real Airflow 2"),
+    ("tests/cluster/", "real Airflow 2"),
+)
+LANE_NAMES = frozenset(name for _, name in LANES)
 
 
 def lane_of(nodeid: str) -> str:
-    """The xdist scope of a test: the heavy lane, or its own file."""
+    """The xdist scope of a test: its lane, or its own file."""
     path = nodeid.split("::", 1)[0]
-    return HEAVY_LANE if path.startswith(HEAVY_PREFIXES) else path
+    return next((name for prefix, name in LANES if path.startswith(prefix)), path)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Put the heavy lane first (a stable sort: every other test keeps its order)."""
-    items.sort(key=lambda item: lane_of(item.nodeid) != HEAVY_LANE)
+    """Put the lanes first, in lane order (a stable sort: every other test keeps its order)."""
+    order = sorted(LANE_NAMES)
+    items.sort(key=lambda item: order.index(lane) if (lane := lane_of(item.nodeid)) in LANE_NAMES else len(order))
 
 
 @pytest.hookimpl(optionalhook=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tests.inputs.conftest import media_host  # noqa: F401 (re-used as it is)
 from tests.transfers.conftest import emu, moto_endpoint, s3
 
 __all__ = ["emu", "moto_endpoint", "s3"]

@@ -22,6 +22,7 @@ import pytest
 
 from airflow_provider_segmind.emulator import SegmindEmulator
 from airflow_provider_segmind.hooks.segmind import SegmindHook
+from tests.inputs.conftest import photo
 from tests.transfers.helpers import S3Env
 from tests.transfers.test_segmind_to_s3_dag import _BROKEN
 
@@ -97,7 +98,7 @@ def _check_schema(facet: dict[str, Any]) -> None:
 def test_dag_test_emits_the_objects_written(
     emu: SegmindEmulator, s3: S3Env, dags_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    s3.client.put_object(Bucket=s3.bucket, Key=PHOTO_KEY, Body=b"\\x89PNG product photo", ContentType="image/png")
+    s3.client.put_object(Bucket=s3.bucket, Key=PHOTO_KEY, Body=photo((200, 30, 30)), ContentType="image/png")
     path = dags_folder / f"{DAG_ID}.py"
     path.write_text(DAG_SOURCE)
     log = tmp_path / "openlineage.jsonl"

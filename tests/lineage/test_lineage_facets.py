@@ -24,6 +24,7 @@ from airflow_provider_segmind.operators.segmind import SegmindRunOperator, Segmi
 from airflow_provider_segmind.protocol import SD3_LARGE_MODEL
 from airflow_provider_segmind.transfers.segmind_to_s3 import SegmindToS3Operator
 from airflow_provider_segmind.triggers.segmind import SegmindJobTrigger, ends_from_trigger
+from tests.inputs.conftest import MediaHost, photo
 from tests.transfers.helpers import S3Env, make_context
 
 FAST_POLLS = {"initial_delay": 0.02, "queued_interval": 0.05, "interval": 0.05, "max_interval": 0.2}
@@ -62,8 +63,10 @@ def test_an_inline_output_is_named_by_its_request() -> None:
     assert _pair(output_dataset(url, "rid-1", 0)) == ("https://images.segmind.com", "generations/x.jpeg")
 
 
-def test_a_run_reports_its_request_seed_cost_and_outputs(emu: SegmindEmulator) -> None:
-    image = "s3://product-photos/shoes/red.png"
+def test_a_run_reports_its_request_seed_cost_and_outputs(emu: SegmindEmulator, s3: S3Env) -> None:
+    # A real photo in moto's S3: the operator reads an s3:// input before submitting it.
+    s3.client.put_object(Bucket=s3.bucket, Key="shoes/red.png", Body=photo((200, 30, 30)), ContentType="image/png")
+    image = f"s3://{s3.bucket}/shoes/red.png"
     op = SegmindTextToImageOperator(
         task_id="variant",
         prompt="the shoe on a beach",
@@ -73,7 +76,7 @@ def test_a_run_reports_its_request_seed_cost_and_outputs(emu: SegmindEmulator) -
         poll_schedule=FAST_POLLS,
     )
     before = op.get_openlineage_facets_on_complete(None)  # what a FAIL event can say: input and model
-    assert [_pair(d) for d in before.inputs] == [("s3://product-photos", "shoes/red.png")]
+    assert [_pair(d) for d in before.inputs] == [(f"s3://{s3.bucket}", "shoes/red.png")]
     assert before.outputs == []
     assert before.run_facets == {}
     assert before.job_facets["segmind"].model == SD3_LARGE_MODEL
@@ -85,26 +88,27 @@ def test_a_run_reports_its_request_seed_cost_and_outputs(emu: SegmindEmulator) -
     assert facet.seed == summary["seed"] == emu.job(summary["request_id"])["params"]["seed"]
     assert facet.seedFilled is True
     assert facet.cost == summary["metrics"]["cost"]
-    assert [_pair(d) for d in lineage.inputs] == [("s3://product-photos", "shoes/red.png")]
+    assert [_pair(d) for d in lineage.inputs] == [(f"s3://{s3.bucket}", "shoes/red.png")]
     assert [_pair(d) for d in lineage.outputs] == [_pair(image_dataset(summary["output_url"]))]
     assert facet._schemaURL.endswith("SegmindRunFacet.json#/$defs/SegmindRunFacet")
 
 
-def test_the_run_operator_reads_image_from_its_inputs(emu: SegmindEmulator) -> None:
+def test_the_run_operator_reads_image_from_its_inputs(emu: SegmindEmulator, media_host: MediaHost) -> None:
+    # The emulator fetches a URL input (loopback only), so the photo comes from a real HTTP server.
     op = SegmindRunOperator(
         task_id="run",
         model=SD3_LARGE_MODEL,
         inputs={
             "prompt": "a fox",
             "mode": "image-to-image",
-            "image": "https://cdn.example.com/p/fox.png?sig=x",
+            "image": media_host.url + "?sig=x",
             "strength": 0.4,
         },
         poll_schedule=FAST_POLLS,
     )
     op.execute(make_context())
     lineage = op.get_openlineage_facets_on_complete(None)
-    assert [_pair(d) for d in lineage.inputs] == [("https://cdn.example.com", "p/fox.png")]
+    assert [_pair(d) for d in lineage.inputs] == [(media_host.url.rsplit("/", 1)[0], "photo.png")]
     assert len(lineage.outputs) == 1
 
 
