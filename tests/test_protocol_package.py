@@ -26,6 +26,7 @@ READING_ORDER = (
     "vocabulary",
     "text",
     "urls",
+    "image_input",
     "params",
     "answer",
     "retry",

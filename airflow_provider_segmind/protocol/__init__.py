@@ -14,6 +14,7 @@ those above it):
 - :mod:`.vocabulary`: default host, key header, model slug, job states, endpoints.
 - :mod:`.text`: API keys removed from outside text; message sentences joined once.
 - :mod:`.urls`: base URL, per-call URLs, auth headers, and what keeps the key on its origin.
+- :mod:`.image_input`: an ``s3://`` input image: its URI, and when two presigned URLs name one object.
 - :mod:`.params`: which parameters a model takes (SD3 Large in full).
 - :mod:`.answer`: one HTTP answer, transport-neutral; its rate-limit wait and error text.
 - :mod:`.retry`: what is retried, how long to wait, when a submit may be resent.

@@ -39,7 +39,7 @@ from airflow.sdk import DAG
 from airflow_provider_segmind.operators.segmind import SegmindTextToImageOperator
 from airflow_provider_segmind.transfers.segmind_to_s3 import SegmindToS3Operator
 
-BUCKET = os.environ["SEGMIND_S3_TEST_BUCKET"]
+BUCKET = os.environ.get("SEGMIND_LINEAGE_TEST_BUCKET", "segmind-lineage-unset")
 FAST_POLLS = {"initial_delay": 0.02, "queued_interval": 0.05, "interval": 0.05, "max_interval": 0.2}
 
 with DAG(dag_id="DAG_ID_HERE", schedule=None, start_date=datetime(2026, 1, 1), catchup=False) as dag:
@@ -96,15 +96,22 @@ def _check_schema(facet: dict[str, Any]) -> None:
 @pytest.mark.skipif(_BROKEN is not None, reason=_BROKEN or "")
 @pytest.mark.usefixtures("airflow_db")
 def test_dag_test_emits_the_objects_written(
-    emu: SegmindEmulator, s3: S3Env, dags_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    emu: SegmindEmulator,
+    s3: S3Env,
+    dags_folder: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
 ) -> None:
     s3.client.put_object(Bucket=s3.bucket, Key=PHOTO_KEY, Body=photo((200, 30, 30)), ContentType="image/png")
     path = dags_folder / f"{DAG_ID}.py"
     path.write_text(DAG_SOURCE)
+    # Other tests' dag.test() parse the shared DAGs folder: leave no DAG (and none of its assets) behind.
+    request.addfinalizer(lambda: path.unlink(missing_ok=True))
     log = tmp_path / "openlineage.jsonl"
     env = {
         **os.environ,
-        "SEGMIND_S3_TEST_BUCKET": s3.bucket,
+        "SEGMIND_LINEAGE_TEST_BUCKET": s3.bucket,
         "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps({"type": "file", "log_file_path": str(log), "append": True}),
         "AIRFLOW__OPENLINEAGE__NAMESPACE": "segmind-tests",
         # Emit in a thread, not a forked child: the run ends only after every event is written.
