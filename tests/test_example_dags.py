@@ -8,7 +8,12 @@ from pathlib import Path
 import pytest
 
 DAGS = Path(__file__).resolve().parents[1] / "example_dags"
-EXPECTED = {"example_segmind_marketing_assets", "example_segmind_sensor", "example_segmind_asset_consumer"}
+EXPECTED = {
+    "example_segmind_marketing_assets",
+    "example_segmind_sensor",
+    "example_segmind_asset_consumer",
+    "example_segmind_review_and_publish",
+}
 
 
 @pytest.fixture
