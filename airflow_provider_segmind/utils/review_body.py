@@ -70,7 +70,7 @@ _BODY: Final = _ENV.from_string(
 - **{{ name }}:** {{ value | md }}
 {%- endfor %}
 {% endfor %}
-Choose **{{ none | md }}** to publish nothing; the candidates stay where they are either way.
+Choose **{{ publish_none | md }}** to publish nothing; the candidates stay where they are either way.
 """
 )
 
@@ -92,11 +92,12 @@ def _rows(manifest: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 def _duration(delta: timedelta) -> str:
     seconds = int(delta.total_seconds())
-    if seconds % 86400 == 0:
-        return f"{seconds // 86400} day(s)"
-    if seconds % 3600 == 0:
-        return f"{seconds // 3600} hour(s)"
-    return f"{max(1, seconds // 60)} minute(s)"
+    for unit, size in (("day", 86400), ("hour", 3600)):
+        if seconds >= size and seconds % size == 0:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    minutes = max(1, seconds // 60)
+    return f"{minutes} minute{'s' if minutes != 1 else ''}"
 
 
 def render_review_body(
@@ -122,7 +123,7 @@ def render_review_body(
                 "label": label,
                 "uri": uri,
                 "image": image,
-                "alt": facts.get("prompt") or label,
+                "alt": label,
                 "rows": _rows(facts),
             }
         )
@@ -132,7 +133,7 @@ def render_review_body(
         expires=_duration(expires) if expires else None,
         cards=cards,
         inline=inline,
-        none=PUBLISH_NONE,
+        publish_none=PUBLISH_NONE,
     )
 
 
