@@ -163,6 +163,8 @@ class SegmindPublishOperator(BaseOperator):
             raise ValueError("max_event_objects must be a number of objects (0 or more)")
         self.candidates = candidates
         self.review = review
+        #: The review task, named in the manifests' ``approval`` when ``review`` is its ``.output``.
+        self.review_task_id: str | None = getattr(getattr(review, "operator", None), "task_id", None)
         self.s3_bucket = s3_bucket
         self.s3_key = s3_key
         self.aws_conn_id = aws_conn_id
@@ -229,7 +231,7 @@ class SegmindPublishOperator(BaseOperator):
         manifests = [self._candidate_manifest(client, uri) for uri in chosen]
         keys = [self._published_key(template, ids, manifest, uri) for uri, manifest in zip(chosen, manifests, strict=True)]
         self._check_keys(bucket, keys, candidates)
-        approved = approval(self.review, task_id=self._review_task_id())
+        approved = approval(self.review, task_id=self.review_task_id)
         writer = S3Writer(client, checksum_mode=self.checksum_mode, conflict_check=self.conflict_check, log=self.log)
         published: list[str] = []
         stored: list[dict[str, Any]] = []
@@ -263,11 +265,6 @@ class SegmindPublishOperator(BaseOperator):
             log=self.log,
         )
         return published
-
-    def _review_task_id(self) -> str | None:
-        """The upstream review task's id, when ``review`` was wired as its ``.output``."""
-        ids = sorted(self.upstream_task_ids)
-        return ids[0] if len(ids) == 1 else None
 
     # ------------------------------------------------------------------ steps
 

@@ -48,17 +48,23 @@ def _url(value: str) -> str:
     return f"<{value}>"
 
 
-_ENV: Final = jinja2.Environment(autoescape=False, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)  # noqa: S701 - Markdown, escaped by escape_markdown
+_ENV: Final = jinja2.Environment(
+    autoescape=False, undefined=jinja2.StrictUndefined, keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True
+)  # noqa: S701 - Markdown, escaped by escape_markdown
 _ENV.filters["md"] = escape_markdown
 _ENV.filters["url"] = _url
 #: The body. Values are escaped with ``md`` (text) or ``url`` (link destinations); no raw HTML.
 _BODY: Final = _ENV.from_string(
     """{{ intro | md }}
+
 {% if contact_sheet %}
-[Open the contact sheet of this run]({{ contact_sheet | url }}) (all candidates on one page{% if expires %}, link valid for {{ expires | md }}{% endif %}).
+[Open the contact sheet of this run]({{ contact_sheet | url }}) (all candidates on one page\
+{%- if expires %}, link valid for {{ expires | md }}{% endif %}).
+
 {% endif %}
 {% for card in cards %}
 ### {{ card.label | md }}
+
 {% if card.image and inline %}
 ![{{ card.alt | md }}]({{ card.image | url }})
 {% elif card.image %}
@@ -66,9 +72,10 @@ _BODY: Final = _ENV.from_string(
 {% else %}
 {{ card.uri | md }}
 {% endif %}
-{% for name, value in card.rows %}
-- **{{ name }}:** {{ value | md }}
-{%- endfor %}
+
+{% for name, value in card.rows %}**{{ name }}:** {{ value | md }}{% if not loop.last %} · {% endif %}{% endfor %}
+
+
 {% endfor %}
 Choose **{{ publish_none | md }}** to publish nothing; the candidates stay where they are either way.
 """
