@@ -113,7 +113,10 @@ def chosen_uris(review: Any, uris: Sequence[str], *, field: str = "review") -> l
             f"{field}.chosen_options: {unknown!r} not among the candidates ({labels!r} or {PUBLISH_NONE!r})"
         )
     if PUBLISH_NONE in chosen and len(set(chosen)) > 1:
-        raise ReviewInputError(f"{field}.chosen_options: {PUBLISH_NONE!r} cannot be chosen together with candidates")
+        raise ReviewInputError(
+            f"{field}.chosen_options: {PUBLISH_NONE!r} cannot be chosen together with candidates (the review form "
+            "preselects it: remove it when choosing images); nothing was copied. Clear the review task to answer again."
+        )
     picked = set(chosen)
     return [uri for label, uri in by_label.items() if label in picked]
 

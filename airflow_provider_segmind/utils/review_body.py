@@ -77,7 +77,7 @@ _BODY: Final = _ENV.from_string(
 
 
 {% endfor %}
-Choose **{{ publish_none | md }}** to publish nothing; the candidates stay where they are either way.
+**{{ publish_none | md }}** (preselected: the answer if nobody responds in time) publishes nothing: remove it when you choose images. Candidates that are not chosen stay where they are.
 """
 )
 
