@@ -57,6 +57,7 @@ with DAG(
             for number in range(params["variants"])
         ]
 
+    # --8<-- [start:review]
     generated = SegmindTextToImageOperator.partial(
         task_id="generate", output_format="jpeg", deferrable=True
     ).expand_kwargs(variants())
@@ -75,3 +76,4 @@ with DAG(
         response_timeout=REVIEW_TIMEOUT,
     )
     SegmindPublishOperator(task_id="publish", candidates=candidates.output, review=review.output, s3_bucket=BUCKET)
+    # --8<-- [end:review]

@@ -130,7 +130,9 @@ def approval(review: Mapping[str, Any], *, task_id: str | None = None) -> dict[s
     user = review.get("responded_by_user")
     when = review.get("responded_at")
     return {
-        "approved_by": {"id": str(user.get("id")), "name": str(user.get("name"))} if isinstance(user, Mapping) else None,
+        "approved_by": {"id": str(user.get("id")), "name": str(user.get("name"))}
+        if isinstance(user, Mapping)
+        else None,
         "approved_at": when.isoformat() if isinstance(when, datetime) else (str(when) if when else None),
         "timed_out": not isinstance(user, Mapping),
         "chosen_options": [str(option) for option in review.get("chosen_options") or []],

@@ -229,7 +229,9 @@ class SegmindPublishOperator(BaseOperator):
         }
         client = s3_client(self.aws_conn_id, self.checksum_mode)
         manifests = [self._candidate_manifest(client, uri) for uri in chosen]
-        keys = [self._published_key(template, ids, manifest, uri) for uri, manifest in zip(chosen, manifests, strict=True)]
+        keys = [
+            self._published_key(template, ids, manifest, uri) for uri, manifest in zip(chosen, manifests, strict=True)
+        ]
         self._check_keys(bucket, keys, candidates)
         approved = approval(self.review, task_id=self.review_task_id)
         writer = S3Writer(client, checksum_mode=self.checksum_mode, conflict_check=self.conflict_check, log=self.log)
@@ -359,7 +361,11 @@ class SegmindPublishOperator(BaseOperator):
             "source": {**(manifest.get("source") or {}), "candidate_uri": uri, "candidate_manifest": manifest_key(uri)},
             "timestamps": timestamps,
             "airflow": dict(ids),
-            "producer": {"package": "airflow-provider-segmind", "version": __version__, "operator": type(self).__name__},
+            "producer": {
+                "package": "airflow-provider-segmind",
+                "version": __version__,
+                "operator": type(self).__name__,
+            },
         }
         write_manifest_document(writer, bucket, key, document, sha256, request_id, replace=self.replace, log=self.log)
         return document

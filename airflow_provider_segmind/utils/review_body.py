@@ -48,9 +48,14 @@ def _url(value: str) -> str:
     return f"<{value}>"
 
 
+# Not HTML: HTML autoescaping would show "&amp;" in URLs and prompts; values go through md/url instead.
 _ENV: Final = jinja2.Environment(
-    autoescape=False, undefined=jinja2.StrictUndefined, keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True
-)  # noqa: S701 - Markdown, escaped by escape_markdown
+    autoescape=False,  # noqa: S701
+    undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=True,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
 _ENV.filters["md"] = escape_markdown
 _ENV.filters["url"] = _url
 #: The body. Values are escaped with ``md`` (text) or ``url`` (link destinations); no raw HTML.
@@ -77,7 +82,8 @@ _BODY: Final = _ENV.from_string(
 
 
 {% endfor %}
-**{{ publish_none | md }}** (preselected: the answer if nobody responds in time) publishes nothing: remove it when you choose images. Candidates that are not chosen stay where they are.
+**{{ publish_none | md }}** (preselected: the answer if nobody responds in time) publishes nothing: \
+remove it when you choose images. Candidates that are not chosen stay where they are.
 """
 )
 

@@ -20,7 +20,6 @@ import signal
 import subprocess
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -107,8 +106,13 @@ class Chromium:
                     target = await response.json(content_type=None)
                 async with session.ws_connect(target["webSocketDebuggerUrl"], max_msg_size=0) as ws:
                     page = Page(ws)
-                    await page.send("Emulation.setDeviceMetricsOverride", width=self.width, height=self.height,
-                                    deviceScaleFactor=1, mobile=False)
+                    await page.send(
+                        "Emulation.setDeviceMetricsOverride",
+                        width=self.width,
+                        height=self.height,
+                        deviceScaleFactor=1,
+                        mobile=False,
+                    )
                     return await scenario(page)
 
         return asyncio.run(asyncio.wait_for(main(), timeout))
@@ -137,9 +141,9 @@ class Page:
             raise RuntimeError(f"{expression!r}: {answer['exceptionDetails']}")
         return answer.get("result", {}).get("value")
 
-    async def wait_for(self, expression: str, timeout: float = 60) -> Any:
-        """Poll a JavaScript expression until it is truthy; its value (or the last one, on timeout)."""
-        deadline = time.monotonic() + timeout
+    async def wait_for(self, expression: str, seconds: float = 60) -> Any:
+        """Poll a JavaScript expression until it is truthy; its value (or the last one, after ``seconds``)."""
+        deadline = time.monotonic() + seconds
         value = None
         while time.monotonic() < deadline:
             with contextlib.suppress(RuntimeError):
@@ -149,6 +153,7 @@ class Page:
             await asyncio.sleep(0.5)
         return value
 
-    async def screenshot(self, path: Path) -> None:
+    async def screenshot(self) -> bytes:
+        """The page as PNG bytes."""
         shot = await self.send("Page.captureScreenshot", format="png", captureBeyondViewport=True)
-        path.write_bytes(base64.b64decode(shot["data"]))
+        return base64.b64decode(shot["data"])

@@ -58,13 +58,13 @@ def _api(cluster: AirflowCluster, method: str, path: str, token: str | None = No
         return json.load(response)
 
 
-async def _show_review(page: Page, url: str, token: str, base: str, screenshot: Path) -> dict[str, Any]:
+async def _show_review(page: Page, url: str, token: str, base: str) -> dict[str, Any]:
     """Log in (the UI's JWT cookie), open the review screen, wait for it, read what rendered, screenshot it."""
     await page.send("Network.enable")
     await page.send("Network.setCookie", name="_token", value=token, url=base, path="/")
     await page.send("Page.enable")
     await page.send("Page.navigate", url=url)
-    await page.wait_for("document.body && document.body.innerText.includes('Publish none')", timeout=90)
+    await page.wait_for("document.body && document.body.innerText.includes('Publish none')", 90)
     # Give the presigned images their chance to load, then record how each one ended.
     images_js = (
         "Array.from(document.querySelectorAll('img')).filter(i => i.src.includes('candidates'))"
@@ -74,8 +74,7 @@ async def _show_review(page: Page, url: str, token: str, base: str, screenshot: 
     images = await page.evaluate(images_js)
     await page.wait_for("document.body.innerText.length", 5)
     text = await page.evaluate("document.body.innerText")
-    await page.screenshot(screenshot)
-    return {"images": images, "text": text}
+    return {"images": images, "text": text, "png": await page.screenshot()}
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +93,12 @@ def reviewed_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
     _s3(endpoint).create_bucket(Bucket=BUCKET)
     config = EmulatorConfig.for_profile("realistic", queue_time=(0.2, 0.5), inference_time=(1.0, 2.0))
     emulator = SegmindEmulator(config).start()
-    aws = {"conn_type": "aws", "login": "rv", "password": "rv", "extra": {"endpoint_url": endpoint, "region_name": "us-east-1"}}
+    aws = {
+        "conn_type": "aws",
+        "login": "rv",
+        "password": "rv",
+        "extra": {"endpoint_url": endpoint, "region_name": "us-east-1"},
+    }
     env = {
         "AIRFLOW_CONN_SEGMIND_DEFAULT": json.dumps(
             {"conn_type": "segmind", "password": emulator.api_key, "host": emulator.base_url}
@@ -129,11 +133,14 @@ def reviewed_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
             found["detail"] = detail
             if chromium_path() is not None:
                 shot = Path(os.environ.get("SEGMIND_REVIEW_SCREENSHOT") or home / "review.png")
-                url = f"http://127.0.0.1:{cluster.port}/dags/{DAG_ID}/runs/{quote(run_id)}/tasks/review/required_actions"
+                url = (
+                    f"http://127.0.0.1:{cluster.port}/dags/{DAG_ID}/runs/{quote(run_id)}/tasks/review/required_actions"
+                )
                 with Chromium(width=1280, height=2600) as browser:
                     found["browser"] = browser.run(
-                        lambda page: _show_review(page, url, token, f"http://127.0.0.1:{cluster.port}", shot)
+                        lambda page: _show_review(page, url, token, f"http://127.0.0.1:{cluster.port}")
                     )
+                shot.write_bytes(found["browser"]["png"])
                 found["screenshot"] = shot
             options = detail["options"]
             found["chosen"] = [options[0], options[3]]  # the first variant of prompt 1, the second of prompt 2
@@ -170,7 +177,8 @@ def test_the_review_waits_with_one_option_per_candidate(reviewed_run: dict[str, 
     assert detail["options"][-1] == "Publish none"
     assert detail["defaults"] == ["Publish none"]
     assert detail["multiple"] is True
-    assert "![" in detail["body"] and "Seed:" in detail["body"]
+    assert "![" in detail["body"]
+    assert "Seed:" in detail["body"]
 
 
 def test_the_answer_publishes_exactly_the_chosen_images(reviewed_run: dict[str, Any]) -> None:
@@ -185,8 +193,12 @@ def test_the_answer_publishes_exactly_the_chosen_images(reviewed_run: dict[str, 
     candidate_keys = [uri.split("/", 3)[3] for uri in candidates]
     published_keys = [uri.split("/", 3)[3] for uri in published]
     assert keys == sorted(
-        [*candidate_keys, *(k + ".manifest.json" for k in candidate_keys)]
-        + [*published_keys, *(k + ".manifest.json" for k in published_keys)]
+        [
+            *candidate_keys,
+            *(k + ".manifest.json" for k in candidate_keys),
+            *published_keys,
+            *(k + ".manifest.json" for k in published_keys),
+        ]
     )
     assert all(key.startswith(f"published/{DAG_ID}/") for key in published_keys)
     for source, target in zip([candidates[0], candidates[3]], published_keys, strict=True):

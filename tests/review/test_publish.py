@@ -42,7 +42,8 @@ def publisher(s3: S3Env, candidates: Any, review: Any, **kwargs: Any) -> Segmind
 
 
 def published_keys(s3: S3Env) -> list[str]:
-    return [key for key in s3.keys() if key.startswith("published/")]
+    stored = s3.keys()
+    return [key for key in stored if key.startswith("published/")]
 
 
 @pytest.fixture
@@ -50,9 +51,7 @@ def candidates(emu: SegmindEmulator, s3: S3Env) -> list[str]:
     return store_candidates(emu, s3, PROMPTS)
 
 
-def test_only_the_chosen_candidates_are_published_with_who_approved_them(
-    candidates: list[str], s3: S3Env
-) -> None:
+def test_only_the_chosen_candidates_are_published_with_who_approved_them(candidates: list[str], s3: S3Env) -> None:
     labels = candidate_labels(candidates)
     before = s3.keys()
     op = publisher(s3, candidates, answer(labels[0], labels[2]))
@@ -61,12 +60,13 @@ def test_only_the_chosen_candidates_are_published_with_who_approved_them(
 
     keys = published_keys(s3)
     assert len(published) == 2
-    assert sorted(keys) == sorted([uri.split("/", 3)[3] for uri in published] + [
-        uri.split("/", 3)[3] + ".manifest.json" for uri in published
-    ])
+    assert sorted(keys) == sorted(
+        [uri.split("/", 3)[3] for uri in published] + [uri.split("/", 3)[3] + ".manifest.json" for uri in published]
+    )
     # The rejected candidate (and every candidate) is still where it was.
-    assert set(before) <= set(s3.keys())
-    assert {key for key in s3.keys() if not key.startswith("published/")} == set(before)
+    after = s3.keys()
+    assert set(before) <= set(after)
+    assert {key for key in after if not key.startswith("published/")} == set(before)
     for source, target in zip([candidates[0], candidates[2]], published, strict=True):
         source_body, _ = s3.get(source.split("/", 3)[3])
         target_key = target.split("/", 3)[3]
@@ -146,7 +146,11 @@ def test_a_candidate_changed_after_review_is_not_published(candidates: list[str]
         (answer("LABEL0"), {"s3_key": "../published/{request_id}.{ext}"}, r"s3_key .*'\.\.' segment"),
         (answer("LABEL0"), {"s3_key": "published/{prompt}.jpeg"}, r"s3_key .*unknown placeholder \{prompt\}"),
         (answer("LABEL0", "LABEL1"), {"s3_key": "published/fixed.{ext}"}, r"s3_key: two chosen candidates would be"),
-        (answer("LABEL0"), {"s3_key": "candidates/{dag_id}/{run_id}/store_candidates/{map_index}/{request_id}-{index}.{ext}"}, r"s3_key: .* is a candidate's own key"),
+        (
+            answer("LABEL0"),
+            {"s3_key": "candidates/{dag_id}/{run_id}/store_candidates/{map_index}/{request_id}-{index}.{ext}"},
+            r"s3_key: .* is a candidate's own key",
+        ),
         (answer("LABEL0"), {"s3_bucket": "not a bucket"}, r"s3_bucket/s3_key .*Invalid S3 bucket name"),
     ],
 )

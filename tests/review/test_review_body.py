@@ -43,7 +43,8 @@ def test_each_candidate_is_shown_through_a_short_lived_presigned_url(emu: Segmin
         assert f"### {escape_markdown(label)}" in body
     assert review_options(uris)[-1] == PUBLISH_NONE
     assert "**Prompt:** a blue bicycle" in body
-    assert "**Seed:** 100" in body and "**Seed:** 101" in body
+    assert "**Seed:** 100" in body
+    assert "**Seed:** 101" in body
     assert f"**{escape_markdown(PUBLISH_NONE)}**" in body
 
 
@@ -53,9 +54,11 @@ def test_links_instead_of_images_and_a_contact_sheet_link(emu: SegmindEmulator, 
     body = build_review_body(uris, images=False, contact_sheet=f"s3://{s3.bucket}/sheets/contact-sheet.html")
     assert not IMAGE.findall(body)
     sheet = re.search(r"\[Open the contact sheet of this run\]\(<([^>]+)>\)", body)
-    assert sheet is not None and fetch(sheet.group(1)) == b"<html>sheet</html>"
+    assert sheet is not None
+    assert fetch(sheet.group(1)) == b"<html>sheet</html>"
     image = re.search(r"\[Open the image\]\(<([^>]+)>\)", body)
-    assert image is not None and fetch(image.group(1)) == s3.get(uris[0].split("/", 3)[3])[0]
+    assert image is not None
+    assert fetch(image.group(1)) == s3.get(uris[0].split("/", 3)[3])[0]
     assert "link valid for 1 hour)" in body
 
 
@@ -68,9 +71,15 @@ def test_a_prompt_cannot_inject_markdown_or_html() -> None:
         ["s3://bucket/c/1.jpeg"], [{"prompt": prompt, "seed": 1}], ["https://bucket.example/1.jpeg?sig=1&b=2"]
     )
     html = MarkdownIt("commonmark").render(body)
-    assert re.findall(r"<img [^>]*>", html) == ['<img src="https://bucket.example/1.jpeg?sig=1&amp;b=2" alt="1. 1.jpeg" />']
-    assert "<a " not in html and "evil.example/x.png\"" not in html
-    assert "![pwned](https://evil.example/x.png) &lt;img src=x onerror=alert(1)&gt; [click](javascript:alert(1)) # h" in html
+    assert re.findall(r"<img [^>]*>", html) == [
+        '<img src="https://bucket.example/1.jpeg?sig=1&amp;b=2" alt="1. 1.jpeg" />'
+    ]
+    assert "<a " not in html
+    assert 'evil.example/x.png"' not in html
+    assert (
+        "![pwned](https://evil.example/x.png) &lt;img src=x onerror=alert(1)&gt; [click](javascript:alert(1)) # h"
+        in html
+    )
 
 
 def test_a_link_that_would_break_out_of_its_brackets_is_refused() -> None:
