@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,8 +55,11 @@ def _api(cluster: AirflowCluster, method: str, path: str, token: str | None = No
         data=json.dumps(body).encode() if body is not None else None,
         headers={"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})},
     )
-    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - loopback
-        return json.load(response)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - loopback
+            return json.load(response)
+    except urllib.error.HTTPError as err:
+        raise RuntimeError(f"{method} {path}: HTTP {err.code}: {err.read()[:2000]!r}") from None
 
 
 async def _show_review(page: Page, url: str, token: str, base: str) -> dict[str, Any]:
@@ -108,6 +112,9 @@ def reviewed_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
         "SEGMIND_ALLOW_INSECURE_LOOPBACK": "1",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{REVIEWER}:admin",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+        # Airflow 3.1.0 signs tokens with iss=None unless an issuer is set, which the PyJWT its
+        # constraints allow refuses ("Issuer (iss) must be a string": /auth/token answers 500).
+        "AIRFLOW__API_AUTH__JWT_ISSUER": "segmind-review-test",
     }
     cluster = AirflowCluster(home=home, dags_folder=dags, env=env)
     run_id = f"review_{int(time.time())}"
