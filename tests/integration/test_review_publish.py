@@ -81,6 +81,73 @@ async def _show_review(page: Page, url: str, token: str, base: str) -> dict[str,
     return {"images": images, "text": text, "png": await page.screenshot()}
 
 
+async def _answer_in_browser(page: Page, url: str, token: str, base: str, option: str) -> dict[str, Any]:
+    """As a reviewer would: remove the preselected "Publish none", pick ``option`` in the field, Respond."""
+    await page.send("Network.enable")
+    await page.send("Network.setCookie", name="_token", value=token, url=base, path="/")
+    await page.send("Page.enable")
+    await page.send("Page.navigate", url=url)
+    respond = "Array.from(document.querySelectorAll('button')).find(b => b.innerText.trim() === 'Respond')"
+    await page.wait_for(f"!!({respond})", 90)
+    form: dict[str, Any] = {"html": await page.evaluate("document.querySelector('form')?.outerHTML?.slice(0, 6000)")}
+    # The options field is a react-select multi-select: its chips have "Remove <label>" buttons.
+    removed = await page.evaluate(
+        "(() => { const x = document.querySelector('[aria-label=\"Remove Publish none\"]');"
+        " if (!x) return false; x.dispatchEvent(new MouseEvent('mousedown', {bubbles: true}));"
+        " x.click(); return true; })()"
+    )
+    await page.evaluate("document.querySelector('input[role=combobox]').focus()")
+    await page.send("Input.insertText", text=option)
+    await page.wait_for(
+        f"Array.from(document.querySelectorAll('[role=option]')).some(o => o.innerText.includes({json.dumps(option)}))",
+        10,
+    )
+    for kind in ("keyDown", "keyUp"):
+        await page.send("Input.dispatchKeyEvent", type=kind, key="Enter", code="Enter", windowsVirtualKeyCode=13)
+    form["chips"] = await page.evaluate(
+        "Array.from(document.querySelectorAll('[aria-label^=\"Remove \"]')).map(x => x.getAttribute('aria-label'))"
+    )
+    form["removed_default"] = removed
+    await page.evaluate(f"{respond}.click()")
+    form["after"] = await page.wait_for(f"!({respond}) && document.body.innerText", 30)
+    return form
+
+
+def _events(cluster: AirflowCluster, run_id: str) -> list[tuple[str, Any]]:
+    """``(asset uri, extra)`` of the asset events the run emitted."""
+    return [
+        (uri, json.loads(extra) if extra else None)
+        for uri, extra in cluster.query(
+            "SELECT asset.uri, asset_event.extra FROM asset_event JOIN asset ON asset.id = asset_event.asset_id "
+            "WHERE asset_event.source_run_id = ?",
+            (run_id,),
+        )
+    ]
+
+
+def _xcom(cluster: AirflowCluster, run_id: str) -> dict[str, Any]:
+    return {
+        task: json.loads(value)
+        for task, value in cluster.query(
+            "SELECT task_id, value FROM xcom WHERE dag_id = ? AND run_id = ? AND key = 'return_value'",
+            (DAG_ID, run_id),
+        )
+    }
+
+
+def _wait_for_review(cluster: AirflowCluster, run_id: str) -> str:
+    """The review task's state once it waits for an answer (or the run failed first)."""
+    deadline = time.monotonic() + 300
+    state = "missing"
+    while time.monotonic() < deadline:
+        states = {ti[0]: ti[2] for ti in cluster.task_instances(DAG_ID, run_id)}
+        state = states.get("review", "missing")
+        if state in WAITING or "failed" in states.values() or "upstream_failed" in states.values():
+            break
+        time.sleep(2)
+    return state
+
+
 @pytest.fixture(scope="module")
 def reviewed_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """Run the DAG to its review, show it in Chromium (if installed), answer it, let it finish; collect."""
@@ -125,14 +192,7 @@ def reviewed_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
         cluster.trigger(DAG_ID, run_id, {"prompts": PROMPTS, "variants": VARIANTS})
         token = _api(cluster, "POST", "/auth/token", body={"username": REVIEWER, "password": PASSWORD})["access_token"]
         detail_path = f"/api/v2/dags/{DAG_ID}/dagRuns/{quote(run_id)}/taskInstances/review/-1/hitlDetails"
-        deadline = time.monotonic() + 300
-        review_state = "missing"
-        while time.monotonic() < deadline:
-            states = {ti[0]: ti[2] for ti in cluster.task_instances(DAG_ID, run_id)}
-            review_state = states.get("review", "missing")
-            if review_state in WAITING or "failed" in states.values() or "upstream_failed" in states.values():
-                break
-            time.sleep(2)
+        review_state = _wait_for_review(cluster, run_id)
         found["review_state"] = review_state
         found["states_before_answer"] = cluster.task_instances(DAG_ID, run_id)
         if review_state in WAITING:
@@ -156,19 +216,27 @@ def reviewed_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
             )
         found["state"] = cluster.wait_for_run(DAG_ID, run_id, timeout=180)
         found["task_instances"] = cluster.task_instances(DAG_ID, run_id)
-        found["events"] = [
-            (uri, json.loads(extra) if extra else None)
-            for uri, extra in cluster.query(
-                "SELECT asset.uri, asset_event.extra FROM asset_event JOIN asset ON asset.id = asset_event.asset_id"
-            )
-        ]
-        found["xcom"] = {
-            task: json.loads(value)
-            for task, value in cluster.query(
-                "SELECT task_id, value FROM xcom WHERE dag_id = ? AND run_id = ? AND key = 'return_value'",
-                (DAG_ID, run_id),
-            )
-        }
+        found["events"] = _events(cluster, run_id)
+        found["xcom"] = _xcom(cluster, run_id)
+        if chromium_path() is not None and found["state"] == "success":
+            # A second run, one prompt, answered in the browser: candidate 2 of 2.
+            ui_run = f"{run_id}_ui"
+            cluster.trigger(DAG_ID, ui_run, {"prompts": PROMPTS[:1], "variants": 2})
+            found["ui_run"] = {"run_id": ui_run, "review_state": _wait_for_review(cluster, ui_run)}
+            if found["ui_run"]["review_state"] in WAITING:
+                ui_detail = _api(cluster, "GET", detail_path.replace(quote(run_id), quote(ui_run)), token)
+                option = ui_detail["options"][1]
+                url = (
+                    f"http://127.0.0.1:{cluster.port}/dags/{DAG_ID}/runs/{quote(ui_run)}/tasks/review/required_actions"
+                )
+                with Chromium(width=1280, height=1400) as browser:
+                    found["ui_run"]["form"] = browser.run(
+                        lambda page: _answer_in_browser(page, url, token, f"http://127.0.0.1:{cluster.port}", option)
+                    )
+                found["ui_run"]["option"] = option
+                found["ui_run"]["state"] = cluster.wait_for_run(DAG_ID, ui_run, timeout=180)
+                found["ui_run"]["xcom"] = _xcom(cluster, ui_run)
+                found["ui_run"]["events"] = _events(cluster, ui_run)
         found["log_tail"] = cluster.log_tail(80)
         yield found
     finally:
@@ -242,3 +310,25 @@ def test_the_review_screen_in_a_real_browser(reviewed_run: dict[str, Any]) -> No
     assert len(images) == len(PROMPTS) * VARIANTS
     assert all(image["complete"] and image["width"] > 0 for image in images), images
     assert reviewed_run["screenshot"].stat().st_size > 10_000
+
+
+@pytest.mark.skipif(chromium_path() is None, reason="no Chromium installed (Debian package `chromium`)")
+def test_a_review_answered_in_a_real_browser(reviewed_run: dict[str, Any]) -> None:
+    """Another run, answered on the review screen itself: the one image chosen there is published."""
+    ui = reviewed_run.get("ui_run")
+    assert ui is not None, reviewed_run["log_tail"]
+    assert ui["review_state"] in WAITING
+    form = ui["form"]
+    assert form["removed_default"] is True, form["html"]
+    assert form["chips"] == [f"Remove {ui['option']}"], form["html"]
+    assert ui["state"] == "success", (ui, reviewed_run["log_tail"])
+    published = ui["xcom"]["publish"]
+    assert len(published) == 1
+    assert published[0].endswith(ui["xcom"]["store_candidates"][1].rsplit("/", 1)[-1])
+    s3 = _s3(reviewed_run["endpoint"])
+    manifest = json.loads(
+        s3.get_object(Bucket=BUCKET, Key=published[0].split("/", 3)[3] + ".manifest.json")["Body"].read()
+    )
+    assert manifest["approval"]["approved_by"]["name"] == REVIEWER
+    assert manifest["approval"]["chosen_options"] == [ui["option"]]
+    assert [uri for uri, _ in ui["events"]] == [f"s3://{BUCKET}/published/{DAG_ID}"]
