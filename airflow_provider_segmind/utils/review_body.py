@@ -82,6 +82,8 @@ _BODY: Final = _ENV.from_string(
 
 
 {% endfor %}
+---
+
 **{{ publish_none | md }}** (preselected: the answer if nobody responds in time) publishes nothing: \
 remove it when you choose images. Candidates that are not chosen stay where they are.
 """
