@@ -109,7 +109,7 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "hooks": _modules("hooks.segmind"),
-        "operators": _modules("operators.segmind"),
+        "operators": _modules("operators.segmind", "operators.review", "transfers.publish"),
         "sensors": _modules("sensors.segmind"),
         "triggers": _modules("triggers.segmind"),
         "transfers": [

@@ -13,6 +13,7 @@ EXPECTED = {
     "example_segmind_sensor",
     "example_segmind_asset_consumer",
     "example_segmind_product_photos",
+    "example_segmind_review_and_publish",
 }
 
 

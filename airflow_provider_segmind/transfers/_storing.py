@@ -143,6 +143,23 @@ def write_manifest(
     Its identity is the object's SHA-256 (``object-sha256``), not its own bytes: a retry that finds
     a manifest of the same object keeps it (the first ``stored_at`` stays), a different one conflicts.
     """
+    return write_manifest_document(
+        writer, bucket, key, document, fetched.sha256, result.request_id, replace=replace, log=log
+    )
+
+
+def write_manifest_document(
+    writer: S3Writer,
+    bucket: str,
+    key: str,
+    document: Mapping[str, Any],
+    object_sha256: str,
+    request_id: str,
+    *,
+    replace: bool,
+    log: Any,
+) -> str:
+    """:func:`write_manifest` for an object described by its SHA-256 and request id (the publish step's copies)."""
     body = json.dumps(document, indent=2, sort_keys=False, ensure_ascii=False).encode("utf-8")
     target = manifest_key(key)
     with Spool(len(body) + 1) as spool:
@@ -152,7 +169,7 @@ def write_manifest(
             len(body),
             hashlib.sha256(body).hexdigest(),
             "application/json",
-            {OBJECT_SHA256_METADATA: fetched.sha256, "segmind-request-id": result.request_id},
+            {OBJECT_SHA256_METADATA: object_sha256, "segmind-request-id": request_id},
             identity_key=OBJECT_SHA256_METADATA,
         )
         manifest_outcome = writer.write(bucket, target, obj, replace=replace)

@@ -1,0 +1,138 @@
+"""SegmindReviewOperator: a human chooses, in Airflow's UI, which stored candidate images get published.
+
+A thin layer over the standard provider's ``HITLOperator`` (Airflow 3.1+ "Human-in-the-loop"),
+whose options are fixed when the DAG is parsed, while candidates exist only at run time: this
+operator builds the options from the candidates when it runs (one per candidate, plus "Publish
+none") and the Markdown body that shows them (:mod:`~airflow_provider_segmind.utils.review_body`).
+Waiting, the response form, the REST API and the timeout are the standard provider's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Final
+
+from airflow.providers.common.compat.sdk import AirflowFailException
+from airflow.providers.standard.operators.hitl import HITLOperator
+
+from airflow_provider_segmind.transfers._candidates import (
+    PUBLISH_NONE,
+    ReviewInputError,
+    flatten_candidates,
+    review_options,
+)
+from airflow_provider_segmind.utils.review_body import MAX_URL_EXPIRY, build_review_body
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+__all__ = ["DEFAULT_RESPONSE_TIMEOUT", "PUBLISH_NONE", "SegmindReviewOperator"]
+
+#: How long a review waits for an answer before its default (:data:`PUBLISH_NONE`) is taken.
+DEFAULT_RESPONSE_TIMEOUT: Final = timedelta(days=1)
+
+
+class SegmindReviewOperator(HITLOperator):
+    """Ask a reviewer which candidate images to publish (multiple choice), on Airflow's review screen.
+
+    **Options**: one per candidate, labelled ``"<n>. <file name>"`` in the order of
+    ``candidates``, then ``"Publish none"``; several may be chosen (``multiple=True``). They are
+    built when the task runs, from the rendered ``candidates``, and rebuilt the same way when it
+    resumes with the answer (the labels depend only on the candidates' order and keys).
+
+    **Body** (Markdown): each candidate's image through a presigned S3 URL valid for
+    ``url_expiry`` (default: ``response_timeout``, at most 7 days), under its option label, with
+    prompt, seed, size, cost, model and request id from its manifest; ``contact_sheet`` adds a
+    link to the run's contact sheet; ``show_images=False`` links the images instead of showing
+    them. A ``body`` you pass (templated) comes first.
+
+    **Timeout and default**: ``response_timeout`` (default 1 day). When it passes without an
+    answer the review completes with its default, ``"Publish none"``: nothing is published, the
+    candidates stay, the task succeeds (its result has ``responded_by_user: None``). To fail the
+    run instead, let a downstream task check that.
+
+    **Result** (XCom, the standard provider's): ``{"chosen_options", "params_input",
+    "responded_at", "responded_by_user"}``; pass it with ``candidates`` to
+    :class:`~airflow_provider_segmind.transfers.publish.SegmindPublishOperator`.
+
+    Answer it in the UI (the task's "Required Actions"), or through the REST API:
+    ``PATCH /api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}/hitlDetails``
+    with ``{"chosen_options": [...], "params_input": {}}``.
+
+    :param candidates: the ``s3://`` URIs to choose from (``SegmindToS3Operator``'s ``.output``). Templated.
+    :param subject: the review's headline. Templated.
+    :param response_timeout: how long to wait for an answer (``None``: forever).
+    :param aws_conn_id: the AWS connection that reads manifests and signs the image URLs.
+    :param show_images: show each image in the body (default), or link it.
+    :param contact_sheet: ``s3://`` URI of the run's contact sheet, linked from the body. Templated.
+    :param url_expiry: how long the presigned links work (default: ``response_timeout``, else 1 day).
+    :param kwargs: the ``HITLOperator``'s others (``body``, ``notifiers``, ``assigned_users``,
+        ``params``); ``options``, ``multiple`` and ``defaults`` are this operator's.
+    """
+
+    template_fields: Sequence[str] = (*HITLOperator.template_fields, "candidates", "contact_sheet", "aws_conn_id")
+    ui_color = "#fde2e4"
+
+    def __init__(
+        self,
+        *,
+        candidates: Any,
+        subject: str = "Which images should be published?",
+        response_timeout: timedelta | None = DEFAULT_RESPONSE_TIMEOUT,
+        aws_conn_id: str = "aws_default",
+        show_images: bool = True,
+        contact_sheet: str | None = None,
+        url_expiry: timedelta | None = None,
+        **kwargs: Any,
+    ) -> None:
+        for fixed in ("options", "multiple", "defaults"):
+            if fixed in kwargs:
+                raise ValueError(f"SegmindReviewOperator sets {fixed!r} itself (one option per candidate)")
+        # The options are the candidates', known only at run time (see execute); until then the one
+        # option every review has, which is also its default on timeout.
+        super().__init__(
+            subject=subject,
+            options=[PUBLISH_NONE],
+            defaults=[PUBLISH_NONE],
+            multiple=True,
+            response_timeout=response_timeout,
+            **kwargs,
+        )
+        self.candidates = candidates
+        self.aws_conn_id = aws_conn_id
+        self.show_images = show_images
+        self.contact_sheet = contact_sheet
+        expiry = url_expiry or response_timeout or DEFAULT_RESPONSE_TIMEOUT
+        self.url_expiry = min(expiry, MAX_URL_EXPIRY)
+
+    def _candidate_uris(self) -> list[str]:
+        try:
+            uris = flatten_candidates(self.candidates, field="candidates")
+            if not uris:
+                raise ReviewInputError("candidates is empty: no image was stored, there is nothing to review")
+        except ReviewInputError as err:
+            raise AirflowFailException(str(err)) from err
+        return uris
+
+    def execute(self, context: Context) -> Any:
+        """Build the options and the body from the candidates, then wait for the answer (the standard provider)."""
+        uris = self._candidate_uris()
+        self.options = review_options(uris)
+        self.defaults = [PUBLISH_NONE]
+        generated = build_review_body(
+            uris,
+            aws_conn_id=self.aws_conn_id,
+            expires=self.url_expiry,
+            images=self.show_images,
+            contact_sheet=self.contact_sheet or None,
+        )
+        self.body = f"{self.body}\n\n{generated}" if self.body else generated
+        self.log.info("Asking for a review of %d candidate(s).", len(uris))
+        return super().execute(context)
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+        """Check the answer against the same options ``execute`` offered (rebuilt from the candidates)."""
+        self.options = review_options(self._candidate_uris())
+        self.defaults = [PUBLISH_NONE]
+        return super().execute_complete(context, event)

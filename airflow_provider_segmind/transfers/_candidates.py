@@ -1,0 +1,140 @@
+"""Review candidates: which stored images a reviewer chooses from, their option labels, and the choice read back.
+
+The review step (:class:`~airflow_provider_segmind.operators.review.SegmindReviewOperator`) offers
+one option per candidate and the publish step
+(:class:`~airflow_provider_segmind.transfers.publish.SegmindPublishOperator`) maps the chosen
+options back to S3 objects. Both call the functions here, so the labels are built by one rule: a
+label depends only on the candidate's position and key (no S3 read), and a retried or resumed task
+builds the same labels again. Every check names the argument it refuses, and all of them run
+before anything is read or copied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, Final
+
+from airflow_provider_segmind.exceptions import SegmindError
+from airflow_provider_segmind.transfers._s3_keys import UnsafeS3KeyError, validate_bucket, validate_key
+
+#: The option that publishes nothing; also what a review that times out chooses (see the operator).
+PUBLISH_NONE: Final = "Publish none"
+#: Longest option label (the UI shows options as buttons/checkbox labels).
+_MAX_LABEL: Final = 80
+
+
+class ReviewInputError(SegmindError, ValueError):
+    """A review's or publish step's input is wrong (named in the message); nothing was copied."""
+
+    task_retry_helps = False
+
+
+def flatten_candidates(candidates: Any, *, field: str = "candidates") -> list[str]:
+    """The candidates' ``s3://bucket/key`` URIs, in order, from a list or a list of lists (mapped tasks).
+
+    Refuses (naming ``field``) anything that is not a non-empty list of distinct, safe S3 URIs.
+    Entries that are ``None`` (a failed mapped store task upstream) are skipped.
+    """
+    if isinstance(candidates, str) or not isinstance(candidates, Sequence):
+        raise ReviewInputError(
+            f"{field} must be a list of s3://bucket/key URIs (SegmindToS3Operator's return value), "
+            f"got {type(candidates).__name__}"
+        )
+    uris: list[str] = []
+    for item in candidates:
+        if item is None:
+            continue
+        if isinstance(item, str):
+            uris.append(item)
+        elif isinstance(item, Sequence):
+            uris.extend(flatten_candidates(item, field=field) if item else [])
+        else:
+            raise ReviewInputError(f"{field}: {item!r} is not an s3://bucket/key URI")
+    seen: set[str] = set()
+    for uri in uris:
+        split_uri(uri, field=field)
+        if uri in seen:
+            raise ReviewInputError(f"{field}: {uri} is listed twice")
+        seen.add(uri)
+    return uris
+
+
+def split_uri(uri: str, *, field: str = "candidates") -> tuple[str, str]:
+    """``(bucket, key)`` of an ``s3://bucket/key`` URI, both checked by the transfer's key rules."""
+    if not isinstance(uri, str) or not uri.startswith("s3://"):
+        raise ReviewInputError(f"{field}: {uri!r} is not an s3://bucket/key URI")
+    bucket, _, key = uri[5:].partition("/")
+    try:
+        return validate_bucket(bucket), validate_key(key)
+    except UnsafeS3KeyError as err:
+        raise ReviewInputError(f"{field}: {uri!r}: {err}") from None
+
+
+def candidate_labels(uris: Sequence[str]) -> list[str]:
+    """One option label per candidate: ``"<n>. <file name>"`` (unique by its number)."""
+    labels = []
+    for number, uri in enumerate(uris, start=1):
+        name = uri.rsplit("/", 1)[-1]
+        label = f"{number}. {name}"
+        labels.append(label if len(label) <= _MAX_LABEL else label[: _MAX_LABEL - 1] + "…")
+    return labels
+
+
+def review_options(uris: Sequence[str]) -> list[str]:
+    """The review's options: every candidate's label, then :data:`PUBLISH_NONE`."""
+    return [*candidate_labels(uris), PUBLISH_NONE]
+
+
+def chosen_uris(review: Any, uris: Sequence[str], *, field: str = "review") -> list[str]:
+    """The candidates the reviewer chose, in candidate order; ``[]`` for :data:`PUBLISH_NONE` alone.
+
+    ``review`` is the review task's return value (the standard provider's HITL result:
+    ``chosen_options``, ``responded_by_user``, ``responded_at``). Refuses, naming the field, an
+    answer without options, an option that is not a candidate, or :data:`PUBLISH_NONE` mixed with
+    candidates.
+    """
+    if not isinstance(review, Mapping):
+        raise ReviewInputError(
+            f"{field} must be the review task's result (a mapping with chosen_options), got {type(review).__name__}"
+        )
+    chosen = review.get("chosen_options")
+    if isinstance(chosen, str) or not isinstance(chosen, Sequence):
+        raise ReviewInputError(f"{field}.chosen_options must be a list of option labels, got {chosen!r}")
+    if not chosen:
+        raise ReviewInputError(
+            f"{field}.chosen_options is empty: choose at least one candidate, or {PUBLISH_NONE!r} to publish nothing"
+        )
+    labels = candidate_labels(uris)
+    by_label = dict(zip(labels, uris, strict=True))
+    unknown = [option for option in chosen if option != PUBLISH_NONE and option not in by_label]
+    if unknown:
+        raise ReviewInputError(
+            f"{field}.chosen_options: {unknown!r} not among the candidates ({labels!r} or {PUBLISH_NONE!r})"
+        )
+    if PUBLISH_NONE in chosen and len(set(chosen)) > 1:
+        raise ReviewInputError(
+            f"{field}.chosen_options: {PUBLISH_NONE!r} cannot be chosen together with candidates (the review form "
+            "preselects it: remove it when choosing images); nothing was copied. Clear the review task to answer again."
+        )
+    picked = set(chosen)
+    return [uri for label, uri in by_label.items() if label in picked]
+
+
+def approval(review: Mapping[str, Any], *, task_id: str | None = None) -> dict[str, Any]:
+    """Who approved and when, for a published object's manifest.
+
+    ``approved_by`` is the responding user (``{"id", "name"}``), or ``None`` when the review timed
+    out and its default was taken (the standard provider leaves ``responded_by_user`` empty then).
+    """
+    user = review.get("responded_by_user")
+    when = review.get("responded_at")
+    return {
+        "approved_by": {"id": str(user.get("id")), "name": str(user.get("name"))}
+        if isinstance(user, Mapping)
+        else None,
+        "approved_at": when.isoformat() if isinstance(when, datetime) else (str(when) if when else None),
+        "timed_out": not isinstance(user, Mapping),
+        "chosen_options": [str(option) for option in review.get("chosen_options") or []],
+        "review_task_id": task_id,
+    }

@@ -1,0 +1,200 @@
+"""The review screen's text: a Markdown body showing each candidate image, its prompt, seed and cost.
+
+Airflow's review screen (Human-in-the-loop "Required actions") renders ``body`` as Markdown. Each
+candidate is shown as an image through a short-lived presigned S3 URL (the Amazon provider's
+``S3Hook.generate_presigned_url``: the bucket stays private, the link expires), under the option
+label the reviewer picks, with the facts from its manifest; a link to the run's contact sheet can
+be added for reviewers whose screen does not load images. Written with Jinja2 like
+:mod:`airflow_provider_segmind.utils.contact_sheet` (Jinja2 comes with Airflow). S3 is only
+touched when the body is built, at run time.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from typing import Any, Final
+
+import jinja2
+
+from airflow_provider_segmind.transfers._candidates import PUBLISH_NONE, candidate_labels, split_uri
+from airflow_provider_segmind.transfers._s3_keys import manifest_key
+
+#: SigV4 presigned URLs live at most 7 days.
+MAX_URL_EXPIRY: Final = timedelta(days=7)
+#: Presigned image links live this long unless the review says otherwise (the review operator
+#: passes its response timeout, so the images show for as long as the review is open).
+DEFAULT_URL_EXPIRY: Final = timedelta(hours=1)
+#: Markdown's ASCII punctuation that could start markup (links, images, emphasis, HTML, headings).
+_MARKDOWN_SPECIAL: Final = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~&])")
+
+
+def escape_markdown(value: Any) -> str:
+    """Text shown literally in Markdown: one line, every markup character backslash-escaped.
+
+    Prompts are user text: ``![x](https://elsewhere)`` in a prompt must not show someone else's
+    image on the review screen, nor ``<b>`` turn into markup.
+    """
+    text = " ".join(str(value).split())
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+
+
+def _url(value: str) -> str:
+    """A link destination in ``<...>`` (spaces and parentheses allowed), refusing what breaks out of it."""
+    if any(c in value for c in "<>\n\r"):
+        raise ValueError(f"not a URL usable in Markdown: {value!r}")
+    return f"<{value}>"
+
+
+# Not HTML: HTML autoescaping would show "&amp;" in URLs and prompts; values go through md/url instead.
+_ENV: Final = jinja2.Environment(
+    autoescape=False,  # noqa: S701
+    undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=True,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+_ENV.filters["md"] = escape_markdown
+_ENV.filters["url"] = _url
+#: The body. Values are escaped with ``md`` (text) or ``url`` (link destinations); no raw HTML.
+_BODY: Final = _ENV.from_string(
+    """{{ intro | md }}
+
+{% if contact_sheet %}
+[Open the contact sheet of this run]({{ contact_sheet | url }}) (all candidates on one page\
+{%- if expires %}, link valid for {{ expires | md }}{% endif %}).
+
+{% endif %}
+{% for card in cards %}
+### {{ card.label | md }}
+
+{% if card.image and inline %}
+![{{ card.alt | md }}]({{ card.image | url }})
+{% elif card.image %}
+[Open the image]({{ card.image | url }}) ({{ card.uri | md }})
+{% else %}
+{{ card.uri | md }}
+{% endif %}
+
+{% for name, value in card.rows %}**{{ name }}:** {{ value | md }}{% if not loop.last %} · {% endif %}{% endfor %}
+
+
+{% endfor %}
+---
+
+**{{ publish_none | md }}** (preselected: the answer if nobody responds in time) publishes nothing: \
+remove it when you choose images. Candidates that are not chosen stay where they are.
+"""
+)
+
+
+def _rows(manifest: Mapping[str, Any]) -> list[tuple[str, str]]:
+    metrics = manifest.get("metrics") or {}
+    width, height = manifest.get("width"), manifest.get("height")
+    rows = [
+        ("Prompt", manifest.get("prompt")),
+        ("Negative prompt", manifest.get("negative_prompt")),
+        ("Seed", manifest.get("seed")),
+        ("Size", f"{width}x{height}" if width and height else None),
+        ("Cost", manifest.get("cost", metrics.get("cost"))),
+        ("Model", manifest.get("model")),
+        ("Request", manifest.get("request_id")),
+    ]
+    return [(name, str(value)) for name, value in rows if value not in (None, "")]
+
+
+def _duration(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    for unit, size in (("day", 86400), ("hour", 3600)):
+        if seconds >= size and seconds % size == 0:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    minutes = max(1, seconds // 60)
+    return f"{minutes} minute{'s' if minutes != 1 else ''}"
+
+
+def render_review_body(
+    uris: Sequence[str],
+    manifests: Sequence[Mapping[str, Any] | None],
+    images: Sequence[str | None],
+    *,
+    contact_sheet: str | None = None,
+    expires: timedelta | None = None,
+    intro: str | None = None,
+    inline: bool = True,
+) -> str:
+    """The Markdown body: per candidate its option label, its image (or a link to the object), its facts.
+
+    Pure: everything it shows is passed in (see :func:`build_review_body` for the S3 side).
+    """
+    labels = candidate_labels(uris)
+    cards = []
+    for label, uri, manifest, image in zip(labels, uris, manifests, images, strict=True):
+        facts = manifest or {}
+        cards.append(
+            {
+                "label": label,
+                "uri": uri,
+                "image": image,
+                "alt": label,
+                "rows": _rows(facts),
+            }
+        )
+    return _BODY.render(
+        intro=intro or f"{len(cards)} candidate image(s). Choose the ones to publish.",
+        contact_sheet=contact_sheet,
+        expires=_duration(expires) if expires else None,
+        cards=cards,
+        inline=inline,
+        publish_none=PUBLISH_NONE,
+    )
+
+
+def build_review_body(
+    uris: Sequence[str],
+    *,
+    aws_conn_id: str = "aws_default",
+    expires: timedelta = DEFAULT_URL_EXPIRY,
+    images: bool = True,
+    contact_sheet: str | None = None,
+    intro: str | None = None,
+) -> str:
+    """Read each candidate's manifest, presign its image (and the contact sheet), render the body.
+
+    :param uris: the candidates' ``s3://`` URIs, in the order of the review's options.
+    :param expires: how long the presigned links work (capped at 7 days, SigV4's limit).
+    :param images: show the images inline; ``False`` links each one instead (for a screen that
+        does not load images, with ``contact_sheet``).
+    :param contact_sheet: an ``s3://`` URI of the run's contact sheet (``write_contact_sheet``'s
+        ``contact_sheet``), linked through a presigned URL too.
+    """
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    hook = S3Hook(aws_conn_id=aws_conn_id)
+    expires = min(expires, MAX_URL_EXPIRY)
+    seconds = int(expires.total_seconds())
+
+    def presign(uri: str) -> str:
+        bucket, key = split_uri(uri)
+        url = hook.generate_presigned_url(
+            client_method="get_object", params={"Bucket": bucket, "Key": key}, expires_in=seconds
+        )
+        if not url:
+            raise RuntimeError(f"S3Hook could not presign {uri}")
+        return str(url)
+
+    manifests: list[Mapping[str, Any] | None] = []
+    for uri in uris:
+        bucket, key = split_uri(uri)
+        manifests.append(json.loads(hook.read_key(manifest_key(key), bucket_name=bucket)))
+    return render_review_body(
+        uris,
+        manifests,
+        [presign(uri) for uri in uris],
+        contact_sheet=presign(contact_sheet) if contact_sheet else None,
+        expires=expires,
+        intro=intro,
+        inline=images,
+    )
