@@ -37,8 +37,10 @@ PYTEST_JOBS ?= 2
 XDIST = $(if $(filter 0,$(PYTEST_JOBS)),,-n $(PYTEST_JOBS) --no-loadscope-reorder)
 
 # The suites the older-Airflow jobs run (the 3.3 job runs everything, real scheduler included).
+# (tests/lineage/test_lineage_real_airflow.py starts a whole Airflow: the 3.3 job runs it.)
 FLOOR_SUITES := tests/test_protocol.py tests/test_hook.py tests/test_example_dags.py tests/generation \
-	tests/transfers tests/test_discovery.py tests/lineage
+	tests/transfers tests/test_discovery.py tests/lineage/test_lineage_dag.py tests/lineage/test_lineage_facets.py \
+	tests/inputs tests/review
 LOWEST_SUITES := $(FLOOR_SUITES) tests/emulator
 # What differs by Airflow version: discovery and the form, DAG parsing, and what runs inside Airflow
 # (dag.test runs with retries, clears and stores, triggers, sensors, key rotation, the S3 dag.test).

@@ -25,7 +25,8 @@ from airflow_provider_segmind.emulator import EmulatorConfig, SegmindEmulator
 from tests.integration.cluster import AirflowCluster
 from tests.integration.test_real_airflow import _worker_processes
 
-pytestmark = pytest.mark.integration
+# The module fixture runs the whole scenario (Airflow start-up included) inside the first test's time limit.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 BUCKET = "segmind-lineage-e2e"
 DAG_ID = "segmind_lineage_e2e"
