@@ -41,7 +41,12 @@ def _colour_of(data: bytes) -> str:
 @pytest.mark.usefixtures("airflow_db")
 @pytest.mark.parametrize("transport", ["auto", "presigned"])
 def test_photos_under_a_prefix_become_variants_in_s3(
-    emu: SegmindEmulator, s3: S3Env, dags_folder: Path, monkeypatch: pytest.MonkeyPatch, transport: str
+    emu: SegmindEmulator,
+    s3: S3Env,
+    dags_folder: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    transport: str,
+    request: pytest.FixtureRequest,
 ) -> None:
     photos = {"product-photos/red-mug.png": photo(RED), "product-photos/blue-vase.jpg": photo(BLUE, "JPEG")}
     for key, body in photos.items():
@@ -55,6 +60,9 @@ def test_photos_under_a_prefix_become_variants_in_s3(
     monkeypatch.setenv("SEGMIND_ALLOW_INSECURE_LOOPBACK", "1")
     path = dags_folder / EXAMPLE.name
     shutil.copy(EXAMPLE, path)
+    # Other tests' dag.test() parse the shared DAGs folder, where this DAG would declare its assets in
+    # their bucket (both examples read SEGMIND_EXAMPLE_BUCKET): leave nothing behind.
+    request.addfinalizer(lambda: path.unlink(missing_ok=True))
     dag = _load(path)
     _serialize_if_needed(dag, dags_folder)
 

@@ -53,7 +53,7 @@ def _task_states(dag_id: str, run_id: str) -> dict[tuple[str, int], str]:
 @pytest.mark.skipif(_BROKEN is not None, reason=_BROKEN or "")
 @pytest.mark.usefixtures("airflow_db")
 def test_a_blocked_prompt_does_not_hold_back_the_others(
-    emu: SegmindEmulator, s3: S3Env, dags_folder: Path, monkeypatch: pytest.MonkeyPatch
+    emu: SegmindEmulator, s3: S3Env, dags_folder: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> None:
     monkeypatch.setenv("SEGMIND_EXAMPLE_BUCKET", s3.bucket)
     monkeypatch.setenv("SEGMIND_EXAMPLE_POOL", "default_pool")
@@ -61,6 +61,9 @@ def test_a_blocked_prompt_does_not_hold_back_the_others(
     monkeypatch.setenv("SEGMIND_ALLOW_INSECURE_LOOPBACK", "1")
     path = dags_folder / EXAMPLE.name
     shutil.copy(EXAMPLE, path)
+    # Other tests' dag.test() parse the shared DAGs folder, where this DAG would declare its assets in
+    # their bucket (both examples read SEGMIND_EXAMPLE_BUCKET): leave nothing behind.
+    request.addfinalizer(lambda: path.unlink(missing_ok=True))
     shutil.copytree(EXAMPLE.parent / "prompts", dags_folder / "prompts", dirs_exist_ok=True)
     dag = _load(path)
     _serialize_if_needed(dag, dags_folder)

@@ -162,11 +162,12 @@ _BROKEN = _execution_api_rejects_the_task_runner()
 @pytest.mark.skipif(_BROKEN is not None, reason=_BROKEN or "")
 @pytest.mark.usefixtures("airflow_db")
 def test_generate_then_persist_with_dag_test(
-    emu: SegmindEmulator, s3: S3Env, dags_folder: Path, monkeypatch: pytest.MonkeyPatch
+    emu: SegmindEmulator, s3: S3Env, dags_folder: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> None:
     monkeypatch.setenv("SEGMIND_S3_TEST_BUCKET", s3.bucket)
     path = dags_folder / f"{DAG_ID}.py"
     path.write_text(DAG_SOURCE)
+    request.addfinalizer(lambda: path.unlink(missing_ok=True))  # other tests parse the shared DAGs folder
     dag = _load_dag(path)
     _serialize_if_needed(dag, path)
 
