@@ -29,11 +29,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(FLAVOUR)
 PYTEST_ARGS ?=
 # Test processes (pytest-xdist). Most tests wait on real servers and real time (the emulator's
-# inference, polls, Airflow processes), so two processes on a 2-core machine nearly halve the wall
-# time; tests/xdist_lanes.py keeps each file in one process (module fixtures start once) and runs the
-# suites that start real Airflow processes one after the other, first. PYTEST_JOBS=0 runs everything
-# in this process (pdb, -s).
-PYTEST_JOBS ?= 2
+# inference, polls, Airflow processes), so three processes on a 2-core machine more than halve the
+# wall time: tests/xdist_lanes.py gives the suites that start a whole Airflow two lanes, started
+# first, and the third process runs the quick files; each file stays in one process (module
+# fixtures start once). PYTEST_JOBS=0 runs everything in this process (pdb, -s).
+PYTEST_JOBS ?= 3
 XDIST = $(if $(filter 0,$(PYTEST_JOBS)),,-n $(PYTEST_JOBS) --no-loadscope-reorder)
 
 # The suites the older-Airflow jobs run (the 3.3 job runs everything, real scheduler included).

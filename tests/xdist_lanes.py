@@ -1,12 +1,13 @@
 """Pytest plugin (``-p tests.xdist_lanes``): how ``make test`` splits the suites over two processes.
 
-Most tests wait on real servers and real time, so pytest-xdist's two processes nearly halve the
-wall time on a 2-core machine. Two rules make that safe and short:
+Most tests wait on real servers and real time, so pytest-xdist's three processes (``make test``)
+more than halve the wall time on a 2-core machine. Two rules make that safe and short:
 
 - **Lanes for real Airflow processes.** The suites that start a whole Airflow (scheduler, triggerer,
   API server, dag processor) or the fault-injection soak each keep a core busy for minutes, and each
   has a time bound. Each lane is one xdist scope, so its suites run one after the other in one
-  process; there are as many lanes as processes (two), so at most two run at once.
+  process. There are two lanes, so at most two Airflows run at once, and with three processes one
+  is left for the quick files from the start.
 - **Longest first.** The lanes are collected first (``--no-loadscope-reorder`` keeps collection
   order), so they start at once instead of after the quick files, which then fill in around them.
 

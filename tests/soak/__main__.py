@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.soak.harness import SoakSettings, airflow_home, audit, format_report, run_soak
+from tests.soak.harness import SoakSettings, airflow_home, audit, default_bound, format_report, run_soak
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
         help="run with the connection's history_lookup false: the audit reports the duplicates it then bills",
     )
     args = parser.parse_args(argv)
-    bound = args.bound if args.bound is not None else 300 + 4.5 * args.prompts
+    bound = args.bound if args.bound is not None else default_bound(args.prompts)
     root = args.workdir or Path(tempfile.mkdtemp(prefix="segmind-soak-"))
     failed = 0
     for number in range(args.runs):

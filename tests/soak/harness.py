@@ -149,6 +149,15 @@ class SoakSettings:
 # --------------------------------------------------------------------------------------------
 
 
+def default_bound(prompts: int) -> float:
+    """The wall-time bound of a run of ``prompts`` prompts: Airflow's start, then 4.5 s per prompt.
+
+    One rule for the short form (the test suite, where two real Airflows and other suites share the
+    machine's cores) and the long form (``python -m tests.soak``); a run past it has a stuck prompt.
+    """
+    return 300 + 4.5 * prompts
+
+
 @dataclass
 class Plan:
     specs: list[dict[str, Any]]
