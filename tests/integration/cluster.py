@@ -48,6 +48,8 @@ class AirflowCluster:
     worker_log_port: int = field(default_factory=free_port)
     trigger_log_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    #: The standalone's descendants seen at stop, pid -> start time (a pid may be reused later).
+    _family: dict[int, float] = field(default_factory=dict)
 
     @property
     def log_path(self) -> Path:
@@ -181,10 +183,11 @@ class AirflowCluster:
         ]
 
     def stop(self) -> None:
-        """Stop every process started, by process group, then sweep anything left with our home."""
+        """Stop every process started: by process group, then every descendant and anything with our home."""
         process, self.process = self.process, None
         if process is None:
             return
+        self._family.update(_descendants(process.pid))
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
         try:
@@ -210,11 +213,27 @@ class AirflowCluster:
         psutil.wait_procs(alive, timeout=10)
 
     def _ours(self) -> list[Any]:
+        """Live processes of this cluster: descendants seen at stop, and any carrying our AIRFLOW_HOME.
+
+        The environment alone misses some: the scheduler's LocalExecutor workers ignore SIGTERM (a
+        plain ``kill`` left them idle), so they outlive the process-group TERM whenever the
+        standalone itself exits in time, and their ``setproctitle`` title overwrites the memory
+        ``/proc/<pid>/environ`` reads (it reads as zeros), so the sweep did not see them. Idle
+        "airflow worker -- LocalExecutor" processes, reparented to init, were found after runs of
+        this cluster and of benchmark 1b until the descendants were remembered as well.
+        """
         import psutil
 
         home = str(self.home)
         found = []
+        for pid, created in sorted(self._family.items()):
+            with contextlib.suppress(psutil.Error):
+                proc = psutil.Process(pid)
+                if proc.create_time() == created and proc.status() != psutil.STATUS_ZOMBIE:
+                    found.append(proc)
         for proc in psutil.process_iter(["pid"]):
+            if proc.pid in self._family:
+                continue
             try:
                 if (
                     proc.pid != os.getpid()
@@ -229,3 +248,18 @@ class AirflowCluster:
     def leftover_processes(self) -> list[int]:
         """Live processes still running with this cluster's AIRFLOW_HOME (should be none after stop)."""
         return [proc.pid for proc in self._ours()]
+
+
+def _descendants(pid: int) -> dict[int, float]:
+    """Every live descendant of ``pid``, pid -> start time (psutil; nothing if ``pid`` is gone)."""
+    import psutil
+
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return {}
+    family = {}
+    for child in children:
+        with contextlib.suppress(psutil.Error):
+            family[child.pid] = child.create_time()
+    return family
