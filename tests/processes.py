@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import subprocess
 
 
 def group_alive(pgid: int) -> bool:
@@ -14,3 +17,19 @@ def group_alive(pgid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def stop_group(process: subprocess.Popen[bytes], *, term_wait: float) -> None:
+    """Stop a process started with ``start_new_session=True`` and its group: TERM, wait, then KILL.
+
+    For harnesses whose leftovers are a defect to clean up (the browser, the integration cluster);
+    the soak's stop never KILLs, on purpose, so its audit can see what a TERM left behind.
+    """
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=term_wait)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)

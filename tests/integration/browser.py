@@ -13,16 +13,16 @@ import base64
 import contextlib
 import itertools
 import json
-import os
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
 from typing import Any
 
 import aiohttp
+
+from tests.processes import stop_group
 
 _DEVTOOLS = re.compile(r"DevTools listening on (ws://127\.0\.0\.1:(\d+)/\S+)")
 
@@ -84,14 +84,7 @@ class Chromium:
     def __exit__(self, *exc: object) -> None:
         process, self.process = self.process, None
         if process is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
+            stop_group(process, term_wait=20)
             if process.stderr is not None:
                 process.stderr.close()
         shutil.rmtree(self.profile, ignore_errors=True)
