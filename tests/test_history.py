@@ -372,14 +372,17 @@ def test_search_picks_the_newest_match_in_the_window_across_pages() -> None:
 
 
 def test_search_skew_bounds_and_undated_rows() -> None:
+    """Issue 22 defect 5: a match must be dated and within the send window widened by a small skew;
+    a row whose time cannot be read never matches (it could be a request of hours ago)."""
     body = {"prompt": "a fox", "seed": 7}
     search = HistorySearch("sd3-large-txt2img", body, since=T0, until=T0 + 60, max_pages=2)
-    within_skew = {**FULL_ROW, "request_id": "skewed", "created_at": T0 - 30}
+    within_skew = {**FULL_ROW, "request_id": "skewed", "created_at": T0 - 5}
+    outside_skew = {**FULL_ROW, "request_id": "twin-before", "created_at": T0 - 30}
+    after_window = {**FULL_ROW, "request_id": "twin-after", "created_at": T0 + 90}
     undated = {k: v for k, v in {**FULL_ROW, "request_id": "undated"}.items() if k != "created_at"}
-    assert search.take(parse_history_page(answer([undated, within_skew]))[0], True) is True
-    best = search.best()
-    assert best is not None
-    assert best.request_id == "skewed"  # a dated match beats an undated one
+    rows = [after_window, undated, within_skew, outside_skew]
+    assert search.take(parse_history_page(answer(rows))[0], True) is True
+    assert [r.request_id for r in search.candidates()] == ["skewed"]
     search.query()
     assert search.take([], True) is True
     search.query()
@@ -389,5 +392,7 @@ def test_search_skew_bounds_and_undated_rows() -> None:
     assert shouted.best() is not None  # model names compare ignoring case
     lone = HistorySearch("sd3-large-txt2img", body, since=T0, until=T0)
     lone.take(parse_history_page(answer([undated]))[0], False)
-    assert lone.best() is not None
-    assert lone.query()["from_date"] == "2026-11-30"
+    assert lone.best() is None
+    # The dates carry no zone [sdk]: the filter is padded a day each side, the window applied here.
+    assert lone.query()["from_date"] == "2026-11-29"
+    assert lone.query()["to_date"] == "2026-12-01"

@@ -231,6 +231,7 @@ class SegmindHook(SegmindAsyncCalls):
         idempotent: bool = True,
         read_timeout: float | None = None,
         trust_5xx: bool = True,
+        single_attempt: bool = False,
     ) -> T:
         settings = self.get_settings()
         session = self.get_conn()
@@ -256,6 +257,8 @@ class SegmindHook(SegmindAsyncCalls):
             answer = HttpAnswer(response.status_code, lower_headers(response.headers.items()), response.content, url)
             return parse(answer)
 
+        if single_attempt:  # the caller's own loop retries, within its own time bound
+            return attempt()
         retrying = tenacity.Retrying(
             **retrying_kwargs(
                 settings.retry_policy, idempotent=idempotent, what=endpoint.value, log=self.log, trust_5xx=trust_5xx
@@ -377,23 +380,49 @@ class SegmindHook(SegmindAsyncCalls):
     def find_submitted(
         self, model: str, body: Mapping[str, Any], *, since: float, until: float | None = None
     ) -> HistoryRecord | None:
-        """The request of ``model`` whose recorded ``request_body`` matches ``body``, created since
-        ``since`` (epoch seconds, minus a minute of clock skew): a submit whose answer was lost.
+        """The newest request of ``model`` whose recorded ``request_body`` matches ``body``, created
+        within ``since``..``until`` (epoch seconds; ``until`` default now): see :meth:`search_submitted`,
+        which the operators use, since they must not guess between several."""
+        found = self.search_submitted(model, body, since=since, until=time.time() if until is None else until)
+        return found[0] if found else None
 
-        Reads at most :data:`~airflow_provider_segmind.history.MAX_SEARCH_PAGES` pages of 100,
-        newest first (:class:`~airflow_provider_segmind.history.HistorySearch` holds the rules).
-        ``None``: not (yet) found, or ``history_lookup`` off. A record that has not landed yet has
-        no body and is not found: the caller waits a bounded time and asks again.
+    def search_submitted(
+        self, model: str, body: Mapping[str, Any], *, since: float, until: float, deadline: float | None = None
+    ) -> list[HistoryRecord]:
+        """Every request that may be the submit of ``body`` to ``model`` sent between ``since`` and
+        ``until`` (the attempt's send window, epoch seconds), newest first: a submit whose answer was lost.
+
+        Reads at most :data:`~airflow_provider_segmind.protocol.history_search.MAX_SEARCH_PAGES`
+        pages of 100, newest first (:class:`~airflow_provider_segmind.protocol.history_search.HistorySearch`
+        holds the rules). Empty: none (yet), or ``history_lookup`` off. A record that has not landed
+        yet has no body and is not a candidate: the caller asks again within its bound.
+
+        ``deadline`` (epoch seconds): the whole search fits before it. Each page is then read once,
+        with a read timeout no longer than the time left, and no retry of its own: the caller's
+        loop is the retry, so ``history_wait`` bounds the search (issue 22).
         """
         settings = self.get_settings()
         if not settings.history_lookup:
-            return None
-        search = HistorySearch(model, body, since, time.time() if until is None else until)
+            return []
+        search = HistorySearch(model, body, since, until)
         while True:
             url = f"{history_list_url(settings.history_url)}?{urlencode(search.query())}"
-            records, more = self._call("GET", url, parse_history_page, endpoint=Endpoint.HISTORY)
+            if deadline is None:
+                records, more = self._call("GET", url, parse_history_page, endpoint=Endpoint.HISTORY)
+            else:
+                left = deadline - time.time()
+                if left <= 0:
+                    return search.candidates()
+                records, more = self._call(
+                    "GET",
+                    url,
+                    parse_history_page,
+                    endpoint=Endpoint.HISTORY,
+                    read_timeout=max(0.1, min(settings.read_timeout, left)),
+                    single_attempt=True,
+                )
             if not search.take(records, more):
-                return search.best()
+                return search.candidates()
 
     def test_connection(self) -> tuple[bool, str]:
         """The UI's Test button: one credits call (free), so it tells a bad key from a bad host.

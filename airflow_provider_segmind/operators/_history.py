@@ -12,13 +12,14 @@ with the answers.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
-from airflow.providers.common.compat.sdk import BaseOperator
+from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
 
 from airflow_provider_segmind.exceptions import SegmindError, SegmindRequestNotFoundError
-from airflow_provider_segmind.history import HistoryRecord
+from airflow_provider_segmind.operators._claims import DEFAULT_CLAIM_MARGIN, RequestClaims, normalized_request_id
 from airflow_provider_segmind.operators._params import _with_seed
 from airflow_provider_segmind.protocol import (
     RESULT_RETENTION_SECONDS,
@@ -29,6 +30,9 @@ from airflow_provider_segmind.protocol import (
     job_failed_error,
     parse_int,
 )
+from airflow_provider_segmind.protocol.history import HistoryRecord
+from airflow_provider_segmind.protocol.history_search import created_instants
+from airflow_provider_segmind.protocol.retry import RATE_LIMIT_MAX_WAIT
 from airflow_provider_segmind.triggers.segmind import result_summary
 
 if TYPE_CHECKING:
@@ -47,6 +51,21 @@ MAX_SUBMIT_ROUNDS: Final = 3
 #: :meth:`_SegmindJobOperator._search_history`'s answers besides a record.
 _FOUND_NOTHING: Final = "the history answered, without it"
 _HISTORY_DOWN: Final = "the history could not be searched"
+
+
+@dataclass(frozen=True)
+class Ambiguous:
+    """The history shows more than one unclaimed request that may be ours: nothing proves which."""
+
+    request_ids: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return ", ".join(self.request_ids)
+
+
+def _created(record: HistoryRecord) -> float:
+    """The latest reading of a (dated) candidate's creation: when it is old enough to take."""
+    return max(created_instants(record))
 
 
 def history_summary(
@@ -128,36 +147,155 @@ class _HistoryLookups(BaseOperator):
                 err,
             )
 
+    def _send_bound(self) -> float:
+        """Seconds after an attempt started within which its submit can have reached Segmind: every
+        attempt the hook may send (each bounded by the connect and read timeouts) and the waits
+        between them (at most :data:`~airflow_provider_segmind.protocol.retry.RATE_LIMIT_MAX_WAIT`)."""
+        settings = self.hook.get_settings()
+        attempts = settings.retry_policy.max_attempts
+        per_attempt = settings.connect_timeout + settings.read_timeout
+        return attempts * per_attempt + (attempts - 1) * RATE_LIMIT_MAX_WAIT
+
+    def _claims(self, context: Context) -> RequestClaims:
+        """This try's view of the request claims (``operators/_claims.py``), made once per try."""
+        claims: RequestClaims | None = getattr(self, "_request_claims", None)
+        if claims is None:
+            claims = RequestClaims(context["ti"], self.log)
+            self._request_claims = claims
+        return claims
+
+    def _mark_own(self, context: Context, request_id: str, created_at: float) -> None:
+        """Claim a request this task knows is its own (it got the submit answer, or its record names it).
+
+        Best effort: a claim that cannot be written is logged; the job is live and billed, so the
+        try goes on. Another task could then take the request from the history (the log says so).
+        """
+        try:
+            claims = self._claims(context)
+            claims.mark(request_id, created_at)
+            claims.sweep()
+        except Exception as err:
+            self.log.warning(
+                "Could not claim Segmind request %s (%s): another task whose identical submit lost its answer "
+                "could take it for its own.",
+                request_id,
+                err,
+            )
+
+    def _unclaimed(
+        self, context: Context, candidates: Sequence[HistoryRecord], ignore: frozenset[str]
+    ) -> list[HistoryRecord] | None:
+        """The candidates no other task instance (or earlier clear of this one) has claimed; ``None``
+        when the claims cannot be read (then nothing proves whose a request is)."""
+        claims = self._claims(context)
+        free: list[HistoryRecord] = []
+        for record in candidates:
+            if normalized_request_id(record.request_id) in ignore:
+                continue
+            try:
+                if claims.foreign(record.request_id, _created(record)):
+                    continue
+            except Exception as err:
+                self.log.warning("Cannot read the Segmind request claims (%s).", err)
+                return None
+            free.append(record)
+        return free
+
     def _search_history(
-        self, model: str, body: Mapping[str, Any], *, since: float, until: float
-    ) -> HistoryRecord | str:
-        """Look for the request of ``model`` sent with ``body`` since ``since``, until the bound ``until``.
+        self,
+        context: Context,
+        model: str,
+        body: Mapping[str, Any],
+        *,
+        since: float,
+        until: float,
+        deadline: float,
+        ignore: frozenset[str] = frozenset(),
+    ) -> HistoryRecord | Ambiguous | str:
+        """Find *our* request of ``model`` sent with ``body`` between ``since`` and ``until`` (the
+        attempt's send window); search until ``deadline`` at the latest.
 
         Records lag ([sdk]: fields are ``None`` until a record lands), so the search is repeated
-        every ``min(10 s, history_wait / 6)`` until found or ``until``; at least once. Returns the
-        record, :data:`_FOUND_NOTHING` (the history answered, without it) or :data:`_HISTORY_DOWN`
-        (no lookup got an answer: off, unreachable, or an error no retry fixes).
+        every ``min(10 s, history_wait / 6)`` until found or ``deadline``; at least once. Each lookup
+        fits in the time left (one page read, no retry of its own, a read timeout no longer than
+        what is left), so ``history_wait`` is a bound. An error that is transient (a 5xx, a reset)
+        is looked past until the deadline; one that is not (a 404 for the whole history, a 401)
+        ends the search at once.
+
+        A request is ours only if it is the **one** unclaimed candidate (claims:
+        ``operators/_claims.py``; ``ignore``: request ids known not to be this attempt's), it is at
+        least ``claim_margin`` seconds old (a task that got that submit's answer has claimed it by
+        then), and this task's claim on it holds. Two or more unclaimed candidates at the deadline
+        are :class:`Ambiguous`: the caller takes the safe rule, never a guess.
+
+        Returns the record, :class:`Ambiguous`, :data:`_FOUND_NOTHING` (the history answered,
+        without it) or :data:`_HISTORY_DOWN` (no lookup got an answer, or the claims cannot be read).
         """
         if not self._history_on():
             return _HISTORY_DOWN
         interval = max(0.05, min(HISTORY_POLL_INTERVAL, self.history_wait / 6))
         answered = False
+        ambiguous: Ambiguous | None = None
         while True:
+            pause = interval
             try:
-                found = self.hook.find_submitted(model, self._wire_body(body), since=since)
+                found = self.hook.search_submitted(
+                    model, self._wire_body(body), since=since, until=until, deadline=deadline
+                )
             except SegmindError as err:
                 self._history_unavailable(err)
                 if not err.transient:
                     break
             else:
                 answered = True
-                if found is not None:
-                    return found
-            remaining = until - time.time()
+                free = self._unclaimed(context, found, ignore)
+                if free is None:
+                    return _HISTORY_DOWN
+                ambiguous = Ambiguous(tuple(r.request_id for r in free)) if len(free) > 1 else None
+                if len(free) == 1:
+                    (record,) = free
+                    margin = min(DEFAULT_CLAIM_MARGIN, self.history_wait / 2)
+                    young = _created(record) + margin - time.time()
+                    if young > 0:
+                        pause = min(young, max(0.05, deadline - time.time()))  # then look again
+                    elif self._take(context, record):
+                        return record
+            remaining = deadline - time.time()
             if remaining <= 0:
                 break
-            time.sleep(min(interval, remaining))
+            time.sleep(min(pause, remaining))
+        if ambiguous is not None:
+            return ambiguous
         return _FOUND_NOTHING if answered else _HISTORY_DOWN
+
+    def _take(self, context: Context, record: HistoryRecord) -> bool:
+        """Claim a request found in the history; ``False`` if another task has it (or the claim failed)."""
+        try:
+            taken = self._claims(context).take(record.request_id, _created(record))
+        except Exception as err:
+            self.log.warning("Could not claim Segmind request %s (%s); not taking it.", record.request_id, err)
+            return False
+        if not taken:
+            self.log.info("Segmind request %s matches, but another task claimed it first.", record.request_id)
+        return taken
+
+    def _fail_safe(self, context: Context, found: Ambiguous | str, what: str) -> NoReturn:
+        """The safe rule: never resend blindly, never guess; fail without retries and say what to do."""
+        self._forget(context)
+        if isinstance(found, Ambiguous):
+            shown = (
+                f"the request history shows {len(found.request_ids)} requests that may be it ({found}), and "
+                "nothing proves which is this task's (another task sent the same body, or the history did not "
+                "keep every parameter)"
+            )
+        else:
+            shown = f"the request history showed no request of it within history_wait ({self.history_wait:g} s)"
+        raise AirflowFailException(
+            f"{what}, and {shown}. Nothing was submitted again, so nothing is billed twice, and the task fails "
+            "without retries (Segmind has no idempotency key). Look the request up in the Segmind console's "
+            "request history; clearing this task submits a new, billed job (with a new seed where the provider "
+            "fills one). Raise history_wait if your account's history lags."
+        )
 
     def _history_record(self, request_id: str) -> HistoryRecord | None:
         """The history's record of ``request_id``; ``None`` when unknown, off, or the history is down."""

@@ -56,19 +56,22 @@ def summary_params(model: Any, build_params: Callable[[], dict[str, Any]], *, st
         return {}
 
 
-def seed_to_fill(
-    model: str, params: Mapping[str, Any], record: Mapping[str, Any] | None, *, fill_seed: bool | None
-) -> int | None:
-    """The random seed to add to the body, or ``None`` (a seed given, or the model takes none).
-
-    ``-1`` is Segmind's "random" (segmind-api.md), so it is filled too: the same meaning, made
-    known. A retry reuses the seed its earlier try recorded when the rest of the body is the
-    same (the fingerprint with that seed matches), so it can re-attach to that try's request.
-    """
+def fills_seed(model: str, params: Mapping[str, Any], *, fill_seed: bool | None) -> bool:
+    """Whether the provider fills the body's ``seed``: none given (or ``-1``, Segmind's "random",
+    docs.segmind.com/api-reference: the SD3 Large page's ``seed`` default), and the model takes
+    one (``fill_seed=None``) or the operator says so."""
     if params.get("seed") is not None and params.get("seed") != SEED_RANDOM:
-        return None
-    if not (fill_seed if fill_seed is not None else model_takes_seed(model)):
-        return None
+        return False
+    return bool(fill_seed if fill_seed is not None else model_takes_seed(model))
+
+
+def recorded_seed(model: str, params: Mapping[str, Any], record: Mapping[str, Any] | None) -> int | None:
+    """The seed an earlier try filled, to rebuild its body and re-attach to its request; else ``None``.
+
+    Only a record of this clear generation counts (the caller checks ``_cleared_since`` where a
+    clear matters: a job from before a clear is adopted only while it runs), and only when the
+    rest of the body is the same (the fingerprint with that seed matches).
+    """
     recorded = record.get("filled_seed") if record is not None else None
     if (
         isinstance(recorded, int)
@@ -78,6 +81,12 @@ def seed_to_fill(
         and record.get("fingerprint") == _fingerprint(model, {**params, "seed": recorded})
     ):
         return recorded
+    return None
+
+
+def fresh_seed() -> int:
+    """A new random seed for a new submit (never a recorded one: a seed belongs to one generation
+    of a task, so a clear, or a resubmit after a FAILED job, makes a new image, issue 22)."""
     return secrets.randbelow(SD3_SEED_MAX + 1)
 
 

@@ -22,8 +22,8 @@ from airflow_provider_segmind.exceptions import (
     SegmindRequestNotFoundError,
     SegmindResultNotReadyError,
 )
-from airflow_provider_segmind.history import HistoryRecord
-from airflow_provider_segmind.operators._history import _FOUND_NOTHING, _HISTORY_DOWN, _HistoryLookups
+from airflow_provider_segmind.operators._claims import CLAIM_DAYS
+from airflow_provider_segmind.operators._history import _HISTORY_DOWN, Ambiguous, _HistoryLookups
 from airflow_provider_segmind.operators._params import _with_seed
 from airflow_provider_segmind.operators._records import (
     VariableRequestStore,
@@ -41,6 +41,7 @@ from airflow_provider_segmind.protocol import (
     submit_certainly_refused,
     submit_outcome_unknown,
 )
+from airflow_provider_segmind.protocol.history import HistoryRecord
 from airflow_provider_segmind.triggers.segmind import result_summary
 
 if TYPE_CHECKING:
@@ -147,6 +148,7 @@ class _Reconciler(_HistoryLookups):
                     self._raise(err)
                 if not history:
                     self._fail_unknown(err)
+                sent_until = time.time()
                 self.log.warning(
                     "The outcome of Segmind submit %d is unknown (%s): searching the request history for it "
                     "(up to %g s) instead of submitting again.",
@@ -154,10 +156,24 @@ class _Reconciler(_HistoryLookups):
                     err,
                     self.history_wait,
                 )
-                found = self._search_history(model, params, since=since, until=time.time() + self.history_wait)
+                found = self._search_history(
+                    context, model, params, since=since, until=sent_until, deadline=sent_until + self.history_wait
+                )
                 if isinstance(found, HistoryRecord):
                     return self._reattach_found(context, store, found, model, fingerprint, filled_seed, since)
-                if found == _FOUND_NOTHING and round_number < MAX_SUBMIT_ROUNDS:
+                if found == _HISTORY_DOWN:
+                    if submit_certainly_refused(err):
+                        # The rule without the history: a 500/502/503 is Segmind refusing the submit.
+                        self.log.warning("Resending the submit after %s (the rule without request history).", err)
+                        history = False
+                        continue
+                    self._fail_unknown(err)
+                if (
+                    not isinstance(found, Ambiguous)
+                    and submit_certainly_refused(err)
+                    and round_number < MAX_SUBMIT_ROUNDS
+                ):
+                    # Segmind answered 500/502/503, which its docs call a refusal, and the history agrees.
                     self.log.warning(
                         "Segmind's request history shows no request with this body since the submit (waited "
                         "%g s): submitting again. If the lost submit was queued after all but its history "
@@ -165,15 +181,11 @@ class _Reconciler(_HistoryLookups):
                         self.history_wait,
                     )
                     continue
-                if found == _HISTORY_DOWN and submit_certainly_refused(err):
-                    # The rule without the history: a 500/502/503 is Segmind refusing the submit.
-                    self.log.warning("Resending the submit after %s (the rule without request history).", err)
-                    history = False
-                    continue
-                self._fail_unknown(err)
+                self._fail_safe(context, found, f"The outcome of this Segmind submit is unknown ({err})")
         submitted_at = time.time()
         self.request_id = submitted.request_id
         self.log.info("Submitted Segmind job %s (model %s).", submitted.request_id, model)
+        self._mark_own(context, submitted.request_id, submitted_at)
         self._record_request(context, store, submitted.request_id, model, fingerprint, filled_seed, submitted_at)
         self._announce(context, submitted.request_id)
         return self._wait(context, model, submitted.request_id, submitted_at, filled_seed)
@@ -265,17 +277,38 @@ class _Reconciler(_HistoryLookups):
             if not isinstance(started, (int, float)) or isinstance(started, bool):
                 self.log.warning("Ignoring an unreadable Segmind attempt record: %r", record)
                 return None
-            # The bound runs from now, not from the attempt's start: when that submit's connection
-            # ended (and so when its record began to lag) is unknown, and a transient history error
-            # on this try's first lookup must still leave room for another one.
-            found = self._search_history(model, params, since=float(started), until=time.time() + self.history_wait)
-            if not isinstance(found, HistoryRecord):
+            if _cleared_since(record, context["ti"]):
+                # A clear generates anew: the lost submit from before it is not this generation's.
+                self.log.info(
+                    "An earlier try before the latest clear sent a Segmind submit whose request id was never "
+                    "recorded; a cleared task generates anew (a new seed where the provider fills one)."
+                )
+                store.delete()
+                return None
+            if time.time() - float(started) > CLAIM_DAYS * 86400:
+                self.log.warning("Ignoring a Segmind attempt record older than %d days: submitting anew.", CLAIM_DAYS)
+                return None
+            # The window is the dead attempt's own: from its start to the latest moment its submit
+            # could have reached Segmind. The search runs for up to history_wait from now.
+            found = self._search_history(
+                context,
+                model,
+                params,
+                since=float(started),
+                until=float(started) + self._send_bound(),
+                deadline=time.time() + self.history_wait,
+            )
+            if found == _HISTORY_DOWN:
                 self.log.warning(
                     "An earlier try sent a Segmind submit but did not record its request id, and the request "
-                    "history %s: submitting anew (if that submit was queued after all, this is a duplicate).",
-                    "shows no such request" if found == _FOUND_NOTHING else "cannot be searched",
+                    "history cannot be searched: submitting anew (if that submit was queued after all, this is "
+                    "a duplicate)."
                 )
                 return None
+            if not isinstance(found, HistoryRecord):
+                self._fail_safe(
+                    context, found, "An earlier try sent a Segmind submit whose request id was never recorded"
+                )
             self.log.info(
                 "An earlier try's lost Segmind submit is request %s in the request history.", found.request_id
             )
@@ -346,6 +379,9 @@ class _Reconciler(_HistoryLookups):
             store.delete()
             return None
         self.request_id = request_id
+        if _cleared_since(record, context["ti"]):
+            # A job from before the clear, still running: this generation adopts it (no image was delivered).
+            self._mark_own(context, request_id, submitted_at if submitted_at is not None else time.time())
         self._announce(context, request_id)
         if status is not None and status.status is SegmindJobStatus.COMPLETED:
             self.log.info("An earlier try's Segmind request %s is COMPLETED: reusing it, no new submit.", request_id)

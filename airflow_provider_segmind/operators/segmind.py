@@ -95,7 +95,9 @@ from airflow_provider_segmind.operators._params import (
     _optional_number,
     _schedule_dict,
     _seconds,
-    seed_to_fill,
+    fills_seed,
+    fresh_seed,
+    recorded_seed,
     summary_params,
     validated,
 )
@@ -306,18 +308,24 @@ class _SegmindJobOperator(_Reconciler):
         self._inspect_image(params)  # an s3:// image: checked now, before any record is read or anything billed
         store = self._store(context)
         record = read_record(store, self.log) if store is not None else None
-        filled_seed = seed_to_fill(model, self._fingerprinted(params), record, fill_seed=self.fill_seed)
+        fills = fills_seed(model, params, fill_seed=self.fill_seed)
+        if store is None:
+            self.log.debug("request_store='none': a task retry will submit a new job.")
+        elif record is not None:
+            # An earlier try's request is looked for with the body that try sent (its filled seed).
+            seed = recorded_seed(model, self._fingerprinted(params), record) if fills else None
+            earlier = params if seed is None else {**params, "seed": seed}
+            fingerprint = _fingerprint(model, self._fingerprinted(earlier))
+            resumed = self._resume(context, store, record, model, earlier, fingerprint, seed)
+            if resumed is not None:
+                return resumed
+        # A new submit: a new seed where the provider fills one (a seed belongs to one generation).
+        filled_seed = fresh_seed() if fills else None
         if filled_seed is not None:
             # Filled before the fingerprint: the body sent (and recorded) is the one a lost submit is found by.
             params = {**params, "seed": filled_seed}
             self.log.info("No seed given: using random seed %d (recorded in the result).", filled_seed)
         fingerprint = _fingerprint(model, self._fingerprinted(params))
-        if store is None:
-            self.log.debug("request_store='none': a task retry will submit a new job.")
-        elif record is not None:
-            resumed = self._resume(context, store, record, model, params, fingerprint, filled_seed)
-            if resumed is not None:
-                return resumed
         self._credit_guard()
         return self._submit(context, store, model, params, fingerprint, filled_seed)
 
