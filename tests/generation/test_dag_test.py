@@ -349,12 +349,64 @@ def test_clearing_a_successful_task_generates_anew_and_its_retries_reattach(
     assert ti.try_number == (3 if faults else 2)
     second = _summary(dr)["request_id"]
     assert second != first  # a new image, not run 1's
+    # Issue 22 defect 1: the seed the provider filled belongs to run 1's generation; the clear draws
+    # a new one, so the new job is a different image, not the same one paid for again.
+    assert emu.job(second)["params"]["seed"] != emu.job(first)["params"]["seed"]
+    assert _summary(dr)["seed"] == emu.job(second)["params"]["seed"]
     assert emu.stats()["submissions"] == 2  # one for the clear; none for a retry after it
     assert emu.job(second)["status"] == "COMPLETED"
     assert _request_variables() == []  # 3.1: deleted at success
     # 3.3: the record outlives the success (the operator does not delete it then, nor does Airflow
     # by default), and still no clear is served the old job: the rule does not rest on a cleanup.
     assert len(_task_state_records(dag_id)) == (1 if _has_task_state_store() else 0)
+
+
+@pytest.mark.parametrize("seed", [None, 42], ids=["filled-seed", "user-seed"])
+def test_a_clear_whose_submit_answer_is_lost_reattaches_to_its_own_new_request(
+    dag_env: tuple[Path, Any], monkeypatch: pytest.MonkeyPatch, seed: int | None
+) -> None:
+    """Issue 22 defect 3, on 3.1 (Variable record) and 3.3 (task state store).
+
+    Run 1 succeeds (job A). The user clears the task; the cleared try's submit is created by
+    Segmind but its answer is lost (a 504). The history then lists A (same body when the user
+    gave the seed, created seconds earlier) and B: the cleared try must re-attach to B, its own, and
+    never hand back the image from before the clear. A is this task's, but of an earlier clear
+    generation, so its claim makes it foreign; with a filled seed its body differs anyway.
+    """
+    dags_folder, emu = dag_env
+    dag_id = f"segmind_clear_lost_{'filled' if seed is None else 'user'}"
+    path = write_dag(
+        dags_folder,
+        dag_id,
+        f"""
+        with DAG({dag_id!r}, schedule=None, start_date=START, catchup=False) as dag:
+            SegmindTextToImageOperator(
+                task_id="t2i",
+                prompt="a lighthouse at dusk",
+                seed={seed!r},
+                deferrable=False,
+                poll_schedule=FAST,
+                history_wait=5,
+                request_store="auto",
+            )
+        """,
+    )
+    import pendulum
+
+    when = pendulum.datetime(2025, 2, 1, tz="UTC")
+    dr = run_dag(path, dag_id, logical_date=when, run_after=when)
+    assert dr.state == "success"
+    first = _summary(dr)["request_id"]
+    # B's history row lands 1.5 s late (its body None until then), as the issue reproduced it: the
+    # pre-clear request is then the only landed row with that body.
+    emu.configure(history_lag_seconds=1.5, history_lag_mode="null")
+    emu.script([{"endpoint": "submit", "fault": "504"}])
+    dr = clear_and_rerun(path, dag_id, dr, monkeypatch)
+    assert dr.state == "success"
+    second = _summary(dr)["request_id"]
+    assert second != first, "the cleared try was handed the image from before the clear"
+    assert emu.stats()["submissions"] == 2  # A, and B whose answer was lost: no resend
+    assert emu.job(second)["status"] == "COMPLETED"
 
 
 @pytest.mark.parametrize("outcome", ["timeout", "error"])
