@@ -12,13 +12,14 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import parse_qs
 
 import pytest
 import requests
 
 from airflow_provider_segmind.emulator import SegmindEmulator
 from airflow_provider_segmind.emulator.state import PURGE_GRACE_SECONDS
-from airflow_provider_segmind.history import DEFAULT_HISTORY_URL
+from airflow_provider_segmind.history import DEFAULT_HISTORY_URL, NAIVE_TIMESTAMP_ZONES
 from airflow_provider_segmind.hooks.segmind import (
     SegmindHook,
     SegmindInvalidParametersError,
@@ -460,3 +461,63 @@ async def test_the_history_host_gets_its_own_no_proxy_decision(
     assert forward_proxy.count(lambda f: f.path.startswith("/v2/requests/")) == 1
     assert forward_proxy.count(lambda f: f.path.startswith(HISTORY_PATH)) == 0
     assert emulator.stats()["history_calls"] == 2
+
+
+# ------------------------------------------------------------------ what the real history may answer (issue 22)
+
+
+def test_history_timezone_extra(emulator: SegmindEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    set_conn(monkeypatch, emulator, key=emulator.api_key)
+    assert SegmindHook().get_settings().history_naive_zones == NAIVE_TIMESTAMP_ZONES == ("UTC", "+05:30")
+    for given in ("Asia/Kolkata", " +05:30 ", "UTC", "-08"):
+        set_conn(monkeypatch, emulator, key=emulator.api_key, history_timezone=given)
+        settings = SegmindHook().get_settings()
+        assert settings.history_timezone == given.strip()
+        assert settings.history_naive_zones == (given.strip(),)
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        ({"history_timezone": "IST"}, r"history_timezone.*IANA time zone name \(e\.g\. Asia/Kolkata\).*\+05:30"),
+        ({"history_timezone": "+25:00"}, "history_timezone"),
+        ({"history_timezone": 5.5}, "history_timezone"),
+        ({"history_user_id": "user-1", "history_user_email": "me@example.com"}, "not both"),
+        ({"history_user_email": "not an email"}, "history_user_email"),
+        ({"history_user_email": "no-at-sign"}, "history_user_email"),
+        ({"history_user_id": "two words"}, "history_user_id"),
+    ],
+)
+def test_bad_issue22_extras_name_the_field_and_the_allowed_forms(
+    emulator: SegmindEmulator, monkeypatch: pytest.MonkeyPatch, extra: dict[str, Any], says: str
+) -> None:
+    set_conn(monkeypatch, emulator, key=emulator.api_key, **extra)
+    with pytest.raises(SegmindInvalidParametersError, match=says) as refused:
+        SegmindHook().get_settings()
+    assert "history_timezone: an IANA time zone name" in refused.value.allowed
+
+
+@pytest.mark.parametrize(
+    ("extra", "sent"), [("history_user_id", "user-0"), ("history_user_email", "owner@example.com")]
+)
+async def test_searches_send_the_user_filter(
+    emulator: SegmindEmulator, monkeypatch: pytest.MonkeyPatch, extra: str, sent: str
+) -> None:
+    set_conn(monkeypatch, emulator, key=emulator.api_key, **{extra: sent})
+    hook = SegmindHook()
+    body = {"prompt": "mine", "seed": 5}
+    since = time.time()
+    hook.submit(SD3_LARGE_MODEL, body)
+    hook.find_submitted(SD3_LARGE_MODEL, body, since=since)
+    async_hook = SegmindHook()
+    async with async_hook.shared_session() as session:
+        await async_hook.afind_submitted(SD3_LARGE_MODEL, body, since=since, session=session)
+    queries = [entry["query"] for entry in emulator.requests_log(HISTORY_PATH)]
+    assert len(queries) == 2
+    for query in queries:
+        assert parse_qs(query)[extra.removeprefix("history_")] == [sent]
+    set_conn(monkeypatch, emulator, key=emulator.api_key)
+    SegmindHook().find_submitted(SD3_LARGE_MODEL, body, since=since)
+    last = parse_qs(emulator.requests_log(HISTORY_PATH)[-1]["query"])
+    assert "user_id" not in last
+    assert "user_email" not in last

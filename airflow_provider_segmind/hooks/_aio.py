@@ -7,6 +7,7 @@ between triggers is listed in one table, in :mod:`airflow_provider_segmind.hooks
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -220,7 +221,7 @@ class SegmindAsyncCalls(BaseHook):
         return await self._acall(
             session,
             history_record_url(settings.history_url, request_id),
-            lambda answer: parse_history_record(answer, request_id),
+            functools.partial(parse_history_record, request_id=request_id, naive_zones=settings.history_naive_zones),
             endpoint=Endpoint.HISTORY,
             retry=retry,
             other_host=True,
@@ -240,11 +241,19 @@ class SegmindAsyncCalls(BaseHook):
         settings = self._settings or await self.aget_settings()
         if not settings.history_lookup:
             return None
-        search = HistorySearch(model, body, since, time.time() if until is None else until)
+        search = HistorySearch(
+            model,
+            body,
+            since,
+            time.time() if until is None else until,
+            user_id=settings.history_user_id,
+            user_email=settings.history_user_email,
+        )
+        parse_page = functools.partial(parse_history_page, naive_zones=settings.history_naive_zones)
         while True:
             url = f"{history_list_url(settings.history_url)}?{urlencode(search.query())}"
             records, more = await self._acall(
-                session, url, parse_history_page, endpoint=Endpoint.HISTORY, retry=retry, other_host=True
+                session, url, parse_page, endpoint=Endpoint.HISTORY, retry=retry, other_host=True
             )
             if not search.take(records, more):
                 return search.best()

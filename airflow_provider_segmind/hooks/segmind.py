@@ -25,6 +25,7 @@ be defined here is still importable from here.
 from __future__ import annotations
 
 import copy
+import functools
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -145,7 +146,9 @@ class SegmindHook(SegmindAsyncCalls):
         ``http://[user:password@]host:port``, for every API call on workers and in the triggerer;
         without it both honour ``HTTP(S)_PROXY``/``NO_PROXY``, and ``NO_PROXY`` applies to it too),
         ``history_url`` (Segmind's request-history API; default the SDK's, or the loopback base
-        URL's own) and ``history_lookup`` (default true; false turns history lookups off).
+        URL's own), ``history_lookup`` (default true; false turns history lookups off),
+        ``history_timezone`` (the zone of the history's naive timestamps; default: UTC or +05:30) and
+        ``history_user_id`` or ``history_user_email`` (a team member whose requests a search lists).
     :param retry_policy: overrides the policy built from the connection's extras.
     """
 
@@ -370,7 +373,7 @@ class SegmindHook(SegmindAsyncCalls):
         return self._call(
             "GET",
             history_record_url(settings.history_url, request_id),
-            lambda answer: parse_history_record(answer, request_id),
+            functools.partial(parse_history_record, request_id=request_id, naive_zones=settings.history_naive_zones),
             endpoint=Endpoint.HISTORY,
         )
 
@@ -388,10 +391,18 @@ class SegmindHook(SegmindAsyncCalls):
         settings = self.get_settings()
         if not settings.history_lookup:
             return None
-        search = HistorySearch(model, body, since, time.time() if until is None else until)
+        search = HistorySearch(
+            model,
+            body,
+            since,
+            time.time() if until is None else until,
+            user_id=settings.history_user_id,
+            user_email=settings.history_user_email,
+        )
+        parse_page = functools.partial(parse_history_page, naive_zones=settings.history_naive_zones)
         while True:
             url = f"{history_list_url(settings.history_url)}?{urlencode(search.query())}"
-            records, more = self._call("GET", url, parse_history_page, endpoint=Endpoint.HISTORY)
+            records, more = self._call("GET", url, parse_page, endpoint=Endpoint.HISTORY)
             if not search.take(records, more):
                 return search.best()
 

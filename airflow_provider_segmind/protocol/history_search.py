@@ -111,7 +111,8 @@ class HistorySearch:
     - it was created at or after ``since`` and at or before ``until``, each widened by the clock
       skew, or its time is unknown.
 
-    The newest match wins.
+    The newest match wins. ``user_id``/``user_email`` (one or none) are sent as the list's filters,
+    so a team account's search sees only this connection's user (:func:`~.history.history_query`).
     """
 
     model: str
@@ -122,6 +123,8 @@ class HistorySearch:
     per_page: int = MAX_PER_PAGE
     page: int = 0
     seen: dict[str, HistoryRecord] | None = None
+    user_id: str | None = None
+    user_email: str | None = None
 
     def query(self) -> dict[str, str]:
         """The query of the next page (and counts it)."""
@@ -132,6 +135,8 @@ class HistorySearch:
             until=self.until + CLOCK_SKEW_SECONDS,
             page=self.page,
             per_page=self.per_page,
+            user_id=self.user_id,
+            user_email=self.user_email,
         )
 
     def take(self, records: Iterable[HistoryRecord], more: bool) -> bool:
