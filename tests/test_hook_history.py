@@ -8,9 +8,13 @@ client sees an error). Call counts come from the emulator's ``/_emulator/stats``
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -19,10 +23,11 @@ import requests
 
 from airflow_provider_segmind.emulator import SegmindEmulator
 from airflow_provider_segmind.emulator.state import PURGE_GRACE_SECONDS
-from airflow_provider_segmind.history import DEFAULT_HISTORY_URL, NAIVE_TIMESTAMP_ZONES
+from airflow_provider_segmind.history import DEFAULT_HISTORY_URL, MAX_HISTORY_ANSWER_BYTES, NAIVE_TIMESTAMP_ZONES
 from airflow_provider_segmind.hooks.segmind import (
     SegmindHook,
     SegmindInvalidParametersError,
+    SegmindInvalidResponseError,
     SegmindJobStatus,
     SegmindNotFoundError,
     SegmindRequestNotFoundError,
@@ -521,3 +526,79 @@ async def test_searches_send_the_user_filter(
     last = parse_qs(emulator.requests_log(HISTORY_PATH)[-1]["query"])
     assert "user_id" not in last
     assert "user_email" not in last
+
+
+class _BigAnswers:
+    """A loopback HTTP server whose every GET answers a JSON history page padded to ``size`` bytes
+    (gzip-encoded on the wire when ``gzip`` is set); it counts the requests it got."""
+
+    def __init__(self) -> None:
+        self.size = 0
+        self.gzip = False
+        self.hits = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                outer.hits += 1
+                head = b'{"data": [], "pad": "'
+                body = head + b"x" * (outer.size - len(head) - 2) + b'"}'
+                if outer.gzip:
+                    body = gzip.compress(body, compresslevel=1)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                if outer.gzip:
+                    self.send_header("Content-Encoding", "gzip")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                with contextlib.suppress(OSError):  # the client may stop reading at the cap
+                    self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def big_answers(monkeypatch: pytest.MonkeyPatch) -> Iterator[_BigAnswers]:
+    server = _BigAnswers()
+    conn = {"conn_type": "segmind", "password": "SG_bighistory00001", "host": server.base_url}
+    monkeypatch.setenv("AIRFLOW_CONN_SEGMIND_DEFAULT", json.dumps(conn))
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("encoded", [False, True], ids=["plain", "gzip"])
+async def test_a_history_answer_is_read_up_to_the_cap(big_answers: _BigAnswers, encoded: bool) -> None:
+    big_answers.gzip = encoded
+    big_answers.size = MAX_HISTORY_ANSWER_BYTES  # at the cap: read
+    hook = SegmindHook(retry_policy=FAST_RETRY)
+    assert hook.find_submitted(GENERIC, {"prompt": "x"}, since=time.time()) is None
+    assert hook.get_history_record("00000000-0000-0000-0000-000000000000") is None  # a page of no rows
+    async_hook = SegmindHook(retry_policy=FAST_RETRY)
+    async with async_hook.shared_session() as session:
+        assert await async_hook.afind_submitted(GENERIC, {"prompt": "x"}, since=time.time(), session=session) is None
+    assert big_answers.hits == 3
+
+    big_answers.size = MAX_HISTORY_ANSWER_BYTES + 1  # over: refused, not retried (it would be as large again)
+    big_answers.hits = 0
+    says = f"more than {MAX_HISTORY_ANSWER_BYTES:,} bytes"
+    with pytest.raises(SegmindInvalidResponseError, match=says):
+        hook.find_submitted(GENERIC, {"prompt": "x"}, since=time.time())
+    with pytest.raises(SegmindInvalidResponseError, match=says):
+        hook.get_history_record("00000000-0000-0000-0000-000000000000")
+    async with async_hook.shared_session() as session:
+        with pytest.raises(SegmindInvalidResponseError, match=says):
+            await async_hook.afind_submitted(GENERIC, {"prompt": "x"}, since=time.time(), session=session)
+        with pytest.raises(SegmindInvalidResponseError, match=says):
+            await async_hook.aget_history_record("00000000-0000-0000-0000-000000000000", session=session)
+    assert big_answers.hits == 4

@@ -17,8 +17,10 @@ import tenacity
 from airflow.sdk import BaseHook
 
 from airflow_provider_segmind.history import (
+    MAX_HISTORY_ANSWER_BYTES,
     HistoryRecord,
     HistorySearch,
+    history_answer_too_large,
     history_list_url,
     history_record_url,
     parse_history_page,
@@ -52,6 +54,19 @@ T = TypeVar("T")
 
 #: Answers that mean the key is wrong or was revoked: the cached connection is dropped at once.
 _AUTH_FAILURE_STATUSES: Final = frozenset({401, 403})
+
+
+async def _aread_capped(response: aiohttp.ClientResponse, url: str, limit: int) -> bytes:
+    """An answer's body, decoded; :func:`history_answer_too_large` past ``limit`` bytes (the rest is
+    not read: leaving the response unread closes its connection)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise history_answer_too_large(response.status, url, limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 class SegmindAsyncCalls(BaseHook):
@@ -138,13 +153,15 @@ class SegmindAsyncCalls(BaseHook):
         headers, timeout = self._aio_request_parts(settings)
         # Not the base URL's host (the request history): its own proxy/NO_PROXY decision.
         proxy = settings.proxy_for(url) if other_host else settings.base_url_proxy
+        # A history answer is read up to a cap, as on workers (:meth:`SegmindHook._call`).
+        limit = MAX_HISTORY_ANSWER_BYTES if endpoint is Endpoint.HISTORY else None
 
         async def attempt() -> T:
             try:
                 async with session.get(
                     url, headers=headers, timeout=timeout, allow_redirects=False, proxy=proxy
                 ) as response:
-                    body = await response.read()
+                    body = await response.read() if limit is None else await _aread_capped(response, url, limit)
                     answer = HttpAnswer(response.status, lower_headers(response.headers.items()), body, url)
             except (TimeoutError, aiohttp.ClientError) as err:
                 raise aiohttp_error(err, url, settings.secrets) from None

@@ -56,8 +56,10 @@ from airflow_provider_segmind.exceptions import (
 )
 from airflow_provider_segmind.get_provider_info import UI_FIELD_BEHAVIOUR
 from airflow_provider_segmind.history import (
+    MAX_HISTORY_ANSWER_BYTES,
     HistoryRecord,
     HistorySearch,
+    history_answer_too_large,
     history_list_url,
     history_record_url,
     parse_history_page,
@@ -134,6 +136,20 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+
+def _read_capped(response: requests.Response, url: str, limit: int) -> bytes:
+    """A streamed answer's body, decoded; :func:`history_answer_too_large` past ``limit`` bytes (the
+    rest is not read, and the connection is closed instead of going back to the pool)."""
+    with response:
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in response.iter_content(chunk_size=64 * 1024):
+            size += len(chunk)
+            if size > limit:
+                raise history_answer_too_large(response.status_code, url, limit)
+            chunks.append(chunk)
+        return b"".join(chunks)
 
 
 class SegmindHook(SegmindAsyncCalls):
@@ -242,6 +258,9 @@ class SegmindHook(SegmindAsyncCalls):
         # The same rule as the triggerer's (requests would apply the environment by itself too).
         proxy = settings.proxy_for(url)
         proxies = {"http": proxy, "https": proxy} if proxy else None
+        # A history answer is read up to a cap (its rows hold request bodies, whose size nothing
+        # bounds); other answers are small and read whole.
+        limit = MAX_HISTORY_ANSWER_BYTES if endpoint is Endpoint.HISTORY else None
 
         def attempt() -> T:
             try:
@@ -253,10 +272,12 @@ class SegmindHook(SegmindAsyncCalls):
                     timeout=timeout,
                     allow_redirects=False,
                     proxies=proxies,
+                    stream=limit is not None,
                 )
+                content = response.content if limit is None else _read_capped(response, url, limit)
             except requests.RequestException as err:
                 raise requests_error(err, url, settings.secrets) from None
-            answer = HttpAnswer(response.status_code, lower_headers(response.headers.items()), response.content, url)
+            answer = HttpAnswer(response.status_code, lower_headers(response.headers.items()), content, url)
             return parse(answer)
 
         retrying = tenacity.Retrying(
