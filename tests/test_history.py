@@ -565,3 +565,25 @@ def test_query_user_filters() -> None:
     assert history_query(model="m", since=T0, user_email="me@example.com")["user_email"] == "me@example.com"
     with pytest.raises(ValueError, match="not both"):
         history_query(model="m", since=T0, user_id="user-7", user_email="me@example.com")
+
+
+def test_search_takes_a_naive_time_in_any_of_its_zones() -> None:
+    """A naive India time read as UTC is 5.5 h in the future: the search must not miss it for that."""
+    body = {"prompt": "a fox", "seed": 7}
+    search = HistorySearch("sd3-large-txt2img", body, since=T0 - 10, until=T0 + 10)
+    page = [{**FULL_ROW, "created_at": IST_NAIVE}]  # truly T0, read first as T0 + 5.5 h
+    assert search.take(parse_history_page(answer(page))[0], False) is False
+    best = search.best()
+    assert best is not None
+    assert best.created_at == T0  # the reading in the window, for the caller's submitted_at
+    assert best.created_candidates == (T0 + IST_SHIFT, T0)
+    # No reading in the window: not a match.
+    late = HistorySearch("sd3-large-txt2img", body, since=T0 + 3600, until=T0 + 3700)
+    late.take(parse_history_page(answer(page))[0], False)
+    assert late.best() is None
+    # A page is "all older" only if every reading of every row is.
+    old_naive = [{**FULL_ROW, "created_at": "2026-11-30T12:00:00"}]  # T0 (UTC) or T0 - 5.5 h (IST)
+    newest_first = HistorySearch("sd3-large-txt2img", body, since=T0 - 60, until=T0 + 60)
+    assert newest_first.take(parse_history_page(answer(old_naive))[0], True) is True
+    older = HistorySearch("sd3-large-txt2img", body, since=T0 + 3600, until=T0 + 3700)
+    assert older.take(parse_history_page(answer(old_naive))[0], True) is False

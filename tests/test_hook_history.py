@@ -21,9 +21,14 @@ from urllib.parse import parse_qs
 import pytest
 import requests
 
-from airflow_provider_segmind.emulator import SegmindEmulator
+from airflow_provider_segmind.emulator import OWN_USER_EMAIL, SegmindEmulator
 from airflow_provider_segmind.emulator.state import PURGE_GRACE_SECONDS
-from airflow_provider_segmind.history import DEFAULT_HISTORY_URL, MAX_HISTORY_ANSWER_BYTES, NAIVE_TIMESTAMP_ZONES
+from airflow_provider_segmind.history import (
+    DEFAULT_HISTORY_URL,
+    MAX_HISTORY_ANSWER_BYTES,
+    NAIVE_TIMESTAMP_ZONES,
+    same_request_id,
+)
 from airflow_provider_segmind.hooks.segmind import (
     SegmindHook,
     SegmindInvalidParametersError,
@@ -602,3 +607,59 @@ async def test_a_history_answer_is_read_up_to_the_cap(big_answers: _BigAnswers, 
         with pytest.raises(SegmindInvalidResponseError, match=says):
             await async_hook.aget_history_record("00000000-0000-0000-0000-000000000000", session=session)
     assert big_answers.hits == 4
+
+
+@pytest.mark.parametrize("profile", ["default", "sdk-repr", "naive-ist", "rfc1123", "epoch-ms", "hex-ids", "lagging"])
+@pytest.mark.parametrize("timezone", [None, "Asia/Kolkata"])
+async def test_a_lost_submit_is_found_in_every_history_shape(
+    emulator_factory: Factory, monkeypatch: pytest.MonkeyPatch, profile: str, timezone: str | None
+) -> None:
+    """Whatever the history answers (the emulator's HISTORY_PROFILES), the search finds our request,
+    at the time it was submitted, on workers and in the triggerer. (``no-media``/``declared-only``
+    drop keys we sent, and ``team`` adds a teammate's copy: those need the body rule and the user
+    filter, tested on their own.)"""
+    clock = ManualClock()
+    emu = emulator_factory(clock=clock, queue_time=0.0, inference_time=1.0, history_profile=profile)
+    extra = {"history_timezone": timezone} if timezone else {}
+    set_conn(monkeypatch, emu, key=emu.api_key, **extra)
+    hook = SegmindHook()
+    since = clock()
+    body = {"prompt": f"shape {profile}", "seed": 77}
+    sub = hook.submit(SD3_LARGE_MODEL, body)
+    clock.advance(5)
+    found = hook.find_submitted(SD3_LARGE_MODEL, body, since=since, until=clock())
+    by_id = hook.get_history_record(sub.request_id)
+    async_hook = SegmindHook()
+    async with async_hook.shared_session() as session:
+        afound = await async_hook.afind_submitted(SD3_LARGE_MODEL, body, since=since, until=clock(), session=session)
+        aby_id = await async_hook.aget_history_record(sub.request_id, session=session)
+    for record in (found, afound):
+        assert record is not None
+        assert same_request_id(record.request_id, sub.request_id)
+        assert record.created_at == pytest.approx(since, abs=1)
+        assert record.request_body is not None
+        assert body.items() <= record.request_body.items()  # and the SD3 defaults the hook filled in
+    for record in (by_id, aby_id):
+        assert record is not None
+        assert record.request_id == sub.request_id
+        assert any(abs(t - since) < 1 for t in record.created_candidates)
+        if timezone or profile != "naive-ist":
+            assert record.created_at == pytest.approx(since, abs=1)
+
+
+def test_a_teammates_copy_is_not_taken_with_the_user_filter(
+    emulator_factory: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A team account lists a teammate's request with our body, newer than ours: with the user
+    filter set, the search lists only our own requests and finds ours."""
+    clock = ManualClock()
+    emu = emulator_factory(clock=clock, queue_time=0.0, inference_time=1.0, history_profile="team")
+    set_conn(monkeypatch, emu, key=emu.api_key, history_user_email=OWN_USER_EMAIL)
+    hook = SegmindHook()
+    since = clock()
+    body = {"prompt": "ours, copied by a teammate", "seed": 5}
+    sub = hook.submit(SD3_LARGE_MODEL, body)
+    clock.advance(5)
+    found = hook.find_submitted(SD3_LARGE_MODEL, body, since=since, until=clock())
+    assert found is not None
+    assert found.request_id == sub.request_id

@@ -13,7 +13,7 @@ import json
 import math
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from airflow_provider_segmind.protocol.history import MAX_PER_PAGE, HistoryRecord, history_query, merge_records
@@ -109,10 +109,12 @@ class HistorySearch:
       re-attach;
     - its ``request_body`` matches ``body`` (:func:`body_matches`);
     - it was created at or after ``since`` and at or before ``until``, each widened by the clock
-      skew, or its time is unknown.
+      skew, or its time is unknown. A time without a zone may mean several instants
+      (:attr:`~.history.HistoryRecord.created_candidates`): one of them in the window is enough.
 
-    The newest match wins. ``user_id``/``user_email`` (one or none) are sent as the list's filters,
-    so a team account's search sees only this connection's user (:func:`~.history.history_query`).
+    The newest match wins; the record returned has as ``created_at`` its reading in the window.
+    ``user_id``/``user_email`` (one or none) are sent as the list's filters, so a team account's
+    search sees only this connection's user (:func:`~.history.history_query`).
     """
 
     model: str
@@ -151,31 +153,49 @@ class HistorySearch:
         cutoff = self.since - CLOCK_SKEW_SECONDS
         dated_recent = dated = 0
         for record in records:
-            if record.created_at is not None:
+            times = _times(record)
+            if times:
                 dated += 1
-                dated_recent += record.created_at >= cutoff
+                dated_recent += max(times) >= cutoff
             known = seen.get(record.request_id)
             seen[record.request_id] = record if known is None else merge_records(known, record)
         all_older = dated > 0 and dated_recent == 0
         return more and not all_older and self.page < self.max_pages
 
+    def _in_window(self, record: HistoryRecord) -> float | None:
+        """The first reading of the record's creation time inside the window (``nan``: undated)."""
+        times = _times(record)
+        if not times:
+            return math.nan
+        low, high = self.since - CLOCK_SKEW_SECONDS, self.until + CLOCK_SKEW_SECONDS
+        return next((t for t in times if low <= t <= high), None)
+
     def matches(self, record: HistoryRecord) -> bool:
         if record.model_name is not None and record.model_name.casefold() != self.model.casefold():
             return False
-        if record.created_at is not None and not (
-            self.since - CLOCK_SKEW_SECONDS <= record.created_at <= self.until + CLOCK_SKEW_SECONDS
-        ):
+        if self._in_window(record) is None:
             return False
         return body_matches(self.body, record.request_body)
 
     def best(self) -> HistoryRecord | None:
-        """The newest matching request (dated ones first; among undated, the server's first)."""
+        """The newest matching request (dated ones first; among undated, the server's first), with
+        its ``created_at`` read in the window."""
         chosen: HistoryRecord | None = None
         for record in (self.seen or {}).values():
             if not self.matches(record):
                 continue
+            when = self._in_window(record)
+            if when is not None and not math.isnan(when) and when != record.created_at:
+                record = replace(record, created_at=when)
             if chosen is None or (
                 record.created_at is not None and (chosen.created_at is None or record.created_at > chosen.created_at)
             ):
                 chosen = record
         return chosen
+
+
+def _times(record: HistoryRecord) -> tuple[float, ...]:
+    """Every instant the record's creation time may mean (older records have only ``created_at``)."""
+    if record.created_candidates:
+        return record.created_candidates
+    return () if record.created_at is None else (record.created_at,)
