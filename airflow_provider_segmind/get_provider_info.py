@@ -54,6 +54,23 @@ EXTRA_FIELDS: dict[str, tuple[str, str, str]] = {
         "Default on. Off: never ask the history, so a lost submit answer or an expired record means a new "
         "(billed) submit.",
     ),
+    "history_timezone": (
+        "Request history time zone",
+        "string",
+        "The zone of the history's timestamps that carry none: an IANA name (Asia/Kolkata) or an offset (+05:30). "
+        "Empty: each is read both as UTC and as +05:30.",
+    ),
+    "history_user_id": (
+        "Request history user id",
+        "string",
+        "Team accounts: only this member's requests are searched (the history lists every member's). "
+        "Set this or the user email, not both.",
+    ),
+    "history_user_email": (
+        "Request history user email",
+        "string",
+        "Team accounts: like the user id, by email. Set this or the user id, not both.",
+    ),
 }
 
 #: Defaults the form shows for extras whose absence does not mean "off" (both forms read it).

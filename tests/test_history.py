@@ -23,6 +23,8 @@ from airflow_provider_segmind.exceptions import (
 )
 from airflow_provider_segmind.history import (
     DEFAULT_HISTORY_URL,
+    MAX_REPR_BODY_CHARS,
+    NAIVE_TIMESTAMP_ZONES,
     HistoryRecord,
     HistorySearch,
     body_matches,
@@ -30,10 +32,15 @@ from airflow_provider_segmind.history import (
     history_list_url,
     history_query,
     history_record_url,
+    history_zone,
     normalize_history_url,
     parse_history_page,
     parse_history_record,
+    parse_request_body,
     parse_timestamp,
+    record_from_row,
+    same_request_id,
+    timestamp_candidates,
 )
 from airflow_provider_segmind.protocol import HttpAnswer, SegmindJobStatus
 
@@ -127,6 +134,7 @@ def test_every_documented_field_is_read() -> None:
         credits=0.04,
         created_at=T0,
         latency_ms=9600.5,
+        created_candidates=(T0,),
     )
     assert record.output_url == "https://images.segmind.com/outputs/req-1-0.jpeg"
 
@@ -396,3 +404,191 @@ def test_search_skew_bounds_and_undated_rows() -> None:
     # The dates carry no zone [sdk]: the filter is padded a day each side, the window applied here.
     assert lone.query()["from_date"] == "2026-11-29"
     assert lone.query()["to_date"] == "2026-12-01"
+
+
+# ------------------------------------------------------------------ what the real history may answer (issue 22)
+
+#: T0 as naive local India time (+05:30), and as naive UTC.
+IST_NAIVE = "2026-11-30T17:30:00"
+UTC_NAIVE = "2026-11-30T12:00:00"
+IST_SHIFT = 5.5 * 3600
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        {"prompt": "fox", "seed": 42},
+        '{"prompt": "fox", "seed": 42}',  # a JSON string
+        "{'prompt': 'fox', 'seed': 42}",  # a Python repr (str(dict))
+        "  {'prompt': 'fox', 'seed': 42}\n",
+    ],
+    ids=["object", "json", "repr", "repr-padded"],
+)
+def test_request_body_formats(stored: Any) -> None:
+    record = parse_history_record(answer({**FULL_ROW, "request_body": stored}), "req-1")
+    assert record is not None
+    assert record.request_body == {"prompt": "fox", "seed": 42}
+
+
+def test_repr_bodies_hold_json_data_only() -> None:
+    assert parse_request_body("{'on': True, 'off': False, 'none': None, 'xy': (1, 2.5), 'n': {'a': [1]}}") == {
+        "on": True,
+        "off": False,
+        "none": None,
+        "xy": [1, 2.5],
+        "n": {"a": [1]},
+    }
+    refused = [
+        "{'a': __import__('os').getcwd()}",  # code is never run
+        "{'a': open('/etc/passwd')}",
+        "{1: 'not a str key'}",
+        "{'a': {1, 2}}",  # a set
+        "{'a': b'bytes'}",
+        "{'a': 1j}",
+        "['a list']",
+        "{'a': 1,",  # cut
+        "{" * 300 + "}" * 300,  # too deep
+        "{'p': '" + "x" * MAX_REPR_BODY_CHARS + "'}",  # over the cap
+    ]
+    assert [parse_request_body(text) for text in refused] == [None] * len(refused)
+    assert parse_request_body("{'p': '" + "x" * (MAX_REPR_BODY_CHARS - 20) + "'}") is not None
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("2026-11-30T12:00:00.000Z", (T0,)),
+        ("2026-11-30T17:30:00.000+05:30", (T0,)),
+        ("Mon, 30 Nov 2026 12:00:00 GMT", (T0,)),  # RFC 1123
+        ("Mon, 30 Nov 2026 17:30:00 +0530", (T0,)),
+        (T0, (T0,)),
+        (int(T0), (T0,)),
+        (str(int(T0)), (T0,)),
+        (int(T0 * 1000), (T0,)),
+        (str(int(T0 * 1000)), (T0,)),
+        (UTC_NAIVE, (T0, T0 - IST_SHIFT)),  # naive: read in UTC, then in +05:30
+        (IST_NAIVE, (T0 + IST_SHIFT, T0)),
+        ("Mon, 30 Nov 2026 12:00:00", (T0, T0 - IST_SHIFT)),  # RFC 1123 without a zone is naive too
+        ("soon", ()),
+        ("", ()),
+        (None, ()),
+        (False, ()),
+    ],
+)
+def test_timestamp_candidates(raw: Any, expected: tuple[float, ...]) -> None:
+    assert timestamp_candidates(raw) == expected
+    # ``parse_timestamp`` keeps its meaning: a naive time is UTC.
+    assert parse_timestamp(raw) == (timestamp_candidates(raw, ("UTC",)) or (None,))[0]
+
+
+def test_naive_zones_given_to_the_parser() -> None:
+    row = {**FULL_ROW, "created_at": IST_NAIVE}
+    for zones in (("Asia/Kolkata",), ("+05:30",), ("+0530",)):
+        assert timestamp_candidates(IST_NAIVE, zones) == (T0,)
+        (record,) = parse_history_page(answer([row]), naive_zones=zones)[0]
+        assert (record.created_at, record.created_candidates) == (T0, (T0,))
+        by_id = parse_history_record(answer(row), "req-1", naive_zones=zones)
+        assert by_id is not None
+        assert by_id.created_at == T0
+        from_row = record_from_row(row, naive_zones=zones)
+        assert from_row is not None
+        assert from_row.created_candidates == (T0,)
+    # Default: both readings, the first (UTC) is ``created_at``; one of them is the true time.
+    (record,) = parse_history_page(answer([row]))[0]
+    assert record.created_candidates == (T0 + IST_SHIFT, T0)
+    assert record.created_at == T0 + IST_SHIFT
+    assert NAIVE_TIMESTAMP_ZONES == ("UTC", "+05:30")
+    # The same zone twice is one candidate.
+    assert timestamp_candidates(UTC_NAIVE, ("UTC", "+00:00", "Z")) == (T0,)
+
+
+@pytest.mark.parametrize("bad", ["Asia", "Mars/Olympus", "+25:00", "+05:61", "IST", "5:30", ""])
+def test_history_zone_refuses_unknown_zones(bad: str) -> None:
+    with pytest.raises(ValueError, match=r"IANA time zone name \(e\.g\. Asia/Kolkata\).*UTC offset \(e\.g\. \+05:30\)"):
+        history_zone(bad)
+
+
+def test_an_unreadable_time_key_falls_back_to_the_next() -> None:
+    record = record_from_row({"request_id": "r", "model_created": "n/a", "created_at": "2026-11-30T12:00:00Z"})
+    assert record is not None
+    assert record.created_at == T0
+
+
+def test_merge_keeps_the_earliest_rows_candidates() -> None:
+    early = {**FULL_ROW, "created_at": UTC_NAIVE}
+    late = {**FULL_ROW, "created_at": "2026-11-30T12:00:05Z", "generation_url": "https://x/2.jpeg"}
+    for rows_ in ([early, late], [late, early]):
+        (record,) = parse_history_page(answer(rows_))[0]
+        assert record.created_at == T0
+        assert record.created_candidates == (T0, T0 - IST_SHIFT)
+    undated = {k: v for k, v in FULL_ROW.items() if k != "created_at"}
+    (record,) = parse_history_page(answer([undated, late]))[0]
+    assert record.created_candidates == (T0 + 5,)
+
+
+UUID = "3f2a9c1e-7b4d-4e8a-9c2f-0a1b2c3d4e5f"
+HEX32 = UUID.replace("-", "")
+
+
+def test_same_request_id() -> None:
+    assert same_request_id(UUID, HEX32)
+    assert same_request_id(HEX32, UUID)
+    assert same_request_id(UUID.upper(), HEX32)
+    assert same_request_id("req-1", "req-1")
+    assert not same_request_id(UUID, HEX32[:-1] + "0")
+    assert not same_request_id(UUID, HEX32 + "0")
+    assert not same_request_id("req-1", "req1")  # not hex ids: exact only
+    assert not same_request_id("REQ-1", "req-1")
+    assert not same_request_id("", "")
+    assert not same_request_id("-", "--")
+
+
+def test_record_by_id_accepts_our_id_in_another_spelling_and_never_another_id() -> None:
+    row = {**FULL_ROW, "request_id": HEX32}
+    record = parse_history_record(answer(row), UUID)
+    assert record is not None
+    assert record.request_id == UUID  # as asked: the caller compares it with the v2 id
+    assert record.request_body == {"prompt": "a fox", "seed": 7}
+    rows_ = [
+        {**row, "generation_url": "https://x/0.jpeg"},
+        {**FULL_ROW, "request_id": UUID, "generation_url": "https://x/1.jpeg"},
+    ]
+    merged = parse_history_record(answer({"data": rows_}), UUID)
+    assert merged is not None
+    assert merged.output_urls == ("https://x/0.jpeg", "https://x/1.jpeg")  # one request, both spellings
+    other = {**FULL_ROW, "request_id": HEX32[:-1] + "0"}
+    assert parse_history_record(answer(other), UUID) is None
+    assert parse_history_record(answer([other]), UUID) is None
+    assert parse_history_record(answer({**FULL_ROW, "request_id": "req1"}), "req-1") is None
+
+
+def test_query_user_filters() -> None:
+    plain = history_query(model="m", since=T0)
+    assert "user_id" not in plain
+    assert "user_email" not in plain
+    assert history_query(model="m", since=T0, user_id="user-7")["user_id"] == "user-7"
+    assert history_query(model="m", since=T0, user_email="me@example.com")["user_email"] == "me@example.com"
+    with pytest.raises(ValueError, match="not both"):
+        history_query(model="m", since=T0, user_id="user-7", user_email="me@example.com")
+
+
+def test_search_takes_a_naive_time_in_any_of_its_zones() -> None:
+    """A naive India time read as UTC is 5.5 h in the future: the search must not miss it for that."""
+    body = {"prompt": "a fox", "seed": 7}
+    search = HistorySearch("sd3-large-txt2img", body, since=T0 - 10, until=T0 + 10)
+    page = [{**FULL_ROW, "created_at": IST_NAIVE}]  # truly T0, read first as T0 + 5.5 h
+    assert search.take(parse_history_page(answer(page))[0], False) is False
+    best = search.best()
+    assert best is not None
+    assert best.created_at == T0  # the reading in the window, for the caller's submitted_at
+    assert best.created_candidates == (T0 + IST_SHIFT, T0)
+    # No reading in the window: not a match.
+    late = HistorySearch("sd3-large-txt2img", body, since=T0 + 3600, until=T0 + 3700)
+    late.take(parse_history_page(answer(page))[0], False)
+    assert late.best() is None
+    # A page is "all older" only if every reading of every row is.
+    old_naive = [{**FULL_ROW, "created_at": "2026-11-30T12:00:00"}]  # T0 (UTC) or T0 - 5.5 h (IST)
+    newest_first = HistorySearch("sd3-large-txt2img", body, since=T0 - 60, until=T0 + 60)
+    assert newest_first.take(parse_history_page(answer(old_naive))[0], True) is True
+    older = HistorySearch("sd3-large-txt2img", body, since=T0 + 3600, until=T0 + 3700)
+    assert older.take(parse_history_page(answer(old_naive))[0], True) is False

@@ -8,20 +8,31 @@ client sees an error). Call counts come from the emulator's ``/_emulator/stats``
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs
 
 import pytest
 import requests
 
-from airflow_provider_segmind.emulator import SegmindEmulator
+from airflow_provider_segmind.emulator import OWN_USER_EMAIL, SegmindEmulator
 from airflow_provider_segmind.emulator.state import PURGE_GRACE_SECONDS
-from airflow_provider_segmind.history import DEFAULT_HISTORY_URL
+from airflow_provider_segmind.history import (
+    DEFAULT_HISTORY_URL,
+    MAX_HISTORY_ANSWER_BYTES,
+    NAIVE_TIMESTAMP_ZONES,
+    same_request_id,
+)
 from airflow_provider_segmind.hooks.segmind import (
     SegmindHook,
     SegmindInvalidParametersError,
+    SegmindInvalidResponseError,
     SegmindJobStatus,
     SegmindNotFoundError,
     SegmindRequestNotFoundError,
@@ -460,3 +471,195 @@ async def test_the_history_host_gets_its_own_no_proxy_decision(
     assert forward_proxy.count(lambda f: f.path.startswith("/v2/requests/")) == 1
     assert forward_proxy.count(lambda f: f.path.startswith(HISTORY_PATH)) == 0
     assert emulator.stats()["history_calls"] == 2
+
+
+# ------------------------------------------------------------------ what the real history may answer (issue 22)
+
+
+def test_history_timezone_extra(emulator: SegmindEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    set_conn(monkeypatch, emulator, key=emulator.api_key)
+    assert SegmindHook().get_settings().history_naive_zones == NAIVE_TIMESTAMP_ZONES == ("UTC", "+05:30")
+    for given in ("Asia/Kolkata", " +05:30 ", "UTC", "-08"):
+        set_conn(monkeypatch, emulator, key=emulator.api_key, history_timezone=given)
+        settings = SegmindHook().get_settings()
+        assert settings.history_timezone == given.strip()
+        assert settings.history_naive_zones == (given.strip(),)
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        ({"history_timezone": "IST"}, r"history_timezone.*IANA time zone name \(e\.g\. Asia/Kolkata\).*\+05:30"),
+        ({"history_timezone": "+25:00"}, "history_timezone"),
+        ({"history_timezone": 5.5}, "history_timezone"),
+        ({"history_user_id": "user-1", "history_user_email": "me@example.com"}, "not both"),
+        ({"history_user_email": "not an email"}, "history_user_email"),
+        ({"history_user_email": "no-at-sign"}, "history_user_email"),
+        ({"history_user_id": "two words"}, "history_user_id"),
+    ],
+)
+def test_bad_issue22_extras_name_the_field_and_the_allowed_forms(
+    emulator: SegmindEmulator, monkeypatch: pytest.MonkeyPatch, extra: dict[str, Any], says: str
+) -> None:
+    set_conn(monkeypatch, emulator, key=emulator.api_key, **extra)
+    with pytest.raises(SegmindInvalidParametersError, match=says) as refused:
+        SegmindHook().get_settings()
+    assert "history_timezone: an IANA time zone name" in refused.value.allowed
+
+
+@pytest.mark.parametrize(
+    ("extra", "sent"), [("history_user_id", "user-0"), ("history_user_email", "owner@example.com")]
+)
+async def test_searches_send_the_user_filter(
+    emulator: SegmindEmulator, monkeypatch: pytest.MonkeyPatch, extra: str, sent: str
+) -> None:
+    set_conn(monkeypatch, emulator, key=emulator.api_key, **{extra: sent})
+    hook = SegmindHook()
+    body = {"prompt": "mine", "seed": 5}
+    since = time.time()
+    hook.submit(SD3_LARGE_MODEL, body)
+    hook.find_submitted(SD3_LARGE_MODEL, body, since=since)
+    async_hook = SegmindHook()
+    async with async_hook.shared_session() as session:
+        await async_hook.afind_submitted(SD3_LARGE_MODEL, body, since=since, session=session)
+    queries = [entry["query"] for entry in emulator.requests_log(HISTORY_PATH)]
+    assert len(queries) == 2
+    for query in queries:
+        assert parse_qs(query)[extra.removeprefix("history_")] == [sent]
+    set_conn(monkeypatch, emulator, key=emulator.api_key)
+    SegmindHook().find_submitted(SD3_LARGE_MODEL, body, since=since)
+    last = parse_qs(emulator.requests_log(HISTORY_PATH)[-1]["query"])
+    assert "user_id" not in last
+    assert "user_email" not in last
+
+
+class _BigAnswers:
+    """A loopback HTTP server whose every GET answers a JSON history page padded to ``size`` bytes
+    (gzip-encoded on the wire when ``gzip`` is set); it counts the requests it got."""
+
+    def __init__(self) -> None:
+        self.size = 0
+        self.gzip = False
+        self.hits = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                outer.hits += 1
+                head = b'{"data": [], "pad": "'
+                body = head + b"x" * (outer.size - len(head) - 2) + b'"}'
+                if outer.gzip:
+                    body = gzip.compress(body, compresslevel=1)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                if outer.gzip:
+                    self.send_header("Content-Encoding", "gzip")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                with contextlib.suppress(OSError):  # the client may stop reading at the cap
+                    self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def big_answers(monkeypatch: pytest.MonkeyPatch) -> Iterator[_BigAnswers]:
+    server = _BigAnswers()
+    conn = {"conn_type": "segmind", "password": "SG_bighistory00001", "host": server.base_url}
+    monkeypatch.setenv("AIRFLOW_CONN_SEGMIND_DEFAULT", json.dumps(conn))
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("encoded", [False, True], ids=["plain", "gzip"])
+async def test_a_history_answer_is_read_up_to_the_cap(big_answers: _BigAnswers, encoded: bool) -> None:
+    big_answers.gzip = encoded
+    big_answers.size = MAX_HISTORY_ANSWER_BYTES  # at the cap: read
+    hook = SegmindHook(retry_policy=FAST_RETRY)
+    assert hook.find_submitted(GENERIC, {"prompt": "x"}, since=time.time()) is None
+    assert hook.get_history_record("00000000-0000-0000-0000-000000000000") is None  # a page of no rows
+    async_hook = SegmindHook(retry_policy=FAST_RETRY)
+    async with async_hook.shared_session() as session:
+        assert await async_hook.afind_submitted(GENERIC, {"prompt": "x"}, since=time.time(), session=session) is None
+    assert big_answers.hits == 3
+
+    big_answers.size = MAX_HISTORY_ANSWER_BYTES + 1  # over: refused, not retried (it would be as large again)
+    big_answers.hits = 0
+    says = f"more than {MAX_HISTORY_ANSWER_BYTES:,} bytes"
+    with pytest.raises(SegmindInvalidResponseError, match=says):
+        hook.find_submitted(GENERIC, {"prompt": "x"}, since=time.time())
+    with pytest.raises(SegmindInvalidResponseError, match=says):
+        hook.get_history_record("00000000-0000-0000-0000-000000000000")
+    async with async_hook.shared_session() as session:
+        with pytest.raises(SegmindInvalidResponseError, match=says):
+            await async_hook.afind_submitted(GENERIC, {"prompt": "x"}, since=time.time(), session=session)
+        with pytest.raises(SegmindInvalidResponseError, match=says):
+            await async_hook.aget_history_record("00000000-0000-0000-0000-000000000000", session=session)
+    assert big_answers.hits == 4
+
+
+@pytest.mark.parametrize("profile", ["default", "sdk-repr", "naive-ist", "rfc1123", "epoch-ms", "hex-ids", "lagging"])
+@pytest.mark.parametrize("timezone", [None, "Asia/Kolkata"])
+async def test_a_lost_submit_is_found_in_every_history_shape(
+    emulator_factory: Factory, monkeypatch: pytest.MonkeyPatch, profile: str, timezone: str | None
+) -> None:
+    """Whatever the history answers (the emulator's HISTORY_PROFILES), the search finds our request,
+    at the time it was submitted, on workers and in the triggerer. (``no-media``/``declared-only``
+    drop keys we sent, and ``team`` adds a teammate's copy: those need the body rule and the user
+    filter, tested on their own.)"""
+    clock = ManualClock()
+    emu = emulator_factory(clock=clock, queue_time=0.0, inference_time=1.0, history_profile=profile)
+    extra = {"history_timezone": timezone} if timezone else {}
+    set_conn(monkeypatch, emu, key=emu.api_key, **extra)
+    hook = SegmindHook()
+    since = clock()
+    body = {"prompt": f"shape {profile}", "seed": 77}
+    sub = hook.submit(SD3_LARGE_MODEL, body)
+    clock.advance(5)
+    found = hook.find_submitted(SD3_LARGE_MODEL, body, since=since, until=clock())
+    by_id = hook.get_history_record(sub.request_id)
+    async_hook = SegmindHook()
+    async with async_hook.shared_session() as session:
+        afound = await async_hook.afind_submitted(SD3_LARGE_MODEL, body, since=since, until=clock(), session=session)
+        aby_id = await async_hook.aget_history_record(sub.request_id, session=session)
+    for record in (found, afound):
+        assert record is not None
+        assert same_request_id(record.request_id, sub.request_id)
+        assert record.created_at == pytest.approx(since, abs=1)
+        assert record.request_body is not None
+        assert body.items() <= record.request_body.items()  # and the SD3 defaults the hook filled in
+    for record in (by_id, aby_id):
+        assert record is not None
+        assert record.request_id == sub.request_id
+        assert any(abs(t - since) < 1 for t in record.created_candidates)
+        if timezone or profile != "naive-ist":
+            assert record.created_at == pytest.approx(since, abs=1)
+
+
+def test_a_teammates_copy_is_not_taken_with_the_user_filter(
+    emulator_factory: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A team account lists a teammate's request with our body, newer than ours: with the user
+    filter set, the search lists only our own requests and finds ours."""
+    clock = ManualClock()
+    emu = emulator_factory(clock=clock, queue_time=0.0, inference_time=1.0, history_profile="team")
+    set_conn(monkeypatch, emu, key=emu.api_key, history_user_email=OWN_USER_EMAIL)
+    hook = SegmindHook()
+    since = clock()
+    body = {"prompt": "ours, copied by a teammate", "seed": 5}
+    sub = hook.submit(SD3_LARGE_MODEL, body)
+    clock.advance(5)
+    found = hook.find_submitted(SD3_LARGE_MODEL, body, since=since, until=clock())
+    assert found is not None
+    assert found.request_id == sub.request_id

@@ -38,13 +38,24 @@ Behaviour worth knowing:
 - ``/_emulator/...`` (no auth): ``stats``, ``jobs[/{id}]``, ``requests?path_prefix=``, ``script``,
   ``expire/{id}``, ``reset``, ``config``, ``health``, and ``blob/{nbytes}`` for download benchmarks.
 - Stats and logs name keys by :func:`key_label` (a SHA-256 prefix), never by the key itself.
+- The request history's rows take every shape the real one may have (``history_*`` settings;
+  bundles in ``HISTORY_PROFILES``, e.g. ``configure(history_profile="all")``).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_segmind.emulator.config import DEFAULT_API_KEY, PROFILES, EmulatorConfig
+from airflow_provider_segmind.emulator.config import (
+    DEFAULT_API_KEY,
+    HISTORY_PROFILES,
+    OWN_USER_EMAIL,
+    OWN_USER_ID,
+    PROFILES,
+    TEAMMATE_USER_EMAIL,
+    TEAMMATE_USER_ID,
+    EmulatorConfig,
+)
 from airflow_provider_segmind.emulator.state import EmulatorState, key_label
 
 if TYPE_CHECKING:
@@ -71,8 +82,13 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "DEFAULT_API_KEY",
+    "HISTORY_PROFILES",
+    "OWN_USER_EMAIL",
+    "OWN_USER_ID",
     "PROFILES",
     "STATE_KEY",
+    "TEAMMATE_USER_EMAIL",
+    "TEAMMATE_USER_ID",
     "EmulatorConfig",
     "EmulatorState",
     "SegmindEmulator",

@@ -21,6 +21,7 @@ from airflow_provider_segmind.emulator.app import create_app
 from airflow_provider_segmind.emulator.config import (
     DEFAULT_API_KEY,
     ENDPOINTS,
+    HISTORY_PROFILES,
     PROFILES,
     EmulatorConfig,
     parse_duration,
@@ -62,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds before a request's history record lands (default 0)")  # fmt: skip
     add("--history-lag-mode", choices=("null", "absent"), dest="history_lag_mode",
         help="a lagging record: listed with null fields, or not listed (default null)")  # fmt: skip
+    add("--history-profile", choices=list(HISTORY_PROFILES), dest="history_profile",
+        help="what history rows look like (repr bodies, naive times, hex ids, teammates...; "
+        "'all' for every one at once; default default); --history-lag flags win over it")  # fmt: skip
     return parser
 
 
@@ -85,6 +89,7 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         "fault_endpoints",
         "history_lag_seconds",
         "history_lag_mode",
+        "history_profile",
     )
     overrides.update({name: getattr(args, name) for name in flags if getattr(args, name) is not None})
     if args.fault:

@@ -21,6 +21,38 @@ RateLimitScope = Literal["submit", "all"]
 V2Validation = Literal["job", "submit"]
 #: How a lagging history record looks while ``history_lag_seconds`` have not passed.
 HistoryLagMode = Literal["null", "absent"]
+#: How a history row holds ``request_body``: a JSON object, a JSON string, or a Python repr string.
+HistoryBodyFormat = Literal["object", "json", "repr"]
+#: What a history row keeps of media inputs: all, none (keys removed), or a placeholder.
+HistoryStripMedia = Literal["keep", "absent", "replaced"]
+#: How a history row writes its timestamps.
+HistoryTimeFormat = Literal["iso_z", "iso_offset", "iso_naive_utc", "iso_naive_ist", "rfc1123", "epoch_s", "epoch_ms"]
+#: The row key of the creation time.
+HistoryTimeKey = Literal["created_at", "model_created", "createdAt", "timestamp"]
+#: How a history row spells the request id: as the v2 API returned it, or 32 hex digits without dashes.
+HistoryIdForm = Literal["v2", "hex32"]
+
+HISTORY_BODY_FORMATS: Final = ("object", "json", "repr")
+HISTORY_STRIP_MEDIA: Final = ("keep", "absent", "replaced")
+HISTORY_TIME_FORMATS: Final = (
+    "iso_z",
+    "iso_offset",
+    "iso_naive_utc",
+    "iso_naive_ist",
+    "rfc1123",
+    "epoch_s",
+    "epoch_ms",
+)
+HISTORY_TIME_KEYS: Final = ("created_at", "model_created", "createdAt", "timestamp")
+HISTORY_ID_FORMS: Final = ("v2", "hex32")
+#: The most ``history_team_rows`` a page window may add.
+MAX_HISTORY_TEAM_ROWS: Final = 100
+#: The user every account's own history rows belong to (shown when ``history_team_rows`` > 0; the
+#: ``user_id``/``user_email`` filters of the list match it), and the teammate of the extra rows.
+OWN_USER_ID: Final = "user-0"
+OWN_USER_EMAIL: Final = "owner@example.com"
+TEAMMATE_USER_ID: Final = "user-1"
+TEAMMATE_USER_EMAIL: Final = "teammate@example.com"
 
 #: Where faults can be injected: v2 submit, v1 run, v2 status, v2 result, media, credits, request history.
 ENDPOINTS: Final = frozenset({"submit", "v1", "status", "result", "media", "credits", "history"})
@@ -114,6 +146,29 @@ class EmulatorConfig:
     #: How many requests the history keeps (oldest dropped first). They outlive the v2 record
     #: (``result_ttl``) and the purge of expired jobs, and so do their media URLs.
     history_size: int = 100_000
+    # What a history row looks like. Segmind's history is thinly documented (SDK 1.3.0
+    # ``segmind/generations.py``: "request_body (the inputs as sent)", "timestamps"), so the
+    # emulator can answer in every plausible shape; ``HISTORY_PROFILES`` names bundles of them.
+    #: ``request_body`` as a JSON ``object`` (default), a ``json`` string, or a Python ``repr`` string.
+    history_body_format: HistoryBodyFormat = "object"
+    #: Media inputs in ``request_body``: ``keep`` (default), ``absent`` (removed) or ``replaced`` by
+    #: ``"<not stored>"``. docs.segmind.com/api-reference/logging: "Segmind does not store any input
+    #: images, videos, or audio files associated with any run for model inferencing."
+    history_strip_media: HistoryStripMedia = "keep"
+    #: ``request_body`` keeps only the keys the model's page declares (SD3 Large: the provider's
+    #: ``SD3_DOCUMENTED_FIELDS``, no ``seed``); other models keep every key.
+    history_declared_only: bool = False
+    #: The timestamps: ``iso_z`` (default, ISO UTC with ``Z``), ``iso_offset`` (``+05:30``),
+    #: ``iso_naive_utc``, ``iso_naive_ist`` (naive India time), ``rfc1123``, ``epoch_s``, ``epoch_ms``.
+    history_time_format: HistoryTimeFormat = "iso_z"
+    #: The creation time's key: ``created_at`` (default), ``model_created``, ``createdAt``, ``timestamp``.
+    history_time_key: HistoryTimeKey = "created_at"
+    #: The id rows carry: ``v2`` (default, the v2 request id) or ``hex32`` (32 lowercase hex digits,
+    #: no dashes); the by-id route accepts both spellings.
+    history_id_form: HistoryIdForm = "v2"
+    #: Team accounts: this many extra rows of a teammate in every list answer (see
+    #: :mod:`.request_history`), unless the list is filtered to the account's own user.
+    history_team_rows: int = 0
 
     def __post_init__(self) -> None:
         if not self.api_keys:
@@ -142,6 +197,22 @@ class EmulatorConfig:
             raise ValueError("EmulatorConfig.history_lag_mode must be 'null' or 'absent'")
         if self.history_size < 0:
             raise ValueError("EmulatorConfig.history_size must be >= 0")
+        for name, allowed in (
+            ("history_body_format", HISTORY_BODY_FORMATS),
+            ("history_strip_media", HISTORY_STRIP_MEDIA),
+            ("history_time_format", HISTORY_TIME_FORMATS),
+            ("history_time_key", HISTORY_TIME_KEYS),
+            ("history_id_form", HISTORY_ID_FORMS),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"EmulatorConfig.{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}"
+                )
+        if not isinstance(self.history_declared_only, bool):
+            raise ValueError("EmulatorConfig.history_declared_only must be true or false")
+        team = self.history_team_rows
+        if isinstance(team, bool) or not isinstance(team, int) or not 0 <= team <= MAX_HISTORY_TEAM_ROWS:
+            raise ValueError(f"EmulatorConfig.history_team_rows must be an integer within 0..{MAX_HISTORY_TEAM_ROWS}")
         if self.v2_validation not in ("job", "submit"):
             raise ValueError("EmulatorConfig.v2_validation must be 'job' or 'submit'")
         unknown = set(self.faults) - FAULT_NAMES
@@ -163,6 +234,17 @@ class EmulatorConfig:
     def with_changes(self, **changes: Any) -> EmulatorConfig:
         """A copy with ``changes`` applied; values may come from JSON (lists, "8-12" strings)."""
         return dataclasses.replace(self, **coerce_changes(changes))
+
+    @staticmethod
+    def history_profile(name: str) -> dict[str, Any]:
+        """The settings of the history profile ``name`` (:data:`HISTORY_PROFILES`), every history
+        shape setting it leaves out at its default: ``configure(**EmulatorConfig.history_profile(
+        "all"))``, or ``configure(history_profile="all")``, which expands to the same."""
+        try:
+            bundle = HISTORY_PROFILES[name]
+        except KeyError:
+            raise ValueError(f"Unknown history profile {name!r}; choose one of {', '.join(HISTORY_PROFILES)}") from None
+        return {**_HISTORY_SHAPE_DEFAULTS, **bundle}
 
     @classmethod
     def for_profile(cls, profile: str, **overrides: Any) -> EmulatorConfig:
@@ -196,6 +278,41 @@ PROFILES: Final[Mapping[str, Mapping[str, Any]]] = {
             "content_safety": 0.02,
         },
     },
+}
+
+
+#: What the real request history may answer (issue 22), one switch or all at once:
+#: ``emulator_factory(**HISTORY_PROFILES["all"])``, ``configure(history_profile="all")``,
+#: ``--history-profile all``. The letters are the issue's: (a) bodies, (b) media, (c) declared keys,
+#: (d) timestamps, (e) ids, (f) lag, (g) teams.
+HISTORY_PROFILES: Final[Mapping[str, Mapping[str, Any]]] = {
+    "default": {},
+    "sdk-repr": {"history_body_format": "repr"},
+    "no-media": {"history_strip_media": "absent"},
+    "declared-only": {"history_declared_only": True},
+    "naive-ist": {"history_time_format": "iso_naive_ist"},
+    "rfc1123": {"history_time_format": "rfc1123"},
+    "epoch-ms": {"history_time_format": "epoch_ms"},
+    "hex-ids": {"history_id_form": "hex32"},
+    "lagging": {"history_lag_seconds": 2.0, "history_lag_mode": "null"},
+    "team": {"history_team_rows": 2},
+    "all": {
+        "history_body_format": "repr",
+        "history_strip_media": "absent",
+        "history_declared_only": True,
+        "history_time_format": "iso_naive_ist",
+        "history_time_key": "model_created",
+        "history_id_form": "hex32",
+        "history_lag_seconds": 2.0,
+        "history_lag_mode": "null",
+        "history_team_rows": 2,
+    },
+}
+#: Every setting a history profile may set, at its default (a profile resets the ones it leaves out).
+_HISTORY_SHAPE_DEFAULTS: Final[Mapping[str, Any]] = {
+    f.name: f.default
+    for f in dataclasses.fields(EmulatorConfig)
+    if f.name in {name for bundle in HISTORY_PROFILES.values() for name in bundle}
 }
 
 
@@ -239,6 +356,18 @@ def _frozen(value: Any) -> frozenset[str]:
     return frozenset(str(v) for v in value)
 
 
+#: Booleans as words (CLI, query strings); any other word is left for ``__post_init__`` to refuse.
+_BOOL_WORDS: Final = {
+    "true": True,
+    "1": True,
+    "yes": True,
+    "on": True,
+    "false": False,
+    "0": False,
+    "no": False,
+    "off": False,
+}
+
 _COERCE: Final[Mapping[str, Any]] = {
     "api_keys": lambda v: (v,) if isinstance(v, str) else tuple(str(k) for k in v),
     "queue_time": parse_duration,
@@ -248,13 +377,22 @@ _COERCE: Final[Mapping[str, Any]] = {
     "missing_models": _frozen,
     "forbidden_models": _frozen,
     "retired_models": _frozen,
+    "history_declared_only": lambda v: _BOOL_WORDS.get(v.strip().lower(), v) if isinstance(v, str) else v,
+    "history_team_rows": lambda v: v if isinstance(v, bool) else int(v),
 }
 _FIELDS: Final = frozenset(f.name for f in dataclasses.fields(EmulatorConfig))
 
 
 def coerce_changes(changes: Mapping[str, Any]) -> dict[str, Any]:
-    """Check field names and convert JSON-ish values to the dataclass's types."""
+    """Check field names and convert JSON-ish values to the dataclass's types.
+
+    ``history_profile`` (not a field) expands to :meth:`EmulatorConfig.history_profile`'s settings;
+    settings given next to it win.
+    """
+    changes = dict(changes)
+    if "history_profile" in changes:
+        changes = {**EmulatorConfig.history_profile(str(changes.pop("history_profile"))), **changes}
     unknown = sorted(set(changes) - _FIELDS)
     if unknown:
-        raise ValueError(f"Unknown emulator setting(s) {unknown}; known: {sorted(_FIELDS)}")
+        raise ValueError(f"Unknown emulator setting(s) {unknown}; known: {sorted(_FIELDS | {'history_profile'})}")
     return {name: _COERCE[name](value) if name in _COERCE else value for name, value in changes.items()}

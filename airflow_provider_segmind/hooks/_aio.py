@@ -7,6 +7,7 @@ between triggers is listed in one table, in :mod:`airflow_provider_segmind.hooks
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -16,8 +17,10 @@ import tenacity
 from airflow.sdk import BaseHook
 
 from airflow_provider_segmind.history import (
+    MAX_HISTORY_ANSWER_BYTES,
     HistoryRecord,
     HistorySearch,
+    history_answer_too_large,
     history_list_url,
     history_record_url,
     parse_history_page,
@@ -51,6 +54,19 @@ T = TypeVar("T")
 
 #: Answers that mean the key is wrong or was revoked: the cached connection is dropped at once.
 _AUTH_FAILURE_STATUSES: Final = frozenset({401, 403})
+
+
+async def _aread_capped(response: aiohttp.ClientResponse, url: str, limit: int) -> bytes:
+    """An answer's body, decoded; :func:`history_answer_too_large` past ``limit`` bytes (the rest is
+    not read: leaving the response unread closes its connection)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise history_answer_too_large(response.status, url, limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 class SegmindAsyncCalls(BaseHook):
@@ -137,13 +153,15 @@ class SegmindAsyncCalls(BaseHook):
         headers, timeout = self._aio_request_parts(settings)
         # Not the base URL's host (the request history): its own proxy/NO_PROXY decision.
         proxy = settings.proxy_for(url) if other_host else settings.base_url_proxy
+        # A history answer is read up to a cap, as on workers (:meth:`SegmindHook._call`).
+        limit = MAX_HISTORY_ANSWER_BYTES if endpoint is Endpoint.HISTORY else None
 
         async def attempt() -> T:
             try:
                 async with session.get(
                     url, headers=headers, timeout=timeout, allow_redirects=False, proxy=proxy
                 ) as response:
-                    body = await response.read()
+                    body = await response.read() if limit is None else await _aread_capped(response, url, limit)
                     answer = HttpAnswer(response.status, lower_headers(response.headers.items()), body, url)
             except (TimeoutError, aiohttp.ClientError) as err:
                 raise aiohttp_error(err, url, settings.secrets) from None
@@ -220,7 +238,7 @@ class SegmindAsyncCalls(BaseHook):
         return await self._acall(
             session,
             history_record_url(settings.history_url, request_id),
-            lambda answer: parse_history_record(answer, request_id),
+            functools.partial(parse_history_record, request_id=request_id, naive_zones=settings.history_naive_zones),
             endpoint=Endpoint.HISTORY,
             retry=retry,
             other_host=True,
@@ -240,11 +258,19 @@ class SegmindAsyncCalls(BaseHook):
         settings = self._settings or await self.aget_settings()
         if not settings.history_lookup:
             return None
-        search = HistorySearch(model, body, since, time.time() if until is None else until)
+        search = HistorySearch(
+            model,
+            body,
+            since,
+            time.time() if until is None else until,
+            user_id=settings.history_user_id,
+            user_email=settings.history_user_email,
+        )
+        parse_page = functools.partial(parse_history_page, naive_zones=settings.history_naive_zones)
         while True:
             url = f"{history_list_url(settings.history_url)}?{urlencode(search.query())}"
             records, more = await self._acall(
-                session, url, parse_history_page, endpoint=Endpoint.HISTORY, retry=retry, other_host=True
+                session, url, parse_page, endpoint=Endpoint.HISTORY, retry=retry, other_host=True
             )
             if not search.take(records, more):
                 return search.best()

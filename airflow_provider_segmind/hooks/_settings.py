@@ -10,7 +10,13 @@ from typing import TYPE_CHECKING, Any, Final
 
 from airflow_provider_segmind.exceptions import SegmindAuthenticationError, SegmindError, SegmindInvalidParametersError
 from airflow_provider_segmind.get_provider_info import EXTRA_DEFAULTS, EXTRA_FIELDS
-from airflow_provider_segmind.history import DEFAULT_HISTORY_URL, default_history_url, normalize_history_url
+from airflow_provider_segmind.history import (
+    DEFAULT_HISTORY_URL,
+    NAIVE_TIMESTAMP_ZONES,
+    default_history_url,
+    history_zone,
+    normalize_history_url,
+)
 from airflow_provider_segmind.protocol import RetryPolicy, normalize_base_url, redact
 from airflow_provider_segmind.proxy import normalize_proxy_url, proxy_for, proxy_secrets, public_proxy_url
 
@@ -42,6 +48,16 @@ class SegmindConnectionSettings:
     history_url: str = DEFAULT_HISTORY_URL
     #: The ``history_lookup`` extra (default true): false turns every history lookup off.
     history_lookup: bool = True
+    #: The ``history_timezone`` extra: the zone of the history's naive timestamps (an IANA name such
+    #: as ``Asia/Kolkata`` or an offset such as ``+05:30``). ``None``: unknown, so a naive time is
+    #: read in each of :data:`~airflow_provider_segmind.history.NAIVE_TIMESTAMP_ZONES`.
+    history_timezone: str | None = None
+    #: The ``history_user_id``/``history_user_email`` extras (at most one): a team account's
+    #: history lists every member's requests (SDK 1.3.0 ``segmind/generations.py``,
+    #: ``Generations.history``: "Inside a team this may be any member"), so searches send this
+    #: filter to see only this connection's user.
+    history_user_id: str | None = None
+    history_user_email: str | None = None
     #: The proxy for calls to the base URL (:meth:`proxy_for`), decided once when the settings are
     #: built: the decision reads the environment's proxy variables (~0.15 ms of CPU, more than a
     #: status poll), and the triggerer sends thousands of polls there with the same settings
@@ -50,6 +66,11 @@ class SegmindConnectionSettings:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "base_url_proxy", self.proxy_for(self.base_url))
+
+    @property
+    def history_naive_zones(self) -> tuple[str, ...]:
+        """The zones the history's naive timestamps are read in: ``history_timezone``, else both defaults."""
+        return (self.history_timezone,) if self.history_timezone else NAIVE_TIMESTAMP_ZONES
 
     @property
     def proxy_shown(self) -> str | None:
@@ -105,6 +126,8 @@ class SegmindConnectionSettings:
                     else default_history_url(base_url)
                 ),
                 history_lookup=_bool_extra(extras, "history_lookup", default=True),
+                history_timezone=_history_timezone(extras),
+                **_history_user(extras),
             )
         except (TypeError, ValueError) as err:
             raise SegmindInvalidParametersError(
@@ -115,7 +138,9 @@ class SegmindConnectionSettings:
                 "extras connect_timeout/read_timeout/run_sync_timeout: "
                 "positive numbers; max_retries: an integer >= 0; retry_backoff: seconds; "
                 "proxy: an http(s)://[user:password@]host:port URL; "
-                "history_url: an https URL (http only for loopback); history_lookup: true or false",
+                "history_url: an https URL (http only for loopback); history_lookup: true or false; "
+                "history_timezone: an IANA time zone name (e.g. Asia/Kolkata) or a UTC offset (e.g. +05:30); "
+                "history_user_id or history_user_email (not both): one team member's id or email",
             ) from None
 
 
@@ -157,6 +182,42 @@ def _bool_extra(extras: Mapping[str, Any], name: str, *, default: bool) -> bool:
     if isinstance(value, str) and value.strip().lower() in _TRUE_WORDS | _FALSE_WORDS:
         return value.strip().lower() in _TRUE_WORDS
     raise ValueError(f"extra {name!r} must be true or false, got {value!r}")
+
+
+def _history_timezone(extras: Mapping[str, Any]) -> str | None:
+    """The ``history_timezone`` extra, checked (:func:`~airflow_provider_segmind.history.history_zone`)."""
+    value = extras.get("history_timezone")
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"extra 'history_timezone' must be a string, got {value!r}")
+    try:
+        history_zone(value)
+    except ValueError as err:
+        raise ValueError(f"extra 'history_timezone': {err}") from None
+    return value.strip()
+
+
+def _history_user(extras: Mapping[str, Any]) -> dict[str, str]:
+    """The ``history_user_id``/``history_user_email`` extras: at most one, a single word each."""
+    found: dict[str, str] = {}
+    for name in ("history_user_id", "history_user_email"):
+        value = extras.get(name)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            continue
+        text = value.strip() if isinstance(value, str) else ""
+        if not text or any(c.isspace() or not c.isprintable() for c in text):
+            raise ValueError(
+                f"extra {name!r} must be one {name.removeprefix('history_user_')} without spaces, got {value!r}"
+            )
+        if name == "history_user_email" and text.count("@") != 1:
+            raise ValueError(f"extra 'history_user_email' must be an email address, got {value!r}")
+        found[name] = text
+    if len(found) == 2:
+        # SDK 1.3.0 segmind/generations.py, Generations.history: "user_email: Same as user_id, by
+        # email. Pass one or the other."
+        raise ValueError("set extra 'history_user_id' or 'history_user_email', not both (the history takes one)")
+    return found
 
 
 def _positive(extras: Mapping[str, Any], name: str, default: float) -> float:

@@ -25,6 +25,7 @@ be defined here is still importable from here.
 from __future__ import annotations
 
 import copy
+import functools
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -55,8 +56,10 @@ from airflow_provider_segmind.exceptions import (
 )
 from airflow_provider_segmind.get_provider_info import UI_FIELD_BEHAVIOUR
 from airflow_provider_segmind.history import (
+    MAX_HISTORY_ANSWER_BYTES,
     HistoryRecord,
     HistorySearch,
+    history_answer_too_large,
     history_list_url,
     history_record_url,
     parse_history_page,
@@ -135,6 +138,20 @@ __all__ = [
 T = TypeVar("T")
 
 
+def _read_capped(response: requests.Response, url: str, limit: int) -> bytes:
+    """A streamed answer's body, decoded; :func:`history_answer_too_large` past ``limit`` bytes (the
+    rest is not read, and the connection is closed instead of going back to the pool)."""
+    with response:
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in response.iter_content(chunk_size=64 * 1024):
+            size += len(chunk)
+            if size > limit:
+                raise history_answer_too_large(response.status_code, url, limit)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
 class SegmindHook(SegmindAsyncCalls):
     """Talk to Segmind's serverless API: v1 (blocking) and v2 (queued) inference, status, results, credits.
 
@@ -145,7 +162,9 @@ class SegmindHook(SegmindAsyncCalls):
         ``http://[user:password@]host:port``, for every API call on workers and in the triggerer;
         without it both honour ``HTTP(S)_PROXY``/``NO_PROXY``, and ``NO_PROXY`` applies to it too),
         ``history_url`` (Segmind's request-history API; default the SDK's, or the loopback base
-        URL's own) and ``history_lookup`` (default true; false turns history lookups off).
+        URL's own), ``history_lookup`` (default true; false turns history lookups off),
+        ``history_timezone`` (the zone of the history's naive timestamps; default: UTC or +05:30) and
+        ``history_user_id`` or ``history_user_email`` (a team member whose requests a search lists).
     :param retry_policy: overrides the policy built from the connection's extras.
     """
 
@@ -240,6 +259,9 @@ class SegmindHook(SegmindAsyncCalls):
         # The same rule as the triggerer's (requests would apply the environment by itself too).
         proxy = settings.proxy_for(url)
         proxies = {"http": proxy, "https": proxy} if proxy else None
+        # A history answer is read up to a cap (its rows hold request bodies, whose size nothing
+        # bounds); other answers are small and read whole.
+        limit = MAX_HISTORY_ANSWER_BYTES if endpoint is Endpoint.HISTORY else None
 
         def attempt() -> T:
             try:
@@ -251,10 +273,12 @@ class SegmindHook(SegmindAsyncCalls):
                     timeout=timeout,
                     allow_redirects=False,
                     proxies=proxies,
+                    stream=limit is not None,
                 )
+                content = response.content if limit is None else _read_capped(response, url, limit)
             except requests.RequestException as err:
                 raise requests_error(err, url, settings.secrets) from None
-            answer = HttpAnswer(response.status_code, lower_headers(response.headers.items()), response.content, url)
+            answer = HttpAnswer(response.status_code, lower_headers(response.headers.items()), content, url)
             return parse(answer)
 
         if single_attempt:  # the caller's own loop retries, within its own time bound
@@ -373,7 +397,7 @@ class SegmindHook(SegmindAsyncCalls):
         return self._call(
             "GET",
             history_record_url(settings.history_url, request_id),
-            lambda answer: parse_history_record(answer, request_id),
+            functools.partial(parse_history_record, request_id=request_id, naive_zones=settings.history_naive_zones),
             endpoint=Endpoint.HISTORY,
         )
 
@@ -404,11 +428,19 @@ class SegmindHook(SegmindAsyncCalls):
         settings = self.get_settings()
         if not settings.history_lookup:
             return []
-        search = HistorySearch(model, body, since, until)
+        search = HistorySearch(
+            model,
+            body,
+            since,
+            until,
+            user_id=settings.history_user_id,
+            user_email=settings.history_user_email,
+        )
+        parse_page = functools.partial(parse_history_page, naive_zones=settings.history_naive_zones)
         while True:
             url = f"{history_list_url(settings.history_url)}?{urlencode(search.query())}"
             if deadline is None:
-                records, more = self._call("GET", url, parse_history_page, endpoint=Endpoint.HISTORY)
+                records, more = self._call("GET", url, parse_page, endpoint=Endpoint.HISTORY)
             else:
                 left = deadline - time.time()
                 if left <= 0:
@@ -416,7 +448,7 @@ class SegmindHook(SegmindAsyncCalls):
                 records, more = self._call(
                     "GET",
                     url,
-                    parse_history_page,
+                    parse_page,
                     endpoint=Endpoint.HISTORY,
                     read_timeout=max(0.1, min(settings.read_timeout, left)),
                     single_attempt=True,

@@ -16,12 +16,17 @@ found among the records (body matching, the page-by-page search) is :mod:`.histo
 
 from __future__ import annotations
 
+import ast
+import functools
 import json
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from email.utils import parsedate_to_datetime
 from typing import Any, Final
 from urllib.parse import quote, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from airflow_provider_segmind.exceptions import (
     SegmindError,
@@ -59,6 +64,22 @@ _DAY: Final = 86400.0
 _ROW_KEYS: Final = ("data", "results", "items", "rows", "records", "requests", "history")
 #: Timestamp names. [sdk] says "timestamps" without naming them; ``sort_by=model_created`` names one.
 _CREATED_KEYS: Final = ("model_created", "created_at", "createdAt", "created", "model_created_at", "timestamp")
+#: The zones a naive timestamp (no offset, no ``Z``) is read in when the connection names none
+#: (extra ``history_timezone``). [sdk] says only "timestamps", with no format and no zone, so the
+#: zone of a naive time is unknown: UTC (the usual server default) or India's +05:30 (an assumption:
+#: Segmind is based in India, and a server may write its local time). The first zone gives
+#: :attr:`HistoryRecord.created_at`; :attr:`HistoryRecord.created_candidates` holds every reading.
+NAIVE_TIMESTAMP_ZONES: Final = ("UTC", "+05:30")
+#: The most one history answer may be (decoded bytes). [sdk] caps a page at 100 rows ("Rows per
+#: page, 1-100") but not a row's size: a ``request_body`` is "the inputs as sent", which may hold
+#: base64 images. 100 rows of a few tens of KiB is far below this; more is refused, not buffered.
+MAX_HISTORY_ANSWER_BYTES: Final = 8 * 1024 * 1024
+#: The longest ``request_body`` string that is read as a Python literal (see :func:`parse_request_body`).
+MAX_REPR_BODY_CHARS: Final = 256 * 1024
+#: A UTC offset as ``+05:30``, ``+0530`` or ``+05`` (also ``-``).
+_OFFSET: Final = re.compile(r"([+-])(\d{2}):?(\d{2})?")
+#: An id made of hex digits and dashes only (a UUID with or without its dashes).
+_HEX_ID: Final = re.compile(r"[0-9A-Fa-f-]+")
 #: A status that ends a request; anything else a row says (PENDING [sdk], QUEUED, ...) is in flight.
 _FINAL: Final[Mapping[str, SegmindJobStatus]] = {
     "COMPLETED": SegmindJobStatus.COMPLETED,
@@ -125,6 +146,8 @@ def history_query(
     status: str | None = None,
     page: int = 1,
     per_page: int = MAX_PER_PAGE,
+    user_id: str | None = None,
+    user_email: str | None = None,
 ) -> dict[str, str]:
     """Query parameters for the list call, newest first.
 
@@ -133,7 +156,11 @@ def history_query(
     old ``since`` narrows the search instead of failing it. Without ``until`` no ``to_date`` is
     sent (the server's default is its "today" [sdk]) and the window is not clamped.
     ``model_name`` is a substring filter on the server [sdk]; callers compare it exactly.
+    ``user_id``/``user_email`` narrow a team account's history to one member ([sdk]: "Inside a team
+    this may be any member; otherwise only your own"; "Pass one or the other"): one of them, or none.
     """
+    if user_id and user_email:
+        raise ValueError("pass user_id or user_email, not both (the history takes one or the other)")
     if status is not None and status not in HISTORY_STATUSES:
         raise ValueError(f"status {status!r} is not one of {', '.join(HISTORY_STATUSES)}")
     if not 1 <= per_page <= MAX_PER_PAGE:
@@ -158,6 +185,10 @@ def history_query(
     )
     if status is not None:
         query["status"] = status
+    if user_id:
+        query["user_id"] = user_id
+    if user_email:
+        query["user_email"] = user_email
     return query
 
 
@@ -174,6 +205,9 @@ class HistoryRecord:
     does) or the server sent none; PENDING and other in-flight words map to PROCESSING.
     ``credits`` is the request's cost in USD, counted once (every output row carries it in full
     [sdk]). ``created_at`` is epoch seconds, when a timestamp could be read.
+    ``created_candidates`` is every instant the row's creation time may mean: one for a time with a
+    zone (or epoch seconds), one per zone for a naive time (:data:`NAIVE_TIMESTAMP_ZONES`, or the
+    connection's ``history_timezone``); ``created_at`` is the first of them.
     """
 
     request_id: str
@@ -185,6 +219,7 @@ class HistoryRecord:
     credits: float | None = None
     created_at: float | None = None
     latency_ms: float | None = None
+    created_candidates: tuple[float, ...] = ()
 
     @property
     def output_url(self) -> str | None:
@@ -192,24 +227,90 @@ class HistoryRecord:
         return self.output_urls[0] if self.output_urls else None
 
 
-def parse_timestamp(value: Any) -> float | None:
-    """Epoch seconds from epoch seconds/milliseconds (numbers or digit strings) or ISO 8601 text.
+@functools.lru_cache(maxsize=64)
+def history_zone(name: str) -> tzinfo:
+    """A zone for naive history timestamps: ``UTC``/``Z``, an offset (``+05:30``, ``+0530``, ``-08``)
+    or an IANA name (``Asia/Kolkata``, read from the system's zone database or ``tzdata``).
 
-    The format is not documented; a naive ISO time is taken as UTC. Anything else is ``None``.
+    ``ValueError`` for anything else.
+    """
+    text = name.strip()
+    problem = f"{name!r} is neither an IANA time zone name (e.g. Asia/Kolkata) nor a UTC offset (e.g. +05:30)"
+    if text.upper() in ("UTC", "Z", "GMT"):
+        return UTC
+    offset = _OFFSET.fullmatch(text)
+    if offset is not None:
+        sign, hours, minutes = offset.groups()
+        if int(hours) > 23 or int(minutes or 0) > 59:
+            raise ValueError(f"{problem}: the offset is out of range")
+        delta = timedelta(hours=int(hours), minutes=int(minutes or 0))
+        return timezone(-delta if sign == "-" else delta)
+    try:
+        return ZoneInfo(text)
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder of the database, e.g. "Asia"
+        raise ValueError(problem) from None
+
+
+def _moment(text: str) -> datetime | None:
+    """ISO 8601 (with or without a zone), else RFC 1123 / RFC 2822 (``Mon, 30 Nov 2026 12:00:00 GMT``,
+    the HTTP date format); ``None`` if neither."""
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        pass
+    try:
+        return parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
+def timestamp_candidates(value: Any, naive_zones: Sequence[str] = NAIVE_TIMESTAMP_ZONES) -> tuple[float, ...]:
+    """Every epoch instant a history timestamp may mean, in order; ``()`` if it cannot be read.
+
+    The format is not documented ([sdk]: "timestamps"), so all of these are read: epoch seconds or
+    milliseconds (numbers or digit strings; above 1e11 is milliseconds), ISO 8601 with a zone or
+    ``Z``, RFC 1123 (``Mon, 30 Nov 2026 12:00:00 GMT``). Those name one instant. A naive time (ISO
+    without a zone) names one instant per zone of ``naive_zones`` (:func:`history_zone` forms),
+    duplicates dropped.
     """
     number = finite_number(value)
     if number is not None:
-        return number / 1000.0 if number > 1e11 else number
+        return (number / 1000.0 if number > 1e11 else number,)
     if not isinstance(value, str) or not value.strip():
-        return None
-    text = value.strip().replace("Z", "+00:00").replace("z", "+00:00")
+        return ()
+    moment = _moment(value.strip())
+    if moment is None:
+        return ()
     try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
+        if moment.tzinfo is not None:
+            return (moment.timestamp(),)
+        return tuple(dict.fromkeys(moment.replace(tzinfo=history_zone(zone)).timestamp() for zone in naive_zones))
+    except OverflowError:
+        return ()
+
+
+def parse_timestamp(value: Any) -> float | None:
+    """Epoch seconds from a history timestamp (:func:`timestamp_candidates`); a naive time is read as
+    UTC. Anything unreadable is ``None``."""
+    candidates = timestamp_candidates(value, ("UTC",))
+    return candidates[0] if candidates else None
+
+
+def same_request_id(a: str, b: str) -> bool:
+    """Whether two request ids name the same request.
+
+    The history may list an id in another spelling than the v2 API returned it (a UUID without its
+    dashes, or in upper case): ids made only of hex digits and dashes are compared lowercased with
+    the dashes removed. Any other id compares exactly, so ``req-1`` never matches ``req1``.
+    """
+    if not isinstance(a, str) or not isinstance(b, str) or not a or not b:
+        return False
+    if a == b:
+        return True
+    if not (_HEX_ID.fullmatch(a) and _HEX_ID.fullmatch(b)):
+        return False
+    plain = a.replace("-", "").lower()
+    return bool(plain) and plain == b.replace("-", "").lower()
 
 
 def _status(row: Mapping[str, Any]) -> SegmindJobStatus | None:
@@ -228,14 +329,47 @@ def _urls(value: Any) -> list[str]:
     return []
 
 
-def _body(value: Any) -> dict[str, Any] | None:
-    """``request_body`` as a dict: [sdk] says "the inputs as sent"; a JSON string is decoded too."""
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            return None
-    return dict(value) if isinstance(value, Mapping) else None
+def _plain(value: Any) -> Any:
+    """A Python literal as JSON data (tuples as lists); ``TypeError`` for what JSON cannot hold."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise TypeError("not a finite number")
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if isinstance(value, dict) and all(isinstance(key, str) for key in value):
+        return {key: _plain(item) for key, item in value.items()}
+    raise TypeError(f"{type(value).__name__} is not JSON data")
+
+
+def parse_request_body(value: Any) -> dict[str, Any] | None:
+    """A row's ``request_body`` as a dict, or ``None``.
+
+    [sdk] says only "the inputs as sent", not in what form, so three are read: an object, a JSON
+    string, and a Python ``repr`` string (``"{'prompt': 'fox', 'seed': 42}"``, what a server that
+    stores ``str(dict)`` answers). A repr is read with :func:`ast.literal_eval` (literals only, never
+    code), at most :data:`MAX_REPR_BODY_CHARS` characters, and only if it is a dict of JSON data.
+    """
+    if isinstance(value, Mapping):
+        return dict(value)
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    try:
+        decoded = json.loads(text)
+    except ValueError:
+        decoded = None
+    if isinstance(decoded, Mapping):
+        return dict(decoded)
+    if not text.startswith("{") or len(text) > MAX_REPR_BODY_CHARS:
+        return None
+    try:
+        literal = _plain(ast.literal_eval(text))
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return None
+    return literal if isinstance(literal, dict) else None
 
 
 def _error(value: Any) -> str | None:
@@ -244,23 +378,40 @@ def _error(value: Any) -> str | None:
     return value if isinstance(value, str) else json.dumps(value, default=str)
 
 
-def record_from_row(row: Mapping[str, Any], request_id: str | None = None) -> HistoryRecord | None:
-    """One history row as a record (``None`` for a row without a request id)."""
+def record_from_row(
+    row: Mapping[str, Any],
+    request_id: str | None = None,
+    *,
+    naive_zones: Sequence[str] = NAIVE_TIMESTAMP_ZONES,
+) -> HistoryRecord | None:
+    """One history row as a record (``None`` for a row without a request id).
+
+    The creation time is the first of :data:`_CREATED_KEYS` that can be read
+    (:func:`timestamp_candidates`, naive times in ``naive_zones``).
+    """
     rid = row.get("request_id", row.get("id", request_id))
     if not isinstance(rid, str) or not rid:
         return None
-    created = next((parse_timestamp(row[k]) for k in _CREATED_KEYS if row.get(k) is not None), None)
+    candidates: tuple[float, ...] = next(
+        (
+            found
+            for key in _CREATED_KEYS
+            if row.get(key) is not None and (found := timestamp_candidates(row[key], naive_zones))
+        ),
+        (),
+    )
     model = row.get("model_name")
     return HistoryRecord(
         request_id=rid,
         model_name=model if isinstance(model, str) and model else None,
         status=_status(row),
         output_urls=tuple(dict.fromkeys(_urls(row.get("generation_url")))),
-        request_body=_body(row.get("request_body")),
+        request_body=parse_request_body(row.get("request_body")),
         error=_error(row.get("error")),
         credits=finite_number(row.get("credits_deduction")),
-        created_at=created,
+        created_at=candidates[0] if candidates else None,
         latency_ms=finite_number(row.get("latency_ms")),
+        created_candidates=candidates,
     )
 
 
@@ -275,9 +426,11 @@ _STATUS_RANK: Final[Mapping[SegmindJobStatus | None, int]] = {
 
 def merge_records(first: HistoryRecord, second: HistoryRecord) -> HistoryRecord:
     """Two rows of one request as one record: outputs joined in order, the more final status, the
-    first known value of every other field (the cost is the request's, not summed [sdk])."""
+    first known value of every other field (the cost is the request's, not summed [sdk]). The
+    creation time, and its candidates, are the earliest row's."""
     status = first.status if _STATUS_RANK[first.status] >= _STATUS_RANK[second.status] else second.status
-    created = [t for t in (first.created_at, second.created_at) if t is not None]
+    dated = [record for record in (first, second) if record.created_at is not None]
+    earliest = min(dated, key=lambda record: record.created_at or 0.0) if dated else None
     return HistoryRecord(
         request_id=first.request_id,
         model_name=first.model_name or second.model_name,
@@ -286,8 +439,9 @@ def merge_records(first: HistoryRecord, second: HistoryRecord) -> HistoryRecord:
         request_body=first.request_body if first.request_body is not None else second.request_body,
         error=first.error or second.error,
         credits=first.credits if first.credits is not None else second.credits,
-        created_at=min(created) if created else None,
+        created_at=earliest.created_at if earliest is not None else None,
         latency_ms=first.latency_ms if first.latency_ms is not None else second.latency_ms,
+        created_candidates=earliest.created_candidates if earliest is not None else (),
     )
 
 
@@ -349,12 +503,19 @@ def _invalid(answer: HttpAnswer, what: str) -> SegmindInvalidResponseError:
     )
 
 
-def parse_history_record(answer: HttpAnswer, request_id: str | None = None) -> HistoryRecord | None:
+def parse_history_record(
+    answer: HttpAnswer,
+    request_id: str | None = None,
+    *,
+    naive_zones: Sequence[str] = NAIVE_TIMESTAMP_ZONES,
+) -> HistoryRecord | None:
     """The answer of ``GET .../request-history/{request_id}``: the record, or ``None`` when not found.
 
     [sdk] ``Generations.get``: "the same fields as a history row", and another account's id is
     "a not-found error": 404 is ``None``. The shape is a guess beyond that: a row object, a list of
     rows (one per output), or rows under a page key are all read, and rows of other ids ignored.
+    A row whose id is ``request_id`` in another spelling (:func:`same_request_id`: a UUID without
+    dashes) is this request, and the record carries ``request_id`` as asked.
     """
     if answer.status == 404:
         return None
@@ -366,9 +527,13 @@ def parse_history_record(answer: HttpAnswer, request_id: str | None = None) -> H
         if found is None:
             raise _invalid(answer, "neither a history row nor a list of rows")
         rows = found[0]
-    records = [r for r in (record_from_row(row, request_id) for row in rows if isinstance(row, Mapping)) if r]
+    records = [
+        r
+        for r in (record_from_row(row, request_id, naive_zones=naive_zones) for row in rows if isinstance(row, Mapping))
+        if r
+    ]
     if request_id is not None:
-        records = [r for r in records if r.request_id == request_id]
+        records = [replace(r, request_id=request_id) for r in records if same_request_id(r.request_id, request_id)]
     merged = merge_by_request(records)
     return merged[0] if merged else None
 
@@ -393,7 +558,12 @@ def _has_more(paging: Mapping[str, Any], rows: int, per_page: int | None) -> boo
     return bool(size) and rows >= (size or 0)
 
 
-def parse_history_page(answer: HttpAnswer, *, per_page: int | None = MAX_PER_PAGE) -> tuple[list[HistoryRecord], bool]:
+def parse_history_page(
+    answer: HttpAnswer,
+    *,
+    per_page: int | None = MAX_PER_PAGE,
+    naive_zones: Sequence[str] = NAIVE_TIMESTAMP_ZONES,
+) -> tuple[list[HistoryRecord], bool]:
     """One page of ``GET .../request-history``: its requests (rows merged per request) and whether
     another page exists.
 
@@ -401,12 +571,35 @@ def parse_history_page(answer: HttpAnswer, *, per_page: int | None = MAX_PER_PAG
     the rows under any of ``data``, ``results``, ``items``, ``rows``, ``records``, ``requests``,
     ``history`` (also one level deeper). "Has more" comes from ``has_more``, ``next``,
     ``total_pages`` or ``total`` (also under ``pagination``/``meta``), else from a full page
-    (``per_page`` rows: the one asked for, unless the answer says its own).
+    (``per_page`` rows: the one asked for, unless the answer says its own). Naive timestamps are
+    read in ``naive_zones`` (:func:`timestamp_candidates`).
     """
     body = _json(answer)
     found = _rows_of(body)
     if found is None:
         raise _invalid(answer, "no list of rows")
     rows, paging = found
-    records = [r for r in (record_from_row(row) for row in rows if isinstance(row, Mapping)) if r]
+    records = [
+        r for r in (record_from_row(row, naive_zones=naive_zones) for row in rows if isinstance(row, Mapping)) if r
+    ]
     return merge_by_request(records), _has_more(paging, len(rows), per_page)
+
+
+def history_answer_too_large(
+    status: int, url: str, limit: int = MAX_HISTORY_ANSWER_BYTES
+) -> SegmindInvalidResponseError:
+    """The error for a history answer over ``limit`` bytes (the transports stop reading there).
+
+    Not retried: the same page would be as large again.
+    """
+    where = urlsplit(url)
+    error = SegmindInvalidResponseError(
+        sentences(
+            f"Segmind's request history at {where.scheme}://{where.netloc}{where.path} answered HTTP {status} "
+            f"with more than {limit:,} bytes (the most one history answer may be, MAX_HISTORY_ANSWER_BYTES)",
+            "Reading stopped there; a proxy page or a wrong history_url is the usual cause",
+        ),
+        status_code=status,
+    )
+    error.transient = False
+    return error

@@ -14,7 +14,7 @@ import json
 import math
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from airflow_provider_segmind.protocol.history import MAX_PER_PAGE, HistoryRecord, history_query, merge_records
@@ -155,9 +155,8 @@ def body_matches(sent: Mapping[str, Any], recorded: Mapping[str, Any] | None) ->
 def created_instants(record: HistoryRecord) -> tuple[float, ...]:
     """Every plausible instant of a row's creation: one for a zoned or epoch time, one per plausible
     zone for a naive one (the history's zone is not documented), none for a row without a readable time."""
-    candidates = tuple(getattr(record, "created_candidates", ()) or ())
-    if candidates:
-        return candidates
+    if record.created_candidates:
+        return record.created_candidates
     return () if record.created_at is None else (record.created_at,)
 
 
@@ -179,7 +178,9 @@ class HistorySearch:
       candidate: without a date, a request of hours ago with the same body would pass for ours.
 
     Which candidate (if any) is ours is the caller's decision (the claims and the ambiguity rule
-    of ``operators/_history.py``): a search never guesses.
+    of ``operators/_history.py``): a search never guesses. Each candidate's ``created_at`` is its
+    reading in the window. ``user_id``/``user_email`` (one or none) are sent as the list's filters,
+    so a team account's search sees only this connection's user (:func:`~.history.history_query`).
     """
 
     model: str
@@ -190,6 +191,8 @@ class HistorySearch:
     per_page: int = MAX_PER_PAGE
     page: int = 0
     seen: dict[str, HistoryRecord] | None = None
+    user_id: str | None = None
+    user_email: str | None = None
 
     def query(self) -> dict[str, str]:
         """The query of the next page (and counts it); the dates padded a day each side."""
@@ -200,6 +203,8 @@ class HistorySearch:
             until=self.until + CLOCK_SKEW_SECONDS + DATE_PAD_SECONDS,
             page=self.page,
             per_page=self.per_page,
+            user_id=self.user_id,
+            user_email=self.user_email,
         )
 
     def take(self, records: Iterable[HistoryRecord], more: bool) -> bool:
@@ -242,9 +247,14 @@ class HistorySearch:
         return self.match(record) is not Match.NO
 
     def candidates(self) -> list[HistoryRecord]:
-        """Every candidate, newest first (by the latest reading of its time)."""
-        found = [record for record in (self.seen or {}).values() if self.matches(record)]
-        found.sort(key=lambda record: max(created_instants(record)), reverse=True)
+        """Every candidate, newest first, each with ``created_at`` set to its reading in the window."""
+        low, high = self.since - CLOCK_SKEW_SECONDS, self.until + CLOCK_SKEW_SECONDS
+        found = [
+            replace(record, created_at=next(t for t in created_instants(record) if low <= t <= high))
+            for record in (self.seen or {}).values()
+            if self.matches(record)
+        ]
+        found.sort(key=lambda record: record.created_at or 0.0, reverse=True)
         return found
 
     def best(self) -> HistoryRecord | None:

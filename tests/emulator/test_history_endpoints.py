@@ -9,16 +9,29 @@ point it at the emulator by patching that constant: nothing else in the SDK chan
 from __future__ import annotations
 
 import importlib
+import json
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import pytest
 import requests
 from segmind import SegmindClient, SegmindError
 
-from airflow_provider_segmind.emulator import EmulatorConfig, SegmindEmulator
-from airflow_provider_segmind.protocol import SD3_LARGE_MODEL
+from airflow_provider_segmind.emulator import (
+    HISTORY_PROFILES,
+    OWN_USER_EMAIL,
+    OWN_USER_ID,
+    TEAMMATE_USER_EMAIL,
+    TEAMMATE_USER_ID,
+    EmulatorConfig,
+    SegmindEmulator,
+)
+from airflow_provider_segmind.emulator.request_history import IST, MEDIA_PLACEHOLDER
+from airflow_provider_segmind.history import parse_history_page, parse_history_record, same_request_id
+from airflow_provider_segmind.protocol import SD3_LARGE_MODEL, HttpAnswer
 from tests.generation.helpers import ManualClock
 
 KEY_A = "SG_emuhistoryA00001"
@@ -245,3 +258,283 @@ def test_cli_flags_set_the_history_lag() -> None:
     config = config_from_args(build_parser().parse_args(["--history-lag", "20", "--history-lag-mode", "absent"]))
     assert (config.history_lag_seconds, config.history_lag_mode) == (20.0, "absent")
     assert config_from_args(build_parser().parse_args([])).history_lag_seconds == 0.0
+
+
+# ------------------------------------------------------------------ what the real history may answer (issue 22)
+
+DATA_URL = "data:image/png;base64," + "iVBORw0KGgo" * 10
+BASE64_FILE = "A" * 2048  # base64 of an inline file, over 1 KiB
+MEDIA_BODY = {
+    "prompt": "a chair",
+    "image": DATA_URL,
+    "input_image": "https://example.com/in.png",
+    "mask": BASE64_FILE,
+    "reference": BASE64_FILE,  # not a media key, but a base64 file
+    "images": [DATA_URL, DATA_URL],
+    "steps": 4,
+}
+SD3_BODY = {"prompt": "fox", "seed": 42}
+
+
+@pytest.fixture
+def shaped(emulator_factory: Factory) -> Callable[..., tuple[SegmindEmulator, ManualClock]]:
+    """An emulator on a hand-moved clock with history settings on top; jobs take 1 s."""
+
+    def make(**history: Any) -> tuple[SegmindEmulator, ManualClock]:
+        clock = ManualClock()
+        emu = emulator_factory(clock=clock, queue_time=0.0, inference_time=1.0, **history)
+        return emu, clock
+
+    return make
+
+
+def submit(emu: SegmindEmulator, model: str, body: dict[str, Any]) -> str:
+    answer = requests.post(f"{emu.base_url}/v2/{model}", json=body, headers={"x-api-key": emu.api_key}, timeout=10)
+    assert answer.status_code == 200, answer.text
+    request_id: str = answer.json()["request_id"]
+    return request_id
+
+
+def only_row(emu: SegmindEmulator, **params: Any) -> dict[str, Any]:
+    (row,) = history(emu, emu.api_key, **params).json()["data"]
+    assert isinstance(row, dict)
+    return row
+
+
+def test_body_formats(shaped: Callable[..., tuple[SegmindEmulator, ManualClock]]) -> None:
+    emu, clock = shaped()
+    submit(emu, SD3_LARGE_MODEL, SD3_BODY)
+    clock.advance(2)
+    assert only_row(emu)["request_body"] == SD3_BODY
+    emu.configure(history_body_format="json")
+    assert json.loads(only_row(emu)["request_body"]) == SD3_BODY
+    emu.configure(history_body_format="repr")
+    assert only_row(emu)["request_body"] == "{'prompt': 'fox', 'seed': 42}"  # str(dict)
+
+
+@pytest.mark.parametrize("mode", ["absent", "replaced"])
+def test_strip_media(shaped: Callable[..., tuple[SegmindEmulator, ManualClock]], mode: str) -> None:
+    emu, clock = shaped(history_strip_media=mode)
+    submit(emu, "flux-kontext", MEDIA_BODY)
+    clock.advance(2)
+    body = only_row(emu)["request_body"]
+    media = ("image", "input_image", "mask", "reference", "images")
+    if mode == "absent":
+        assert body == {"prompt": "a chair", "steps": 4}
+    else:
+        assert body == {"prompt": "a chair", "steps": 4, **dict.fromkeys(media, MEDIA_PLACEHOLDER)}
+    emu.configure(history_strip_media="keep")
+    assert only_row(emu)["request_body"] == MEDIA_BODY
+
+
+def test_declared_only(shaped: Callable[..., tuple[SegmindEmulator, ManualClock]]) -> None:
+    emu, clock = shaped(history_declared_only=True)
+    submit(emu, SD3_LARGE_MODEL, {**SD3_BODY, "aspect_ratio": "16:9", "strength": 0.5})
+    clock.advance(1)
+    submit(emu, "flux-schnell", {"prompt": "fox", "seed": 42, "steps": 4})
+    clock.advance(2)
+    generic, sd3 = history(emu, emu.api_key).json()["data"]
+    assert sd3["request_body"] == {"prompt": "fox", "aspect_ratio": "16:9"}  # the SD3 Large page lists no seed
+    assert generic["request_body"] == {"prompt": "fox", "seed": 42, "steps": 4}  # other models: every key
+
+
+@pytest.mark.parametrize(
+    ("fmt", "check"),
+    [
+        ("iso_z", lambda v, t: v.endswith("Z") and datetime.fromisoformat(v).timestamp() == pytest.approx(t, abs=1e-3)),
+        (
+            "iso_offset",
+            lambda v, t: v.endswith("+05:30") and datetime.fromisoformat(v).timestamp() == pytest.approx(t, abs=1e-3),
+        ),
+        (
+            "iso_naive_utc",
+            lambda v, t: datetime.fromisoformat(v).replace(tzinfo=UTC).timestamp() == pytest.approx(t, abs=1e-3),
+        ),
+        (
+            "iso_naive_ist",
+            lambda v, t: datetime.fromisoformat(v).replace(tzinfo=IST).timestamp() == pytest.approx(t, abs=1e-3),
+        ),
+        ("rfc1123", lambda v, t: v.endswith(" GMT") and parsedate_to_datetime(v).timestamp() == int(t)),
+        ("epoch_s", lambda v, t: isinstance(v, float) and v == pytest.approx(t, abs=1e-3)),
+        ("epoch_ms", lambda v, t: isinstance(v, int) and v == round(t * 1000)),
+    ],
+)
+def test_time_formats(
+    shaped: Callable[..., tuple[SegmindEmulator, ManualClock]], fmt: str, check: Callable[[Any, float], bool]
+) -> None:
+    emu, clock = shaped(history_time_format=fmt)
+    submitted = clock()
+    submit(emu, SD3_LARGE_MODEL, SD3_BODY)
+    clock.advance(2)
+    row = only_row(emu)
+    assert check(row["created_at"], submitted), row["created_at"]
+    assert check(row["updated_at"], submitted + 1), row["updated_at"]
+    if fmt.startswith("iso_naive"):
+        assert datetime.fromisoformat(row["created_at"]).tzinfo is None
+
+
+@pytest.mark.parametrize("key", ["model_created", "createdAt", "timestamp"])
+def test_time_key(shaped: Callable[..., tuple[SegmindEmulator, ManualClock]], key: str) -> None:
+    emu, clock = shaped(history_time_key=key)
+    submit(emu, SD3_LARGE_MODEL, SD3_BODY)
+    clock.advance(2)
+    row = only_row(emu)
+    assert "created_at" not in row
+    assert datetime.fromisoformat(row[key]).timestamp() == pytest.approx(clock() - 2, abs=1e-3)
+
+
+def test_hex32_ids(shaped: Callable[..., tuple[SegmindEmulator, ManualClock]]) -> None:
+    emu, clock = shaped(history_id_form="hex32")
+    rid = submit(emu, SD3_LARGE_MODEL, SD3_BODY)
+    clock.advance(2)
+    listed = only_row(emu)["request_id"]
+    assert re.fullmatch(r"[0-9a-f]{32}", listed)
+    assert listed == rid.replace("-", "")
+    for spelling in (rid, listed, rid.upper()):  # the by-id route takes both spellings
+        answer = history(emu, emu.api_key, f"/{spelling}")
+        assert answer.status_code == 200
+        assert answer.json()["request_id"] == listed
+    assert history(emu, emu.api_key, f"/{listed[:-1]}0" if listed[-1] != "0" else f"/{listed[:-1]}1").status_code == 404
+
+
+def test_team_rows(shaped: Callable[..., tuple[SegmindEmulator, ManualClock]]) -> None:
+    emu, clock = shaped(history_team_rows=3)
+    assert history(emu, emu.api_key).json()["data"] == []  # no own request: nothing to copy
+    older = submit(emu, SD3_LARGE_MODEL, {"prompt": "older", "seed": 1})
+    clock.advance(30)
+    mine = submit(emu, SD3_LARGE_MODEL, SD3_BODY)
+    clock.advance(2)
+    rows = history(emu, emu.api_key, per_page=100).json()["data"]
+    assert len(rows) == 5
+    team = [row for row in rows if row["user_email"] == TEAMMATE_USER_EMAIL]
+    own = [row for row in rows if row["user_email"] == OWN_USER_EMAIL]
+    assert [row["request_id"] for row in own] == [mine, older]
+    assert {row["user_id"] for row in own} == {OWN_USER_ID}
+    assert len({row["request_id"] for row in team}) == 3
+    assert not {row["request_id"] for row in team} & {mine, older}
+    for row in team:
+        assert (row["model_name"], row["request_body"], row["user_id"]) == (SD3_LARGE_MODEL, SD3_BODY, TEAMMATE_USER_ID)
+        created = datetime.fromisoformat(row["created_at"]).timestamp()
+        assert clock() - 60 <= created <= clock()  # within the last minute
+        assert history(emu, emu.api_key, f"/{row['request_id']}").status_code == 404  # SDK: not-found
+    assert rows[:3] == sorted(team, key=lambda row: row["created_at"], reverse=True)  # newer than mine
+    assert history(emu, emu.api_key, per_page=100).json()["data"] == rows  # the same rows every call
+    for name, value in (("user_id", OWN_USER_ID), ("user_email", OWN_USER_EMAIL)):
+        assert [row["request_id"] for row in history(emu, emu.api_key, **{name: value}).json()["data"]] == [mine, older]
+    assert [row["user_id"] for row in history(emu, emu.api_key, user_id=TEAMMATE_USER_ID).json()["data"]] == [
+        TEAMMATE_USER_ID
+    ] * 3
+    assert history(emu, emu.api_key, user_email="someone@example.com").json()["data"] == []
+    assert history(emu, emu.api_key, model_name="flux").json()["data"] == []  # the window holds no such request
+    emu.configure(history_team_rows=0)
+    assert "user_id" not in only_row(emu, per_page=1)
+
+
+def test_the_all_profile_at_once(shaped: Callable[..., tuple[SegmindEmulator, ManualClock]]) -> None:
+    emu, clock = shaped(**HISTORY_PROFILES["all"])
+    rid = submit(emu, SD3_LARGE_MODEL, {**SD3_BODY, "image": DATA_URL, "mode": "image-to-image"})
+    clock.advance(1)  # lagging: listed with null fields
+    landing = [row for row in history(emu, emu.api_key).json()["data"] if row["user_email"] == OWN_USER_EMAIL]
+    assert [row["request_body"] for row in landing] == [None]
+    clock.advance(2)
+    rows = history(emu, emu.api_key, per_page=100).json()["data"]
+    assert len(rows) == 3  # own + 2 teammates
+    (row,) = [row for row in rows if row["user_id"] == OWN_USER_ID]
+    assert row["request_id"] == rid.replace("-", "")
+    assert row["request_body"] == "{'prompt': 'fox', 'mode': 'image-to-image'}"  # repr, no seed, no image
+    assert "created_at" not in row
+    naive = datetime.fromisoformat(row["model_created"])
+    assert naive.tzinfo is None
+    assert naive.replace(tzinfo=IST).timestamp() == pytest.approx(clock() - 3, abs=1e-3)
+    assert history(emu, emu.api_key, f"/{rid}").json()["request_id"] == row["request_id"]
+
+
+@pytest.mark.parametrize("name", list(HISTORY_PROFILES))
+def test_the_parser_reads_every_profile_back(
+    shaped: Callable[..., tuple[SegmindEmulator, ManualClock]], name: str
+) -> None:
+    """Whatever the shape, the provider's parser finds the same request id, the body keys the row
+    kept, and the creation instant (for a naive India time, one of its candidates)."""
+    emu, clock = shaped()
+    emu.configure(history_profile=name)
+    submitted = clock()
+    rid = submit(emu, SD3_LARGE_MODEL, {**SD3_BODY, "aspect_ratio": "16:9"})
+    clock.advance(5)
+    page = history(emu, emu.api_key, per_page=100)
+    by_id = history(emu, emu.api_key, f"/{rid}")
+    row = next(row for row in page.json()["data"] if row.get("user_id", OWN_USER_ID) == OWN_USER_ID)
+    records, _ = parse_history_page(HttpAnswer(page.status_code, {}, page.content, page.url))
+    (record,) = [r for r in records if same_request_id(r.request_id, rid)]
+    got = parse_history_record(HttpAnswer(by_id.status_code, {}, by_id.content, by_id.url), rid)
+    assert got is not None
+    assert got.request_id == rid
+    kept = {"prompt", "aspect_ratio"} | (
+        {"seed"} if HISTORY_PROFILES[name].get("history_declared_only") is None else set()
+    )
+    for found in (record, got):
+        assert found.request_body is not None, row
+        assert set(found.request_body) == kept
+        assert found.request_body["prompt"] == "fox"
+        assert any(abs(t - submitted) < 1 for t in found.created_candidates), (row, found.created_candidates)
+        if HISTORY_PROFILES[name].get("history_time_format") != "iso_naive_ist":
+            assert found.created_at == pytest.approx(submitted, abs=1)
+    # The zone given (the connection's history_timezone) leaves one, right, reading.
+    records, _ = parse_history_page(
+        HttpAnswer(page.status_code, {}, page.content, page.url), naive_zones=("Asia/Kolkata",)
+    )
+    if HISTORY_PROFILES[name].get("history_time_format") == "iso_naive_ist":
+        (record,) = [r for r in records if same_request_id(r.request_id, rid)]
+        assert record.created_at == pytest.approx(submitted, abs=1)
+        assert len(record.created_candidates) == 1
+
+
+def test_history_switches_are_checked_and_set_from_json(emulator: SegmindEmulator) -> None:
+    for bad in (
+        {"history_body_format": "xml"},
+        {"history_strip_media": "drop"},
+        {"history_time_format": "unix"},
+        {"history_time_key": "when"},
+        {"history_id_form": "hex"},
+        {"history_team_rows": -1},
+        {"history_team_rows": 101},
+        {"history_declared_only": "sometimes"},
+        {"history_profile": "everything"},
+    ):
+        answer = requests.post(f"{emulator.base_url}/_emulator/config", json=bad, timeout=10)
+        assert answer.status_code == 400, bad
+        assert next(iter(bad)) in answer.json()["error"] or "history profile" in answer.json()["error"]
+    answer = requests.post(
+        f"{emulator.base_url}/_emulator/config",
+        json={"history_profile": "all", "history_team_rows": "5", "history_declared_only": "false"},
+        timeout=10,
+    )
+    assert answer.status_code == 200, answer.text
+    shown = answer.json()
+    assert {k: shown[k] for k in HISTORY_PROFILES["all"]} == {
+        **HISTORY_PROFILES["all"],
+        "history_team_rows": 5,  # given next to the profile: wins
+        "history_declared_only": False,
+    }
+    # Another profile resets what it leaves out.
+    config = emulator.configure(history_profile="rfc1123")
+    assert (config.history_time_format, config.history_body_format, config.history_team_rows) == (
+        "rfc1123",
+        "object",
+        0,
+    )
+    assert config.history_lag_seconds == 0.0
+    assert EmulatorConfig().with_changes(history_profile="hex-ids").history_id_form == "hex32"
+    assert EmulatorConfig.history_profile("team")["history_team_rows"] == 2
+    with pytest.raises(ValueError, match="history_time_key"):
+        EmulatorConfig(history_time_key="when")  # type: ignore[arg-type]
+
+
+def test_cli_history_profile() -> None:
+    from airflow_provider_segmind.emulator.__main__ import build_parser, config_from_args
+
+    config = config_from_args(build_parser().parse_args(["--history-profile", "all", "--history-lag", "7"]))
+    assert (config.history_body_format, config.history_id_form, config.history_team_rows) == ("repr", "hex32", 2)
+    assert config.history_lag_seconds == 7.0  # a flag wins over the profile
+    assert config_from_args(build_parser().parse_args([])).history_body_format == "object"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--history-profile", "nope"])
