@@ -39,6 +39,8 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol
 
+from airflow_provider_segmind.protocol.history import request_id_key
+
 #: Name prefix of the claim Variables.
 CLAIM_PREFIX: Final = "segmind_claim_"
 #: Days a claim is kept; an attempt older than this is never searched for (see the module docstring).
@@ -103,16 +105,10 @@ class VariableClaims:
 BACKEND: Callable[[], ClaimBackend] = VariableClaims
 
 
-def normalized_request_id(request_id: str) -> str:
-    """One spelling of a request id: v2 ids are dashed UUIDs, the history may list them as 32 hex
-    digits (the SDK's own example id, ``segmind/generations.py``); both name one request."""
-    return request_id.strip().lower().replace("-", "")
-
-
 def claim_name(request_id: str, created_at: float) -> str:
     """The claim's Variable name: the UTC day of the request's creation (for the sweep) and a hash of its id."""
     day = datetime.fromtimestamp(created_at, UTC).strftime("%Y%m%d")
-    digest = hashlib.sha256(normalized_request_id(request_id).encode("utf-8")).hexdigest()[:40]
+    digest = hashlib.sha256(request_id_key(request_id).encode("utf-8")).hexdigest()[:40]
     return f"{CLAIM_PREFIX}{day}_{digest}"
 
 
@@ -231,7 +227,7 @@ class RequestClaims:
         settle, or when this try's own claim round took longer than ``settle`` (then the request is
         given up for the rest of the try: a late write may have landed after a rival's check).
         """
-        key = normalized_request_id(request_id)
+        key = request_id_key(request_id)
         if key in self._given_up:
             return False
         started = self._clock()

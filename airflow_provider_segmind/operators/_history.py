@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
 
 from airflow_provider_segmind.exceptions import SegmindError, SegmindRequestNotFoundError
-from airflow_provider_segmind.operators._claims import DEFAULT_CLAIM_MARGIN, RequestClaims, normalized_request_id
+from airflow_provider_segmind.operators._claims import DEFAULT_CLAIM_MARGIN, RequestClaims
 from airflow_provider_segmind.operators._params import _with_seed
 from airflow_provider_segmind.protocol import (
     RESULT_RETENTION_SECONDS,
@@ -30,7 +30,7 @@ from airflow_provider_segmind.protocol import (
     job_failed_error,
     parse_int,
 )
-from airflow_provider_segmind.protocol.history import HistoryRecord
+from airflow_provider_segmind.protocol.history import HistoryRecord, request_id_key, v2_request_id
 from airflow_provider_segmind.protocol.history_search import created_instants
 from airflow_provider_segmind.protocol.retry import RATE_LIMIT_MAX_WAIT
 from airflow_provider_segmind.triggers.segmind import result_summary
@@ -64,8 +64,9 @@ class Ambiguous:
 
 
 def _created(record: HistoryRecord) -> float:
-    """The latest reading of a (dated) candidate's creation: when it is old enough to take."""
-    return max(created_instants(record))
+    """When a (dated) candidate was created: its reading in the search window (``created_at`` of a
+    candidate, see ``HistorySearch.candidates``), else its latest reading."""
+    return record.created_at if record.created_at is not None else max(created_instants(record))
 
 
 def history_summary(
@@ -190,7 +191,7 @@ class _HistoryLookups(BaseOperator):
         claims = self._claims(context)
         free: list[HistoryRecord] = []
         for record in candidates:
-            if normalized_request_id(record.request_id) in ignore:
+            if request_id_key(record.request_id) in ignore:
                 continue
             try:
                 if claims.foreign(record.request_id, _created(record)):
@@ -259,7 +260,7 @@ class _HistoryLookups(BaseOperator):
                     if young > 0:
                         pause = min(young, max(0.05, deadline - time.time()))  # then look again
                     elif self._take(context, record):
-                        return record
+                        return replace(record, request_id=v2_request_id(record.request_id))
             remaining = deadline - time.time()
             if remaining <= 0:
                 break

@@ -20,6 +20,7 @@ import ast
 import functools
 import json
 import re
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
@@ -296,21 +297,34 @@ def parse_timestamp(value: Any) -> float | None:
     return candidates[0] if candidates else None
 
 
-def same_request_id(a: str, b: str) -> bool:
-    """Whether two request ids name the same request.
+def request_id_key(request_id: str) -> str:
+    """One spelling of a request id, so two spellings of one request compare equal.
 
     The history may list an id in another spelling than the v2 API returned it (a UUID without its
-    dashes, or in upper case): ids made only of hex digits and dashes are compared lowercased with
-    the dashes removed. Any other id compares exactly, so ``req-1`` never matches ``req1``.
+    dashes, or in upper case): an id made only of hex digits and dashes becomes lowercase without
+    dashes. Any other id stays as it is, so ``req-1`` never equals ``req1``.
     """
-    if not isinstance(a, str) or not isinstance(b, str) or not a or not b:
+    text = request_id.strip()
+    return text.replace("-", "").lower() if _HEX_ID.fullmatch(text) else text
+
+
+def same_request_id(a: str, b: str) -> bool:
+    """Whether two request ids name the same request (:func:`request_id_key`)."""
+    if not isinstance(a, str) or not isinstance(b, str) or not a.strip() or not b.strip():
         return False
-    if a == b:
-        return True
-    if not (_HEX_ID.fullmatch(a) and _HEX_ID.fullmatch(b)):
-        return False
-    plain = a.replace("-", "").lower()
-    return bool(plain) and plain == b.replace("-", "").lower()
+    return request_id_key(a) == request_id_key(b)
+
+
+def v2_request_id(history_id: str) -> str:
+    """The id to ask the v2 API about for a request the history lists as ``history_id``.
+
+    v2 answers with dashed UUIDs (the submit's ``request_id``); a history that lists 32 hex digits
+    names the same UUID, which v2 is asked about in its own, dashed spelling. Any other id as is.
+    """
+    text = history_id.strip()
+    if re.fullmatch(r"[0-9a-fA-F]{32}", text):
+        return str(uuid.UUID(hex=text))
+    return text
 
 
 def _status(row: Mapping[str, Any]) -> SegmindJobStatus | None:
