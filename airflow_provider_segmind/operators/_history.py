@@ -265,6 +265,8 @@ class _HistoryLookups(BaseOperator):
             if remaining <= 0:
                 break
             time.sleep(min(pause, remaining))
+            if time.time() >= deadline:
+                break  # a lookup now would have no time left to read an answer
         if ambiguous is not None:
             return ambiguous
         return _FOUND_NOTHING if answered else _HISTORY_DOWN

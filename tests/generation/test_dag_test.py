@@ -409,6 +409,52 @@ def test_a_clear_whose_submit_answer_is_lost_reattaches_to_its_own_new_request(
     assert emu.job(second)["status"] == "COMPLETED"
 
 
+def test_mapped_twins_with_one_body_never_share_a_request(dag_env: tuple[Path, Any]) -> None:
+    """Issue 22 defect 2, on 3.1 (Variable record) and 3.3 (task state store), claims in real Variables.
+
+    Two mapped tasks send the identical body (same prompt, ``seed=42``). [0] submits normally and
+    claims its request; [1]'s submit is created but its answer lost (a 504), and its history row
+    lands 1.5 s late. The history then shows [0]'s request with the very body [1] sent: [1] must
+    not take it (it is claimed), but wait for its own. Two jobs paid, two different requests.
+    """
+    dags_folder, emu = dag_env
+    dag_id = "segmind_mapped_twins"
+    path = write_dag(
+        dags_folder,
+        dag_id,
+        f"""
+        with DAG({dag_id!r}, schedule=None, start_date=START, catchup=False) as dag:
+            SegmindTextToImageOperator.partial(
+                task_id="t2i", seed=42, deferrable=False, poll_schedule=FAST, history_wait=6
+            ).expand(prompt=["a twin lighthouse", "a twin lighthouse"])
+        """,
+    )
+    emu.configure(history_lag_seconds=1.5, history_lag_mode="null")
+    emu.script([{"endpoint": "submit", "fault": "none"}, {"endpoint": "submit", "fault": "504"}])
+    dr = run_dag(path, dag_id)
+    assert dr.state == "success"
+    summaries = {m: v for _, m, k, v in xcoms(dr.run_id, dag_id) if k == "return_value"}
+    assert sorted(summaries) == [0, 1]
+    ids = [summaries[m]["request_id"] for m in (0, 1)]
+    assert ids[0] != ids[1], f"both twins were handed request {ids[0]}"
+    assert emu.stats()["submissions"] == 2
+    claims = [json.loads(value) for value in _claim_variables().values()]
+    owners = sorted(claim["owner"][3] for claim in claims if claim["owner"][0] == dag_id)
+    assert owners == [0, 1]  # each request claimed by one twin
+
+
+def _claim_variables() -> dict[str, str]:
+    from airflow.models.variable import Variable as VariableModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    from airflow_provider_segmind.operators._claims import CLAIM_PREFIX
+
+    with create_session() as session:
+        rows = session.execute(select(VariableModel)).scalars().all()
+        return {row.key: row.val for row in rows if row.key.startswith(CLAIM_PREFIX)}
+
+
 @pytest.mark.parametrize("outcome", ["timeout", "error"])
 @pytest.mark.parametrize("deferrable", [True, False], ids=["deferred", "blocking"])
 def test_no_request_record_is_left_when_the_last_try_times_out_or_errs(
