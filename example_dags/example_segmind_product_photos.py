@@ -1,7 +1,7 @@
 """Product photos under an S3 prefix -> Segmind SD3 image-to-image variants -> S3.
 
 Marketing pipelines start from the product photos already in S3: list the photos under a prefix,
-make ``len(SEEDS)`` variants of each (one mapped, deferrable image-to-image task per photo and
+make ``VARIANTS`` variants of each (one mapped, deferrable image-to-image task per photo and
 seed; ``image`` is an ``s3://`` URI, checked and sent by the operator through the Amazon
 provider's ``S3Hook``), and store every variant back in S3 with its manifest. The photos' bytes
 never pass through XCom: only their ``s3://`` URIs do.
@@ -24,8 +24,11 @@ PHOTOS_PREFIX = os.environ.get("SEGMIND_EXAMPLE_PHOTOS_PREFIX", "product-photos/
 IMAGE_TRANSPORT = os.environ.get("SEGMIND_EXAMPLE_IMAGE_TRANSPORT", "auto")
 #: Only for the local emulator, whose media URLs are plain http on 127.0.0.1.
 ALLOW_LOOPBACK_MEDIA = os.environ.get("SEGMIND_ALLOW_INSECURE_LOOPBACK", "").lower() in ("1", "true", "yes")
-#: One variant per seed and photo; fixed seeds make a rerun reproduce the same variants.
-SEEDS = [101, 202]
+#: Variants per photo. Each gets a fresh random seed (``-1`` is Segmind's "random"; the operator
+#: fills and records it, so the seed of every image is known): pinned seeds would send identical
+#: bodies on every run, which the request history cannot tell apart (docs/exactly-once.md).
+VARIANTS = 2
+SEEDS = [-1] * VARIANTS
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 
 with DAG(

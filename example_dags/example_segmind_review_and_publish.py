@@ -49,13 +49,14 @@ with DAG(
 
     @task
     def variants() -> list[dict[str, Any]]:
-        """One generation per prompt and seed: the candidates the reviewer chooses from."""
+        """One generation per prompt and variant: the candidates the reviewer chooses from.
+
+        No seed: the operator fills a fresh random one per task and records it in the result, so
+        every candidate is different and its seed known (pinned seeds would send identical bodies
+        on every run, which the request history cannot tell apart; docs/exactly-once.md).
+        """
         params = get_current_context()["params"]
-        return [
-            {"prompt": prompt, "seed": 1000 + number}
-            for prompt in params["prompts"]
-            for number in range(params["variants"])
-        ]
+        return [{"prompt": prompt} for prompt in params["prompts"] for _ in range(params["variants"])]
 
     # --8<-- [start:review]
     generated = SegmindTextToImageOperator.partial(

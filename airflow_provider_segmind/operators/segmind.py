@@ -34,11 +34,15 @@ a cleared task whose last try succeeded generates anew.**
   With Segmind's request history on (the connection's ``history_lookup``, default true), an
   "attempt" record is written before the submit is sent, and a submit whose outcome is unknown
   (read timeout or connection lost after sending, a 504, and a 500/502/503, which may come after
-  the job was queued) is never resent blindly: the history is searched for the same body for up to
-  ``history_wait`` seconds (found -> re-attach; not found -> submit, logged as a possible
-  duplicate), and so is an attempt record a dead worker left for the next try. A request whose v2
-  record expired is looked up in the history by id (COMPLETED -> its output, no submit). A random
-  ``seed`` is filled where the model takes one (``fill_seed``) so bodies are unique.
+  the job was queued) is never resent blindly: the history is searched, within the attempt's own
+  send window and for up to ``history_wait`` seconds, for the one request with the same body that
+  no other task instance has claimed (``_claims.py``); found -> claim it and re-attach; none or
+  several -> the safe rule (fail without retries, nothing resent; an answered 500/502/503 that the
+  history does not show is resent, logged as a possible duplicate). An attempt record a dead
+  worker left is searched the same way by the next try of the same clear generation. A request
+  whose v2 record expired is looked up in the history by id (COMPLETED -> its output, no submit).
+  A random ``seed`` is filled for every new submit where the model takes one (``fill_seed``): a
+  retry rebuilds the recorded one only to re-attach, a clear draws a new one.
   Without the history (off, or unreachable): a submit whose outcome is unknown is never sent again,
   neither by the hook nor by a task retry: the task fails without retries and says so (see
   :func:`~airflow_provider_segmind.protocol.submit_outcome_unknown`); a worker dying between
