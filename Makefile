@@ -38,7 +38,7 @@ XDIST = $(if $(filter 0,$(PYTEST_JOBS)),,-n $(PYTEST_JOBS) --no-loadscope-reorde
 
 # The suites the older-Airflow jobs run (the 3.3 job runs everything, real scheduler included).
 # (tests/lineage/test_lineage_real_airflow.py starts a whole Airflow: the 3.3 job runs it.)
-FLOOR_SUITES := tests/test_protocol.py tests/test_hook.py tests/test_example_dags.py tests/generation \
+FLOOR_SUITES := tests/test_protocol.py tests/test_hook.py tests/test_history.py tests/test_hook_history.py tests/exactly_once tests/test_example_dags.py tests/generation \
 	tests/transfers tests/test_discovery.py tests/lineage/test_lineage_dag.py tests/lineage/test_lineage_facets.py \
 	tests/inputs tests/review
 LOWEST_SUITES := $(FLOOR_SUITES) tests/emulator

@@ -305,14 +305,16 @@ def request_id_key(request_id: str) -> str:
     dashes. Any other id stays as it is, so ``req-1`` never equals ``req1``.
     """
     text = request_id.strip()
-    return text.replace("-", "").lower() if _HEX_ID.fullmatch(text) else text
+    plain = text.replace("-", "").lower()
+    return plain if plain and _HEX_ID.fullmatch(text) else text
 
 
 def same_request_id(a: str, b: str) -> bool:
     """Whether two request ids name the same request (:func:`request_id_key`)."""
     if not isinstance(a, str) or not isinstance(b, str) or not a.strip() or not b.strip():
         return False
-    return request_id_key(a) == request_id_key(b)
+    key = request_id_key(a)
+    return bool(key.strip("-")) and key == request_id_key(b)
 
 
 def v2_request_id(history_id: str) -> str:
