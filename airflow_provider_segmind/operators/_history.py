@@ -46,8 +46,6 @@ DEFAULT_HISTORY_WAIT: Final = 120.0
 HISTORY_POLL_INTERVAL: Final = 10.0
 #: Status re-reads of a request younger than the retention that answers 404, before it is called expired.
 EXPIRY_RECHECKS: Final = 3
-#: Submits one try may send when each outcome is unknown and the history shows none of them.
-MAX_SUBMIT_ROUNDS: Final = 3
 #: :meth:`_SegmindJobOperator._search_history`'s answers besides a record.
 _FOUND_NOTHING: Final = "the history answered, without it"
 _HISTORY_DOWN: Final = "the history could not be searched"
