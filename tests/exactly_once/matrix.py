@@ -22,7 +22,7 @@ from airflow.providers.common.compat.sdk import AirflowFailException
 
 from airflow_provider_segmind.emulator.config import HISTORY_PROFILES
 from airflow_provider_segmind.operators.segmind import SegmindRunOperator, SegmindTextToImageOperator
-from tests.generation.helpers import DictTaskStateStore, job_status, make_context, use_emulator, wait_for
+from tests.generation.helpers import DictTaskStateStore, DyingStore, job_status, make_context, use_emulator, wait_for
 
 FAULTS = ("reset", "504", "late502", "death", "expired")
 PROFILES = tuple(HISTORY_PROFILES)
@@ -34,20 +34,6 @@ FAST_EXTRA: dict[str, Any] = {"read_timeout": 0.5, "retry_backoff": 0.01, "max_r
 HISTORY_WAIT = 4.0
 PROMPT = "a red fox in the snow"
 SEEDLESS_MODEL = "flux-schnell"
-
-
-class DyingStore(DictTaskStateStore):
-    """A task state store whose worker is killed right after the submit was accepted, before its id is recorded."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.dead = False
-
-    def set(self, key: str, value: Any, *, retention: Any = None) -> None:
-        if not self.dead and "request_id" in value:
-            self.dead = True
-            raise SystemExit("worker killed between the accepted submit and the record write (emulated)")
-        super().set(key, value, retention=retention)
 
 
 def _operator(body: str) -> Any:

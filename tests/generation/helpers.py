@@ -104,6 +104,21 @@ class DictTaskStateStore:
         self.values.pop(key, None)  # no-op for a missing key, like the real one
 
 
+class DyingStore(DictTaskStateStore):
+    """A store whose worker "dies" (``SystemExit``) when the request id is about to be recorded:
+    the submit was accepted, the attempt record is in the store, the request record never lands."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dead = False
+
+    def set(self, key: str, value: Any, *, retention: Any = None) -> None:
+        if not self.dead and "request_id" in value:
+            self.dead = True
+            raise SystemExit("worker killed between the accepted submit and the record write (emulated)")
+        super().set(key, value, retention=retention)
+
+
 class FailingTaskStateStore(DictTaskStateStore):
     """A store whose ``get``/``set``/``delete`` raise, as Airflow 3.3's does when the API server cannot answer.
 

@@ -25,6 +25,7 @@ from tests.generation.helpers import (
     FAST_SCHEDULE,
     PROMPT,
     DictTaskStateStore,
+    DyingStore,
     ManualClock,
     captured_logs,
     finish_deferred,
@@ -141,21 +142,6 @@ def test_a_lagging_record_is_waited_for_within_history_wait(emulator_factory: An
     assert emu.job(deferred.trigger.request_id) is not None
     assert emu.stats()["submissions"] == 1
     assert emu.stats()["history_calls"] >= 2  # the first lookup saw the record not landed yet
-
-
-class DyingStore(DictTaskStateStore):
-    """A store whose worker "dies" (``SystemExit``) when the request id is about to be recorded:
-    the submit was accepted, the attempt record is in the store, the request record never lands."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.dead = False
-
-    def set(self, key: str, value: Any, *, retention: Any = None) -> None:
-        if not self.dead and "request_id" in value:
-            self.dead = True
-            raise SystemExit("worker killed between the accepted submit and the record write (emulated)")
-        super().set(key, value, retention=retention)
 
 
 @pytest.mark.parametrize(("history", "submissions"), [(True, 1), (False, 2)])

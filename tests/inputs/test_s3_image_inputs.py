@@ -25,8 +25,14 @@ from airflow_provider_segmind.operators.segmind import (
 )
 from airflow_provider_segmind.protocol import SD3_LARGE_MODEL
 from airflow_provider_segmind.protocol.image_input import IMAGE_ALLOWED, MAX_INPUT_IMAGE_BYTES
-from tests.generation.helpers import FAST_SCHEDULE, DictTaskStateStore, finish_deferred, make_context, use_emulator
-from tests.generation.test_reconcile import DyingStore
+from tests.generation.helpers import (
+    FAST_SCHEDULE,
+    DictTaskStateStore,
+    DyingStore,
+    finish_deferred,
+    make_context,
+    use_emulator,
+)
 from tests.inputs.conftest import MediaHost, photo
 from tests.transfers.helpers import S3Env
 
