@@ -152,6 +152,11 @@ def _read_capped(response: requests.Response, url: str, limit: int) -> bytes:
         return b"".join(chunks)
 
 
+#: The shortest read timeout of a search's first history page, whatever time is left: a search
+#: with no time left (``history_wait=0``) still looks once.
+FIRST_LOOKUP_MIN_TIMEOUT = 2.0
+
+
 class SegmindHook(SegmindAsyncCalls):
     """Talk to Segmind's serverless API: v1 (blocking) and v2 (queued) inference, status, results, credits.
 
@@ -438,19 +443,22 @@ class SegmindHook(SegmindAsyncCalls):
         )
         parse_page = functools.partial(parse_history_page, naive_zones=settings.history_naive_zones)
         while True:
+            first = search.page == 0
             url = f"{history_list_url(settings.history_url)}?{urlencode(search.query())}"
             if deadline is None:
                 records, more = self._call("GET", url, parse_page, endpoint=Endpoint.HISTORY)
             else:
                 left = deadline - time.time()
-                if left <= 0:
+                if left <= 0 and not first:
                     return search.candidates()
+                # The first page is always read (history_wait=0 still looks once), at least briefly.
+                floor = min(settings.read_timeout, FIRST_LOOKUP_MIN_TIMEOUT) if first else 0.1
                 records, more = self._call(
                     "GET",
                     url,
                     parse_page,
                     endpoint=Endpoint.HISTORY,
-                    read_timeout=max(0.1, min(settings.read_timeout, left)),
+                    read_timeout=max(floor, min(settings.read_timeout, left)),
                     single_attempt=True,
                 )
             if not search.take(records, more):

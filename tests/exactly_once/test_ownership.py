@@ -191,3 +191,15 @@ class _Log:
 
     def warning(self, *args: Any) -> None:
         pass
+
+
+def test_history_wait_zero_still_looks_once(emulator_factory: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``history_wait=0``: no waiting for lagging rows, but the history is still read once, and a
+    request already there is re-attached to (one paid job)."""
+    emu = emulator_factory()
+    use_emulator(monkeypatch, emu, extra=FAST_EXTRA)
+    emu.script([{"endpoint": "submit", "fault": "reset_after"}])
+    summary = t2i(history_wait=0).execute(make_context(DictTaskStateStore()))
+    assert summary["request_id"] == emu.jobs()[0]["request_id"]
+    assert emu.stats()["submissions"] == 1
+    assert emu.stats()["history_calls"] == 1
