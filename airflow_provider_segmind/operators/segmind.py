@@ -164,10 +164,12 @@ class _SegmindJobOperator(_Reconciler):
     :param request_store: where a try records its request so a retry reuses it instead of paying
         again: ``auto`` (``task_state_store`` on Airflow 3.3+, else a Variable), ``task_state_store``,
         ``variable`` or ``none`` (a retry submits a new job).
-    :param history_wait: seconds a submit whose outcome is unknown (or an earlier try's submit whose
-        request id was never recorded) is looked for in Segmind's request history, polled every
-        ``min(10, history_wait / 6)`` s, before submitting again; default 120. Only with the
-        connection's ``history_lookup`` on (the default).
+    :param history_wait: seconds, at most, that a submit whose outcome is unknown (or an earlier
+        try's submit whose request id was never recorded) is looked for in Segmind's request
+        history, polled every ``min(10, history_wait / 6)`` s; default 120. A bound: each lookup
+        fits in the time left (the first reads for at least 2 s). Nothing, or more than one
+        unclaimed candidate, at the end: the task fails without retries (docs/exactly-once.md,
+        "The safe rule"). Only with the connection's ``history_lookup`` on (the default).
     :param fill_seed: fill a random ``seed`` (0..4294967294) when none is given, so every body is
         unique (a lost submit can be told apart in the history) and every image has a known seed,
         recorded in the summary. ``None`` (default): for models known to take ``seed`` (Stable
