@@ -265,6 +265,12 @@ class _HistoryLookups(BaseOperator):
             if remaining <= 0:
                 break
             time.sleep(min(pause, remaining))
+            if time.time() >= deadline:
+                # No lookup fits any more: the hook would answer at once without reading a page (no
+                # candidates), and that non-answer must not replace the last real one. (It did: an
+                # ambiguity seen until the deadline became "nothing found", after which a late
+                # 500/502/503 was submitted again, billing a twin's job twice. Issue 22.)
+                break
         if ambiguous is not None:
             return ambiguous
         return _FOUND_NOTHING if answered else _HISTORY_DOWN
