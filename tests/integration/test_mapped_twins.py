@@ -241,7 +241,10 @@ def _print_story(found: dict[str, Any]) -> None:
             print(f"    job {job['request_id']} sent {job['submitted_at']:.3f}, returned by {owner}")
     for (task_id, index), ti in sorted(found["task_instances"].items()):
         result = ti["result"] or {}
-        print(f"  {task_id}[{index}] {ti['state']} try {ti['try_number']} -> {result.get('request_id')}")
+        print(
+            f"  {task_id}[{index}] {ti['state']} try {ti['try_number']} ({ti['start']} .. {ti['end']}) "
+            f"-> {result.get('request_id')}"
+        )
         for name, log in ti["logs"].items():
             for event in _events(log):
                 print(f"      {name}: {event}")
