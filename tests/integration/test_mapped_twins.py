@@ -300,7 +300,13 @@ def test_no_request_is_the_result_of_two_task_instances(twins_run: dict[str, Any
     assert [rid for rid, n in Counter(returned).items() if n > 1] == []
 
 
-def test_each_returned_request_is_a_job_of_its_group_with_the_twins_body(twins_run: dict[str, Any]) -> None:
+def test_the_twins_sent_one_body_and_each_returned_request_is_a_job_of_its_group(twins_run: dict[str, Any]) -> None:
+    """The premise: each group's paid jobs all carry the same body (the seeded one its user seed)."""
+    for task_id, jobs in twins_run["jobs"].items():
+        bodies = {json.dumps(job["params"], sort_keys=True) for job in jobs}
+        assert len(bodies) == 1, bodies
+        (body,) = bodies
+        assert (json.loads(body).get("seed") == 42) is (task_id == "seeded"), body
     for (task_id, index), ti in twins_run["task_instances"].items():
         if ti["result"] is None:
             continue
