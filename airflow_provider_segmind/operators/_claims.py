@@ -208,8 +208,9 @@ class RequestClaims:
     def mark(self, request_id: str, created_at: float) -> None:
         """Claim a request this try submitted itself (its answer arrived): ours by proof, written at once.
 
-        A foreign claim already there (another task took it from the history too early) is
-        overwritten and logged: that task finds the claim changed when it checks again.
+        A foreign claim already there (another task took it from the history too early, which
+        the claim margin makes rare) is overwritten and logged; that task keeps the request too
+        (docs/exactly-once.md lists this as a residual case).
         """
         name, claim = self._read(request_id, created_at)
         if claim is not None and not self._is_ours(claim):
@@ -245,10 +246,6 @@ class RequestClaims:
             return False
         self._sleep(self._settle)
         return self._is_ours(self._read(request_id, created_at)[1])
-
-    def still_ours(self, request_id: str, created_at: float) -> bool:
-        """Whether the claim on a request this try took is still this task's (checked before delivering)."""
-        return self._is_ours(self.owner_of(request_id, created_at))
 
     # ------------------------------------------------------------------ lifetime
 

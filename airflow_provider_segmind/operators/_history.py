@@ -46,6 +46,8 @@ DEFAULT_HISTORY_WAIT: Final = 120.0
 HISTORY_POLL_INTERVAL: Final = 10.0
 #: Status re-reads of a request younger than the retention that answers 404, before it is called expired.
 EXPIRY_RECHECKS: Final = 3
+#: Time left for the last history lookup of a search (at most one poll interval).
+LAST_LOOKUP_SECONDS: Final = 1.0
 #: :meth:`_SegmindJobOperator._search_history`'s answers besides a record.
 _FOUND_NOTHING: Final = "the history answered, without it"
 _HISTORY_DOWN: Final = "the history could not be searched"
@@ -262,9 +264,15 @@ class _HistoryLookups(BaseOperator):
             remaining = deadline - time.time()
             if remaining <= 0:
                 break
-            time.sleep(min(pause, remaining))
+            # The last lookup comes with a second left to read its answer, not at the deadline.
+            last = min(LAST_LOOKUP_SECONDS, interval)
+            time.sleep(min(pause, remaining - last) if remaining > last else remaining)
             if time.time() >= deadline:
-                break  # a lookup now would have no time left to read an answer
+                # No lookup fits any more: the hook would answer at once without reading a page (no
+                # candidates), and that non-answer must not replace the last real one. (It did: an
+                # ambiguity seen until the deadline became "nothing found", after which a late
+                # 500/502/503 was submitted again, billing a twin's job twice. Issue 22.)
+                break
         if ambiguous is not None:
             return ambiguous
         return _FOUND_NOTHING if answered else _HISTORY_DOWN

@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException, TaskDeferred
 
+from airflow_provider_segmind.exceptions import SegmindError
+from airflow_provider_segmind.hooks.segmind import SegmindHook
 from airflow_provider_segmind.operators.segmind import (
     STATE_STORE_KEY,
     XCOM_REQUEST_ID,
@@ -142,6 +144,33 @@ def test_a_lagging_record_is_waited_for_within_history_wait(emulator_factory: An
     assert emu.job(deferred.trigger.request_id) is not None
     assert emu.stats()["submissions"] == 1
     assert emu.stats()["history_calls"] >= 2  # the first lookup saw the record not landed yet
+
+
+@pytest.mark.parametrize("fault", ["504", "late502"])
+def test_an_unclaimed_twin_in_the_window_keeps_the_ambiguity_to_the_deadline(
+    emu: Any, monkeypatch: Any, caplog: Any, capsys: Any, fault: str
+) -> None:
+    """Issue 22: a twin sent the same body just before us and its answer was lost too, so two
+    unclaimed identical requests are in our window until the deadline. Nothing proves which is
+    ours: the task fails with the ambiguity (the safe rule), and a late 502, which the operator
+    submits again when the history shows nothing, is not submitted again either.
+
+    Found on a real Airflow (tests/integration/test_mapped_twins.py): the search's last lookup
+    came at the deadline, read no page, and its empty answer replaced the ambiguity, so the task
+    said "showed no request of it", and after a late 502 submitted again (a job billed twice).
+    """
+    use_emulator(monkeypatch, emu, extra=FAST_EXTRA)
+    op = t2i(deferrable=True, seed=42, history_wait=1.0)
+    model, params = op._validated()
+    emu.script([{"endpoint": "submit", "fault": "504"}, {"endpoint": "submit", "fault": fault}])
+    with pytest.raises(SegmindError):  # the twin's submit: created and billed, its answer lost, nobody claims it
+        SegmindHook().submit(model, params, validate=False, trust_5xx=False)
+    with pytest.raises(AirflowFailException) as info:
+        op.execute(make_context(DictTaskStateStore()))
+    assert "the request history shows 2 requests that may be it" in str(info.value)
+    assert "nothing is billed twice" in str(info.value)
+    assert emu.stats()["submissions"] == 2  # the twin's and ours: nothing submitted again
+    assert "shows no request with this body" not in captured_logs(caplog, capsys)
 
 
 @pytest.mark.parametrize(("history", "submissions"), [(True, 1), (False, 2)])
