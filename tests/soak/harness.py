@@ -6,7 +6,9 @@ soak DAG (:mod:`tests.soak.soak_dag`) into the DAGS_FOLDER, and runs it once wit
 child process (:mod:`tests.soak.worker`) that injects the task- and trigger-level faults
 (:mod:`tests.soak.chaos`). Then everything is stopped and the outcome is audited against the
 emulator's billing record, S3's contents and every byte the run wrote (logs, database, XCom, trigger
-kwargs, S3 objects). The audit returns a list of violations (empty = pass) and a summary table.
+kwargs, S3 objects). The audit returns a list of violations (empty = pass) and a summary table. The
+request history answers in the emulator's history profiles, one per segment of the prompts
+(:func:`history_segments`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from airflow_provider_segmind.emulator.config import HISTORY_PROFILES, OWN_USER_EMAIL, EmulatorConfig
 from airflow_provider_segmind.protocol import SD3_ASPECT_RATIOS, SD3_LARGE_MODEL, SD3_SIZES
 from tests.processes import group_alive
 from tests.soak import s3_proxy
@@ -142,6 +145,16 @@ class SoakSettings:
     #: The operator's ``history_wait``, and how long the emulator's history records lag.
     history_wait: float = 4.0
     history_lag_seconds: float = 0.3
+    #: The emulator's request-history profiles (``emulator/config.py`` ``HISTORY_PROFILES``), each
+    #: answering for one contiguous segment of the prompts (:func:`history_segments`): the long form
+    #: rotates through all of them, the short form uses ``("all",)`` (every shape at once). A profile
+    #: that lags (``lagging``, ``all``) keeps its own lag; the others lag ``history_lag_seconds``.
+    history_profiles: tuple[str, ...] = tuple(HISTORY_PROFILES)
+
+    def __post_init__(self) -> None:
+        unknown = [name for name in self.history_profiles if name not in HISTORY_PROFILES]
+        if unknown or not self.history_profiles:
+            raise ValueError(f"history_profiles {unknown or '()'}: choose from {', '.join(HISTORY_PROFILES)}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -156,6 +169,50 @@ def default_bound(prompts: int) -> float:
     machine's cores) and the long form (``python -m tests.soak``); a run past it has a stuck prompt.
     """
     return 300 + 4.5 * prompts
+
+
+@dataclass(frozen=True)
+class HistorySegment:
+    """Prompts ``start`` to ``stop - 1`` are generated while the emulator's history answers as ``profile``."""
+
+    profile: str
+    start: int
+    stop: int
+
+    def __str__(self) -> str:
+        return f"{self.profile} p{self.start}-p{self.stop - 1}"
+
+
+def history_segments(settings: SoakSettings) -> list[HistorySegment]:
+    """The prompts split into one contiguous segment per history profile, in the settings' order.
+
+    A segment rather than a run per profile: one long-form run then meets every shape (11 profiles,
+    ~18 prompts each in a 200-prompt run), with the same fault mix and the same audit. ``dag.test()``
+    runs one task instance at a time (triggers inline), so the worker switches the emulator to the
+    segment's profile before each generate try (:meth:`tests.soak.chaos.Chaos.use_history_profile`)
+    and every history answer a try reads is in its prompt's profile. Fewer prompts than profiles:
+    some profiles get none (the report says which).
+    """
+    n, names = settings.prompts, settings.history_profiles
+    segments = [HistorySegment(name, k * n // len(names), (k + 1) * n // len(names)) for k, name in enumerate(names)]
+    return [segment for segment in segments if segment.stop > segment.start]
+
+
+def profile_changes(profile: str, base_lag: float) -> dict[str, Any]:
+    """The emulator settings of history ``profile`` (every shape setting it leaves out at its default),
+    lagging ``base_lag`` unless the profile sets a lag of its own."""
+    changes = EmulatorConfig.history_profile(profile)
+    if "history_lag_seconds" not in HISTORY_PROFILES[profile]:
+        changes["history_lag_seconds"] = base_lag
+    return changes
+
+
+def history_user_email(settings: SoakSettings) -> str | None:
+    """The connection's ``history_user_email``: the account's own user when a profile of the run lists
+    a teammate's rows (as a team account would set it, once for the account), else none."""
+    if any(HISTORY_PROFILES[segment.profile].get("history_team_rows") for segment in history_segments(settings)):
+        return OWN_USER_EMAIL
+    return None
 
 
 @dataclass
@@ -278,6 +335,7 @@ def run_soak(settings: SoakSettings, *, workdir: Path, dags_folder: Path, env: M
     workdir.mkdir(parents=True, exist_ok=True)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's access log
     plan = make_plan(settings)
+    segments = history_segments(settings)
     run = SoakRun(
         settings=settings,
         plan=plan,
@@ -304,7 +362,8 @@ def run_soak(settings: SoakSettings, *, workdir: Path, dags_folder: Path, env: M
         seed=settings.seed,
         request_log_size=500_000,
         render_threads=2,
-        history_lag_seconds=settings.history_lag_seconds,
+        # The first segment's history profile; the worker switches to each prompt's (history_segments).
+        **profile_changes(segments[0].profile, settings.history_lag_seconds),
     )
     emulator = SegmindEmulator(config)
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -361,6 +420,15 @@ def run_soak(settings: SoakSettings, *, workdir: Path, dags_folder: Path, env: M
             "seed": settings.seed,
             "max_consecutive_errors": settings.max_consecutive_errors,
             "run_conf": {"prompts": plan.specs, "bucket": run.bucket},
+            "history_segments": [
+                {
+                    "profile": segment.profile,
+                    "start": segment.start,
+                    "stop": segment.stop,
+                    "changes": profile_changes(segment.profile, settings.history_lag_seconds),
+                }
+                for segment in segments
+            ],
         }
         config_file = workdir / "worker.json"
         config_file.write_text(json.dumps(worker_config))
@@ -374,6 +442,8 @@ def run_soak(settings: SoakSettings, *, workdir: Path, dags_folder: Path, env: M
                 "retry_backoff": 0.05,
                 "retry_backoff_max": 0.5,
                 "history_lookup": settings.history_lookup,
+                # Only where a profile lists a teammate's rows (then for the whole run, as an account sets it).
+                **({"history_user_email": email} if (email := history_user_email(settings)) else {}),
             },
         }
         aws_conn = {
@@ -470,6 +540,11 @@ def _collect_s3(run: SoakRun, client: Any) -> None:
 
 #: How a failed try's exception names its cause; the first match wins.
 CAUSES: Final = (
+    # The safe rule (issue 22, ``_HistoryLookups._fail_safe``): a lost submit (or an earlier try's
+    # unrecorded one) that nothing proves is this task's (the history showed none, or several
+    # unclaimed candidates) fails without retries; never a blind resend. Before "submit outcome
+    # unknown": its message may begin with the same words.
+    ("safe rule", re.compile(r"nothing is billed twice")),
     # history_lookup off: a lost submit answer fails the task without retries (issue 12's rule).
     ("submit outcome unknown", re.compile(r"outcome of this Segmind submit is unknown")),
     ("content blocked", re.compile(r"content-safety|Content blocked", re.I)),
@@ -569,6 +644,8 @@ def billing_ledger(jobs: Iterable[Mapping[str, Any]], prompts: int) -> Ledger:
 
 def audit(run: SoakRun) -> Audit:
     """Check every guarantee; return the violations and the summary rows."""
+    from airflow_provider_segmind.operators._reconcile import MAX_SUBMIT_ROUNDS
+
     a = Audit()
     settings, plan = run.settings, run.plan
     n = settings.prompts
@@ -662,9 +739,12 @@ def audit(run: SoakRun) -> Audit:
     for i in plan.unsafe_marked:
         # History off: a submit of unknown outcome may end the task before the block is seen.
         cause = causes_for(tis, failures, i)
+        # History on: a lost submit that nothing proves is ours may end it by the safe rule first.
         a.check(
-            cause == "content blocked" or (not settings.history_lookup and cause == "submit outcome unknown"),
-            f"prompt {i} (__unsafe__) did not end blocked",
+            cause == "content blocked"
+            or (not settings.history_lookup and cause == "submit outcome unknown")
+            or (settings.history_lookup and cause == "safe rule"),
+            f"prompt {i} (__unsafe__) did not end blocked (cause {cause})",
         )
     for i in plan.fail_marked:
         # Every try that got a job saw it FAIL; a try may also end earlier (a submit that got no answer).
@@ -674,11 +754,18 @@ def audit(run: SoakRun) -> Audit:
         )
         jobs = jobs_by_prompt.get(i, [])
         failed_tries = sum(1 for e in failures.get((GENERATE, i), []) if classify(e["error"]) == "job FAILED")
+        # A try ended by the safe rule may have billed up to MAX_SUBMIT_ROUNDS jobs it never saw FAIL.
+        safe_tries = sum(1 for e in failures.get((GENERATE, i), []) if classify(e["error"]) == "safe rule")
         # History off: a late 5xx is resent by the hook, so one try may bill two FAILED jobs (reported).
         a.check(
             all(job["status"] == "FAILED" for job in jobs)
-            and (len(jobs) == failed_tries or (not settings.history_lookup and len(jobs) > failed_tries)),
-            f"prompt {i} (__fail__): {len(jobs)} jobs for {failed_tries} tries that saw a FAILED job",
+            and (
+                len(jobs) == failed_tries
+                or (not settings.history_lookup and len(jobs) > failed_tries)
+                or (safe_tries and failed_tries <= len(jobs) <= failed_tries + MAX_SUBMIT_ROUNDS * safe_tries)
+            ),
+            f"prompt {i} (__fail__): {len(jobs)} jobs for {failed_tries} tries that saw a FAILED job"
+            + (f" and {safe_tries} ended by the safe rule" if safe_tries else ""),
         )
     a.check(sum(outcomes.values()) == n, f"{sum(outcomes.values())} outcomes for {n} prompts")
 
@@ -711,8 +798,20 @@ def audit(run: SoakRun) -> Audit:
     log_path = run.workdir / "worker.log"
     log = log_path.read_bytes() if log_path.exists() else b""
     faults = run.emulator_stats.get("faults", {})
+    switches = sum(1 for r in run.chaos if r.get("kind") == "history_profile")
     a.rows = [
         ("run", f"{dag_id} {run_id} ({result.get('state')})"),
+        (
+            "history profiles",
+            ", ".join(str(segment) for segment in history_segments(settings))
+            + (f" ({switches} switches)" if len(history_segments(settings)) > 1 else "")
+            + "".join(
+                f"; {name} not reached (fewer prompts than profiles)"
+                for name in settings.history_profiles
+                if name not in {segment.profile for segment in history_segments(settings)}
+            )
+            + f"; history_user_email {history_user_email(settings) or 'not set'}",
+        ),
         (
             "wall time",
             f"{run.wall_seconds:.1f} s (bound {settings.bound_seconds:g} s; dag.test "
@@ -921,7 +1020,7 @@ def _audit_chaos(
     # A worker that died between the accepted submit and the record write (issue 13): with the
     # request history its retry re-attaches to that job (found by its body); without, it pays again.
     deaths = [r for r in run.chaos if r.get("kind") == "die_after_submit"]
-    reattached_after_death = 0
+    reattached_after_death = safe_after_death = 0
     for r in deaths:
         i = r["map_index"]
         a.check(failed_with(r, "worker crash (simulated)"), f"prompt {i}: the death after submit did not fail its try")
@@ -934,7 +1033,13 @@ def _audit_chaos(
                 not later or not run.settings.history_lookup,
                 f"prompt {i}: the retry after a death paid again although the history knew the job",
             )
-            reattached_after_death += not later
+            # The retry may also end by the safe rule (the history did not prove the job its own).
+            safe = any(
+                e["try_number"] > r["try_number"] and classify(e["error"]) == "safe rule"
+                for e in failures.get((GENERATE, i), [])
+            )
+            safe_after_death += safe
+            reattached_after_death += not later and not safe
 
     def count(action: str) -> str:
         planned = sum(1 for v in plan.actions.values() if v == action)
@@ -953,7 +1058,8 @@ def _audit_chaos(
         (
             "worker death after an accepted submit",
             f"{len(deaths)} of {sum(1 for v in plan.actions.values() if v == 'die_after_submit')} planned; "
-            f"{reattached_after_death} retries re-attached through the request history",
+            f"{reattached_after_death} retries re-attached through the request history"
+            + (f", {safe_after_death} failed by the safe rule" if safe_after_death else ""),
         ),
         ("S3 outage on first persist write", f"{len(plan.s3_outage)} prompts"),
         ("trigger kwargs snapshots scanned", str(kwargs_snapshots)),
@@ -1024,7 +1130,9 @@ def prompt_story(run: SoakRun, index: int) -> list[str]:
 
 def format_report(run: SoakRun, result: Audit) -> str:
     s = run.settings
-    title = f"Segmind fault-injection soak: {s.prompts} prompts, seed {s.seed}"
+    profiles = s.history_profiles
+    shown = f"history profile {profiles[0]}" if len(profiles) == 1 else f"{len(profiles)} history profiles rotated"
+    title = f"Segmind fault-injection soak: {s.prompts} prompts, seed {s.seed}, {shown}"
     report = result.table(title)
     named = sorted({int(m.group(1)) for v in result.violations for m in [re.match(r"prompt (\d+)\b", v)] if m})
     for index in named:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
-from tests.soak.harness import billing_ledger
+import pytest
+
+from airflow_provider_segmind.emulator.config import HISTORY_PROFILES, OWN_USER_EMAIL
+from tests.soak.harness import SoakSettings, billing_ledger, history_segments, history_user_email, profile_changes
 
 
 def _job(request_id: str, prompt: str, status: str, at: float) -> dict[str, Any]:
@@ -28,3 +32,30 @@ def test_only_a_failed_or_expired_job_may_be_billed_again() -> None:
     assert ledger.resubmits == {"FAILED": 1, "EXPIRED": 1}
     assert [(i, j["request_id"]) for i, j in ledger.paid_twice] == [(3, "e")]
     assert [j["request_id"] for j in ledger.strays] == ["g", "h"]
+
+
+def test_history_segments_cover_every_prompt_once_and_every_profile_in_a_long_run() -> None:
+    long = SoakSettings(prompts=200)
+    segments = history_segments(long)
+    assert [s.profile for s in segments] == list(HISTORY_PROFILES)
+    assert segments[0].start == 0
+    assert segments[-1].stop == 200
+    assert all(a.stop == b.start for a, b in itertools.pairwise(segments))
+    assert all(17 <= s.stop - s.start <= 19 for s in segments)
+    # Fewer prompts than profiles: some profiles get one prompt each, the others none (the report says which).
+    few = history_segments(SoakSettings(prompts=3))
+    assert [(s.start, s.stop) for s in few] == [(0, 1), (1, 2), (2, 3)]
+    short = history_segments(SoakSettings(prompts=32, history_profiles=("all",)))
+    assert [(s.profile, s.start, s.stop) for s in short] == [("all", 0, 32)]
+    with pytest.raises(ValueError, match="history_profiles"):
+        SoakSettings(history_profiles=("nope",))
+
+
+def test_profile_changes_keep_a_profiles_own_lag_and_the_user_filter_follows_teams() -> None:
+    assert profile_changes("default", 0.3)["history_lag_seconds"] == 0.3
+    assert profile_changes("hex-ids", 0.3)["history_id_form"] == "hex32"
+    assert profile_changes("lagging", 0.3)["history_lag_seconds"] == HISTORY_PROFILES["lagging"]["history_lag_seconds"]
+    assert profile_changes("all", 0.3)["history_team_rows"] == HISTORY_PROFILES["all"]["history_team_rows"]
+    assert history_user_email(SoakSettings(history_profiles=("all",))) == OWN_USER_EMAIL
+    assert history_user_email(SoakSettings()) == OWN_USER_EMAIL  # the rotation includes "team"
+    assert history_user_email(SoakSettings(history_profiles=("default", "hex-ids"))) is None

@@ -87,6 +87,7 @@ def main(argv: list[str]) -> int:
         record_file=Path(config["chaos_file"]),
         seed=int(config["seed"]),
         max_consecutive_errors=int(config["max_consecutive_errors"]),
+        history_segments=config.get("history_segments") or (),
     )
     dag = _load_dag(Path(config["dag_file"]))
     started = time.monotonic()
