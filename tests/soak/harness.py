@@ -6,9 +6,10 @@ soak DAG (:mod:`tests.soak.soak_dag`) into the DAGS_FOLDER, and runs it once wit
 child process (:mod:`tests.soak.worker`) that injects the task- and trigger-level faults
 (:mod:`tests.soak.chaos`). Then everything is stopped and the outcome is audited against the
 emulator's billing record, S3's contents and every byte the run wrote (logs, database, XCom, trigger
-kwargs, S3 objects). The audit returns a list of violations (empty = pass) and a summary table. The
-request history answers in the emulator's history profiles, one per segment of the prompts
-(:func:`history_segments`).
+kwargs, S3 objects), and who holds which Segmind request (:func:`billing_ledger`: paid twice, owned
+by two task instances, failed by the safe rule). The audit returns a list of violations (empty =
+pass) and a summary table. The request history answers in the emulator's history profiles, one per
+segment of the prompts (:func:`history_segments`).
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ from pathlib import Path
 from typing import Any, Final
 
 from airflow_provider_segmind.emulator.config import HISTORY_PROFILES, OWN_USER_EMAIL, EmulatorConfig
+from airflow_provider_segmind.operators._claims import claim_name
 from airflow_provider_segmind.protocol import SD3_ASPECT_RATIOS, SD3_LARGE_MODEL, SD3_SIZES
+from airflow_provider_segmind.protocol.history import request_id_key
 from tests.processes import group_alive
 from tests.soak import s3_proxy
 
@@ -609,25 +612,97 @@ def _image_check(data: bytes, spec: Mapping[str, Any]) -> str | None:
     return None
 
 
+def owner_name(task_id: str, map_index: int | None, dag_id: str | None = None, run_id: str | None = None) -> str:
+    """A task instance as the ledger names it: ``render.generate[3]``, with its DAG and run if another's."""
+    index = "" if map_index in (None, -1) else f"[{map_index}]"
+    return f"{task_id}{index}" if dag_id is None else f"{dag_id}/{run_id}/{task_id}{index}"
+
+
+@dataclass(frozen=True)
+class Sighting:
+    """A task instance seen holding a Segmind request: it returned it or pushed it to XCom, recorded it
+    in its task state store, watched it with a trigger, died after Segmind accepted it, or claims it
+    (a ``segmind_claim_*`` Variable, ``operators/_claims.py``)."""
+
+    request_id: str
+    owner: str
+    #: The owner's map index in this run (None: another run's or DAG's task instance).
+    map_index: int | None
+    source: str
+
+
+@dataclass(frozen=True)
+class SafeRuleFailure:
+    """A task that failed with the safe rule's message (``_HistoryLookups._fail_safe``): nothing proved
+    which request was its own, so it failed without retries instead of resending or guessing."""
+
+    index: int
+    task_id: str
+    try_number: int | None
+    #: The request ids its message names (the ambiguous candidates); none when the history showed none.
+    request_ids: tuple[str, ...]
+    error: str
+
+
+#: A request id as a message may spell it: a dashed UUID, or its 32 hex digits (a ``hex-ids`` history).
+_REQUEST_ID: Final = re.compile(r"\b[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}\b")
+
+
+def named_request_ids(text: str | None) -> tuple[str, ...]:
+    """The request ids ``text`` names, in order, each once (in their own spelling)."""
+    seen: dict[str, str] = {}
+    for match in _REQUEST_ID.finditer(text or ""):
+        seen.setdefault(request_id_key(match.group(0)), match.group(0))
+    return tuple(seen.values())
+
+
 @dataclass
 class Ledger:
     """What the emulator billed, by prompt: the one rule both the soak and the cluster audit count by.
 
     A prompt may be billed again only after its earlier job FAILED or expired (``resubmits``); any
     other earlier job of the same prompt was paid twice (``paid_twice``). ``strays`` belong to no prompt.
+
+    With ``sightings`` (:class:`Sighting`), who holds which request: ``owners`` (request id key ->
+    owner -> sources); ``shared``, requests held by two task instances; ``misowned``, requests held
+    by the task of another prompt than the one billed (``(request id, billed prompt, owner)``);
+    ``unbilled``, requests a task holds that the account was never billed for (a teammate's).
+    With ``failures`` (the failed tries' events), ``safe_rule``: the tries failed by the safe rule.
     """
 
     jobs_by_prompt: dict[int, list[dict[str, Any]]]
     resubmits: Counter[str]
     paid_twice: list[tuple[int, dict[str, Any]]]
     strays: list[dict[str, Any]]
+    owners: dict[str, dict[str, set[str]]] = field(default_factory=dict)
+    shared: list[tuple[str, dict[str, set[str]]]] = field(default_factory=list)
+    misowned: list[tuple[str, int, str]] = field(default_factory=list)
+    unbilled: list[tuple[str, str]] = field(default_factory=list)
+    safe_rule: list[SafeRuleFailure] = field(default_factory=list)
+
+    def prompt_of(self, request_id: str) -> int | None:
+        """The prompt a billed request belongs to (any spelling of its id), or None if never billed."""
+        key = request_id_key(request_id)
+        for index, billed in self.jobs_by_prompt.items():
+            if any(request_id_key(job["request_id"]) == key for job in billed):
+                return index
+        return None
 
 
-def billing_ledger(jobs: Iterable[Mapping[str, Any]], prompts: int) -> Ledger:
-    """Group the emulator's billed jobs by prompt (in submit order) and classify every earlier job."""
+def billing_ledger(
+    jobs: Iterable[Mapping[str, Any]],
+    prompts: int,
+    sightings: Iterable[Sighting] = (),
+    failures: Iterable[Mapping[str, Any]] = (),
+) -> Ledger:
+    """Group the emulator's billed jobs by prompt (in submit order) and classify every earlier job;
+    then who holds which request (``sightings``) and which tries the safe rule failed (``failures``:
+    events with ``task_id``, ``map_index``, ``try_number`` and ``error``)."""
     ledger = Ledger(defaultdict(list), Counter(), [], [])
+    billed_prompt: dict[str, int | None] = {}
     for job in jobs:
         index = prompt_index(job["params"].get("prompt"))
+        billed_prompt[request_id_key(job["request_id"])] = index
         if index is None or not 0 <= index < prompts:
             ledger.strays.append(dict(job))
         else:
@@ -639,7 +714,106 @@ def billing_ledger(jobs: Iterable[Mapping[str, Any]], prompts: int) -> Ledger:
                 ledger.resubmits[earlier["status"]] += 1
             else:
                 ledger.paid_twice.append((index, earlier))
+
+    spelled: dict[str, str] = {}
+    indexes: dict[tuple[str, str], int | None] = {}
+    for sighting in sightings:
+        key = request_id_key(sighting.request_id)
+        spelled.setdefault(key, sighting.request_id)
+        ledger.owners.setdefault(key, {}).setdefault(sighting.owner, set()).add(sighting.source)
+        indexes[(key, sighting.owner)] = sighting.map_index
+    for key, by_owner in ledger.owners.items():
+        if len(by_owner) > 1:
+            ledger.shared.append((spelled[key], by_owner))
+        if key not in billed_prompt:
+            ledger.unbilled += [(spelled[key], owner) for owner in sorted(by_owner)]
+            continue
+        index = billed_prompt[key]
+        for owner in sorted(by_owner):
+            if index is not None and indexes[(key, owner)] != index:
+                ledger.misowned.append((spelled[key], index, owner))
+
+    seen: set[tuple[Any, ...]] = set()
+    for event in failures:
+        if classify(event.get("error")) != "safe rule":
+            continue
+        try_key = (event.get("task_id"), event.get("map_index"), event.get("try_number"))
+        if try_key in seen:
+            continue
+        seen.add(try_key)
+        ledger.safe_rule.append(
+            SafeRuleFailure(
+                index=int(event.get("map_index", -1)),
+                task_id=str(event.get("task_id")),
+                try_number=event.get("try_number"),
+                request_ids=named_request_ids(event.get("error")),
+                error=str(event.get("error")),
+            )
+        )
+    ledger.safe_rule.sort(key=lambda failure: (failure.index, failure.try_number or 0))
     return ledger
+
+
+def run_sightings(run: SoakRun) -> tuple[list[Sighting], Counter[str]]:
+    """Every request a generate task instance of the run was seen holding (see :class:`Sighting`), and
+    a count of what was read (claims of other runs, left out unless they name this run's requests)."""
+    result = run.result
+    dag_id, run_id = result.get("dag_id", run.settings.dag_id), result.get("run_id")
+    sightings: list[Sighting] = []
+    read: Counter[str] = Counter()
+
+    def see(request_id: Any, map_index: Any, source: str) -> None:
+        if isinstance(request_id, str) and request_id and isinstance(map_index, int):
+            sightings.append(Sighting(request_id, owner_name(GENERATE, map_index), map_index, source))
+            read[source] += 1
+
+    for x in result.get("xcoms", []):
+        if x["task_id"] == GENERATE and x["key"] == "segmind_request_id":
+            see(x["value"], x["map_index"], "XCom segmind_request_id")
+        elif x["task_id"] == GENERATE and x["key"] == "return_value" and isinstance(x["value"], Mapping):
+            see(x["value"].get("request_id"), x["map_index"], "XCom return_value")
+    for row in result.get("task_state_store", []):
+        if row["task_id"] == GENERATE and isinstance(row["value"], Mapping):
+            see(row["value"].get("request_id"), row["map_index"], "task state store")
+    for record in run.chaos:
+        if record.get("kind") == "trigger" and record.get("task_id") == GENERATE:
+            see(record.get("request_id"), record.get("map_index"), "trigger watched")
+        elif record.get("kind") == "die_after_submit":
+            see(record.get("request_id"), record.get("map_index"), "accepted before the worker died")
+
+    # Claims name a request by a hash of its id (claim_name): resolve them against what was billed, and
+    # against the teammate rows a team profile lists (derived from the billed ids, request_history.py).
+    from airflow_provider_segmind.emulator.request_history import _TEAMMATE_NAMESPACE
+
+    team_rows = max(int(bundle.get("history_team_rows", 0)) for bundle in HISTORY_PROFILES.values())
+    by_digest: dict[str, str] = {}
+    for job in run.jobs:
+        rid = job["request_id"]
+        by_digest[_claim_digest(rid)] = rid
+        for n in range(team_rows):
+            mate = str(uuid.uuid5(_TEAMMATE_NAMESPACE, f"{rid}/{n}"))
+            by_digest[_claim_digest(mate)] = f"{mate} (a teammate's copy of {rid})"
+    for claim in result.get("claims", []):
+        value = claim.get("value")
+        owner = value.get("owner") if isinstance(value, Mapping) else None
+        rid = by_digest.get(str(claim.get("key", "")).rsplit("_", 1)[-1])
+        ours = isinstance(owner, list) and len(owner) == 4 and owner[0] == dag_id and owner[1] == run_id
+        if not ours and rid is None:
+            read["claims of other runs (left out)"] += 1
+            continue
+        if isinstance(owner, list) and len(owner) == 4:
+            name = owner_name(str(owner[2]), owner[3]) if ours else owner_name(str(owner[2]), owner[3], *owner[:2])
+            index = owner[3] if ours and owner[2] == GENERATE and isinstance(owner[3], int) else None
+        else:
+            name, index = f"unreadable claim owner {owner!r}", None
+        sightings.append(Sighting(rid or f"unknown request of claim {claim.get('key')}", name, index, "claim"))
+        read["claim"] += 1
+    return sightings, read
+
+
+def _claim_digest(request_id: str) -> str:
+    """The part of a claim's Variable name that names its request (``segmind_claim_<day>_<digest>``)."""
+    return claim_name(request_id, 0.0).rsplit("_", 1)[-1]
 
 
 def audit(run: SoakRun) -> Audit:
@@ -664,7 +838,8 @@ def audit(run: SoakRun) -> Audit:
         failures[(event["task_id"], event["map_index"])].append(event)
 
     # ---- billing: every job the emulator accepted, by prompt --------------------------------
-    ledger = billing_ledger(run.jobs, n)
+    sightings, sighted = run_sightings(run)
+    ledger = billing_ledger(run.jobs, n, sightings, run.events)
     for job in ledger.strays:
         a.check(False, f"billed job {job['request_id']} belongs to no prompt")
     jobs_by_prompt, resubmits, duplicates = ledger.jobs_by_prompt, ledger.resubmits, len(ledger.paid_twice)
@@ -676,6 +851,37 @@ def audit(run: SoakRun) -> Audit:
             f"prompt {index}: job {earlier['request_id']} ({earlier['status']}) was submitted again "
             "although it was neither FAILED nor expired (duplicate billing)",
         )
+    # ---- ownership: one task instance per Segmind request ---------------------------------------
+    for request_id, by_owner in ledger.shared:
+        held = "; ".join(f"{owner} ({', '.join(sorted(sources))})" for owner, sources in sorted(by_owner.items()))
+        a.check(False, f"request {request_id} is owned by {len(by_owner)} task instances: {held}")
+    for request_id, billed_for, owner in ledger.misowned:
+        a.check(False, f"prompt {billed_for}: its request {request_id} is held by {owner}, another prompt's task")
+    for request_id, owner in ledger.unbilled:
+        a.check(False, f"{owner} holds request {request_id}, which the account was never billed for")
+    # Paid for, used by no task: a lost submit the safe rule left (or, history off, one resent). Reported.
+    orphans = [
+        (i, job)
+        for i, billed in sorted(jobs_by_prompt.items())
+        for job in billed
+        if request_id_key(job["request_id"]) not in ledger.owners
+    ]
+    a.check(
+        sighted["claim"] > 0 or not run.jobs,
+        "control: no segmind_claim_* Variable of this run was read (the ownership check saw no claims)",
+    )
+    # ---- the safe rule: allowed, each one named; what it names must be this prompt's own requests
+    segments = history_segments(settings)
+    profile_of = {i: segment.profile for segment in segments for i in range(segment.start, segment.stop)}
+    for failure in ledger.safe_rule:
+        for request_id in failure.request_ids:
+            owner_prompt = ledger.prompt_of(request_id)
+            whose = "never billed (a teammate's?)" if owner_prompt is None else f"prompt {owner_prompt}'s"
+            a.check(
+                owner_prompt == failure.index,
+                f"prompt {failure.index}: the safe rule (try {failure.try_number}, history profile "
+                f"{profile_of.get(failure.index)}) names request {request_id}, {whose}",
+            )
     prompts_billed = len(jobs_by_prompt)
     # With the history off, the duplicates are the documented cost (reported below, not violations).
     expected_paid = prompts_billed + sum(resubmits.values()) + (0 if settings.history_lookup else duplicates)
@@ -834,6 +1040,25 @@ def audit(run: SoakRun) -> Audit:
             str(duplicates) + ("" if settings.history_lookup else " (billed twice: what the request history prevents)"),
         ),
         ("  history lookups (emulator)", str(run.emulator_stats.get("history_calls"))),
+        (
+            "  requests owned by two tasks",
+            f"{len(ledger.shared)} (+ {len(ledger.misowned)} held by another prompt's task, "
+            f"{len(ledger.unbilled)} never billed); {len(ledger.owners)} requests held, seen "
+            + ", ".join(f"{k} x{v}" for k, v in sorted(sighted.items())),
+        ),
+        (
+            "  billed requests no task holds",
+            f"{len(orphans)}" + "".join(f"; {job['request_id']} (prompt {i}, {job['status']})" for i, job in orphans),
+        ),
+        ("  safe-rule failures (allowed)", str(len(ledger.safe_rule))),
+        *[
+            (
+                f"    prompt {f.index} (try {f.try_number}, {profile_of.get(f.index)})",
+                (f"names {', '.join(f.request_ids)}" if f.request_ids else "names no request (the history showed none)")
+                + f"; the prompt was billed {len(jobs_by_prompt.get(f.index, []))} job(s)",
+            )
+            for f in ledger.safe_rule
+        ],
         ("  prompts never billed", str(n - prompts_billed)),
         ("emulator faults injected", ", ".join(f"{k} x{v}" for k, v in sorted(faults.items()))),
         (
