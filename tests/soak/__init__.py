@@ -16,9 +16,14 @@ many prompts with ``dag.test()`` (Airflow 3.3: real task runner, real retries, r
   500/503 answers, resets before the request is applied, answers lost after it was applied, and an
   outage longer than boto3's retries for some prompts.
 
+The request history answers in the shapes of the emulator's history profiles (``HISTORY_PROFILES``):
+all of them at once in the short form, one profile per segment of the prompts in the long form.
+
 Then :func:`tests.soak.harness.audit` checks that every prompt ends as a verified image + manifest
-in S3 or as a failed task whose exception names the cause; that paid submissions equal prompts plus
-resubmissions of FAILED or expired jobs only; that the API key appears nowhere (logs, database,
+in S3 or as a failed task whose exception names the cause (a safe-rule failure is allowed and
+named); that paid submissions equal prompts plus resubmissions of FAILED or expired jobs only; that
+no Segmind request is owned by two task instances (XComs, records, triggers and the
+``segmind_claim_*`` Variables); that the API key appears nowhere (logs, database,
 XCom, task state store, trigger kwargs, events, S3 objects); that no multipart upload, partial or
 rewritten object is left in S3; and that the run finished within its bound with every server and
 process it started stopped. It prints a summary table.

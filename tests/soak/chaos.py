@@ -22,6 +22,10 @@ _run_inline_trigger``) and, at the first deferral of each planned map index of t
   worker "dies" (an exception) before the request id is recorded; only the "attempt" record written
   before the submit is left. The retry must find the request in the request history (issue 13).
 
+Besides the faults, :meth:`Chaos.use_history_profile` switches the emulator's request history to
+the profile of the prompt's segment (``tests.soak.harness.history_segments``) before every try of
+the generate task starts or resumes, so each try reads the history in its own prompt's shape.
+
 Production code has no hook for any of this: only Airflow's test runner and the operator class are
 wrapped, in this process only. Everything done is appended to a JSON-lines record file for the
 harness, with each trigger's serialized kwargs and ``repr`` (scanned for the API key).
@@ -36,7 +40,7 @@ import random
 import threading
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +85,9 @@ class EmulatorAdmin:
 
     def pending_script(self) -> dict[str, int]:
         return dict(self._call("GET", "/_emulator/stats").get("scripted_pending") or {})
+
+    def configure(self, changes: Mapping[str, Any]) -> dict[str, Any]:
+        return dict(self._call("POST", "/_emulator/config", dict(changes)))
 
 
 def rebuild(trigger: BaseTrigger) -> tuple[BaseTrigger, str]:
@@ -181,8 +188,12 @@ class Chaos:
         record_file: Path,
         seed: int,
         max_consecutive_errors: int,
+        history_segments: Sequence[Mapping[str, Any]] = (),
     ) -> None:
         self.admin = EmulatorAdmin(emulator_url)
+        self.history_segments = [dict(segment) for segment in history_segments]
+        #: The profile the emulator answers in now (the harness starts it in the first segment's).
+        self.history_profile: str | None = self.history_segments[0]["profile"] if self.history_segments else None
         self.plan = dict(plan)
         self.record_file = record_file
         self.rng = random.Random(f"soak-chaos:{seed}")
@@ -207,6 +218,7 @@ class Chaos:
         from airflow_provider_segmind.operators.segmind import SegmindTextToImageOperator, _SegmindJobOperator
 
         original_inline = dag_module._run_inline_trigger
+        original_execute = _SegmindJobOperator.execute
         original_complete = SegmindTextToImageOperator.execute_complete
         original_record = _SegmindJobOperator._record_request
         chaos = self
@@ -214,7 +226,12 @@ class Chaos:
         def run_inline_trigger(trigger: BaseTrigger, ti: Any) -> TriggerEvent | None:
             return chaos.inline_trigger(original_inline, trigger, ti)
 
+        def execute(operator: Any, context: Any) -> Any:
+            chaos.use_history_profile(context["ti"])
+            return original_execute(operator, context)
+
         def execute_complete(operator: Any, context: Any, event: Any = None, **kwargs: Any) -> Any:
+            chaos.use_history_profile(context["ti"])  # an expired request is looked up in the history
             result = original_complete(operator, context, event, **kwargs)
             ti = context["ti"]
             if chaos.take_crash(ti.task_id, ti.map_index):
@@ -243,14 +260,42 @@ class Chaos:
             original_record(operator, context, store, request_id, *args, **kwargs)
 
         dag_module._run_inline_trigger = run_inline_trigger
+        _SegmindJobOperator.execute = execute  # type: ignore[method-assign]
         SegmindTextToImageOperator.execute_complete = execute_complete  # type: ignore[method-assign]
         _SegmindJobOperator._record_request = record_request  # type: ignore[method-assign]
         try:
             yield self
         finally:
             dag_module._run_inline_trigger = original_inline
+            _SegmindJobOperator.execute = original_execute  # type: ignore[method-assign]
             SegmindTextToImageOperator.execute_complete = original_complete  # type: ignore[method-assign]
             _SegmindJobOperator._record_request = original_record  # type: ignore[method-assign]
+
+    def use_history_profile(self, ti: Any) -> None:
+        """Switch the emulator's request history to the profile of ``ti``'s prompt, if it is not already.
+
+        ``dag.test()`` runs one task instance at a time (its trigger inline), so the profile holds for
+        every history answer this try reads. Recorded as ``history_profile`` entries.
+        """
+        if ti.task_id != GENERATE or len(self.history_segments) < 2:
+            return
+        segment = next(
+            (s for s in self.history_segments if s["start"] <= ti.map_index < s["stop"]), self.history_segments[-1]
+        )
+        with self._lock:
+            if segment["profile"] == self.history_profile:
+                return
+            previous, self.history_profile = self.history_profile, segment["profile"]
+        self.admin.configure(segment["changes"])
+        self.record(
+            {
+                "kind": "history_profile",
+                "map_index": ti.map_index,
+                "try_number": ti.try_number,
+                "profile": segment["profile"],
+                "previous": previous,
+            }
+        )
 
     def take_death(self, task_id: str, map_index: int) -> bool:
         """Whether this (first) request record write of a ``die_after_submit`` prompt is where its worker dies."""

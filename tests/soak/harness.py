@@ -6,7 +6,10 @@ soak DAG (:mod:`tests.soak.soak_dag`) into the DAGS_FOLDER, and runs it once wit
 child process (:mod:`tests.soak.worker`) that injects the task- and trigger-level faults
 (:mod:`tests.soak.chaos`). Then everything is stopped and the outcome is audited against the
 emulator's billing record, S3's contents and every byte the run wrote (logs, database, XCom, trigger
-kwargs, S3 objects). The audit returns a list of violations (empty = pass) and a summary table.
+kwargs, S3 objects), and who holds which Segmind request (:func:`billing_ledger`: paid twice, owned
+by two task instances, failed by the safe rule). The audit returns a list of violations (empty =
+pass) and a summary table. The request history answers in the emulator's history profiles, one per
+segment of the prompts (:func:`history_segments`).
 """
 
 from __future__ import annotations
@@ -33,7 +36,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from airflow_provider_segmind.emulator.config import HISTORY_PROFILES, OWN_USER_EMAIL, EmulatorConfig
+from airflow_provider_segmind.operators._claims import claim_name
 from airflow_provider_segmind.protocol import SD3_ASPECT_RATIOS, SD3_LARGE_MODEL, SD3_SIZES
+from airflow_provider_segmind.protocol.history import request_id_key
 from tests.processes import group_alive
 from tests.soak import s3_proxy
 
@@ -142,6 +148,16 @@ class SoakSettings:
     #: The operator's ``history_wait``, and how long the emulator's history records lag.
     history_wait: float = 4.0
     history_lag_seconds: float = 0.3
+    #: The emulator's request-history profiles (``emulator/config.py`` ``HISTORY_PROFILES``), each
+    #: answering for one contiguous segment of the prompts (:func:`history_segments`): the long form
+    #: rotates through all of them, the short form uses ``("all",)`` (every shape at once). A profile
+    #: that lags (``lagging``, ``all``) keeps its own lag; the others lag ``history_lag_seconds``.
+    history_profiles: tuple[str, ...] = tuple(HISTORY_PROFILES)
+
+    def __post_init__(self) -> None:
+        unknown = [name for name in self.history_profiles if name not in HISTORY_PROFILES]
+        if unknown or not self.history_profiles:
+            raise ValueError(f"history_profiles {unknown or '()'}: choose from {', '.join(HISTORY_PROFILES)}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -156,6 +172,50 @@ def default_bound(prompts: int) -> float:
     machine's cores) and the long form (``python -m tests.soak``); a run past it has a stuck prompt.
     """
     return 300 + 4.5 * prompts
+
+
+@dataclass(frozen=True)
+class HistorySegment:
+    """Prompts ``start`` to ``stop - 1`` are generated while the emulator's history answers as ``profile``."""
+
+    profile: str
+    start: int
+    stop: int
+
+    def __str__(self) -> str:
+        return f"{self.profile} p{self.start}-p{self.stop - 1}"
+
+
+def history_segments(settings: SoakSettings) -> list[HistorySegment]:
+    """The prompts split into one contiguous segment per history profile, in the settings' order.
+
+    A segment rather than a run per profile: one long-form run then meets every shape (11 profiles,
+    ~18 prompts each in a 200-prompt run), with the same fault mix and the same audit. ``dag.test()``
+    runs one task instance at a time (triggers inline), so the worker switches the emulator to the
+    segment's profile before each generate try (:meth:`tests.soak.chaos.Chaos.use_history_profile`)
+    and every history answer a try reads is in its prompt's profile. Fewer prompts than profiles:
+    some profiles get none (the report says which).
+    """
+    n, names = settings.prompts, settings.history_profiles
+    segments = [HistorySegment(name, k * n // len(names), (k + 1) * n // len(names)) for k, name in enumerate(names)]
+    return [segment for segment in segments if segment.stop > segment.start]
+
+
+def profile_changes(profile: str, base_lag: float) -> dict[str, Any]:
+    """The emulator settings of history ``profile`` (every shape setting it leaves out at its default),
+    lagging ``base_lag`` unless the profile sets a lag of its own."""
+    changes = EmulatorConfig.history_profile(profile)
+    if "history_lag_seconds" not in HISTORY_PROFILES[profile]:
+        changes["history_lag_seconds"] = base_lag
+    return changes
+
+
+def history_user_email(settings: SoakSettings) -> str | None:
+    """The connection's ``history_user_email``: the account's own user when a profile of the run lists
+    a teammate's rows (as a team account would set it, once for the account), else none."""
+    if any(HISTORY_PROFILES[segment.profile].get("history_team_rows") for segment in history_segments(settings)):
+        return OWN_USER_EMAIL
+    return None
 
 
 @dataclass
@@ -278,6 +338,7 @@ def run_soak(settings: SoakSettings, *, workdir: Path, dags_folder: Path, env: M
     workdir.mkdir(parents=True, exist_ok=True)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's access log
     plan = make_plan(settings)
+    segments = history_segments(settings)
     run = SoakRun(
         settings=settings,
         plan=plan,
@@ -304,7 +365,8 @@ def run_soak(settings: SoakSettings, *, workdir: Path, dags_folder: Path, env: M
         seed=settings.seed,
         request_log_size=500_000,
         render_threads=2,
-        history_lag_seconds=settings.history_lag_seconds,
+        # The first segment's history profile; the worker switches to each prompt's (history_segments).
+        **profile_changes(segments[0].profile, settings.history_lag_seconds),
     )
     emulator = SegmindEmulator(config)
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -361,6 +423,15 @@ def run_soak(settings: SoakSettings, *, workdir: Path, dags_folder: Path, env: M
             "seed": settings.seed,
             "max_consecutive_errors": settings.max_consecutive_errors,
             "run_conf": {"prompts": plan.specs, "bucket": run.bucket},
+            "history_segments": [
+                {
+                    "profile": segment.profile,
+                    "start": segment.start,
+                    "stop": segment.stop,
+                    "changes": profile_changes(segment.profile, settings.history_lag_seconds),
+                }
+                for segment in segments
+            ],
         }
         config_file = workdir / "worker.json"
         config_file.write_text(json.dumps(worker_config))
@@ -374,6 +445,8 @@ def run_soak(settings: SoakSettings, *, workdir: Path, dags_folder: Path, env: M
                 "retry_backoff": 0.05,
                 "retry_backoff_max": 0.5,
                 "history_lookup": settings.history_lookup,
+                # Only where a profile lists a teammate's rows (then for the whole run, as an account sets it).
+                **({"history_user_email": email} if (email := history_user_email(settings)) else {}),
             },
         }
         aws_conn = {
@@ -470,6 +543,11 @@ def _collect_s3(run: SoakRun, client: Any) -> None:
 
 #: How a failed try's exception names its cause; the first match wins.
 CAUSES: Final = (
+    # The safe rule (issue 22, ``_HistoryLookups._fail_safe``): a lost submit (or an earlier try's
+    # unrecorded one) that nothing proves is this task's (the history showed none, or several
+    # unclaimed candidates) fails without retries; never a blind resend. Before "submit outcome
+    # unknown": its message may begin with the same words.
+    ("safe rule", re.compile(r"nothing is billed twice")),
     # history_lookup off: a lost submit answer fails the task without retries (issue 12's rule).
     ("submit outcome unknown", re.compile(r"outcome of this Segmind submit is unknown")),
     ("content blocked", re.compile(r"content-safety|Content blocked", re.I)),
@@ -534,25 +612,97 @@ def _image_check(data: bytes, spec: Mapping[str, Any]) -> str | None:
     return None
 
 
+def owner_name(task_id: str, map_index: int | None, dag_id: str | None = None, run_id: str | None = None) -> str:
+    """A task instance as the ledger names it: ``render.generate[3]``, with its DAG and run if another's."""
+    index = "" if map_index in (None, -1) else f"[{map_index}]"
+    return f"{task_id}{index}" if dag_id is None else f"{dag_id}/{run_id}/{task_id}{index}"
+
+
+@dataclass(frozen=True)
+class Sighting:
+    """A task instance seen holding a Segmind request: it returned it or pushed it to XCom, recorded it
+    in its task state store, watched it with a trigger, died after Segmind accepted it, or claims it
+    (a ``segmind_claim_*`` Variable, ``operators/_claims.py``)."""
+
+    request_id: str
+    owner: str
+    #: The owner's map index in this run (None: another run's or DAG's task instance).
+    map_index: int | None
+    source: str
+
+
+@dataclass(frozen=True)
+class SafeRuleFailure:
+    """A task that failed with the safe rule's message (``_HistoryLookups._fail_safe``): nothing proved
+    which request was its own, so it failed without retries instead of resending or guessing."""
+
+    index: int
+    task_id: str
+    try_number: int | None
+    #: The request ids its message names (the ambiguous candidates); none when the history showed none.
+    request_ids: tuple[str, ...]
+    error: str
+
+
+#: A request id as a message may spell it: a dashed UUID, or its 32 hex digits (a ``hex-ids`` history).
+_REQUEST_ID: Final = re.compile(r"\b[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}\b")
+
+
+def named_request_ids(text: str | None) -> tuple[str, ...]:
+    """The request ids ``text`` names, in order, each once (in their own spelling)."""
+    seen: dict[str, str] = {}
+    for match in _REQUEST_ID.finditer(text or ""):
+        seen.setdefault(request_id_key(match.group(0)), match.group(0))
+    return tuple(seen.values())
+
+
 @dataclass
 class Ledger:
     """What the emulator billed, by prompt: the one rule both the soak and the cluster audit count by.
 
     A prompt may be billed again only after its earlier job FAILED or expired (``resubmits``); any
     other earlier job of the same prompt was paid twice (``paid_twice``). ``strays`` belong to no prompt.
+
+    With ``sightings`` (:class:`Sighting`), who holds which request: ``owners`` (request id key ->
+    owner -> sources); ``shared``, requests held by two task instances; ``misowned``, requests held
+    by the task of another prompt than the one billed (``(request id, billed prompt, owner)``);
+    ``unbilled``, requests a task holds that the account was never billed for (a teammate's).
+    With ``failures`` (the failed tries' events), ``safe_rule``: the tries failed by the safe rule.
     """
 
     jobs_by_prompt: dict[int, list[dict[str, Any]]]
     resubmits: Counter[str]
     paid_twice: list[tuple[int, dict[str, Any]]]
     strays: list[dict[str, Any]]
+    owners: dict[str, dict[str, set[str]]] = field(default_factory=dict)
+    shared: list[tuple[str, dict[str, set[str]]]] = field(default_factory=list)
+    misowned: list[tuple[str, int, str]] = field(default_factory=list)
+    unbilled: list[tuple[str, str]] = field(default_factory=list)
+    safe_rule: list[SafeRuleFailure] = field(default_factory=list)
+
+    def prompt_of(self, request_id: str) -> int | None:
+        """The prompt a billed request belongs to (any spelling of its id), or None if never billed."""
+        key = request_id_key(request_id)
+        for index, billed in self.jobs_by_prompt.items():
+            if any(request_id_key(job["request_id"]) == key for job in billed):
+                return index
+        return None
 
 
-def billing_ledger(jobs: Iterable[Mapping[str, Any]], prompts: int) -> Ledger:
-    """Group the emulator's billed jobs by prompt (in submit order) and classify every earlier job."""
+def billing_ledger(
+    jobs: Iterable[Mapping[str, Any]],
+    prompts: int,
+    sightings: Iterable[Sighting] = (),
+    failures: Iterable[Mapping[str, Any]] = (),
+) -> Ledger:
+    """Group the emulator's billed jobs by prompt (in submit order) and classify every earlier job;
+    then who holds which request (``sightings``) and which tries the safe rule failed (``failures``:
+    events with ``task_id``, ``map_index``, ``try_number`` and ``error``)."""
     ledger = Ledger(defaultdict(list), Counter(), [], [])
+    billed_prompt: dict[str, int | None] = {}
     for job in jobs:
         index = prompt_index(job["params"].get("prompt"))
+        billed_prompt[request_id_key(job["request_id"])] = index
         if index is None or not 0 <= index < prompts:
             ledger.strays.append(dict(job))
         else:
@@ -564,11 +714,112 @@ def billing_ledger(jobs: Iterable[Mapping[str, Any]], prompts: int) -> Ledger:
                 ledger.resubmits[earlier["status"]] += 1
             else:
                 ledger.paid_twice.append((index, earlier))
+
+    spelled: dict[str, str] = {}
+    indexes: dict[tuple[str, str], int | None] = {}
+    for sighting in sightings:
+        key = request_id_key(sighting.request_id)
+        spelled.setdefault(key, sighting.request_id)
+        ledger.owners.setdefault(key, {}).setdefault(sighting.owner, set()).add(sighting.source)
+        indexes[(key, sighting.owner)] = sighting.map_index
+    for key, by_owner in ledger.owners.items():
+        if len(by_owner) > 1:
+            ledger.shared.append((spelled[key], by_owner))
+        if key not in billed_prompt:
+            ledger.unbilled += [(spelled[key], owner) for owner in sorted(by_owner)]
+            continue
+        index = billed_prompt[key]
+        for owner in sorted(by_owner):
+            if index is not None and indexes[(key, owner)] != index:
+                ledger.misowned.append((spelled[key], index, owner))
+
+    seen: set[tuple[Any, ...]] = set()
+    for event in failures:
+        if classify(event.get("error")) != "safe rule":
+            continue
+        try_key = (event.get("task_id"), event.get("map_index"), event.get("try_number"))
+        if try_key in seen:
+            continue
+        seen.add(try_key)
+        ledger.safe_rule.append(
+            SafeRuleFailure(
+                index=int(event.get("map_index", -1)),
+                task_id=str(event.get("task_id")),
+                try_number=event.get("try_number"),
+                request_ids=named_request_ids(event.get("error")),
+                error=str(event.get("error")),
+            )
+        )
+    ledger.safe_rule.sort(key=lambda failure: (failure.index, failure.try_number or 0))
     return ledger
+
+
+def run_sightings(run: SoakRun) -> tuple[list[Sighting], Counter[str]]:
+    """Every request a generate task instance of the run was seen holding (see :class:`Sighting`), and
+    a count of what was read (claims of other runs, left out unless they name this run's requests)."""
+    result = run.result
+    dag_id, run_id = result.get("dag_id", run.settings.dag_id), result.get("run_id")
+    sightings: list[Sighting] = []
+    read: Counter[str] = Counter()
+
+    def see(request_id: Any, map_index: Any, source: str) -> None:
+        if isinstance(request_id, str) and request_id and isinstance(map_index, int):
+            sightings.append(Sighting(request_id, owner_name(GENERATE, map_index), map_index, source))
+            read[source] += 1
+
+    for x in result.get("xcoms", []):
+        if x["task_id"] == GENERATE and x["key"] == "segmind_request_id":
+            see(x["value"], x["map_index"], "XCom segmind_request_id")
+        elif x["task_id"] == GENERATE and x["key"] == "return_value" and isinstance(x["value"], Mapping):
+            see(x["value"].get("request_id"), x["map_index"], "XCom return_value")
+    for row in result.get("task_state_store", []):
+        if row["task_id"] == GENERATE and isinstance(row["value"], Mapping):
+            see(row["value"].get("request_id"), row["map_index"], "task state store")
+    for record in run.chaos:
+        if record.get("kind") == "trigger" and record.get("task_id") == GENERATE:
+            see(record.get("request_id"), record.get("map_index"), "trigger watched")
+        elif record.get("kind") == "die_after_submit":
+            see(record.get("request_id"), record.get("map_index"), "accepted before the worker died")
+
+    # Claims name a request by a hash of its id (claim_name): resolve them against what was billed, and
+    # against the teammate rows a team profile lists (derived from the billed ids, request_history.py).
+    from airflow_provider_segmind.emulator.request_history import _TEAMMATE_NAMESPACE
+
+    team_rows = max(int(bundle.get("history_team_rows", 0)) for bundle in HISTORY_PROFILES.values())
+    by_digest: dict[str, str] = {}
+    for job in run.jobs:
+        rid = job["request_id"]
+        by_digest[_claim_digest(rid)] = rid
+        for n in range(team_rows):
+            mate = str(uuid.uuid5(_TEAMMATE_NAMESPACE, f"{rid}/{n}"))
+            by_digest[_claim_digest(mate)] = f"{mate} (a teammate's copy of {rid})"
+    for claim in result.get("claims", []):
+        value = claim.get("value")
+        owner = value.get("owner") if isinstance(value, Mapping) else None
+        rid = by_digest.get(str(claim.get("key", "")).rsplit("_", 1)[-1])
+        ours = isinstance(owner, list) and len(owner) == 4 and owner[0] == dag_id and owner[1] == run_id
+        if not ours and rid is None:
+            read["claims of other runs (left out)"] += 1
+            continue
+        if isinstance(owner, list) and len(owner) == 4:
+            name = owner_name(str(owner[2]), owner[3]) if ours else owner_name(str(owner[2]), owner[3], *owner[:2])
+            index = owner[3] if ours and owner[2] == GENERATE and isinstance(owner[3], int) else None
+        else:
+            name, index = f"unreadable claim owner {owner!r}", None
+        sightings.append(Sighting(rid or f"unknown request of claim {claim.get('key')}", name, index, "claim"))
+        read["claim"] += 1
+    return sightings, read
+
+
+def _claim_digest(request_id: str) -> str:
+    """The part of a claim's Variable name that names its request (``segmind_claim_<day>_<digest>``)."""
+    return claim_name(request_id, 0.0).rsplit("_", 1)[-1]
 
 
 def audit(run: SoakRun) -> Audit:
     """Check every guarantee; return the violations and the summary rows."""
+    from airflow_provider_segmind.operators._reconcile import MAX_SUBMIT_ROUNDS
+
     a = Audit()
     settings, plan = run.settings, run.plan
     n = settings.prompts
@@ -587,7 +838,8 @@ def audit(run: SoakRun) -> Audit:
         failures[(event["task_id"], event["map_index"])].append(event)
 
     # ---- billing: every job the emulator accepted, by prompt --------------------------------
-    ledger = billing_ledger(run.jobs, n)
+    sightings, sighted = run_sightings(run)
+    ledger = billing_ledger(run.jobs, n, sightings, run.events)
     for job in ledger.strays:
         a.check(False, f"billed job {job['request_id']} belongs to no prompt")
     jobs_by_prompt, resubmits, duplicates = ledger.jobs_by_prompt, ledger.resubmits, len(ledger.paid_twice)
@@ -599,6 +851,37 @@ def audit(run: SoakRun) -> Audit:
             f"prompt {index}: job {earlier['request_id']} ({earlier['status']}) was submitted again "
             "although it was neither FAILED nor expired (duplicate billing)",
         )
+    # ---- ownership: one task instance per Segmind request ---------------------------------------
+    for request_id, by_owner in ledger.shared:
+        held = "; ".join(f"{owner} ({', '.join(sorted(sources))})" for owner, sources in sorted(by_owner.items()))
+        a.check(False, f"request {request_id} is owned by {len(by_owner)} task instances: {held}")
+    for request_id, billed_for, owner in ledger.misowned:
+        a.check(False, f"prompt {billed_for}: its request {request_id} is held by {owner}, another prompt's task")
+    for request_id, owner in ledger.unbilled:
+        a.check(False, f"{owner} holds request {request_id}, which the account was never billed for")
+    # Paid for, used by no task: a lost submit the safe rule left (or, history off, one resent). Reported.
+    orphans = [
+        (i, job)
+        for i, billed in sorted(jobs_by_prompt.items())
+        for job in billed
+        if request_id_key(job["request_id"]) not in ledger.owners
+    ]
+    a.check(
+        sighted["claim"] > 0 or not run.jobs,
+        "control: no segmind_claim_* Variable of this run was read (the ownership check saw no claims)",
+    )
+    # ---- the safe rule: allowed, each one named; what it names must be this prompt's own requests
+    segments = history_segments(settings)
+    profile_of = {i: segment.profile for segment in segments for i in range(segment.start, segment.stop)}
+    for failure in ledger.safe_rule:
+        for request_id in failure.request_ids:
+            owner_prompt = ledger.prompt_of(request_id)
+            whose = "never billed (a teammate's?)" if owner_prompt is None else f"prompt {owner_prompt}'s"
+            a.check(
+                owner_prompt == failure.index,
+                f"prompt {failure.index}: the safe rule (try {failure.try_number}, history profile "
+                f"{profile_of.get(failure.index)}) names request {request_id}, {whose}",
+            )
     prompts_billed = len(jobs_by_prompt)
     # With the history off, the duplicates are the documented cost (reported below, not violations).
     expected_paid = prompts_billed + sum(resubmits.values()) + (0 if settings.history_lookup else duplicates)
@@ -662,9 +945,12 @@ def audit(run: SoakRun) -> Audit:
     for i in plan.unsafe_marked:
         # History off: a submit of unknown outcome may end the task before the block is seen.
         cause = causes_for(tis, failures, i)
+        # History on: a lost submit that nothing proves is ours may end it by the safe rule first.
         a.check(
-            cause == "content blocked" or (not settings.history_lookup and cause == "submit outcome unknown"),
-            f"prompt {i} (__unsafe__) did not end blocked",
+            cause == "content blocked"
+            or (not settings.history_lookup and cause == "submit outcome unknown")
+            or (settings.history_lookup and cause == "safe rule"),
+            f"prompt {i} (__unsafe__) did not end blocked (cause {cause})",
         )
     for i in plan.fail_marked:
         # Every try that got a job saw it FAIL; a try may also end earlier (a submit that got no answer).
@@ -674,11 +960,18 @@ def audit(run: SoakRun) -> Audit:
         )
         jobs = jobs_by_prompt.get(i, [])
         failed_tries = sum(1 for e in failures.get((GENERATE, i), []) if classify(e["error"]) == "job FAILED")
+        # A try ended by the safe rule may have billed up to MAX_SUBMIT_ROUNDS jobs it never saw FAIL.
+        safe_tries = sum(1 for e in failures.get((GENERATE, i), []) if classify(e["error"]) == "safe rule")
         # History off: a late 5xx is resent by the hook, so one try may bill two FAILED jobs (reported).
         a.check(
             all(job["status"] == "FAILED" for job in jobs)
-            and (len(jobs) == failed_tries or (not settings.history_lookup and len(jobs) > failed_tries)),
-            f"prompt {i} (__fail__): {len(jobs)} jobs for {failed_tries} tries that saw a FAILED job",
+            and (
+                len(jobs) == failed_tries
+                or (not settings.history_lookup and len(jobs) > failed_tries)
+                or (safe_tries and failed_tries <= len(jobs) <= failed_tries + MAX_SUBMIT_ROUNDS * safe_tries)
+            ),
+            f"prompt {i} (__fail__): {len(jobs)} jobs for {failed_tries} tries that saw a FAILED job"
+            + (f" and {safe_tries} ended by the safe rule" if safe_tries else ""),
         )
     a.check(sum(outcomes.values()) == n, f"{sum(outcomes.values())} outcomes for {n} prompts")
 
@@ -711,8 +1004,20 @@ def audit(run: SoakRun) -> Audit:
     log_path = run.workdir / "worker.log"
     log = log_path.read_bytes() if log_path.exists() else b""
     faults = run.emulator_stats.get("faults", {})
+    switches = sum(1 for r in run.chaos if r.get("kind") == "history_profile")
     a.rows = [
         ("run", f"{dag_id} {run_id} ({result.get('state')})"),
+        (
+            "history profiles",
+            ", ".join(str(segment) for segment in history_segments(settings))
+            + (f" ({switches} switches)" if len(history_segments(settings)) > 1 else "")
+            + "".join(
+                f"; {name} not reached (fewer prompts than profiles)"
+                for name in settings.history_profiles
+                if name not in {segment.profile for segment in history_segments(settings)}
+            )
+            + f"; history_user_email {history_user_email(settings) or 'not set'}",
+        ),
         (
             "wall time",
             f"{run.wall_seconds:.1f} s (bound {settings.bound_seconds:g} s; dag.test "
@@ -735,6 +1040,25 @@ def audit(run: SoakRun) -> Audit:
             str(duplicates) + ("" if settings.history_lookup else " (billed twice: what the request history prevents)"),
         ),
         ("  history lookups (emulator)", str(run.emulator_stats.get("history_calls"))),
+        (
+            "  requests owned by two tasks",
+            f"{len(ledger.shared)} (+ {len(ledger.misowned)} held by another prompt's task, "
+            f"{len(ledger.unbilled)} never billed); {len(ledger.owners)} requests held, seen "
+            + ", ".join(f"{k} x{v}" for k, v in sorted(sighted.items())),
+        ),
+        (
+            "  billed requests no task holds",
+            f"{len(orphans)}" + "".join(f"; {job['request_id']} (prompt {i}, {job['status']})" for i, job in orphans),
+        ),
+        ("  safe-rule failures (allowed)", str(len(ledger.safe_rule))),
+        *[
+            (
+                f"    prompt {f.index} (try {f.try_number}, {profile_of.get(f.index)})",
+                (f"names {', '.join(f.request_ids)}" if f.request_ids else "names no request (the history showed none)")
+                + f"; the prompt was billed {len(jobs_by_prompt.get(f.index, []))} job(s)",
+            )
+            for f in ledger.safe_rule
+        ],
         ("  prompts never billed", str(n - prompts_billed)),
         ("emulator faults injected", ", ".join(f"{k} x{v}" for k, v in sorted(faults.items()))),
         (
@@ -921,7 +1245,7 @@ def _audit_chaos(
     # A worker that died between the accepted submit and the record write (issue 13): with the
     # request history its retry re-attaches to that job (found by its body); without, it pays again.
     deaths = [r for r in run.chaos if r.get("kind") == "die_after_submit"]
-    reattached_after_death = 0
+    reattached_after_death = safe_after_death = 0
     for r in deaths:
         i = r["map_index"]
         a.check(failed_with(r, "worker crash (simulated)"), f"prompt {i}: the death after submit did not fail its try")
@@ -934,7 +1258,13 @@ def _audit_chaos(
                 not later or not run.settings.history_lookup,
                 f"prompt {i}: the retry after a death paid again although the history knew the job",
             )
-            reattached_after_death += not later
+            # The retry may also end by the safe rule (the history did not prove the job its own).
+            safe = any(
+                e["try_number"] > r["try_number"] and classify(e["error"]) == "safe rule"
+                for e in failures.get((GENERATE, i), [])
+            )
+            safe_after_death += safe
+            reattached_after_death += not later and not safe
 
     def count(action: str) -> str:
         planned = sum(1 for v in plan.actions.values() if v == action)
@@ -953,7 +1283,8 @@ def _audit_chaos(
         (
             "worker death after an accepted submit",
             f"{len(deaths)} of {sum(1 for v in plan.actions.values() if v == 'die_after_submit')} planned; "
-            f"{reattached_after_death} retries re-attached through the request history",
+            f"{reattached_after_death} retries re-attached through the request history"
+            + (f", {safe_after_death} failed by the safe rule" if safe_after_death else ""),
         ),
         ("S3 outage on first persist write", f"{len(plan.s3_outage)} prompts"),
         ("trigger kwargs snapshots scanned", str(kwargs_snapshots)),
@@ -1024,7 +1355,9 @@ def prompt_story(run: SoakRun, index: int) -> list[str]:
 
 def format_report(run: SoakRun, result: Audit) -> str:
     s = run.settings
-    title = f"Segmind fault-injection soak: {s.prompts} prompts, seed {s.seed}"
+    profiles = s.history_profiles
+    shown = f"history profile {profiles[0]}" if len(profiles) == 1 else f"{len(profiles)} history profiles rotated"
+    title = f"Segmind fault-injection soak: {s.prompts} prompts, seed {s.seed}, {shown}"
     report = result.table(title)
     named = sorted({int(m.group(1)) for v in result.violations for m in [re.match(r"prompt (\d+)\b", v)] if m})
     for index in named:

@@ -2,8 +2,9 @@
 
 Same pipeline, same fault mix and the same audit as the long form (``python -m tests.soak``, run by
 ``make soak``), over fewer prompts: every injected fault kind still occurs at least once (restarts,
-give-ups, lost events, crashes on resume, expiries, S3 outages, FAILED and blocked prompts). See
-:mod:`tests.soak.harness` for what is injected and what is checked.
+give-ups, lost events, crashes on resume, expiries, S3 outages, FAILED and blocked prompts), and
+the request history answers in every shape at once (the ``all`` history profile; the long form
+rotates through them). See :mod:`tests.soak.harness` for what is injected and what is checked.
 """
 
 from __future__ import annotations
@@ -26,7 +27,11 @@ SHORT_BOUND_SECONDS = default_bound(SHORT_PROMPTS)
 @pytest.mark.usefixtures("airflow_db")
 def test_soak_short_form(dags_folder: Path, tmp_path: Path) -> None:
     seed = int(os.environ.get("SEGMIND_SOAK_SEED", "7"))
-    settings = SoakSettings(prompts=SHORT_PROMPTS, seed=seed, bound_seconds=SHORT_BOUND_SECONDS)
+    # Every request-history shape at once (emulator/config.py HISTORY_PROFILES["all"]); the long form
+    # rotates through the profiles one by one.
+    settings = SoakSettings(
+        prompts=SHORT_PROMPTS, seed=seed, bound_seconds=SHORT_BOUND_SECONDS, history_profiles=("all",)
+    )
     run = run_soak(settings, workdir=tmp_path / "soak", dags_folder=dags_folder, env=dict(os.environ))
     result = audit(run)
     report = format_report(run, result)

@@ -3,8 +3,9 @@
 ``python -m tests.soak.worker CONFIG.json``. The harness starts it with the Airflow environment
 (AIRFLOW_HOME, a migrated database, connections by environment variable) and its stdout/stderr going
 to a log file, which is how every task and trigger log line of the run is captured for the key scan.
-It writes the run's outcome (task instances, XComs, task state store rows) as JSON to
-``result_file`` and exits 0 if ``dag.test()`` returned, whatever the run's state.
+It writes the run's outcome (task instances, XComs, task state store rows, the ``segmind_claim_*``
+request claims) as JSON to ``result_file`` and exits 0 if ``dag.test()`` returned, whatever the
+run's state.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ def _collect(dag_id: str, run_id: str) -> dict[str, Any]:
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
+    from airflow_provider_segmind.operators._claims import CLAIM_PREFIX
+
     with create_session() as session:
         tis = session.execute(
             select(TaskInstance.task_id, TaskInstance.map_index, TaskInstance.state, TaskInstance.try_number).where(
@@ -67,7 +70,15 @@ def _collect(dag_id: str, run_id: str) -> dict[str, Any]:
                     TaskStateStoreModel.value,
                 ).where(TaskStateStoreModel.dag_id == dag_id, TaskStateStoreModel.run_id == run_id)
             ).all()
+        # The request claims (operators/_claims.py): Airflow Variables, read back for the ownership audit.
+        from airflow.models.variable import Variable
+
+        claims = [
+            {"key": variable.key, "value": _decode(variable.val), "description": variable.description}
+            for variable in session.scalars(select(Variable).where(Variable.key.startswith(CLAIM_PREFIX)))
+        ]
     return {
+        "claims": claims,
         "task_instances": [
             {"task_id": t, "map_index": m, "state": str(s.value if hasattr(s, "value") else s), "try_number": n}
             for t, m, s, n in tis
@@ -87,6 +98,7 @@ def main(argv: list[str]) -> int:
         record_file=Path(config["chaos_file"]),
         seed=int(config["seed"]),
         max_consecutive_errors=int(config["max_consecutive_errors"]),
+        history_segments=config.get("history_segments") or (),
     )
     dag = _load_dag(Path(config["dag_file"]))
     started = time.monotonic()
