@@ -307,14 +307,33 @@ class _HistoryLookups(BaseOperator):
         )
 
     def _history_record(self, request_id: str) -> HistoryRecord | None:
-        """The history's record of ``request_id``; ``None`` when unknown, off, or the history is down."""
+        """The history's record of ``request_id``; ``None`` when unknown, off, or the history is down.
+
+        A record lands late ([sdk ``Generations.get``]: a request the history does not know yet is
+        "a not-found error"; fields are ``None`` until it lands), so a request not found, or found
+        without a final status, is asked about again every poll interval for up to
+        ``history_wait``: an expired request whose record is still lagging would otherwise be paid
+        for again (found by the soak).
+        """
         if not self._history_on():
             return None
-        try:
-            return self.hook.get_history_record(request_id)
-        except SegmindError as err:
-            self._history_unavailable(err)
-            return None
+        interval = max(0.05, min(HISTORY_POLL_INTERVAL, self.history_wait / 6))
+        deadline = time.time() + self.history_wait
+        record: HistoryRecord | None = None
+        while True:
+            try:
+                record = self.hook.get_history_record(request_id)
+            except SegmindError as err:
+                self._history_unavailable(err)
+                if not err.transient:
+                    return None
+            else:
+                if record is not None and record.status in (SegmindJobStatus.COMPLETED, SegmindJobStatus.FAILED):
+                    return record
+            remaining = deadline - time.time()
+            if remaining <= 0:
+                return record
+            time.sleep(min(interval, remaining))
 
     def _recheck_missing(self, request_id: str, submitted_at: float | None) -> JobStatusResponse | None:
         """Re-read the status of a request that answered 404 while younger than the retention.

@@ -123,8 +123,11 @@ class _Reconciler(_HistoryLookups):
 
         With the history on, a submit whose answer was lost (read timeout, reset after sending, a
         504, and also a 500/502/503, which may come *after* the job was queued) is never resent
-        blindly: the history is searched for the same body for up to ``history_wait`` seconds;
-        found -> re-attach to it; not found -> submit again (logged as a possible duplicate). With
+        blindly: the history is searched, within the try's send window and for up to
+        ``history_wait`` seconds, for the one unclaimed request with the same body; found -> claim
+        it and re-attach; none or several -> the safe rule (:meth:`_fail_safe`), except that an
+        *answered* 500/502/503 the history does not show is submitted again (Segmind's word: a
+        refusal; logged as a possible duplicate; at most :data:`MAX_SUBMIT_ROUNDS` submits). With
         the history off (or unreadable), today's rule: 500/502/503 are resent by the hook, any other
         unknown outcome fails the task without retries.
         """

@@ -203,3 +203,21 @@ def test_history_wait_zero_still_looks_once(emulator_factory: Any, monkeypatch: 
     assert summary["request_id"] == emu.jobs()[0]["request_id"]
     assert emu.stats()["submissions"] == 1
     assert emu.stats()["history_calls"] == 1
+
+
+def test_an_expired_request_whose_history_record_lags_is_waited_for(
+    emulator_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by the soak: the v2 record expired while the request's history record had not landed;
+    one by-id lookup said "unknown" and the retry paid again. The lookup now waits (up to
+    ``history_wait``) for the record to land: one paid job, the output from the history."""
+    emu = emulator_factory(history_lag_seconds=1.5, history_lag_mode="absent")
+    use_emulator(monkeypatch, emu, extra=FAST_EXTRA)
+    store = DictTaskStateStore()
+    first = t2i(history_wait=4.0, deferrable=False).execute(make_context(store, try_number=1, max_tries=1))
+    emu.expire(first["request_id"])
+    store.set("segmind_request", {**store.get("segmind_request"), "submitted_at": 0.0})  # past the retention
+    again = t2i(history_wait=4.0).execute(make_context(store, try_number=2, max_tries=1))
+    assert again["request_id"] == first["request_id"]
+    assert again["source"] == "request history"
+    assert emu.stats()["submissions"] == 1
