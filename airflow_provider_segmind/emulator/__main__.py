@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--cost", type=float, metavar="N", help="credits billed per image (default 0.04)")
     add("--rate-limit", type=int, metavar="N", help="requests per minute per key (default unlimited)")
     add("--rate-limit-scope", choices=("submit", "all"), help="what counts against --rate-limit (default submit)")
+    add("--catalogue-model", action="append", dest="catalogue_models", metavar="SLUG",
+        help="a slug the model catalogue lists besides SD3 Large's, repeatable")  # fmt: skip
     add("--fault", action="append", type=parse_fault, default=[], metavar="NAME=PROB", help="random fault, repeatable")
     add("--fault-endpoints", metavar="LIST", help=f"comma-separated, from {','.join(sorted(ENDPOINTS))}")
     add("--slow-seconds", type=float, metavar="S", help="delay of the 'slow' fault")
@@ -90,6 +92,7 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         "history_lag_seconds",
         "history_lag_mode",
         "history_profile",
+        "catalogue_models",
     )
     overrides.update({name: getattr(args, name) for name in flags if getattr(args, name) is not None})
     if args.fault:

@@ -54,8 +54,9 @@ OWN_USER_EMAIL: Final = "owner@example.com"
 TEAMMATE_USER_ID: Final = "user-1"
 TEAMMATE_USER_EMAIL: Final = "teammate@example.com"
 
-#: Where faults can be injected: v2 submit, v1 run, v2 status, v2 result, media, credits, request history.
-ENDPOINTS: Final = frozenset({"submit", "v1", "status", "result", "media", "credits", "history"})
+#: Where faults can be injected: v2 submit, v1 run, v2 status, v2 result, media, credits, request
+#: history, the model catalogue (``models``).
+ENDPOINTS: Final = frozenset({"submit", "v1", "status", "result", "media", "credits", "history", "models"})
 DEFAULT_FAULT_ENDPOINTS: Final = frozenset({"submit", "v1", "status", "result"})
 #: Faults that replace or spoil one HTTP answer.
 REQUEST_FAULTS: Final = frozenset(
@@ -125,6 +126,10 @@ class EmulatorConfig:
     retired_models: frozenset[str] = frozenset()
     #: Only SD3 Large exists; every other slug is 404.
     strict_models: bool = False
+    #: Slugs the model catalogue (``GET /inference-model-information/list``) lists besides the ones
+    #: the emulator models (:data:`CATALOGUE_KNOWN_MODELS`) and ``retired_models`` (listed as retired);
+    #: ``missing_models`` are never listed, and with ``strict_models`` only what exists is.
+    catalogue_models: frozenset[str] = frozenset()
     #: What a key of another account gets for a job it does not own: 404 (like an unknown id), 403
     #: or 401. Segmind's answer is not documented, so the provider is tested against all three.
     foreign_request_status: int = 404
@@ -308,6 +313,10 @@ HISTORY_PROFILES: Final[Mapping[str, Mapping[str, Any]]] = {
         "history_team_rows": 2,
     },
 }
+#: The models the emulator's catalogue always lists: the SD3 Large slugs it models (text-to-image,
+#: and image-to-image, segmind.com/models/stable-diffusion-3-large-img2img/api).
+CATALOGUE_KNOWN_MODELS: Final = ("stable-diffusion-3-large-txt2img", "stable-diffusion-3-large-img2img")
+
 #: Every setting a history profile may set, at its default (a profile resets the ones it leaves out).
 _HISTORY_SHAPE_DEFAULTS: Final[Mapping[str, Any]] = {
     f.name: f.default
@@ -377,6 +386,7 @@ _COERCE: Final[Mapping[str, Any]] = {
     "missing_models": _frozen,
     "forbidden_models": _frozen,
     "retired_models": _frozen,
+    "catalogue_models": _frozen,
     "history_declared_only": lambda v: _BOOL_WORDS.get(v.strip().lower(), v) if isinstance(v, str) else v,
     "history_team_rows": lambda v: v if isinstance(v, bool) else int(v),
 }

@@ -40,6 +40,7 @@ _STAT_FOR_ENDPOINT: Final = {
     "result": "result_fetches",
     "credits": "credit_checks",
     "history": "history_calls",
+    "models": "catalogue_calls",
 }
 #: The counters also kept per key (the polling and free calls, per account).
 _PER_KEY_FOR_ENDPOINT: Final = {name: _STAT_FOR_ENDPOINT[name] for name in ("status", "result", "credits", "history")}

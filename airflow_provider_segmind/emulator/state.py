@@ -204,6 +204,8 @@ class Stats:
     credit_checks: int = 0
     #: Calls to the request-history API (list and by-id), answered or not.
     history_calls: int = 0
+    #: Calls to the model catalogue (``GET /inference-model-information/list``), answered or not.
+    catalogue_calls: int = 0
     media_fetches: int = 0
     blob_fetches: int = 0
     rate_limited: int = 0
@@ -238,6 +240,7 @@ class Stats:
             "result_fetches": self.result_fetches,
             "credit_checks": self.credit_checks,
             "history_calls": self.history_calls,
+            "catalogue_calls": self.catalogue_calls,
             "media_fetches": self.media_fetches,
             "blob_fetches": self.blob_fetches,
             "rate_limited": self.rate_limited,

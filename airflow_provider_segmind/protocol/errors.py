@@ -101,6 +101,14 @@ def classify_error(answer: HttpAnswer, endpoint: Endpoint, *, request_id: str | 
                 ),
                 **common,
             )
+        if endpoint is Endpoint.CATALOGUE:
+            return SegmindNotFoundError(
+                sentences(
+                    f"{where} was not found (HTTP 404) at {answer.url or 'the catalogue URL'}{said}",
+                    "Set the connection extra check_model_catalogue to false to stop asking it",
+                ),
+                **common,
+            )
         if endpoint is Endpoint.CREDITS:
             return SegmindNotFoundError(
                 sentences(
