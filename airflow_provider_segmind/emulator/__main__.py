@@ -23,6 +23,7 @@ from airflow_provider_segmind.emulator.config import (
     ENDPOINTS,
     HISTORY_PROFILES,
     PROFILES,
+    RATE_LIMIT_PLANS,
     EmulatorConfig,
     parse_duration,
     parse_fault,
@@ -51,8 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
     add("--credits", type=float, metavar="N", help="starting credits per key (default 100)")
     add("--free-credits", type=float, metavar="N", help="starting free credits per key, spent first (default 0)")
     add("--cost", type=float, metavar="N", help="credits billed per image (default 0.04)")
-    add("--rate-limit", type=int, metavar="N", help="requests per minute per key (default unlimited)")
-    add("--rate-limit-scope", choices=("submit", "all"), help="what counts against --rate-limit (default submit)")
+    add("--rate-limit", type=int, metavar="N", help="requests a minute per account, keys shared (default unlimited)")
+    add("--rate-limit-plan", choices=list(RATE_LIMIT_PLANS), dest="rate_limit_plan",
+        help="Segmind's numbers by name: free (5/min) or pro (50/min), docs.segmind.com/api-reference/rate-limits; "
+        "pooled-60..pooled-1000, the pricing page as reported (unverified); --rate-limit wins")  # fmt: skip
+    add("--rate-limit-scope", choices=("submit", "all"),
+        help="what counts against the limit: submit (inference POSTs only, default) or all (status polls too); "
+        "Segmind does not document which")  # fmt: skip
+    add("--rate-limit-headers", action="store_true",
+        help="send x-ratelimit-limit/-remaining and the reset time on every answer while a limit is set")  # fmt: skip
     add("--catalogue-model", action="append", dest="catalogue_models", metavar="SLUG",
         help="a slug the model catalogue lists besides SD3 Large's, repeatable")  # fmt: skip
     add("--fault", action="append", type=parse_fault, default=[], metavar="NAME=PROB", help="random fault, repeatable")
@@ -92,9 +100,12 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         "history_lag_seconds",
         "history_lag_mode",
         "history_profile",
+        "rate_limit_plan",
         "catalogue_models",
     )
     overrides.update({name: getattr(args, name) for name in flags if getattr(args, name) is not None})
+    if args.rate_limit_headers:
+        overrides["rate_limit_headers"] = True
     if args.fault:
         overrides["faults"] = {**PROFILES[args.profile].get("faults", {}), **dict(args.fault)}
     if args.no_render_on_result:

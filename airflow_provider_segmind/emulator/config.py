@@ -102,11 +102,24 @@ class EmulatorConfig:
     free_credits: float = 0.0
     #: Credits billed per accepted v1 run or v2 submit.
     cost: float = 0.04
-    #: Requests per ``rate_limit_window`` seconds per key; ``None`` means unlimited.
+    #: Requests per ``rate_limit_window`` seconds per account (every key of an account shares the
+    #: window: the "pooled" reading); ``None`` means unlimited. Two readings of Segmind's numbers,
+    #: both named in :data:`RATE_LIMIT_PLANS` (``rate_limit_plan`` / ``--rate-limit-plan``):
+    #: docs.segmind.com/api-reference/rate-limits says Free 5, Pro 50 requests a minute (Enterprise
+    #: custom); Segmind's pricing page reportedly says 60, 120, 500 or 1000 a minute, pooled per team
+    #: (as issue 23 reports it; not in any copy of the page we could read).
     rate_limit: int | None = None
     rate_limit_window: float = 60.0
-    #: ``submit``: only v1/v2 inference POSTs count; ``all``: every authenticated API call counts.
+    #: What counts against ``rate_limit``, two readings, since Segmind does not document whether
+    #: status polls count: ``submit`` (default) only v1/v2 inference POSTs; ``all`` every
+    #: authenticated API call (polls, results, credits, history, catalogue). The contract check
+    #: (``python -m airflow_provider_segmind.contract``) tells which one an account follows when
+    #: its answers carry rate-limit counters.
     rate_limit_scope: RateLimitScope = "submit"
+    #: Send ``x-ratelimit-limit``, ``x-ratelimit-remaining`` and ``x-rate-limit-reset-at-utc`` on
+    #: every authenticated answer while ``rate_limit`` is set (default off: Segmind reportedly sends
+    #: only the reset header, on a 429). For clients, and the contract check, that read counters.
+    rate_limit_headers: bool = False
     #: Fault name -> probability per request (see ``faults.py``); slices of one draw, keep the sum <= 1.
     faults: Mapping[str, float] = field(default_factory=dict)
     fault_endpoints: frozenset[str] = DEFAULT_FAULT_ENDPOINTS
@@ -196,6 +209,8 @@ class EmulatorConfig:
             raise ValueError("EmulatorConfig.rate_limit must be at least 1 (or None for no limit)")
         if self.rate_limit_scope not in ("submit", "all"):
             raise ValueError("EmulatorConfig.rate_limit_scope must be 'submit' or 'all'")
+        if not isinstance(self.rate_limit_headers, bool):
+            raise ValueError("EmulatorConfig.rate_limit_headers must be true or false")
         if self.foreign_request_status not in (401, 403, 404):
             raise ValueError("EmulatorConfig.foreign_request_status must be 401, 403 or 404")
         if self.history_lag_mode not in ("null", "absent"):
@@ -313,6 +328,19 @@ HISTORY_PROFILES: Final[Mapping[str, Mapping[str, Any]]] = {
         "history_team_rows": 2,
     },
 }
+#: Segmind's rate limits, both readings, by name (``rate_limit_plan``, ``--rate-limit-plan``): the
+#: numbers only; ``rate_limit_scope`` says what counts. ``free``/``pro``: docs.segmind.com/api-reference/
+#: rate-limits ("Free 5 RPM, Pro 50 RPM, Enterprise Custom"). ``pooled-*``: Segmind's pricing page as
+#: issue 23 reports it (60 to 1000 requests a minute "pooled", per team; unverified). ``none``: no limit.
+RATE_LIMIT_PLANS: Final[Mapping[str, Mapping[str, Any]]] = {
+    "none": {"rate_limit": None},
+    "free": {"rate_limit": 5, "rate_limit_window": 60.0},
+    "pro": {"rate_limit": 50, "rate_limit_window": 60.0},
+    "pooled-60": {"rate_limit": 60, "rate_limit_window": 60.0},
+    "pooled-120": {"rate_limit": 120, "rate_limit_window": 60.0},
+    "pooled-500": {"rate_limit": 500, "rate_limit_window": 60.0},
+    "pooled-1000": {"rate_limit": 1000, "rate_limit_window": 60.0},
+}
 #: The models the emulator's catalogue always lists: the SD3 Large slugs it models (text-to-image,
 #: and image-to-image, segmind.com/models/stable-diffusion-3-large-img2img/api).
 CATALOGUE_KNOWN_MODELS: Final = ("stable-diffusion-3-large-txt2img", "stable-diffusion-3-large-img2img")
@@ -387,6 +415,7 @@ _COERCE: Final[Mapping[str, Any]] = {
     "forbidden_models": _frozen,
     "retired_models": _frozen,
     "catalogue_models": _frozen,
+    "rate_limit_headers": lambda v: _BOOL_WORDS.get(v.strip().lower(), v) if isinstance(v, str) else v,
     "history_declared_only": lambda v: _BOOL_WORDS.get(v.strip().lower(), v) if isinstance(v, str) else v,
     "history_team_rows": lambda v: v if isinstance(v, bool) else int(v),
 }
@@ -396,13 +425,19 @@ _FIELDS: Final = frozenset(f.name for f in dataclasses.fields(EmulatorConfig))
 def coerce_changes(changes: Mapping[str, Any]) -> dict[str, Any]:
     """Check field names and convert JSON-ish values to the dataclass's types.
 
-    ``history_profile`` (not a field) expands to :meth:`EmulatorConfig.history_profile`'s settings;
-    settings given next to it win.
+    ``history_profile`` (not a field) expands to :meth:`EmulatorConfig.history_profile`'s settings,
+    ``rate_limit_plan`` to :data:`RATE_LIMIT_PLANS`' numbers; settings given next to them win.
     """
     changes = dict(changes)
     if "history_profile" in changes:
         changes = {**EmulatorConfig.history_profile(str(changes.pop("history_profile"))), **changes}
+    if "rate_limit_plan" in changes:
+        plan = str(changes.pop("rate_limit_plan"))
+        if plan not in RATE_LIMIT_PLANS:
+            raise ValueError(f"Unknown rate limit plan {plan!r}; choose one of {', '.join(RATE_LIMIT_PLANS)}")
+        changes = {**RATE_LIMIT_PLANS[plan], **changes}
     unknown = sorted(set(changes) - _FIELDS)
     if unknown:
-        raise ValueError(f"Unknown emulator setting(s) {unknown}; known: {sorted(_FIELDS | {'history_profile'})}")
+        known = sorted(_FIELDS | {"history_profile", "rate_limit_plan"})
+        raise ValueError(f"Unknown emulator setting(s) {unknown}; known: {known}")
     return {name: _COERCE[name](value) if name in _COERCE else value for name, value in changes.items()}

@@ -187,6 +187,14 @@ class RateLimiter:
         hits.append(now)
         return None
 
+    def peek(self, label: str, limit: int, window: float, now: float) -> tuple[int, float]:
+        """Without counting a request: how many are left in the window, and the epoch time the
+        oldest counted one leaves it (``now + window`` when none is counted)."""
+        hits = self._hits[label]
+        while hits and hits[0] <= now - window:
+            hits.popleft()
+        return max(0, limit - len(hits)), (hits[0] + window if hits else now + window)
+
     def clear(self) -> None:
         self._hits.clear()
 
