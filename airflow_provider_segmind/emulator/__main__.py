@@ -25,6 +25,7 @@ from airflow_provider_segmind.emulator.config import (
     PROFILES,
     RATE_LIMIT_PLANS,
     EmulatorConfig,
+    load_account_profile,
     parse_duration,
     parse_fault,
 )
@@ -45,7 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--port-file", type=Path, help="write the bound port to this file once listening")
     add("--api-key", action="append", dest="api_keys", metavar="KEY", help=f"accepted key, repeatable "
         f"(default {DEFAULT_API_KEY})")  # fmt: skip
-    add("--profile", choices=sorted(PROFILES), default="realistic", help="base settings (default realistic)")
+    add("--profile", action="append", dest="profiles", metavar="NAME|FILE",
+        help=f"base settings, one of {', '.join(sorted(PROFILES))} (default realistic), and/or an account "
+        "profile FILE written by `python -m airflow_provider_segmind.contract --profile-out FILE` (its history "
+        "shape and rate limit on top); repeatable, files applied in order")  # fmt: skip
     add("--queue-time", type=parse_duration, metavar="S", help="seconds QUEUED, or a range such as 0.2-1")
     add("--inference-time", type=parse_duration, metavar="S", help="seconds PROCESSING, or a range such as 8-12")
     add("--result-ttl", type=float, metavar="S", help="seconds a result is kept (default 3600)")
@@ -79,8 +83,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _profiles(values: Sequence[str] | None) -> tuple[str, list[str]]:
+    """``--profile`` values: the named base (the last name given; default realistic) and the account profile files."""
+    base, files = "realistic", []
+    for value in values or ():
+        if value in PROFILES:
+            base = value
+        else:
+            files.append(value)
+    return base, files
+
+
 def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
-    """The profile's settings, with every flag that was given on top."""
+    """The named profile's settings, the account profiles' on top, then every flag that was given."""
+    base, files = _profiles(args.profiles)
+    from_files: dict[str, Any] = {}
+    for path in files:
+        from_files.update(load_account_profile(path))
     overrides: dict[str, Any] = {"host": args.host, "port": args.port}
     if args.api_keys:
         overrides["api_keys"] = tuple(args.api_keys)
@@ -107,10 +126,11 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
     if args.rate_limit_headers:
         overrides["rate_limit_headers"] = True
     if args.fault:
-        overrides["faults"] = {**PROFILES[args.profile].get("faults", {}), **dict(args.fault)}
+        overrides["faults"] = {**PROFILES[base].get("faults", {}), **dict(args.fault)}
     if args.no_render_on_result:
         overrides["render_on_result"] = False
-    return EmulatorConfig.for_profile(args.profile, **overrides)
+    # Flags win over the files (a --history-profile given with a file replaces the file's history shape).
+    return EmulatorConfig.for_profile(base, **from_files).with_changes(**overrides)
 
 
 def _write_port_file(path: Path, port: int) -> None:

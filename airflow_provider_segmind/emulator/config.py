@@ -7,10 +7,15 @@ read a consistent snapshot; jobs copy the timings they need when they are create
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final, Literal
+
+from airflow_provider_segmind.protocol.contract import account_profile_settings
 
 #: The emulator's own well-known key, used when none is configured. Not a Segmind key.
 DEFAULT_API_KEY: Final = "SG_0123456789abcdef"
@@ -267,6 +272,15 @@ class EmulatorConfig:
         return {**_HISTORY_SHAPE_DEFAULTS, **bundle}
 
     @classmethod
+    def from_account_profile(
+        cls, source: str | os.PathLike[str] | Mapping[str, Any], *, profile: str = "realistic", **overrides: Any
+    ) -> EmulatorConfig:
+        """The named ``profile`` with an account profile on top (the JSON file, or its parsed document,
+        that ``python -m airflow_provider_segmind.contract --profile-out FILE`` wrote), then ``overrides``:
+        an emulator whose history and rate limit answer like that account."""
+        return cls.for_profile(profile, **{**load_account_profile(source), **overrides})
+
+    @classmethod
     def for_profile(cls, profile: str, **overrides: Any) -> EmulatorConfig:
         """The named profile (``realistic``, ``fast``, ``chaos``) with ``overrides`` on top."""
         try:
@@ -441,3 +455,17 @@ def coerce_changes(changes: Mapping[str, Any]) -> dict[str, Any]:
         known = sorted(_FIELDS | {"history_profile", "rate_limit_plan"})
         raise ValueError(f"Unknown emulator setting(s) {unknown}; known: {known}")
     return {name: _COERCE[name](value) if name in _COERCE else value for name, value in changes.items()}
+
+
+def load_account_profile(source: str | os.PathLike[str] | Mapping[str, Any]) -> dict[str, Any]:
+    """The emulator settings of an account profile (a JSON file's path, or the parsed document),
+    checked (:func:`~airflow_provider_segmind.protocol.contract.account_profile_settings`, then
+    :func:`coerce_changes`). ``ValueError`` for anything else, naming the file."""
+    if isinstance(source, Mapping):
+        return coerce_changes(account_profile_settings(source))
+    path = Path(source)
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        return coerce_changes(account_profile_settings(document))
+    except (OSError, ValueError) as err:
+        raise ValueError(f"account profile {str(path)!r}: {err}") from None
