@@ -199,7 +199,7 @@ class ContractCheck:
         self.base_url = self.settings.base_url
         #: Reads answered 429, per endpoint (evidence that such calls count against the limit).
         self.rate_limited: Counter[Endpoint] = Counter()
-        #: The id nobody submitted, asked about to see the 404 (shown as ``<id>`` in the table).
+        #: The id nobody submitted, asked about to see the 404 (shown as ``{request_id}`` in the table).
         self.unknown_id = str(uuid.uuid4())
 
     # ------------------------------------------------------------------ I/O helpers
@@ -298,7 +298,7 @@ class ContractCheck:
         except SegmindError as err:
             findings.append(Finding(assumption, self._redacted(str(err)), provider, holds=False))
             return []
-        said = (error_text(first) or "").replace(unknown, "<id>")
+        said = (error_text(first) or "").replace(unknown, "{request_id}")
         answered = f"status {first.status}, result {result.status}" + (f": {said!r}" if said else "")
         read = classify_error(first, Endpoint.STATUS, request_id=unknown) if first.status >= 400 else None
         holds = isinstance(read, SegmindRequestNotFoundError) and result.status == 404
@@ -565,7 +565,7 @@ class ContractCheck:
             "a 404 after a submit reads as expired: with a request store the job is found in the request "
             "history (of any age) instead of paying again"
         )
-        said = (error_text(unknown_status[0]) or "").replace(self.unknown_id, "<id>") if unknown_status else ""
+        said = (error_text(unknown_status[0]) or "").replace(self.unknown_id, "{request_id}") if unknown_status else ""
         wording = f"the 404 reads {said!r}" if said else "the 404 has no error text"
         named = f"the answers name {', '.join(sorted(gen.expiry_keys))}" if gen and gen.expiry_keys else ""
         if gen is not None and not named:

@@ -325,7 +325,7 @@ def profile_document(
         "version": ACCOUNT_PROFILE_VERSION,
         "checked_at": datetime.fromtimestamp(checked_at, UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         "base_url": base_url,
-        "spent_usd": spent_usd,
+        "spent_usd": None if spent_usd is None else round(spent_usd, 6),
         "emulator": profile_settings_of(findings),
         "findings": [
             {

@@ -160,7 +160,7 @@ def test_without_spend_up_to_it_refuses_to_spend_and_runs_the_free_checks(emulat
     assert run.stats["history_calls"] >= 1
     assert "Not spending: without --spend-up-to USD only the free checks run" in run.out
     assert "| not checked: no --spend-up-to, so nothing was spent |" in run.out
-    assert "status 404, result 404: 'Request <id> not found'" in run.out
+    assert "status 404, result 404: 'Request {request_id} not found'" in run.out
     assert run.key not in run.out + run.err
 
 
