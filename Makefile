@@ -2,7 +2,8 @@
 #   make demo   the example pipeline against the bundled emulator (pictures at the end)
 #   make test   the test suite (unit, emulator, Airflow dag.test and real-triggerer runs)
 # Also: make lint, make docs (the documentation site, into ./site), make dist (sdist + wheel into
-# ./dist, twine-checked), make bench (benchmarks, ~11 min), make soak (fault-injection soak, ~25 min).
+# ./dist, twine-checked), make bench (benchmarks, ~11 min), make soak (fault-injection soak, ~25 min),
+# make contract (which assumptions about Segmind's API hold for your key's account; docs/contract.md).
 # Everything is installed into .venv from this repository's own files.
 #
 # INSTALL=wheel (make test / make demo): run against the BUILT wheel instead of the editable source:
@@ -52,7 +53,7 @@ LINE_SUITES := tests/test_discovery.py tests/test_example_dags.py tests/generati
 FAB_SUITES := tests/test_discovery.py tests/test_example_dags.py
 
 .PHONY: venv test test-floor test-3.2 test-lowest print-line-suites print-fab-suites lint demo bench soak clean constraints \
-	dist docs wheel-tree tools-constraints
+	dist docs wheel-tree tools-constraints contract
 
 # `uv pip install --group NAME` (PEP 735 groups of ./pyproject.toml, pip 25.1's syntax) needs uv 0.7+.
 UV_REQ := "uv>=0.7"
@@ -184,6 +185,19 @@ endif
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
+
+# The contract check (docs/contract.md): which of the provider's assumptions about Segmind's live API
+# hold for the account of a real key in the segmind connection CONN_ID. Free calls only, unless
+# SPEND_UP_TO (USD) allows at most two paid images; PROFILE_OUT writes the JSON profile the emulator
+# loads (python -m airflow_provider_segmind.emulator --profile FILE). CONTRACT_ARGS: more flags.
+#   make contract CONN_ID=segmind_default SPEND_UP_TO=0.25 PROFILE_OUT=segmind-profile.json
+CONN_ID ?= segmind_default
+SPEND_UP_TO ?=
+PROFILE_OUT ?=
+CONTRACT_ARGS ?=
+contract: $(STAMP)
+	$(BIN)/python -m airflow_provider_segmind.contract --conn-id $(CONN_ID) \
+		$(if $(SPEND_UP_TO),--spend-up-to $(SPEND_UP_TO)) $(if $(PROFILE_OUT),--profile-out $(PROFILE_OUT)) $(CONTRACT_ARGS)
 
 # The long fault-injection soak (the test suite runs its 32-prompt short form): ~8 min per run.
 SOAK_ARGS ?= --prompts 200 --runs 3

@@ -113,7 +113,8 @@ class SegmindInvalidParametersError(SegmindError, ValueError):
 
 
 class SegmindRateLimitError(SegmindError):
-    """429: too many requests for the account's plan (Free 5/min, Pro 50/min).
+    """429: too many requests for the account's plan (docs.segmind.com/api-reference/rate-limits: Free 5/min,
+    Pro 50/min; the pricing page reportedly 60-1000/min pooled per team; whether status polls count is undocumented).
 
     :param retry_after: seconds the server asked us to wait, when it said so.
     """

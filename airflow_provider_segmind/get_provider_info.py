@@ -71,10 +71,17 @@ EXTRA_FIELDS: dict[str, tuple[str, str, str]] = {
         "string",
         "Team accounts: like the user id, by email. Set this or the user id, not both.",
     ),
+    "check_model_catalogue": (
+        "Check the model catalogue",
+        "boolean",
+        "Default on (off for a loopback host such as the emulator). Before a submit, refuse a model slug "
+        "Segmind's model catalogue does not list, naming close matches; an unreachable catalogue never stops a run. "
+        "Off for models private to the account.",
+    ),
 }
 
 #: Defaults the form shows for extras whose absence does not mean "off" (both forms read it).
-EXTRA_DEFAULTS: dict[str, Any] = {"history_lookup": True}
+EXTRA_DEFAULTS: dict[str, Any] = {"history_lookup": True, "check_model_catalogue": True}
 
 
 def _conn_fields() -> dict[str, Any]:

@@ -23,7 +23,9 @@ from airflow_provider_segmind.emulator.config import (
     ENDPOINTS,
     HISTORY_PROFILES,
     PROFILES,
+    RATE_LIMIT_PLANS,
     EmulatorConfig,
+    load_account_profile,
     parse_duration,
     parse_fault,
 )
@@ -44,15 +46,27 @@ def build_parser() -> argparse.ArgumentParser:
     add("--port-file", type=Path, help="write the bound port to this file once listening")
     add("--api-key", action="append", dest="api_keys", metavar="KEY", help=f"accepted key, repeatable "
         f"(default {DEFAULT_API_KEY})")  # fmt: skip
-    add("--profile", choices=sorted(PROFILES), default="realistic", help="base settings (default realistic)")
+    add("--profile", action="append", dest="profiles", metavar="NAME|FILE",
+        help=f"base settings, one of {', '.join(sorted(PROFILES))} (default realistic), and/or an account "
+        "profile FILE written by `python -m airflow_provider_segmind.contract --profile-out FILE` (its history "
+        "shape and rate limit on top); repeatable, files applied in order")  # fmt: skip
     add("--queue-time", type=parse_duration, metavar="S", help="seconds QUEUED, or a range such as 0.2-1")
     add("--inference-time", type=parse_duration, metavar="S", help="seconds PROCESSING, or a range such as 8-12")
     add("--result-ttl", type=float, metavar="S", help="seconds a result is kept (default 3600)")
     add("--credits", type=float, metavar="N", help="starting credits per key (default 100)")
     add("--free-credits", type=float, metavar="N", help="starting free credits per key, spent first (default 0)")
     add("--cost", type=float, metavar="N", help="credits billed per image (default 0.04)")
-    add("--rate-limit", type=int, metavar="N", help="requests per minute per key (default unlimited)")
-    add("--rate-limit-scope", choices=("submit", "all"), help="what counts against --rate-limit (default submit)")
+    add("--rate-limit", type=int, metavar="N", help="requests a minute per account, keys shared (default unlimited)")
+    add("--rate-limit-plan", choices=list(RATE_LIMIT_PLANS), dest="rate_limit_plan",
+        help="Segmind's numbers by name: free (5/min) or pro (50/min), docs.segmind.com/api-reference/rate-limits; "
+        "pooled-60..pooled-1000, the pricing page as reported (unverified); --rate-limit wins")  # fmt: skip
+    add("--rate-limit-scope", choices=("submit", "all"),
+        help="what counts against the limit: submit (inference POSTs only, default) or all (status polls too); "
+        "Segmind does not document which")  # fmt: skip
+    add("--rate-limit-headers", action="store_true",
+        help="send x-ratelimit-limit/-remaining and the reset time on every answer while a limit is set")  # fmt: skip
+    add("--catalogue-model", action="append", dest="catalogue_models", metavar="SLUG",
+        help="a slug the model catalogue lists besides SD3 Large's, repeatable")  # fmt: skip
     add("--fault", action="append", type=parse_fault, default=[], metavar="NAME=PROB", help="random fault, repeatable")
     add("--fault-endpoints", metavar="LIST", help=f"comma-separated, from {','.join(sorted(ENDPOINTS))}")
     add("--slow-seconds", type=float, metavar="S", help="delay of the 'slow' fault")
@@ -69,8 +83,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _profiles(values: Sequence[str] | None) -> tuple[str, list[str]]:
+    """``--profile`` values: the named base (the last name given; default realistic) and the account profile files."""
+    base, files = "realistic", []
+    for value in values or ():
+        if value in PROFILES:
+            base = value
+        else:
+            files.append(value)
+    return base, files
+
+
 def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
-    """The profile's settings, with every flag that was given on top."""
+    """The named profile's settings, the account profiles' on top, then every flag that was given."""
+    base, files = _profiles(args.profiles)
+    from_files: dict[str, Any] = {}
+    for path in files:
+        from_files.update(load_account_profile(path))
     overrides: dict[str, Any] = {"host": args.host, "port": args.port}
     if args.api_keys:
         overrides["api_keys"] = tuple(args.api_keys)
@@ -90,13 +119,18 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         "history_lag_seconds",
         "history_lag_mode",
         "history_profile",
+        "rate_limit_plan",
+        "catalogue_models",
     )
     overrides.update({name: getattr(args, name) for name in flags if getattr(args, name) is not None})
+    if args.rate_limit_headers:
+        overrides["rate_limit_headers"] = True
     if args.fault:
-        overrides["faults"] = {**PROFILES[args.profile].get("faults", {}), **dict(args.fault)}
+        overrides["faults"] = {**PROFILES[base].get("faults", {}), **dict(args.fault)}
     if args.no_render_on_result:
         overrides["render_on_result"] = False
-    return EmulatorConfig.for_profile(args.profile, **overrides)
+    # Flags win over the files (a --history-profile given with a file replaces the file's history shape).
+    return EmulatorConfig.for_profile(base, **from_files).with_changes(**overrides)
 
 
 def _write_port_file(path: Path, port: int) -> None:

@@ -22,6 +22,8 @@ Choices where Segmind's docs are silent (see the module docstring of the package
   other shapes). Only v2 requests are listed. ``user_id``/``user_email`` (teams) are ignored: an
   account sees its own requests, and the by-id lookup 404s another account's id (SDK: "passing one
   of their ids here raises a not-found error").
+- The model catalogue (SDK ``segmind/models.py``, ``Models.list``) is served under
+  ``/inference-model-information/list`` on the same host (:mod:`.catalogue`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from airflow_provider_segmind.emulator.catalogue import CatalogueRoutes
 from airflow_provider_segmind.emulator.config import EmulatorConfig
 from airflow_provider_segmind.emulator.control import AdminApi
 from airflow_provider_segmind.emulator.images import PillowMissingError
@@ -142,7 +145,7 @@ def create_app(config: EmulatorConfig | None = None, *, state: EmulatorState | N
     app = web.Application(middlewares=[_accounting_middleware(state)], client_max_size=MAX_BODY_BYTES)
     app[STATE_KEY] = state
     api, history, media = JobRoutes(state), HistoryRoutes(state), MediaRoutes(state)
-    admin = AdminApi(state)
+    admin, catalogue = AdminApi(state), CatalogueRoutes(state)
     add = app.router.add_route
     # Specific GET routes first; the catch-all model routes below must not swallow them.
     add("GET", "/v2/requests/{request_id}/status", api.status)
@@ -151,6 +154,7 @@ def create_app(config: EmulatorConfig | None = None, *, state: EmulatorState | N
     add("GET", "/v1/get-user-credits", api.credits)
     add("GET", "/inference-request/request-history", history.history_list)
     add("GET", "/inference-request/request-history/{request_id}", history.history_record)
+    add("GET", "/inference-model-information/list", catalogue.catalogue)
     add("POST", "/v1/{slug}", api.run_v1)
     add("POST", "/v2/{slug}", api.submit)
     app.router.add_get("/media/{file_name}", media.media)  # HEAD too, like a CDN

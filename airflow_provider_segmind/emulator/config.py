@@ -7,10 +7,15 @@ read a consistent snapshot; jobs copy the timings they need when they are create
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final, Literal
+
+from airflow_provider_segmind.protocol.contract import account_profile_settings
 
 #: The emulator's own well-known key, used when none is configured. Not a Segmind key.
 DEFAULT_API_KEY: Final = "SG_0123456789abcdef"
@@ -54,8 +59,9 @@ OWN_USER_EMAIL: Final = "owner@example.com"
 TEAMMATE_USER_ID: Final = "user-1"
 TEAMMATE_USER_EMAIL: Final = "teammate@example.com"
 
-#: Where faults can be injected: v2 submit, v1 run, v2 status, v2 result, media, credits, request history.
-ENDPOINTS: Final = frozenset({"submit", "v1", "status", "result", "media", "credits", "history"})
+#: Where faults can be injected: v2 submit, v1 run, v2 status, v2 result, media, credits, request
+#: history, the model catalogue (``models``).
+ENDPOINTS: Final = frozenset({"submit", "v1", "status", "result", "media", "credits", "history", "models"})
 DEFAULT_FAULT_ENDPOINTS: Final = frozenset({"submit", "v1", "status", "result"})
 #: Faults that replace or spoil one HTTP answer.
 REQUEST_FAULTS: Final = frozenset(
@@ -101,11 +107,24 @@ class EmulatorConfig:
     free_credits: float = 0.0
     #: Credits billed per accepted v1 run or v2 submit.
     cost: float = 0.04
-    #: Requests per ``rate_limit_window`` seconds per key; ``None`` means unlimited.
+    #: Requests per ``rate_limit_window`` seconds per account (every key of an account shares the
+    #: window: the "pooled" reading); ``None`` means unlimited. Two readings of Segmind's numbers,
+    #: both named in :data:`RATE_LIMIT_PLANS` (``rate_limit_plan`` / ``--rate-limit-plan``):
+    #: docs.segmind.com/api-reference/rate-limits says Free 5, Pro 50 requests a minute (Enterprise
+    #: custom); Segmind's pricing page reportedly says 60, 120, 500 or 1000 a minute, pooled per team
+    #: (as issue 23 reports it; not in any copy of the page we could read).
     rate_limit: int | None = None
     rate_limit_window: float = 60.0
-    #: ``submit``: only v1/v2 inference POSTs count; ``all``: every authenticated API call counts.
+    #: What counts against ``rate_limit``, two readings, since Segmind does not document whether
+    #: status polls count: ``submit`` (default) only v1/v2 inference POSTs; ``all`` every
+    #: authenticated API call (polls, results, credits, history, catalogue). The contract check
+    #: (``python -m airflow_provider_segmind.contract``) tells which one an account follows when
+    #: its answers carry rate-limit counters.
     rate_limit_scope: RateLimitScope = "submit"
+    #: Send ``x-ratelimit-limit``, ``x-ratelimit-remaining`` and ``x-rate-limit-reset-at-utc`` on
+    #: every authenticated answer while ``rate_limit`` is set (default off: Segmind reportedly sends
+    #: only the reset header, on a 429). For clients, and the contract check, that read counters.
+    rate_limit_headers: bool = False
     #: Fault name -> probability per request (see ``faults.py``); slices of one draw, keep the sum <= 1.
     faults: Mapping[str, float] = field(default_factory=dict)
     fault_endpoints: frozenset[str] = DEFAULT_FAULT_ENDPOINTS
@@ -125,6 +144,10 @@ class EmulatorConfig:
     retired_models: frozenset[str] = frozenset()
     #: Only SD3 Large exists; every other slug is 404.
     strict_models: bool = False
+    #: Slugs the model catalogue (``GET /inference-model-information/list``) lists besides the ones
+    #: the emulator models (:data:`CATALOGUE_KNOWN_MODELS`) and ``retired_models`` (listed as retired);
+    #: ``missing_models`` are never listed, and with ``strict_models`` only what exists is.
+    catalogue_models: frozenset[str] = frozenset()
     #: What a key of another account gets for a job it does not own: 404 (like an unknown id), 403
     #: or 401. Segmind's answer is not documented, so the provider is tested against all three.
     foreign_request_status: int = 404
@@ -191,6 +214,8 @@ class EmulatorConfig:
             raise ValueError("EmulatorConfig.rate_limit must be at least 1 (or None for no limit)")
         if self.rate_limit_scope not in ("submit", "all"):
             raise ValueError("EmulatorConfig.rate_limit_scope must be 'submit' or 'all'")
+        if not isinstance(self.rate_limit_headers, bool):
+            raise ValueError("EmulatorConfig.rate_limit_headers must be true or false")
         if self.foreign_request_status not in (401, 403, 404):
             raise ValueError("EmulatorConfig.foreign_request_status must be 401, 403 or 404")
         if self.history_lag_mode not in ("null", "absent"):
@@ -245,6 +270,15 @@ class EmulatorConfig:
         except KeyError:
             raise ValueError(f"Unknown history profile {name!r}; choose one of {', '.join(HISTORY_PROFILES)}") from None
         return {**_HISTORY_SHAPE_DEFAULTS, **bundle}
+
+    @classmethod
+    def from_account_profile(
+        cls, source: str | os.PathLike[str] | Mapping[str, Any], *, profile: str = "realistic", **overrides: Any
+    ) -> EmulatorConfig:
+        """The named ``profile`` with an account profile on top (the JSON file, or its parsed document,
+        that ``python -m airflow_provider_segmind.contract --profile-out FILE`` wrote), then ``overrides``:
+        an emulator whose history and rate limit answer like that account."""
+        return cls.for_profile(profile, **{**load_account_profile(source), **overrides})
 
     @classmethod
     def for_profile(cls, profile: str, **overrides: Any) -> EmulatorConfig:
@@ -308,6 +342,23 @@ HISTORY_PROFILES: Final[Mapping[str, Mapping[str, Any]]] = {
         "history_team_rows": 2,
     },
 }
+#: Segmind's rate limits, both readings, by name (``rate_limit_plan``, ``--rate-limit-plan``): the
+#: numbers only; ``rate_limit_scope`` says what counts. ``free``/``pro``: docs.segmind.com/api-reference/
+#: rate-limits ("Free 5 RPM, Pro 50 RPM, Enterprise Custom"). ``pooled-*``: Segmind's pricing page as
+#: issue 23 reports it (60 to 1000 requests a minute "pooled", per team; unverified). ``none``: no limit.
+RATE_LIMIT_PLANS: Final[Mapping[str, Mapping[str, Any]]] = {
+    "none": {"rate_limit": None},
+    "free": {"rate_limit": 5, "rate_limit_window": 60.0},
+    "pro": {"rate_limit": 50, "rate_limit_window": 60.0},
+    "pooled-60": {"rate_limit": 60, "rate_limit_window": 60.0},
+    "pooled-120": {"rate_limit": 120, "rate_limit_window": 60.0},
+    "pooled-500": {"rate_limit": 500, "rate_limit_window": 60.0},
+    "pooled-1000": {"rate_limit": 1000, "rate_limit_window": 60.0},
+}
+#: The models the emulator's catalogue always lists: the SD3 Large slugs it models (text-to-image,
+#: and image-to-image, segmind.com/models/stable-diffusion-3-large-img2img/api).
+CATALOGUE_KNOWN_MODELS: Final = ("stable-diffusion-3-large-txt2img", "stable-diffusion-3-large-img2img")
+
 #: Every setting a history profile may set, at its default (a profile resets the ones it leaves out).
 _HISTORY_SHAPE_DEFAULTS: Final[Mapping[str, Any]] = {
     f.name: f.default
@@ -377,6 +428,8 @@ _COERCE: Final[Mapping[str, Any]] = {
     "missing_models": _frozen,
     "forbidden_models": _frozen,
     "retired_models": _frozen,
+    "catalogue_models": _frozen,
+    "rate_limit_headers": lambda v: _BOOL_WORDS.get(v.strip().lower(), v) if isinstance(v, str) else v,
     "history_declared_only": lambda v: _BOOL_WORDS.get(v.strip().lower(), v) if isinstance(v, str) else v,
     "history_team_rows": lambda v: v if isinstance(v, bool) else int(v),
 }
@@ -386,13 +439,33 @@ _FIELDS: Final = frozenset(f.name for f in dataclasses.fields(EmulatorConfig))
 def coerce_changes(changes: Mapping[str, Any]) -> dict[str, Any]:
     """Check field names and convert JSON-ish values to the dataclass's types.
 
-    ``history_profile`` (not a field) expands to :meth:`EmulatorConfig.history_profile`'s settings;
-    settings given next to it win.
+    ``history_profile`` (not a field) expands to :meth:`EmulatorConfig.history_profile`'s settings,
+    ``rate_limit_plan`` to :data:`RATE_LIMIT_PLANS`' numbers; settings given next to them win.
     """
     changes = dict(changes)
     if "history_profile" in changes:
         changes = {**EmulatorConfig.history_profile(str(changes.pop("history_profile"))), **changes}
+    if "rate_limit_plan" in changes:
+        plan = str(changes.pop("rate_limit_plan"))
+        if plan not in RATE_LIMIT_PLANS:
+            raise ValueError(f"Unknown rate limit plan {plan!r}; choose one of {', '.join(RATE_LIMIT_PLANS)}")
+        changes = {**RATE_LIMIT_PLANS[plan], **changes}
     unknown = sorted(set(changes) - _FIELDS)
     if unknown:
-        raise ValueError(f"Unknown emulator setting(s) {unknown}; known: {sorted(_FIELDS | {'history_profile'})}")
+        known = sorted(_FIELDS | {"history_profile", "rate_limit_plan"})
+        raise ValueError(f"Unknown emulator setting(s) {unknown}; known: {known}")
     return {name: _COERCE[name](value) if name in _COERCE else value for name, value in changes.items()}
+
+
+def load_account_profile(source: str | os.PathLike[str] | Mapping[str, Any]) -> dict[str, Any]:
+    """The emulator settings of an account profile (a JSON file's path, or the parsed document),
+    checked (:func:`~airflow_provider_segmind.protocol.contract.account_profile_settings`, then
+    :func:`coerce_changes`). ``ValueError`` for anything else, naming the file."""
+    if isinstance(source, Mapping):
+        return coerce_changes(account_profile_settings(source))
+    path = Path(source)
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        return coerce_changes(account_profile_settings(document))
+    except (OSError, ValueError) as err:
+        raise ValueError(f"account profile {str(path)!r}: {err}") from None

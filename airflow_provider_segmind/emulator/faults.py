@@ -27,6 +27,7 @@ APPLICABLE: Final[Mapping[str, frozenset[str]]] = {
     "credits": _COMMON | {"bad_json", "reset_after", "none", "no_credits_record"},
     "media": _COMMON | {"truncate", "wrong_type", "none"},
     "history": _COMMON | {"bad_json", "reset_after", "none"},
+    "models": _COMMON | {"bad_json", "reset_after", "none"},
 }
 
 

@@ -40,6 +40,7 @@ _STAT_FOR_ENDPOINT: Final = {
     "result": "result_fetches",
     "credits": "credit_checks",
     "history": "history_calls",
+    "models": "catalogue_calls",
 }
 #: The counters also kept per key (the polling and free calls, per account).
 _PER_KEY_FOR_ENDPOINT: Final = {name: _STAT_FOR_ENDPOINT[name] for name in ("status", "result", "credits", "history")}
@@ -78,9 +79,20 @@ class Gateway:
             stats.per_key[label][_PER_KEY_FOR_ENDPOINT[endpoint]] += 1
         limited = self._rate_limited(label, inference=inference)
         if limited is not None:
-            return limited
+            return self._with_rate_limit_headers(label, limited)
         response = await handler(request, label, fault)
-        return await self._late_fault(request, fault, response)
+        return self._with_rate_limit_headers(label, await self._late_fault(request, fault, response))
+
+    def _with_rate_limit_headers(self, label: str, response: web.StreamResponse) -> web.StreamResponse:
+        """``rate_limit_headers``: the account's counters on an answer (see :class:`~.config.EmulatorConfig`)."""
+        config = self.state.config
+        if not config.rate_limit_headers or config.rate_limit is None or response.prepared:
+            return response
+        left, reset_at = self.state.limiter.peek(label, config.rate_limit, config.rate_limit_window, self.state.clock())
+        response.headers["x-ratelimit-limit"] = str(config.rate_limit)
+        response.headers["x-ratelimit-remaining"] = str(left)
+        response.headers.setdefault(RATE_LIMIT_RESET_HEADER, iso_utc(reset_at))
+        return response
 
     async def _early_fault(self, request: web.Request, endpoint: str, fault: Fault) -> web.StreamResponse | None:
         """Faults that replace the answer before anything happens (nothing created or billed)."""
@@ -154,6 +166,12 @@ class Gateway:
         return label if label is not None else json_error(401, INVALID_KEY)
 
     def _rate_limited(self, label: str, *, inference: bool) -> web.Response | None:
+        """The 429 of ``rate_limit`` (per account, in ``rate_limit_window`` seconds), or ``None``.
+
+        Which calls count is ``rate_limit_scope``, because Segmind does not say whether status polls
+        count: ``submit`` (inference POSTs only) or ``all`` (every authenticated call). The numbers'
+        sources are :data:`~.config.RATE_LIMIT_PLANS`'.
+        """
         config = self.state.config
         if config.rate_limit is None or (config.rate_limit_scope == "submit" and not inference):
             return None
@@ -165,7 +183,7 @@ class Gateway:
         return json_error(
             429,
             f"Rate limit exceeded: at most {config.rate_limit} requests per {config.rate_limit_window:g} s "
-            f"for this API key. Try again after {iso_utc(reset_at)}.",
+            f"for this account. Try again after {iso_utc(reset_at)}.",
             headers={RATE_LIMIT_RESET_HEADER: iso_utc(reset_at)},
         )
 

@@ -187,6 +187,14 @@ class RateLimiter:
         hits.append(now)
         return None
 
+    def peek(self, label: str, limit: int, window: float, now: float) -> tuple[int, float]:
+        """Without counting a request: how many are left in the window, and the epoch time the
+        oldest counted one leaves it (``now + window`` when none is counted)."""
+        hits = self._hits[label]
+        while hits and hits[0] <= now - window:
+            hits.popleft()
+        return max(0, limit - len(hits)), (hits[0] + window if hits else now + window)
+
     def clear(self) -> None:
         self._hits.clear()
 
@@ -204,6 +212,8 @@ class Stats:
     credit_checks: int = 0
     #: Calls to the request-history API (list and by-id), answered or not.
     history_calls: int = 0
+    #: Calls to the model catalogue (``GET /inference-model-information/list``), answered or not.
+    catalogue_calls: int = 0
     media_fetches: int = 0
     blob_fetches: int = 0
     rate_limited: int = 0
@@ -238,6 +248,7 @@ class Stats:
             "result_fetches": self.result_fetches,
             "credit_checks": self.credit_checks,
             "history_calls": self.history_calls,
+            "catalogue_calls": self.catalogue_calls,
             "media_fetches": self.media_fetches,
             "blob_fetches": self.blob_fetches,
             "rate_limited": self.rate_limited,

@@ -28,6 +28,18 @@ any shared session, a session per call: 5.05 and 4.81 s; with every cache below:
    trigger instead: 2.90 and 3.10 s, 1,000 TCP connections instead of 100, 27-29 KB of RSS per
    trigger instead of 15-16; with a session per call: the baseline above.
 
+6. **Model catalogue** (``_CATALOGUE_CACHE``, :class:`_CatalogueCache`). Key: the catalogue URL and
+   a SHA-256 digest of the API key (the list may differ per account; the key itself is not kept
+   here). Lifetime: ``CATALOGUE_CACHE_TTL_SECONDS`` (1 hour) for a list, ``CATALOGUE_FAILURE_TTL_SECONDS``
+   (5 minutes) for a failed read. Invalidation: a slug the cached list lacks reads it again once if
+   the list is older than ``CATALOGUE_MISS_REFRESH_SECONDS`` (a minute), so a model added since is
+   not refused for an hour; the connection test always reads it afresh. Saves: a GET of the whole
+   list (hundreds of models with their parameter schemas) per submit in one process: a
+   ``dag.test()`` of a mapped task, the contract check, a worker that runs operators in-process.
+   Airflow 3 runs each task in a process of its own, so across tasks it saves nothing: one read
+   per task, which is why a failed read is remembered too (a down catalogue costs one connect
+   timeout per process, not one per submit) and why the check never blocks a run.
+
 Removed, because they saved nothing measurable: request headers and timeout shared per settings
 object (``_REQUEST_PARTS``) and prepared per hook (``_aio_prepared``): they cost ~1 us to build
 per call (of their 0.15 ms, all but 1 us was the proxy decision, now cache 4); and the job URLs
@@ -41,14 +53,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hashlib
+import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Final
 
+from airflow_provider_segmind.exceptions import SegmindError
 from airflow_provider_segmind.hooks._settings import SegmindConnectionSettings
 from airflow_provider_segmind.hooks._transport import USER_AGENT
 from airflow_provider_segmind.protocol import RetryPolicy
+from airflow_provider_segmind.protocol.catalogue import ModelCatalogue
 
 if TYPE_CHECKING:
     import aiohttp
@@ -196,3 +212,72 @@ class _LoopSessionPool:
 
 
 _SHARED_SESSIONS = _LoopSessionPool()
+
+
+#: How long a read model catalogue is used (see :class:`_CatalogueCache`).
+CATALOGUE_CACHE_TTL_SECONDS: Final = 3600.0
+#: How long a failed catalogue read is remembered (the check is skipped meanwhile, logged).
+CATALOGUE_FAILURE_TTL_SECONDS: Final = 300.0
+#: A slug missing from a list read longer ago than this reads the list again once before a refusal.
+CATALOGUE_MISS_REFRESH_SECONDS: Final = 60.0
+
+CatalogueKey = tuple[str, str]
+
+
+def catalogue_key(settings: SegmindConnectionSettings) -> CatalogueKey:
+    """The cache key of a connection's catalogue: its URL and a digest of its key (never the key)."""
+    return settings.catalogue_url, hashlib.sha256(settings.api_key.encode()).hexdigest()
+
+
+class _CatalogueCache:
+    """Model catalogues (or the error of a failed read) per (catalogue URL, key digest), for a while.
+
+    Why it earns its place, and what it cannot do: item 6 of the module docstring. Thread-safe (a
+    worker may run operators in threads); entries expire on read. The ``repr`` shows URLs and sizes only.
+    """
+
+    def __init__(
+        self,
+        ttl: float = CATALOGUE_CACHE_TTL_SECONDS,
+        failure_ttl: float = CATALOGUE_FAILURE_TTL_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ttl = ttl
+        self.failure_ttl = failure_ttl
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._entries: dict[CatalogueKey, tuple[ModelCatalogue | SegmindError, float]] = {}
+
+    def __repr__(self) -> str:
+        with self._lock:
+            shown = [
+                f"{url}: {len(value) if isinstance(value, ModelCatalogue) else 'failed'}"
+                for (url, _), (value, _) in self._entries.items()
+            ]
+        return f"{type(self).__name__}(ttl={self.ttl:g}, entries={shown!r})"
+
+    def lookup(self, key: CatalogueKey) -> tuple[ModelCatalogue | SegmindError, float] | None:
+        """The fresh entry for ``key`` and its age in seconds, or ``None`` (expired entries are dropped)."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            value, stored_at = entry
+            age = self._clock() - stored_at
+            if age >= (self.ttl if isinstance(value, ModelCatalogue) else self.failure_ttl):
+                del self._entries[key]
+                return None
+            return value, age
+
+    def put(self, key: CatalogueKey, value: ModelCatalogue | SegmindError) -> None:
+        """Remember a list, or the error of a failed read."""
+        with self._lock:
+            self._entries[key] = (value, self._clock())
+
+    def clear(self) -> None:
+        """Forget everything (tests)."""
+        with self._lock:
+            self._entries.clear()
+
+
+_CATALOGUE_CACHE = _CatalogueCache()

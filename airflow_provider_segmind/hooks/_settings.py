@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import urlsplit
 
 from airflow_provider_segmind.exceptions import SegmindAuthenticationError, SegmindError, SegmindInvalidParametersError
 from airflow_provider_segmind.get_provider_info import EXTRA_DEFAULTS, EXTRA_FIELDS
@@ -17,7 +18,8 @@ from airflow_provider_segmind.history import (
     history_zone,
     normalize_history_url,
 )
-from airflow_provider_segmind.protocol import RetryPolicy, normalize_base_url, redact
+from airflow_provider_segmind.protocol import RetryPolicy, is_loopback_host, normalize_base_url, redact
+from airflow_provider_segmind.protocol.catalogue import DEFAULT_CATALOGUE_URL, default_catalogue_url
 from airflow_provider_segmind.proxy import normalize_proxy_url, proxy_for, proxy_secrets, public_proxy_url
 
 if TYPE_CHECKING:
@@ -58,6 +60,13 @@ class SegmindConnectionSettings:
     #: filter to see only this connection's user.
     history_user_id: str | None = None
     history_user_email: str | None = None
+    #: The ``check_model_catalogue`` extra: before a submit, refuse a slug Segmind's model catalogue
+    #: (SDK 1.3.0 ``segmind/models.py``, ``Models.list``) does not list or lists as retired; an
+    #: unreachable catalogue never stops a run. Default: on, except for a loopback base URL (the
+    #: emulator, whose tests and demos count every request, or another local stand-in).
+    check_model_catalogue: bool = False
+    #: Where the catalogue is read: the SDK's URL, or a loopback base URL's own path.
+    catalogue_url: str = DEFAULT_CATALOGUE_URL
     #: The proxy for calls to the base URL (:meth:`proxy_for`), decided once when the settings are
     #: built: the decision reads the environment's proxy variables (~0.15 ms of CPU, more than a
     #: status poll), and the triggerer sends thousands of polls there with the same settings
@@ -127,6 +136,10 @@ class SegmindConnectionSettings:
                 ),
                 history_lookup=_bool_extra(extras, "history_lookup", default=True),
                 history_timezone=_history_timezone(extras),
+                check_model_catalogue=_bool_extra(
+                    extras, "check_model_catalogue", default=not is_loopback_host(urlsplit(base_url).hostname)
+                ),
+                catalogue_url=default_catalogue_url(base_url),
                 **_history_user(extras),
             )
         except (TypeError, ValueError) as err:
@@ -140,7 +153,8 @@ class SegmindConnectionSettings:
                 "proxy: an http(s)://[user:password@]host:port URL; "
                 "history_url: an https URL (http only for loopback); history_lookup: true or false; "
                 "history_timezone: an IANA time zone name (e.g. Asia/Kolkata) or a UTC offset (e.g. +05:30); "
-                "history_user_id or history_user_email (not both): one team member's id or email",
+                "history_user_id or history_user_email (not both): one team member's id or email; "
+                "check_model_catalogue: true or false",
             ) from None
 
 

@@ -28,7 +28,7 @@ import copy
 import functools
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 from urllib.parse import urlencode
 
 import requests
@@ -66,6 +66,7 @@ from airflow_provider_segmind.history import (
     parse_history_record,
 )
 from airflow_provider_segmind.hooks._aio import SegmindAsyncCalls
+from airflow_provider_segmind.hooks._cache import _CATALOGUE_CACHE, CATALOGUE_MISS_REFRESH_SECONDS, catalogue_key
 
 # Names defined in this module before it was split, still importable from here (``X as X``).
 from airflow_provider_segmind.hooks._cache import _SETTINGS_CACHE as _SETTINGS_CACHE
@@ -110,6 +111,12 @@ from airflow_provider_segmind.protocol import (
     submit_url,
     validate_params,
 )
+from airflow_provider_segmind.protocol.catalogue import (
+    MAX_CATALOGUE_ANSWER_BYTES,
+    ModelCatalogue,
+    catalogue_answer_too_large,
+    parse_model_catalogue,
+)
 
 __all__ = [
     "SegmindAuthenticationError",
@@ -138,16 +145,30 @@ __all__ = [
 T = TypeVar("T")
 
 
-def _read_capped(response: requests.Response, url: str, limit: int) -> bytes:
-    """A streamed answer's body, decoded; :func:`history_answer_too_large` past ``limit`` bytes (the
-    rest is not read, and the connection is closed instead of going back to the pool)."""
+#: Answers read up to a cap (their size is the server's to choose), with the error past it.
+_CAPPED: Final[Mapping[Endpoint, tuple[int, Callable[[int, str, int], SegmindError]]]] = {
+    Endpoint.HISTORY: (MAX_HISTORY_ANSWER_BYTES, history_answer_too_large),
+    Endpoint.CATALOGUE: (MAX_CATALOGUE_ANSWER_BYTES, catalogue_answer_too_large),
+}
+#: The catalogue is a convenience: its read waits at most this long (or the connection's read timeout, if shorter).
+CATALOGUE_READ_TIMEOUT: Final = 10.0
+
+
+def _read_capped(
+    response: requests.Response,
+    url: str,
+    limit: int,
+    too_large: Callable[[int, str, int], SegmindError] = history_answer_too_large,
+) -> bytes:
+    """A streamed answer's body, decoded; ``too_large`` past ``limit`` bytes (the rest is not read,
+    and the connection is closed instead of going back to the pool)."""
     with response:
         chunks: list[bytes] = []
         size = 0
         for chunk in response.iter_content(chunk_size=64 * 1024):
             size += len(chunk)
             if size > limit:
-                raise history_answer_too_large(response.status_code, url, limit)
+                raise too_large(response.status_code, url, limit)
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -155,6 +176,15 @@ def _read_capped(response: requests.Response, url: str, limit: int) -> bytes:
 #: The shortest read timeout of a search's first history page, whatever time is left: a search
 #: with no time left (``history_wait=0``) still looks once.
 FIRST_LOOKUP_MIN_TIMEOUT = 2.0
+
+
+def _short_reason(err: SegmindError) -> str:
+    """Why a call failed, in a few words (no retry advice: the catalogue is read once, never retried)."""
+    if isinstance(err, SegmindTransportError):
+        return err.summary
+    if err.status_code is not None and not 200 <= err.status_code < 300:
+        return f"HTTP {err.status_code}"
+    return "no model slug in its answer" if isinstance(err, SegmindInvalidResponseError) else type(err).__name__
 
 
 class SegmindHook(SegmindAsyncCalls):
@@ -265,8 +295,8 @@ class SegmindHook(SegmindAsyncCalls):
         proxy = settings.proxy_for(url)
         proxies = {"http": proxy, "https": proxy} if proxy else None
         # A history answer is read up to a cap (its rows hold request bodies, whose size nothing
-        # bounds); other answers are small and read whole.
-        limit = MAX_HISTORY_ANSWER_BYTES if endpoint is Endpoint.HISTORY else None
+        # bounds), and so is the model catalogue; other answers are small and read whole.
+        limit, too_large = _CAPPED.get(endpoint, (None, history_answer_too_large))
 
         def attempt() -> T:
             try:
@@ -280,7 +310,7 @@ class SegmindHook(SegmindAsyncCalls):
                     proxies=proxies,
                     stream=limit is not None,
                 )
-                content = response.content if limit is None else _read_capped(response, url, limit)
+                content = response.content if limit is None else _read_capped(response, url, limit, too_large)
             except requests.RequestException as err:
                 raise requests_error(err, url, settings.secrets) from None
             answer = HttpAnswer(response.status_code, lower_headers(response.headers.items()), content, url)
@@ -464,8 +494,93 @@ class SegmindHook(SegmindAsyncCalls):
             if not search.take(records, more):
                 return search.candidates()
 
+    # ---------------------------------------------------------------- model catalogue (sync)
+
+    def get_model_catalogue(self, *, refresh: bool = False) -> ModelCatalogue:
+        """Segmind's model catalogue (SDK 1.3.0 ``segmind/models.py``, ``Models.list``): the slugs it
+        lists, each with whether it is retired. Free: a GET on the catalogue host, with the key.
+
+        Cached in this process (key, lifetime and invalidation: :mod:`~airflow_provider_segmind.hooks._cache`,
+        item 6), a failed read too; ``refresh`` reads it again. One attempt, a read timeout of at
+        most :data:`CATALOGUE_READ_TIMEOUT`: the catalogue is never worth waiting for. Errors are the
+        usual typed errors.
+        """
+        settings = self.get_settings()
+        key = catalogue_key(settings)
+        cached = None if refresh else _CATALOGUE_CACHE.lookup(key)
+        if cached is not None:
+            value, _age = cached
+            if isinstance(value, SegmindError):
+                raise copy.copy(value)
+            return value
+        try:
+            catalogue = self._call(
+                "GET",
+                settings.catalogue_url,
+                parse_model_catalogue,
+                endpoint=Endpoint.CATALOGUE,
+                read_timeout=min(settings.read_timeout, CATALOGUE_READ_TIMEOUT),
+                single_attempt=True,
+            )
+        except SegmindError as err:
+            _CATALOGUE_CACHE.put(key, err)
+            raise
+        _CATALOGUE_CACHE.put(key, catalogue)
+        return catalogue
+
+    def check_model(self, model: str) -> None:
+        """Refuse ``model`` before anything is billed when Segmind's model catalogue does not list it
+        (:class:`SegmindModelNotFoundError`) or lists it as retired (:class:`SegmindModelRetiredError`),
+        naming close matches.
+
+        Only with the connection's ``check_model_catalogue`` on (the default, except for a loopback
+        host). Never blocks a run otherwise: an unreachable or unreadable catalogue is logged and the
+        run goes on. A slug missing from a list read more than a minute ago reads it again once.
+        """
+        settings = self.get_settings()
+        if not settings.check_model_catalogue:
+            return
+        try:
+            cached = _CATALOGUE_CACHE.lookup(catalogue_key(settings))
+            catalogue = self.get_model_catalogue()
+            refusal = catalogue.refusal(model)
+            if refusal is not None and cached is not None and cached[1] > CATALOGUE_MISS_REFRESH_SECONDS:
+                catalogue = self.get_model_catalogue(refresh=True)
+                refusal = catalogue.refusal(model)
+        except SegmindError as err:
+            self.log.warning(
+                "Segmind's model catalogue could not be read (%s), so the model %r was not checked against it; "
+                "the run goes on.",
+                _short_reason(err),
+                model,
+            )
+            return
+        if refusal is not None:
+            raise refusal
+        self.log.debug("Segmind's model catalogue lists %r (%s).", model, catalogue.describe())
+
+    # ---------------------------------------------------------------- answers as they came (contract check)
+
+    def probe(
+        self, method: str, url: str, *, endpoint: Endpoint, json_body: Mapping[str, Any] | None = None
+    ) -> HttpAnswer:
+        """One call, one attempt, and the answer as it came: any status, headers and body, unparsed.
+
+        For the contract check (:mod:`airflow_provider_segmind.contract`), which reads shapes and
+        headers the typed methods leave out, then hands the answer to the same parsers they use. The
+        URL must be on the origin of the connection's base URL, history URL or catalogue URL: the key
+        goes nowhere else. A POST is billed like :meth:`submit`, and is never sent twice.
+        """
+        settings = self.get_settings()
+        if not any(same_origin(url, own) for own in (settings.base_url, settings.history_url, settings.catalogue_url)):
+            raise ValueError(f"{url!r} is not on the connection's API, history or catalogue host")
+        return self._call(
+            method, url, lambda answer: answer, endpoint=endpoint, json_body=json_body, single_attempt=True
+        )
+
     def test_connection(self) -> tuple[bool, str]:
-        """The UI's Test button: one credits call (free), so it tells a bad key from a bad host.
+        """The UI's Test button: one credits call (free), so it tells a bad key from a bad host, then
+        one read of the model catalogue (free), whose size the answer adds (or why it could not).
 
         One attempt and no retry loop: the button should answer in about a round trip, and a person
         is there to press it again. The message names the URL it reached and both balances, and
@@ -491,6 +606,7 @@ class SegmindHook(SegmindAsyncCalls):
         url = credits_url(settings.base_url)
         try:
             balance = self.get_credit_balance()
+            catalogue = self._catalogue_note()
         except SegmindInvalidResponseError as err:
             return False, sentences(
                 f"{settings.base_url}{assumed} answered HTTP {err.status_code}, but not like Segmind's API",
@@ -506,4 +622,15 @@ class SegmindHook(SegmindAsyncCalls):
             return False, redact(f"Calling {url} failed: {type(err).__name__}: {err}", [settings.api_key])
         finally:
             self.close()
-        return True, sentences(f"Connected to {settings.base_url}{assumed}; the key works", balance.describe())
+        return True, sentences(
+            f"Connected to {settings.base_url}{assumed}; the key works", balance.describe(), catalogue
+        )
+
+    def _catalogue_note(self) -> str:
+        """What the connection test says of the model catalogue: how many models, or why it could not say."""
+        try:
+            return f"Segmind's model catalogue: {self.get_model_catalogue(refresh=True).describe()}"
+        except SegmindError as err:
+            return f"Segmind's model catalogue could not be read ({_short_reason(err)}); runs are not affected"
+        except Exception as err:  # the Test button must answer about the key, whatever the catalogue does
+            return f"Segmind's model catalogue could not be read ({type(err).__name__}); runs are not affected"

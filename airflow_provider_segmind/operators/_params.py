@@ -11,11 +11,11 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Mapping
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowFailException
 
-from airflow_provider_segmind.exceptions import SegmindInvalidParametersError
+from airflow_provider_segmind.exceptions import SegmindError, SegmindInvalidParametersError
 from airflow_provider_segmind.operators._records import _fingerprint
 from airflow_provider_segmind.protocol import (
     SD3_LARGE_MODEL,
@@ -26,6 +26,9 @@ from airflow_provider_segmind.protocol import (
     validate_params,
 )
 from airflow_provider_segmind.results import with_filled_seed
+
+if TYPE_CHECKING:
+    from airflow_provider_segmind.hooks.segmind import SegmindHook
 
 
 def validated(
@@ -45,6 +48,17 @@ def validated(
             )
         return model.strip(), validate_params(model.strip(), build_params(), strict=strict, warn=warn)
     except SegmindInvalidParametersError as err:
+        raise AirflowFailException(str(err)) from err
+
+
+def refuse_unlisted_model(hook: SegmindHook, model: str) -> None:
+    """Before a new (billed) submit: refuse a slug Segmind's model catalogue does not list or lists as
+    retired (:meth:`~airflow_provider_segmind.hooks.segmind.SegmindHook.check_model`: the connection's
+    ``check_model_catalogue``; an unreachable catalogue never stops the run). No retries: a retry
+    cannot fix a slug."""
+    try:
+        hook.check_model(model)
+    except SegmindError as err:
         raise AirflowFailException(str(err)) from err
 
 

@@ -102,6 +102,7 @@ from airflow_provider_segmind.operators._params import (
     fills_seed,
     fresh_seed,
     recorded_seed,
+    refuse_unlisted_model,
     summary_params,
     validated,
 )
@@ -332,6 +333,7 @@ class _SegmindJobOperator(_Reconciler):
             params = {**params, "seed": filled_seed}
             self.log.info("No seed given: using random seed %d (recorded in the result).", filled_seed)
         fingerprint = _fingerprint(model, self._fingerprinted(params))
+        refuse_unlisted_model(self.hook, model)  # issue 23: an unknown or retired slug, before anything is billed
         self._credit_guard()
         return self._submit(context, store, model, params, fingerprint, filled_seed)
 

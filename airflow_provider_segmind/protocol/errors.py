@@ -101,6 +101,14 @@ def classify_error(answer: HttpAnswer, endpoint: Endpoint, *, request_id: str | 
                 ),
                 **common,
             )
+        if endpoint is Endpoint.CATALOGUE:
+            return SegmindNotFoundError(
+                sentences(
+                    f"{where} was not found (HTTP 404) at {answer.url or 'the catalogue URL'}{said}",
+                    "Set the connection extra check_model_catalogue to false to stop asking it",
+                ),
+                **common,
+            )
         if endpoint is Endpoint.CREDITS:
             return SegmindNotFoundError(
                 sentences(
@@ -146,8 +154,11 @@ def classify_error(answer: HttpAnswer, endpoint: Endpoint, *, request_id: str | 
         return SegmindRateLimitError(
             sentences(
                 f"{where} was rate limited (HTTP 429){said}",
-                "The plan allows 5 (Free) or 50 (Pro) requests a minute: lower the DAG's concurrency with a pool, "
-                "or upgrade",
+                # The readings and their sources: emulator/config.py RATE_LIMIT_PLANS.
+                "Segmind allows Free 5 and Pro 50 requests a minute (docs.segmind.com/api-reference/rate-limits; "
+                "its pricing page reportedly 60 to 1000, pooled per team); whether status polls count is not "
+                "documented (python -m airflow_provider_segmind.contract tells for your account): lower the DAG's "
+                "concurrency with a pool, or upgrade",
             ),
             retry_after=parse_retry_after(answer.headers, answer.received_at),
             **common,

@@ -62,7 +62,8 @@ def _finite_non_negative(name: str, value: Any) -> float:
 class PollSchedule:
     """When to ask Segmind about a v2 job: the one schedule the trigger and the sync poll loop share.
 
-    Every status call may count against the account's rate limit (Free 5/min, Pro 50/min) and the
+    Every status call may count against the account's rate limit (Free 5/min, Pro 50/min: docs.segmind.com/
+    api-reference/rate-limits; whether polls count is undocumented, the contract check tells) and the
     official SDK spends one per second per job. This schedule spends calls where they carry
     information, using what the API tells us and the model's typical runtime:
 

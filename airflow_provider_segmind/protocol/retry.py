@@ -21,7 +21,7 @@ from airflow_provider_segmind.exceptions import (
 
 #: The longest server-asked wait (``Retry-After`` / the reset header of a 429) that is honoured, for
 #: one call's retries and for a watch's next poll alike: the plan limits count per minute (Free 5,
-#: Pro 50), so a minute and a margin; a longer hint is capped to it.
+#: Pro 50: docs.segmind.com/api-reference/rate-limits), so a minute and a margin; a longer hint is capped to it.
 RATE_LIMIT_MAX_WAIT: Final = 65.0
 
 

@@ -51,3 +51,5 @@ class Endpoint(StrEnum):
     CREDITS = "credits"
     #: Segmind's request-history API (see :mod:`.history`).
     HISTORY = "request history"
+    #: Segmind's model catalogue (see :mod:`.catalogue`).
+    CATALOGUE = "model catalogue"
