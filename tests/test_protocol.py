@@ -34,10 +34,10 @@ def answer(status: int, body: object = None, headers: dict[str, str] | None = No
         ({"prompt": "ok", "aspect_ratio": "4:3"}, "aspect_ratio", "'16:9', '1:1'"),
         ({"prompt": "ok", "output_format": "webp"}, "output_format", "'jpeg', 'png'"),
         ({"prompt": "ok", "mode": "inpaint"}, "mode", "'text-to-image', 'image-to-image'"),
-        ({"prompt": "ok", "mode": "image-to-image", "strength": 0.5}, "image", "image URL"),
-        ({"prompt": "ok", "mode": "image-to-image", "image": "https://x/y.png"}, "strength", "0 to 1"),
-        ({"prompt": "ok", "mode": "image-to-image", "image": "https://x/y.png", "strength": 1.5}, "strength", "0 to 1"),
-        ({"prompt": "ok", "strength": 0.5}, "strength", "image-to-image"),
+        # Image-to-image is its own slug: the text-to-image one refuses it, naming the other (issue 23).
+        ({"prompt": "ok", "mode": "image-to-image"}, "mode", "model='stable-diffusion-3-large-img2img'"),
+        ({"prompt": "ok", "image": "https://x/y.png"}, "image", "model='stable-diffusion-3-large-img2img'"),
+        ({"prompt": "ok", "strength": 0.5}, "strength", "SegmindImageToImageOperator"),
         ({"prompt": "ok", "seed": -2}, "seed", "4294967294"),
         ({"prompt": "ok", "seed": 4_294_967_295}, "seed", "4294967294"),
         ({"prompt": "ok", "seed": True}, "seed", "4294967294"),
@@ -67,8 +67,58 @@ def test_sd3_validation_fills_defaults_and_keeps_valid_values():
         "base64": False,
         "seed": 7,
     }
-    i2i = {"prompt": "a fox", "mode": "image-to-image", "image": "https://x/y.png", "strength": 0}
-    assert p.validate_params(p.SD3_LARGE_MODEL, i2i)["strength"] == 0
+    i2i = {"prompt": "a fox", "image": "https://x/y.png", "strength": 0}
+    assert p.validate_params(p.SD3_LARGE_IMG2IMG_MODEL, i2i) == {
+        "prompt": "a fox",
+        "image": "https://x/y.png",
+        "strength": 0,
+        "mode": "image-to-image",
+        "output_format": "jpeg",
+        "base64": False,
+    }
+
+
+@pytest.mark.parametrize(
+    ("params", "field", "allowed_fragment"),
+    [
+        ({"image": "https://x/y.png"}, "prompt", "non-blank string"),
+        ({"prompt": "ok"}, "image", "an image URL or base64 string"),
+        ({"prompt": "ok", "image": ""}, "image", "an image URL or base64 string"),
+        ({"prompt": "ok", "image": ["a", "b"]}, "image", "one image per task"),
+        ({"prompt": "ok", "image": "s3://bucket/"}, "image", "s3://bucket/key"),
+        ({"prompt": "ok", "image": "https://x/y.png", "mode": "text-to-image"}, "mode", "'image-to-image'"),
+        ({"prompt": "ok", "image": "https://x/y.png", "strength": 1.5}, "strength", "a number from 0 to 1"),
+        ({"prompt": "ok", "image": "https://x/y.png", "strength": "strong"}, "strength", "a number from 0 to 1"),
+        ({"prompt": "ok", "image": "https://x/y.png", "output_format": "webp"}, "output_format", "'jpeg', 'png'"),
+        ({"prompt": "ok", "image": "https://x/y.png", "base64": "no"}, "base64", "true or false"),
+        ({"prompt": "ok", "image": "https://x/y.png", "seed": 2**32}, "seed", "4294967294"),
+        ({"prompt": "ok", "image": "https://x/y.png", "aspect_ratio": "1:1"}, "aspect_ratio", "'image'"),
+    ],
+)
+def test_sd3_img2img_validation_names_field_and_allowed_values(params, field, allowed_fragment):
+    """segmind.com/models/stable-diffusion-3-large-img2img/api: image required, mode image-to-image, strength 0..1."""
+    with pytest.raises(exc.SegmindInvalidParametersError) as info:
+        p.validate_params(p.SD3_LARGE_IMG2IMG_MODEL, params, strict=True)
+    err = info.value
+    assert err.field == field
+    assert allowed_fragment in str(err)
+    assert err.task_retry_helps is False
+
+
+def test_sd3_img2img_reports_every_bad_field_and_leaves_strength_to_segmind():
+    with pytest.raises(exc.SegmindInvalidParametersError) as info:
+        p.validate_params(p.SD3_LARGE_IMG2IMG_MODEL, {"prompt": "", "mode": "inpaint", "strength": -1})
+    assert [problem[0] for problem in info.value.problems] == ["prompt", "mode", "image", "strength"]
+    assert "for stable-diffusion-3-large-img2img" in str(info.value)
+    warned: list[str] = []
+    body = p.validate_params(
+        p.SD3_LARGE_IMG2IMG_MODEL, {"prompt": "a fox", "image": "aGVsbG8=", "aspect_ratio": "16:9"}, warn=warned.append
+    )
+    assert "strength" not in body  # omitted: Segmind's default applies
+    assert body["aspect_ratio"] == "16:9"  # not on the page: sent with a warning
+    assert len(warned) == 1
+    assert "'aspect_ratio'" in warned[0]
+    assert p.unknown_params(p.SD3_LARGE_IMG2IMG_MODEL, {"prompt": "x", "seed": 1, "style": 2}) == ["style"]
 
 
 def test_generic_models_pass_params_through_but_must_be_json():
@@ -420,17 +470,17 @@ def test_status_parsed_once_still_tells_failed_and_not_json_apart() -> None:
 
 
 def test_sd3_validation_reports_every_bad_field_in_one_error():
-    """strength=2 with no image used to name only 'image'; now every bad field, each with its allowed values."""
+    """Every bad field, each with its allowed values (image-to-image fields name the image-to-image slug)."""
     params = {"prompt": " ", "mode": "image-to-image", "strength": 2, "aspect_ratio": "4:3", "seed": "x"}
     with pytest.raises(exc.SegmindInvalidParametersError) as info:
         p.validate_params(p.SD3_LARGE_MODEL, params)
     err = info.value
     named = [problem[0] for problem in err.problems]
-    assert sorted(named) == ["aspect_ratio", "image", "prompt", "seed", "strength"]
+    assert sorted(named) == ["aspect_ratio", "mode", "prompt", "seed", "strength"]
     text = str(err)
     for name, allowed in [
-        ("image", "an image URL or base64 string"),
-        ("strength", "a number from 0 to 1"),
+        ("mode", "model='stable-diffusion-3-large-img2img'"),
+        ("strength", "SegmindImageToImageOperator"),
         ("aspect_ratio", "'16:9'"),
         ("prompt", "non-blank string"),
         ("seed", "-1 for random"),

@@ -123,7 +123,7 @@ class EmulatorConfig:
     forbidden_models: frozenset[str] = frozenset()
     #: Slugs that answer 410 (retired).
     retired_models: frozenset[str] = frozenset()
-    #: Only SD3 Large exists; every other slug is 404.
+    #: Only SD3 Large (its text-to-image and image-to-image slugs) exists; every other slug is 404.
     strict_models: bool = False
     #: What a key of another account gets for a job it does not own: 404 (like an unknown id), 403
     #: or 401. Segmind's answer is not documented, so the provider is tested against all three.

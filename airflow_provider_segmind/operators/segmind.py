@@ -71,11 +71,13 @@ and the extra link in ``links.py``.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, Final, NoReturn
 
+from airflow.exceptions import AirflowProviderDeprecationWarning
 from airflow.providers.common.compat.sdk import (
     AirflowException,
     AirflowFailException,
@@ -118,6 +120,7 @@ from airflow_provider_segmind.operators._records import (
 from airflow_provider_segmind.operators.links import SegmindOutputLink  # the extra link's registered path
 from airflow_provider_segmind.protocol import (
     RESULT_RETENTION_SECONDS,
+    SD3_LARGE_IMG2IMG_MODEL,
     SD3_LARGE_MODEL,
     PollSchedule,
     job_failed_error,
@@ -138,7 +141,7 @@ if TYPE_CHECKING:
 
     from airflow_provider_segmind.hooks.segmind import SegmindHook
 
-__all__ = ["SegmindOutputLink", "SegmindRunOperator", "SegmindTextToImageOperator"]
+__all__ = ["SegmindImageToImageOperator", "SegmindOutputLink", "SegmindRunOperator", "SegmindTextToImageOperator"]
 
 # XCom keys pushed besides the return value (defined in results, where the trigger reads them too).
 DEFAULT_JOB_TIMEOUT: Final = RESULT_RETENTION_SECONDS
@@ -588,15 +591,20 @@ class SegmindTextToImageOperator(_SegmindJobOperator):
     field and the allowed values, so a bad DAG costs no credit. Works with dynamic task mapping
     (``.partial(...).expand(prompt=[...])`` or ``expand_kwargs``).
 
+    Image-to-image is :class:`SegmindImageToImageOperator`: SD3 Large's image-to-image is its own
+    slug, ``stable-diffusion-3-large-img2img``, and the text-to-image slug's page documents no input
+    image (Segmind may ignore one and bill a text-to-image). A DAG that still passes
+    ``mode="image-to-image"`` here (with the default model) keeps working: the request is sent to the
+    image-to-image slug (without ``aspect_ratio``, which that slug does not take), with an
+    ``AirflowProviderDeprecationWarning``; move it to :class:`SegmindImageToImageOperator`.
+
     :param prompt: what to draw (required, at most 10,000 characters). Templated.
     :param negative_prompt: what to avoid. Templated.
     :param aspect_ratio: one of 16:9 1:1 21:9 2:3 3:2 4:5 5:4 9:16 9:21 (default 1:1). Templated.
-    :param mode: ``text-to-image`` (default) or ``image-to-image``. Templated.
-    :param image: input image for image-to-image: a URL, base64 image data, or ``s3://bucket/key`` of a
-        JPEG, PNG or WebP object of at most 10 MiB (read with ``aws_conn_id``, sent as ``image_transport``
-        says, checked before the submit). Map over many with ``.expand(image=<XComArg of s3:// URIs>)``.
+    :param mode: ``text-to-image`` (default). ``image-to-image`` is deprecated here (see above). Templated.
+    :param image: deprecated here, with ``mode="image-to-image"``: see :class:`SegmindImageToImageOperator`.
         Templated.
-    :param strength: 0..1, how far image-to-image may depart from ``image``. Templated.
+    :param strength: deprecated here, with ``mode="image-to-image"``. Templated.
     :param output_format: ``jpeg`` (default) or ``png``. Templated.
     :param seed: 0..4294967294 for a reproducible image. Templated.
     :param base64: return the image inline instead of as a URL. The bytes never go to XCom: the
@@ -645,14 +653,119 @@ class SegmindTextToImageOperator(_SegmindJobOperator):
         self.output_format = output_format
         self.seed = seed
         self.base64 = base64
+        if self._routes_to_img2img():
+            warnings.warn(_IMG2IMG_DEPRECATION, AirflowProviderDeprecationWarning, stacklevel=2)
+
+    def _routes_to_img2img(self) -> bool:
+        """Whether this (rendered) task is the deprecated image-to-image on the default text-to-image slug."""
+        return self.mode == "image-to-image" and isinstance(self.model, str) and self.model.strip() == SD3_LARGE_MODEL
+
+    def _route(self) -> None:
+        """Send a deprecated ``mode="image-to-image"`` task to the image-to-image slug (idempotent)."""
+        if self._routes_to_img2img():
+            self.model = SD3_LARGE_IMG2IMG_MODEL
+
+    def _validated(self) -> tuple[str, dict[str, Any]]:
+        if self._routes_to_img2img():
+            self.log.warning("%s", _IMG2IMG_DEPRECATION)
+        self._route()
+        return super()._validated()
+
+    def _summary_params(self) -> dict[str, Any]:
+        self._route()  # a resumed task is a fresh instance: the same slug as its submit
+        return super()._summary_params()
+
+    def build_params(self) -> dict[str, Any]:
+        img2img = self.mode == "image-to-image" and self.model == SD3_LARGE_IMG2IMG_MODEL
+        params: dict[str, Any] = {
+            "prompt": self.prompt,
+            "negative_prompt": self.negative_prompt,
+            # The image-to-image slug takes no aspect_ratio; the default one is not sent there.
+            "aspect_ratio": None if img2img and self.aspect_ratio == "1:1" else self.aspect_ratio,
+            "mode": self.mode,
+            "image": self.image or None,
+            "strength": _optional_number(self.strength, float),
+            "output_format": self.output_format,
+            "seed": _optional_number(self.seed, int),
+            "base64": self.base64,
+        }
+        return {name: value for name, value in params.items() if value is not None}
+
+
+_IMG2IMG_DEPRECATION: Final = (
+    "SegmindTextToImageOperator(mode='image-to-image') is deprecated: SD3 Large image-to-image has its own slug, "
+    f"{SD3_LARGE_IMG2IMG_MODEL!r} (https://segmind.com/models/stable-diffusion-3-large-img2img/api), and the request "
+    "is sent there. Use SegmindImageToImageOperator(prompt=..., image=..., strength=...) instead."
+)
+
+
+class SegmindImageToImageOperator(_SegmindJobOperator):
+    """Make an image from an input image and a prompt with Stable Diffusion 3 Large image-to-image.
+
+    Sends to ``stable-diffusion-3-large-img2img``, SD3 Large's image-to-image slug
+    (https://segmind.com/models/stable-diffusion-3-large-img2img/api), with ``mode="image-to-image"``.
+    Every field is validated after templating and before any request (an error names each bad
+    field and its allowed values, so a bad DAG costs no credit), and an ``s3://`` image is checked
+    (exists, size, type) before anything is billed. Map it over many photos with
+    ``.partial(...).expand(image=<XComArg of s3:// URIs>)``.
+
+    :param prompt: what to make of the image (required, at most 10,000 characters). Templated.
+    :param image: the input image (required): a URL, base64 image data, or ``s3://bucket/key`` of a
+        JPEG, PNG or WebP object of at most 10 MiB (read with ``aws_conn_id``, sent as
+        ``image_transport`` says). Templated.
+    :param strength: 0..1, how far the output may depart from ``image`` (lower keeps more of it). When
+        omitted Segmind's default applies, 1 on the SD3 image-to-image pages, which lets the prompt
+        redraw the image almost entirely: set it. Templated.
+    :param negative_prompt: what to avoid. Templated.
+    :param output_format: ``jpeg`` (default) or ``png``. Templated.
+    :param seed: 0..4294967294 for a reproducible image (a random one is filled and recorded when
+        omitted, see ``fill_seed``). Templated.
+    :param base64: return the image inline instead of as a URL (never pushed to XCom).
+    :param model: default ``stable-diffusion-3-large-img2img``. Templated.
+
+    See :class:`SegmindRunOperator` for the return value and the module docstring for
+    exactly-once submission per Airflow version.
+    """
+
+    template_fields: Sequence[str] = (
+        "prompt",
+        "image",
+        "strength",
+        "negative_prompt",
+        "output_format",
+        "seed",
+        "model",
+        "segmind_conn_id",
+    )
+
+    def __init__(
+        self,
+        *,
+        prompt: str,
+        image: str,
+        strength: float | str | None = None,
+        negative_prompt: str | None = None,
+        output_format: str = "jpeg",
+        seed: int | str | None = None,
+        base64: bool = False,
+        model: str = SD3_LARGE_IMG2IMG_MODEL,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(model=model, **kwargs)
+        self.prompt = prompt
+        self.image = image
+        self.strength = strength
+        self.negative_prompt = negative_prompt
+        self.output_format = output_format
+        self.seed = seed
+        self.base64 = base64
 
     def build_params(self) -> dict[str, Any]:
         params: dict[str, Any] = {
             "prompt": self.prompt,
             "negative_prompt": self.negative_prompt,
-            "aspect_ratio": self.aspect_ratio,
-            "mode": self.mode,
-            "image": self.image or None,
+            "mode": "image-to-image",
+            "image": self.image if self.image != "" else None,
             "strength": _optional_number(self.strength, float),
             "output_format": self.output_format,
             "seed": _optional_number(self.seed, int),

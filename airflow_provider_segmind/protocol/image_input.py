@@ -10,8 +10,10 @@ Sources:
   ("``image_url``: Base64 encoded image data or URL of the image", segmind.com/models/image-converter/api)
   and the img2img API pages, whose own examples send ``"image": image_url_to_base64(...)`` (raw
   base64, no ``data:`` prefix) while the newer page of the same model documents ``image`` as a
-  URL (segmind.com/models/sd1.5-img2img/api). That SD3 Large's ``image`` behaves the same is
-  inferred [inf]: Segmind's SD3 table does not list ``image`` (segmind-api.md).
+  URL (segmind.com/models/sd1.5-img2img/api). SD3 Large's image-to-image page does the same: its
+  request sends ``"image": image_url_to_base64(...)`` ("Or use image_file_to_base64"), and the family's
+  table (segmind.com/models/stable-diffusion-3-turbo-img2img/api) documents ``image`` as "string
+  (uri)" (segmind.com/models/stable-diffusion-3-large-img2img/api).
 - Types: JPEG, PNG and WebP are the image types Segmind Storage takes as inputs for its models
   (docs.segmind.com/api-reference/segmind-storage, "Supported formats") and the ones Stability's
   SD3 API takes [inf].

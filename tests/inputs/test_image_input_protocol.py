@@ -17,7 +17,7 @@ from airflow_provider_segmind.protocol.image_input import (
     same_presigned_object,
     unsigned_url,
 )
-from airflow_provider_segmind.protocol.params import SD3_LARGE_MODEL, validate_params
+from airflow_provider_segmind.protocol.params import SD3_LARGE_IMG2IMG_MODEL, validate_params
 
 OBJECT = "https://photos.s3.eu-west-1.amazonaws.com/product-photos/mug.png"
 
@@ -71,12 +71,12 @@ def test_an_s3_uri_must_name_one_object(uri: str, problem: str) -> None:
     assert found is not None
     assert problem in found
     with pytest.raises(SegmindInvalidParametersError, match="'image'") as info:
-        validate_params(SD3_LARGE_MODEL, {"prompt": "x", "mode": "image-to-image", "image": uri, "strength": 0.5})
+        validate_params(SD3_LARGE_IMG2IMG_MODEL, {"prompt": "x", "image": uri, "strength": 0.5})
     assert problem in str(info.value)
 
 
 def test_a_valid_s3_uri_passes_validation_unchanged() -> None:
     uri = "s3://photos-bucket/product photos/mug (1).png"
     assert s3_uri_problem(uri) is None
-    body = validate_params(SD3_LARGE_MODEL, {"prompt": "x", "mode": "image-to-image", "image": uri, "strength": 0.5})
+    body = validate_params(SD3_LARGE_IMG2IMG_MODEL, {"prompt": "x", "image": uri, "strength": 0.5})
     assert body["image"] == uri
