@@ -30,6 +30,7 @@ endpoint, moto) at the cost of a body about 4/3 of the image; ``auto`` (default)
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Final
@@ -53,6 +54,11 @@ from airflow_provider_segmind.transfers._media_policy import sniff_media_type
 if TYPE_CHECKING:
     import logging
 
+#: What an ``s3://`` input under another name than ``image`` accepts, for error messages.
+MEDIA_INPUT_ALLOWED: Final = (
+    "s3://bucket/key of a JPEG, PNG or WebP object of at most 10 MiB, or a value the model takes as it is "
+    "(a URL, base64 data)"
+)
 #: Bytes read to tell what an object really is (the longest magic number checked is 12 bytes).
 SNIFF_BYTES: Final = 32
 #: A presigned URL's default lifetime: long enough for a queued job to start, short enough to be useless later.
@@ -96,8 +102,13 @@ def check_transport(transport: str, url_expiry: float) -> None:
         )
 
 
-def _bad(problem: str) -> SegmindInvalidParametersError:
-    return invalid_parameters([("image", problem, IMAGE_ALLOWED)])
+def allowed_for(field: str) -> str:
+    """The allowed values an error about the input ``field`` (``image``, ``images[1]``...) names."""
+    return IMAGE_ALLOWED if field == "image" else MEDIA_INPUT_ALLOWED
+
+
+def _bad(problem: str, field: str = "image") -> SegmindInvalidParametersError:
+    return invalid_parameters([(field, problem, allowed_for(field))])
 
 
 def _error_code(err: BaseException) -> str:
@@ -152,42 +163,45 @@ class S3ImageInputs:
         # AWS S3 itself is reachable by Segmind; a custom endpoint (MinIO, VPC, moto) may not be.
         return "base64" if endpoint else "presigned"
 
-    def _call(self, what: str, uri: str, call: Any, **kwargs: Any) -> Any:
-        """One S3 call; a missing or forbidden object is the ``image`` field's fault, the rest retryable."""
+    def _call(self, what: str, uri: str, call: Any, *, field: str = "image", **kwargs: Any) -> Any:
+        """One S3 call; a missing or forbidden object is the input ``field``'s fault, the rest retryable."""
         try:
             return call(**kwargs)
         except Exception as err:
             code = _error_code(err)
             if code in _MISSING_CODES:
-                raise _bad(f"{uri} does not exist (S3 {what}: {code})") from None
+                raise _bad(f"{uri} does not exist (S3 {what}: {code})", field) from None
             if code in _DENIED_CODES:
-                raise _bad(f"{uri} cannot be read with connection {self.aws_conn_id!r} (S3 {what}: {code})") from None
+                raise _bad(
+                    f"{uri} cannot be read with connection {self.aws_conn_id!r} (S3 {what}: {code})", field
+                ) from None
             if code in ("412", "PreconditionFailed"):
                 raise AirflowException(f"{uri} changed while it was being read (S3 {what}: {code}); retry") from None
             raise AirflowException(f"Cannot read input image {uri} (S3 {what}): {err}") from err
 
-    def inspect(self, uri: str) -> S3ImageInput:
-        """Check the object behind ``uri`` (exists, size, type) without downloading it; raise naming ``image``."""
+    def inspect(self, uri: str, field: str = "image") -> S3ImageInput:
+        """Check the object behind ``uri`` (exists, size, type) without downloading it; raise naming ``field``."""
         problem = s3_uri_problem(uri)
         if problem is not None:
-            raise _bad(problem)
+            raise _bad(problem, field)
         bucket, key = parse_s3_uri(uri)
-        head = self._call("HeadObject", uri, self.client.head_object, Bucket=bucket, Key=key)
+        head = self._call("HeadObject", uri, self.client.head_object, field=field, Bucket=bucket, Key=key)
         size = int(head.get("ContentLength") or 0)
         declared = _media_type(head.get("ContentType"))
         etag = str(head.get("ETag") or "")
         version = head.get("VersionId")
         version_id = str(version) if version and version != "null" else None
         if size <= 0:
-            raise _bad(f"{uri} is empty (0 bytes)")
+            raise _bad(f"{uri} is empty (0 bytes)", field)
         if size > MAX_INPUT_IMAGE_BYTES:
-            raise _bad(f"{uri} is {size:,} bytes, over the limit of {MAX_INPUT_IMAGE_BYTES:,}")
+            raise _bad(f"{uri} is {size:,} bytes, over the limit of {MAX_INPUT_IMAGE_BYTES:,}", field)
         if declared not in GENERIC_CONTENT_TYPES and declared not in INPUT_IMAGE_TYPES:
-            raise _bad(f"{uri} has Content-Type {declared!r}, not one of {', '.join(INPUT_IMAGE_TYPES)}")
+            raise _bad(f"{uri} has Content-Type {declared!r}, not one of {', '.join(INPUT_IMAGE_TYPES)}", field)
         first = self._call(
             "GetObject",
             uri,
             self.client.get_object,
+            field=field,
             **self._get_args(bucket, key, etag, version_id),
             Range=f"bytes=0-{SNIFF_BYTES - 1}",
         )
@@ -195,13 +209,15 @@ class S3ImageInputs:
         if sniffed not in INPUT_IMAGE_TYPES:
             what = f"a {sniffed} file" if sniffed else "not an image"
             raise _bad(
-                f"{uri} is {what} (declared {declared or 'no Content-Type'}); allowed: {', '.join(INPUT_IMAGE_TYPES)}"
+                f"{uri} is {what} (declared {declared or 'no Content-Type'}); allowed: {', '.join(INPUT_IMAGE_TYPES)}",
+                field,
             )
         if declared not in GENERIC_CONTENT_TYPES and declared != sniffed:
-            raise _bad(f"{uri} declares Content-Type {declared!r} but its bytes are {sniffed}")
+            raise _bad(f"{uri} declares Content-Type {declared!r} but its bytes are {sniffed}", field)
         found = S3ImageInput(uri.strip(), bucket, key, etag, version_id, size, sniffed, self._chosen_transport())
         self.log.info(
-            "Input image %s: %s, %d bytes, sent as %s.",
+            "Input %s %s: %s, %d bytes, sent as %s.",
+            field,
             found.uri,
             found.content_type,
             found.size,
@@ -250,7 +266,29 @@ class S3ImageInputs:
         return str(value)
 
 
-def s3_image_of(params: dict[str, Any]) -> str | None:
-    """The body's ``image`` when it is an ``s3://`` URI (the only field resolved from S3), else ``None``."""
-    image = params.get("image")
-    return image if is_s3_uri(image) else None
+def s3_inputs_of(params: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Every ``s3://`` input of a body, ``(field, URI)``: a top-level value, or an item of a top-level
+    list (field ``name[i]``). Any name counts (``image``, ``input_image``, ``mask``...)."""
+    found: list[tuple[str, str]] = []
+    for name, value in params.items():
+        if is_s3_uri(value):
+            found.append((str(name), value))
+        elif isinstance(value, (list, tuple)):
+            found += [(f"{name}[{index}]", item) for index, item in enumerate(value) if is_s3_uri(item)]
+    return found
+
+
+def replace_s3_values(params: Mapping[str, Any], replace: Callable[[str, str], str]) -> dict[str, Any]:
+    """The body with each ``s3://`` input (as :func:`s3_inputs_of` finds them) replaced by
+    ``replace(field, uri)``; everything else, and the order of keys and items, as it was."""
+    out: dict[str, Any] = {}
+    for name, value in params.items():
+        if is_s3_uri(value):
+            out[name] = replace(str(name), value)
+        elif isinstance(value, (list, tuple)) and any(is_s3_uri(item) for item in value):
+            out[name] = [
+                replace(f"{name}[{index}]", item) if is_s3_uri(item) else item for index, item in enumerate(value)
+            ]
+        else:
+            out[name] = value
+    return out

@@ -94,8 +94,10 @@ from airflow_provider_segmind.operators._image_input import (
     DEFAULT_URL_EXPIRY,
     S3ImageInput,
     S3ImageInputs,
+    allowed_for,
     check_transport,
-    s3_image_of,
+    replace_s3_values,
+    s3_inputs_of,
 )
 from airflow_provider_segmind.operators._params import (
     _optional_number,
@@ -123,6 +125,7 @@ from airflow_provider_segmind.protocol import (
     SD3_LARGE_IMG2IMG_MODEL,
     SD3_LARGE_MODEL,
     PollSchedule,
+    invalid_parameters,
     job_failed_error,
     sentences,
 )
@@ -218,8 +221,9 @@ class _SegmindJobOperator(_Reconciler):
         self.aws_conn_id = aws_conn_id
         self.image_transport = image_transport
         self.presigned_url_expiry = presigned_url_expiry
-        #: An ``s3://`` image as given in the body, and what :meth:`_inspect_image` found behind it.
-        self._input_image: tuple[str, S3ImageInput] | None = None
+        #: Each ``s3://`` input as given in the body (any field, or an item of a list) -> what
+        #: :meth:`_inspect_inputs` found behind it.
+        self._input_images: dict[str, S3ImageInput] = {}
         if request_store not in REQUEST_STORES:
             raise ValueError(
                 f"Invalid parameter 'request_store': got {request_store!r}. Allowed: {', '.join(REQUEST_STORES)}."
@@ -260,34 +264,51 @@ class _SegmindJobOperator(_Reconciler):
     def _summary_params(self) -> dict[str, Any]:
         return summary_params(self.model, self.build_params, strict=self.strict_params)
 
-    # ------------------------------------------------------------------ s3:// input image
+    # ------------------------------------------------------------------ s3:// inputs
 
     @cached_property
     def _image_inputs(self) -> S3ImageInputs:
         return S3ImageInputs(self.aws_conn_id, self.image_transport, self.presigned_url_expiry, self.log)
 
-    def _inspect_image(self, params: Mapping[str, Any]) -> None:
-        """Check an ``s3://`` ``image`` before anything is billed (errors name the field; no retries)."""
-        uri = s3_image_of(dict(params))
-        if uri is None:
-            self._input_image = None
-            return
-        try:
-            self._input_image = (uri, self._image_inputs.inspect(uri))
-        except SegmindInvalidParametersError as err:
-            raise AirflowFailException(str(err)) from err
+    def _inspect_inputs(self, params: Mapping[str, Any]) -> None:
+        """Check every ``s3://`` input (any field, or in a list) before anything is billed.
+
+        Every bad one is named in one error (``input_image``, ``images[1]``...), as a bad parameter
+        is: the task fails without retries and nothing is submitted. A transient S3 error raises
+        as it is (a retry may help).
+        """
+        problems: list[tuple[str, str, str]] = []
+        causes: list[SegmindInvalidParametersError] = []
+        for field, uri in s3_inputs_of(params):
+            if uri in self._input_images:
+                continue
+            try:
+                self._input_images[uri] = self._image_inputs.inspect(uri, field)
+            except SegmindInvalidParametersError as err:
+                causes.append(err)
+                problems += err.problems or [(field, str(err), allowed_for(field))]
+        if problems:
+            error = causes[0] if len(causes) == 1 else invalid_parameters(problems)
+            raise AirflowFailException(str(error)) from error
+
+    def _inspected(self, field: str, uri: str) -> S3ImageInput:
+        """The inspected input behind ``uri`` (inspected now if :meth:`_inspect_inputs` did not see it)."""
+        found = self._input_images.get(uri)
+        if found is None:
+            try:
+                found = self._input_images[uri] = self._image_inputs.inspect(uri, field)
+            except SegmindInvalidParametersError as err:
+                raise AirflowFailException(str(err)) from err
+        return found
 
     def _fingerprinted(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        """The body as the request record's fingerprint sees it: an S3 input by its stable identity."""
-        if self._input_image is None or params.get("image") != self._input_image[0]:
-            return dict(params)
-        return {**params, "image": self._input_image[1].identity}
+        """The body as the request record's fingerprint sees it: each S3 input by its stable identity
+        (URI, ETag, version and transport: the same on every try, changed by a new object)."""
+        return replace_s3_values(params, lambda field, uri: self._inspected(field, uri).identity)
 
     def _wire_body(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        """The body as sent to Segmind: an S3 input as its presigned URL or base64 (made here, never stored)."""
-        if self._input_image is None or params.get("image") != self._input_image[0]:
-            return dict(params)
-        return {**params, "image": self._image_inputs.wire_value(self._input_image[1])}
+        """The body as sent to Segmind: each S3 input as its presigned URL or base64 (made here, never stored)."""
+        return replace_s3_values(params, lambda field, uri: self._image_inputs.wire_value(self._inspected(field, uri)))
 
     # ------------------------------------------------------------------ helpers
 
@@ -312,7 +333,7 @@ class _SegmindJobOperator(_Reconciler):
 
     def execute(self, context: Context) -> Any:
         model, params = self._validated()
-        self._inspect_image(params)  # an s3:// image: checked now, before any record is read or anything billed
+        self._inspect_inputs(params)  # s3:// inputs: checked now, before any record is read or anything billed
         store = self._store(context)
         record = read_record(store, self.log) if store is not None else None
         fills = fills_seed(model, params, fill_seed=self.fill_seed)

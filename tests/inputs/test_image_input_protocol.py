@@ -80,3 +80,23 @@ def test_a_valid_s3_uri_passes_validation_unchanged() -> None:
     assert s3_uri_problem(uri) is None
     body = validate_params(SD3_LARGE_IMG2IMG_MODEL, {"prompt": "x", "image": uri, "strength": 0.5})
     assert body["image"] == uri
+
+
+def test_the_history_match_accepts_resigned_urls_under_any_name_and_in_lists() -> None:
+    """Issue 23 item 2: ``history_search._same`` compares presigned URLs without their signature at any
+    key and inside lists, so a retry that signs anew still finds its lost submit."""
+    vase = sigv4("20261130T120000Z").replace("mug.png", "vase.png")
+    sent = {
+        "prompt": "both on a shelf",
+        "input_image": sigv4("20261130T121500Z"),
+        "images": [sigv4("20261130T121500Z", expires=600), vase.replace("20261130T120000Z", "20261130T121500Z")],
+    }
+    recorded = {
+        "prompt": "both on a shelf",
+        "input_image": sigv4("20261130T120000Z"),
+        "images": [sigv4("20261130T120000Z"), vase],
+    }
+    assert body_matches(sent, recorded)
+    assert not body_matches(sent, {**recorded, "images": [vase, sigv4("20261130T120000Z")]})  # another order
+    assert not body_matches(sent, {**recorded, "images": [sigv4("20261130T120000Z")]})  # another length
+    assert not body_matches(sent, {**recorded, "input_image": vase})  # another object
