@@ -24,7 +24,8 @@ Transport (``image_transport``; Segmind takes a URL or base64, sources in
 :mod:`airflow_provider_segmind.protocol.image_input`): ``presigned`` keeps the request small but
 needs Segmind to reach the bucket's endpoint; ``base64`` works with any endpoint (MinIO, a VPC
 endpoint, moto) at the cost of a body about 4/3 of the image; ``auto`` (default) picks
-``presigned`` for AWS S3 itself (the connection sets no ``endpoint_url``) and ``base64`` otherwise.
+``presigned`` when the client's real endpoint is AWS S3 itself for its region and ``base64``
+otherwise (see :meth:`S3ImageInputs._auto_transport`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import urlsplit
 
 from airflow.providers.common.compat.sdk import AirflowException
 
@@ -44,6 +46,7 @@ from airflow_provider_segmind.protocol.image_input import (
     IMAGE_TRANSPORTS,
     INPUT_IMAGE_TYPES,
     MAX_INPUT_IMAGE_BYTES,
+    is_aws_s3_endpoint,
     is_s3_uri,
     parse_s3_uri,
     s3_uri_problem,
@@ -156,12 +159,53 @@ class S3ImageInputs:
         config = self.hook.config
         return self.hook.get_client_type(config=config.merge(sigv4) if config is not None else sigv4)
 
+    def _aws_reference_endpoint(self) -> str | None:
+        """AWS's own S3 endpoint for the client's region and settings: the one botocore resolves when every
+        configured endpoint (connection, ``service_config``, ``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL``,
+        the shared config file) is ignored. A throwaway client with placeholder keys: no network call,
+        no credential lookup; ``None`` if it cannot be built."""
+        try:
+            import boto3
+            from botocore.config import Config
+
+            meta = self.client.meta
+            config = meta.config.merge(Config(ignore_configured_endpoint_urls=True))
+            reference = boto3.session.Session().client(
+                "s3",
+                region_name=meta.region_name,
+                config=config,
+                aws_access_key_id="unused",
+                aws_secret_access_key="unused",  # noqa: S106 (never used to sign: no call is made)
+            )
+            return str(reference.meta.endpoint_url)
+        except Exception as err:  # a botocore without that option, an odd config: the patterns decide
+            self.log.debug("Cannot resolve AWS's own S3 endpoint for comparison: %s", err)
+            return None
+
+    @cached_property
+    def _auto_transport(self) -> str:
+        """``auto``: ``presigned`` when the client's real endpoint is AWS S3 itself for its region, else ``base64``.
+
+        Decided from ``client.meta.endpoint_url``, the endpoint the client really calls, however it was
+        set (the connection's ``endpoint_url``, ``service_config.s3.endpoint_url``, ``AWS_ENDPOINT_URL_S3``
+        or ``AWS_ENDPOINT_URL``): a presigned URL carrying a private host name (MinIO, a VPC endpoint,
+        an internal proxy) would be sent to Segmind, which cannot fetch it, and would name that host.
+        """
+        meta = self.client.meta
+        endpoint, region = meta.endpoint_url, meta.region_name
+        aws = is_aws_s3_endpoint(endpoint, region, reference=self._aws_reference_endpoint())
+        chosen = "presigned" if aws else "base64"
+        host = urlsplit(str(endpoint or "")).netloc.rpartition("@")[2] or "?"
+        self.log.info(
+            "image_transport='auto': the S3 endpoint %s is %s, so inputs are sent as %s.",
+            host,
+            f"AWS S3 for {region}" if aws else "not AWS S3 itself (Segmind may not reach it)",
+            "presigned URLs" if aws else "base64",
+        )
+        return chosen
+
     def _chosen_transport(self) -> str:
-        if self.transport != "auto":
-            return self.transport
-        endpoint = getattr(self.hook.conn_config, "endpoint_url", None)
-        # AWS S3 itself is reachable by Segmind; a custom endpoint (MinIO, VPC, moto) may not be.
-        return "base64" if endpoint else "presigned"
+        return self.transport if self.transport != "auto" else self._auto_transport
 
     def _call(self, what: str, uri: str, call: Any, *, field: str = "image", **kwargs: Any) -> Any:
         """One S3 call; a missing or forbidden object is the input ``field``'s fault, the rest retryable."""

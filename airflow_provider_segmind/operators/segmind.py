@@ -184,11 +184,12 @@ class _SegmindJobOperator(_Reconciler):
         changes nothing visible (see :func:`~airflow_provider_segmind.triggers.segmind.ends_from_trigger`:
         not with outlets, not with a Variable request record, i.e. off by default on Airflow 3.1/3.2, not
         while OpenLineage is on); ``False``: always resume on the worker (task listeners then see the success).
-    :param aws_conn_id: the AWS connection an ``s3://`` ``image`` is read with (the Amazon provider's
+    :param aws_conn_id: the AWS connection ``s3://`` inputs are read with (the Amazon provider's
         ``S3Hook``); default ``aws_default``.
-    :param image_transport: how an ``s3://`` ``image`` is sent to Segmind: ``presigned`` (a short-lived
-        presigned GET URL), ``base64`` (the bytes inline), or ``auto`` (default: ``presigned`` for AWS S3,
-        ``base64`` when the connection sets an ``endpoint_url`` Segmind may not reach). See
+    :param image_transport: how an ``s3://`` input (any field, or an item of a list) is sent to Segmind:
+        ``presigned`` (a short-lived presigned GET URL), ``base64`` (the bytes inline), or ``auto``
+        (default: ``presigned`` when the S3 client's real endpoint is AWS S3 itself for its region,
+        ``base64`` for any other endpoint, however it is set, which Segmind may not reach). See
         ``operators/_image_input.py``.
     :param presigned_url_expiry: seconds a presigned input URL stays valid (60..3600, default 900).
     """
