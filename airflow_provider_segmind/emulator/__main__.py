@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--credits", type=float, metavar="N", help="starting credits per key (default 100)")
     add("--free-credits", type=float, metavar="N", help="starting free credits per key, spent first (default 0)")
     add("--cost", type=float, metavar="N", help="credits billed per image (default 0.04)")
+    add("--bill-failed-jobs", action="store_true",
+        help="bill v2 jobs that end FAILED too (default: not charged, as Segmind's error docs say)")  # fmt: skip
     add("--rate-limit", type=int, metavar="N", help="requests per minute per key (default unlimited)")
     add("--rate-limit-scope", choices=("submit", "all"), help="what counts against --rate-limit (default submit)")
     add("--fault", action="append", type=parse_fault, default=[], metavar="NAME=PROB", help="random fault, repeatable")
@@ -96,6 +98,8 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         overrides["faults"] = {**PROFILES[args.profile].get("faults", {}), **dict(args.fault)}
     if args.no_render_on_result:
         overrides["render_on_result"] = False
+    if args.bill_failed_jobs:
+        overrides["bill_failed_jobs"] = True
     return EmulatorConfig.for_profile(args.profile, **overrides)
 
 

@@ -1,7 +1,9 @@
 """The emulator's inference and account routes: ``POST /v2/{slug}`` and its status/result, ``POST /v1/{slug}``, credits.
 
-A v2 job is billed and queued at submit and its status is computed from its timestamps (O(1));
-a v1 call blocks for the inference time and answers with the image. See ``segmind-api.md``.
+A v2 job is billed and queued at submit and its status is computed from its timestamps (O(1)); a job
+that will FAIL is queued without a charge (``EmulatorConfig.bill_failed_jobs``, off by default, as
+Segmind's error docs say). A v1 call blocks for the inference time and answers with the image, and
+is billed only when it answers 200. See ``segmind-api.md``.
 """
 
 from __future__ import annotations
@@ -143,7 +145,7 @@ class JobRoutes(Gateway):
     # ---- v2 ------------------------------------------------------------------------------
 
     async def submit(self, request: web.Request) -> web.StreamResponse:
-        """``POST /v2/{slug}``: bill, queue, and answer with the absolute status/result URLs."""
+        """``POST /v2/{slug}``: bill (unless the job will FAIL), queue, answer with the absolute status/result URLs."""
         return await self._serve(request, "submit", self._submit, inference=True)
 
     async def _submit(self, request: web.Request, label: str, fault: Fault | None) -> web.StreamResponse:
@@ -171,10 +173,15 @@ class JobRoutes(Gateway):
             # Segmind's own words for a job whose prompt is missing or not a string, as a FAILED
             # job (segmind-api.md, v2 status: the FAILED example). Any model with a prompt field.
             invalid = PROMPT_MANDATORY
-        remaining = state.ledger.charge(label, config.cost)
-        if remaining is None:
+        if not state.ledger.can_pay(label, config.cost):
             return json_error(406, NO_CREDITS)
         failure = invalid or self._job_failure("submit", params, fault)
+        # A job that FAILs is not charged (Segmind's error docs: "nothing was charged"), unless the
+        # config takes the other reading (``bill_failed_jobs``). Either way the submit needs the credits.
+        billed = failure is None or config.bill_failed_jobs
+        remaining = state.ledger.charge(label, config.cost) if billed else state.ledger.total(label)
+        if remaining is None:  # cannot happen after can_pay; kept for the type
+            return json_error(406, NO_CREDITS)
         queue_time, inference_time = state.new_timings(params)
         if invalid is not None:
             inference_time = VALIDATION_FAILURE_SECONDS
@@ -190,16 +197,20 @@ class JobRoutes(Gateway):
             queue_time=queue_time,
             inference_time=inference_time,
             expires_at=now + config.result_ttl,
-            cost=config.cost,
+            cost=config.cost if billed else 0.0,
             remaining_credits=remaining,
             image=None if failure else image_spec(slug, params, seed, source),
             error=failure,
             request_body=sent,
+            billed=billed,
         )
         state.add_job(job)
         stats = state.stats
         stats.submissions += 1
-        stats.credits_billed += config.cost
+        if billed:
+            stats.credits_billed += config.cost
+        else:
+            stats.unbilled_failures += 1
         stats.per_model[slug]["submissions"] += 1
         stats.per_key[label]["submissions"] += 1
         origin = self._origin(request)

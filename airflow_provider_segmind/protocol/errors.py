@@ -4,6 +4,13 @@ The same status means different things per call (404 at submit is an unknown mod
 expired request), a FAILED job's reason says whether a retry can help (content block, refused
 input, or a server-side failure), and a broken connection must say whether the request left.
 Each message names what happened and the action that fixes it, with the server's text redacted.
+
+What a failure costs, and what 422 and 500 mean: Segmind's error docs
+(docs.segmind.com/docs/serverless-api#api-error-codes and
+docs.segmind.com/docs/serverless-api/async-inference#error-handling, as quoted by the API Evangelist
+catalogue, github.com/api-evangelist/segmind ``errors/segmind-error-codes.yml``) give every error
+status as "billed: false" (only a 200 is billed); a FAILED v2 job's "Billing fields (cost,
+remaining_credits) are omitted on a failure because nothing was charged".
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from airflow_provider_segmind.protocol.text import MAX_ERROR_TEXT, clause, redac
 from airflow_provider_segmind.protocol.vocabulary import Endpoint
 
 _SUBMIT_404_HINT = "Check the model slug on segmind.com/models (slugs are lower-case, with dashes)"
+
 #: Where a DAG author finds a current model when theirs is retired.
 MODEL_CATALOGUE_URL: Final = "https://www.segmind.com/models"
 
@@ -201,8 +209,10 @@ def is_content_block(error: str | None) -> bool:
 def is_invalid_input(error: str | None) -> bool:
     """Whether a FAILED job's reason says the model refused its input, for any model.
 
-    Such a job fails the same way on every submit of the same body, and each submit is billed,
-    so it must not be retried. Models other than SD3 Large have no client-side validation, so
+    Such a job fails the same way on every submit of the same body, so it is not retried: Segmind
+    charges nothing for a FAILED job (see the module docstring), but a retry would still spend a
+    try, a queue wait and rate-limit budget on a known outcome. Models other than SD3 Large have no
+    client-side validation (and media-editing endpoints take any body at submit), so
     this is the only place their bad inputs are caught. A reason that also names a server-side
     cause (GPU, memory, timeout, worker, ...) stays retryable: when in doubt, a retry is allowed.
     """
@@ -231,7 +241,7 @@ def job_failed_error(
             sentences(
                 f"Segmind job {request_id} FAILED: {reason}",
                 "The content-safety filter blocked it: change the prompt or input image; retrying the same "
-                "request would be billed and blocked again",
+                "request would be blocked again, so the task is not retried (a FAILED job is not charged)",
             ),
             **common,
         )
@@ -239,15 +249,16 @@ def job_failed_error(
         return SegmindInvalidInputJobError(
             sentences(
                 f"Segmind job {request_id} FAILED: {reason}",
-                "The model refused its input: fix the task's parameters; retrying the same request would be "
-                "billed and fail again, so the task is not retried",
+                "The model refused its input: fix the task's parameters; retrying the same request would "
+                "fail again, so the task is not retried (a FAILED job is not charged)",
             ),
             **common,
         )
     return SegmindJobFailedError(
         sentences(
             f"Segmind job {request_id} FAILED: {reason}",
-            "Check the prompt and parameters and run the task again; a new submit is billed",
+            "Check the prompt and parameters and run the task again. This job was not charged (Segmind "
+            "bills no FAILED job); a new submit is billed when it completes",
         ),
         **common,
     )

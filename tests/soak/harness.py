@@ -540,18 +540,23 @@ class Ledger:
 
     A prompt may be billed again only after its earlier job FAILED or expired (``resubmits``); any
     other earlier job of the same prompt was paid twice (``paid_twice``). ``strays`` belong to no prompt.
+    ``unbilled``: jobs the emulator created without a charge (a job that FAILs is not charged, as
+    Segmind's error docs say, unless the emulator's ``bill_failed_jobs`` is on): counted like any other
+    job above, so the ledger holds either way.
     """
 
     jobs_by_prompt: dict[int, list[dict[str, Any]]]
     resubmits: Counter[str]
     paid_twice: list[tuple[int, dict[str, Any]]]
     strays: list[dict[str, Any]]
+    unbilled: int = 0
 
 
 def billing_ledger(jobs: Iterable[Mapping[str, Any]], prompts: int) -> Ledger:
     """Group the emulator's billed jobs by prompt (in submit order) and classify every earlier job."""
     ledger = Ledger(defaultdict(list), Counter(), [], [])
     for job in jobs:
+        ledger.unbilled += job.get("billed") is False
         index = prompt_index(job["params"].get("prompt"))
         if index is None or not 0 <= index < prompts:
             ledger.strays.append(dict(job))
@@ -603,6 +608,8 @@ def audit(run: SoakRun) -> Audit:
     # With the history off, the duplicates are the documented cost (reported below, not violations).
     expected_paid = prompts_billed + sum(resubmits.values()) + (0 if settings.history_lookup else duplicates)
     a.check(submissions == expected_paid, f"paid submissions {submissions} != {expected_paid} expected")
+    unbilled = run.emulator_stats.get("unbilled_failures", 0)
+    a.check(unbilled == ledger.unbilled, f"emulator counts {unbilled} unbilled FAILED jobs, lists {ledger.unbilled}")
 
     # ---- outcome of every prompt -------------------------------------------------------------
     prefix = f"segmind/{_enc(dag_id)}/{_enc(run_id)}/"
@@ -728,7 +735,7 @@ def audit(run: SoakRun) -> Audit:
         (
             "paid submissions (emulator)",
             f"{submissions} = {prompts_billed} prompts + {resubmits['FAILED']} "
-            f"resubmits of FAILED + {resubmits['EXPIRED']} of expired jobs",
+            f"resubmits of FAILED + {resubmits['EXPIRED']} of expired jobs ({ledger.unbilled} FAILED, not charged)",
         ),
         (
             f"  duplicates (history_lookup {'on' if settings.history_lookup else 'OFF'})",
