@@ -272,9 +272,14 @@ def test_long_text_output_is_not_mistaken_for_an_image():
         (410, p.Endpoint.SUBMIT, exc.SegmindModelRetiredError, "retired"),
         (406, p.Endpoint.SUBMIT, exc.SegmindInsufficientCreditsError, "insufficient credits"),
         (400, p.Endpoint.SUBMIT, exc.SegmindInvalidParametersError, "parameters"),
-        (422, p.Endpoint.RUN_SYNC, exc.SegmindInvalidParametersError, "parameters"),
+        (400, p.Endpoint.RUN_SYNC, exc.SegmindInvalidParametersError, "parameters"),
+        # 422: "the inference itself ran and failed. NOT a malformed request body" (Segmind's error docs).
+        (422, p.Endpoint.RUN_SYNC, exc.SegmindJobFailedError, "ran and FAILED"),
+        (422, p.Endpoint.SUBMIT, exc.SegmindJobFailedError, "Nothing was charged"),
         (429, p.Endpoint.STATUS, exc.SegmindRateLimitError, "pool"),
         (500, p.Endpoint.STATUS, exc.SegmindServerError, "retried"),
+        (500, p.Endpoint.SUBMIT, exc.SegmindServerError, "parameter problem"),
+        (500, p.Endpoint.RUN_SYNC, exc.SegmindServerError, "parameter problem"),
         (502, p.Endpoint.SUBMIT, exc.SegmindServerError, "retried"),
         (504, p.Endpoint.RESULT, exc.SegmindServerError, "retried"),
         (405, p.Endpoint.SUBMIT, exc.SegmindUnexpectedStatusError, "method"),
@@ -797,3 +802,71 @@ def test_models_known_to_take_a_seed():
     assert p.model_takes_seed(p.SD3_LARGE_MODEL)
     assert p.model_takes_seed(" Stable-Diffusion-3-medium-txt2img ")
     assert not p.model_takes_seed("flux-schnell")
+
+
+# ------------------------------------------------------------------ issue 23 item 4: what 422 and 500 mean
+
+
+@pytest.mark.parametrize(
+    ("reason", "cls", "retry_helps", "advice"),
+    [
+        ("Prompt is Mandatory and must be string", exc.SegmindInvalidParametersError, False, "fix the task's"),
+        ("Invalid input image: could not decode", exc.SegmindInvalidParametersError, False, "fix the task's"),
+        ("Blocked by the safety filter (NSFW)", exc.SegmindContentBlockedError, False, "blocked again"),
+        ("CUDA out of memory", exc.SegmindJobFailedError, True, "submits the request again"),
+        ("Internal inference error", exc.SegmindJobFailedError, True, "submits the request again"),
+    ],
+)
+def test_a_422_to_a_submit_is_a_run_that_failed_classified_by_its_reason(reason, cls, retry_helps, advice):
+    """Segmind's error docs: 422 is "v2 only -- the inference itself ran and failed. NOT a malformed request
+    body"; the reason decides as for a FAILED job, never "rejected the parameters" for all of them."""
+    body = {"status": "FAILED", "error": reason, "metrics": {"inference_time": 0.1}}
+    err = p.classify_error(answer(422, body), p.Endpoint.SUBMIT)
+    assert type(err) is cls
+    assert err.task_retry_helps is retry_helps
+    assert err.transient is False  # never resent by the hook: a retry is the task's decision
+    assert not p.submit_certainly_refused(err)
+    assert not p.submit_outcome_unknown(err)  # an answered failure: known, nothing queued or charged
+    text = str(err)
+    assert "ran and FAILED (HTTP 422)" in text
+    assert reason in text
+    assert advice in text
+    assert "Nothing was charged" in text
+    assert "rejected the parameters" not in text
+
+
+def test_a_400_is_the_malformed_body_and_a_500_to_a_submit_reads_as_a_parameter_problem_first():
+    bad = p.classify_error(answer(400, {"error": "missing field 'prompt'"}), p.Endpoint.SUBMIT)
+    assert isinstance(bad, exc.SegmindInvalidParametersError)
+    assert "rejected the parameters (HTTP 400)" in str(bad)
+    five = p.classify_error(answer(500, {"error": "Internal Server Error"}), p.Endpoint.SUBMIT)
+    assert isinstance(five, exc.SegmindServerError)
+    assert "Nothing was charged" in str(five)
+    assert "parameter problem" in str(five)
+    assert "check them against the model's page" in str(five)
+    # Still resendable (not billed) when the history is not searched, and reconciled when it is.
+    assert p.submit_certainly_refused(five)
+    assert p.RetryPolicy().is_retryable(five, idempotent=False)
+    assert not p.submit_certainly_refused(five, trust_5xx=False)
+    # A 500 while polling is not about the parameters (a v2 job that ran and failed is FAILED).
+    polled = p.classify_error(answer(500, {"error": "oops"}), p.Endpoint.STATUS)
+    assert "parameter problem" not in str(polled)
+    assert "usually temporary" in str(polled)
+    # 502/503/504 to a submit keep their own advice.
+    assert "parameter problem" not in str(p.classify_error(answer(502, {}), p.Endpoint.SUBMIT))
+    assert "may have been queued" in str(p.classify_error(answer(504, {}), p.Endpoint.SUBMIT))
+
+
+def test_a_media_editing_body_refused_at_run_time_fails_without_task_retries():
+    """ "On the media-editing endpoints, submitting ALWAYS returns 200 ... a malformed request surfaces as
+    status FAILED": the FAILED reason is what tells a refused input from a server fault."""
+    for reason in ("image_url is required", "target_format must be one of png, jpg", "Invalid input image"):
+        err = p.job_failed_error("r1", reason)
+        assert isinstance(err, exc.SegmindInvalidInputJobError), reason
+        assert err.task_retry_helps is False
+        assert "would fail again" in str(err)
+        assert "billed" not in str(err)  # a FAILED job is not charged
+    other = p.job_failed_error("r1", "worker crashed")
+    assert type(other) is exc.SegmindJobFailedError
+    assert other.task_retry_helps is True
+    assert "was not charged" in str(other)

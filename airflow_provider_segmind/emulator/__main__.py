@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--fault", action="append", type=parse_fault, default=[], metavar="NAME=PROB", help="random fault, repeatable")
     add("--fault-endpoints", metavar="LIST", help=f"comma-separated, from {','.join(sorted(ENDPOINTS))}")
     add("--slow-seconds", type=float, metavar="S", help="delay of the 'slow' fault")
-    add("--v2-validation", choices=("job", "submit"), help="invalid SD3 params on v2: FAILED job or 422 at submit")
+    add("--v2-validation", choices=("job", "submit"), help="invalid SD3 params on v2: FAILED job or 400 at submit")
     add("--seed", type=int, help="seed for faults and timing ranges (default 0)")
     add("--no-render-on-result", action="store_true", help="do not render images when results are fetched")
     add("--history-lag", type=float, dest="history_lag_seconds", metavar="S",

@@ -124,7 +124,8 @@ class EmulatorConfig:
     fault_retry_after: float = 1.0
     #: Seeds the RNGs for faults and timing draws, so a run can be replayed.
     seed: int = 0
-    #: v2 with invalid SD3 params: ``job`` accepts then FAILs the job (like Segmind), ``submit`` answers 422.
+    #: v2 with invalid SD3 params: ``job`` accepts then FAILs the job (like Segmind), ``submit`` refuses it
+    #: with a 400 (Segmind's code for a malformed body; its 422 is a job that ran and FAILED).
     v2_validation: V2Validation = "job"
     #: Slugs that answer 404 "Model not found".
     missing_models: frozenset[str] = frozenset()

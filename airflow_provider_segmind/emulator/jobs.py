@@ -160,8 +160,8 @@ class JobRoutes(Gateway):
             try:
                 params = sd3_params(slug, params)
             except SegmindInvalidParametersError as err:
-                if config.v2_validation == "submit":
-                    return json_error(422, str(err))
+                if config.v2_validation == "submit":  # refused before running: 400, not 422 (a FAILED job)
+                    return json_error(400, str(err))
                 invalid = str(err)
         source = b""
         if invalid is None:
@@ -332,7 +332,7 @@ class JobRoutes(Gateway):
             try:
                 params = sd3_params(slug, params)
             except SegmindInvalidParametersError as err:
-                return json_error(422, str(err))
+                return json_error(400, str(err))
         source, refused = await self._input_image(slug, params)
         if refused is not None:
             return refused

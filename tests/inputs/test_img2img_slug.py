@@ -117,7 +117,7 @@ def _post(emu: SegmindEmulator, slug: str, body: dict[str, Any]) -> requests.Res
 
 
 def test_the_emulator_requires_the_img2img_image(emulator_factory: Any) -> None:
-    """On v2 an invalid body is accepted and FAILs (as on Segmind); with v2_validation=submit it is a 422."""
+    """On v2 an invalid body is accepted and FAILs (as on Segmind); with v2_validation=submit it is a 400."""
     emu = emulator_factory(queue_time=0.0, inference_time=0.01)
     answer = _post(emu, SD3_LARGE_IMG2IMG_MODEL, {"prompt": "x", "strength": 0.5})
     assert answer.status_code == 200, answer.text
@@ -126,7 +126,7 @@ def test_the_emulator_requires_the_img2img_image(emulator_factory: Any) -> None:
     assert "'image'" in (job["error"] or "")
     strict = emulator_factory(v2_validation="submit")
     refused = _post(strict, SD3_LARGE_IMG2IMG_MODEL, {"prompt": "x", "mode": "text-to-image", "image": "aGk="})
-    assert refused.status_code == 422
+    assert refused.status_code == 400
     assert "'mode'" in refused.json()["error"]
     assert strict.stats()["submissions"] == 0
 
