@@ -717,7 +717,8 @@ class SegmindTextToImageOperator(_SegmindJobOperator):
 _IMG2IMG_DEPRECATION: Final = (
     "SegmindTextToImageOperator(mode='image-to-image') is deprecated: SD3 Large image-to-image has its own slug, "
     f"{SD3_LARGE_IMG2IMG_MODEL!r} (https://segmind.com/models/stable-diffusion-3-large-img2img/api), and the request "
-    "is sent there. Use SegmindImageToImageOperator(prompt=..., image=..., strength=...) instead."
+    "is sent there. Use SegmindImageToImageOperator(prompt=..., image=..., strength=...) instead; image-to-image "
+    "on SegmindTextToImageOperator will be removed in 2.0.0."
 )
 
 
