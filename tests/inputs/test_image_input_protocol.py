@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from airflow_provider_segmind.exceptions import SegmindInvalidParametersError
-from airflow_provider_segmind.protocol.history_search import body_matches
+from airflow_provider_segmind.protocol.history_search import Match, body_match, body_matches
 from airflow_provider_segmind.protocol.image_input import (
     is_presigned_url,
     s3_uri_problem,
@@ -100,3 +100,13 @@ def test_the_history_match_accepts_resigned_urls_under_any_name_and_in_lists() -
     assert not body_matches(sent, {**recorded, "images": [vase, sigv4("20261130T120000Z")]})  # another order
     assert not body_matches(sent, {**recorded, "images": [sigv4("20261130T120000Z")]})  # another length
     assert not body_matches(sent, {**recorded, "input_image": vase})  # another object
+
+
+def test_a_list_of_media_the_history_replaced_by_a_placeholder_proves_nothing_either_way() -> None:
+    """Segmind "does not store any input images" (docs.segmind.com/api-reference/logging): a row may
+    hold a placeholder where the list of input media was, which is neither proof nor disproof."""
+    sent = {"prompt": "two products", "images": [sigv4("20261130T121500Z"), "A" * 2048]}
+    assert body_match(sent, {"prompt": "two products", "images": "<not stored>"}) is Match.PARTIAL
+    assert body_match(sent, {"prompt": "another", "images": "<not stored>"}) is Match.NO
+    assert body_match(sent, {"prompt": "two products", "images": OBJECT}) is Match.NO  # a URL is not a placeholder
+    assert body_match({"prompt": "x", "tags": ["a", "b"]}, {"prompt": "x", "tags": "a,b"}) is Match.NO  # not media
