@@ -146,8 +146,9 @@ class SegmindJobFailedError(SegmindError):
 class SegmindInvalidInputJobError(SegmindJobFailedError):
     """A job FAILED because the model refused its input (e.g. "Prompt is Mandatory and must be string").
 
-    The same body fails the same way on every submit, and each submit is billed, so a task retry
-    cannot help (see :func:`~airflow_provider_segmind.protocol.is_invalid_input`).
+    The same body fails the same way on every submit, so a task retry cannot help (see
+    :func:`~airflow_provider_segmind.protocol.is_invalid_input`). Segmind charges nothing for a FAILED
+    job, but each retry would still take a try, a queue wait and rate-limit budget for a known outcome.
     """
 
     task_retry_helps = False
@@ -165,7 +166,8 @@ class SegmindResultNotReadyError(SegmindError):
 class SegmindContentBlockedError(SegmindJobFailedError):
     """A job FAILED because the content-safety filter blocked the prompt or image.
 
-    Re-running the same task would be billed and blocked again, so a task retry cannot help.
+    Re-running the same task would be blocked again, so a task retry cannot help (the FAILED job itself
+    is not charged).
     """
 
     task_retry_helps = False

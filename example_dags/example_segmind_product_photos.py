@@ -2,9 +2,10 @@
 
 Marketing pipelines start from the product photos already in S3: list the photos under a prefix,
 make ``VARIANTS`` variants of each (one mapped, deferrable image-to-image task per photo and
-seed; ``image`` is an ``s3://`` URI, checked and sent by the operator through the Amazon
-provider's ``S3Hook``), and store every variant back in S3 with its manifest. The photos' bytes
-never pass through XCom: only their ``s3://`` URIs do.
+seed, on SD3 Large's image-to-image slug ``stable-diffusion-3-large-img2img``; ``image`` is an
+``s3://`` URI, checked and sent by the operator through the Amazon provider's ``S3Hook``), and
+store every variant back in S3 with its manifest. The photos' bytes never pass through XCom: only
+their ``s3://`` URIs do.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from datetime import datetime
 
 from airflow.sdk import DAG, task
 
-from airflow_provider_segmind.operators.segmind import SegmindTextToImageOperator
+from airflow_provider_segmind.operators.segmind import SegmindImageToImageOperator
 from airflow_provider_segmind.transfers.segmind_to_s3 import SegmindToS3Operator
 
 # Deployment settings, read at parse time (no connection, no network), so the DAG parses anywhere.
@@ -48,10 +49,9 @@ with DAG(
         keys = S3Hook(aws_conn_id="aws_default").list_keys(bucket_name=BUCKET, prefix=PHOTOS_PREFIX)
         return [f"s3://{BUCKET}/{key}" for key in keys if key.lower().endswith(PHOTO_SUFFIXES)]
 
-    variants = SegmindTextToImageOperator.partial(
+    variants = SegmindImageToImageOperator.partial(
         task_id="variants",
         prompt="the same product on a marble counter in soft morning light, studio photography",
-        mode="image-to-image",
         strength=0.6,
         output_format="png",
         image_transport=IMAGE_TRANSPORT,

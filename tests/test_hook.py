@@ -217,11 +217,12 @@ def test_406_insufficient_credits(hook: SegmindHook, emulator: Any) -> None:
     assert emulator.stats()["submit_attempts"] == 1
 
 
-def test_422_at_submit_when_server_validates(hook: SegmindHook, emulator: Any) -> None:
+def test_400_at_submit_when_server_validates(hook: SegmindHook, emulator: Any) -> None:
+    """Refused before running: Segmind's 400 (a malformed body); its 422 is a job that ran and FAILED."""
     emulator.configure(v2_validation="submit")
     with pytest.raises(SegmindInvalidParametersError) as info:
         hook.submit(SD3_LARGE_MODEL, {"prompt": "x", "aspect_ratio": "7:5"}, validate=False)
-    assert info.value.status_code == 422
+    assert info.value.status_code == 400
     assert emulator.stats()["submissions"] == 0
 
 

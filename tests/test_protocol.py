@@ -34,10 +34,10 @@ def answer(status: int, body: object = None, headers: dict[str, str] | None = No
         ({"prompt": "ok", "aspect_ratio": "4:3"}, "aspect_ratio", "'16:9', '1:1'"),
         ({"prompt": "ok", "output_format": "webp"}, "output_format", "'jpeg', 'png'"),
         ({"prompt": "ok", "mode": "inpaint"}, "mode", "'text-to-image', 'image-to-image'"),
-        ({"prompt": "ok", "mode": "image-to-image", "strength": 0.5}, "image", "image URL"),
-        ({"prompt": "ok", "mode": "image-to-image", "image": "https://x/y.png"}, "strength", "0 to 1"),
-        ({"prompt": "ok", "mode": "image-to-image", "image": "https://x/y.png", "strength": 1.5}, "strength", "0 to 1"),
-        ({"prompt": "ok", "strength": 0.5}, "strength", "image-to-image"),
+        # Image-to-image is its own slug: the text-to-image one refuses it, naming the other (issue 23).
+        ({"prompt": "ok", "mode": "image-to-image"}, "mode", "model='stable-diffusion-3-large-img2img'"),
+        ({"prompt": "ok", "image": "https://x/y.png"}, "image", "model='stable-diffusion-3-large-img2img'"),
+        ({"prompt": "ok", "strength": 0.5}, "strength", "SegmindImageToImageOperator"),
         ({"prompt": "ok", "seed": -2}, "seed", "4294967294"),
         ({"prompt": "ok", "seed": 4_294_967_295}, "seed", "4294967294"),
         ({"prompt": "ok", "seed": True}, "seed", "4294967294"),
@@ -67,8 +67,58 @@ def test_sd3_validation_fills_defaults_and_keeps_valid_values():
         "base64": False,
         "seed": 7,
     }
-    i2i = {"prompt": "a fox", "mode": "image-to-image", "image": "https://x/y.png", "strength": 0}
-    assert p.validate_params(p.SD3_LARGE_MODEL, i2i)["strength"] == 0
+    i2i = {"prompt": "a fox", "image": "https://x/y.png", "strength": 0}
+    assert p.validate_params(p.SD3_LARGE_IMG2IMG_MODEL, i2i) == {
+        "prompt": "a fox",
+        "image": "https://x/y.png",
+        "strength": 0,
+        "mode": "image-to-image",
+        "output_format": "jpeg",
+        "base64": False,
+    }
+
+
+@pytest.mark.parametrize(
+    ("params", "field", "allowed_fragment"),
+    [
+        ({"image": "https://x/y.png"}, "prompt", "non-blank string"),
+        ({"prompt": "ok"}, "image", "an image URL or base64 string"),
+        ({"prompt": "ok", "image": ""}, "image", "an image URL or base64 string"),
+        ({"prompt": "ok", "image": ["a", "b"]}, "image", "one image per task"),
+        ({"prompt": "ok", "image": "s3://bucket/"}, "image", "s3://bucket/key"),
+        ({"prompt": "ok", "image": "https://x/y.png", "mode": "text-to-image"}, "mode", "'image-to-image'"),
+        ({"prompt": "ok", "image": "https://x/y.png", "strength": 1.5}, "strength", "a number from 0 to 1"),
+        ({"prompt": "ok", "image": "https://x/y.png", "strength": "strong"}, "strength", "a number from 0 to 1"),
+        ({"prompt": "ok", "image": "https://x/y.png", "output_format": "webp"}, "output_format", "'jpeg', 'png'"),
+        ({"prompt": "ok", "image": "https://x/y.png", "base64": "no"}, "base64", "true or false"),
+        ({"prompt": "ok", "image": "https://x/y.png", "seed": 2**32}, "seed", "4294967294"),
+        ({"prompt": "ok", "image": "https://x/y.png", "aspect_ratio": "1:1"}, "aspect_ratio", "'image'"),
+    ],
+)
+def test_sd3_img2img_validation_names_field_and_allowed_values(params, field, allowed_fragment):
+    """segmind.com/models/stable-diffusion-3-large-img2img/api: image required, mode image-to-image, strength 0..1."""
+    with pytest.raises(exc.SegmindInvalidParametersError) as info:
+        p.validate_params(p.SD3_LARGE_IMG2IMG_MODEL, params, strict=True)
+    err = info.value
+    assert err.field == field
+    assert allowed_fragment in str(err)
+    assert err.task_retry_helps is False
+
+
+def test_sd3_img2img_reports_every_bad_field_and_leaves_strength_to_segmind():
+    with pytest.raises(exc.SegmindInvalidParametersError) as info:
+        p.validate_params(p.SD3_LARGE_IMG2IMG_MODEL, {"prompt": "", "mode": "inpaint", "strength": -1})
+    assert [problem[0] for problem in info.value.problems] == ["prompt", "mode", "image", "strength"]
+    assert "for stable-diffusion-3-large-img2img" in str(info.value)
+    warned: list[str] = []
+    body = p.validate_params(
+        p.SD3_LARGE_IMG2IMG_MODEL, {"prompt": "a fox", "image": "aGVsbG8=", "aspect_ratio": "16:9"}, warn=warned.append
+    )
+    assert "strength" not in body  # omitted: Segmind's default applies
+    assert body["aspect_ratio"] == "16:9"  # not on the page: sent with a warning
+    assert len(warned) == 1
+    assert "'aspect_ratio'" in warned[0]
+    assert p.unknown_params(p.SD3_LARGE_IMG2IMG_MODEL, {"prompt": "x", "seed": 1, "style": 2}) == ["style"]
 
 
 def test_generic_models_pass_params_through_but_must_be_json():
@@ -222,9 +272,14 @@ def test_long_text_output_is_not_mistaken_for_an_image():
         (410, p.Endpoint.SUBMIT, exc.SegmindModelRetiredError, "retired"),
         (406, p.Endpoint.SUBMIT, exc.SegmindInsufficientCreditsError, "insufficient credits"),
         (400, p.Endpoint.SUBMIT, exc.SegmindInvalidParametersError, "parameters"),
-        (422, p.Endpoint.RUN_SYNC, exc.SegmindInvalidParametersError, "parameters"),
+        (400, p.Endpoint.RUN_SYNC, exc.SegmindInvalidParametersError, "parameters"),
+        # 422: "the inference itself ran and failed. NOT a malformed request body" (Segmind's error docs).
+        (422, p.Endpoint.RUN_SYNC, exc.SegmindJobFailedError, "ran and FAILED"),
+        (422, p.Endpoint.SUBMIT, exc.SegmindJobFailedError, "Nothing was charged"),
         (429, p.Endpoint.STATUS, exc.SegmindRateLimitError, "pool"),
         (500, p.Endpoint.STATUS, exc.SegmindServerError, "retried"),
+        (500, p.Endpoint.SUBMIT, exc.SegmindServerError, "parameter problem"),
+        (500, p.Endpoint.RUN_SYNC, exc.SegmindServerError, "parameter problem"),
         (502, p.Endpoint.SUBMIT, exc.SegmindServerError, "retried"),
         (504, p.Endpoint.RESULT, exc.SegmindServerError, "retried"),
         (405, p.Endpoint.SUBMIT, exc.SegmindUnexpectedStatusError, "method"),
@@ -420,17 +475,17 @@ def test_status_parsed_once_still_tells_failed_and_not_json_apart() -> None:
 
 
 def test_sd3_validation_reports_every_bad_field_in_one_error():
-    """strength=2 with no image used to name only 'image'; now every bad field, each with its allowed values."""
+    """Every bad field, each with its allowed values (image-to-image fields name the image-to-image slug)."""
     params = {"prompt": " ", "mode": "image-to-image", "strength": 2, "aspect_ratio": "4:3", "seed": "x"}
     with pytest.raises(exc.SegmindInvalidParametersError) as info:
         p.validate_params(p.SD3_LARGE_MODEL, params)
     err = info.value
     named = [problem[0] for problem in err.problems]
-    assert sorted(named) == ["aspect_ratio", "image", "prompt", "seed", "strength"]
+    assert sorted(named) == ["aspect_ratio", "mode", "prompt", "seed", "strength"]
     text = str(err)
     for name, allowed in [
-        ("image", "an image URL or base64 string"),
-        ("strength", "a number from 0 to 1"),
+        ("mode", "model='stable-diffusion-3-large-img2img'"),
+        ("strength", "SegmindImageToImageOperator"),
         ("aspect_ratio", "'16:9'"),
         ("prompt", "non-blank string"),
         ("seed", "-1 for random"),
@@ -747,3 +802,71 @@ def test_models_known_to_take_a_seed():
     assert p.model_takes_seed(p.SD3_LARGE_MODEL)
     assert p.model_takes_seed(" Stable-Diffusion-3-medium-txt2img ")
     assert not p.model_takes_seed("flux-schnell")
+
+
+# ------------------------------------------------------------------ issue 23 item 4: what 422 and 500 mean
+
+
+@pytest.mark.parametrize(
+    ("reason", "cls", "retry_helps", "advice"),
+    [
+        ("Prompt is Mandatory and must be string", exc.SegmindInvalidParametersError, False, "fix the task's"),
+        ("Invalid input image: could not decode", exc.SegmindInvalidParametersError, False, "fix the task's"),
+        ("Blocked by the safety filter (NSFW)", exc.SegmindContentBlockedError, False, "blocked again"),
+        ("CUDA out of memory", exc.SegmindJobFailedError, True, "submits the request again"),
+        ("Internal inference error", exc.SegmindJobFailedError, True, "submits the request again"),
+    ],
+)
+def test_a_422_to_a_submit_is_a_run_that_failed_classified_by_its_reason(reason, cls, retry_helps, advice):
+    """Segmind's error docs: 422 is "v2 only -- the inference itself ran and failed. NOT a malformed request
+    body"; the reason decides as for a FAILED job, never "rejected the parameters" for all of them."""
+    body = {"status": "FAILED", "error": reason, "metrics": {"inference_time": 0.1}}
+    err = p.classify_error(answer(422, body), p.Endpoint.SUBMIT)
+    assert type(err) is cls
+    assert err.task_retry_helps is retry_helps
+    assert err.transient is False  # never resent by the hook: a retry is the task's decision
+    assert not p.submit_certainly_refused(err)
+    assert not p.submit_outcome_unknown(err)  # an answered failure: known, nothing queued or charged
+    text = str(err)
+    assert "ran and FAILED (HTTP 422)" in text
+    assert reason in text
+    assert advice in text
+    assert "Nothing was charged" in text
+    assert "rejected the parameters" not in text
+
+
+def test_a_400_is_the_malformed_body_and_a_500_to_a_submit_reads_as_a_parameter_problem_first():
+    bad = p.classify_error(answer(400, {"error": "missing field 'prompt'"}), p.Endpoint.SUBMIT)
+    assert isinstance(bad, exc.SegmindInvalidParametersError)
+    assert "rejected the parameters (HTTP 400)" in str(bad)
+    five = p.classify_error(answer(500, {"error": "Internal Server Error"}), p.Endpoint.SUBMIT)
+    assert isinstance(five, exc.SegmindServerError)
+    assert "Nothing was charged" in str(five)
+    assert "parameter problem" in str(five)
+    assert "check them against the model's page" in str(five)
+    # Still resendable (not billed) when the history is not searched, and reconciled when it is.
+    assert p.submit_certainly_refused(five)
+    assert p.RetryPolicy().is_retryable(five, idempotent=False)
+    assert not p.submit_certainly_refused(five, trust_5xx=False)
+    # A 500 while polling is not about the parameters (a v2 job that ran and failed is FAILED).
+    polled = p.classify_error(answer(500, {"error": "oops"}), p.Endpoint.STATUS)
+    assert "parameter problem" not in str(polled)
+    assert "usually temporary" in str(polled)
+    # 502/503/504 to a submit keep their own advice.
+    assert "parameter problem" not in str(p.classify_error(answer(502, {}), p.Endpoint.SUBMIT))
+    assert "may have been queued" in str(p.classify_error(answer(504, {}), p.Endpoint.SUBMIT))
+
+
+def test_a_media_editing_body_refused_at_run_time_fails_without_task_retries():
+    """ "On the media-editing endpoints, submitting ALWAYS returns 200 ... a malformed request surfaces as
+    status FAILED": the FAILED reason is what tells a refused input from a server fault."""
+    for reason in ("image_url is required", "target_format must be one of png, jpg", "Invalid input image"):
+        err = p.job_failed_error("r1", reason)
+        assert isinstance(err, exc.SegmindInvalidInputJobError), reason
+        assert err.task_retry_helps is False
+        assert "would fail again" in str(err)
+        assert "billed" not in str(err)  # a FAILED job is not charged
+    other = p.job_failed_error("r1", "worker crashed")
+    assert type(other) is exc.SegmindJobFailedError
+    assert other.task_retry_helps is True
+    assert "was not charged" in str(other)

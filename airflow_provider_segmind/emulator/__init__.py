@@ -30,7 +30,9 @@ Behaviour worth knowing:
   (or FAILED); results answer 404 after ``result_ttl``. No task per job.
 - A prompt containing ``__fail__`` FAILs ("Internal inference error (emulated)"), ``__unsafe__``
   FAILs with a content-safety reason. On v2, invalid SD3 parameters are accepted and the job FAILs
-  with the validation message (``v2_validation="submit"`` answers 422 instead); v1 answers 422.
+  with the validation message (``v2_validation="submit"`` answers 400 instead); v1 answers 400.
+  (Segmind's error docs: 400 is a malformed body or a missing field; 422 is "the inference itself
+  ran and failed. NOT a malformed request body", a FAILED job.)
 - Faults, random (``faults={"500": 0.1}``, seeded) or scripted (``script([...])``, taking precedence):
   ``429 500 502 504 html502 bad_json reset_before reset_after slow`` on API calls, ``truncate
   wrong_type`` on media, ``failed_job content_safety`` on jobs. ``reset_after``, ``504`` and ``slow``

@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--credits", type=float, metavar="N", help="starting credits per key (default 100)")
     add("--free-credits", type=float, metavar="N", help="starting free credits per key, spent first (default 0)")
     add("--cost", type=float, metavar="N", help="credits billed per image (default 0.04)")
+    add("--bill-failed-jobs", action="store_true",
+        help="bill v2 jobs that end FAILED too (default: not charged, as Segmind's error docs say)")  # fmt: skip
     add("--rate-limit", type=int, metavar="N", help="requests a minute per account, keys shared (default unlimited)")
     add("--rate-limit-plan", choices=list(RATE_LIMIT_PLANS), dest="rate_limit_plan",
         help="Segmind's numbers by name: free (5/min) or pro (50/min), docs.segmind.com/api-reference/rate-limits; "
@@ -70,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--fault", action="append", type=parse_fault, default=[], metavar="NAME=PROB", help="random fault, repeatable")
     add("--fault-endpoints", metavar="LIST", help=f"comma-separated, from {','.join(sorted(ENDPOINTS))}")
     add("--slow-seconds", type=float, metavar="S", help="delay of the 'slow' fault")
-    add("--v2-validation", choices=("job", "submit"), help="invalid SD3 params on v2: FAILED job or 422 at submit")
+    add("--v2-validation", choices=("job", "submit"), help="invalid SD3 params on v2: FAILED job or 400 at submit")
     add("--seed", type=int, help="seed for faults and timing ranges (default 0)")
     add("--no-render-on-result", action="store_true", help="do not render images when results are fetched")
     add("--history-lag", type=float, dest="history_lag_seconds", metavar="S",
@@ -129,6 +131,8 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         overrides["faults"] = {**PROFILES[base].get("faults", {}), **dict(args.fault)}
     if args.no_render_on_result:
         overrides["render_on_result"] = False
+    if args.bill_failed_jobs:
+        overrides["bill_failed_jobs"] = True
     # Flags win over the files (a --history-profile given with a file replaces the file's history shape).
     return EmulatorConfig.for_profile(base, **from_files).with_changes(**overrides)
 

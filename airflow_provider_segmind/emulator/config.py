@@ -105,8 +105,17 @@ class EmulatorConfig:
     credits: float = 100.0
     #: Starting free credits of every key, reported as ``free-credits`` and spent first.
     free_credits: float = 0.0
-    #: Credits billed per accepted v1 run or v2 submit.
+    #: Credits billed per accepted v1 run or v2 submit (a v2 job that FAILs is not billed by default).
     cost: float = 0.04
+    #: Whether a v2 job that ends FAILED is billed. Segmind's error docs: a 422 (a FAILED v2 job) is
+    #: "billed: false", and "Billing fields (cost, remaining_credits) are omitted on a failure because
+    #: nothing was charged" (docs.segmind.com/docs/serverless-api#api-error-codes and
+    #: .../async-inference#error-handling, as quoted by the API Evangelist catalogue,
+    #: github.com/api-evangelist/segmind ``errors/segmind-error-codes.yml``). So ``False`` by default:
+    #: the submit needs the credits (406 without them) but a job that FAILs is not charged. ``True`` is
+    #: the other reading (charged at submit whatever the outcome). v1 runs are billed only when they
+    #: answer 200, either way.
+    bill_failed_jobs: bool = False
     #: Requests per ``rate_limit_window`` seconds per account (every key of an account shares the
     #: window: the "pooled" reading); ``None`` means unlimited. Two readings of Segmind's numbers,
     #: both named in :data:`RATE_LIMIT_PLANS` (``rate_limit_plan`` / ``--rate-limit-plan``):
@@ -134,7 +143,8 @@ class EmulatorConfig:
     fault_retry_after: float = 1.0
     #: Seeds the RNGs for faults and timing draws, so a run can be replayed.
     seed: int = 0
-    #: v2 with invalid SD3 params: ``job`` accepts then FAILs the job (like Segmind), ``submit`` answers 422.
+    #: v2 with invalid SD3 params: ``job`` accepts then FAILs the job (like Segmind), ``submit`` refuses it
+    #: with a 400 (Segmind's code for a malformed body; its 422 is a job that ran and FAILED).
     v2_validation: V2Validation = "job"
     #: Slugs that answer 404 "Model not found".
     missing_models: frozenset[str] = frozenset()
@@ -142,7 +152,7 @@ class EmulatorConfig:
     forbidden_models: frozenset[str] = frozenset()
     #: Slugs that answer 410 (retired).
     retired_models: frozenset[str] = frozenset()
-    #: Only SD3 Large exists; every other slug is 404.
+    #: Only SD3 Large (its text-to-image and image-to-image slugs) exists; every other slug is 404.
     strict_models: bool = False
     #: Slugs the model catalogue (``GET /inference-model-information/list``) lists besides the ones
     #: the emulator models (:data:`CATALOGUE_KNOWN_MODELS`) and ``retired_models`` (listed as retired);
@@ -233,8 +243,9 @@ class EmulatorConfig:
                 raise ValueError(
                     f"EmulatorConfig.{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}"
                 )
-        if not isinstance(self.history_declared_only, bool):
-            raise ValueError("EmulatorConfig.history_declared_only must be true or false")
+        for flag in ("history_declared_only", "bill_failed_jobs"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ValueError(f"EmulatorConfig.{flag} must be true or false")
         team = self.history_team_rows
         if isinstance(team, bool) or not isinstance(team, int) or not 0 <= team <= MAX_HISTORY_TEAM_ROWS:
             raise ValueError(f"EmulatorConfig.history_team_rows must be an integer within 0..{MAX_HISTORY_TEAM_ROWS}")
@@ -431,6 +442,7 @@ _COERCE: Final[Mapping[str, Any]] = {
     "catalogue_models": _frozen,
     "rate_limit_headers": lambda v: _BOOL_WORDS.get(v.strip().lower(), v) if isinstance(v, str) else v,
     "history_declared_only": lambda v: _BOOL_WORDS.get(v.strip().lower(), v) if isinstance(v, str) else v,
+    "bill_failed_jobs": lambda v: _BOOL_WORDS.get(v.strip().lower(), v) if isinstance(v, str) else v,
     "history_team_rows": lambda v: v if isinstance(v, bool) else int(v),
 }
 _FIELDS: Final = frozenset(f.name for f in dataclasses.fields(EmulatorConfig))

@@ -1,7 +1,9 @@
 """The emulator's inference and account routes: ``POST /v2/{slug}`` and its status/result, ``POST /v1/{slug}``, credits.
 
-A v2 job is billed and queued at submit and its status is computed from its timestamps (O(1));
-a v1 call blocks for the inference time and answers with the image. See ``segmind-api.md``.
+A v2 job is billed and queued at submit and its status is computed from its timestamps (O(1)); a job
+that will FAIL is queued without a charge (``EmulatorConfig.bill_failed_jobs``, off by default, as
+Segmind's error docs say). A v1 call blocks for the inference time and answers with the image, and
+is billed only when it answers 200. See ``segmind-api.md``.
 """
 
 from __future__ import annotations
@@ -37,13 +39,40 @@ from airflow_provider_segmind.emulator.state import (
 )
 from airflow_provider_segmind.exceptions import SegmindInvalidParametersError
 from airflow_provider_segmind.protocol import (
+    SD3_IMAGE_FIELDS,
+    SD3_LARGE_IMG2IMG_MODEL,
     SD3_LARGE_MODEL,
+    validate_sd3_img2img_params,
     validate_sd3_params,
 )
 
 #: Slugs that are really other endpoints: POSTing to them is a wrong method, as on the real gateway.
 _RESERVED_V1_SLUGS: Final = frozenset({"get-user-credits", "requests"})
 _RESERVED_V2_SLUGS: Final = frozenset({"requests"})
+#: The slugs whose parameters the emulator knows (SD3 Large text-to-image and image-to-image).
+SD3_SLUGS: Final = frozenset({SD3_LARGE_MODEL, SD3_LARGE_IMG2IMG_MODEL})
+
+
+def sd3_params(slug: str, params: dict[str, Any]) -> dict[str, Any]:
+    """An SD3 Large request's parameters as Segmind would take them; raises ``SegmindInvalidParametersError``.
+
+    Image-to-image (``stable-diffusion-3-large-img2img``) is checked like the provider checks it: its
+    ``image`` is required. The text-to-image slug's page documents no input image, and Segmind may
+    ignore one and bill a text-to-image (issue 23): an ``image``, a ``strength`` or ``mode:
+    "image-to-image"`` sent there is accepted and ignored (kept in the job's params as received, never
+    rendered), where the provider itself refuses them before submitting.
+    """
+    if slug == SD3_LARGE_IMG2IMG_MODEL:
+        return validate_sd3_img2img_params(params, warn=_ignore)
+    ignored: dict[str, Any] = {name: params[name] for name in SD3_IMAGE_FIELDS if name in params}
+    view = {name: value for name, value in params.items() if name not in SD3_IMAGE_FIELDS}
+    mode = view.get("mode")
+    if mode == "image-to-image":
+        view["mode"] = "text-to-image"
+    checked = validate_sd3_params(view, warn=_ignore)
+    if mode == "image-to-image":
+        checked["mode"] = mode
+    return {**checked, **ignored}
 
 
 class JobRoutes(Gateway):
@@ -55,7 +84,7 @@ class JobRoutes(Gateway):
             return json_error(403, f"Forbidden. Your account does not have access to the model '{slug}'.")
         if slug in config.retired_models:
             return json_error(410, f"The model '{slug}' has been retired.")
-        if slug in config.missing_models or (config.strict_models and slug != SD3_LARGE_MODEL):
+        if slug in config.missing_models or (config.strict_models and slug not in SD3_SLUGS):
             return json_error(404, MODEL_NOT_FOUND)
         return None
 
@@ -100,11 +129,12 @@ class JobRoutes(Gateway):
     async def _input_image(slug: str, params: dict[str, Any]) -> tuple[bytes, web.Response | None]:
         """An image-to-image request's input, fetched or decoded before billing: ``(thumbnail, refusal)``.
 
-        Only SD3 Large in ``image-to-image`` mode: the parameters of the other slugs are not known
-        here, so their ``image`` (if any) is passed through unread, as before. An unusable input is
-        a 400, not billed (assumptions and sources: ``input_image.py``).
+        Only SD3 Large's image-to-image slug: the text-to-image slug ignores an input image (see
+        :func:`sd3_params`), and the parameters of the other slugs are not known here, so their
+        ``image`` (if any) is passed through unread. An unusable input is a 400, not billed
+        (assumptions and sources: ``input_image.py``).
         """
-        if slug != SD3_LARGE_MODEL or params.get("mode") != "image-to-image":
+        if slug != SD3_LARGE_IMG2IMG_MODEL:
             return b"", None
         image = params.get("image")
         try:
@@ -115,7 +145,7 @@ class JobRoutes(Gateway):
     # ---- v2 ------------------------------------------------------------------------------
 
     async def submit(self, request: web.Request) -> web.StreamResponse:
-        """``POST /v2/{slug}``: bill, queue, and answer with the absolute status/result URLs."""
+        """``POST /v2/{slug}``: bill (unless the job will FAIL), queue, answer with the absolute status/result URLs."""
         return await self._serve(request, "submit", self._submit, inference=True)
 
     async def _submit(self, request: web.Request, label: str, fault: Fault | None) -> web.StreamResponse:
@@ -126,12 +156,12 @@ class JobRoutes(Gateway):
             return refused
         sent = json.loads(json.dumps(params))  # a copy, as received (validation may normalise params)
         invalid: str | None = None
-        if slug == SD3_LARGE_MODEL:
+        if slug in SD3_SLUGS:
             try:
-                params = validate_sd3_params(params, warn=_ignore)
+                params = sd3_params(slug, params)
             except SegmindInvalidParametersError as err:
-                if config.v2_validation == "submit":
-                    return json_error(422, str(err))
+                if config.v2_validation == "submit":  # refused before running: 400, not 422 (a FAILED job)
+                    return json_error(400, str(err))
                 invalid = str(err)
         source = b""
         if invalid is None:
@@ -143,10 +173,15 @@ class JobRoutes(Gateway):
             # Segmind's own words for a job whose prompt is missing or not a string, as a FAILED
             # job (segmind-api.md, v2 status: the FAILED example). Any model with a prompt field.
             invalid = PROMPT_MANDATORY
-        remaining = state.ledger.charge(label, config.cost)
-        if remaining is None:
+        if not state.ledger.can_pay(label, config.cost):
             return json_error(406, NO_CREDITS)
         failure = invalid or self._job_failure("submit", params, fault)
+        # A job that FAILs is not charged (Segmind's error docs: "nothing was charged"), unless the
+        # config takes the other reading (``bill_failed_jobs``). Either way the submit needs the credits.
+        billed = failure is None or config.bill_failed_jobs
+        remaining = state.ledger.charge(label, config.cost) if billed else state.ledger.total(label)
+        if remaining is None:  # cannot happen after can_pay; kept for the type
+            return json_error(406, NO_CREDITS)
         queue_time, inference_time = state.new_timings(params)
         if invalid is not None:
             inference_time = VALIDATION_FAILURE_SECONDS
@@ -162,16 +197,20 @@ class JobRoutes(Gateway):
             queue_time=queue_time,
             inference_time=inference_time,
             expires_at=now + config.result_ttl,
-            cost=config.cost,
+            cost=config.cost if billed else 0.0,
             remaining_credits=remaining,
             image=None if failure else image_spec(slug, params, seed, source),
             error=failure,
             request_body=sent,
+            billed=billed,
         )
         state.add_job(job)
         stats = state.stats
         stats.submissions += 1
-        stats.credits_billed += config.cost
+        if billed:
+            stats.credits_billed += config.cost
+        else:
+            stats.unbilled_failures += 1
         stats.per_model[slug]["submissions"] += 1
         stats.per_key[label]["submissions"] += 1
         origin = self._origin(request)
@@ -289,11 +328,11 @@ class JobRoutes(Gateway):
         params, refused = await self._inference_request(request, slug, _RESERVED_V1_SLUGS)
         if refused is not None:
             return refused
-        if slug == SD3_LARGE_MODEL:
+        if slug in SD3_SLUGS:
             try:
-                params = validate_sd3_params(params, warn=_ignore)
+                params = sd3_params(slug, params)
             except SegmindInvalidParametersError as err:
-                return json_error(422, str(err))
+                return json_error(400, str(err))
         source, refused = await self._input_image(slug, params)
         if refused is not None:
             return refused

@@ -55,9 +55,10 @@ from airflow_provider_segmind.emulator.state import (
     Job,
 )
 from airflow_provider_segmind.protocol import (
+    SD3_LARGE_IMG2IMG_MODEL,
     SD3_LARGE_MODEL,
 )
-from airflow_provider_segmind.protocol.params import SD3_DOCUMENTED_FIELDS
+from airflow_provider_segmind.protocol.params import SD3_DOCUMENTED_FIELDS, SD3_IMG2IMG_DOCUMENTED_FIELDS
 
 #: SDK ``Generations.history``: the window "may span at most 31 days", ``per_page`` 1-100, the
 #: statuses and sort fields it names; ``from_date`` defaults to 7 days ago.
@@ -85,9 +86,14 @@ _BASE64: Final = re.compile(r"[A-Za-z0-9+/=_\-\s]+")
 #: The keys a model's page declares (``history_declared_only``). SD3 Large: the provider's own table
 #: of Segmind's documented fields (``protocol.params.SD3_DOCUMENTED_FIELDS``). Its page
 #: (https://segmind.com/models/stable-diffusion-3-large-txt2img/api) lists no ``seed``, so a seed the
-#: client sent (the operators fill one) is not in the row; nor are ``image``/``strength``, which
-#: come from Stability's SD3 API. Other models: every key (their pages are not modelled).
-DECLARED_KEYS: Final[Mapping[str, frozenset[str]]] = {SD3_LARGE_MODEL: SD3_DOCUMENTED_FIELDS}
+#: client sent (the operators fill one) is not in the row; nor are ``image``/``strength``, which that
+#: page does not list. SD3 Large image-to-image: its page's fields (``SD3_IMG2IMG_DOCUMENTED_FIELDS``,
+#: https://segmind.com/models/stable-diffusion-3-large-img2img/api), no ``seed`` either. Other models:
+#: every key (their pages are not modelled).
+DECLARED_KEYS: Final[Mapping[str, frozenset[str]]] = {
+    SD3_LARGE_MODEL: SD3_DOCUMENTED_FIELDS,
+    SD3_LARGE_IMG2IMG_MODEL: SD3_IMG2IMG_DOCUMENTED_FIELDS,
+}
 #: Teammate row ids are UUIDs derived from this namespace, the copied request's id and the row number.
 _TEAMMATE_NAMESPACE: Final = uuid.UUID("6d1c5f2e-3a4b-4c7d-8e9f-0a1b2c3d4e5f")
 
@@ -179,7 +185,7 @@ class HistoryRoutes(Gateway):
 
     @staticmethod
     def _output_count(job: Job) -> int:
-        if job.model == SD3_LARGE_MODEL:
+        if job.model in DECLARED_KEYS:  # SD3 Large: one image
             return 1
         for name in _OUTPUT_COUNT_PARAMS:
             value = job.params.get(name)

@@ -85,6 +85,9 @@ class Job:
     #: The body as the client sent it (``params`` may have been normalised): the history's
     #: ``request_body`` ("the inputs as sent", SDK ``Generations.history``).
     request_body: dict[str, Any] | None = None
+    #: Whether the submit charged ``cost``: a job that FAILs is not charged unless the config's
+    #: ``bill_failed_jobs`` says so (its ``cost`` is then 0).
+    billed: bool = True
 
     @property
     def started_at(self) -> float:
@@ -136,6 +139,7 @@ class Job:
             "completed_at": self.completed_at,
             "expires_at": self.expires_at,
             "cost": self.cost,
+            "billed": self.billed,
         }
 
 
@@ -156,6 +160,14 @@ class Ledger:
 
     def free_balance(self, label: str) -> float:
         return self.free.get(label, 0.0)
+
+    def total(self, label: str) -> float:
+        """Paid and free credits together."""
+        return round(self.balance(label) + self.free_balance(label), 6)
+
+    def can_pay(self, label: str, cost: float) -> bool:
+        """Whether ``cost`` is covered (paid and free credits together); nothing is deducted."""
+        return self.balance(label) + self.free_balance(label) + 1e-9 >= cost
 
     def charge(self, label: str, cost: float) -> float | None:
         """Deduct ``cost`` (free credits first); return the new total, or ``None`` (nothing deducted) if too low."""
@@ -219,6 +231,8 @@ class Stats:
     rate_limited: int = 0
     aborted_connections: int = 0
     credits_billed: float = 0.0
+    #: v2 jobs created without a charge because they FAIL (``bill_failed_jobs`` off, the default).
+    unbilled_failures: int = 0
     connections: int = 0
     in_flight: int = 0
     max_in_flight: int = 0
@@ -254,6 +268,7 @@ class Stats:
             "rate_limited": self.rate_limited,
             "aborted_connections": self.aborted_connections,
             "credits_billed": round(self.credits_billed, 6),
+            "unbilled_failures": self.unbilled_failures,
             "connections": self.connections,
             "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,

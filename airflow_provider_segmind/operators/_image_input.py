@@ -24,15 +24,18 @@ Transport (``image_transport``; Segmind takes a URL or base64, sources in
 :mod:`airflow_provider_segmind.protocol.image_input`): ``presigned`` keeps the request small but
 needs Segmind to reach the bucket's endpoint; ``base64`` works with any endpoint (MinIO, a VPC
 endpoint, moto) at the cost of a body about 4/3 of the image; ``auto`` (default) picks
-``presigned`` for AWS S3 itself (the connection sets no ``endpoint_url``) and ``base64`` otherwise.
+``presigned`` when the client's real endpoint is AWS S3 itself for its region and ``base64``
+otherwise (see :meth:`S3ImageInputs._auto_transport`).
 """
 
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import urlsplit
 
 from airflow.providers.common.compat.sdk import AirflowException
 
@@ -43,6 +46,7 @@ from airflow_provider_segmind.protocol.image_input import (
     IMAGE_TRANSPORTS,
     INPUT_IMAGE_TYPES,
     MAX_INPUT_IMAGE_BYTES,
+    is_aws_s3_endpoint,
     is_s3_uri,
     parse_s3_uri,
     s3_uri_problem,
@@ -53,6 +57,11 @@ from airflow_provider_segmind.transfers._media_policy import sniff_media_type
 if TYPE_CHECKING:
     import logging
 
+#: What an ``s3://`` input under another name than ``image`` accepts, for error messages.
+MEDIA_INPUT_ALLOWED: Final = (
+    "s3://bucket/key of a JPEG, PNG or WebP object of at most 10 MiB, or a value the model takes as it is "
+    "(a URL, base64 data)"
+)
 #: Bytes read to tell what an object really is (the longest magic number checked is 12 bytes).
 SNIFF_BYTES: Final = 32
 #: A presigned URL's default lifetime: long enough for a queued job to start, short enough to be useless later.
@@ -96,8 +105,13 @@ def check_transport(transport: str, url_expiry: float) -> None:
         )
 
 
-def _bad(problem: str) -> SegmindInvalidParametersError:
-    return invalid_parameters([("image", problem, IMAGE_ALLOWED)])
+def allowed_for(field: str) -> str:
+    """The allowed values an error about the input ``field`` (``image``, ``images[1]``...) names."""
+    return IMAGE_ALLOWED if field == "image" else MEDIA_INPUT_ALLOWED
+
+
+def _bad(problem: str, field: str = "image") -> SegmindInvalidParametersError:
+    return invalid_parameters([(field, problem, allowed_for(field))])
 
 
 def _error_code(err: BaseException) -> str:
@@ -145,49 +159,93 @@ class S3ImageInputs:
         config = self.hook.config
         return self.hook.get_client_type(config=config.merge(sigv4) if config is not None else sigv4)
 
-    def _chosen_transport(self) -> str:
-        if self.transport != "auto":
-            return self.transport
-        endpoint = getattr(self.hook.conn_config, "endpoint_url", None)
-        # AWS S3 itself is reachable by Segmind; a custom endpoint (MinIO, VPC, moto) may not be.
-        return "base64" if endpoint else "presigned"
+    def _aws_reference_endpoint(self) -> str | None:
+        """AWS's own S3 endpoint for the client's region and settings: the one botocore resolves when every
+        configured endpoint (connection, ``service_config``, ``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL``,
+        the shared config file) is ignored. A throwaway client with placeholder keys: no network call,
+        no credential lookup; ``None`` if it cannot be built."""
+        try:
+            import boto3
+            from botocore.config import Config
 
-    def _call(self, what: str, uri: str, call: Any, **kwargs: Any) -> Any:
-        """One S3 call; a missing or forbidden object is the ``image`` field's fault, the rest retryable."""
+            meta = self.client.meta
+            config = meta.config.merge(Config(ignore_configured_endpoint_urls=True))
+            reference = boto3.session.Session().client(
+                "s3",
+                region_name=meta.region_name,
+                config=config,
+                aws_access_key_id="unused",
+                aws_secret_access_key="unused",  # noqa: S106 (never used to sign: no call is made)
+            )
+            return str(reference.meta.endpoint_url)
+        except Exception as err:  # a botocore without that option, an odd config: the patterns decide
+            self.log.debug("Cannot resolve AWS's own S3 endpoint for comparison: %s", err)
+            return None
+
+    @cached_property
+    def _auto_transport(self) -> str:
+        """``auto``: ``presigned`` when the client's real endpoint is AWS S3 itself for its region, else ``base64``.
+
+        Decided from ``client.meta.endpoint_url``, the endpoint the client really calls, however it was
+        set (the connection's ``endpoint_url``, ``service_config.s3.endpoint_url``, ``AWS_ENDPOINT_URL_S3``
+        or ``AWS_ENDPOINT_URL``): a presigned URL carrying a private host name (MinIO, a VPC endpoint,
+        an internal proxy) would be sent to Segmind, which cannot fetch it, and would name that host.
+        """
+        meta = self.client.meta
+        endpoint, region = meta.endpoint_url, meta.region_name
+        aws = is_aws_s3_endpoint(endpoint, region, reference=self._aws_reference_endpoint())
+        chosen = "presigned" if aws else "base64"
+        host = urlsplit(str(endpoint or "")).netloc.rpartition("@")[2] or "?"
+        self.log.info(
+            "image_transport='auto': the S3 endpoint %s is %s, so inputs are sent as %s.",
+            host,
+            f"AWS S3 for {region}" if aws else "not AWS S3 itself (Segmind may not reach it)",
+            "presigned URLs" if aws else "base64",
+        )
+        return chosen
+
+    def _chosen_transport(self) -> str:
+        return self.transport if self.transport != "auto" else self._auto_transport
+
+    def _call(self, what: str, uri: str, call: Any, *, field: str = "image", **kwargs: Any) -> Any:
+        """One S3 call; a missing or forbidden object is the input ``field``'s fault, the rest retryable."""
         try:
             return call(**kwargs)
         except Exception as err:
             code = _error_code(err)
             if code in _MISSING_CODES:
-                raise _bad(f"{uri} does not exist (S3 {what}: {code})") from None
+                raise _bad(f"{uri} does not exist (S3 {what}: {code})", field) from None
             if code in _DENIED_CODES:
-                raise _bad(f"{uri} cannot be read with connection {self.aws_conn_id!r} (S3 {what}: {code})") from None
+                raise _bad(
+                    f"{uri} cannot be read with connection {self.aws_conn_id!r} (S3 {what}: {code})", field
+                ) from None
             if code in ("412", "PreconditionFailed"):
                 raise AirflowException(f"{uri} changed while it was being read (S3 {what}: {code}); retry") from None
             raise AirflowException(f"Cannot read input image {uri} (S3 {what}): {err}") from err
 
-    def inspect(self, uri: str) -> S3ImageInput:
-        """Check the object behind ``uri`` (exists, size, type) without downloading it; raise naming ``image``."""
+    def inspect(self, uri: str, field: str = "image") -> S3ImageInput:
+        """Check the object behind ``uri`` (exists, size, type) without downloading it; raise naming ``field``."""
         problem = s3_uri_problem(uri)
         if problem is not None:
-            raise _bad(problem)
+            raise _bad(problem, field)
         bucket, key = parse_s3_uri(uri)
-        head = self._call("HeadObject", uri, self.client.head_object, Bucket=bucket, Key=key)
+        head = self._call("HeadObject", uri, self.client.head_object, field=field, Bucket=bucket, Key=key)
         size = int(head.get("ContentLength") or 0)
         declared = _media_type(head.get("ContentType"))
         etag = str(head.get("ETag") or "")
         version = head.get("VersionId")
         version_id = str(version) if version and version != "null" else None
         if size <= 0:
-            raise _bad(f"{uri} is empty (0 bytes)")
+            raise _bad(f"{uri} is empty (0 bytes)", field)
         if size > MAX_INPUT_IMAGE_BYTES:
-            raise _bad(f"{uri} is {size:,} bytes, over the limit of {MAX_INPUT_IMAGE_BYTES:,}")
+            raise _bad(f"{uri} is {size:,} bytes, over the limit of {MAX_INPUT_IMAGE_BYTES:,}", field)
         if declared not in GENERIC_CONTENT_TYPES and declared not in INPUT_IMAGE_TYPES:
-            raise _bad(f"{uri} has Content-Type {declared!r}, not one of {', '.join(INPUT_IMAGE_TYPES)}")
+            raise _bad(f"{uri} has Content-Type {declared!r}, not one of {', '.join(INPUT_IMAGE_TYPES)}", field)
         first = self._call(
             "GetObject",
             uri,
             self.client.get_object,
+            field=field,
             **self._get_args(bucket, key, etag, version_id),
             Range=f"bytes=0-{SNIFF_BYTES - 1}",
         )
@@ -195,13 +253,15 @@ class S3ImageInputs:
         if sniffed not in INPUT_IMAGE_TYPES:
             what = f"a {sniffed} file" if sniffed else "not an image"
             raise _bad(
-                f"{uri} is {what} (declared {declared or 'no Content-Type'}); allowed: {', '.join(INPUT_IMAGE_TYPES)}"
+                f"{uri} is {what} (declared {declared or 'no Content-Type'}); allowed: {', '.join(INPUT_IMAGE_TYPES)}",
+                field,
             )
         if declared not in GENERIC_CONTENT_TYPES and declared != sniffed:
-            raise _bad(f"{uri} declares Content-Type {declared!r} but its bytes are {sniffed}")
+            raise _bad(f"{uri} declares Content-Type {declared!r} but its bytes are {sniffed}", field)
         found = S3ImageInput(uri.strip(), bucket, key, etag, version_id, size, sniffed, self._chosen_transport())
         self.log.info(
-            "Input image %s: %s, %d bytes, sent as %s.",
+            "Input %s %s: %s, %d bytes, sent as %s.",
+            field,
             found.uri,
             found.content_type,
             found.size,
@@ -250,7 +310,29 @@ class S3ImageInputs:
         return str(value)
 
 
-def s3_image_of(params: dict[str, Any]) -> str | None:
-    """The body's ``image`` when it is an ``s3://`` URI (the only field resolved from S3), else ``None``."""
-    image = params.get("image")
-    return image if is_s3_uri(image) else None
+def s3_inputs_of(params: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Every ``s3://`` input of a body, ``(field, URI)``: a top-level value, or an item of a top-level
+    list (field ``name[i]``). Any name counts (``image``, ``input_image``, ``mask``...)."""
+    found: list[tuple[str, str]] = []
+    for name, value in params.items():
+        if is_s3_uri(value):
+            found.append((str(name), value))
+        elif isinstance(value, (list, tuple)):
+            found += [(f"{name}[{index}]", item) for index, item in enumerate(value) if is_s3_uri(item)]
+    return found
+
+
+def replace_s3_values(params: Mapping[str, Any], replace: Callable[[str, str], str]) -> dict[str, Any]:
+    """The body with each ``s3://`` input (as :func:`s3_inputs_of` finds them) replaced by
+    ``replace(field, uri)``; everything else, and the order of keys and items, as it was."""
+    out: dict[str, Any] = {}
+    for name, value in params.items():
+        if is_s3_uri(value):
+            out[name] = replace(str(name), value)
+        elif isinstance(value, (list, tuple)) and any(is_s3_uri(item) for item in value):
+            out[name] = [
+                replace(f"{name}[{index}]", item) if is_s3_uri(item) else item for index, item in enumerate(value)
+            ]
+        else:
+            out[name] = value
+    return out

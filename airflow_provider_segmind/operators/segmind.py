@@ -71,11 +71,13 @@ and the extra link in ``links.py``.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, Final, NoReturn
 
+from airflow.exceptions import AirflowProviderDeprecationWarning
 from airflow.providers.common.compat.sdk import (
     AirflowException,
     AirflowFailException,
@@ -92,8 +94,10 @@ from airflow_provider_segmind.operators._image_input import (
     DEFAULT_URL_EXPIRY,
     S3ImageInput,
     S3ImageInputs,
+    allowed_for,
     check_transport,
-    s3_image_of,
+    replace_s3_values,
+    s3_inputs_of,
 )
 from airflow_provider_segmind.operators._params import (
     _optional_number,
@@ -119,8 +123,10 @@ from airflow_provider_segmind.operators._records import (
 from airflow_provider_segmind.operators.links import SegmindOutputLink  # the extra link's registered path
 from airflow_provider_segmind.protocol import (
     RESULT_RETENTION_SECONDS,
+    SD3_LARGE_IMG2IMG_MODEL,
     SD3_LARGE_MODEL,
     PollSchedule,
+    invalid_parameters,
     job_failed_error,
     sentences,
 )
@@ -139,7 +145,7 @@ if TYPE_CHECKING:
 
     from airflow_provider_segmind.hooks.segmind import SegmindHook
 
-__all__ = ["SegmindOutputLink", "SegmindRunOperator", "SegmindTextToImageOperator"]
+__all__ = ["SegmindImageToImageOperator", "SegmindOutputLink", "SegmindRunOperator", "SegmindTextToImageOperator"]
 
 # XCom keys pushed besides the return value (defined in results, where the trigger reads them too).
 DEFAULT_JOB_TIMEOUT: Final = RESULT_RETENTION_SECONDS
@@ -181,11 +187,12 @@ class _SegmindJobOperator(_Reconciler):
         changes nothing visible (see :func:`~airflow_provider_segmind.triggers.segmind.ends_from_trigger`:
         not with outlets, not with a Variable request record, i.e. off by default on Airflow 3.1/3.2, not
         while OpenLineage is on); ``False``: always resume on the worker (task listeners then see the success).
-    :param aws_conn_id: the AWS connection an ``s3://`` ``image`` is read with (the Amazon provider's
+    :param aws_conn_id: the AWS connection ``s3://`` inputs are read with (the Amazon provider's
         ``S3Hook``); default ``aws_default``.
-    :param image_transport: how an ``s3://`` ``image`` is sent to Segmind: ``presigned`` (a short-lived
-        presigned GET URL), ``base64`` (the bytes inline), or ``auto`` (default: ``presigned`` for AWS S3,
-        ``base64`` when the connection sets an ``endpoint_url`` Segmind may not reach). See
+    :param image_transport: how an ``s3://`` input (any field, or an item of a list) is sent to Segmind:
+        ``presigned`` (a short-lived presigned GET URL), ``base64`` (the bytes inline), or ``auto``
+        (default: ``presigned`` when the S3 client's real endpoint is AWS S3 itself for its region,
+        ``base64`` for any other endpoint, however it is set, which Segmind may not reach). See
         ``operators/_image_input.py``.
     :param presigned_url_expiry: seconds a presigned input URL stays valid (60..3600, default 900).
     """
@@ -218,8 +225,9 @@ class _SegmindJobOperator(_Reconciler):
         self.aws_conn_id = aws_conn_id
         self.image_transport = image_transport
         self.presigned_url_expiry = presigned_url_expiry
-        #: An ``s3://`` image as given in the body, and what :meth:`_inspect_image` found behind it.
-        self._input_image: tuple[str, S3ImageInput] | None = None
+        #: Each ``s3://`` input as given in the body (any field, or an item of a list) -> what
+        #: :meth:`_inspect_inputs` found behind it.
+        self._input_images: dict[str, S3ImageInput] = {}
         if request_store not in REQUEST_STORES:
             raise ValueError(
                 f"Invalid parameter 'request_store': got {request_store!r}. Allowed: {', '.join(REQUEST_STORES)}."
@@ -260,34 +268,51 @@ class _SegmindJobOperator(_Reconciler):
     def _summary_params(self) -> dict[str, Any]:
         return summary_params(self.model, self.build_params, strict=self.strict_params)
 
-    # ------------------------------------------------------------------ s3:// input image
+    # ------------------------------------------------------------------ s3:// inputs
 
     @cached_property
     def _image_inputs(self) -> S3ImageInputs:
         return S3ImageInputs(self.aws_conn_id, self.image_transport, self.presigned_url_expiry, self.log)
 
-    def _inspect_image(self, params: Mapping[str, Any]) -> None:
-        """Check an ``s3://`` ``image`` before anything is billed (errors name the field; no retries)."""
-        uri = s3_image_of(dict(params))
-        if uri is None:
-            self._input_image = None
-            return
-        try:
-            self._input_image = (uri, self._image_inputs.inspect(uri))
-        except SegmindInvalidParametersError as err:
-            raise AirflowFailException(str(err)) from err
+    def _inspect_inputs(self, params: Mapping[str, Any]) -> None:
+        """Check every ``s3://`` input (any field, or in a list) before anything is billed.
+
+        Every bad one is named in one error (``input_image``, ``images[1]``...), as a bad parameter
+        is: the task fails without retries and nothing is submitted. A transient S3 error raises
+        as it is (a retry may help).
+        """
+        problems: list[tuple[str, str, str]] = []
+        causes: list[SegmindInvalidParametersError] = []
+        for field, uri in s3_inputs_of(params):
+            if uri in self._input_images:
+                continue
+            try:
+                self._input_images[uri] = self._image_inputs.inspect(uri, field)
+            except SegmindInvalidParametersError as err:
+                causes.append(err)
+                problems += err.problems or [(field, str(err), allowed_for(field))]
+        if problems:
+            error = causes[0] if len(causes) == 1 else invalid_parameters(problems)
+            raise AirflowFailException(str(error)) from error
+
+    def _inspected(self, field: str, uri: str) -> S3ImageInput:
+        """The inspected input behind ``uri`` (inspected now if :meth:`_inspect_inputs` did not see it)."""
+        found = self._input_images.get(uri)
+        if found is None:
+            try:
+                found = self._input_images[uri] = self._image_inputs.inspect(uri, field)
+            except SegmindInvalidParametersError as err:
+                raise AirflowFailException(str(err)) from err
+        return found
 
     def _fingerprinted(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        """The body as the request record's fingerprint sees it: an S3 input by its stable identity."""
-        if self._input_image is None or params.get("image") != self._input_image[0]:
-            return dict(params)
-        return {**params, "image": self._input_image[1].identity}
+        """The body as the request record's fingerprint sees it: each S3 input by its stable identity
+        (URI, ETag, version and transport: the same on every try, changed by a new object)."""
+        return replace_s3_values(params, lambda field, uri: self._inspected(field, uri).identity)
 
     def _wire_body(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        """The body as sent to Segmind: an S3 input as its presigned URL or base64 (made here, never stored)."""
-        if self._input_image is None or params.get("image") != self._input_image[0]:
-            return dict(params)
-        return {**params, "image": self._image_inputs.wire_value(self._input_image[1])}
+        """The body as sent to Segmind: each S3 input as its presigned URL or base64 (made here, never stored)."""
+        return replace_s3_values(params, lambda field, uri: self._image_inputs.wire_value(self._inspected(field, uri)))
 
     # ------------------------------------------------------------------ helpers
 
@@ -312,7 +337,7 @@ class _SegmindJobOperator(_Reconciler):
 
     def execute(self, context: Context) -> Any:
         model, params = self._validated()
-        self._inspect_image(params)  # an s3:// image: checked now, before any record is read or anything billed
+        self._inspect_inputs(params)  # s3:// inputs: checked now, before any record is read or anything billed
         store = self._store(context)
         record = read_record(store, self.log) if store is not None else None
         fills = fills_seed(model, params, fill_seed=self.fill_seed)
@@ -592,15 +617,20 @@ class SegmindTextToImageOperator(_SegmindJobOperator):
     field and the allowed values, so a bad DAG costs no credit. Works with dynamic task mapping
     (``.partial(...).expand(prompt=[...])`` or ``expand_kwargs``).
 
+    Image-to-image is :class:`SegmindImageToImageOperator`: SD3 Large's image-to-image is its own
+    slug, ``stable-diffusion-3-large-img2img``, and the text-to-image slug's page documents no input
+    image (Segmind may ignore one and bill a text-to-image). A DAG that still passes
+    ``mode="image-to-image"`` here (with the default model) keeps working: the request is sent to the
+    image-to-image slug (without ``aspect_ratio``, which that slug does not take), with an
+    ``AirflowProviderDeprecationWarning``; move it to :class:`SegmindImageToImageOperator`.
+
     :param prompt: what to draw (required, at most 10,000 characters). Templated.
     :param negative_prompt: what to avoid. Templated.
     :param aspect_ratio: one of 16:9 1:1 21:9 2:3 3:2 4:5 5:4 9:16 9:21 (default 1:1). Templated.
-    :param mode: ``text-to-image`` (default) or ``image-to-image``. Templated.
-    :param image: input image for image-to-image: a URL, base64 image data, or ``s3://bucket/key`` of a
-        JPEG, PNG or WebP object of at most 10 MiB (read with ``aws_conn_id``, sent as ``image_transport``
-        says, checked before the submit). Map over many with ``.expand(image=<XComArg of s3:// URIs>)``.
+    :param mode: ``text-to-image`` (default). ``image-to-image`` is deprecated here (see above). Templated.
+    :param image: deprecated here, with ``mode="image-to-image"``: see :class:`SegmindImageToImageOperator`.
         Templated.
-    :param strength: 0..1, how far image-to-image may depart from ``image``. Templated.
+    :param strength: deprecated here, with ``mode="image-to-image"``. Templated.
     :param output_format: ``jpeg`` (default) or ``png``. Templated.
     :param seed: 0..4294967294 for a reproducible image. Templated.
     :param base64: return the image inline instead of as a URL. The bytes never go to XCom: the
@@ -649,14 +679,120 @@ class SegmindTextToImageOperator(_SegmindJobOperator):
         self.output_format = output_format
         self.seed = seed
         self.base64 = base64
+        if self._routes_to_img2img():
+            warnings.warn(_IMG2IMG_DEPRECATION, AirflowProviderDeprecationWarning, stacklevel=2)
+
+    def _routes_to_img2img(self) -> bool:
+        """Whether this (rendered) task is the deprecated image-to-image on the default text-to-image slug."""
+        return self.mode == "image-to-image" and isinstance(self.model, str) and self.model.strip() == SD3_LARGE_MODEL
+
+    def _route(self) -> None:
+        """Send a deprecated ``mode="image-to-image"`` task to the image-to-image slug (idempotent)."""
+        if self._routes_to_img2img():
+            self.model = SD3_LARGE_IMG2IMG_MODEL
+
+    def _validated(self) -> tuple[str, dict[str, Any]]:
+        if self._routes_to_img2img():
+            self.log.warning("%s", _IMG2IMG_DEPRECATION)
+        self._route()
+        return super()._validated()
+
+    def _summary_params(self) -> dict[str, Any]:
+        self._route()  # a resumed task is a fresh instance: the same slug as its submit
+        return super()._summary_params()
+
+    def build_params(self) -> dict[str, Any]:
+        img2img = self.mode == "image-to-image" and self.model == SD3_LARGE_IMG2IMG_MODEL
+        params: dict[str, Any] = {
+            "prompt": self.prompt,
+            "negative_prompt": self.negative_prompt,
+            # The image-to-image slug takes no aspect_ratio; the default one is not sent there.
+            "aspect_ratio": None if img2img and self.aspect_ratio == "1:1" else self.aspect_ratio,
+            "mode": self.mode,
+            "image": self.image or None,
+            "strength": _optional_number(self.strength, float),
+            "output_format": self.output_format,
+            "seed": _optional_number(self.seed, int),
+            "base64": self.base64,
+        }
+        return {name: value for name, value in params.items() if value is not None}
+
+
+_IMG2IMG_DEPRECATION: Final = (
+    "SegmindTextToImageOperator(mode='image-to-image') is deprecated: SD3 Large image-to-image has its own slug, "
+    f"{SD3_LARGE_IMG2IMG_MODEL!r} (https://segmind.com/models/stable-diffusion-3-large-img2img/api), and the request "
+    "is sent there. Use SegmindImageToImageOperator(prompt=..., image=..., strength=...) instead; image-to-image "
+    "on SegmindTextToImageOperator will be removed in 2.0.0."
+)
+
+
+class SegmindImageToImageOperator(_SegmindJobOperator):
+    """Make an image from an input image and a prompt with Stable Diffusion 3 Large image-to-image.
+
+    Sends to ``stable-diffusion-3-large-img2img``, SD3 Large's image-to-image slug
+    (https://segmind.com/models/stable-diffusion-3-large-img2img/api), with ``mode="image-to-image"``.
+    Every field is validated after templating and before any request (an error names each bad
+    field and its allowed values, so a bad DAG costs no credit), and an ``s3://`` image is checked
+    (exists, size, type) before anything is billed. Map it over many photos with
+    ``.partial(...).expand(image=<XComArg of s3:// URIs>)``.
+
+    :param prompt: what to make of the image (required, at most 10,000 characters). Templated.
+    :param image: the input image (required): a URL, base64 image data, or ``s3://bucket/key`` of a
+        JPEG, PNG or WebP object of at most 10 MiB (read with ``aws_conn_id``, sent as
+        ``image_transport`` says). Templated.
+    :param strength: 0..1, how far the output may depart from ``image`` (lower keeps more of it). When
+        omitted Segmind's default applies, 1 on the SD3 image-to-image pages, which lets the prompt
+        redraw the image almost entirely: set it. Templated.
+    :param negative_prompt: what to avoid. Templated.
+    :param output_format: ``jpeg`` (default) or ``png``. Templated.
+    :param seed: 0..4294967294 for a reproducible image (a random one is filled and recorded when
+        omitted, see ``fill_seed``). Templated.
+    :param base64: return the image inline instead of as a URL (never pushed to XCom).
+    :param model: default ``stable-diffusion-3-large-img2img``. Templated.
+
+    See :class:`SegmindRunOperator` for the return value and the module docstring for
+    exactly-once submission per Airflow version.
+    """
+
+    template_fields: Sequence[str] = (
+        "prompt",
+        "image",
+        "strength",
+        "negative_prompt",
+        "output_format",
+        "seed",
+        "model",
+        "segmind_conn_id",
+    )
+
+    def __init__(
+        self,
+        *,
+        prompt: str,
+        image: str,
+        strength: float | str | None = None,
+        negative_prompt: str | None = None,
+        output_format: str = "jpeg",
+        seed: int | str | None = None,
+        base64: bool = False,
+        model: str = SD3_LARGE_IMG2IMG_MODEL,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(model=model, **kwargs)
+        self.prompt = prompt
+        self.image = image
+        self.strength = strength
+        self.negative_prompt = negative_prompt
+        self.output_format = output_format
+        self.seed = seed
+        self.base64 = base64
 
     def build_params(self) -> dict[str, Any]:
         params: dict[str, Any] = {
             "prompt": self.prompt,
             "negative_prompt": self.negative_prompt,
-            "aspect_ratio": self.aspect_ratio,
-            "mode": self.mode,
-            "image": self.image or None,
+            "mode": "image-to-image",
+            "image": self.image if self.image != "" else None,
             "strength": _optional_number(self.strength, float),
             "output_format": self.output_format,
             "seed": _optional_number(self.seed, int),

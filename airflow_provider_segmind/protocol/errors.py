@@ -4,6 +4,23 @@ The same status means different things per call (404 at submit is an unknown mod
 expired request), a FAILED job's reason says whether a retry can help (content block, refused
 input, or a server-side failure), and a broken connection must say whether the request left.
 Each message names what happened and the action that fixes it, with the server's text redacted.
+
+What a failure costs, and what 400, 422 and 500 mean: Segmind's error docs
+(docs.segmind.com/docs/serverless-api#api-error-codes and
+docs.segmind.com/docs/serverless-api/async-inference#error-handling, as quoted by the API Evangelist
+catalogue, github.com/api-evangelist/segmind ``errors/segmind-error-codes.yml``) give every error
+status as "billed: false" (only a 200 is billed); a FAILED v2 job's "Billing fields (cost,
+remaining_credits) are omitted on a failure because nothing was charged". 400 is the "Malformed
+body, a missing required field, or an operation the model does not support". 422 is "v2 only --
+the inference itself ran and failed. NOT a malformed request body", with a FAILED body and its
+reason, so a 422 is classified by that reason like a FAILED job (:func:`ran_and_failed_error`), not
+as a refused body. "On the media-editing endpoints, submitting ALWAYS returns 200 with a request_id
+even if the body is invalid": such a body surfaces as a FAILED job, which
+:func:`is_invalid_input` recognises. And "Read a 500 on a request you have only just changed as a
+PARAMETER problem before assuming the platform is broken. Values are validated up front only where
+the model declares a fixed set; anything else reaches the model and fails during generation, which
+surfaces as 500": a 500 answered to a submit says so (it is still retried: it is not billed, and a
+server fault is the other reading).
 """
 
 from __future__ import annotations
@@ -37,6 +54,14 @@ from airflow_provider_segmind.protocol.text import MAX_ERROR_TEXT, clause, redac
 from airflow_provider_segmind.protocol.vocabulary import Endpoint
 
 _SUBMIT_404_HINT = "Check the model slug on segmind.com/models (slugs are lower-case, with dashes)"
+#: A 500 answered to a submit or a v1 run: Segmind's error docs read it as a parameter problem first.
+_SUBMIT_500_ADVICE = (
+    "Nothing was charged. Segmind reads a 500 to a request as a parameter problem first: values a model "
+    "does not declare as a fixed set are checked only when it runs, and fail as a 500. If the task's "
+    "parameters changed recently, check them against the model's page; otherwise it is a server fault, "
+    "retried with backoff"
+)
+
 #: Where a DAG author finds a current model when theirs is retired.
 MODEL_CATALOGUE_URL: Final = "https://www.segmind.com/models"
 
@@ -143,6 +168,9 @@ def classify_error(answer: HttpAnswer, endpoint: Endpoint, *, request_id: str | 
             # A FAILED job arrives as 422 with a JSON body; parse_status/parse_result handle it
             # before reaching here, so this is a 400/422 without that body.
             return SegmindJobFailedError(sentences(f"{where} reports the job failed (HTTP {status}){said}"), **common)
+        if status == 422:
+            # "the inference itself ran and failed. NOT a malformed request body" (module docstring).
+            return ran_and_failed_error(where, text, **common)
         return SegmindInvalidParametersError(
             sentences(
                 f"{where} rejected the parameters (HTTP {status}){said}",
@@ -165,11 +193,12 @@ def classify_error(answer: HttpAnswer, endpoint: Endpoint, *, request_id: str | 
         )
     if status >= 500:
         billed_call = endpoint in (Endpoint.SUBMIT, Endpoint.RUN_SYNC)
-        advice = (
-            "The job may have been queued (and billed), so the submit is not sent again"
-            if billed_call and status not in SUBMIT_REFUSED_5XX
-            else "This is usually temporary and is retried with backoff"
-        )
+        if billed_call and status not in SUBMIT_REFUSED_5XX:
+            advice = "The job may have been queued (and billed), so the submit is not sent again"
+        elif billed_call and status == 500:
+            advice = _SUBMIT_500_ADVICE
+        else:
+            advice = "This is usually temporary and is retried with backoff"
         return SegmindServerError(
             sentences(f"{where} failed on Segmind's side (HTTP {status}){said}", advice), **common
         )
@@ -212,8 +241,10 @@ def is_content_block(error: str | None) -> bool:
 def is_invalid_input(error: str | None) -> bool:
     """Whether a FAILED job's reason says the model refused its input, for any model.
 
-    Such a job fails the same way on every submit of the same body, and each submit is billed,
-    so it must not be retried. Models other than SD3 Large have no client-side validation, so
+    Such a job fails the same way on every submit of the same body, so it is not retried: Segmind
+    charges nothing for a FAILED job (see the module docstring), but a retry would still spend a
+    try, a queue wait and rate-limit budget on a known outcome. Models other than SD3 Large have no
+    client-side validation (and media-editing endpoints take any body at submit), so
     this is the only place their bad inputs are caught. A reason that also names a server-side
     cause (GPU, memory, timeout, worker, ...) stays retryable: when in doubt, a retry is allowed.
     """
@@ -242,7 +273,7 @@ def job_failed_error(
             sentences(
                 f"Segmind job {request_id} FAILED: {reason}",
                 "The content-safety filter blocked it: change the prompt or input image; retrying the same "
-                "request would be billed and blocked again",
+                "request would be blocked again, so the task is not retried (a FAILED job is not charged)",
             ),
             **common,
         )
@@ -250,17 +281,51 @@ def job_failed_error(
         return SegmindInvalidInputJobError(
             sentences(
                 f"Segmind job {request_id} FAILED: {reason}",
-                "The model refused its input: fix the task's parameters; retrying the same request would be "
-                "billed and fail again, so the task is not retried",
+                "The model refused its input: fix the task's parameters; retrying the same request would "
+                "fail again, so the task is not retried (a FAILED job is not charged)",
             ),
             **common,
         )
     return SegmindJobFailedError(
         sentences(
             f"Segmind job {request_id} FAILED: {reason}",
-            "Check the prompt and parameters and run the task again; a new submit is billed",
+            "Check the prompt and parameters and run the task again. This job was not charged (Segmind "
+            "bills no FAILED job); a new submit is billed when it completes",
         ),
         **common,
+    )
+
+
+def ran_and_failed_error(where: str, error: str | None, **common: Any) -> SegmindError:
+    """A 422 answered to a submit or a v1 run: the inference ran and FAILED (not a malformed body).
+
+    Classified by the reason, as a FAILED job is (:func:`job_failed_error`): a content block and a
+    refused input fail without task retries (the same request fails again); any other reason (the
+    model crashed, ran out of memory...) leaves the task retryable. Nothing was charged either way.
+    A refused input stays a :class:`SegmindInvalidParametersError` (fix the parameters), as a 400 is.
+    """
+    said = f": {clause(error)}" if clause(error) else ""
+    ran = f"{where} ran and FAILED (HTTP 422){said}"
+    if is_content_block(error):
+        return SegmindContentBlockedError(
+            sentences(
+                ran,
+                "The content-safety filter blocked it: change the prompt or input image; the same request "
+                "would be blocked again, so the task is not retried. Nothing was charged",
+            ),
+            **common,
+        )
+    if is_invalid_input(error):
+        return SegmindInvalidParametersError(
+            sentences(
+                ran,
+                "The model refused its input: fix the task's parameters; the same request would fail again, "
+                "so the task is not retried. Nothing was charged",
+            ),
+            **common,
+        )
+    return SegmindJobFailedError(
+        sentences(ran, "Nothing was charged; a retry of the task submits the request again"), **common
     )
 
 

@@ -10,8 +10,10 @@ Sources:
   ("``image_url``: Base64 encoded image data or URL of the image", segmind.com/models/image-converter/api)
   and the img2img API pages, whose own examples send ``"image": image_url_to_base64(...)`` (raw
   base64, no ``data:`` prefix) while the newer page of the same model documents ``image`` as a
-  URL (segmind.com/models/sd1.5-img2img/api). That SD3 Large's ``image`` behaves the same is
-  inferred [inf]: Segmind's SD3 table does not list ``image`` (segmind-api.md).
+  URL (segmind.com/models/sd1.5-img2img/api). SD3 Large's image-to-image page does the same: its
+  request sends ``"image": image_url_to_base64(...)`` ("Or use image_file_to_base64"), and the family's
+  table (segmind.com/models/stable-diffusion-3-turbo-img2img/api) documents ``image`` as "string
+  (uri)" (segmind.com/models/stable-diffusion-3-large-img2img/api).
 - Types: JPEG, PNG and WebP are the image types Segmind Storage takes as inputs for its models
   (docs.segmind.com/api-reference/segmind-storage, "Supported formats") and the ones Stability's
   SD3 API takes [inf].
@@ -103,3 +105,45 @@ def unsigned_url(url: str) -> str:
 def same_presigned_object(sent: str, recorded: str) -> bool:
     """Whether two presigned URLs name the same object (same host, path and non-signing parameters)."""
     return is_presigned_url(sent) and is_presigned_url(recorded) and unsigned_url(sent) == unsigned_url(recorded)
+
+
+#: AWS's own S3 endpoints for a region (docs.aws.amazon.com/general/latest/gr/s3.html, "Amazon S3
+#: endpoints"): ``s3.<region>.amazonaws.com``, the legacy ``s3-<region>.amazonaws.com``, the dual-stack
+#: and FIPS forms, and ``.amazonaws.com.cn`` in the China regions. A VPC interface endpoint
+#: (``bucket.vpce-....s3.<region>.vpce.amazonaws.com``) is private and matches none of them.
+_AWS_S3_REGIONAL: Final = r"s3(?:-fips)?(?:\.dualstack)?[.-]{region}\.amazonaws\.com(?:\.cn)?"
+#: The global endpoint, which serves us-east-1 (and is what botocore picks there).
+_AWS_S3_GLOBAL: Final = re.compile(r"s3(?:\.dualstack)?\.amazonaws\.com")
+_REGION: Final = re.compile(r"[a-z]{2}(?:-[a-z]+)+-\d+")
+
+
+def _host(url: str | None) -> str | None:
+    if not url:
+        return None
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    return (parts.hostname or "").lower().rstrip(".") if parts.scheme == "https" else None
+
+
+def is_aws_s3_endpoint(endpoint_url: str | None, region: str | None, *, reference: str | None = None) -> bool:
+    """Whether a client's real S3 endpoint is AWS S3 itself for ``region`` (so Segmind can fetch a
+    presigned URL from it), not a private one (MinIO, a VPC endpoint, an internal proxy, moto).
+
+    ``endpoint_url`` is the client's own (``client.meta.endpoint_url``: it reflects the connection's
+    ``endpoint_url``, ``service_config.s3.endpoint_url``, ``AWS_ENDPOINT_URL_S3`` and
+    ``AWS_ENDPOINT_URL`` alike); ``reference`` is the endpoint botocore resolves for the same region and
+    settings when every configured endpoint is ignored, i.e. AWS's own. https only.
+    """
+    host = _host(endpoint_url)
+    if not host:
+        return False
+    if reference is not None and host == _host(reference):
+        return True
+    region = (region or "us-east-1").lower()
+    if region == "us-east-1" and _AWS_S3_GLOBAL.fullmatch(host):
+        return True
+    if not _REGION.fullmatch(region):
+        return False
+    return re.fullmatch(_AWS_S3_REGIONAL.format(region=re.escape(region)), host) is not None

@@ -84,8 +84,11 @@ class RetryPolicy:
 
 #: 5xx answers to a submit that mean no job was queued. Segmind's submit errors, 5xx included,
 #: "come back at once with the error body" (segmind-api.md, v2 submit [doc, 3p]): an answer from
-#: Segmind itself, before queueing. 503 means the server could not take the request at all (RFC
-#: 9110 section 15.6.4). Any other 5xx leaves the outcome unknown: 504 is a gateway that gave up
+#: Segmind itself, before queueing. Segmind's error docs list a 500 as "billed: false" and as often a
+#: parameter problem (docs.segmind.com/docs/serverless-api#api-error-codes, quoted in
+#: :mod:`.errors`): resending it cannot bill twice, though it may fail the same way. 503 means the
+#: server could not take the request at all (RFC 9110 section 15.6.4). Any other 5xx leaves the
+#: outcome unknown: 504 is a gateway that gave up
 #: waiting while the upstream may have queued (and billed) the job, and proxies' 52x codes (a
 #: timeout after connecting, an unknown upstream error) say nothing about it either.
 SUBMIT_REFUSED_5XX: Final = frozenset({500, 502, 503})

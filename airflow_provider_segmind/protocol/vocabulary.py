@@ -1,6 +1,6 @@
 """The API's vocabulary: the names every other protocol module and both transports agree on.
 
-The default host, the key header, the SD3 Large slug, the headers worth reading, the states of a
+The default host, the key header, the SD3 Large slugs, the headers worth reading, the states of a
 v2 job and the calls an answer can belong to. No logic beyond "is this state terminal".
 """
 
@@ -12,6 +12,8 @@ from typing import Final
 DEFAULT_BASE_URL: Final = "https://api.segmind.com"
 API_KEY_HEADER: Final = "x-api-key"
 SD3_LARGE_MODEL: Final = "stable-diffusion-3-large-txt2img"
+#: SD3 Large image-to-image has its own slug (https://segmind.com/models/stable-diffusion-3-large-img2img/api).
+SD3_LARGE_IMG2IMG_MODEL: Final = "stable-diffusion-3-large-img2img"
 #: Segmind's reset header for 429s (a UTC timestamp); ``Retry-After`` is honoured too if sent.
 RATE_LIMIT_RESET_HEADER: Final = "x-rate-limit-reset-at-utc"
 #: Response headers of a v1 call worth keeping: they carry cost, credits, seed and timings.

@@ -294,10 +294,10 @@ def test_v1_base64_answers_json(emulator_factory: Callable[..., SegmindEmulator]
     assert response.headers["x-seed-value"] == "3"
 
 
-def test_v1_rejects_invalid_sd3_params_with_422_and_bills_nothing(api: Api) -> None:
+def test_v1_rejects_invalid_sd3_params_with_400_and_bills_nothing(api: Api) -> None:
     response = api.run({"prompt": "a cat", "aspect_ratio": "7:3"})
 
-    assert response.status_code == 422
+    assert response.status_code == 400
     assert "aspect_ratio" in response.json()["error"]
     assert api.get("/v1/get-user-credits").json()["credits"] == 100.0
 
@@ -480,7 +480,7 @@ def test_v2_validation_submit_mode_rejects_at_submit_without_billing(
 
     response = api.submit({"prompt": "a cat", "mode": "sketch"})
 
-    assert response.status_code == 422
+    assert response.status_code == 400
     assert "Invalid parameter 'mode'" in response.json()["error"]
     assert api.get("/v1/get-user-credits").json()["credits"] == 100.0
     assert api.emulator.jobs() == []

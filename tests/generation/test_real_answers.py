@@ -241,11 +241,11 @@ def test_a_model_slug_with_dot_segments_fails_before_any_request(emu: Any) -> No
 
 def test_every_bad_field_is_reported_at_once_before_any_request(emu: Any) -> None:
     with pytest.raises(AirflowFailException) as info:
-        t2i(mode="image-to-image", strength=2, aspect_ratio="4:3").execute(make_context())
+        t2i(output_format="gif", seed=-2, aspect_ratio="4:3").execute(make_context())
     cause = info.value.__cause__
     assert isinstance(cause, SegmindInvalidParametersError)
-    assert sorted(problem[0] for problem in cause.problems) == ["aspect_ratio", "image", "strength"]
-    for allowed in ("an image URL or base64 string", "a number from 0 to 1", "'16:9'"):
+    assert sorted(problem[0] for problem in cause.problems) == ["aspect_ratio", "output_format", "seed"]
+    for allowed in ("'jpeg', 'png'", "an integer from 0 to 4294967294", "'16:9'"):
         assert allowed in str(info.value)
     assert emu.stats()["submit_attempts"] == 0
 

@@ -1,9 +1,9 @@
 """The product-photos example DAG itself through ``dag.test()``: a prefix of S3 photos -> mapped variants -> S3.
 
 Real emulator, real S3 endpoint (moto), real task runner: the photos are listed, one deferrable
-image-to-image task runs per photo and seed (mapped over an XComArg of ``s3://`` URIs), and every
-variant is stored back in S3. Each variant is painted over its own photo, and no XCom row holds a
-photo's bytes or a presigned URL.
+image-to-image task runs per photo and seed (mapped over an XComArg of ``s3://`` URIs) on SD3
+Large's image-to-image slug, and every variant is stored back in S3. Each variant is painted over
+its own photo, and no XCom row holds a photo's bytes or a presigned URL.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_segmind.emulator import SegmindEmulator
+from airflow_provider_segmind.protocol import SD3_LARGE_IMG2IMG_MODEL
 from tests.generation.test_dag_test import xcoms
 from tests.inputs.conftest import photo
 from tests.transfers.helpers import S3Env
@@ -72,7 +73,12 @@ def test_photos_under_a_prefix_become_variants_in_s3(
     states = _task_states(DAG_ID, run.run_id)
     assert sorted(index for task, index in states if task == "variants") == [0, 1, 2, 3]  # 2 photos x 2 seeds
     assert set(states.values()) == {"success"}
-    assert emu.stats()["submissions"] == 4
+    stats = emu.stats()
+    assert stats["submissions"] == 4
+    # Every submit went to the image-to-image slug (issue 23), none to the text-to-image one.
+    assert stats["per_model"] == {SD3_LARGE_IMG2IMG_MODEL: {"submissions": 4}}
+    assert {job["model"] for job in emu.jobs()} == {SD3_LARGE_IMG2IMG_MODEL}
+    assert all(job["params"]["mode"] == "image-to-image" and "aspect_ratio" not in job["params"] for job in emu.jobs())
 
     keys = s3.keys()
     variants = sorted(key for key in keys if key.startswith("segmind/") and key.endswith(".png"))

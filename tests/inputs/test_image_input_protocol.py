@@ -10,14 +10,14 @@ from __future__ import annotations
 import pytest
 
 from airflow_provider_segmind.exceptions import SegmindInvalidParametersError
-from airflow_provider_segmind.protocol.history_search import body_matches
+from airflow_provider_segmind.protocol.history_search import Match, body_match, body_matches
 from airflow_provider_segmind.protocol.image_input import (
     is_presigned_url,
     s3_uri_problem,
     same_presigned_object,
     unsigned_url,
 )
-from airflow_provider_segmind.protocol.params import SD3_LARGE_MODEL, validate_params
+from airflow_provider_segmind.protocol.params import SD3_LARGE_IMG2IMG_MODEL, validate_params
 
 OBJECT = "https://photos.s3.eu-west-1.amazonaws.com/product-photos/mug.png"
 
@@ -71,12 +71,42 @@ def test_an_s3_uri_must_name_one_object(uri: str, problem: str) -> None:
     assert found is not None
     assert problem in found
     with pytest.raises(SegmindInvalidParametersError, match="'image'") as info:
-        validate_params(SD3_LARGE_MODEL, {"prompt": "x", "mode": "image-to-image", "image": uri, "strength": 0.5})
+        validate_params(SD3_LARGE_IMG2IMG_MODEL, {"prompt": "x", "image": uri, "strength": 0.5})
     assert problem in str(info.value)
 
 
 def test_a_valid_s3_uri_passes_validation_unchanged() -> None:
     uri = "s3://photos-bucket/product photos/mug (1).png"
     assert s3_uri_problem(uri) is None
-    body = validate_params(SD3_LARGE_MODEL, {"prompt": "x", "mode": "image-to-image", "image": uri, "strength": 0.5})
+    body = validate_params(SD3_LARGE_IMG2IMG_MODEL, {"prompt": "x", "image": uri, "strength": 0.5})
     assert body["image"] == uri
+
+
+def test_the_history_match_accepts_resigned_urls_under_any_name_and_in_lists() -> None:
+    """Issue 23 item 2: ``history_search._same`` compares presigned URLs without their signature at any
+    key and inside lists, so a retry that signs anew still finds its lost submit."""
+    vase = sigv4("20261130T120000Z").replace("mug.png", "vase.png")
+    sent = {
+        "prompt": "both on a shelf",
+        "input_image": sigv4("20261130T121500Z"),
+        "images": [sigv4("20261130T121500Z", expires=600), vase.replace("20261130T120000Z", "20261130T121500Z")],
+    }
+    recorded = {
+        "prompt": "both on a shelf",
+        "input_image": sigv4("20261130T120000Z"),
+        "images": [sigv4("20261130T120000Z"), vase],
+    }
+    assert body_matches(sent, recorded)
+    assert not body_matches(sent, {**recorded, "images": [vase, sigv4("20261130T120000Z")]})  # another order
+    assert not body_matches(sent, {**recorded, "images": [sigv4("20261130T120000Z")]})  # another length
+    assert not body_matches(sent, {**recorded, "input_image": vase})  # another object
+
+
+def test_a_list_of_media_the_history_replaced_by_a_placeholder_proves_nothing_either_way() -> None:
+    """Segmind "does not store any input images" (docs.segmind.com/api-reference/logging): a row may
+    hold a placeholder where the list of input media was, which is neither proof nor disproof."""
+    sent = {"prompt": "two products", "images": [sigv4("20261130T121500Z"), "A" * 2048]}
+    assert body_match(sent, {"prompt": "two products", "images": "<not stored>"}) is Match.PARTIAL
+    assert body_match(sent, {"prompt": "another", "images": "<not stored>"}) is Match.NO
+    assert body_match(sent, {"prompt": "two products", "images": OBJECT}) is Match.NO  # a URL is not a placeholder
+    assert body_match({"prompt": "x", "tags": ["a", "b"]}, {"prompt": "x", "tags": "a,b"}) is Match.NO  # not media

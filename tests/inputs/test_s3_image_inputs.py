@@ -20,10 +20,10 @@ from airflow_provider_segmind.emulator import SegmindEmulator
 from airflow_provider_segmind.exceptions import SegmindInvalidParametersError
 from airflow_provider_segmind.operators.segmind import (
     STATE_STORE_KEY,
+    SegmindImageToImageOperator,
     SegmindRunOperator,
-    SegmindTextToImageOperator,
 )
-from airflow_provider_segmind.protocol import SD3_LARGE_MODEL
+from airflow_provider_segmind.protocol import SD3_LARGE_IMG2IMG_MODEL
 from airflow_provider_segmind.protocol.image_input import IMAGE_ALLOWED, MAX_INPUT_IMAGE_BYTES
 from tests.generation.helpers import (
     FAST_SCHEDULE,
@@ -41,13 +41,13 @@ RED, BLUE = (200, 30, 30), (30, 40, 210)
 FAST_EXTRA: dict[str, Any] = {"read_timeout": 0.5, "retry_backoff": 0.01}
 
 
-def i2i(image: Any, **kwargs: Any) -> SegmindTextToImageOperator:
+def i2i(image: Any, **kwargs: Any) -> SegmindImageToImageOperator:
     kwargs.setdefault("prompt", "the same product on a marble counter")
     kwargs.setdefault("strength", 0.3)
     kwargs.setdefault("poll_schedule", FAST_SCHEDULE)
     kwargs.setdefault("deferrable", False)
     kwargs.setdefault("history_wait", 2.0)
-    return SegmindTextToImageOperator(task_id="variant", mode="image-to-image", image=image, **kwargs)
+    return SegmindImageToImageOperator(task_id="variant", image=image, **kwargs)
 
 
 def put(s3: S3Env, key: str, body: bytes, content_type: str | None = "image/png") -> str:
@@ -172,7 +172,7 @@ def test_bad_transport_or_expiry_fails_at_parse_time() -> None:
 def _submit_raw(emu: SegmindEmulator, image: Any) -> requests.Response:
     body = {"prompt": "x", "mode": "image-to-image", "image": image, "strength": 0.5}
     return requests.post(
-        f"{emu.base_url}/v2/{SD3_LARGE_MODEL}", json=body, headers={"x-api-key": emu.api_key}, timeout=15
+        f"{emu.base_url}/v2/{SD3_LARGE_IMG2IMG_MODEL}", json=body, headers={"x-api-key": emu.api_key}, timeout=15
     )
 
 
@@ -249,7 +249,7 @@ def test_bytes_and_signed_urls_stay_out_of_xcom_trigger_kwargs_and_the_record(
 # ------------------------------------------------------------------ exactly-once across tries
 
 
-def request_of_try(op: SegmindTextToImageOperator, context: dict[str, Any]) -> str:
+def request_of_try(op: SegmindImageToImageOperator, context: dict[str, Any]) -> str:
     """The request a try deferred on, or finished with (a COMPLETED earlier request is reused without deferring)."""
     try:
         summary = op.execute(context)
@@ -305,7 +305,7 @@ def test_the_run_operator_resolves_an_s3_image_too(emu: SegmindEmulator, s3: S3E
     uri = put(s3, "photos/red.png", photo(RED))
     op = SegmindRunOperator(
         task_id="run",
-        model=SD3_LARGE_MODEL,
+        model=SD3_LARGE_IMG2IMG_MODEL,
         inputs={"prompt": "x", "mode": "image-to-image", "image": uri, "strength": 0.2},
         image_transport="base64",
         poll_schedule=FAST_SCHEDULE,

@@ -36,7 +36,7 @@ from datetime import datetime
 
 from airflow.sdk import DAG
 
-from airflow_provider_segmind.operators.segmind import SegmindTextToImageOperator
+from airflow_provider_segmind.operators.segmind import SegmindImageToImageOperator, SegmindTextToImageOperator
 from airflow_provider_segmind.transfers.segmind_to_s3 import SegmindToS3Operator
 
 BUCKET = os.environ.get("SEGMIND_LINEAGE_TEST_BUCKET", "segmind-lineage-unset")
@@ -47,10 +47,9 @@ with DAG(dag_id="DAG_ID_HERE", schedule=None, start_date=datetime(2026, 1, 1), c
     images = SegmindTextToImageOperator.partial(
         task_id="generate", deferrable=True, poll_schedule=FAST_POLLS
     ).expand(prompt=["a red fox in fresh snow", "a blue whale at dusk"])
-    variant = SegmindTextToImageOperator(
+    variant = SegmindImageToImageOperator(
         task_id="variant",
         prompt="the same shoe on a beach",
-        mode="image-to-image",
         image=f"s3://{BUCKET}/PHOTO_KEY_HERE",
         strength=0.6,
         deferrable=False,
@@ -176,6 +175,7 @@ def test_dag_test_emits_the_objects_written(
     (variant,) = _completes(events, "variant")
     assert _names(variant["inputs"]) == {(f"s3://{s3.bucket}", PHOTO_KEY)}
     variant_facet = variant["run"]["facets"]["segmind"]
+    assert variant_facet["model"] == "stable-diffusion-3-large-img2img"
     assert variant_facet["seedFilled"] is True
     assert variant_facet["seed"] == emu.job(variant_facet["requestId"])["params"]["seed"]
     (variant_output,) = variant["outputs"]

@@ -20,8 +20,12 @@ from airflow.providers.common.compat.sdk import TaskDeferred
 
 from airflow_provider_segmind.emulator import SegmindEmulator
 from airflow_provider_segmind.lineage import image_dataset, output_dataset
-from airflow_provider_segmind.operators.segmind import SegmindRunOperator, SegmindTextToImageOperator
-from airflow_provider_segmind.protocol import SD3_LARGE_MODEL
+from airflow_provider_segmind.operators.segmind import (
+    SegmindImageToImageOperator,
+    SegmindRunOperator,
+    SegmindTextToImageOperator,
+)
+from airflow_provider_segmind.protocol import SD3_LARGE_IMG2IMG_MODEL
 from airflow_provider_segmind.transfers.segmind_to_s3 import SegmindToS3Operator
 from airflow_provider_segmind.triggers.segmind import SegmindJobTrigger, ends_from_trigger
 from tests.inputs.conftest import MediaHost, photo
@@ -67,10 +71,9 @@ def test_a_run_reports_its_request_seed_cost_and_outputs(emu: SegmindEmulator, s
     # A real photo in moto's S3: the operator reads an s3:// input before submitting it.
     s3.client.put_object(Bucket=s3.bucket, Key="shoes/red.png", Body=photo((200, 30, 30)), ContentType="image/png")
     image = f"s3://{s3.bucket}/shoes/red.png"
-    op = SegmindTextToImageOperator(
+    op = SegmindImageToImageOperator(
         task_id="variant",
         prompt="the shoe on a beach",
-        mode="image-to-image",
         image=image,
         strength=0.5,
         poll_schedule=FAST_POLLS,
@@ -79,12 +82,12 @@ def test_a_run_reports_its_request_seed_cost_and_outputs(emu: SegmindEmulator, s
     assert [_pair(d) for d in before.inputs] == [(f"s3://{s3.bucket}", "shoes/red.png")]
     assert before.outputs == []
     assert before.run_facets == {}
-    assert before.job_facets["segmind"].model == SD3_LARGE_MODEL
+    assert before.job_facets["segmind"].model == SD3_LARGE_IMG2IMG_MODEL
 
     summary = op.execute(make_context())
     lineage = op.get_openlineage_facets_on_complete(None)
     facet = lineage.run_facets["segmind"]
-    assert (facet.requestId, facet.model) == (summary["request_id"], SD3_LARGE_MODEL)
+    assert (facet.requestId, facet.model) == (summary["request_id"], SD3_LARGE_IMG2IMG_MODEL)
     assert facet.seed == summary["seed"] == emu.job(summary["request_id"])["params"]["seed"]
     assert facet.seedFilled is True
     assert facet.cost == summary["metrics"]["cost"]
@@ -97,7 +100,7 @@ def test_the_run_operator_reads_image_from_its_inputs(emu: SegmindEmulator, medi
     # The emulator fetches a URL input (loopback only), so the photo comes from a real HTTP server.
     op = SegmindRunOperator(
         task_id="run",
-        model=SD3_LARGE_MODEL,
+        model=SD3_LARGE_IMG2IMG_MODEL,
         inputs={
             "prompt": "a fox",
             "mode": "image-to-image",

@@ -668,6 +668,10 @@ class Ledger:
     by the task of another prompt than the one billed (``(request id, billed prompt, owner)``);
     ``unbilled``, requests a task holds that the account was never billed for (a teammate's).
     With ``failures`` (the failed tries' events), ``safe_rule``: the tries failed by the safe rule.
+
+    ``uncharged``: jobs the emulator created without a charge (a job that FAILs is not charged, as
+    Segmind's error docs say, unless the emulator's ``bill_failed_jobs`` is on): counted like any other
+    job above, so the ledger holds either way.
     """
 
     jobs_by_prompt: dict[int, list[dict[str, Any]]]
@@ -679,6 +683,7 @@ class Ledger:
     misowned: list[tuple[str, int, str]] = field(default_factory=list)
     unbilled: list[tuple[str, str]] = field(default_factory=list)
     safe_rule: list[SafeRuleFailure] = field(default_factory=list)
+    uncharged: int = 0
 
     def prompt_of(self, request_id: str) -> int | None:
         """The prompt a billed request belongs to (any spelling of its id), or None if never billed."""
@@ -701,6 +706,7 @@ def billing_ledger(
     ledger = Ledger(defaultdict(list), Counter(), [], [])
     billed_prompt: dict[str, int | None] = {}
     for job in jobs:
+        ledger.uncharged += job.get("billed") is False
         index = prompt_index(job["params"].get("prompt"))
         billed_prompt[request_id_key(job["request_id"])] = index
         if index is None or not 0 <= index < prompts:
@@ -886,6 +892,8 @@ def audit(run: SoakRun) -> Audit:
     # With the history off, the duplicates are the documented cost (reported below, not violations).
     expected_paid = prompts_billed + sum(resubmits.values()) + (0 if settings.history_lookup else duplicates)
     a.check(submissions == expected_paid, f"paid submissions {submissions} != {expected_paid} expected")
+    unbilled = run.emulator_stats.get("unbilled_failures", 0)
+    a.check(unbilled == ledger.uncharged, f"emulator counts {unbilled} unbilled FAILED jobs, lists {ledger.uncharged}")
 
     # ---- outcome of every prompt -------------------------------------------------------------
     prefix = f"segmind/{_enc(dag_id)}/{_enc(run_id)}/"
@@ -1033,7 +1041,7 @@ def audit(run: SoakRun) -> Audit:
         (
             "paid submissions (emulator)",
             f"{submissions} = {prompts_billed} prompts + {resubmits['FAILED']} "
-            f"resubmits of FAILED + {resubmits['EXPIRED']} of expired jobs",
+            f"resubmits of FAILED + {resubmits['EXPIRED']} of expired jobs ({ledger.uncharged} FAILED, not charged)",
         ),
         (
             f"  duplicates (history_lookup {'on' if settings.history_lookup else 'OFF'})",

@@ -214,3 +214,21 @@ def test_run_sightings_read_xcom_records_triggers_and_claims(tmp_path: Path) -> 
     assert ledger.shared == []
     assert ledger.misowned == []
     assert ledger.unbilled == [(f"{teammate} (a teammate's copy of {B})", owner_name(GENERATE, 1))]
+
+
+def test_jobs_that_failed_unbilled_are_counted_like_the_others() -> None:
+    """Issue 23 item 3: the emulator charges nothing for a FAILED job by default (``billed: false``); the
+    ledger's rules hold either way, and it counts the uncharged ones."""
+    unbilled = _job("a", "[p0001] a fox", "FAILED", 1.0) | {"billed": False, "cost": 0.0}
+    charged = _job("b", "[p0002] a cat", "FAILED", 1.0) | {"billed": True, "cost": 0.04}  # bill_failed_jobs=True
+    jobs = [
+        unbilled,
+        _job("c", "[p0001] a fox", "COMPLETED", 2.0) | {"billed": True},
+        charged,
+        _job("d", "[p0002] a cat", "COMPLETED", 2.0) | {"billed": True},
+        _job("e", "[p0003] a dog", "COMPLETED", 1.0),  # an emulator without the field: billed
+    ]
+    ledger = billing_ledger(jobs, prompts=10)
+    assert ledger.resubmits == {"FAILED": 2}
+    assert ledger.paid_twice == []
+    assert ledger.uncharged == 1
