@@ -36,6 +36,8 @@ READING_ORDER = (
     "learning",
     "history",
     "history_search",
+    "catalogue",
+    "contract",
 )
 PACKAGE_DIR = Path(protocol.__file__).parent
 

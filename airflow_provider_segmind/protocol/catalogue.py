@@ -1,5 +1,4 @@
-"""Segmind's model catalogue, as pure functions: its URL, its answer as a set of slugs, and the refusal of a slug it
-does not list.
+"""Segmind's model catalogue, as pure functions: its URL, its answer, the refusal of an unlisted slug.
 
 Source: the official SDK ``segmind==1.3.0``, ``segmind/models.py``: ``Models.list()`` sends
 ``GET https://api.spotprod.segmind.com/inference-model-information/list`` (with the client's

@@ -1,5 +1,6 @@
-"""The contract check's rules, as pure functions: what a raw answer says about each assumption, and the
-account profile it adds up to.
+"""The contract check's rules, as pure functions: what each answer says about an assumption.
+
+They add up to the account profile the emulator loads.
 
 The provider assumes things about Segmind's live API that Segmind does not document, or documents
 thinly (sources in ``docs/contract.md``): the request history's row shape (SDK 1.3.0
