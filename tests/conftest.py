@@ -28,10 +28,9 @@ class SharedClaims:
     Inside a task that Airflow runs (``dag.test()``, a real worker) the claims are Airflow
     Variables, as in production; a unit test that calls ``execute`` directly has no Task SDK to
     reach them through, so its claims live in this dict, shared by every operator of the test the
-    way Variables are shared by every worker. ``settle`` is short: a dict write takes no time.
+    way Variables are shared by every worker. ``settle`` is short for the dict (a write takes no
+    time) and the production one for real Variables.
     """
-
-    settle = 0.05
 
     def __init__(self) -> None:
         self.values: dict[str, str] = {}
@@ -45,6 +44,12 @@ class SharedClaims:
 
             return VariableClaims()
         return None
+
+    @property
+    def settle(self) -> float:
+        """Real Variables settle as in production; the dict needs no time."""
+        real = self._real()
+        return float(real.settle) if real is not None else 0.05
 
     def get(self, name: str) -> str | None:
         real = self._real()
