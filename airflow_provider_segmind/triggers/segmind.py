@@ -271,7 +271,9 @@ class SegmindJobTrigger(BaseTrigger):
         ``XComModel.set`` (``json.dumps`` into a JSON column), so every value reaches downstream
         tasks as JSON text, a summary as a string instead of a dict (seen on a real 3.3 scheduler,
         ``tests/integration``). The Task SDK's ``XCom.set`` (trigger code may call it since 3.1's
-        ``SetXCom`` in the triggerer) encodes like a worker's push and honours a custom XCom backend.
+        ``SetXCom`` in the triggerer) encodes like a worker's push and honours a custom XCom backend;
+        it is imported from ``airflow.providers.common.compat.sdk`` (which exports it from 1.23.0,
+        the declared floor), not from the Task SDK's private ``execution_time`` package.
         Anything that stops it (no task instance, as in a bare event loop; an Execution API error)
         resumes the task on the worker instead, which is always correct.
         """
@@ -279,7 +281,7 @@ class SegmindJobTrigger(BaseTrigger):
         if ti is None:
             return False
         try:
-            from airflow.sdk.execution_time.xcom import XCom
+            from airflow.providers.common.compat.sdk import XCom
 
             for key, value in xcoms.items():
                 await asyncio.to_thread(
