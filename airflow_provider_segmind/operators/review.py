@@ -22,7 +22,7 @@ from airflow_provider_segmind.transfers._candidates import (
     flatten_candidates,
     review_options,
 )
-from airflow_provider_segmind.utils.review_body import MAX_URL_EXPIRY, build_review_body
+from airflow_provider_segmind.utils.review_body import DEFAULT_URL_EXPIRY, MAX_URL_EXPIRY, build_review_body
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -31,6 +31,8 @@ __all__ = ["DEFAULT_RESPONSE_TIMEOUT", "PUBLISH_NONE", "SegmindReviewOperator"]
 
 #: How long a review waits for an answer before its default (:data:`PUBLISH_NONE`) is taken.
 DEFAULT_RESPONSE_TIMEOUT: Final = timedelta(days=1)
+#: The shortest link lifetime (a reviewer needs time to open the screen).
+_MIN_URL_EXPIRY: Final = timedelta(minutes=1)
 
 
 class SegmindReviewOperator(HITLOperator):
@@ -41,8 +43,9 @@ class SegmindReviewOperator(HITLOperator):
     built when the task runs, from the rendered ``candidates``, and rebuilt the same way when it
     resumes with the answer (the labels depend only on the candidates' order and keys).
 
-    **Body** (Markdown): each candidate's image through a presigned S3 URL valid for
-    ``url_expiry`` (default: ``response_timeout``, at most 7 days), under its option label, with
+    **Body** (Markdown): each candidate's image through a presigned (SigV4) S3 URL valid for
+    ``url_expiry`` (default 1 hour, or ``response_timeout`` if shorter; at most 7 days: see
+    docs/review.md for who can open them and why short), under its option label, with
     prompt, seed, size, cost, model and request id from its manifest; ``contact_sheet`` adds a
     link to the run's contact sheet; ``show_images=False`` links the images instead of showing
     them. A ``body`` you pass (templated) comes first.
@@ -66,7 +69,8 @@ class SegmindReviewOperator(HITLOperator):
     :param aws_conn_id: the AWS connection that reads manifests and signs the image URLs.
     :param show_images: show each image in the body (default), or link it.
     :param contact_sheet: ``s3://`` URI of the run's contact sheet, linked from the body. Templated.
-    :param url_expiry: how long the presigned links work (default: ``response_timeout``, else 1 day).
+    :param url_expiry: how long the presigned links work (default: 1 hour, or ``response_timeout``
+        if shorter; capped at 7 days). The links outlive the answer and reach the notifiers.
     :param kwargs: the ``HITLOperator``'s others (``body``, ``notifiers``, ``assigned_users``,
         ``params``); ``options``, ``multiple`` and ``defaults`` are this operator's.
     """
@@ -103,8 +107,13 @@ class SegmindReviewOperator(HITLOperator):
         self.aws_conn_id = aws_conn_id
         self.show_images = show_images
         self.contact_sheet = contact_sheet
-        expiry = url_expiry or response_timeout or DEFAULT_RESPONSE_TIMEOUT
-        self.url_expiry = min(expiry, MAX_URL_EXPIRY)
+        if url_expiry is None:
+            # Not the response timeout (a day by default): the links work for anyone who has the body
+            # (notifiers send it out of Airflow) and keep working after the answer.
+            url_expiry = max(min(DEFAULT_URL_EXPIRY, response_timeout or DEFAULT_URL_EXPIRY), _MIN_URL_EXPIRY)
+        elif url_expiry < _MIN_URL_EXPIRY:
+            raise ValueError(f"url_expiry must be at least {_MIN_URL_EXPIRY}, got {url_expiry}")
+        self.url_expiry = min(url_expiry, MAX_URL_EXPIRY)
 
     def _candidate_uris(self) -> list[str]:
         try:
