@@ -28,8 +28,14 @@ from typing import Any, Final
 
 import jinja2
 
-from airflow_provider_segmind.transfers._candidates import PUBLISH_NONE, candidate_labels, split_uri
-from airflow_provider_segmind.transfers._s3 import sigv4_client
+from airflow_provider_segmind.transfers._candidates import (
+    PUBLISH_NONE,
+    ReviewInputError,
+    candidate_labels,
+    pin,
+    split_uri,
+)
+from airflow_provider_segmind.transfers._s3 import SHA256_METADATA, sigv4_client
 from airflow_provider_segmind.transfers._s3_keys import manifest_key
 
 #: SigV4 presigned URLs live at most 7 days.
@@ -114,6 +120,8 @@ def _rows(manifest: Mapping[str, Any]) -> list[tuple[str, str]]:
         ("Cost", manifest.get("cost", metrics.get("cost"))),
         ("Model", manifest.get("model")),
         ("Request", manifest.get("request_id")),
+        # The first hex digits of what the review pins (the publish step copies exactly these bytes).
+        ("SHA-256", f"{manifest['sha256'][:12]}…" if isinstance(manifest.get("sha256"), str) else None),
     ]
     return [(name, str(value)) for name, value in rows if value not in (None, "")]
 
@@ -174,7 +182,29 @@ def build_review_body(
     contact_sheet: str | None = None,
     intro: str | None = None,
 ) -> str:
-    """Read each candidate's manifest, presign its image (and the contact sheet), render the body.
+    """The review's Markdown body (:func:`build_review` without its pins)."""
+    body, _pins = build_review(
+        uris, aws_conn_id=aws_conn_id, expires=expires, images=images, contact_sheet=contact_sheet, intro=intro
+    )
+    return body
+
+
+def build_review(
+    uris: Sequence[str],
+    *,
+    aws_conn_id: str = "aws_default",
+    expires: timedelta = DEFAULT_URL_EXPIRY,
+    images: bool = True,
+    contact_sheet: str | None = None,
+    intro: str | None = None,
+) -> tuple[str, list[dict[str, Any]]]:
+    """Read each candidate's manifest and object head, presign its image (and the contact sheet), render the body.
+
+    Returns the body and one pin per option (:func:`~airflow_provider_segmind.transfers._candidates.pin`:
+    label, URI, SHA-256, version id): what the review shows is pinned, the image link included (it
+    names the pinned version where the bucket keeps versions), so the publish step can check it
+    copies that object. A candidate whose bytes are not the ones its manifest records (its
+    ``x-amz-meta-sha256`` differs) is refused here, before anyone is asked.
 
     :param uris: the candidates' ``s3://`` URIs, in the order of the review's options.
     :param expires: how long the presigned (SigV4) links work (default 1 hour, capped at 7 days,
@@ -186,30 +216,40 @@ def build_review_body(
     """
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-    hook = S3Hook(aws_conn_id=aws_conn_id)
-    client = sigv4_client(hook)
+    client = sigv4_client(S3Hook(aws_conn_id=aws_conn_id))
     expires = min(expires, MAX_URL_EXPIRY)
     seconds = int(expires.total_seconds())
 
-    def presign(uri: str) -> str:
+    def presign(uri: str, version_id: str | None = None) -> str:
         bucket, key = split_uri(uri)
-        url = client.generate_presigned_url(
-            ClientMethod="get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=seconds
-        )
+        params = {"Bucket": bucket, "Key": key, **({"VersionId": version_id} if version_id else {})}
+        url = client.generate_presigned_url(ClientMethod="get_object", Params=params, ExpiresIn=seconds)
         if not url:
             raise RuntimeError(f"could not presign {uri}")
         return str(url)
 
     manifests: list[Mapping[str, Any] | None] = []
-    for uri in uris:
+    pins: list[dict[str, Any]] = []
+    for label, uri in zip(candidate_labels(uris), uris, strict=True):
         bucket, key = split_uri(uri)
-        manifests.append(json.loads(hook.read_key(manifest_key(key), bucket_name=bucket)))
-    return render_review_body(
+        manifest = json.loads(client.get_object(Bucket=bucket, Key=manifest_key(key))["Body"].read())
+        head = client.head_object(Bucket=bucket, Key=key)
+        recorded = {str(k).lower(): str(v) for k, v in (head.get("Metadata") or {}).items()}.get(SHA256_METADATA)
+        sha256 = manifest.get("sha256") if isinstance(manifest, Mapping) else None
+        if recorded is not None and sha256 is not None and recorded != sha256:
+            raise ReviewInputError(
+                f"candidates: {uri} is not the object its manifest describes (its sha256 metadata {recorded}, its "
+                f"manifest {sha256}): it was changed after it was stored; nothing was asked"
+            )
+        manifests.append(manifest if isinstance(manifest, Mapping) else None)
+        pins.append(pin(label, uri, sha256 or recorded, head.get("VersionId")))
+    body = render_review_body(
         uris,
         manifests,
-        [presign(uri) for uri in uris],
+        [presign(p["uri"], p["version_id"]) for p in pins],
         contact_sheet=presign(contact_sheet) if contact_sheet else None,
         expires=expires,
         intro=intro,
         inline=images,
     )
+    return body, pins
