@@ -182,7 +182,9 @@ class SegmindJobTrigger(BaseTrigger):
         value is then the operator's (:func:`~airflow_provider_segmind.results.completed_summary`)
         and the request id, output URL and extra link XComs are pushed too. ``None``: the event's
         summary as it is, alone (what the sensor returns).
-    :param filled_seed: the seed the operator filled in, for the summary.
+    :param filled_seed: the seed the operator filled in, for the summary; also put in the event that
+        resumes the task (``filled_seed``), so a resume that drops the defer's kwargs
+        (``dag.test()``) still knows it.
     :param push_return_value: the task's ``do_xcom_push``.
     """
 
@@ -262,6 +264,9 @@ class SegmindJobTrigger(BaseTrigger):
             self.log.info("Segmind job %s COMPLETED: ending the task from the trigger.", self.request_id)
             yield TaskSuccessEvent()
             return
+        if self.filled_seed is not None:
+            # Also in the defer's kwargs, which dag.test() (3.1 to 3.3) drops when it resumes the task.
+            event = {**event, "filled_seed": self.filled_seed}
         yield TriggerEvent(event)  # type: ignore[no-untyped-call]
 
     async def _push_xcoms(self, xcoms: Mapping[str, Any]) -> bool:
