@@ -8,10 +8,12 @@ runs through Airflow's real task runner (``dag.test()``):
 - deferred, resumed on the worker: ``dag.test()`` resumes with the trigger's event only, dropping
   the defer's ``kwargs`` (``next_kwargs = {"event": ...}``, Airflow 3.1 to 3.3), where the filled
   seed used to travel: the trigger now puts it in its event too;
-- deferred with ``end_from_trigger``: the trigger ends the task where it can push its XComs (its
-  summary has the seed: ``test_end_from_trigger.py``; a real triggerer: ``tests/integration``);
-  under ``dag.test()`` the task is resumed on the worker instead, with the event or the bare
-  ``"success"``, and must come out the same;
+- deferred with ``end_from_trigger``: a triggerer gives the trigger its task instance and the
+  trigger ends the task, pushing the summary itself (checked below with the operator's own trigger
+  and the XCom push recorded at ``common.compat``; a real triggerer: ``tests/integration``); under
+  ``dag.test()`` the trigger has no task instance, so the task resumes on the worker with the event
+  (and were it resumed with the bare ``"success"``, ``test_end_from_trigger.py`` shows the seed
+  comes from the request record), and must come out the same;
 - finished from the request history: the v2 record is gone (404) when the job is looked at, and
   the history's record finishes the task, blocking and deferred.
 
@@ -20,14 +22,23 @@ A seed the user gave is reported as it is, without ``seed_filled``.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from tests.generation.helpers import ManualClock, use_emulator
+from tests.generation.helpers import (
+    FAST_SCHEDULE,
+    DictTaskStateStore,
+    ManualClock,
+    make_context,
+    run_trigger,
+    use_emulator,
+)
 from tests.generation.test_dag_test import _BROKEN, _summary, run_dag, write_dag
 
 pytestmark = pytest.mark.skipif(_BROKEN is not None, reason=_BROKEN or "")
@@ -113,3 +124,41 @@ def test_the_filled_seed_is_in_a_result_from_the_request_history(
     stats = emu.stats()
     assert stats["submissions"] == 1
     assert stats["history_calls"] >= 1
+
+
+def test_the_filled_seed_is_in_what_the_trigger_pushes_when_it_ends_the_task(
+    emu: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ``end_from_trigger`` mode as a triggerer runs it: the operator's own trigger (rebuilt from its
+    stored kwargs) with a task instance, ending the task with the summary it pushes."""
+    import airflow.providers.common.compat.sdk as compat
+    from airflow.providers.common.compat.sdk import TaskDeferred
+    from airflow.triggers.base import TaskSuccessEvent
+
+    from airflow_provider_segmind.operators.segmind import SegmindTextToImageOperator
+    from airflow_provider_segmind.triggers.segmind import SegmindJobTrigger
+
+    pushed: dict[str, Any] = {}
+
+    class Recorder:
+        @staticmethod
+        def set(key: str, value: Any, **_: Any) -> None:
+            pushed[key] = json.loads(json.dumps(value))
+
+    monkeypatch.setattr(compat, "XCom", Recorder, raising=False)
+    op = SegmindTextToImageOperator(
+        task_id="t2i",
+        prompt="a lighthouse at dawn",
+        deferrable=True,
+        poll_schedule=FAST_SCHEDULE,
+        end_from_trigger=True,
+    )
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(make_context(DictTaskStateStore()))
+    _classpath, stored = deferred.value.trigger.serialize()
+    trigger = SegmindJobTrigger(**json.loads(json.dumps(stored)))
+    trigger.task_instance = SimpleNamespace(dag_id="d", task_id="t2i", run_id="r", map_index=-1)
+    (event,) = run_trigger(trigger)
+    assert isinstance(event, TaskSuccessEvent)
+    summary = pushed["return_value"]
+    _assert_filled(summary, emu.job(summary["request_id"])["params"])
