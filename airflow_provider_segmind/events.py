@@ -9,7 +9,9 @@ Event schema (the payload of the single :class:`~airflow.triggers.base.TriggerEv
      "error_type": str | None # error: the exception class
      "retryable": bool        # error: whether a task retry can help (False for a bad key)
      "deadline": float | None # the absolute deadline (epoch seconds), when one was set
-     "polls": int}            # status/result calls this watch made
+     "polls": int,            # status/result calls this watch made
+     "filled_seed": int}      # a trigger's event only, when the operator filled the seed: it comes
+                              # back with the event (dag.test() resumes with the event alone)
 
 No event ever carries the API key: every error text is passed through
 :func:`~airflow_provider_segmind.protocol.redact` with the keys the watch used.
@@ -39,6 +41,7 @@ __all__ = [
     "EVENT_STATUSES",
     "EVENT_SUCCESS",
     "describe_transition",
+    "event_filled_seed",
     "outcome_event",
     "success_event",
     "validate_event",
@@ -154,6 +157,12 @@ def validate_event(event: Any) -> dict[str, Any]:
     if status == EVENT_SUCCESS and not isinstance(event.get("result"), Mapping):
         raise ValueError("the Segmind trigger success event has no result")
     return dict(event)
+
+
+def event_filled_seed(event: Mapping[str, Any]) -> int | None:
+    """The seed the operator filled, as its trigger carried it in the event (``None`` if it did not)."""
+    seed = event.get("filled_seed")
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0 else None
 
 
 def describe_transition(

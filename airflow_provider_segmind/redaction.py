@@ -10,21 +10,116 @@ numbers become ``None`` (JSON has no NaN).
 The two callers bound sizes differently (an XCom row must stay small and says how many items it
 dropped; a manifest keeps more items and also drops ``data:`` URLs of any length), so the bounds
 are a :class:`Limits` value and each caller names its own: :data:`XCOM_LIMITS`, :data:`MANIFEST_LIMITS`.
+
+Which names are secret (:func:`is_secret_name`) follows Airflow's own masker, so a value Airflow
+hides in a log is hidden in the summary and the manifests too:
+
+- Airflow's list, ``DEFAULT_SENSITIVE_FIELDS``, is **imported** from the Task SDK's masker
+  (``airflow.sdk._shared.secrets_masker``, present from Airflow 3.1.0; the older
+  ``airflow.sdk.execution_time.secrets_masker`` warns as deprecated on 3.3, and no public module
+  exports the list);
+- joined with a **copy** of Airflow 3.3.2's list (:data:`AIRFLOW_3_3_SENSITIVE_FIELDS`): Airflow
+  3.1.0's list is shorter (no ``proxy``, ``dsn``, ``access_key``, ``bearer``,
+  ``connection_string``, ``webhook_url``, ...), and what a manifest written under 3.1 masks must
+  not be less than under 3.3. The copy is all there is if the import ever fails;
+- and the deployment's ``[core] sensitive_var_conn_names``, as Airflow's masker adds them;
+- plus the provider's own broader parts, :data:`PROVIDER_SECRET_NAME_PARTS` (``key`` for any
+  ``*_key``, ``credential``, ``cookie``), kept from before the alignment so nothing masked then is
+  shown now.
+
+A name matches as in Airflow's ``should_hide_value_for_key``: lower-cased, every run of non-word
+characters read as ``_``, and any listed part anywhere in it (``X-Api-Key`` -> ``x_api_key``).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cache
 from itertools import islice
 from typing import Any, Final
 
 from airflow_provider_segmind.protocol import redact
 
-__all__ = ["MANIFEST_LIMITS", "SECRET_NAME_PARTS", "XCOM_LIMITS", "Limits", "finite_number", "masked", "plain"]
+__all__ = [
+    "AIRFLOW_3_3_SENSITIVE_FIELDS",
+    "MANIFEST_LIMITS",
+    "PROVIDER_SECRET_NAME_PARTS",
+    "SECRET_NAME_PARTS",
+    "XCOM_LIMITS",
+    "Limits",
+    "finite_number",
+    "is_secret_name",
+    "masked",
+    "plain",
+]
 
-#: Parameter names that look like credentials: their values are masked whatever they hold.
-SECRET_NAME_PARTS: Final = ("key", "token", "secret", "password", "passwd", "authorization", "credential", "cookie")
+#: A copy of Airflow 3.3.2's ``DEFAULT_SENSITIVE_FIELDS`` (``airflow.sdk._shared.secrets_masker``):
+#: joined to the imported list, which is shorter on Airflow 3.1.0 (see the module's docstring).
+AIRFLOW_3_3_SENSITIVE_FIELDS: Final = frozenset(
+    {
+        "access_key",
+        "access_token",
+        "api_key",
+        "apikey",
+        "auth_header",
+        "authorization",
+        "bearer",
+        "connection_string",
+        "dsn",
+        "passphrase",
+        "passwd",
+        "password",
+        "private_key",
+        "proxy",
+        "proxy_password",
+        "proxies",
+        "secret",
+        "service_account",
+        "service_key",
+        "token",
+        "keyfile_dict",
+        "webhook_url",
+    }
+)
+#: The provider's own parts, broader than Airflow's (masked before the alignment; kept).
+PROVIDER_SECRET_NAME_PARTS: Final = frozenset({"key", "credential", "cookie"})
+
+
+def _airflow_sensitive_fields() -> frozenset[str]:
+    """The running Airflow's ``DEFAULT_SENSITIVE_FIELDS``; empty if it cannot be imported."""
+    try:
+        from airflow.sdk._shared.secrets_masker import DEFAULT_SENSITIVE_FIELDS
+    except ImportError:  # pragma: no cover - present on every supported Airflow (3.1.0+)
+        return frozenset()
+    return frozenset(str(name).lower() for name in DEFAULT_SENSITIVE_FIELDS)
+
+
+#: Parameter names that look like credentials: their values are masked whatever they hold (plus the
+#: deployment's ``[core] sensitive_var_conn_names``, read when first needed: :func:`is_secret_name`).
+SECRET_NAME_PARTS: Final = _airflow_sensitive_fields() | AIRFLOW_3_3_SENSITIVE_FIELDS | PROVIDER_SECRET_NAME_PARTS
+_NON_WORD: Final = re.compile(r"\W+")
+
+
+@cache
+def _configured_names() -> frozenset[str]:
+    """``[core] sensitive_var_conn_names`` (comma-separated), as Airflow's masker adds them."""
+    try:
+        from airflow.providers.common.compat.sdk import conf
+
+        value = conf.get("core", "sensitive_var_conn_names", fallback="") or ""
+    except Exception:  # no Airflow configuration to read: the lists above
+        return frozenset()
+    return frozenset(part.strip().lower() for part in str(value).split(",") if part.strip())
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether a parameter's value is masked by its name (Airflow's rule: see the module's docstring)."""
+    normalized = _NON_WORD.sub("_", name.strip().lower())
+    return any(part in normalized for part in SECRET_NAME_PARTS | _configured_names())
+
+
 #: Nesting beyond this depth is replaced by a note.
 MAX_DEPTH: Final = 4
 
@@ -87,6 +182,6 @@ def plain(value: Any, limits: Limits, *, depth: int = 0) -> Any:
 
 def masked(name: str, value: Any, limits: Limits, *, depth: int) -> Any:
     """The copy of a named value: ``"***"`` when the name looks like a credential (and a value is set)."""
-    if any(part in name.lower() for part in SECRET_NAME_PARTS) and value not in (None, ""):
+    if is_secret_name(name) and value not in (None, ""):
         return "***"
     return plain(value, limits, depth=depth)

@@ -107,6 +107,9 @@ with DAG(
             output_format="jpeg",
             deferrable=True,
             pool=POOL,
+            # The grid names each mapped instance by its prompt instead of its index. ``ti.task``, not
+            # ``task``: on Airflow 3.1 the context's ``task`` of a mapped group's task is not rendered.
+            map_index_template="{{ ti.task.prompt | truncate(60) }}",
         )
         # Not ``credits >> rendered`` outside: that would wire only the group's returned task
         # (persist); generation is what must wait for the credits check.
@@ -117,6 +120,11 @@ with DAG(
             s3_bucket="{{ params.bucket }}",
             asset=None,  # the batch's one event comes from contact_sheet
             allow_insecure_loopback=ALLOW_LOOPBACK_MEDIA,
+            # The same prompt, read from the generate task's result (its summary's params).
+            map_index_template=(
+                "{{ ti.task.results.get('params', {}).get('prompt', '') | truncate(60) "
+                "if ti.task.results is mapping else '' }}"
+            ),
         )
         return stored.output
 

@@ -56,6 +56,11 @@ with DAG(
         output_format="png",
         image_transport=IMAGE_TRANSPORT,
         deferrable=True,
+        # The grid names each mapped instance by its photo and variant (the prompt is the same for all):
+        # the last expanded argument varies fastest, so the variant is the map index modulo VARIANTS.
+        map_index_template=(
+            "{{ ti.task.image.rsplit('/', 1)[-1] }}, variant {{ ti.map_index % " + str(VARIANTS) + " + 1 }}"
+        ),
     ).expand(image=photo_uris(), seed=SEEDS)
 
     SegmindToS3Operator(

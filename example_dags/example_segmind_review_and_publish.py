@@ -60,7 +60,11 @@ with DAG(
 
     # --8<-- [start:review]
     generated = SegmindTextToImageOperator.partial(
-        task_id="generate", output_format="jpeg", deferrable=True
+        task_id="generate",
+        output_format="jpeg",
+        deferrable=True,
+        # The grid names each mapped instance by its prompt and variant (variants() lists them prompt by prompt).
+        map_index_template="{{ ti.task.prompt | truncate(60) }}, variant {{ ti.map_index % params.variants + 1 }}",
     ).expand_kwargs(variants())
     candidates = SegmindToS3Operator(
         task_id="store_candidates",

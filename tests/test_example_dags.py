@@ -59,3 +59,66 @@ def test_marketing_dag_shape(dagbag) -> None:
     assert watcher.trigger_rule == "one_failed"
     # A failed generate leaves its persist upstream_failed, which one_failed counts too.
     assert {"render.persist", "contact_sheet"} <= watcher.upstream_task_ids
+
+
+def test_mapped_example_tasks_name_their_map_indexes(dagbag) -> None:
+    """Issue 24 item 9: every mapped task of the examples has a ``map_index_template``, and it renders
+    with the DAG's own (strict) template environment. The runs under ``dag.test()`` that read
+    ``rendered_map_index`` back are in tests/transfers/test_example_marketing_dag.py,
+    tests/inputs/test_example_product_photos_dag.py and tests/review/test_example_review_dag.py."""
+    from types import SimpleNamespace
+
+    def render(dag_id: str, task_id: str, **context: object) -> str:
+        dag = dagbag.dags[dag_id]
+        template = dag.get_task(task_id).map_index_template
+        assert template, f"{dag_id}.{task_id} has no map_index_template"
+        return str(dag.get_template_env().from_string(template).render(**context))
+
+    mapped = {
+        (dag_id, task.task_id)
+        for dag_id, dag in dagbag.dags.items()
+        for task in dag.tasks
+        if type(task).__name__ == "MappedOperator" or task.get_closest_mapped_task_group() is not None
+    }
+    assert mapped == {
+        ("example_segmind_marketing_assets", "render.generate"),
+        ("example_segmind_marketing_assets", "render.persist"),
+        ("example_segmind_product_photos", "variants"),
+        ("example_segmind_review_and_publish", "generate"),
+    }
+    long_prompt = "a lemon on a linen tablecloth, product shot, soft light, shallow depth of field, 50 mm"
+    assert (
+        render(
+            "example_segmind_marketing_assets",
+            "render.generate",
+            ti=SimpleNamespace(task=SimpleNamespace(prompt=long_prompt)),
+        )
+        == long_prompt[:57].rsplit(" ", 1)[0] + "..."
+    )
+    assert (
+        render(
+            "example_segmind_marketing_assets",
+            "render.persist",
+            ti=SimpleNamespace(task=SimpleNamespace(results={"params": {"prompt": "a bicycle against a yellow wall"}})),
+        )
+        == "a bicycle against a yellow wall"
+    )
+    empty = SimpleNamespace(task=SimpleNamespace(results=None))
+    assert render("example_segmind_marketing_assets", "render.persist", ti=empty) == ""
+    assert (
+        render(
+            "example_segmind_product_photos",
+            "variants",
+            ti=SimpleNamespace(task=SimpleNamespace(image="s3://bucket/product-photos/red-mug.png"), map_index=3),
+        )
+        == "red-mug.png, variant 2"
+    )
+    assert (
+        render(
+            "example_segmind_review_and_publish",
+            "generate",
+            ti=SimpleNamespace(task=SimpleNamespace(prompt="A running shoe on wet asphalt, dusk"), map_index=4),
+            params={"variants": 3},
+        )
+        == "A running shoe on wet asphalt, dusk, variant 2"
+    )

@@ -103,3 +103,38 @@ def test_metrics_keep_finite_numbers_only(value: Any, expected: Any) -> None:
     assert finite_number(value) == expected
     assert _number(value) == expected  # the manifest's metrics
     assert plain(value, XCOM_LIMITS) == (value if isinstance(value, (bool, str)) or value is None else expected)
+
+
+def test_secret_names_are_airflows_own_on_every_supported_airflow(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 24 item 9: the names Airflow's masker hides are hidden here too (3.1.0's shorter list is
+    joined with a copy of 3.3.2's), plus the deployment's ``sensitive_var_conn_names``."""
+    from airflow.sdk._shared.secrets_masker import DEFAULT_SENSITIVE_FIELDS
+
+    from airflow_provider_segmind.redaction import (
+        AIRFLOW_3_3_SENSITIVE_FIELDS,
+        SECRET_NAME_PARTS,
+        _configured_names,
+        is_secret_name,
+    )
+
+    # The running Airflow's list is used as it is, and the copy is not behind it (a newer Airflow
+    # that adds a name fails here: refresh the copy).
+    assert set(DEFAULT_SENSITIVE_FIELDS) <= SECRET_NAME_PARTS
+    assert set(DEFAULT_SENSITIVE_FIELDS) <= AIRFLOW_3_3_SENSITIVE_FIELDS
+    for name in ("proxy", "HTTPS-Proxy", "dsn", "database_dsn", "private_key", "Bearer", "webhook_url"):
+        assert is_secret_name(name), name
+        assert xcom({name: "value"})[name] == "***"
+        assert manifest({name: "value"})[name] == "***"
+    for name in ("prompt", "negative_prompt", "seed", "aspect_ratio", "image", "strength", "output_format", "mode"):
+        assert not is_secret_name(name), name
+    # A deployment's own sensitive names, as Airflow's masker adds them.
+    assert not is_secret_name("brand_watermark")
+    monkeypatch.setenv("AIRFLOW__CORE__SENSITIVE_VAR_CONN_NAMES", "watermark, other_thing")
+    _configured_names.cache_clear()
+    try:
+        assert is_secret_name("brand_watermark")
+        assert xcom({"brand_watermark": "w"}) == {"brand_watermark": "***"}
+    finally:
+        monkeypatch.delenv("AIRFLOW__CORE__SENSITIVE_VAR_CONN_NAMES")
+        _configured_names.cache_clear()
+    assert not is_secret_name("brand_watermark")

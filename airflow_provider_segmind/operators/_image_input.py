@@ -153,11 +153,9 @@ class S3ImageInputs:
         """The hook's client (its credentials, region, endpoint and config), signing with SigV4: for
         presigned URLs botocore may otherwise use SigV2 (``AWSAccessKeyId``/``Signature``, seen with
         boto3 1.44 on a custom endpoint), which S3 no longer accepts for buckets created since 2020."""
-        from botocore.config import Config
+        from airflow_provider_segmind.transfers._s3 import sigv4_client
 
-        sigv4 = Config(signature_version="s3v4")
-        config = self.hook.config
-        return self.hook.get_client_type(config=config.merge(sigv4) if config is not None else sigv4)
+        return sigv4_client(self.hook)
 
     def _aws_reference_endpoint(self) -> str | None:
         """AWS's own S3 endpoint for the client's region and settings: the one botocore resolves when every

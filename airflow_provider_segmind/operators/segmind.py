@@ -84,6 +84,7 @@ from airflow.providers.common.compat.sdk import (
     conf,
 )
 
+from airflow_provider_segmind.events import event_filled_seed
 from airflow_provider_segmind.exceptions import (
     SegmindError,
     SegmindInvalidParametersError,
@@ -403,7 +404,7 @@ class _SegmindJobOperator(_Reconciler):
                     max_consecutive_errors=self.max_consecutive_errors,
                     end_from_trigger=end,
                     summary_params=summarize_params(self._summary_params()) if end else None,
-                    filled_seed=filled_seed if end else None,
+                    filled_seed=filled_seed,  # for its summary, and in its event (see execute_complete)
                     push_return_value=bool(self.do_xcom_push),
                 ),
                 method_name="execute_complete",
@@ -446,7 +447,8 @@ class _SegmindJobOperator(_Reconciler):
         bare ``"success"`` of a trigger that ended the task itself, which an Airflow that does not
         honour ``TaskSuccessEvent`` (``dag.test()``) resumes the task with: see
         :meth:`_finish_ended_by_trigger`.
-        ``filled_seed``: the seed :meth:`execute` filled in (see ``fill_seed``), for the summary.
+        ``filled_seed``: the seed :meth:`execute` filled in (see ``fill_seed``), for the summary; a
+        resume that drops the defer's kwargs (``dag.test()``) finds it in the trigger's event.
         An ``expired`` request (its v2 record gone) is looked up in the request history first.
         """
         if event == "success":
@@ -456,6 +458,8 @@ class _SegmindJobOperator(_Reconciler):
         except ValueError as err:
             raise AirflowException(f"Task {self.task_id} resumed with an invalid event: {err}") from None
         status, request_id = checked["status"], checked["request_id"]
+        if filled_seed is None:  # a resume without the defer's kwargs (dag.test()): the trigger's event has it
+            filled_seed = event_filled_seed(checked)
         self.request_id = request_id
         message = str(checked.get("message") or "")
         if status not in ("success", "expired") and (

@@ -28,10 +28,11 @@ from airflow_provider_segmind.transfers._assets import (
     emit_event,
 )
 from airflow_provider_segmind.transfers._candidates import (
+    PINNED_KEY,
     PUBLISH_NONE,
     ReviewInputError,
     approval,
-    chosen_uris,
+    chosen_candidates,
     flatten_candidates,
     split_uri,
 )
@@ -80,13 +81,22 @@ class SegmindPublishOperator(BaseOperator):
     ``.output``: the standard provider's ``chosen_options``, ``responded_by_user``, ``responded_at``).
 
     **Checks, before anything is copied**: every candidate is a safe ``s3://bucket/key``, listed
-    once; the answer chose at least one option, each of them a candidate's label (or
+    once; the answer chose at least one option, each of them one the review offered (or
     ``"Publish none"`` alone); the destination bucket and key template pass the transfer's key
     rules; no published key collides with another or with a candidate. A refused input fails the
     task without retries, naming the argument.
 
-    **Copies**: each chosen object is read back and its SHA-256 compared with the one its manifest
-    and its ``x-amz-meta-sha256`` record (the bytes published are the bytes reviewed), then written
+    **What the reviewer saw**: the review's result pins each option it offered (its URI, SHA-256
+    and S3 version id, ``pinned_candidates``; see ``SegmindReviewOperator``). Every chosen option
+    must still be the same candidate (same label, same URI: a list that shifted since the review is
+    refused), and the candidate's manifest, ``x-amz-meta-sha256`` and current version must still be
+    the pinned ones; all of them are checked before the first copy, so a shifted or changed
+    candidate publishes nothing (``PublishIntegrityError``). A review result without pins (not made
+    by ``SegmindReviewOperator``) is read against the candidates as they are (logged).
+
+    **Copies**: each chosen object is read back (the pinned version, where the bucket keeps
+    versions) and its SHA-256 compared with the pinned one and the one its manifest and its
+    ``x-amz-meta-sha256`` record (the bytes published are the bytes reviewed), then written
     like the transfer writes: conditionally (``If-None-Match: *``), checksum-verified by S3, the
     SHA-256 in its metadata; a retry finds its own objects unchanged, a different object at a key
     fails (``replace=False``). Beside it, ``<key>.manifest.json``: the candidate's manifest with
@@ -195,12 +205,18 @@ class SegmindPublishOperator(BaseOperator):
                 raise AirflowFailException(str(err)) from err
             raise
 
-    def _plan(self) -> tuple[list[str], list[str], str, str]:
-        """Check every input (naming it) and return ``(candidates, chosen, bucket, key template)``."""
+    def _plan(self) -> tuple[list[str], list[tuple[str, dict[str, Any] | None]], str, str]:
+        """Check every input (naming it) and return ``(candidates, chosen (uri, pin), bucket, key template)``."""
         candidates = flatten_candidates(self.candidates, field="candidates")
         if not candidates:
             raise ReviewInputError("candidates is empty: there is nothing to publish from")
-        chosen = chosen_uris(self.review, candidates, field="review")
+        chosen = chosen_candidates(self.review, candidates, field="review")
+        if chosen and isinstance(self.review, Mapping) and self.review.get(PINNED_KEY) is None:
+            self.log.warning(
+                "The review result pins no options (%r: not SegmindReviewOperator's result?): the chosen labels "
+                "are read against the candidates as they are now.",
+                PINNED_KEY,
+            )
         buckets = {split_uri(uri)[0] for uri in candidates}
         bucket_arg = self.s3_bucket
         if not bucket_arg:
@@ -228,17 +244,20 @@ class SegmindPublishOperator(BaseOperator):
             "try_number": getattr(ti, "try_number", None),
         }
         client = s3_client(self.aws_conn_id, self.checksum_mode)
-        manifests = [self._candidate_manifest(client, uri) for uri in chosen]
+        manifests = [self._candidate_manifest(client, uri) for uri, _ in chosen]
+        for (uri, pinned), manifest in zip(chosen, manifests, strict=True):
+            self._check_pin(client, uri, pinned, manifest)  # every one, before the first copy
         keys = [
-            self._published_key(template, ids, manifest, uri) for uri, manifest in zip(chosen, manifests, strict=True)
+            self._published_key(template, ids, manifest, uri)
+            for (uri, _), manifest in zip(chosen, manifests, strict=True)
         ]
         self._check_keys(bucket, keys, candidates)
         approved = approval(self.review, task_id=self.review_task_id)
         writer = S3Writer(client, checksum_mode=self.checksum_mode, conflict_check=self.conflict_check, log=self.log)
         published: list[str] = []
         stored: list[dict[str, Any]] = []
-        for uri, manifest, key in zip(chosen, manifests, keys, strict=True):
-            document = self._copy(client, writer, uri, manifest, bucket, key, approved, ids)
+        for (uri, pinned), manifest, key in zip(chosen, manifests, keys, strict=True):
+            document = self._copy(client, writer, uri, pinned, manifest, bucket, key, approved, ids)
             stored.append(
                 {
                     "key": key,
@@ -286,6 +305,38 @@ class SegmindPublishOperator(BaseOperator):
         return manifest
 
     @staticmethod
+    def _check_pin(client: Any, uri: str, pinned: Mapping[str, Any] | None, manifest: Mapping[str, Any]) -> None:
+        """Refuse a chosen candidate that is not the object the review showed (its pin); nothing is copied yet."""
+        if pinned is None:
+            return
+        option = pinned["option"]
+        bucket, key = split_uri(uri)
+        try:
+            head = client.head_object(Bucket=bucket, Key=key)
+        except Exception as err:
+            raise PublishIntegrityError(
+                f"review: {option!r} ({uri}) cannot be read back ({type(err).__name__}); nothing was copied"
+            ) from err
+        version = head.get("VersionId")
+        version = version if version and version != "null" else None
+        if pinned.get("version_id") and version != pinned["version_id"]:
+            raise PublishIntegrityError(
+                f"review: {option!r} ({uri}) changed since the review: the reviewer saw version "
+                f"{pinned['version_id']}, S3 now has {version}; nothing was copied. Clear the review task to review it."
+            )
+        if pinned.get("sha256") and manifest["sha256"] != pinned["sha256"]:
+            raise PublishIntegrityError(
+                f"review: {option!r} ({uri}) changed since the review: the reviewer saw sha256 {pinned['sha256']}, "
+                f"its manifest now says {manifest['sha256']}; nothing was copied. Clear the review task to review it."
+            )
+        recorded = {str(k).lower(): str(v) for k, v in (head.get("Metadata") or {}).items()}.get(SHA256_METADATA)
+        if pinned.get("sha256") and recorded is not None and recorded != pinned["sha256"]:
+            raise PublishIntegrityError(
+                f"review: {option!r} ({uri}) changed since the review: the reviewer saw sha256 {pinned['sha256']}, "
+                f"its metadata now says {recorded}; nothing was copied. Clear the review task to review it."
+            )
+
+    @staticmethod
     def _published_key(template: str, ids: Mapping[str, Any], manifest: Mapping[str, Any], uri: str) -> str:
         values = {
             **ids,
@@ -320,6 +371,7 @@ class SegmindPublishOperator(BaseOperator):
         client: Any,
         writer: S3Writer,
         uri: str,
+        pinned: Mapping[str, Any] | None,
         manifest: Mapping[str, Any],
         bucket: str,
         key: str,
@@ -328,7 +380,9 @@ class SegmindPublishOperator(BaseOperator):
     ) -> dict[str, Any]:
         """Read the candidate, check it is the reviewed object, write it and its manifest at ``key``."""
         source_bucket, source_key = split_uri(uri)
-        answer = client.get_object(Bucket=source_bucket, Key=source_key)
+        version = (pinned or {}).get("version_id")
+        # The pinned version: what the reviewer saw, even if the key is overwritten after _check_pin.
+        answer = client.get_object(Bucket=source_bucket, Key=source_key, **({"VersionId": version} if version else {}))
         recorded = {str(k).lower(): str(v) for k, v in (answer.get("Metadata") or {}).items()}.get(SHA256_METADATA)
         digest = hashlib.sha256()
         with Spool(DEFAULT_SPOOL_MEMORY, self.tmp_dir) as spool:
@@ -337,6 +391,12 @@ class SegmindPublishOperator(BaseOperator):
                 spool.write(chunk)
             spool.finish()
             sha256 = digest.hexdigest()
+            seen = (pinned or {}).get("sha256")
+            if seen and sha256 != seen:
+                raise PublishIntegrityError(
+                    f"review: {uri} is not what the review showed (sha256 {sha256}; the reviewer saw {seen}): it was "
+                    "not published"
+                )
             if sha256 != manifest["sha256"] or (recorded is not None and recorded != sha256):
                 raise PublishIntegrityError(
                     f"{uri} changed since it was stored (sha256 {sha256}; its manifest says {manifest['sha256']}, "

@@ -182,7 +182,9 @@ class SegmindJobTrigger(BaseTrigger):
         value is then the operator's (:func:`~airflow_provider_segmind.results.completed_summary`)
         and the request id, output URL and extra link XComs are pushed too. ``None``: the event's
         summary as it is, alone (what the sensor returns).
-    :param filled_seed: the seed the operator filled in, for the summary.
+    :param filled_seed: the seed the operator filled in, for the summary; also put in the event that
+        resumes the task (``filled_seed``), so a resume that drops the defer's kwargs
+        (``dag.test()``) still knows it.
     :param push_return_value: the task's ``do_xcom_push``.
     """
 
@@ -262,6 +264,9 @@ class SegmindJobTrigger(BaseTrigger):
             self.log.info("Segmind job %s COMPLETED: ending the task from the trigger.", self.request_id)
             yield TaskSuccessEvent()
             return
+        if self.filled_seed is not None:
+            # Also in the defer's kwargs, which dag.test() (3.1 to 3.3) drops when it resumes the task.
+            event = {**event, "filled_seed": self.filled_seed}
         yield TriggerEvent(event)  # type: ignore[no-untyped-call]
 
     async def _push_xcoms(self, xcoms: Mapping[str, Any]) -> bool:
@@ -271,7 +276,9 @@ class SegmindJobTrigger(BaseTrigger):
         ``XComModel.set`` (``json.dumps`` into a JSON column), so every value reaches downstream
         tasks as JSON text, a summary as a string instead of a dict (seen on a real 3.3 scheduler,
         ``tests/integration``). The Task SDK's ``XCom.set`` (trigger code may call it since 3.1's
-        ``SetXCom`` in the triggerer) encodes like a worker's push and honours a custom XCom backend.
+        ``SetXCom`` in the triggerer) encodes like a worker's push and honours a custom XCom backend;
+        it is imported from ``airflow.providers.common.compat.sdk`` (which exports it from 1.23.0,
+        the declared floor), not from the Task SDK's private ``execution_time`` package.
         Anything that stops it (no task instance, as in a bare event loop; an Execution API error)
         resumes the task on the worker instead, which is always correct.
         """
@@ -279,7 +286,7 @@ class SegmindJobTrigger(BaseTrigger):
         if ti is None:
             return False
         try:
-            from airflow.sdk.execution_time.xcom import XCom
+            from airflow.providers.common.compat.sdk import XCom
 
             for key, value in xcoms.items():
                 await asyncio.to_thread(

@@ -101,6 +101,39 @@ def test_without_a_task_instance_to_push_to_the_task_resumes(emu: Any) -> None:
     assert event.payload["status"] == "success"
 
 
+def test_the_trigger_pushes_through_common_compat_xcom(emu: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 24 item 9: the XComs go through ``airflow.providers.common.compat.sdk.XCom`` (exported
+    from compat 1.23.0, the declared floor), not the Task SDK's private ``execution_time.xcom``.
+    The compat name is replaced by a recorder here: the real triggerer's push is ``tests/integration``."""
+    from types import SimpleNamespace
+
+    import airflow.providers.common.compat.sdk as compat
+
+    pushed: list[tuple[str, Any, dict[str, Any]]] = []
+
+    class Recorder:
+        @staticmethod
+        def set(key: str, value: Any, **where: Any) -> None:
+            pushed.append((key, value, where))
+
+    # Were the trigger to import the private module instead, its real ``XCom.set`` would fail here
+    # (no triggerer to send it to) and the task would resume on the worker: no TaskSuccessEvent.
+    monkeypatch.setattr(compat, "XCom", Recorder, raising=False)
+    request_id, submitted_at = _submit()
+    trigger = _trigger(request_id, submitted_at, end_from_trigger=True, summary_params={}, filled_seed=3)
+    trigger.task_instance = SimpleNamespace(dag_id="d", task_id="t", run_id="r", map_index=None)
+    (event,) = run_trigger(trigger)
+    assert isinstance(event, TaskSuccessEvent)
+    assert {key for key, _, _ in pushed} == {
+        "return_value",
+        "segmind_request_id",
+        "segmind_output_url",
+        "_link_SegmindOutputLink",
+    }
+    assert all(where == {"dag_id": "d", "task_id": "t", "run_id": "r", "map_index": -1} for _, _, where in pushed)
+    assert dict((key, value) for key, value, _ in pushed)["return_value"]["seed_filled"] is True
+
+
 def test_every_other_outcome_resumes_the_task_on_the_worker(emu: Any) -> None:
     request_id, submitted_at = _submit(prompt="__unsafe__ a forbidden thing")
     (failed,) = run_trigger(_trigger(request_id, submitted_at, end_from_trigger=True, summary_params={}))

@@ -21,7 +21,7 @@ from airflow_provider_segmind.protocol import SD3_LARGE_IMG2IMG_MODEL
 from tests.generation.test_dag_test import xcoms
 from tests.inputs.conftest import photo
 from tests.transfers.helpers import S3Env
-from tests.transfers.test_example_marketing_dag import _load, _task_states
+from tests.transfers.test_example_marketing_dag import _load, _map_index_labels, _task_states
 from tests.transfers.test_segmind_to_s3_dag import _BROKEN, _serialize_if_needed
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "example_dags" / "example_segmind_product_photos.py"
@@ -95,6 +95,16 @@ def test_photos_under_a_prefix_become_variants_in_s3(
         assert summary["params"]["image"] in uris
         sent = emu.job(summary["request_id"])["params"]["image"]
         sent_as.add("presigned" if sent.startswith("http") else "base64")
+    # Issue 24 item 9: the grid names each mapped instance by its photo and variant (map_index_template).
+    labels = _map_index_labels(DAG_ID, run.run_id)
+    assert sorted(labels[("variants", index)] for index in range(4)) == [
+        "blue-vase.jpg, variant 1",
+        "blue-vase.jpg, variant 2",
+        "red-mug.png, variant 1",
+        "red-mug.png, variant 2",
+    ]
+    for index in range(4):
+        assert labels[("variants", index)].startswith(returns[("variants", index)]["params"]["image"].rsplit("/", 1)[1])
     # moto is a custom endpoint: "auto" sends base64 there (AWS S3 itself would get a presigned URL).
     assert sent_as == {"presigned" if transport == "presigned" else "base64"}
     stored = json.dumps([row[3] for row in rows], default=str)

@@ -299,6 +299,10 @@ def test_the_answer_publishes_exactly_the_chosen_images(reviewed_run: dict[str, 
         ]
     )
     assert all(key.startswith(f"published/{DAG_ID}/") for key in published_keys)
+    # Issue 24 item 5: the pins survived the wait (XCom segmind_review_pins) and came back with the answer.
+    pins = reviewed_run["xcom"]["review"]["pinned_candidates"]
+    assert [pin["uri"] for pin in pins] == candidates
+    assert [pin["option"] for pin in pins] == reviewed_run["detail"]["options"][:-1]
     for source, target in zip([candidates[0], candidates[3]], published_keys, strict=True):
         source_key = source.split("/", 3)[3]
         assert s3.get_object(Bucket=BUCKET, Key=target)["Body"].read() == (
@@ -311,6 +315,7 @@ def test_the_answer_publishes_exactly_the_chosen_images(reviewed_run: dict[str, 
         assert manifest["approval"]["approved_at"]
         assert manifest["approval"]["review_task_id"] == "review"
         assert manifest["source"]["candidate_uri"] == source
+        assert manifest["sha256"] == next(pin["sha256"] for pin in pins if pin["uri"] == source)
 
 
 def test_one_asset_event_for_the_published_images_only(reviewed_run: dict[str, Any]) -> None:

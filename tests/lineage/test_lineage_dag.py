@@ -141,9 +141,9 @@ def test_dag_test_emits_the_objects_written(
         job = emu.job(run_facet["requestId"])
         assert run_facet["model"] == "stable-diffusion-3-large-txt2img"
         assert run_facet["seed"] == job["params"]["seed"]
-        # Not seedFilled here: dag.test() resumes a deferred task with the event only, dropping the
-        # defer's kwargs (filled_seed) that a real worker gets back; the non-deferred variant shows it.
-        assert isinstance(run_facet["seedFilled"], bool)
+        # dag.test() resumes a deferred task with the event only, dropping the defer's kwargs: the
+        # filled seed comes back in the trigger's event (issue 24 item 8).
+        assert run_facet["seedFilled"] is True
         result = SegmindHook().get_result(run_facet["requestId"])
         assert run_facet["cost"] == result.metrics["cost"] > 0
         assert event["job"]["facets"]["segmind"]["model"] == "stable-diffusion-3-large-txt2img"

@@ -5,7 +5,6 @@ that cannot inject Markdown."""
 from __future__ import annotations
 
 import re
-import time
 import urllib.request
 from datetime import timedelta
 from urllib.parse import parse_qs, urlparse
@@ -17,6 +16,36 @@ from tests.review.helpers import store_candidates
 from tests.transfers.helpers import S3Env
 
 IMAGE = re.compile(r"!\[[^\]]*\]\(<([^>]+)>\)")
+
+
+def assert_sigv4(link: str, *, seconds: int) -> None:
+    """Issue 24 item 4: a SigV4 presigned URL (what S3 accepts for every bucket), never SigV2's
+    ``AWSAccessKeyId``/``Signature``/``Expires``. moto serves both, so the form is what is checked."""
+    query = parse_qs(urlparse(link).query)
+    assert query["X-Amz-Algorithm"] == ["AWS4-HMAC-SHA256"]
+    assert query["X-Amz-Signature"][0]
+    assert query["X-Amz-Credential"][0].endswith("/s3/aws4_request")
+    assert query["X-Amz-Expires"] == [str(seconds)]
+    assert not {"AWSAccessKeyId", "Signature", "Expires"} & set(query)
+
+
+def test_the_amazon_providers_own_presign_may_be_sigv2_ours_is_sigv4(s3: S3Env) -> None:
+    """Why the review signs through ``sigv4_client``: ``S3Hook.generate_presigned_url`` leaves the
+    signature version to botocore, which signs this endpoint's URLs with SigV2 (boto3 1.44)."""
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    from airflow_provider_segmind.transfers._s3 import sigv4_client
+
+    s3.client.put_object(Bucket=s3.bucket, Key="a.jpeg", Body=b"x")
+    hook = S3Hook(aws_conn_id="aws_default")
+    theirs = hook.generate_presigned_url("get_object", params={"Bucket": s3.bucket, "Key": "a.jpeg"}, expires_in=60)
+    ours = sigv4_client(hook).generate_presigned_url(
+        "get_object", Params={"Bucket": s3.bucket, "Key": "a.jpeg"}, ExpiresIn=60
+    )
+    assert_sigv4(ours, seconds=60)
+    if "X-Amz-Signature" not in theirs:  # the defect this guards against (boto3 may change its mind)
+        assert "Signature=" in theirs
+    assert fetch(ours) == b"x"
 
 
 def fetch(url: str) -> bytes:
@@ -33,11 +62,7 @@ def test_each_candidate_is_shown_through_a_short_lived_presigned_url(emu: Segmin
     for uri, link in zip(uris, links, strict=True):
         key = uri.split("/", 3)[3]
         assert fetch(link) == s3.get(key)[0]  # the link serves the stored candidate, unauthenticated
-        query = parse_qs(urlparse(link).query)
-        if "X-Amz-Expires" in query:  # SigV4: the lifetime itself
-            assert query["X-Amz-Expires"] == ["900"]
-        else:  # SigV2 (boto3's choice for this endpoint): the expiry instant
-            assert 0 < int(query["Expires"][0]) - time.time() <= 900
+        assert_sigv4(link, seconds=900)
     # Under each image: its option label (as the review offers it) and its manifest's facts.
     for label in candidate_labels(uris):
         assert f"### {escape_markdown(label)}" in body
@@ -60,6 +85,8 @@ def test_links_instead_of_images_and_a_contact_sheet_link(emu: SegmindEmulator, 
     assert image is not None
     assert fetch(image.group(1)) == s3.get(uris[0].split("/", 3)[3])[0]
     assert "link valid for 1 hour)" in body
+    assert_sigv4(sheet.group(1), seconds=3600)  # the default lifetime: 1 hour
+    assert_sigv4(image.group(1), seconds=3600)
 
 
 def test_a_prompt_cannot_inject_markdown_or_html() -> None:

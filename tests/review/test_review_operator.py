@@ -31,10 +31,29 @@ def test_multiple_choice_with_a_timeout_and_publish_none_as_its_default() -> Non
     assert op.multiple is True
     assert op.defaults == [PUBLISH_NONE]
     assert op.response_timeout == DEFAULT_RESPONSE_TIMEOUT == timedelta(days=1)
-    assert op.url_expiry == timedelta(days=1)
-    assert SegmindReviewOperator(task_id="r", candidates=[], response_timeout=timedelta(days=30)).url_expiry == (
-        timedelta(days=7)
+
+
+@pytest.mark.parametrize(
+    ("response_timeout", "url_expiry", "expected"),
+    [
+        (DEFAULT_RESPONSE_TIMEOUT, None, timedelta(hours=1)),  # short, not the day the review waits
+        (None, None, timedelta(hours=1)),  # waiting forever: still an hour
+        (timedelta(minutes=20), None, timedelta(minutes=20)),  # no longer than the review is open
+        (timedelta(seconds=10), None, timedelta(minutes=1)),  # at least a minute
+        (DEFAULT_RESPONSE_TIMEOUT, timedelta(hours=8), timedelta(hours=8)),  # asked for: as asked
+        (DEFAULT_RESPONSE_TIMEOUT, timedelta(days=30), timedelta(days=7)),  # SigV4's limit
+    ],
+)
+def test_the_image_links_live_an_hour_unless_asked(
+    response_timeout: timedelta | None, url_expiry: timedelta | None, expected: timedelta
+) -> None:
+    """Issue 24 item 4: the links reach notifiers outside Airflow and outlive the answer: short by default."""
+    op = SegmindReviewOperator(
+        task_id="review", candidates=CANDIDATES, response_timeout=response_timeout, url_expiry=url_expiry
     )
+    assert op.url_expiry == expected
+    with pytest.raises(ValueError, match="url_expiry must be at least 0:01:00"):
+        SegmindReviewOperator(task_id="review", candidates=CANDIDATES, url_expiry=timedelta(seconds=5))
 
 
 @pytest.mark.parametrize("argument", ["options", "multiple", "defaults"])

@@ -50,6 +50,17 @@ def _task_states(dag_id: str, run_id: str) -> dict[tuple[str, int], str]:
         return {(task_id, map_index): str(state) for task_id, map_index, state in session.execute(query)}
 
 
+def _map_index_labels(dag_id: str, run_id: str) -> dict[tuple[str, int], str | None]:
+    """Each task instance's ``rendered_map_index`` (its ``map_index_template`` as the task runner rendered it)."""
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    query = select(TaskInstance).where(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id)
+    with create_session() as session:
+        return {(ti.task_id, ti.map_index): ti.rendered_map_index for ti in session.scalars(query)}
+
+
 @pytest.mark.skipif(_BROKEN is not None, reason=_BROKEN or "")
 @pytest.mark.usefixtures("airflow_db")
 def test_a_blocked_prompt_does_not_hold_back_the_others(
@@ -79,6 +90,14 @@ def test_a_blocked_prompt_does_not_hold_back_the_others(
         assert states[("render.persist", index)] == "success"
     assert states[("contact_sheet", -1)] == "success"
     assert states[("batch_succeeded", -1)] == "failed"
+    # Issue 24 item 9: the grid names each mapped instance by its prompt (map_index_template), the
+    # failed one too; its persist never ran, so it has no name (3.3 shows its index then).
+    labels = _map_index_labels(DAG_ID, run.run_id)
+    for index, entry in enumerate(PROMPTS):  # all shorter than the template's 60 characters
+        assert labels[("render.generate", index)] == entry["prompt"]
+    for index in (0, 2):
+        assert labels[("render.persist", index)] == PROMPTS[index]["prompt"]
+    assert labels[("render.persist", 1)] in (None, "1")
 
     keys = s3.keys()
     images = sorted(key for key in keys if key.endswith(".jpeg"))
