@@ -79,6 +79,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, NoReturn
 from airflow.providers.common.compat.sdk import (
     AirflowException,
     AirflowFailException,
+    AirflowTaskTimeout,
     conf,
 )
 
@@ -124,6 +125,14 @@ from airflow_provider_segmind.protocol import (
     sentences,
 )
 from airflow_provider_segmind.results import XCOM_OUTPUT_URL, XCOM_REQUEST_ID, completed_summary
+from airflow_provider_segmind.timeouts import (
+    EXECUTION_TIMEOUT,
+    JOB_TIMEOUT,
+    execution_timeout_phrase,
+    is_deferral_timeout,
+    tag_timeout,
+    wait_deadline,
+)
 from airflow_provider_segmind.triggers.segmind import (
     DEFAULT_MAX_CONSECUTIVE_ERRORS,
     SegmindJobTrigger,
@@ -142,6 +151,12 @@ __all__ = ["SegmindOutputLink", "SegmindRunOperator", "SegmindTextToImageOperato
 
 # XCom keys pushed besides the return value (defined in results, where the trigger reads them too).
 DEFAULT_JOB_TIMEOUT: Final = RESULT_RETENTION_SECONDS
+#: The end of every timeout error: what became of the job, and what a retry does.
+_NOT_CANCELLED: Final = (
+    "The job was not cancelled (Segmind cannot cancel) and its result stays retrievable for 1 hour after "
+    "submission; a retry of this task waits for the same request instead of submitting again (unless "
+    "request_store='none')."
+)
 
 
 class _SegmindJobOperator(_Reconciler):
@@ -151,7 +166,9 @@ class _SegmindJobOperator(_Reconciler):
     :param deferrable: free the worker slot while the job runs (needs a triggerer). Defaults to
         ``[operators] default_deferrable``.
     :param job_timeout: seconds (or a timedelta) to wait for the job, per try; default 1 hour, the
-        time Segmind keeps a result. Turned into an absolute deadline inside the trigger.
+        time Segmind keeps a result. Turned into an absolute deadline inside the trigger. The task's
+        ``execution_timeout``, counted from the try's start, also ends the wait, deferred or not;
+        the earlier of the two wins and the error names it (:mod:`~airflow_provider_segmind.timeouts`).
     :param poll_schedule: a :class:`~airflow_provider_segmind.protocol.PollSchedule` or its dict
         form (prefer the dict in ``partial()``); default ``PollSchedule.for_model(model)``.
     :param max_consecutive_errors: transient errors in a row (429, 5xx, resets) tolerated while
@@ -361,16 +378,24 @@ class _SegmindJobOperator(_Reconciler):
     def _wait(
         self, context: Context, model: str, request_id: str, submitted_at: float | None, filled_seed: int | None = None
     ) -> Any:
-        deadline = time.time() + self.job_timeout
+        """Wait for the request (deferred or on the worker) and finish.
+
+        The wait ends at the earlier of ``job_timeout`` from now and the task's ``execution_timeout``
+        from the try's start (:func:`~airflow_provider_segmind.timeouts.wait_deadline`).
+        """
         schedule = self._schedule(model)
-        if self.deferrable:
+        now = time.time()
+        deadline = wait_deadline(
+            now + self.job_timeout, JOB_TIMEOUT, self.execution_timeout, context, blocking=not self.deferrable, now=now
+        )
+        if self.deferrable and deadline.at > now:
             end = self._ends_from_trigger(context)
             self.defer(
                 trigger=SegmindJobTrigger(
                     request_id=request_id,
                     conn_id=self.segmind_conn_id,
                     model=model,
-                    deadline=deadline,
+                    deadline=deadline.at,
                     submitted_at=submitted_at,
                     poll_schedule=schedule.to_dict(),
                     max_consecutive_errors=self.max_consecutive_errors,
@@ -378,23 +403,32 @@ class _SegmindJobOperator(_Reconciler):
                     summary_params=summarize_params(self._summary_params()) if end else None,
                     filled_seed=filled_seed if end else None,
                     push_return_value=bool(self.do_xcom_push),
+                    deadline_cause=deadline.cause,
                 ),
                 method_name="execute_complete",
                 # The filled seed travels with the resume (the resumed task is a fresh operator instance).
                 kwargs={"filled_seed": filled_seed} if filled_seed is not None else None,
-                timeout=None,
+                # The deadline lives in the trigger; Airflow's own timeout is only a backstop for the
+                # execution_timeout, which Airflow 3 does not apply while a task is deferred.
+                timeout=deadline.defer_timeout(now),
+            )
+        if self.deferrable:
+            self.log.info(
+                "Segmind request %s: the task's execution_timeout leaves no time to defer; one last look on the "
+                "worker.",
+                request_id,
             )
         event = wait_for_job(
             request_id,
             conn_id=self.segmind_conn_id,
             model=model,
             schedule=schedule,
-            deadline=deadline,
+            deadline=deadline.at,
             submitted_at=submitted_at,
             max_consecutive_errors=self.max_consecutive_errors,
             log=self.log,
         )
-        return self.execute_complete(context, event, filled_seed=filled_seed)
+        return self.execute_complete(context, tag_timeout(event, deadline.cause), filled_seed=filled_seed)
 
     def _ends_from_trigger(self, context: Context) -> bool:
         """Whether this deferral asks the trigger to end the task on success (see ``end_from_trigger``)."""
@@ -455,15 +489,29 @@ class _SegmindJobOperator(_Reconciler):
                 status_code=404,
             )
         if status == "timeout":
-            raise AirflowException(
-                f"{message} (job_timeout={self.job_timeout:g} s). The job was not cancelled (Segmind cannot "
-                "cancel) and its result stays retrievable for 1 hour after submission; a retry of this task "
-                "waits for the same request instead of submitting again (unless request_store='none')."
-            )
+            if checked.get("deadline_cause") == EXECUTION_TIMEOUT:
+                why = execution_timeout_phrase(self.execution_timeout, "job_timeout", self.job_timeout)
+                raise AirflowTaskTimeout(f"{message}: {why}. {_NOT_CANCELLED}")
+            raise AirflowException(f"{message} (job_timeout={self.job_timeout:g} s). {_NOT_CANCELLED}")
         text = sentences(message, f"Request id: {request_id}")
         if checked.get("retryable") is False:
             raise AirflowFailException(text)
         raise AirflowException(text)
+
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        """Name the ``execution_timeout`` when Airflow itself ended the deferral (its backstop, see ``_wait``)."""
+        if self.execution_timeout and is_deferral_timeout(next_method, next_kwargs):
+            ti = context["ti"]
+            map_index = getattr(ti, "map_index", -1)
+            request_id = ti.xcom_pull(task_ids=self.task_id, key=XCOM_REQUEST_ID, map_indexes=map_index)
+            if _no_try_follows(ti):
+                self._forget(context)
+            why = execution_timeout_phrase(self.execution_timeout, "job_timeout", self.job_timeout)
+            raise AirflowTaskTimeout(
+                f"Airflow ended the wait for Segmind request {request_id or '(id not in XCom)'}: {why}, and no "
+                f"trigger had reported by then (is a triggerer running?). {_NOT_CANCELLED}"
+            )
+        return super().resume_execution(next_method, next_kwargs, context)
 
     def _finish_ended_by_trigger(self, context: Context) -> dict[str, Any]:
         """Finish a task whose trigger ended it (``TaskSuccessEvent``) but which was resumed anyway.
