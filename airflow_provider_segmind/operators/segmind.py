@@ -121,10 +121,11 @@ from airflow_provider_segmind.protocol import (
     RESULT_RETENTION_SECONDS,
     SD3_LARGE_MODEL,
     PollSchedule,
+    SegmindJobStatus,
     job_failed_error,
     sentences,
 )
-from airflow_provider_segmind.results import XCOM_OUTPUT_URL, XCOM_REQUEST_ID, completed_summary
+from airflow_provider_segmind.results import XCOM_OUTPUT_URL, XCOM_REQUEST_ID, completed_summary, submitted_summary
 from airflow_provider_segmind.timeouts import (
     EXECUTION_TIMEOUT,
     JOB_TIMEOUT,
@@ -169,6 +170,12 @@ class _SegmindJobOperator(_Reconciler):
         time Segmind keeps a result. Turned into an absolute deadline inside the trigger. The task's
         ``execution_timeout``, counted from the try's start, also ends the wait, deferred or not;
         the earlier of the two wins and the error names it (:mod:`~airflow_provider_segmind.timeouts`).
+    :param wait_for_completion: ``False``: submit (recorded and claimed as always), push
+        ``segmind_request_id`` and return at once, without waiting: the return value says the
+        request and its status (``QUEUED``), no output (``wait_for_completion: false``). A
+        :class:`~airflow_provider_segmind.sensors.segmind.SegmindJobSensor` downstream waits for it.
+        ``deferrable`` then changes nothing. A retry re-attaches to the recorded request (the same
+        request id, no new submit), as when waiting. Default ``True``.
     :param poll_schedule: a :class:`~airflow_provider_segmind.protocol.PollSchedule` or its dict
         form (prefer the dict in ``partial()``); default ``PollSchedule.for_model(model)``.
     :param max_consecutive_errors: transient errors in a row (429, 5xx, resets) tolerated while
@@ -227,9 +234,11 @@ class _SegmindJobOperator(_Reconciler):
         aws_conn_id: str = "aws_default",
         image_transport: str = "auto",
         presigned_url_expiry: float = DEFAULT_URL_EXPIRY,
+        wait_for_completion: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.wait_for_completion = wait_for_completion
         check_transport(image_transport, presigned_url_expiry)
         self.aws_conn_id = aws_conn_id
         self.image_transport = image_transport
@@ -376,13 +385,22 @@ class _SegmindJobOperator(_Reconciler):
         self.log.info("Segmind credit guard: %s >= floor %g.", balance.describe(), self.min_credits)
 
     def _wait(
-        self, context: Context, model: str, request_id: str, submitted_at: float | None, filled_seed: int | None = None
+        self,
+        context: Context,
+        model: str,
+        request_id: str,
+        submitted_at: float | None,
+        filled_seed: int | None = None,
+        status: SegmindJobStatus | None = None,
     ) -> Any:
-        """Wait for the request (deferred or on the worker) and finish.
+        """Wait for the request (deferred or on the worker) and finish; or, submit-only, return at once.
 
         The wait ends at the earlier of ``job_timeout`` from now and the task's ``execution_timeout``
-        from the try's start (:func:`~airflow_provider_segmind.timeouts.wait_deadline`).
+        from the try's start (:func:`~airflow_provider_segmind.timeouts.wait_deadline`). ``status``:
+        what Segmind last said of the request, for a submit-only summary.
         """
+        if not self.wait_for_completion:
+            return self._submitted(context, model, request_id, submitted_at, filled_seed, status)
         schedule = self._schedule(model)
         now = time.time()
         deadline = wait_deadline(
@@ -429,6 +447,36 @@ class _SegmindJobOperator(_Reconciler):
             log=self.log,
         )
         return self.execute_complete(context, tag_timeout(event, deadline.cause), filled_seed=filled_seed)
+
+    def _submitted(
+        self,
+        context: Context,
+        model: str,
+        request_id: str,
+        submitted_at: float | None,
+        filled_seed: int | None,
+        status: SegmindJobStatus | None,
+    ) -> dict[str, Any]:
+        """Submit-only (``wait_for_completion=False``): the request's summary, no wait, no output.
+
+        The record is handled as after any success (:meth:`_forget`: kept on 3.3+, a Variable
+        deleted): a retry of a try that ends before Airflow records its success re-attaches to the
+        same request (on 3.3+) and returns it again; a clear submits anew.
+        """
+        self._forget(context, succeeded=True)
+        params = summarize_params(self._summary_params())
+        summary = submitted_summary(
+            request_id, model=model, status=status, submitted_at=submitted_at, params=params, filled_seed=filled_seed
+        )
+        self.result_summary = summary
+        self.log.info(
+            "Segmind request %s submitted (%s); not waiting for it (wait_for_completion=False): a "
+            "SegmindJobSensor on its request id (XCom %r) waits for it, within 1 hour of the submit.",
+            request_id,
+            summary["status"],
+            XCOM_REQUEST_ID,
+        )
+        return summary
 
     def _ends_from_trigger(self, context: Context) -> bool:
         """Whether this deferral asks the trigger to end the task on success (see ``end_from_trigger``)."""
