@@ -24,6 +24,7 @@ __all__ = [
     "fit_summary",
     "job_metrics",
     "result_summary",
+    "submitted_summary",
     "summarize_params",
     "utc_iso",
     "with_filled_seed",
@@ -161,4 +162,42 @@ def completed_summary(
     """
     summary = dict(event_result)
     summary["params"] = dict(params)
+    return fit_summary(with_filled_seed(summary, filled_seed))
+
+
+#: The ``status`` of a submit-only summary when no status of the request was read (see :func:`submitted_summary`).
+STATUS_SUBMITTED: Final = "SUBMITTED"
+
+
+def submitted_summary(
+    request_id: str,
+    *,
+    model: str,
+    status: SegmindJobStatus | None,
+    submitted_at: float | None,
+    params: Mapping[str, Any],
+    filled_seed: int | None,
+) -> dict[str, Any]:
+    """A submit-only task's return value (``wait_for_completion=False``): the request, no output yet.
+
+    The keys of :func:`result_summary`, so a downstream task reads one schema: ``status`` is what
+    Segmind last said of the request (``QUEUED`` after a submit, what a retry re-attaching read),
+    or ``SUBMITTED`` when nothing was read; no output (``output_url`` ``None``, empty lists);
+    ``wait_for_completion`` is ``false``. ``params`` is already :func:`summarize_params` output.
+    """
+    seed = parse_int(params.get("seed"))
+    summary: dict[str, Any] = {
+        "request_id": request_id,
+        "model": model,
+        "status": status.value if status is not None else STATUS_SUBMITTED,
+        "output_url": None,
+        "output_urls": [],
+        "output_inline": False,
+        "images": [],
+        "seed": seed if seed is not None and seed >= 0 else None,
+        "metrics": {},
+        "retrievable_until": utc_iso(submitted_at + RESULT_RETENTION_SECONDS) if submitted_at else None,
+        "params": dict(params),
+        "wait_for_completion": False,
+    }
     return fit_summary(with_filled_seed(summary, filled_seed))

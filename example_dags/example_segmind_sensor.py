@@ -1,8 +1,11 @@
 """Submit in one task, wait with the deferrable sensor in another, persist to S3.
 
-For jobs submitted elsewhere (another system, a notebook): the sensor only needs a request id. It
-waits in the triggerer (no worker slot held), fails at once if the job FAILED or expired, and
-returns the same result summary as the operators, which the transfer then stores.
+The generation task only submits (``wait_for_completion=False``): it records the request as any
+Segmind task does (a retry of it re-attaches instead of paying again) and returns at once with the
+request id. The sensor waits for that request in the triggerer (no worker slot held), fails at once
+if the job FAILED or expired, and returns the same result summary as the operators, which the
+transfer then stores. The sensor only needs a request id, so the job may as well come from another
+system or a notebook.
 """
 
 from __future__ import annotations
@@ -10,8 +13,9 @@ from __future__ import annotations
 import os
 from datetime import datetime
 
-from airflow.sdk import DAG, task
+from airflow.sdk import DAG
 
+from airflow_provider_segmind.operators.segmind import SegmindTextToImageOperator
 from airflow_provider_segmind.sensors.segmind import SegmindJobSensor
 from airflow_provider_segmind.transfers.segmind_to_s3 import SegmindToS3Operator
 
@@ -25,22 +29,16 @@ with DAG(
     catchup=False,
     tags=["segmind", "example"],
 ) as dag:
-
-    @task
-    def submit() -> str:
-        """Submit a v2 job and hand on only its request id (as an external system would)."""
-        from airflow_provider_segmind.hooks.segmind import SegmindHook
-        from airflow_provider_segmind.protocol import SD3_LARGE_MODEL
-
-        job = SegmindHook().submit(SD3_LARGE_MODEL, {"prompt": "A hand-drawn map of a coastal town, ink and wash"})
-        return job.request_id
-
-    request_id = submit()
+    submitted = SegmindTextToImageOperator(
+        task_id="submit",
+        prompt="A hand-drawn map of a coastal town, ink and wash",
+        wait_for_completion=False,  # submit, record, return {"request_id": ..., "status": "QUEUED", ...}
+    )
     wait = SegmindJobSensor(
         task_id="wait",
-        request_id=request_id,
+        request_id=submitted.output["segmind_request_id"],  # the XCom the operator pushes after submitting
         deferrable=True,
-        timeout=3600,
+        timeout=3600,  # Segmind keeps a result for 1 hour after the submit
     )
     SegmindToS3Operator(
         task_id="persist",

@@ -64,6 +64,7 @@ class _Reconciler(_HistoryLookups):
             request_id: str,
             submitted_at: float | None,
             filled_seed: int | None = None,
+            status: SegmindJobStatus | None = None,
         ) -> Any: ...
 
     def _store(self, context: Context) -> _GuardedStore | None:
@@ -191,7 +192,7 @@ class _Reconciler(_HistoryLookups):
         self._mark_own(context, submitted.request_id, submitted_at)
         self._record_request(context, store, submitted.request_id, model, fingerprint, filled_seed, submitted_at)
         self._announce(context, submitted.request_id)
-        return self._wait(context, model, submitted.request_id, submitted_at, filled_seed)
+        return self._wait(context, model, submitted.request_id, submitted_at, filled_seed, status=submitted.status)
 
     def _fail_unknown(self, err: SegmindError) -> NoReturn:
         history = "" if self._history_on() else " (history_lookup is off)"
@@ -242,7 +243,7 @@ class _Reconciler(_HistoryLookups):
         )
         self._record_request(context, store, found.request_id, model, fingerprint, filled_seed, submitted_at)
         self._announce(context, found.request_id)
-        return self._wait(context, model, found.request_id, submitted_at, filled_seed)
+        return self._wait(context, model, found.request_id, submitted_at, filled_seed, status=found.status)
 
     def _resume(
         self,
@@ -394,7 +395,7 @@ class _Reconciler(_HistoryLookups):
                 # The status said COMPLETED, the result still does not (a lagging replica): wait for it
                 # like any running job instead of failing the try or paying for a new one.
                 self.log.warning("%s Waiting for it again.", err)
-                return self._wait(context, model, request_id, submitted_at, filled_seed)
+                return self._wait(context, model, request_id, submitted_at, filled_seed, status=status.status)
             except SegmindJobFailedError as err:
                 self._fail_if_final(context, err)
                 self.log.warning("Earlier Segmind request %s cannot be reused (%s); submitting anew.", request_id, err)
@@ -416,4 +417,6 @@ class _Reconciler(_HistoryLookups):
             request_id,
             status.status.value if status is not None else "running",
         )
-        return self._wait(context, model, request_id, submitted_at, filled_seed)
+        return self._wait(
+            context, model, request_id, submitted_at, filled_seed, status=status.status if status is not None else None
+        )

@@ -81,6 +81,7 @@ from airflow.exceptions import AirflowProviderDeprecationWarning
 from airflow.providers.common.compat.sdk import (
     AirflowException,
     AirflowFailException,
+    AirflowTaskTimeout,
     conf,
 )
 
@@ -127,11 +128,20 @@ from airflow_provider_segmind.protocol import (
     SD3_LARGE_IMG2IMG_MODEL,
     SD3_LARGE_MODEL,
     PollSchedule,
+    SegmindJobStatus,
     invalid_parameters,
     job_failed_error,
     sentences,
 )
-from airflow_provider_segmind.results import XCOM_OUTPUT_URL, XCOM_REQUEST_ID, completed_summary
+from airflow_provider_segmind.results import XCOM_OUTPUT_URL, XCOM_REQUEST_ID, completed_summary, submitted_summary
+from airflow_provider_segmind.timeouts import (
+    EXECUTION_TIMEOUT,
+    JOB_TIMEOUT,
+    execution_timeout_phrase,
+    is_deferral_timeout,
+    tag_timeout,
+    wait_deadline,
+)
 from airflow_provider_segmind.triggers.segmind import (
     DEFAULT_MAX_CONSECUTIVE_ERRORS,
     SegmindJobTrigger,
@@ -150,6 +160,12 @@ __all__ = ["SegmindImageToImageOperator", "SegmindOutputLink", "SegmindRunOperat
 
 # XCom keys pushed besides the return value (defined in results, where the trigger reads them too).
 DEFAULT_JOB_TIMEOUT: Final = RESULT_RETENTION_SECONDS
+#: The end of every timeout error: what became of the job, and what a retry does.
+_NOT_CANCELLED: Final = (
+    "The job was not cancelled (Segmind cannot cancel) and its result stays retrievable for 1 hour after "
+    "submission; a retry of this task waits for the same request instead of submitting again (unless "
+    "request_store='none')."
+)
 
 
 class _SegmindJobOperator(_Reconciler):
@@ -159,7 +175,15 @@ class _SegmindJobOperator(_Reconciler):
     :param deferrable: free the worker slot while the job runs (needs a triggerer). Defaults to
         ``[operators] default_deferrable``.
     :param job_timeout: seconds (or a timedelta) to wait for the job, per try; default 1 hour, the
-        time Segmind keeps a result. Turned into an absolute deadline inside the trigger.
+        time Segmind keeps a result. Turned into an absolute deadline inside the trigger. The task's
+        ``execution_timeout``, counted from the try's start, also ends the wait, deferred or not;
+        the earlier of the two wins and the error names it (:mod:`~airflow_provider_segmind.timeouts`).
+    :param wait_for_completion: ``False``: submit (recorded and claimed as always), push
+        ``segmind_request_id`` and return at once, without waiting: the return value says the
+        request and its status (``QUEUED``), no output (``wait_for_completion: false``). A
+        :class:`~airflow_provider_segmind.sensors.segmind.SegmindJobSensor` downstream waits for it.
+        ``deferrable`` then changes nothing. A retry re-attaches to the recorded request (the same
+        request id, no new submit), as when waiting. Default ``True``.
     :param poll_schedule: a :class:`~airflow_provider_segmind.protocol.PollSchedule` or its dict
         form (prefer the dict in ``partial()``); default ``PollSchedule.for_model(model)``.
     :param max_consecutive_errors: transient errors in a row (429, 5xx, resets) tolerated while
@@ -219,9 +243,11 @@ class _SegmindJobOperator(_Reconciler):
         aws_conn_id: str = "aws_default",
         image_transport: str = "auto",
         presigned_url_expiry: float = DEFAULT_URL_EXPIRY,
+        wait_for_completion: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.wait_for_completion = wait_for_completion
         check_transport(image_transport, presigned_url_expiry)
         self.aws_conn_id = aws_conn_id
         self.image_transport = image_transport
@@ -387,18 +413,35 @@ class _SegmindJobOperator(_Reconciler):
         self.log.info("Segmind credit guard: %s >= floor %g.", balance.describe(), self.min_credits)
 
     def _wait(
-        self, context: Context, model: str, request_id: str, submitted_at: float | None, filled_seed: int | None = None
+        self,
+        context: Context,
+        model: str,
+        request_id: str,
+        submitted_at: float | None,
+        filled_seed: int | None = None,
+        status: SegmindJobStatus | None = None,
     ) -> Any:
-        deadline = time.time() + self.job_timeout
+        """Wait for the request (deferred or on the worker) and finish; or, submit-only, return at once.
+
+        The wait ends at the earlier of ``job_timeout`` from now and the task's ``execution_timeout``
+        from the try's start (:func:`~airflow_provider_segmind.timeouts.wait_deadline`). ``status``:
+        what Segmind last said of the request, for a submit-only summary.
+        """
+        if not self.wait_for_completion:
+            return self._submitted(context, model, request_id, submitted_at, filled_seed, status)
         schedule = self._schedule(model)
-        if self.deferrable:
+        now = time.time()
+        deadline = wait_deadline(
+            now + self.job_timeout, JOB_TIMEOUT, self.execution_timeout, context, blocking=not self.deferrable, now=now
+        )
+        if self.deferrable and deadline.at > now:
             end = self._ends_from_trigger(context)
             self.defer(
                 trigger=SegmindJobTrigger(
                     request_id=request_id,
                     conn_id=self.segmind_conn_id,
                     model=model,
-                    deadline=deadline,
+                    deadline=deadline.at,
                     submitted_at=submitted_at,
                     poll_schedule=schedule.to_dict(),
                     max_consecutive_errors=self.max_consecutive_errors,
@@ -406,23 +449,62 @@ class _SegmindJobOperator(_Reconciler):
                     summary_params=summarize_params(self._summary_params()) if end else None,
                     filled_seed=filled_seed,  # for its summary, and in its event (see execute_complete)
                     push_return_value=bool(self.do_xcom_push),
+                    deadline_cause=deadline.cause,
                 ),
                 method_name="execute_complete",
                 # The filled seed travels with the resume (the resumed task is a fresh operator instance).
                 kwargs={"filled_seed": filled_seed} if filled_seed is not None else None,
-                timeout=None,
+                # The deadline lives in the trigger; Airflow's own timeout is only a backstop for the
+                # execution_timeout, which Airflow 3 does not apply while a task is deferred.
+                timeout=deadline.defer_timeout(now),
+            )
+        if self.deferrable:
+            self.log.info(
+                "Segmind request %s: the task's execution_timeout leaves no time to defer; one last look on the "
+                "worker.",
+                request_id,
             )
         event = wait_for_job(
             request_id,
             conn_id=self.segmind_conn_id,
             model=model,
             schedule=schedule,
-            deadline=deadline,
+            deadline=deadline.at,
             submitted_at=submitted_at,
             max_consecutive_errors=self.max_consecutive_errors,
             log=self.log,
         )
-        return self.execute_complete(context, event, filled_seed=filled_seed)
+        return self.execute_complete(context, tag_timeout(event, deadline.cause), filled_seed=filled_seed)
+
+    def _submitted(
+        self,
+        context: Context,
+        model: str,
+        request_id: str,
+        submitted_at: float | None,
+        filled_seed: int | None,
+        status: SegmindJobStatus | None,
+    ) -> dict[str, Any]:
+        """Submit-only (``wait_for_completion=False``): the request's summary, no wait, no output.
+
+        The record is handled as after any success (:meth:`_forget`: kept on 3.3+, a Variable
+        deleted): a retry of a try that ends before Airflow records its success re-attaches to the
+        same request (on 3.3+) and returns it again; a clear submits anew.
+        """
+        self._forget(context, succeeded=True)
+        params = summarize_params(self._summary_params())
+        summary = submitted_summary(
+            request_id, model=model, status=status, submitted_at=submitted_at, params=params, filled_seed=filled_seed
+        )
+        self.result_summary = summary
+        self.log.info(
+            "Segmind request %s submitted (%s); not waiting for it (wait_for_completion=False): a "
+            "SegmindJobSensor on its request id (XCom %r) waits for it, within 1 hour of the submit.",
+            request_id,
+            summary["status"],
+            XCOM_REQUEST_ID,
+        )
+        return summary
 
     def _ends_from_trigger(self, context: Context) -> bool:
         """Whether this deferral asks the trigger to end the task on success (see ``end_from_trigger``)."""
@@ -486,15 +568,29 @@ class _SegmindJobOperator(_Reconciler):
                 status_code=404,
             )
         if status == "timeout":
-            raise AirflowException(
-                f"{message} (job_timeout={self.job_timeout:g} s). The job was not cancelled (Segmind cannot "
-                "cancel) and its result stays retrievable for 1 hour after submission; a retry of this task "
-                "waits for the same request instead of submitting again (unless request_store='none')."
-            )
+            if checked.get("deadline_cause") == EXECUTION_TIMEOUT:
+                why = execution_timeout_phrase(self.execution_timeout, "job_timeout", self.job_timeout)
+                raise AirflowTaskTimeout(f"{message}: {why}. {_NOT_CANCELLED}")
+            raise AirflowException(f"{message} (job_timeout={self.job_timeout:g} s). {_NOT_CANCELLED}")
         text = sentences(message, f"Request id: {request_id}")
         if checked.get("retryable") is False:
             raise AirflowFailException(text)
         raise AirflowException(text)
+
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        """Name the ``execution_timeout`` when Airflow itself ended the deferral (its backstop, see ``_wait``)."""
+        if self.execution_timeout and is_deferral_timeout(next_method, next_kwargs):
+            ti = context["ti"]
+            map_index = getattr(ti, "map_index", -1)
+            request_id = ti.xcom_pull(task_ids=self.task_id, key=XCOM_REQUEST_ID, map_indexes=map_index)
+            if _no_try_follows(ti):
+                self._forget(context)
+            why = execution_timeout_phrase(self.execution_timeout, "job_timeout", self.job_timeout)
+            raise AirflowTaskTimeout(
+                f"Airflow ended the wait for Segmind request {request_id or '(id not in XCom)'}: {why}, and no "
+                f"trigger had reported by then (is a triggerer running?). {_NOT_CANCELLED}"
+            )
+        return super().resume_execution(next_method, next_kwargs, context)
 
     def _finish_ended_by_trigger(self, context: Context) -> dict[str, Any]:
         """Finish a task whose trigger ended it (``TaskSuccessEvent``) but which was resumed anyway.

@@ -11,6 +11,7 @@ from airflow.providers.common.compat.sdk import (
     AirflowFailException,
     AirflowSensorTimeout,
     AirflowSkipException,
+    AirflowTaskTimeout,
     BaseSensorOperator,
     PokeReturnValue,
     conf,
@@ -21,12 +22,25 @@ from airflow_provider_segmind.exceptions import SegmindError, SegmindJobFailedEr
 from airflow_provider_segmind.polling import DEFAULT_MAX_CONSECUTIVE_ERRORS, SINGLE_ATTEMPT
 from airflow_provider_segmind.protocol import PollSchedule, SegmindJobStatus
 from airflow_provider_segmind.results import result_summary
+from airflow_provider_segmind.timeouts import (
+    EXECUTION_TIMEOUT,
+    SENSOR_TIMEOUT,
+    execution_timeout_phrase,
+    is_deferral_timeout,
+    wait_deadline,
+)
 from airflow_provider_segmind.triggers.segmind import SegmindJobTrigger, ends_from_trigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
 __all__ = ["SegmindJobSensor"]
+
+#: The end of an execution_timeout error: what became of the job, and what a retry does.
+_KEEPS_RUNNING = (
+    "The job keeps running (Segmind cannot cancel) and its result stays retrievable for 1 hour after "
+    "submission; a retry of this sensor waits for the same request."
+)
 
 
 class SegmindJobSensor(BaseSensorOperator):
@@ -41,8 +55,11 @@ class SegmindJobSensor(BaseSensorOperator):
     Deferrable mode looks once on the worker, then hands the wait to
     :class:`~airflow_provider_segmind.triggers.segmind.SegmindJobTrigger` with the sensor's
     ``timeout`` as an absolute deadline inside the trigger (so a triggerer restart does not reset
-    it). The trigger polls on :class:`~airflow_provider_segmind.protocol.PollSchedule`; in poke and
-    reschedule modes ``poke_interval`` applies as usual.
+    it), or the task's ``execution_timeout`` counted from the try's start when that comes first
+    (Airflow 3 does not apply ``execution_timeout`` to a deferred task; the error then names it
+    and the sensor's retries apply, as for any ``execution_timeout``). The trigger polls on
+    :class:`~airflow_provider_segmind.protocol.PollSchedule`; in poke and reschedule modes
+    ``poke_interval`` applies as usual, and Airflow applies ``execution_timeout`` to each worker run.
 
     :param request_id: the v2 request id (e.g. pulled from XCom ``segmind_request_id``). Templated.
     :param segmind_conn_id: the ``segmind`` connection; it must hold the key that submitted the job.
@@ -127,12 +144,16 @@ class SegmindJobSensor(BaseSensorOperator):
         first = self.poke(context)
         if isinstance(first, PokeReturnValue) and first.is_done:
             return first.xcom_value
+        now = time.time()
+        deadline = wait_deadline(
+            now + float(self.timeout), SENSOR_TIMEOUT, self.execution_timeout, context, blocking=False, now=now
+        )
         self.defer(
             trigger=SegmindJobTrigger(
                 request_id=self.request_id,
                 conn_id=self.segmind_conn_id,
                 model=self.model or "",
-                deadline=time.time() + float(self.timeout),
+                deadline=deadline.at,
                 submitted_at=None,
                 poll_schedule=self.poll_schedule,
                 max_consecutive_errors=self.max_consecutive_errors,
@@ -145,10 +166,29 @@ class SegmindJobSensor(BaseSensorOperator):
                     on_success_callback=self.on_success_callback,
                 ),
                 push_return_value=bool(self.do_xcom_push),
+                deadline_cause=deadline.cause,
             ),
             method_name="execute_complete",
-            timeout=None,
+            # Only a backstop for execution_timeout (see airflow_provider_segmind.timeouts).
+            timeout=deadline.defer_timeout(now),
         )
+
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        """Name the ``execution_timeout`` when Airflow itself ended the deferral (its backstop, see ``execute``)."""
+        if self.execution_timeout and is_deferral_timeout(next_method, next_kwargs):
+            self._execution_timed_out(
+                f"Airflow ended the wait for Segmind request {self.request_id}, and no trigger had reported by then "
+                "(is a triggerer running?)"
+            )
+        return super().resume_execution(next_method, next_kwargs, context)
+
+    def _execution_timed_out(self, message: str) -> NoReturn:
+        """``execution_timeout`` ended the wait: a task timeout (retries apply), or a skip under ``soft_fail``."""
+        why = execution_timeout_phrase(self.execution_timeout, "timeout", float(self.timeout))
+        text = f"{message}: {why}. {_KEEPS_RUNNING}"
+        if self.soft_fail:
+            raise AirflowSkipException(f"{text} (soft_fail: skipping)")
+        raise AirflowTaskTimeout(text)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | str | None = None) -> Any:
         """Resume from the trigger: success returns the summary; anything else fails (or skips).
@@ -175,6 +215,8 @@ class SegmindJobSensor(BaseSensorOperator):
         if status == "success":
             return dict(checked["result"])
         if status == "timeout":
+            if checked.get("deadline_cause") == EXECUTION_TIMEOUT:
+                self._execution_timed_out(message)
             if self.soft_fail:
                 raise AirflowSkipException(f"{message} (soft_fail: skipping)")
             raise AirflowSensorTimeout(f"{message} (sensor timeout {float(self.timeout):g} s)")

@@ -51,6 +51,7 @@ from airflow_provider_segmind.results import (
     result_summary,
     summarize_params,
 )
+from airflow_provider_segmind.timeouts import tag_timeout
 
 __all__ = [
     "DEFAULT_MAX_CONSECUTIVE_ERRORS",
@@ -186,6 +187,10 @@ class SegmindJobTrigger(BaseTrigger):
         resumes the task (``filled_seed``), so a resume that drops the defer's kwargs
         (``dag.test()``) still knows it.
     :param push_return_value: the task's ``do_xcom_push``.
+    :param deadline_cause: which bound set ``deadline`` (``"execution_timeout"``, ``"job_timeout"``,
+        the sensor's ``"timeout"``; :mod:`~airflow_provider_segmind.timeouts`), copied into a
+        ``timeout`` event as ``deadline_cause`` so the task's error names it. ``None``: not said
+        (triggers serialized by older versions).
     """
 
     def __init__(
@@ -202,6 +207,7 @@ class SegmindJobTrigger(BaseTrigger):
         summary_params: Mapping[str, Any] | None = None,
         filled_seed: int | None = None,
         push_return_value: bool = True,
+        deadline_cause: str | None = None,
         **unknown: Any,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
@@ -218,6 +224,7 @@ class SegmindJobTrigger(BaseTrigger):
         self.summary_params = dict(summary_params) if summary_params is not None else None
         self.filled_seed = int(filled_seed) if filled_seed is not None else None
         self.push_return_value = bool(push_return_value)
+        self.deadline_cause = str(deadline_cause) if deadline_cause else None
         # Kwargs from a newer provider version: ignored (logged when the trigger runs).
         self._unknown_kwargs = sorted(unknown)
 
@@ -236,6 +243,7 @@ class SegmindJobTrigger(BaseTrigger):
                 "summary_params": self.summary_params,
                 "filled_seed": self.filled_seed,
                 "push_return_value": self.push_return_value,
+                "deadline_cause": self.deadline_cause,
             },
         )
 
@@ -254,7 +262,7 @@ class SegmindJobTrigger(BaseTrigger):
         With ``end_from_trigger``, a ``success`` ends the task here (``TaskSuccessEvent``); any
         other outcome resumes it on the worker, where errors, retries and the record are handled.
         """
-        event = await self._watch()
+        event = tag_timeout(await self._watch(), self.deadline_cause)
         if (
             self.end_from_trigger
             and TaskSuccessEvent is not None

@@ -14,6 +14,7 @@ import json
 import sys
 import textwrap
 import threading
+import time
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any, ClassVar
@@ -491,6 +492,61 @@ def test_no_request_record_is_left_when_the_last_try_times_out_or_errs(
     assert slow.job(_request_id(dr))["status"] in ("QUEUED", "PROCESSING")  # it ended mid-job
     assert _request_variables() == []
     assert _task_state_records(dag_id) == []
+
+
+@pytest.mark.parametrize(
+    ("deferrable", "end_from_trigger"),
+    [(False, None), (True, True), (True, False)],
+    ids=["blocking", "deferred-end-from-trigger", "deferred-resume-on-worker"],
+)
+def test_execution_timeout_ends_the_wait_for_a_slow_job(
+    dag_env: tuple[Path, Any],
+    emulator_factory: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: Any,
+    capsys: Any,
+    deferrable: bool,
+    end_from_trigger: bool | None,
+) -> None:
+    """Issue 24 item 1: a job slower than ``execution_timeout`` fails the task at ``execution_timeout``
+    (not at ``job_timeout``'s hour), with an error naming it, deferred or not. ``dag.test()`` runs the
+    trigger inline and, like Airflow 3's triggerer, applies no ``execution_timeout`` to it: the
+    provider's own deadline ends the wait."""
+    dags_folder, _ = dag_env
+    slow = emulator_factory(inference_time=120.0)
+    use_emulator(monkeypatch, slow)
+    dag_id = f"segmind_execution_timeout_{'deferred' if deferrable else 'blocking'}_{end_from_trigger}".lower()
+    path = write_dag(
+        dags_folder,
+        dag_id,
+        f"""
+        with DAG({dag_id!r}, schedule=None, start_date=START, catchup=False) as dag:
+            SegmindTextToImageOperator(
+                task_id="t2i",
+                prompt="a lighthouse",
+                deferrable={deferrable!r},
+                end_from_trigger={end_from_trigger!r},
+                poll_schedule=FAST,
+                execution_timeout=timedelta(seconds=10),  # the submit's run may take seconds on a loaded machine
+                retries=0,
+            )
+        """,
+    )
+    began = time.monotonic()
+    dr = run_dag(path, dag_id)
+    took = time.monotonic() - began
+    logs = captured_logs(caplog, capsys)
+    (ti,) = dr.get_task_instances()
+    assert ti.state == "failed"
+    request_id = _request_id(dr)
+    assert f"Segmind request {request_id} was still not finished at its deadline" in logs
+    assert "execution_timeout=10 s, counted from the try's start, ran out before job_timeout=3600 s" in logs
+    assert "Segmind cannot cancel" in logs
+    assert took < 60  # the hour of job_timeout was not waited
+    assert slow.stats()["submissions"] == 1
+    assert slow.job(request_id)["status"] in ("QUEUED", "PROCESSING")  # still running: nothing cancels it
+    if deferrable:
+        assert "running trigger in line" in logs or "Pausing task as DEFERRED" in logs  # it did defer
 
 
 @pytest.mark.parametrize("history", [True, False], ids=["history", "no-history"])

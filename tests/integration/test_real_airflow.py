@@ -78,6 +78,27 @@ ENDED_DAG = """
 
         downstream(generated.output)
 """
+#: A deferred task whose job outlasts its execution_timeout (issue 24 item 1): Airflow 3 does not
+#: apply execution_timeout in the triggerer, the provider's trigger deadline ends the wait.
+TIMED = "segmind_e2e_execution_timeout"
+TIMED_DAG = """
+    from datetime import timedelta
+
+    import pendulum
+    from airflow.sdk import DAG
+
+    from airflow_provider_segmind.operators.segmind import SegmindTextToImageOperator
+
+    with DAG("segmind_e2e_execution_timeout", schedule=None, start_date=pendulum.datetime(2024, 1, 1, tz="UTC")):
+        SegmindTextToImageOperator(
+            task_id="generate",
+            prompt="A lighthouse on a cliff, a job slower than its execution_timeout",
+            deferrable=True,
+            segmind_conn_id="segmind_slow",
+            execution_timeout=timedelta(seconds=30),
+            retries=0,
+        )
+"""
 PROMPTS = [
     {"prompt": "A copper kettle on a gas stove, morning light", "aspect_ratio": "1:1"},
     {"prompt": "A sailboat on a calm lake at sunset", "aspect_ratio": "16:9"},
@@ -115,10 +136,18 @@ def segmind_ended() -> Iterator[SegmindEmulator]:
 
 
 @pytest.fixture(scope="module")
+def segmind_slow() -> Iterator[SegmindEmulator]:
+    """The execution_timeout DAG's emulator: its jobs take 10 minutes."""
+    with SegmindEmulator(EmulatorConfig.for_profile("fast", inference_time=600.0)) as emulator:
+        yield emulator
+
+
+@pytest.fixture(scope="module")
 def finished_run(
     tmp_path_factory: pytest.TempPathFactory,
     segmind: SegmindEmulator,
     segmind_ended: SegmindEmulator,
+    segmind_slow: SegmindEmulator,
     s3_endpoint: str,
 ) -> Iterator[dict[str, Any]]:
     """Start Airflow, run the marketing DAG once, collect what the tests inspect, stop Airflow."""
@@ -127,6 +156,7 @@ def finished_run(
     dags = home / "dags"
     shutil.copytree(REPO / "example_dags", dags, ignore=shutil.ignore_patterns("__pycache__"))
     (dags / f"{ENDED}.py").write_text(textwrap.dedent(ENDED_DAG))
+    (dags / f"{TIMED}.py").write_text(textwrap.dedent(TIMED_DAG))
     callbacks = home / "callbacks"
     callbacks.mkdir()
     aws = {
@@ -141,6 +171,9 @@ def finished_run(
         ),
         "AIRFLOW_CONN_SEGMIND_ENDED": json.dumps(
             {"conn_type": "segmind", "password": segmind_ended.api_key, "host": segmind_ended.base_url}
+        ),
+        "AIRFLOW_CONN_SEGMIND_SLOW": json.dumps(
+            {"conn_type": "segmind", "password": segmind_slow.api_key, "host": segmind_slow.base_url}
         ),
         "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(aws),
         "SEGMIND_EXAMPLE_BUCKET": BUCKET,
@@ -160,10 +193,14 @@ def finished_run(
         cluster.airflow("dags", "unpause", CONSUMER)
         cluster.wait_for_dag(ENDED)
         cluster.airflow("dags", "unpause", ENDED)
+        cluster.wait_for_dag(TIMED)
+        cluster.airflow("dags", "unpause", TIMED)
         cluster.trigger(DAG_ID, run_id, {"prompts": PROMPTS})
         cluster.trigger(ENDED, run_id)
+        cluster.trigger(TIMED, run_id)
         state = cluster.wait_for_run(DAG_ID, run_id, timeout=420)
         ended_state = cluster.wait_for_run(ENDED, run_id, timeout=180)
+        timed_state = cluster.wait_for_run(TIMED, run_id, timeout=180)
         callback_files: list[Path] = []
         deadline = time.monotonic() + 60  # the dag processor runs the callback on its next loop
         while ended_state == "success" and not callback_files and time.monotonic() < deadline:
@@ -206,6 +243,9 @@ def finished_run(
                 )
             },
             "callback_files": callback_files,
+            "timed_state": timed_state,
+            "timed_task_instances": cluster.task_instances(TIMED, run_id),
+            "timed_stats": segmind_slow.stats(),
         }
     finally:
         cluster.stop()
@@ -355,3 +395,18 @@ def test_a_task_resumed_on_the_worker_ran_two_worker_processes(finished_run: dic
     cluster: AirflowCluster = finished_run["cluster"]
     assert len(_worker_processes(cluster, ENDED, finished_run["run_id"], "generate_resumed")) == 2
     assert finished_run["ended_xcoms"][("generate_resumed", "return_value")]["status"] == "COMPLETED"
+
+
+def test_execution_timeout_ends_a_deferred_task_on_a_real_triggerer(finished_run: dict[str, Any]) -> None:
+    """Issue 24 item 1 on a real scheduler and triggerer: a job slower than the task's 30 s
+    execution_timeout fails the task then, from the trigger's own deadline, not after job_timeout's hour."""
+    assert finished_run["timed_state"] == "failed", finished_run["log_tail"]
+    assert [(t, s, n) for t, _, s, n in finished_run["timed_task_instances"]] == [("generate", "failed", 1)]
+    cluster: AirflowCluster = finished_run["cluster"]
+    folder = cluster.home / "logs" / f"dag_id={TIMED}" / f"run_id={finished_run['run_id']}" / "task_id=generate"
+    worker_log = "".join(p.read_text(errors="replace") for p in folder.glob("attempt=1.log"))
+    assert "Pausing task as DEFERRED" in worker_log
+    assert list(folder.glob("attempt=1.log.trigger.*.log")), "the trigger did not run in the triggerer"
+    assert "was still not finished at its deadline" in worker_log  # the trigger's timeout event, resumed
+    assert "execution_timeout=30 s, counted from the try's start, ran out before job_timeout=3600 s" in worker_log
+    assert finished_run["timed_stats"]["submissions"] == 1
