@@ -224,7 +224,7 @@ def finished_run(
             ):
                 break
             time.sleep(2)
-        yield {
+        result = {
             "cluster": cluster,
             "run_id": run_id,
             "state": state,
@@ -247,8 +247,64 @@ def finished_run(
             "timed_task_instances": cluster.task_instances(TIMED, run_id),
             "timed_stats": segmind_slow.stats(),
         }
+        # Then the product-photos example (issue 23): S3 photos -> the img2img slug -> S3, on the
+        # same scheduler and triggerer, after the marketing figures above were taken.
+        jobs_before = {job["request_id"] for job in segmind.jobs()}
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=s3_endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="e2e",
+            aws_secret_access_key="e2e",
+        )
+        for name in PHOTOS:
+            s3.put_object(Bucket=BUCKET, Key=f"product-photos/{name}", Body=_photo(name), ContentType="image/png")
+        cluster.wait_for_dag(PHOTOS_DAG)
+        cluster.airflow("dags", "unpause", PHOTOS_DAG)
+        photos_run = f"photos_{int(time.time())}"
+        cluster.trigger(PHOTOS_DAG, photos_run)
+        result["photos_state"] = cluster.wait_for_run(PHOTOS_DAG, photos_run, timeout=300)
+        result["photos_task_instances"] = cluster.task_instances(PHOTOS_DAG, photos_run)
+        result["photos_jobs"] = [job for job in segmind.jobs() if job["request_id"] not in jobs_before]
+        result["photos_run_id"] = photos_run
+        yield result
     finally:
         cluster.stop()
+
+
+PHOTOS_DAG = "example_segmind_product_photos"
+PHOTOS = ("mug.png", "shoe.png")
+
+
+def _photo(name: str) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (40, 120, 200) if name == "mug.png" else (200, 80, 40)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_the_product_photos_example_runs_on_the_img2img_slug(finished_run: dict[str, Any], s3_endpoint: str) -> None:
+    """Issue 23: the example on a real scheduler and triggerer: one variant per photo and variant
+    number, each an image-to-image job on SD3 Large's img2img slug with the photo as its input,
+    stored back in S3 with its manifest."""
+    assert finished_run["photos_state"] == "success", finished_run["photos_task_instances"]
+    variants = [ti for ti in finished_run["photos_task_instances"] if ti[0] == "variants"]
+    assert sorted(ti[1] for ti in variants) == [0, 1, 2, 3]  # 2 photos x 2 variants
+    jobs = finished_run["photos_jobs"]
+    assert len(jobs) == 4
+    assert {job["model"] for job in jobs} == {"stable-diffusion-3-large-img2img"}
+    assert all(str(job["params"].get("image", "")).strip() for job in jobs)  # the photo was sent
+    assert len({job["params"]["seed"] for job in jobs}) == 4  # a fresh seed per variant
+    s3 = boto3.client(
+        "s3", endpoint_url=s3_endpoint, region_name="us-east-1", aws_access_key_id="e2e", aws_secret_access_key="e2e"
+    )
+    keys = [obj["Key"] for obj in s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])]
+    stored = [key for key in keys if finished_run["photos_run_id"] in key and key.endswith(".png")]
+    assert len(stored) == 4
+    assert all(f"{key}.manifest.json" in keys for key in stored)
 
 
 def test_the_run_succeeds(finished_run: dict[str, Any]) -> None:
