@@ -82,6 +82,7 @@ from airflow.providers.common.compat.sdk import (
     conf,
 )
 
+from airflow_provider_segmind.deferral import FreshRetryResume
 from airflow_provider_segmind.exceptions import (
     SegmindError,
     SegmindInvalidParametersError,
@@ -129,6 +130,7 @@ from airflow_provider_segmind.triggers.segmind import (
     SegmindJobTrigger,
     ends_from_trigger,
     summarize_params,
+    task_trigger_kwargs,
     validate_event,
     wait_for_job,
 )
@@ -144,7 +146,7 @@ __all__ = ["SegmindOutputLink", "SegmindRunOperator", "SegmindTextToImageOperato
 DEFAULT_JOB_TIMEOUT: Final = RESULT_RETENTION_SECONDS
 
 
-class _SegmindJobOperator(_Reconciler):
+class _SegmindJobOperator(FreshRetryResume, _Reconciler):
     """Submit one Segmind v2 job and wait for it (shared by the two public operators).
 
     :param segmind_conn_id: the ``segmind`` connection (password = API key).
@@ -378,6 +380,7 @@ class _SegmindJobOperator(_Reconciler):
                     summary_params=summarize_params(self._summary_params()) if end else None,
                     filled_seed=filled_seed if end else None,
                     push_return_value=bool(self.do_xcom_push),
+                    **task_trigger_kwargs(self, context),
                 ),
                 method_name="execute_complete",
                 # The filled seed travels with the resume (the resumed task is a fresh operator instance).

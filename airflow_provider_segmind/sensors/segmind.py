@@ -16,12 +16,13 @@ from airflow.providers.common.compat.sdk import (
     conf,
 )
 
+from airflow_provider_segmind.deferral import FreshRetryResume
 from airflow_provider_segmind.events import validate_event
 from airflow_provider_segmind.exceptions import SegmindError, SegmindJobFailedError, SegmindRequestNotFoundError
 from airflow_provider_segmind.polling import DEFAULT_MAX_CONSECUTIVE_ERRORS, SINGLE_ATTEMPT
 from airflow_provider_segmind.protocol import PollSchedule, SegmindJobStatus
 from airflow_provider_segmind.results import result_summary
-from airflow_provider_segmind.triggers.segmind import SegmindJobTrigger, ends_from_trigger
+from airflow_provider_segmind.triggers.segmind import SegmindJobTrigger, ends_from_trigger, task_trigger_kwargs
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 __all__ = ["SegmindJobSensor"]
 
 
-class SegmindJobSensor(BaseSensorOperator):
+class SegmindJobSensor(FreshRetryResume, BaseSensorOperator):
     """Wait for a Segmind v2 request (by id) in ``poke``, ``reschedule`` or deferrable mode.
 
     Succeeds when the request is COMPLETED and returns the same JSON-safe summary as the operators
@@ -145,6 +146,7 @@ class SegmindJobSensor(BaseSensorOperator):
                     on_success_callback=self.on_success_callback,
                 ),
                 push_return_value=bool(self.do_xcom_push),
+                **task_trigger_kwargs(self, context),
             ),
             method_name="execute_complete",
             timeout=None,

@@ -32,7 +32,13 @@ except ImportError:  # pragma: no cover - no supported Airflow lacks it; kept so
 
 # Re-exported from their new homes for ``operators/segmind.py`` and older user code that imported
 # them from here; new code imports them from ``events``, ``results`` and ``polling``.
-from airflow_provider_segmind.events import EVENT_STATUSES, EVENT_SUCCESS, validate_event
+from airflow_provider_segmind.events import (
+    EVENT_STATUSES,
+    EVENT_SUCCESS,
+    EVENT_TRY_NUMBER,
+    try_number_of,
+    validate_event,
+)
 from airflow_provider_segmind.polling import (
     DEFAULT_CONN_ID,
     DEFAULT_MAX_CONSECUTIVE_ERRORS,
@@ -60,6 +66,7 @@ __all__ = [
     "fit_summary",
     "result_summary",
     "summarize_params",
+    "task_trigger_kwargs",
     "validate_event",
     "wait_for_job",
 ]
@@ -145,6 +152,11 @@ def ends_from_trigger(
     return True
 
 
+def task_trigger_kwargs(task: Any, context: Any) -> dict[str, Any]:
+    """The trigger kwargs a deferring task (operator or sensor) takes from its try: its number (see ``try_number``)."""
+    return {"try_number": try_number_of(context)}
+
+
 class SegmindJobTrigger(BaseTrigger):
     """Poll a Segmind v2 request until it ends; emit exactly one event (its schema: :mod:`.events`).
 
@@ -184,6 +196,9 @@ class SegmindJobTrigger(BaseTrigger):
         summary as it is, alone (what the sensor returns).
     :param filled_seed: the seed the operator filled in, for the summary.
     :param push_return_value: the task's ``do_xcom_push``.
+    :param try_number: the number of the try that deferred, stamped on every event this trigger yields
+        (``try_number``), so a task resumed in another try can tell (:mod:`airflow_provider_segmind.deferral`:
+        Airflow 3.1.0 hands a retry the try before's event).
     """
 
     def __init__(
@@ -200,6 +215,7 @@ class SegmindJobTrigger(BaseTrigger):
         summary_params: Mapping[str, Any] | None = None,
         filled_seed: int | None = None,
         push_return_value: bool = True,
+        try_number: int | None = None,
         **unknown: Any,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
@@ -216,6 +232,7 @@ class SegmindJobTrigger(BaseTrigger):
         self.summary_params = dict(summary_params) if summary_params is not None else None
         self.filled_seed = int(filled_seed) if filled_seed is not None else None
         self.push_return_value = bool(push_return_value)
+        self.try_number = int(try_number) if try_number is not None else None
         # Kwargs from a newer provider version: ignored (logged when the trigger runs).
         self._unknown_kwargs = sorted(unknown)
 
@@ -234,6 +251,7 @@ class SegmindJobTrigger(BaseTrigger):
                 "summary_params": self.summary_params,
                 "filled_seed": self.filled_seed,
                 "push_return_value": self.push_return_value,
+                "try_number": self.try_number,
             },
         )
 
@@ -262,6 +280,8 @@ class SegmindJobTrigger(BaseTrigger):
             self.log.info("Segmind job %s COMPLETED: ending the task from the trigger.", self.request_id)
             yield TaskSuccessEvent()
             return
+        if self.try_number is not None:
+            event[EVENT_TRY_NUMBER] = self.try_number  # the try this event belongs to (deferral.py)
         yield TriggerEvent(event)  # type: ignore[no-untyped-call]
 
     async def _push_xcoms(self, xcoms: Mapping[str, Any]) -> bool:

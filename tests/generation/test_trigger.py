@@ -77,6 +77,7 @@ def test_serialize_round_trip_is_plain_json_without_the_key(emu: Any) -> None:
         "summary_params",
         "filled_seed",
         "push_return_value",
+        "try_number",
     }
     rebuilt = SegmindJobTrigger(**json.loads(json.dumps(kwargs)))
     assert rebuilt == trigger
