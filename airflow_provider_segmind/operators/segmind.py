@@ -411,6 +411,8 @@ class _SegmindJobOperator(FreshRetryResume, _Reconciler):
             record_in_variable=store is not None and isinstance(store.store, VariableRequestStore),
             log=self.log,
             on_success_callback=self.on_success_callback,
+            task=self,
+            context=context,
         )
 
     def execute_complete(

@@ -144,6 +144,8 @@ class SegmindJobSensor(FreshRetryResume, BaseSensorOperator):
                     record_in_variable=False,
                     log=self.log,
                     on_success_callback=self.on_success_callback,
+                    task=self,
+                    context=context,
                 ),
                 push_return_value=bool(self.do_xcom_push),
                 **task_trigger_kwargs(self, context),
