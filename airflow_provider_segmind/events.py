@@ -10,8 +10,9 @@ Event schema (the payload of the single :class:`~airflow.triggers.base.TriggerEv
      "retryable": bool        # error: whether a task retry can help (False for a bad key)
      "deadline": float | None # the absolute deadline (epoch seconds), when one was set
      "polls": int,            # status/result calls this watch made
-     "filled_seed": int}      # a trigger's event only, when the operator filled the seed: it comes
+     "filled_seed": int,      # a trigger's event only, when the operator filled the seed: it comes
                               # back with the event (dag.test() resumes with the event alone)
+     "try_number": int}       # a trigger's: the try that deferred (deferral.py), when the task said
 
 No event ever carries the API key: every error text is passed through
 :func:`~airflow_provider_segmind.protocol.redact` with the keys the watch used.
@@ -40,16 +41,27 @@ from airflow_provider_segmind.results import job_metrics, result_summary, utc_is
 __all__ = [
     "EVENT_STATUSES",
     "EVENT_SUCCESS",
+    "EVENT_TRY_NUMBER",
     "describe_transition",
     "event_filled_seed",
     "outcome_event",
     "success_event",
+    "try_number_of",
     "validate_event",
 ]
 
 #: The only statuses an event may have; ``execute_complete`` refuses anything else.
 EVENT_SUCCESS: Final = "success"
 EVENT_STATUSES: Final = frozenset({EVENT_SUCCESS, OUTCOME_FAILED, OUTCOME_EXPIRED, OUTCOME_TIMEOUT, OUTCOME_ERROR})
+#: The key a trigger stamps its events with: the number of the try that deferred (see ``deferral.py``).
+EVENT_TRY_NUMBER: Final = "try_number"
+
+
+def try_number_of(context: Any) -> int | None:
+    """The running try's number (``context["ti"].try_number``), if the context has one."""
+    ti = context.get("ti") if isinstance(context, Mapping) else None
+    number = getattr(ti, "try_number", None)
+    return number if isinstance(number, int) and not isinstance(number, bool) else None
 
 
 def _event(

@@ -85,6 +85,7 @@ from airflow.providers.common.compat.sdk import (
     conf,
 )
 
+from airflow_provider_segmind.deferral import FreshRetryResume
 from airflow_provider_segmind.events import event_filled_seed
 from airflow_provider_segmind.exceptions import (
     SegmindError,
@@ -147,6 +148,7 @@ from airflow_provider_segmind.triggers.segmind import (
     SegmindJobTrigger,
     ends_from_trigger,
     summarize_params,
+    task_trigger_kwargs,
     validate_event,
     wait_for_job,
 )
@@ -168,7 +170,7 @@ _NOT_CANCELLED: Final = (
 )
 
 
-class _SegmindJobOperator(_Reconciler):
+class _SegmindJobOperator(FreshRetryResume, _Reconciler):
     """Submit one Segmind v2 job and wait for it (shared by the two public operators).
 
     :param segmind_conn_id: the ``segmind`` connection (password = API key).
@@ -450,6 +452,7 @@ class _SegmindJobOperator(_Reconciler):
                     filled_seed=filled_seed,  # for its summary, and in its event (see execute_complete)
                     push_return_value=bool(self.do_xcom_push),
                     deadline_cause=deadline.cause,
+                    **task_trigger_kwargs(self, context),
                 ),
                 method_name="execute_complete",
                 # The filled seed travels with the resume (the resumed task is a fresh operator instance).
@@ -518,6 +521,8 @@ class _SegmindJobOperator(_Reconciler):
             record_in_variable=store is not None and isinstance(store.store, VariableRequestStore),
             log=self.log,
             on_success_callback=self.on_success_callback,
+            task=self,
+            context=context,
         )
 
     def execute_complete(

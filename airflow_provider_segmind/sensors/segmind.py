@@ -17,6 +17,7 @@ from airflow.providers.common.compat.sdk import (
     conf,
 )
 
+from airflow_provider_segmind.deferral import FreshRetryResume
 from airflow_provider_segmind.events import validate_event
 from airflow_provider_segmind.exceptions import SegmindError, SegmindJobFailedError, SegmindRequestNotFoundError
 from airflow_provider_segmind.polling import DEFAULT_MAX_CONSECUTIVE_ERRORS, SINGLE_ATTEMPT
@@ -29,7 +30,7 @@ from airflow_provider_segmind.timeouts import (
     is_deferral_timeout,
     wait_deadline,
 )
-from airflow_provider_segmind.triggers.segmind import SegmindJobTrigger, ends_from_trigger
+from airflow_provider_segmind.triggers.segmind import SegmindJobTrigger, ends_from_trigger, task_trigger_kwargs
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -43,7 +44,7 @@ _KEEPS_RUNNING = (
 )
 
 
-class SegmindJobSensor(BaseSensorOperator):
+class SegmindJobSensor(FreshRetryResume, BaseSensorOperator):
     """Wait for a Segmind v2 request (by id) in ``poke``, ``reschedule`` or deferrable mode.
 
     Succeeds when the request is COMPLETED and returns the same JSON-safe summary as the operators
@@ -164,9 +165,12 @@ class SegmindJobSensor(BaseSensorOperator):
                     record_in_variable=False,
                     log=self.log,
                     on_success_callback=self.on_success_callback,
+                    task=self,
+                    context=context,
                 ),
                 push_return_value=bool(self.do_xcom_push),
                 deadline_cause=deadline.cause,
+                **task_trigger_kwargs(self, context),
             ),
             method_name="execute_complete",
             # Only a backstop for execution_timeout (see airflow_provider_segmind.timeouts).

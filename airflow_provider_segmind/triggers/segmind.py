@@ -19,9 +19,11 @@ task asks for that.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from types import ModuleType
+from typing import Any, Final
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
@@ -32,7 +34,13 @@ except ImportError:  # pragma: no cover - no supported Airflow lacks it; kept so
 
 # Re-exported from their new homes for ``operators/segmind.py`` and older user code that imported
 # them from here; new code imports them from ``events``, ``results`` and ``polling``.
-from airflow_provider_segmind.events import EVENT_STATUSES, EVENT_SUCCESS, validate_event
+from airflow_provider_segmind.events import (
+    EVENT_STATUSES,
+    EVENT_SUCCESS,
+    EVENT_TRY_NUMBER,
+    try_number_of,
+    validate_event,
+)
 from airflow_provider_segmind.polling import (
     DEFAULT_CONN_ID,
     DEFAULT_MAX_CONSECUTIVE_ERRORS,
@@ -61,9 +69,13 @@ __all__ = [
     "fit_summary",
     "result_summary",
     "summarize_params",
+    "task_trigger_kwargs",
     "validate_event",
     "wait_for_job",
 ]
+
+#: The key of a task's return value (``BaseXCom.XCOM_RETURN_KEY``).
+XCOM_RETURN_KEY: Final = "return_value"
 
 #: Set once :func:`_import_transport` has finished in this process: later triggers skip the thread hop.
 _transport_imported = False
@@ -79,6 +91,13 @@ def _import_transport() -> None:
     _transport_imported = True
 
 
+def _link_xcom_key() -> str:
+    """The XCom key of the operators' extra link ("Segmind output")."""
+    from airflow_provider_segmind.operators.links import SegmindOutputLink
+
+    return str(SegmindOutputLink().xcom_key)
+
+
 def _openlineage_on() -> bool:
     """Whether the OpenLineage provider is installed and on (not disabled, a transport configured).
 
@@ -92,8 +111,67 @@ def _openlineage_on() -> bool:
     return not is_disabled()
 
 
+def _listener_name(plugin: Any) -> str:
+    if isinstance(plugin, ModuleType):
+        return plugin.__name__
+    return f"{type(plugin).__module__}.{type(plugin).__qualname__}"
+
+
+def success_listeners() -> list[str]:
+    """The task listeners registered in this process that implement ``on_task_instance_success``.
+
+    Airflow calls that hook only in the worker process that finishes a task (the task runner's
+    ``finalize``); for a task its trigger ends no worker runs it, so such a listener would never hear
+    of the success. Read from the Task SDK's listener manager (plugins' ``listeners`` and anything
+    added with ``get_listener_manager().add_listener``), as the task runner itself calls them.
+    """
+    try:
+        from airflow.providers.common.compat.sdk import get_listener_manager
+
+        manager = get_listener_manager()
+        hook = getattr(manager.hook, "on_task_instance_success", None)
+        if hook is None:  # a manager without the task-instance spec: any listener counts
+            return sorted({_listener_name(plugin) for plugin in manager.pm.get_plugins()})
+        return sorted({_listener_name(impl.plugin) for impl in hook.get_hookimpls()})
+    except Exception:  # no listener manager in this Airflow: no listener to miss
+        return []
+
+
+def _mapped_dependants(task: Any, context: Any) -> bool:
+    """Whether the task is not mapped and a mapped task downstream expands its output (the worker then pushes
+    ``_mapped_length``, the return value's length, which the scheduler expands the downstream task by)."""
+    ti = context.get("ti") if isinstance(context, Mapping) else None
+    is_mapped = getattr(ti, "is_mapped", None)
+    if is_mapped is None:
+        map_index = getattr(ti, "map_index", None)
+        is_mapped = isinstance(map_index, int) and map_index >= 0
+    if is_mapped:
+        return False
+    try:
+        return next(iter(task.iter_mapped_dependants()), None) is not None
+    except Exception:  # a task outside a DAG (unit tests): nothing downstream
+        return False
+
+
+def _xcom_set_takes(name: str) -> bool:
+    """Whether this Airflow's ``XCom.set`` (the configured backend's) takes the keyword ``name``."""
+    try:
+        from airflow.providers.common.compat.sdk import XCom
+
+        return name in inspect.signature(XCom.set).parameters
+    except Exception:
+        return False
+
+
 def ends_from_trigger(
-    requested: bool | None, *, outlets: Any, record_in_variable: bool, log: Any, on_success_callback: Any = None
+    requested: bool | None,
+    *,
+    outlets: Any,
+    record_in_variable: bool,
+    log: Any,
+    on_success_callback: Any = None,
+    task: Any = None,
+    context: Any = None,
 ) -> bool:
     """Whether a deferring task asks its trigger to end it on success (``end_from_trigger``).
 
@@ -109,15 +187,27 @@ def ends_from_trigger(
     a task's COMPLETE event, with the operator's ``get_openlineage_facets_on_complete``, only from
     the worker that finishes the task (``on_task_instance_success`` in the task runner); for a
     trigger-ended task Airflow 3.1 to 3.3 call no listener, so the run would stay RUNNING in the
-    lineage backend with no outputs. Such a task resumes on a worker.
+    lineage backend with no outputs. Such a task resumes on a worker. The same holds for any other
+    task listener that implements ``on_task_instance_success`` (:func:`success_listeners`: a
+    plugin's ``listeners``, Airflow's example ``event_listener`` with ``load_examples``, one added at
+    run time): such a task resumes on a worker, where the listener hears of the success.
+    ``task`` (the deferring operator or sensor) and ``context``: what its XComs need that a trigger
+    cannot push exactly. A task that is not mapped but whose output a mapped task downstream expands,
+    with ``do_xcom_push=False``, resumes (the worker fails it with ``XComForMappingNotPushed``, as
+    for any operator); ``returns_dag_result`` resumes where this Airflow's ``XCom.set`` cannot mark
+    a dag result. Everything else a worker pushes the trigger pushes the same way
+    (:meth:`SegmindJobTrigger.end_xcoms`): ``multiple_outputs``' keys, ``_mapped_length``, the dag
+    result mark, the extra link's XCom straight to the database.
     Variable: the 3.1/3.2 record is deleted by the worker at success; a trigger cannot delete a
     Variable, so it would be left behind (harmless: a clear still generates anew, and the clear's
-    try deletes it, but it clutters the Variables list). ``True`` asks for it anyway, except with
-    outlets, a success callback, OpenLineage on, or without ``TaskSuccessEvent`` (logged); ``False`` never.
+    try deletes it, but it clutters the Variables list). ``True`` asks for it anyway, except in the
+    cases above (logged as a warning; with the default, an info line says why the task resumes);
+    ``False`` never.
     """
     if requested is False:
         return False
     why_not = None
+    listeners = None
     if TaskSuccessEvent is None:
         why_not = "this Airflow has no TaskSuccessEvent"
     elif outlets:
@@ -132,9 +222,23 @@ def ends_from_trigger(
             "OpenLineage is on, and its listener reports a task's completion and lineage only from the worker "
             "that finishes it (Airflow calls no listener for a task a trigger ends)"
         )
+    elif listeners := success_listeners():
+        why_not = (
+            f"task listeners are registered ({', '.join(listeners)}), and Airflow calls on_task_instance_success "
+            "only in the worker that finishes a task (no listener runs for a task a trigger ends)"
+        )
+    elif task is not None and not getattr(task, "do_xcom_push", True) and _mapped_dependants(task, context):
+        why_not = (
+            "a mapped task downstream expands this task's output, which do_xcom_push=False keeps from being "
+            "pushed (the worker fails the task with XComForMappingNotPushed, as Airflow does for any operator)"
+        )
+    elif task is not None and getattr(task, "returns_dag_result", False) and not _xcom_set_takes("dag_result"):
+        why_not = "the task returns the dag result, which this Airflow's XCom.set cannot mark from a trigger"
     if why_not is not None:
         if requested:
             log.warning("end_from_trigger=True ignored: %s; the task resumes on a worker.", why_not)
+        else:
+            log.info("The task resumes on a worker after its Segmind job (end_from_trigger off): %s.", why_not)
         return False
     if requested is None and record_in_variable:
         return False
@@ -144,6 +248,22 @@ def ends_from_trigger(
             "stays after success (safe to delete; a clear of this task does not reuse its job)."
         )
     return True
+
+
+def task_trigger_kwargs(task: Any, context: Any) -> dict[str, Any]:
+    """The trigger kwargs a deferring task (operator or sensor) takes from itself and its try.
+
+    The try's number (``try_number``, stamped on the events) and how a worker would push the task's
+    return value, for a trigger that ends the task: ``multiple_outputs`` (each key of the summary as
+    its own XCom too), ``push_mapped_length`` (the return value's length for a mapped task
+    downstream) and ``dag_result`` (``returns_dag_result``).
+    """
+    return {
+        "try_number": try_number_of(context),
+        "multiple_outputs": bool(getattr(task, "multiple_outputs", False)),
+        "push_mapped_length": _mapped_dependants(task, context),
+        "dag_result": bool(getattr(task, "returns_dag_result", False)),
+    }
 
 
 class SegmindJobTrigger(BaseTrigger):
@@ -191,6 +311,14 @@ class SegmindJobTrigger(BaseTrigger):
         the sensor's ``"timeout"``; :mod:`~airflow_provider_segmind.timeouts`), copied into a
         ``timeout`` event as ``deadline_cause`` so the task's error names it. ``None``: not said
         (triggers serialized by older versions).
+    :param try_number: the number of the try that deferred, stamped on every event this trigger yields
+        (``try_number``), so a task resumed in another try can tell (:mod:`airflow_provider_segmind.deferral`:
+        Airflow 3.1.0 hands a retry the try before's event).
+    :param multiple_outputs: the task's ``multiple_outputs``: ending the task, each key of the return
+        value is pushed as its own XCom too, as a worker does.
+    :param push_mapped_length: a mapped task downstream expands this (unmapped) task's output: the return
+        value is pushed with its length (``_mapped_length``), as a worker does.
+    :param dag_result: the task's ``returns_dag_result``: its XComs are pushed marked as the dag result.
     """
 
     def __init__(
@@ -208,6 +336,10 @@ class SegmindJobTrigger(BaseTrigger):
         filled_seed: int | None = None,
         push_return_value: bool = True,
         deadline_cause: str | None = None,
+        try_number: int | None = None,
+        multiple_outputs: bool = False,
+        push_mapped_length: bool = False,
+        dag_result: bool = False,
         **unknown: Any,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
@@ -225,6 +357,10 @@ class SegmindJobTrigger(BaseTrigger):
         self.filled_seed = int(filled_seed) if filled_seed is not None else None
         self.push_return_value = bool(push_return_value)
         self.deadline_cause = str(deadline_cause) if deadline_cause else None
+        self.try_number = int(try_number) if try_number is not None else None
+        self.multiple_outputs = bool(multiple_outputs)
+        self.push_mapped_length = bool(push_mapped_length)
+        self.dag_result = bool(dag_result)
         # Kwargs from a newer provider version: ignored (logged when the trigger runs).
         self._unknown_kwargs = sorted(unknown)
 
@@ -244,6 +380,10 @@ class SegmindJobTrigger(BaseTrigger):
                 "filled_seed": self.filled_seed,
                 "push_return_value": self.push_return_value,
                 "deadline_cause": self.deadline_cause,
+                "try_number": self.try_number,
+                "multiple_outputs": self.multiple_outputs,
+                "push_mapped_length": self.push_mapped_length,
+                "dag_result": self.dag_result,
             },
         )
 
@@ -275,6 +415,8 @@ class SegmindJobTrigger(BaseTrigger):
         if self.filled_seed is not None:
             # Also in the defer's kwargs, which dag.test() (3.1 to 3.3) drops when it resumes the task.
             event = {**event, "filled_seed": self.filled_seed}
+        if self.try_number is not None:
+            event[EVENT_TRY_NUMBER] = self.try_number  # the try this event belongs to (deferral.py)
         yield TriggerEvent(event)  # type: ignore[no-untyped-call]
 
     async def _push_xcoms(self, xcoms: Mapping[str, Any]) -> bool:
@@ -285,10 +427,12 @@ class SegmindJobTrigger(BaseTrigger):
         tasks as JSON text, a summary as a string instead of a dict (seen on a real 3.3 scheduler,
         ``tests/integration``). The Task SDK's ``XCom.set`` (trigger code may call it since 3.1's
         ``SetXCom`` in the triggerer) encodes like a worker's push and honours a custom XCom backend;
-        it is imported from ``airflow.providers.common.compat.sdk`` (which exports it from 1.23.0,
-        the declared floor), not from the Task SDK's private ``execution_time`` package.
-        Anything that stops it (no task instance, as in a bare event loop; an Execution API error)
-        resumes the task on the worker instead, which is always correct.
+        each key goes the way the task runner sends it (:meth:`_push_one`); ``XCom`` is imported from
+        ``airflow.providers.common.compat.sdk`` (which exports it from 1.23.0, the declared floor), not
+        from the Task SDK's private ``execution_time`` package.
+        Anything that stops it (no task instance, as in a bare event loop; an Execution API error, such
+        as a return value too long to map) resumes the task on the worker instead, which is always
+        correct (the worker pushes them all again, or fails as Airflow fails any such task).
         """
         ti = self.task_instance
         if ti is None:
@@ -297,15 +441,7 @@ class SegmindJobTrigger(BaseTrigger):
             from airflow.providers.common.compat.sdk import XCom
 
             for key, value in xcoms.items():
-                await asyncio.to_thread(
-                    XCom.set,
-                    key,
-                    value,
-                    dag_id=ti.dag_id,
-                    task_id=ti.task_id,
-                    run_id=ti.run_id,
-                    map_index=ti.map_index if ti.map_index is not None else -1,
-                )
+                await asyncio.to_thread(self._push_one, XCom, ti, key, value)
         except Exception as err:
             self.log.warning(
                 "Could not push the XComs of Segmind request %s from the trigger (%s); the task resumes on a "
@@ -316,25 +452,62 @@ class SegmindJobTrigger(BaseTrigger):
             return False
         return True
 
-    def end_xcoms(self, event: Mapping[str, Any]) -> dict[str, Any]:
-        """The XComs a task resumed with this ``success`` event pushes (all JSON-safe, no secret).
+    def _push_one(self, xcom: Any, ti: Any, key: str, value: Any) -> None:
+        """One XCom, sent as the task runner sends it (``task_runner._xcom_push``/``_xcom_push_to_db``).
 
-        The operator's: the return value (its summary), ``segmind_request_id`` (also pushed before
-        deferring), ``segmind_output_url`` when there is one, and the extra link's XCom (Airflow
-        writes it when a task process ends; none runs here). The sensor's: the return value only.
+        The extra link's XCom goes straight to the database (``_set_xcom_in_db``), bypassing a custom
+        XCom backend, as a worker's ``finalize`` writes it: the UI reads links from the database
+        as they are. Every other key goes through the backend's ``XCom.set``, marked as the dag result
+        when the task returns it; the return value carries ``_mapped_length`` when a mapped task
+        downstream expands it.
+        """
+        where = {
+            "dag_id": ti.dag_id,
+            "task_id": ti.task_id,
+            "run_id": ti.run_id,
+            "map_index": ti.map_index if ti.map_index is not None else -1,
+        }
+        if key == _link_xcom_key():
+            to_db = getattr(xcom, "_set_xcom_in_db", None)
+            if to_db is None:
+                raise RuntimeError("this Airflow's XCom has no _set_xcom_in_db for the extra link's XCom")
+            to_db(key, value, **where)
+            return
+        extra: dict[str, Any] = {}
+        if self.dag_result:
+            extra["dag_result"] = True
+        if key == XCOM_RETURN_KEY and self.push_mapped_length:
+            extra["_mapped_length"] = len(value)
+        xcom.set(key, value, **where, **extra)
+
+    def end_xcoms(self, event: Mapping[str, Any]) -> dict[str, Any]:
+        """The XComs a task resumed with this ``success`` event pushes, in the worker's order (JSON-safe, no secret).
+
+        The operator's: ``segmind_request_id`` (also pushed before deferring) and ``segmind_output_url``
+        when there is one (``execute_complete``), each key of the return value with
+        ``multiple_outputs``, the return value (its summary), and the extra link's XCom (Airflow writes
+        it when a task process ends; none runs here). The sensor's: the return value (and its keys
+        with ``multiple_outputs``) only. With ``do_xcom_push=False`` neither the return value nor its
+        keys.
         """
         result = event["result"]
+        xcoms: dict[str, Any] = {}
         if self.summary_params is None:
-            return {"return_value": dict(result)} if self.push_return_value else {}
-        from airflow_provider_segmind.operators.links import SegmindOutputLink, output_link
+            summary = dict(result)
+        else:
+            from airflow_provider_segmind.operators.links import output_link
 
-        summary = completed_summary(result, self.summary_params, self.filled_seed)
-        xcoms: dict[str, Any] = {"return_value": summary} if self.push_return_value else {}
-        xcoms[XCOM_REQUEST_ID] = event["request_id"]
-        url = summary.get("output_url")
-        if url:
-            xcoms[XCOM_OUTPUT_URL] = url
-        xcoms[SegmindOutputLink().xcom_key] = output_link(url)
+            summary = completed_summary(result, self.summary_params, self.filled_seed)
+            xcoms[XCOM_REQUEST_ID] = event["request_id"]
+            url = summary.get("output_url")
+            if url:
+                xcoms[XCOM_OUTPUT_URL] = url
+        if self.push_return_value:
+            if self.multiple_outputs:
+                xcoms.update((str(key), value) for key, value in summary.items())
+            xcoms[XCOM_RETURN_KEY] = summary
+        if self.summary_params is not None:
+            xcoms[_link_xcom_key()] = output_link(summary.get("output_url"))
         return xcoms
 
     async def _watch(self) -> dict[str, Any]:

@@ -102,6 +102,10 @@ class ClusterRun:
     events: list[dict[str, Any]] = field(default_factory=list)
     task_instances: list[dict[str, Any]] = field(default_factory=list)
     errors: dict[tuple[str, int], str] = field(default_factory=dict)
+    #: The worker log of each try of a failed task instance, in try order.
+    attempt_logs: dict[tuple[str, int], list[str]] = field(default_factory=dict)
+    #: (task_id, map_index, try_number) of every try the scheduler failed by heartbeat timeout (its audit log).
+    heartbeat_timeouts: set[tuple[str, int, int]] = field(default_factory=set)
     jobs: list[dict[str, Any]] = field(default_factory=list)
     emulator_stats: dict[str, Any] = field(default_factory=dict)
     media_requests: list[dict[str, Any]] = field(default_factory=list)
@@ -123,6 +127,8 @@ class ClusterRun:
         return entry
 
 
+#: The error a try ends with when its job FAILED (``job_failed_error``), naming the job.
+_FAILED_JOB: Final = re.compile(r"Segmind job ([0-9A-Za-z-]{8,}) FAILED")
 _BODY: Final = re.compile(rb'"body":\s*"([A-Za-z0-9+/=]+)"')
 
 
@@ -324,10 +330,19 @@ def run_cluster(settings: ClusterSettings, workdir: Path) -> ClusterRun:
 
 def _tis(cluster: Any, run_id: str) -> list[dict[str, Any]]:
     rows = cluster.query(
-        "SELECT task_id, map_index, state, try_number, pid FROM task_instance WHERE dag_id = ? AND run_id = ?",
+        "SELECT task_id, map_index, state, try_number, max_tries, pid FROM task_instance "
+        "WHERE dag_id = ? AND run_id = ?",
         (DAG_ID, run_id),
     )
-    return [{"task_id": t, "map_index": m, "state": s, "try_number": n, "pid": p} for t, m, s, n, p in rows]
+    return [
+        {"task_id": t, "map_index": m, "state": s, "try_number": n, "max_tries": x, "pid": p}
+        for t, m, s, n, x, p in rows
+    ]
+
+
+def _last_try(ti: Mapping[str, Any]) -> bool:
+    """Whether the try is its task instance's last (Airflow retries while ``try_number <= max_tries``)."""
+    return bool(ti["try_number"] > (ti["max_tries"] or 0))
 
 
 def _drive(run: ClusterRun, cluster: Any, emulator: Any, *, deadline: float) -> None:
@@ -437,10 +452,21 @@ def _kill_worker_in_submit_window(run: ClusterRun, cluster: Any, emulator: Any, 
         load[cluster.component_of(ti["pid"]) if ti["pid"] else None] += 10
     for ti in persisting:
         load[cluster.component_of(ti["pid"]) if ti["pid"] else None] += 1
+    running: dict[str | None, list[dict[str, Any]]] = defaultdict(list)
+    for ti in tis:
+        if ti["task_id"] in (GENERATE, PERSIST) and ti["state"] == "running" and ti["pid"]:
+            running[cluster.component_of(ti["pid"])].append(ti)
     workers = [n for n in ("worker-1", "worker-2") if load.get(n)]
-    victim = max(workers, key=lambda n: load[n]) if workers else "worker-1"
+    # Aim at tries with retries left: a worker running some task's last try (whose death no retry
+    # repairs: the scheduler fails it by heartbeat timeout) is the victim only when every worker with
+    # a try in the submit window runs one. Such a kill is counted as its own named outcome.
+    in_window_workers = [n for n in workers if load[n] >= 10]
+    spare = [n for n in in_window_workers if not any(_last_try(ti) for ti in running.get(n, []))]
+    victim = max(spare or in_window_workers or workers, key=lambda n: load[n]) if workers else "worker-1"
     held_here = [ti["map_index"] for ti in in_window if cluster.component_of(ti["pid"] or 0) == victim]
     persist_here = [ti["map_index"] for ti in persisting if cluster.component_of(ti["pid"] or 0) == victim]
+    killed = [[ti["task_id"], ti["map_index"], ti["try_number"]] for ti in running.get(victim, [])]
+    last_tries = [[ti["task_id"], ti["map_index"], ti["try_number"]] for ti in running.get(victim, []) if _last_try(ti)]
     cluster.kill(victim)
     run.event(
         "worker killed",
@@ -448,6 +474,9 @@ def _kill_worker_in_submit_window(run: ClusterRun, cluster: Any, emulator: Any, 
         generate_after_accepted_submit=held_here,
         persist_running=persist_here,
         in_window_total=len(in_window),
+        killed_tries=killed,
+        killed_last_tries=last_tries,
+        avoided_last_tries=bool(spare) and len(spare) < len(in_window_workers),
     )
     time.sleep(5)
     cluster.launch(victim)
@@ -481,6 +510,22 @@ def _collect(run: ClusterRun, cluster: Any, emulator: Any, s3: Any) -> None:
             folder = folder / f"map_index={ti['map_index']}"
         attempts = sorted(folder.glob("attempt=*.log"), key=lambda p: p.stat().st_mtime)
         run.errors[(ti["task_id"], ti["map_index"])] = attempts[-1].read_text(errors="replace") if attempts else ""
+        # The worker's log of each try (not the triggerer's attempt=N.log.trigger.* files), in try order.
+        tries = sorted(
+            (int(match.group(1)), path)
+            for path in folder.glob("attempt=*.log")
+            if (match := re.fullmatch(r"attempt=(\d+)\.log", path.name))
+        )
+        run.attempt_logs[(ti["task_id"], ti["map_index"])] = [path.read_text(errors="replace") for _, path in tries]
+    # The scheduler's audit-log row for a try it failed because its heartbeat stopped (a dead worker).
+    run.heartbeat_timeouts = {
+        (str(task_id), int(map_index), int(try_number))
+        for task_id, map_index, try_number in cluster.query(
+            "SELECT task_id, map_index, try_number FROM log WHERE dag_id = ? AND run_id = ? AND event = ?",
+            (DAG_ID, run.run_id, "heartbeat timeout"),
+        )
+        if try_number is not None
+    }
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=run.bucket):
         for obj in page.get("Contents", []):
             answer = s3.get_object(Bucket=run.bucket, Key=obj["Key"])
@@ -550,12 +595,31 @@ def audit(run: ClusterRun) -> Audit:
             outcomes["unaccounted"] += 1
             a.check(False, f"prompt {i} unaccounted: generate={gen and gen['state']} persist={per and per['state']}")
             continue
-        cause = classify(run.errors.get((failed["task_id"], i)))
+        cause = cause_of(run, failed)
         outcomes["failed, cause named" if cause else "failed, no cause"] += 1
         causes[f"{failed['task_id'].split('.')[-1]}: {cause}"] += 1
         a.check(cause is not None, f"prompt {i}: {failed['task_id']} failed, no named cause in its log")
     for i in run.fail_marked:
-        a.check(causes_of(run, tis, i) == "job FAILED", f"prompt {i} (__fail__) did not end as a FAILED job")
+        cause = causes_of(run, tis, i)
+        if cause == WORKER_KILLED_ON_LAST_TRY:
+            # Its last try's worker was SIGKILLed: every try before it must have failed as a FAILED job.
+            earlier = run.attempt_logs.get((GENERATE, i), [])[:-1]
+            a.check(
+                bool(earlier) and all(classify(text) == "job FAILED" for text in earlier),
+                f"prompt {i} (__fail__): its last try's worker was killed, but its earlier tries did not fail as "
+                f"FAILED jobs: {[classify(text) for text in earlier]}",
+            )
+            continue
+        a.check(cause == "job FAILED", f"prompt {i} (__fail__) did not end as a FAILED job")
+    for i in run.fail_marked:
+        # Each try that failed as a FAILED job failed with a job of its own: a retry submits anew (on
+        # Airflow 3.1.0 the retries once re-ran the first try's event, issue 24 item 7).
+        named = [set(_FAILED_JOB.findall(text)) for text in run.attempt_logs.get((GENERATE, i), [])]
+        failed_jobs = [next(iter(ids)) for ids in named if len(ids) == 1]
+        a.check(
+            len(failed_jobs) == len(set(failed_jobs)),
+            f"prompt {i} (__fail__): a retry failed with an earlier try's job, not a new one: {failed_jobs}",
+        )
     for i in run.unsafe_marked:
         a.check(causes_of(run, tis, i) == "content blocked", f"prompt {i} (__unsafe__) did not end blocked")
 
@@ -579,6 +643,21 @@ def audit(run: ClusterRun) -> Audit:
     retried_in_window = [
         i for i in worker.get("generate_after_accepted_submit", []) if len(jobs_by_prompt.get(i, [])) == 1
     ]
+    killed_last = [tuple(t) for t in worker.get("killed_last_tries", [])]
+    for task_id, index, try_number in killed_last:
+        a.check(
+            (task_id, index, try_number) in run.heartbeat_timeouts,
+            f"{task_id}[{index}] try {try_number} was killed on its last try, but the scheduler did not fail it "
+            "by heartbeat timeout",
+        )
+    if killed_last:
+        last_try_row = ", ".join(
+            f"{task_id.split('.')[-1]}[{index}] try {number}: failed by heartbeat timeout"
+            for task_id, index, number in killed_last
+        )
+    else:
+        last_try_row = "none (the kill aims at tries with retries left"
+        last_try_row += "; it spared a worker running one)" if worker.get("avoided_last_tries") else ")"
 
     retries = Counter(t["task_id"] for t in run.task_instances if t["try_number"] > 1)
     a.rows = [
@@ -614,6 +693,7 @@ def audit(run: ClusterRun) -> Audit:
             f"after Segmind accepted their submit, {len(worker.get('persist_running', []))} persists running",
         ),
         ("  re-attached, no second payment", f"{len(retried_in_window)} of those prompts billed once"),
+        ("  tries killed on their last try", last_try_row),
         ("scheduler SIGKILL + restart", "yes" if "scheduler restarted" in kinds else "no"),
         (
             "request records in Variables",
@@ -634,11 +714,27 @@ def audit(run: ClusterRun) -> Audit:
     return a
 
 
+#: The named outcome of a try whose worker the scenario SIGKILLed when it had no retry left: the
+#: scheduler fails it by heartbeat timeout (its audit log says "heartbeat timeout"; the try's own log
+#: just stops), and no retry follows. docs/deploying.md says what a user sees and what a clear does.
+WORKER_KILLED_ON_LAST_TRY: Final = "worker killed on its last try"
+
+
+def cause_of(run: ClusterRun, ti: Mapping[str, Any]) -> str | None:
+    """Why a failed task instance failed: its last try was one the scenario killed (and the scheduler
+    failed by heartbeat timeout), or the cause its last attempt's log names."""
+    key = (ti["task_id"], ti["map_index"], ti["try_number"])
+    killed = next((e for e in run.events if e["kind"] == "worker killed"), {})
+    if key in run.heartbeat_timeouts and list(key) in killed.get("killed_last_tries", []):
+        return WORKER_KILLED_ON_LAST_TRY
+    return classify(run.errors.get((ti["task_id"], ti["map_index"])))
+
+
 def causes_of(run: ClusterRun, tis: Mapping[Any, Any], i: int) -> str | None:
     for task in (GENERATE, PERSIST):
         ti = tis.get((task, i))
         if ti is not None and ti["state"] == "failed":
-            return classify(run.errors.get((task, i)))
+            return cause_of(run, ti)
     return None
 
 

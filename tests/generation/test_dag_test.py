@@ -213,11 +213,8 @@ def test_a_task_retry_reuses_the_job_through_its_request_store(
     the Variable everywhere; ``none`` shows what the record saves (a second billed submit). No
     Variable is left once the task has succeeded.
     """
-    if deferrable and not _has_task_state_store():
-        pytest.skip(
-            "dag.test() on Airflow 3.1 resumes a retried deferred task with its stale trigger event instead of "
-            "calling execute(); the blocking cases cover the 3.1 Variable record."
-        )
+    # (Airflow 3.1.0 resumes a retried deferred task with the try before's trigger event: the deferred
+    # cases run there too since the operator drops such an event, deferral.py.)
     dags_folder, emu = dag_env
     dag_id = f"segmind_retry_{'deferred' if deferrable else 'blocking'}_{request_store}"
     path = write_dag(
@@ -246,6 +243,47 @@ def test_a_task_retry_reuses_the_job_through_its_request_store(
     summary = next(v for _, _, k, v in xcoms(dr.run_id) if k == "return_value")
     assert emu.job(summary["request_id"]) is not None
     assert _request_variables() == []  # nothing left behind in the Variables list
+
+
+@pytest.mark.parametrize("deferrable", [True, False], ids=["deferred", "blocking"])
+def test_each_retry_after_a_failed_job_submits_anew(
+    dag_env: tuple[Path, Any], deferrable: bool, caplog: Any, capsys: Any
+) -> None:
+    """Issue 24 item 7: every try of a ``__fail__`` prompt submits its own job, on every Airflow.
+
+    Airflow 3.1.0 resumed try 2 of a deferred task with try 1's ``execute_complete`` and its FAILED
+    event (apache/airflow#56704), so the retry failed with the first job's error and never submitted
+    (the floors job runs this on 3.1.0). The operator drops an earlier try's event and submits anew.
+    """
+    dags_folder, emu = dag_env
+    dag_id = f"segmind_failed_retries_{'deferred' if deferrable else 'blocking'}"
+    path = write_dag(
+        dags_folder,
+        dag_id,
+        f"""
+        with DAG({dag_id!r}, schedule=None, start_date=START, catchup=False) as dag:
+            SegmindTextToImageOperator(
+                task_id="t2i",
+                prompt="__fail__ a lighthouse",
+                deferrable={deferrable!r},
+                poll_schedule=FAST,
+                retries=2,
+                retry_delay=timedelta(0),
+            )
+        """,
+    )
+    dr = run_dag(path, dag_id)
+    (ti,) = dr.get_task_instances()
+    assert ti.state == "failed"
+    assert ti.try_number == 3
+    jobs = emu.jobs()
+    assert [job["status"] for job in jobs] == ["FAILED"] * 3  # one new job per try
+    assert emu.stats()["submissions"] == 3
+    logs = captured_logs(caplog, capsys)
+    for job in jobs:  # each try failed with its own job's error
+        assert f"Segmind job {job['request_id']} FAILED" in logs
+    assert _request_variables() == []
+    assert _task_state_records(dag_id) == []
 
 
 def _summary(dr: Any) -> dict[str, Any]:

@@ -243,3 +243,214 @@ def test_a_bare_success_resume_of_the_sensor_looks_again(emu: Any) -> None:
     summary = sensor.execute_complete(make_context(), "success")
     assert summary["request_id"] == request_id
     assert summary["status"] == "COMPLETED"
+
+
+# ---------------------------------------------------------------- what a worker would push (issue 24, item 2)
+
+
+class RecordingXCom:
+    """The Task SDK's XCom as the trigger calls it: which keys go through ``set`` (the backend) and with what."""
+
+    sets: list[tuple[str, Any, dict[str, Any]]]
+    to_db: list[tuple[str, Any, dict[str, Any]]]
+
+    @classmethod
+    def reset(cls) -> None:
+        cls.sets, cls.to_db = [], []
+
+    @classmethod
+    def set(cls, key: str, value: Any, **kwargs: Any) -> None:
+        cls.sets.append((key, value, kwargs))
+
+    @classmethod
+    def _set_xcom_in_db(cls, key: str, value: Any, **kwargs: Any) -> None:
+        cls.to_db.append((key, value, kwargs))
+
+
+class FakeTaskInstance:
+    dag_id, task_id, run_id, map_index = "d", "generate", "r", -1
+
+
+def _pushed(trigger: SegmindJobTrigger, event: dict[str, Any], monkeypatch: Any) -> bool:
+    import asyncio
+
+    import airflow.sdk.execution_time.xcom as sdk_xcom
+
+    RecordingXCom.reset()
+    monkeypatch.setattr(sdk_xcom, "XCom", RecordingXCom)
+    trigger.task_instance = FakeTaskInstance()  # type: ignore[assignment]
+    return asyncio.run(trigger._push_xcoms(trigger.end_xcoms(event)))
+
+
+def test_multiple_outputs_pushes_each_key_of_the_summary_too(emu: Any, monkeypatch: Any) -> None:
+    """``op.output["output_url"]`` downstream reads the split key a worker pushes with ``multiple_outputs``."""
+    request_id, submitted_at = _submit()
+    event = _success(request_id, submitted_at)
+    trigger = _trigger(request_id, submitted_at, end_from_trigger=True, summary_params={}, multiple_outputs=True)
+    xcoms = trigger.end_xcoms(event)
+    summary = xcoms["return_value"]
+    for key, value in summary.items():
+        assert xcoms[key] == value
+    assert xcoms["output_url"] == xcoms["segmind_output_url"] == summary["output_url"]
+    # In the worker's order: the provider's keys (execute_complete), the split keys, the return value, the link.
+    assert list(xcoms) == [
+        "segmind_request_id",
+        "segmind_output_url",
+        *summary,
+        "return_value",
+        "_link_SegmindOutputLink",
+    ]
+    assert _pushed(trigger, event, monkeypatch) is True
+    assert [key for key, _, _ in RecordingXCom.sets] == list(xcoms)[:-1]
+    # do_xcom_push=False: a worker pushes neither the return value nor its keys.
+    quiet = _trigger(
+        request_id,
+        submitted_at,
+        end_from_trigger=True,
+        summary_params={},
+        multiple_outputs=True,
+        push_return_value=False,
+    )
+    assert set(quiet.end_xcoms(event)) == {"segmind_request_id", "segmind_output_url", "_link_SegmindOutputLink"}
+    # The sensor's trigger (no summary_params) splits its summary the same way.
+    sensor = _trigger(request_id, submitted_at, end_from_trigger=True, multiple_outputs=True)
+    assert sensor.end_xcoms(event) == {**event["result"], "return_value": event["result"]}
+
+
+def test_the_trigger_pushes_each_key_the_way_the_task_runner_does(emu: Any, monkeypatch: Any) -> None:
+    """``_mapped_length`` on the return value, the dag result mark on every pushed key, and the link
+    straight to the database (bypassing a custom XCom backend), as ``task_runner`` sends them."""
+    request_id, submitted_at = _submit()
+    event = _success(request_id, submitted_at)
+    trigger = _trigger(
+        request_id, submitted_at, end_from_trigger=True, summary_params={}, push_mapped_length=True, dag_result=True
+    )
+    assert _pushed(trigger, event, monkeypatch) is True
+    where = {"dag_id": "d", "task_id": "generate", "run_id": "r", "map_index": -1}
+    sets = {key: (value, kwargs) for key, value, kwargs in RecordingXCom.sets}
+    summary = sets["return_value"][0]
+    assert sets["return_value"][1] == {**where, "dag_result": True, "_mapped_length": len(summary)}
+    assert sets["segmind_request_id"][1] == {**where, "dag_result": True}
+    assert sets["segmind_output_url"][1] == {**where, "dag_result": True}
+    assert RecordingXCom.to_db == [("_link_SegmindOutputLink", summary["output_url"], where)]
+    assert "_link_SegmindOutputLink" not in sets
+
+    # Without those: plain XCom.set calls, as for any task.
+    plain = _trigger(request_id, submitted_at, end_from_trigger=True, summary_params={})
+    assert _pushed(plain, event, monkeypatch) is True
+    assert all(kwargs == where for _, _, kwargs in RecordingXCom.sets)
+
+
+def test_a_push_the_api_refuses_resumes_the_task_on_the_worker(emu: Any, monkeypatch: Any) -> None:
+    """E.g. a return value longer than ``[core] max_map_length``: the worker then fails it as Airflow does."""
+    request_id, submitted_at = _submit()
+    event = _success(request_id, submitted_at)
+
+    class Refusing(RecordingXCom):
+        @classmethod
+        def set(cls, key: str, value: Any, **kwargs: Any) -> None:
+            if "_mapped_length" in kwargs:
+                raise RuntimeError("pushed value is too large to map as a downstream's dependency")
+            super().set(key, value, **kwargs)
+
+    import airflow.sdk.execution_time.xcom as sdk_xcom
+
+    trigger = _trigger(request_id, submitted_at, end_from_trigger=True, summary_params={}, push_mapped_length=True)
+    monkeypatch.setattr(sdk_xcom, "XCom", Refusing)
+    trigger.task_instance = FakeTaskInstance()  # type: ignore[assignment]
+    import asyncio
+
+    assert asyncio.run(trigger._push_xcoms(trigger.end_xcoms(event))) is False
+
+
+def _dag_with(**operator_kwargs: Any) -> tuple[Any, Any]:
+    """A DAG whose generate task's output a mapped task expands (what ``_mapped_length`` is for)."""
+    import pendulum
+    from airflow.sdk import DAG, task
+
+    with DAG("segmind_unit_gate", schedule=None, start_date=pendulum.datetime(2024, 1, 1, tz="UTC")) as dag:
+        generate = SegmindTextToImageOperator(task_id="generate", prompt=PROMPT, deferrable=True, **operator_kwargs)
+
+        @task
+        def each(item: Any) -> Any:
+            return item
+
+        each.expand(item=generate.output)
+    return dag, generate
+
+
+def test_the_task_says_how_a_worker_would_push_its_return_value() -> None:
+    from airflow_provider_segmind.triggers.segmind import task_trigger_kwargs
+    from tests.generation.helpers import make_context
+
+    _, generate = _dag_with(multiple_outputs=True)
+    assert task_trigger_kwargs(generate, make_context(try_number=3)) == {
+        "try_number": 3,
+        "multiple_outputs": True,
+        "push_mapped_length": True,  # not mapped, and a mapped task expands its output
+        "dag_result": False,
+    }
+    assert task_trigger_kwargs(generate, make_context(map_index=2))["push_mapped_length"] is False  # itself mapped
+    alone = SegmindTextToImageOperator(task_id="alone", prompt=PROMPT)
+    assert task_trigger_kwargs(alone, make_context())["push_mapped_length"] is False
+    assert task_trigger_kwargs(alone, make_context())["multiple_outputs"] is False
+
+
+def test_no_return_value_for_a_mapped_task_downstream_resumes_on_the_worker(caplog: Any) -> None:
+    from tests.generation.helpers import make_context
+
+    _, generate = _dag_with(do_xcom_push=False)
+    with caplog.at_level(logging.INFO, logger=LOG.name):
+        assert not ends_from_trigger(
+            None, outlets=[], record_in_variable=False, log=LOG, task=generate, context=make_context()
+        )
+    assert "XComForMappingNotPushed" in caplog.text
+    _, pushing = _dag_with()
+    assert ends_from_trigger(None, outlets=[], record_in_variable=False, log=LOG, task=pushing, context=make_context())
+
+
+def test_a_task_listener_keeps_the_worker_resume(caplog: Any) -> None:
+    """Airflow calls no listener for a task its trigger ends: with one registered, the task resumes on a worker."""
+    from airflow.providers.common.compat.sdk import get_listener_manager, hookimpl
+
+    class SuccessListener:
+        @hookimpl
+        def on_task_instance_success(self, previous_state: Any, task_instance: Any) -> None:
+            pass
+
+    class StartListener:  # hears of no task's end: changes nothing
+        @hookimpl
+        def on_starting(self, component: Any) -> None:
+            pass
+
+    manager = get_listener_manager()
+    started, succeeded = StartListener(), SuccessListener()
+    try:
+        manager.add_listener(started)
+        assert ends_from_trigger(None, outlets=[], record_in_variable=False, log=LOG)
+        manager.add_listener(succeeded)
+        with caplog.at_level(logging.INFO, logger=LOG.name):
+            assert not ends_from_trigger(None, outlets=[], record_in_variable=False, log=LOG)
+            assert not ends_from_trigger(True, outlets=[], record_in_variable=False, log=LOG)
+        assert "task listeners are registered" in caplog.text
+        assert "SuccessListener" in caplog.text
+        assert "end_from_trigger=True ignored" in caplog.text
+    finally:
+        for listener in (started, succeeded):
+            if manager.pm.is_registered(listener):
+                manager.pm.unregister(listener)
+    assert ends_from_trigger(None, outlets=[], record_in_variable=False, log=LOG)
+
+
+def test_a_dag_result_is_marked_or_the_task_resumes(monkeypatch: Any) -> None:
+    import airflow_provider_segmind.triggers.segmind as triggers
+    from tests.generation.helpers import make_context
+
+    generate = SegmindTextToImageOperator(task_id="generate", prompt=PROMPT)
+    generate.returns_dag_result = True  # what dag.add_result(generate.output) sets (Airflow 3.2+)
+    assert triggers.task_trigger_kwargs(generate, make_context())["dag_result"] is True
+    decide = {"outlets": [], "record_in_variable": False, "log": LOG, "task": generate, "context": make_context()}
+    monkeypatch.setattr(triggers, "_xcom_set_takes", lambda name: True)
+    assert ends_from_trigger(None, **decide)
+    monkeypatch.setattr(triggers, "_xcom_set_takes", lambda name: False)  # Airflow 3.1's XCom.set
+    assert not ends_from_trigger(None, **decide)

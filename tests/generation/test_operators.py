@@ -38,6 +38,7 @@ from tests.generation.helpers import (
     finish_deferred,
     job_status,
     make_context,
+    run_trigger,
     use_emulator,
     wait_for,
 )
@@ -341,6 +342,63 @@ def test_retry_after_a_failed_job_submits_anew(emu: Any) -> None:
     assert second.trigger.request_id != first.trigger.request_id
     assert store.get(STATE_STORE_KEY)["request_id"] == second.trigger.request_id
     assert emu.stats()["submissions"] == 2
+
+
+def test_a_retry_resumed_with_an_earlier_trys_event_submits_anew(emu: Any, caplog: Any, capsys: Any) -> None:
+    """Airflow 3.1.0 hands a retry the ``next_method``/``next_kwargs`` of the try before it (issue 24, item 7).
+
+    The trigger stamps its event with the deferring try's number; a resume in another try drops the
+    event and runs ``execute``: here the FAILED job's retry submits a new job instead of failing with
+    try 1's error.
+    """
+    store = DictTaskStateStore()
+    first = defer(t2i(deferrable=True, prompt="__fail__ once"), make_context(store, try_number=1))
+    assert first.trigger.try_number == 1
+    (event,) = run_trigger(first.trigger)
+    assert event.payload["status"] == "failed"
+    assert event.payload["try_number"] == 1
+    with pytest.raises(SegmindJobFailedError, match="FAILED"):  # try 1 ends with its job's error
+        t2i(deferrable=True, prompt="__fail__ once").resume_execution(
+            first.method_name, {**(first.kwargs or {}), "event": event.payload}, make_context(store, try_number=1)
+        )
+
+    # Try 2, resumed as Airflow 3.1.0 does: try 1's method, kwargs and event.
+    with pytest.raises(TaskDeferred) as again:
+        t2i(deferrable=True, prompt="__fail__ once").resume_execution(
+            first.method_name, {**(first.kwargs or {}), "event": event.payload}, make_context(store, try_number=2)
+        )
+    assert again.value.trigger.request_id != first.trigger.request_id  # a new job
+    assert again.value.trigger.try_number == 2
+    assert emu.stats()["submissions"] == 2
+    logs = captured_logs(caplog, capsys)
+    assert "the trigger event of try 1" in logs
+    assert "apache/airflow#56704" in logs
+
+    # The same try's event (every resume on a fixed Airflow) and an event without a try number (a
+    # trigger serialized by an older provider version) still finish with their event.
+    (second,) = run_trigger(again.value.trigger)
+    unstamped = {k: v for k, v in second.payload.items() if k != "try_number"}
+    for payload in (second.payload, unstamped):
+        with pytest.raises(SegmindJobFailedError, match=again.value.trigger.request_id):
+            t2i(deferrable=True, prompt="__fail__ once").resume_execution(
+                "execute_complete", {**(again.value.kwargs or {}), "event": payload}, make_context(store, try_number=2)
+            )
+    assert emu.stats()["submissions"] == 2
+
+
+def test_a_sensor_resumed_with_an_earlier_trys_event_looks_again(emu: Any) -> None:
+    """The sensor's trigger stamps its events too: a stale ``timeout`` event does not fail its retry."""
+    from airflow_provider_segmind.hooks.segmind import SegmindHook
+    from airflow_provider_segmind.sensors.segmind import SegmindJobSensor
+
+    request_id = SegmindHook().submit(SD3_LARGE_MODEL, {"prompt": PROMPT}).request_id
+    wait_for(lambda: job_status(emu, request_id) == "COMPLETED", what="job completion")
+    sensor = SegmindJobSensor(task_id="wait", request_id=request_id, model=SD3_LARGE_MODEL, deferrable=True)
+    stale = {"status": "timeout", "request_id": request_id, "message": "Gave up waiting", "try_number": 1}
+    summary = sensor.resume_execution("execute_complete", {"event": stale}, make_context(try_number=2))
+    assert summary["request_id"] == request_id  # looked again (execute), found it COMPLETED
+    with pytest.raises(AirflowException, match="Gave up waiting"):  # its own try's event: as before
+        sensor.resume_execution("execute_complete", {"event": stale}, make_context(try_number=1))
 
 
 def test_retry_after_expiry_submits_anew(emu: Any, monkeypatch: Any) -> None:

@@ -78,6 +78,10 @@ def test_serialize_round_trip_is_plain_json_without_the_key(emu: Any) -> None:
         "filled_seed",
         "push_return_value",
         "deadline_cause",
+        "try_number",
+        "multiple_outputs",
+        "push_mapped_length",
+        "dag_result",
     }
     rebuilt = SegmindJobTrigger(**json.loads(json.dumps(kwargs)))
     assert rebuilt == trigger

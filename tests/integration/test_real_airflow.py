@@ -9,6 +9,7 @@ events, Segmind is billed exactly once per prompt, and every process started is 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import textwrap
 import time
@@ -40,6 +41,7 @@ ENDED_DAG = """
     from pathlib import Path
 
     import pendulum
+    from airflow.providers.common.compat.sdk import get_listener_manager, hookimpl
     from airflow.sdk import DAG, task
 
     from airflow_provider_segmind.operators.segmind import SegmindTextToImageOperator
@@ -51,7 +53,21 @@ ENDED_DAG = """
         (folder / f"{ti.task_id}.{ti.run_id}.json").write_text(json.dumps({"task_id": ti.task_id, "pid": os.getpid()}))
 
 
-    with DAG("segmind_e2e_end_from_trigger", schedule=None, start_date=pendulum.datetime(2024, 1, 1, tz="UTC")):
+    class SuccessListener:
+        @hookimpl
+        def on_task_instance_success(self, previous_state, task_instance):
+            folder = Path(os.environ["SEGMIND_E2E_CALLBACKS"])
+            name = f"listener.{task_instance.task_id}.{task_instance.run_id}.json"
+            (folder / name).write_text(json.dumps({"task_id": task_instance.task_id, "pid": os.getpid()}))
+
+
+    def register_listener(context):
+        get_listener_manager().add_listener(SuccessListener())
+
+
+    with DAG(
+        "segmind_e2e_end_from_trigger", schedule=None, start_date=pendulum.datetime(2024, 1, 1, tz="UTC")
+    ) as dag:
         generated = SegmindTextToImageOperator(
             task_id="generate",
             prompt="A lighthouse on a cliff, storm clouds",
@@ -77,6 +93,76 @@ ENDED_DAG = """
             }
 
         downstream(generated.output)
+
+        # Issue 24 item 2: what a worker pushes that the trigger must push too (or resume on a worker).
+        # multiple_outputs: downstream reads the summary's keys as XComs of their own.
+        split = SegmindTextToImageOperator(
+            task_id="generate_split",
+            prompt="A lighthouse on a cliff, fog",
+            deferrable=True,
+            segmind_conn_id="segmind_ended",
+            multiple_outputs=True,
+        )
+
+        @task
+        def split_downstream(url, request_id):
+            return {"url": url, "request_id": request_id}
+
+        split_downstream(split.output["output_url"], split.output["request_id"])
+
+        # _mapped_length: an unmapped task whose output a mapped task expands (zipped with two labels,
+        # so two mapped instances instead of one per summary key; the scheduler needs the summary's
+        # length, its TaskMap row, to expand it at all).
+        fanned = SegmindTextToImageOperator(
+            task_id="generate_fanned",
+            prompt="A lighthouse on a cliff, snow",
+            deferrable=True,
+            segmind_conn_id="segmind_ended",
+        )
+
+        @task
+        def labels():
+            return ["first", "second"]
+
+        @task
+        def each(pair):
+            return list(pair)
+
+        each.expand(pair=fanned.output.zip(labels()))
+
+        # returns_dag_result: the run's result, marked on the XComs the trigger pushes.
+        result = SegmindTextToImageOperator(
+            task_id="generate_result",
+            prompt="A lighthouse on a cliff, rain",
+            deferrable=True,
+            segmind_conn_id="segmind_ended",
+        )
+        dag.add_result(result.output)
+
+        # A task listener (registered in this task's worker process by on_execute_callback, before
+        # execute decides): Airflow calls no listener for a task its trigger ends, so it resumes.
+        SegmindTextToImageOperator(
+            task_id="generate_heard",
+            prompt="A lighthouse on a cliff, hail",
+            deferrable=True,
+            segmind_conn_id="segmind_ended",
+            on_execute_callback=register_listener,
+        )
+
+        # A custom XCom backend (segmind_e2e_xcom, wrapping this task's values): the link's XCom goes
+        # straight to the database, as a worker writes it, everything else through the backend.
+        backend = SegmindTextToImageOperator(
+            task_id="generate_backend",
+            prompt="A lighthouse on a cliff, dawn",
+            deferrable=True,
+            segmind_conn_id="segmind_ended",
+        )
+
+        @task
+        def backend_downstream(summary):
+            return summary
+
+        backend_downstream(backend.output)
 """
 #: A deferred task whose job outlasts its execution_timeout (issue 24 item 1): Airflow 3 does not
 #: apply execution_timeout in the triggerer, the provider's trigger deadline ends the wait.
@@ -99,11 +185,41 @@ TIMED_DAG = """
             retries=0,
         )
 """
+#: The cluster's custom XCom backend ([core] xcom_backend), on the PYTHONPATH of every process: it
+#: wraps the values of the ``generate_backend`` task only, so every other task stores as before.
+XCOM_BACKEND = """
+    from airflow.sdk.bases.xcom import BaseXCom
+
+    MARK = "__segmind_e2e_backend__"
+
+
+    class WrappingXCom(BaseXCom):
+        @staticmethod
+        def serialize_value(value, *, key=None, task_id=None, dag_id=None, run_id=None, map_index=None):
+            serialized = BaseXCom.serialize_value(
+                value, key=key, task_id=task_id, dag_id=dag_id, run_id=run_id, map_index=map_index
+            )
+            return {MARK: serialized} if task_id == "generate_backend" else serialized
+
+        @staticmethod
+        def deserialize_value(result):
+            value = BaseXCom.deserialize_value(result)
+            if isinstance(value, dict) and set(value) == {MARK}:
+                return value[MARK]
+            return value
+"""
+#: The worker tasks whose XComs and processes the item-2 tests read.
+ITEM_2_TASKS = ("generate_split", "generate_fanned", "generate_result", "generate_heard", "generate_backend")
 PROMPTS = [
     {"prompt": "A copper kettle on a gas stove, morning light", "aspect_ratio": "1:1"},
     {"prompt": "A sailboat on a calm lake at sunset", "aspect_ratio": "16:9"},
     {"prompt": "A stack of hardback books with a reading lamp", "aspect_ratio": "4:5", "negative_prompt": "blurry"},
 ]
+
+
+def _stored(value: Any) -> Any:
+    """An XCom value as SQLite returns its JSON column: text, or a number it stored as one."""
+    return json.loads(value) if isinstance(value, (str, bytes)) else value
 
 
 @pytest.fixture(scope="module")
@@ -159,6 +275,9 @@ def finished_run(
     (dags / f"{TIMED}.py").write_text(textwrap.dedent(TIMED_DAG))
     callbacks = home / "callbacks"
     callbacks.mkdir()
+    pylib = home / "pylib"
+    pylib.mkdir()
+    (pylib / "segmind_e2e_xcom.py").write_text(textwrap.dedent(XCOM_BACKEND))
     aws = {
         "conn_type": "aws",
         "login": "e2e",
@@ -182,6 +301,8 @@ def finished_run(
         # Only the run the test triggers: unpausing the @daily DAG must not add a scheduled run.
         "SEGMIND_EXAMPLE_SCHEDULE": "none",
         "SEGMIND_E2E_CALLBACKS": str(callbacks),
+        "AIRFLOW__CORE__XCOM_BACKEND": "segmind_e2e_xcom.WrappingXCom",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(pylib), os.environ.get("PYTHONPATH")])),
     }
     cluster = AirflowCluster(home=home, dags_folder=dags, env=env)
     run_id = f"e2e_{int(time.time())}"
@@ -199,13 +320,14 @@ def finished_run(
         cluster.trigger(ENDED, run_id)
         cluster.trigger(TIMED, run_id)
         state = cluster.wait_for_run(DAG_ID, run_id, timeout=420)
-        ended_state = cluster.wait_for_run(ENDED, run_id, timeout=180)
+        ended_state = cluster.wait_for_run(ENDED, run_id, timeout=300)
         timed_state = cluster.wait_for_run(TIMED, run_id, timeout=180)
         callback_files: list[Path] = []
         deadline = time.monotonic() + 60  # the dag processor runs the callback on its next loop
         while ended_state == "success" and not callback_files and time.monotonic() < deadline:
             callback_files = list(callbacks.glob(f"generate_resumed.{run_id}.json"))
             time.sleep(1)
+        listener_files = list(callbacks.glob(f"listener.*.{run_id}.json"))
         consumer_state = "missing"
         consumed: list[Any] = []
         deadline = time.monotonic() + 120
@@ -237,15 +359,37 @@ def finished_run(
             "ended_state": ended_state,
             "ended_task_instances": cluster.task_instances(ENDED, run_id),
             "ended_xcoms": {
-                (task, key): json.loads(value)
+                (task, key): _stored(value)
                 for task, key, value in cluster.query(
-                    "SELECT task_id, key, value FROM xcom WHERE dag_id = ? AND run_id = ?", (ENDED, run_id)
+                    "SELECT task_id, key, value FROM xcom WHERE dag_id = ? AND run_id = ? AND map_index = -1",
+                    (ENDED, run_id),
+                )
+            },
+            "ended_mapped_xcoms": {
+                (task, map_index, key): _stored(value)
+                for task, map_index, key, value in cluster.query(
+                    "SELECT task_id, map_index, key, value FROM xcom "
+                    "WHERE dag_id = ? AND run_id = ? AND map_index >= 0",
+                    (ENDED, run_id),
+                )
+            },
+            "ended_dag_results": {
+                (task, key): bool(flag)
+                for task, key, flag in cluster.query(
+                    "SELECT task_id, key, dag_result FROM xcom WHERE dag_id = ? AND run_id = ?", (ENDED, run_id)
+                )
+            },
+            "ended_task_maps": {
+                task: length
+                for task, length in cluster.query(
+                    "SELECT task_id, length FROM task_map WHERE dag_id = ? AND run_id = ?", (ENDED, run_id)
                 )
             },
             "callback_files": callback_files,
             "timed_state": timed_state,
             "timed_task_instances": cluster.task_instances(TIMED, run_id),
             "timed_stats": segmind_slow.stats(),
+            "listener_files": listener_files,
         }
         # Then the product-photos example (issue 23): S3 photos -> the img2img slug -> S3, on the
         # same scheduler and triggerer, after the marketing figures above were taken.
@@ -401,10 +545,20 @@ WORKER_START = "::group::Pre Execute"
 def test_a_generate_task_ended_from_its_trigger_ran_one_worker_process(finished_run: dict[str, Any]) -> None:
     """Issue 15: submit and defer in one worker process; the trigger ends the task (no resume)."""
     assert finished_run["ended_state"] == "success", finished_run["log_tail"]
-    assert [(t, s, n) for t, _, s, n in finished_run["ended_task_instances"]] == [
-        ("downstream", "success", 1),
-        ("generate", "success", 1),
-        ("generate_resumed", "success", 1),
+    assert [(t, m, s, n) for t, m, s, n in finished_run["ended_task_instances"]] == [
+        ("backend_downstream", -1, "success", 1),
+        ("downstream", -1, "success", 1),
+        ("each", 0, "success", 1),
+        ("each", 1, "success", 1),
+        ("generate", -1, "success", 1),
+        ("generate_backend", -1, "success", 1),
+        ("generate_fanned", -1, "success", 1),
+        ("generate_heard", -1, "success", 1),
+        ("generate_result", -1, "success", 1),
+        ("generate_resumed", -1, "success", 1),
+        ("generate_split", -1, "success", 1),
+        ("labels", -1, "success", 1),
+        ("split_downstream", -1, "success", 1),
     ]
     cluster: AirflowCluster = finished_run["cluster"]
     generate = _worker_processes(cluster, ENDED, finished_run["run_id"], "generate")
@@ -466,3 +620,76 @@ def test_execution_timeout_ends_a_deferred_task_on_a_real_triggerer(finished_run
     assert "was still not finished at its deadline" in worker_log  # the trigger's timeout event, resumed
     assert "execution_timeout=30 s, counted from the try's start, ran out before job_timeout=3600 s" in worker_log
     assert finished_run["timed_stats"]["submissions"] == 1
+
+
+# ---------------------------------------------------------------- issue 24 item 2: what a worker would push
+
+
+def _ended_by_its_trigger(finished_run: dict[str, Any], task_id: str) -> None:
+    """One worker process (submit and defer); nothing of the operator ran after the deferral."""
+    cluster: AirflowCluster = finished_run["cluster"]
+    processes = _worker_processes(cluster, ENDED, finished_run["run_id"], task_id)
+    assert len(processes) == 1, (task_id, processes)
+    summary = finished_run["ended_xcoms"].get((task_id, "return_value"))
+    assert summary is not None, task_id
+
+
+def test_multiple_outputs_ended_from_the_trigger_pushes_each_key(finished_run: dict[str, Any]) -> None:
+    """``op.output["output_url"]`` downstream: the split keys a worker pushes with ``multiple_outputs``."""
+    assert finished_run["ended_state"] == "success", finished_run["log_tail"]
+    _ended_by_its_trigger(finished_run, "generate_split")
+    xcoms = finished_run["ended_xcoms"]
+    summary = xcoms[("generate_split", "return_value")]
+    for key, value in summary.items():
+        assert xcoms[("generate_split", key)] == value, key
+    assert xcoms[("split_downstream", "return_value")] == {
+        "url": summary["output_url"],
+        "request_id": summary["request_id"],
+    }
+
+
+def test_an_output_expanded_downstream_gets_its_mapped_length(finished_run: dict[str, Any]) -> None:
+    """The scheduler expands a mapped task by the length the upstream pushed (``_mapped_length``)."""
+    _ended_by_its_trigger(finished_run, "generate_fanned")
+    summary = finished_run["ended_xcoms"][("generate_fanned", "return_value")]
+    assert finished_run["ended_task_maps"]["generate_fanned"] == len(summary)
+    mapped = finished_run["ended_mapped_xcoms"]
+    # Both mapped instances ran (the overall list above: success). What they receive of a dict zipped
+    # by index is Airflow's business (it resolves to NOTSET); the labels show the zip took place.
+    pairs = [mapped[("each", index, "return_value")] for index in (0, 1)]
+    assert [label for _, label in pairs] == ["first", "second"]
+
+
+def test_a_dag_result_is_marked_when_the_trigger_ends_the_task(finished_run: dict[str, Any]) -> None:
+    """``dag.add_result(op.output)``: every XCom the task pushes is marked, as a worker marks them."""
+    _ended_by_its_trigger(finished_run, "generate_result")
+    marks = finished_run["ended_dag_results"]
+    assert marks[("generate_result", "return_value")] is True
+    assert marks[("generate_result", "segmind_request_id")] is True
+    assert marks[("generate_result", "segmind_output_url")] is True
+    assert marks[("generate_result", "_link_SegmindOutputLink")] is False  # the worker writes links unmarked
+    assert marks[("generate", "return_value")] is False
+
+
+def test_a_task_listener_hears_the_success_because_the_task_resumes(finished_run: dict[str, Any]) -> None:
+    """Airflow calls no listener for a task its trigger ends: with one registered the task resumes on a worker."""
+    cluster: AirflowCluster = finished_run["cluster"]
+    assert len(_worker_processes(cluster, ENDED, finished_run["run_id"], "generate_heard")) == 2
+    heard = [json.loads(path.read_text())["task_id"] for path in finished_run["listener_files"]]
+    assert heard == ["generate_heard"]
+    folder = cluster.home / "logs" / f"dag_id={ENDED}" / f"run_id={finished_run['run_id']}" / "task_id=generate_heard"
+    log = "".join(path.read_text(errors="replace") for path in folder.glob("attempt=1.log"))
+    assert "task listeners are registered" in log
+
+
+def test_the_link_bypasses_a_custom_xcom_backend_as_a_worker_writes_it(finished_run: dict[str, Any]) -> None:
+    """The backend wraps ``generate_backend``'s values; the link's XCom is the plain URL, as the UI reads it."""
+    _ended_by_its_trigger(finished_run, "generate_backend")
+    xcoms = finished_run["ended_xcoms"]
+    wrapped = xcoms[("generate_backend", "return_value")]
+    assert set(wrapped) == {"__segmind_e2e_backend__"}  # stored by the backend
+    summary = wrapped["__segmind_e2e_backend__"]
+    assert summary["status"] == "COMPLETED"
+    assert xcoms[("generate_backend", "segmind_request_id")] == {"__segmind_e2e_backend__": summary["request_id"]}
+    assert xcoms[("generate_backend", "_link_SegmindOutputLink")] == summary["output_url"]
+    assert xcoms[("backend_downstream", "return_value")] == summary  # read back through the backend
