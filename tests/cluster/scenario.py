@@ -12,12 +12,15 @@ Segmind emulator and moto's S3 server (both in this process, on loopback). While
    :data:`tests.cluster.topology.FAILOVER_SETTINGS`). The dead triggerer is started again after step 2.
 2. **Worker kill in the submit window**: the emulator is told to hold the answers of the next submits
    (a scripted ``slow`` fault: the job is created and billed, the answer comes ``slow_seconds`` later)
-   and of the next media downloads; once those submits are in flight, the Celery worker running
-   most of them is SIGKILLed with its whole process group (pool and task processes), so it dies
+   and of the next media downloads; once one of those submits is in flight from a try that has a
+   retry left (or, failing that, once all of them are), the Celery worker running most of them is
+   SIGKILLed with its whole process group (pool and task processes), so it dies
    between Segmind accepting the submit and the request record / deferral, and, where persists are
    running, in the middle of a download + upload. It is started again a few seconds later. The
    killed tries are failed by the scheduler's heartbeat timeout and retried; a retry must re-attach to
-   the job its dead try left (the "attempt" record + the request history), not pay again.
+   the job its dead try left (the "attempt" record + the request history), not pay again. A killed
+   try that had no retry left is its own named outcome ("worker killed on its last try", recognised
+   by the scheduler's "heartbeat timeout" audit-log row for that try).
 3. **Scheduler restart**: the scheduler is SIGKILLed and started again once (it adopts the Celery
    tasks of the dead one).
 
@@ -349,8 +352,9 @@ def _drive(run: ClusterRun, cluster: Any, emulator: Any, *, deadline: float) -> 
     """Apply the three kills in order, each when its moment comes (see the module docstring)."""
     victim = _kill_triggerer(run, cluster, deadline)
     # Armed only now: held while the triggerer phase ran, the submits' hold would have run out.
+    armed_at = time.time()
     _hold_submits(run, emulator)
-    _kill_worker_in_submit_window(run, cluster, emulator, deadline)
+    _kill_worker_in_submit_window(run, cluster, emulator, deadline, armed_at)
     known = set(cluster._running_triggerer_jobs())
     cluster.launch(victim)
     cluster.triggerer_jobs[victim] = cluster._wait_new_triggerer_job(victim, known, deadline)
@@ -422,30 +426,44 @@ def _hold_submits(run: ClusterRun, emulator: Any) -> None:
     emulator.script(steps)
 
 
-def _kill_worker_in_submit_window(run: ClusterRun, cluster: Any, emulator: Any, deadline: float) -> None:
+def _kill_worker_in_submit_window(
+    run: ClusterRun, cluster: Any, emulator: Any, deadline: float, armed_at: float
+) -> None:
     s = run.settings
     armed = time.monotonic()
 
-    def submits_held() -> bool:
-        pending = emulator.stats().get("scripted_pending") or {}
-        return not pending.get("submit")
+    def pending() -> dict[str, int]:
+        return dict(emulator.stats().get("scripted_pending") or {})
+
+    def held_tries() -> list[dict[str, Any]]:
+        """Generation tries in the submit window: running, their job billed since the hold was armed."""
+        held = {prompt_index(job["params"].get("prompt")) for job in emulator.jobs() if job["submitted_at"] >= armed_at}
+        return [
+            ti
+            for ti in _tis(cluster, run.run_id)
+            if ti["task_id"] == GENERATE and ti["state"] == "running" and ti["map_index"] in held
+        ]
+
+    def window_ready() -> bool:
+        # Aim at a try with a retry left: kill as soon as one is in the window. In the short form the
+        # held submits are mostly the __fail__ prompt's retries (every first try has submitted by
+        # now), so waiting for every held submit would mostly catch its last try (issue 24 item 10).
+        # Only once every held submit has arrived is a window of last tries taken as it is.
+        window = held_tries()
+        return any(not _last_try(ti) for ti in window) or (bool(window) and not pending().get("submit"))
 
     def media_held() -> bool:
-        pending = emulator.stats().get("scripted_pending") or {}
-        return not pending.get("media")
+        return not pending().get("media")
 
     # The held submits are the next ones any generation try sends (first tries, or retries).
-    _wait(submits_held, min(deadline, armed + 600), "the held submits to arrive")
+    _wait(window_ready, min(deadline, armed + 600), "a held submit in the window of a running try")
     held_at = time.monotonic()
     time.sleep(2.0)  # their tasks are now waiting for the answer, the job exists and is billed
     # Give a persist the chance to be mid-download too, well inside the submits' hold.
     with contextlib.suppress(TimeoutError):
         _wait(media_held, min(deadline, held_at + s.slow_seconds / 2), "a held media download")
-    accepted = {prompt_index(job["params"].get("prompt")) for job in emulator.jobs()}
     tis = _tis(cluster, run.run_id)
-    in_window = [
-        ti for ti in tis if ti["task_id"] == GENERATE and ti["state"] == "running" and ti["map_index"] in accepted
-    ]
+    in_window = held_tries()
     persisting = [ti for ti in tis if ti["task_id"] == PERSIST and ti["state"] == "running"]
     load: Counter[str] = Counter()
     for ti in in_window:
