@@ -277,10 +277,11 @@ class FakeTaskInstance:
 def _pushed(trigger: SegmindJobTrigger, event: dict[str, Any], monkeypatch: Any) -> bool:
     import asyncio
 
-    import airflow.sdk.execution_time.xcom as sdk_xcom
+    import airflow.providers.common.compat.sdk as compat
 
     RecordingXCom.reset()
-    monkeypatch.setattr(sdk_xcom, "XCom", RecordingXCom)
+    # The name the trigger imports (item 9): compat's, whatever it resolves to on this Airflow.
+    monkeypatch.setattr(compat, "XCom", RecordingXCom, raising=False)
     trigger.task_instance = FakeTaskInstance()  # type: ignore[assignment]
     return asyncio.run(trigger._push_xcoms(trigger.end_xcoms(event)))
 
