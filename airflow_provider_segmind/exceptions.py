@@ -6,7 +6,8 @@ They never hold the API key or request headers: messages are built only from the
 the server's own error text (redacted again by :func:`redact` before it gets here) and ids.
 
 This module imports nothing from Airflow so the pure protocol layer and the emulator stay cheap
-to import; the hook re-exports the classes, as the official providers' hooks do.
+to import. Every ``SegmindError`` subclass is defined here and imported from here only, as the
+Amazon provider keeps its errors in ``aws/exceptions.py``.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ class SegmindModelRetiredError(SegmindModelNotFoundError):
 class SegmindInsufficientCreditsError(SegmindError):
     """406: refused before the run. Usually the account has not enough credits, but Segmind also
     answers 406 for a team spend limit, a missing or wrong Content-Type and a parameter it refused
-    before running (segmind-api.md, "Added 2026-11-30"); the message carries the server's text."""
+    before running (docs.segmind.com/api-reference, status codes); the message carries the server's text."""
 
     task_retry_helps = False
 
@@ -199,5 +200,53 @@ class SegmindInvalidResponseError(SegmindTransportError):
 
 class SegmindUnexpectedStatusError(SegmindError):
     """An HTTP status the protocol does not define for this call (e.g. 405 for a wrong method)."""
+
+    task_retry_helps = False
+
+
+# The S3 transfer, review and publish errors (the operators that raise them live in transfers/ and
+# operators/; the classes are here so every SegmindError has one home).
+
+
+class SegmindOutputError(SegmindError):
+    """An output could not be fetched or was refused; nothing was written to S3."""
+
+
+class SegmindOutputRefusedError(SegmindOutputError, ValueError):
+    """The output breaks the transfer's policy (URL, host, address, redirect, type, size): a retry cannot help."""
+
+    task_retry_helps = False
+
+
+class SegmindOutputDownloadError(SegmindOutputError):
+    """The download failed on the way (connection, timeout, 5xx, truncated body): a retry may help."""
+
+    transient = True
+
+
+class S3ObjectConflictError(SegmindError):
+    """A different object is already at the key (``replace=False``), or it cannot be compared."""
+
+    task_retry_helps = False
+
+
+class S3WriteError(SegmindError):
+    """S3 refused or failed a write (permissions, missing bucket, throttling, store limitation)."""
+
+
+class UnsafeS3KeyError(SegmindError, ValueError):
+    """The bucket, key or key template is unsafe or invalid; nothing was written."""
+
+    task_retry_helps = False
+
+
+class ReviewInputError(SegmindError, ValueError):
+    """A review's or publish step's input is wrong (named in the message); nothing was copied."""
+
+    task_retry_helps = False
+
+
+class PublishIntegrityError(SegmindError):
+    """A chosen candidate in S3 is not the object its manifest describes; nothing of it was published."""
 
     task_retry_helps = False

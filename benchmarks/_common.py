@@ -343,7 +343,7 @@ class EmulatorProcess:
 
 
 def key_label(api_key: str) -> str:
-    from airflow_provider_segmind.emulator import key_label as label
+    from airflow_provider_segmind.emulator.state import key_label as label
 
     return label(api_key)
 

@@ -189,14 +189,10 @@ async def _bare(
     """The same schedule, but a new ``aiohttp.ClientSession`` (so a new TCP connection) per call."""
     import aiohttp
 
-    from airflow_provider_segmind.protocol import (
-        OUTCOME_COMPLETED,
-        HttpAnswer,
-        PollSchedule,
-        PollTracker,
-        SegmindJobStatus,
-        parse_status,
-    )
+    from airflow_provider_segmind.protocol.answer import HttpAnswer
+    from airflow_provider_segmind.protocol.responses import parse_status
+    from airflow_provider_segmind.protocol.schedule import OUTCOME_COMPLETED, PollSchedule, PollTracker
+    from airflow_provider_segmind.protocol.vocabulary import SegmindJobStatus
 
     schedule = PollSchedule.for_model(SD3)
     headers = {"x-api-key": EMULATOR_KEY}
@@ -490,7 +486,7 @@ def _rows(
 
 
 def run(quick: bool) -> BenchResult:
-    from airflow_provider_segmind.protocol import PollSchedule
+    from airflow_provider_segmind.protocol.schedule import PollSchedule
 
     result = BenchResult(2, TITLE)
     schedule = PollSchedule.for_model(SD3)

@@ -350,7 +350,7 @@ def _profiles(quick: bool) -> list[Profile]:
 
 def _scaled_schedule(model: str, scale: float) -> dict[str, float]:
     """``PollSchedule.for_model(model)`` with every duration divided by ``scale`` (ratios unchanged)."""
-    from airflow_provider_segmind.protocol import PollSchedule
+    from airflow_provider_segmind.protocol.schedule import PollSchedule
 
     ratios = ("slowdown", "interval_fraction")
     return {k: v if k in ratios else v / scale for k, v in PollSchedule.for_model(model).to_dict().items()}
@@ -378,8 +378,8 @@ def part_c_profile(profile: Profile, jobs: int, seed: int) -> tuple[list[Row], d
     """One profile on its own emulator: round 1 = the SDK and today's schedule at once (nothing
     learned yet: every trigger starts before any job ends); round 2 = the same number of jobs once
     round 1's completions are in the process's book (the learned schedule after warm-up)."""
-    from airflow_provider_segmind.protocol import PollSchedule
     from airflow_provider_segmind.protocol.learning import LEARNED_RUNTIMES
+    from airflow_provider_segmind.protocol.schedule import PollSchedule
 
     s = profile.scale
     args = (

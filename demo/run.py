@@ -42,7 +42,8 @@ def segmind_connection() -> Iterator[dict[str, Any]]:
         print("Segmind: the real API (SEGMIND_API_KEY is set; this spends credits)")
         yield {"conn_type": "segmind", "password": key}
         return
-    from airflow_provider_segmind.emulator import EmulatorConfig, SegmindEmulator
+    from airflow_provider_segmind.emulator.config import EmulatorConfig
+    from airflow_provider_segmind.emulator.server import SegmindEmulator
 
     # Segmind-like queueing, but a shorter render than SD3's ~9.6 s so the demo takes a minute.
     config = EmulatorConfig.for_profile("realistic", queue_time=(0.2, 1.0), inference_time=(2.0, 4.0))
@@ -129,7 +130,7 @@ def copy_outputs(bucket: str, run_id: str) -> list[dict[str, Any]]:
     """Copy this run's objects from S3 into OUTPUT; return the image manifests."""
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-    from airflow_provider_segmind.transfers._s3 import encode_component
+    from airflow_provider_segmind.utils.s3_keys import encode_component
 
     s3 = S3Hook(aws_conn_id="aws_default")
     prefix = f"segmind/{encode_component(DAG_ID)}/{encode_component(run_id)}/"

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_segmind.emulator import EmulatorConfig, SegmindEmulator
+from airflow_provider_segmind.emulator.config import EmulatorConfig
+from airflow_provider_segmind.emulator.server import SegmindEmulator
 
 EmulatorFactory = Callable[..., SegmindEmulator]
 

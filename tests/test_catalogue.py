@@ -24,13 +24,14 @@ from airflow_provider_segmind.hooks import _cache
 from airflow_provider_segmind.hooks._cache import _CATALOGUE_CACHE, _CatalogueCache
 from airflow_provider_segmind.hooks.segmind import SegmindHook
 from airflow_provider_segmind.operators.segmind import SegmindRunOperator, SegmindTextToImageOperator
-from airflow_provider_segmind.protocol import SD3_LARGE_MODEL, HttpAnswer
+from airflow_provider_segmind.protocol.answer import HttpAnswer
 from airflow_provider_segmind.protocol.catalogue import (
     DEFAULT_CATALOGUE_URL,
     catalogue_from_body,
     default_catalogue_url,
     parse_model_catalogue,
 )
+from airflow_provider_segmind.protocol.vocabulary import SD3_LARGE_MODEL
 from tests.generation.helpers import FAST_SCHEDULE, PROMPT, captured_logs, make_context, use_emulator
 
 
@@ -51,7 +52,7 @@ def answer(status: int, body: Any, url: str = DEFAULT_CATALOGUE_URL) -> HttpAnsw
 @pytest.mark.parametrize(
     "body",
     [
-        # What public clients of the live endpoint read (segmind-api.md: the SDK says only "Dictionary").
+        # What public clients of the live endpoint read (the SDK's segmind/models.py says only "Dictionary").
         {"Inference Segmind Model Information List With Details": [{"slug": "sdxl1.0-txt2img", "title": "SDXL"}]},
         # The SDK's own test mock (segmind/segmind-python tests/test_models.py).
         {"models": [{"id": "sdxl1.0-txt2img", "name": "SDXL 1.0"}], "total": 1, "page": 1},

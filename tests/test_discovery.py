@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from airflow_provider_segmind.get_provider_info import EXTRA_FIELDS
-from airflow_provider_segmind.hooks.segmind import SegmindConnectionSettings, SegmindHook
+from airflow_provider_segmind.hooks._settings import SegmindConnectionSettings
+from airflow_provider_segmind.hooks.segmind import SegmindHook
 
 HOOK_CLASS = "airflow_provider_segmind.hooks.segmind.SegmindHook"
 

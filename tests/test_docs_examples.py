@@ -14,8 +14,8 @@ from datetime import datetime
 
 import pytest
 
-from airflow_provider_segmind.emulator import SegmindEmulator
-from airflow_provider_segmind.protocol import SegmindJobStatus
+from airflow_provider_segmind.emulator.server import SegmindEmulator
+from airflow_provider_segmind.protocol.vocabulary import SegmindJobStatus
 
 
 @pytest.fixture
@@ -195,7 +195,8 @@ def test_emulator_python_sample(monkeypatch: pytest.MonkeyPatch) -> None:
     import json
     import os
 
-    from airflow_provider_segmind.emulator import EmulatorConfig, SegmindEmulator
+    from airflow_provider_segmind.emulator.config import EmulatorConfig
+    from airflow_provider_segmind.emulator.server import SegmindEmulator
     from airflow_provider_segmind.hooks.segmind import SegmindHook
 
     with SegmindEmulator(EmulatorConfig.for_profile("fast")) as emu:

@@ -21,13 +21,12 @@ from airflow_provider_segmind.exceptions import (
     SegmindRateLimitError,
     SegmindServerError,
 )
-from airflow_provider_segmind.history import (
+from airflow_provider_segmind.protocol.answer import HttpAnswer
+from airflow_provider_segmind.protocol.history import (
     DEFAULT_HISTORY_URL,
     MAX_REPR_BODY_CHARS,
     NAIVE_TIMESTAMP_ZONES,
     HistoryRecord,
-    HistorySearch,
-    body_matches,
     default_history_url,
     history_list_url,
     history_query,
@@ -42,7 +41,8 @@ from airflow_provider_segmind.history import (
     same_request_id,
     timestamp_candidates,
 )
-from airflow_provider_segmind.protocol import HttpAnswer, SegmindJobStatus
+from airflow_provider_segmind.protocol.history_search import HistorySearch, body_matches
+from airflow_provider_segmind.protocol.vocabulary import SegmindJobStatus
 
 URL = "https://api.spotprod.segmind.com/inference-request/request-history"
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC).timestamp()
@@ -329,7 +329,7 @@ def test_page_errors() -> None:
 def test_body_matches_tolerates_defaults_and_number_forms() -> None:
     sent = {"prompt": "a fox", "seed": 7, "guidance": 3.5, "base64": False, "nested": {"a": [1, 2]}}
     assert body_matches(sent, {**sent, "negative_prompt": "", "steps": 28})
-    assert body_matches(sent, {**sent, "seed": 7.0, "guidance": "3.5"})  # seeds may be strings (segmind-api.md)
+    assert body_matches(sent, {**sent, "seed": 7.0, "guidance": "3.5"})  # seeds may be strings
     assert body_matches({"seed": None, "prompt": "x"}, {"prompt": "x"})
     assert body_matches(sent, {**sent, "nested": {"a": [1, 2], "b": 0}})
 

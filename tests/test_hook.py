@@ -14,24 +14,25 @@ from typing import Any
 
 import pytest
 
-# The loop caches and the session pool (the fixture below swaps the settings cache where it is read).
-from airflow_provider_segmind.hooks import _cache as hook_module
-from airflow_provider_segmind.hooks.segmind import (
+from airflow_provider_segmind.exceptions import (
     SegmindAuthenticationError,
     SegmindForbiddenError,
-    SegmindHook,
     SegmindInsufficientCreditsError,
     SegmindInvalidParametersError,
     SegmindInvalidResponseError,
     SegmindJobFailedError,
-    SegmindJobStatus,
     SegmindModelNotFoundError,
     SegmindRateLimitError,
     SegmindRequestNotFoundError,
     SegmindServerError,
     SegmindTransportError,
 )
-from airflow_provider_segmind.protocol import SD3_LARGE_MODEL, RetryPolicy
+
+# The loop caches and the session pool (the fixture below swaps the settings cache where it is read).
+from airflow_provider_segmind.hooks import _cache as hook_module
+from airflow_provider_segmind.hooks.segmind import SegmindHook
+from airflow_provider_segmind.protocol.retry import RetryPolicy
+from airflow_provider_segmind.protocol.vocabulary import SD3_LARGE_MODEL, SegmindJobStatus
 
 PROMPT = {"prompt": "a lighthouse at dawn, watercolour", "seed": 11}
 #: Tiny waits so retry paths run in milliseconds; the decisions are what is under test.

@@ -14,11 +14,9 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_segmind.hooks.segmind import (
-    SegmindHook,
-    SegmindInvalidParametersError,
-)
-from airflow_provider_segmind.protocol import SD3_LARGE_MODEL
+from airflow_provider_segmind.exceptions import SegmindInvalidParametersError
+from airflow_provider_segmind.hooks.segmind import SegmindHook
+from airflow_provider_segmind.protocol.vocabulary import SD3_LARGE_MODEL
 from tests.generation.helpers import captured_logs
 
 #: An id like the one Airflow's "Test" button gives its transient connection: never shown to the user.

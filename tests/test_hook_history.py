@@ -21,25 +21,26 @@ from urllib.parse import parse_qs
 import pytest
 import requests
 
-from airflow_provider_segmind.emulator import OWN_USER_EMAIL, SegmindEmulator
+from airflow_provider_segmind.emulator.config import OWN_USER_EMAIL
+from airflow_provider_segmind.emulator.server import SegmindEmulator
 from airflow_provider_segmind.emulator.state import PURGE_GRACE_SECONDS
-from airflow_provider_segmind.history import (
-    DEFAULT_HISTORY_URL,
-    MAX_HISTORY_ANSWER_BYTES,
-    NAIVE_TIMESTAMP_ZONES,
-    same_request_id,
-)
-from airflow_provider_segmind.hooks.segmind import (
-    SegmindHook,
+from airflow_provider_segmind.exceptions import (
     SegmindInvalidParametersError,
     SegmindInvalidResponseError,
-    SegmindJobStatus,
     SegmindNotFoundError,
     SegmindRequestNotFoundError,
     SegmindServerError,
     SegmindTransportError,
 )
-from airflow_provider_segmind.protocol import SD3_LARGE_MODEL, RetryPolicy
+from airflow_provider_segmind.hooks.segmind import SegmindHook
+from airflow_provider_segmind.protocol.history import (
+    DEFAULT_HISTORY_URL,
+    MAX_HISTORY_ANSWER_BYTES,
+    NAIVE_TIMESTAMP_ZONES,
+    same_request_id,
+)
+from airflow_provider_segmind.protocol.retry import RetryPolicy
+from airflow_provider_segmind.protocol.vocabulary import SD3_LARGE_MODEL, SegmindJobStatus
 from tests.forward_proxy import ForwardProxy, started
 from tests.generation.helpers import ManualClock
 

@@ -12,10 +12,6 @@ import random
 
 import pytest
 
-from airflow_provider_segmind.protocol import (
-    SD3_LARGE_MODEL,
-    PollSchedule,
-)
 from airflow_provider_segmind.protocol.learning import (
     LEARNED_INTERVAL_FRACTION,
     MIN_SAMPLES,
@@ -23,6 +19,8 @@ from airflow_provider_segmind.protocol.learning import (
     estimated_range,
     place,
 )
+from airflow_provider_segmind.protocol.schedule import PollSchedule
+from airflow_provider_segmind.protocol.vocabulary import SD3_LARGE_MODEL
 from tests.generation.test_poll_schedule import RTT, sdk_calls, tracker_calls
 
 VIDEO = "some-video-model"

@@ -9,7 +9,34 @@ from datetime import UTC, datetime
 import pytest
 
 from airflow_provider_segmind import exceptions as exc
-from airflow_provider_segmind import protocol as p
+from airflow_provider_segmind.protocol.answer import HttpAnswer, parse_retry_after
+from airflow_provider_segmind.protocol.errors import classify_error, is_invalid_input, job_failed_error, transport_error
+from airflow_provider_segmind.protocol.params import model_takes_seed, unknown_params, validate_params
+from airflow_provider_segmind.protocol.responses import (
+    parse_credit_balance,
+    parse_credits,
+    parse_int,
+    parse_result,
+    parse_run_sync,
+    parse_status,
+    parse_submit,
+)
+from airflow_provider_segmind.protocol.retry import RetryPolicy, submit_certainly_refused, submit_outcome_unknown
+from airflow_provider_segmind.protocol.text import redact
+from airflow_provider_segmind.protocol.urls import (
+    credits_url,
+    normalize_base_url,
+    result_url,
+    run_sync_url,
+    status_url,
+    submit_url,
+)
+from airflow_provider_segmind.protocol.vocabulary import (
+    SD3_LARGE_IMG2IMG_MODEL,
+    SD3_LARGE_MODEL,
+    Endpoint,
+    SegmindJobStatus,
+)
 
 KEY = "SG_0123456789abcdef"
 BASE = "https://api.segmind.com"
@@ -17,7 +44,7 @@ BASE = "https://api.segmind.com"
 
 def answer(status: int, body: object = None, headers: dict[str, str] | None = None, raw: bytes | None = None):
     data = raw if raw is not None else json.dumps(body).encode()
-    return p.HttpAnswer(status, {"content-type": "application/json", **(headers or {})}, data)
+    return HttpAnswer(status, {"content-type": "application/json", **(headers or {})}, data)
 
 
 # ------------------------------------------------------------------ validation
@@ -47,7 +74,7 @@ def answer(status: int, body: object = None, headers: dict[str, str] | None = No
 )
 def test_sd3_validation_names_field_and_allowed_values(params, field, allowed_fragment):
     with pytest.raises(exc.SegmindInvalidParametersError) as info:
-        p.validate_params(p.SD3_LARGE_MODEL, params, strict=True)
+        validate_params(SD3_LARGE_MODEL, params, strict=True)
     err = info.value
     assert err.field == field
     assert field in str(err)
@@ -57,7 +84,7 @@ def test_sd3_validation_names_field_and_allowed_values(params, field, allowed_fr
 
 
 def test_sd3_validation_fills_defaults_and_keeps_valid_values():
-    out = p.validate_params(p.SD3_LARGE_MODEL, {"prompt": "a fox", "aspect_ratio": "16:9", "seed": 7, "image": None})
+    out = validate_params(SD3_LARGE_MODEL, {"prompt": "a fox", "aspect_ratio": "16:9", "seed": 7, "image": None})
     assert out == {
         "prompt": "a fox",
         "negative_prompt": "",
@@ -68,7 +95,7 @@ def test_sd3_validation_fills_defaults_and_keeps_valid_values():
         "seed": 7,
     }
     i2i = {"prompt": "a fox", "image": "https://x/y.png", "strength": 0}
-    assert p.validate_params(p.SD3_LARGE_IMG2IMG_MODEL, i2i) == {
+    assert validate_params(SD3_LARGE_IMG2IMG_MODEL, i2i) == {
         "prompt": "a fox",
         "image": "https://x/y.png",
         "strength": 0,
@@ -98,7 +125,7 @@ def test_sd3_validation_fills_defaults_and_keeps_valid_values():
 def test_sd3_img2img_validation_names_field_and_allowed_values(params, field, allowed_fragment):
     """segmind.com/models/stable-diffusion-3-large-img2img/api: image required, mode image-to-image, strength 0..1."""
     with pytest.raises(exc.SegmindInvalidParametersError) as info:
-        p.validate_params(p.SD3_LARGE_IMG2IMG_MODEL, params, strict=True)
+        validate_params(SD3_LARGE_IMG2IMG_MODEL, params, strict=True)
     err = info.value
     assert err.field == field
     assert allowed_fragment in str(err)
@@ -107,30 +134,30 @@ def test_sd3_img2img_validation_names_field_and_allowed_values(params, field, al
 
 def test_sd3_img2img_reports_every_bad_field_and_leaves_strength_to_segmind():
     with pytest.raises(exc.SegmindInvalidParametersError) as info:
-        p.validate_params(p.SD3_LARGE_IMG2IMG_MODEL, {"prompt": "", "mode": "inpaint", "strength": -1})
+        validate_params(SD3_LARGE_IMG2IMG_MODEL, {"prompt": "", "mode": "inpaint", "strength": -1})
     assert [problem[0] for problem in info.value.problems] == ["prompt", "mode", "image", "strength"]
     assert "for stable-diffusion-3-large-img2img" in str(info.value)
     warned: list[str] = []
-    body = p.validate_params(
-        p.SD3_LARGE_IMG2IMG_MODEL, {"prompt": "a fox", "image": "aGVsbG8=", "aspect_ratio": "16:9"}, warn=warned.append
+    body = validate_params(
+        SD3_LARGE_IMG2IMG_MODEL, {"prompt": "a fox", "image": "aGVsbG8=", "aspect_ratio": "16:9"}, warn=warned.append
     )
     assert "strength" not in body  # omitted: Segmind's default applies
     assert body["aspect_ratio"] == "16:9"  # not on the page: sent with a warning
     assert len(warned) == 1
     assert "'aspect_ratio'" in warned[0]
-    assert p.unknown_params(p.SD3_LARGE_IMG2IMG_MODEL, {"prompt": "x", "seed": 1, "style": 2}) == ["style"]
+    assert unknown_params(SD3_LARGE_IMG2IMG_MODEL, {"prompt": "x", "seed": 1, "style": 2}) == ["style"]
 
 
 def test_generic_models_pass_params_through_but_must_be_json():
-    assert p.validate_params("flux-schnell", {"prompt": "x", "steps": 4, "anything": [1]}) == {
+    assert validate_params("flux-schnell", {"prompt": "x", "steps": 4, "anything": [1]}) == {
         "prompt": "x",
         "steps": 4,
         "anything": [1],
     }
     with pytest.raises(exc.SegmindInvalidParametersError, match="JSON"):
-        p.validate_params("flux-schnell", {"prompt": object()})
+        validate_params("flux-schnell", {"prompt": object()})
     with pytest.raises(exc.SegmindInvalidParametersError) as info:
-        p.validate_params("../etc/passwd", {"prompt": "x"})
+        validate_params("../etc/passwd", {"prompt": "x"})
     assert info.value.field == "model"
 
 
@@ -151,22 +178,22 @@ def test_generic_models_pass_params_through_but_must_be_json():
     ],
 )
 def test_base_url_normalization(host, expected):
-    assert p.normalize_base_url(host) == expected
+    assert normalize_base_url(host) == expected
 
 
 def test_base_url_rejects_non_http():
     with pytest.raises(ValueError, match="not an http"):
-        p.normalize_base_url("ftp://x")
+        normalize_base_url("ftp://x")
 
 
 def test_urls():
-    assert p.submit_url(BASE, p.SD3_LARGE_MODEL) == f"{BASE}/v2/{p.SD3_LARGE_MODEL}"
-    assert p.run_sync_url(BASE, "flux") == f"{BASE}/v1/flux"
-    assert p.status_url(BASE, "abc-1") == f"{BASE}/v2/requests/abc-1/status"
-    assert p.result_url(BASE, "abc-1") == f"{BASE}/v2/requests/abc-1"
-    assert p.credits_url(BASE) == f"{BASE}/v1/get-user-credits"
+    assert submit_url(BASE, SD3_LARGE_MODEL) == f"{BASE}/v2/{SD3_LARGE_MODEL}"
+    assert run_sync_url(BASE, "flux") == f"{BASE}/v1/flux"
+    assert status_url(BASE, "abc-1") == f"{BASE}/v2/requests/abc-1/status"
+    assert result_url(BASE, "abc-1") == f"{BASE}/v2/requests/abc-1"
+    assert credits_url(BASE) == f"{BASE}/v1/get-user-credits"
     with pytest.raises(exc.SegmindInvalidParametersError):
-        p.status_url(BASE, "../../v1/get-user-credits")
+        status_url(BASE, "../../v1/get-user-credits")
 
 
 def test_submit_follows_absolute_urls_only_on_same_origin():
@@ -176,18 +203,18 @@ def test_submit_follows_absolute_urls_only_on_same_origin():
         "status_url": "https://api.segmind.com/v2/requests/r1/status",
         "response_url": "https://api.segmind.com/v2/requests/r1",
     }
-    sub = p.parse_submit(answer(200, good), BASE)
-    assert (sub.request_id, sub.status, sub.status_url) == ("r1", p.SegmindJobStatus.QUEUED, good["status_url"])
+    sub = parse_submit(answer(200, good), BASE)
+    assert (sub.request_id, sub.status, sub.status_url) == ("r1", SegmindJobStatus.QUEUED, good["status_url"])
     # A body pointing elsewhere must not make the hook send the API key to another host.
     evil = {**good, "status_url": "https://attacker.example/steal", "response_url": "http://api.segmind.com/x"}
-    sub = p.parse_submit(answer(200, evil), BASE)
-    assert sub.status_url == p.status_url(BASE, "r1")
-    assert sub.response_url == p.result_url(BASE, "r1")
+    sub = parse_submit(answer(200, evil), BASE)
+    assert sub.status_url == status_url(BASE, "r1")
+    assert sub.response_url == result_url(BASE, "r1")
 
 
 def test_submit_without_request_id_is_an_error_that_warns_of_a_possible_job():
     with pytest.raises(exc.SegmindInvalidResponseError, match="may exist"):
-        p.parse_submit(answer(200, {"status": "QUEUED"}), BASE)
+        parse_submit(answer(200, {"status": "QUEUED"}), BASE)
 
 
 # ------------------------------------------------------------------ status and result
@@ -195,28 +222,28 @@ def test_submit_without_request_id_is_an_error_that_warns_of_a_possible_job():
 
 def test_status_values_and_terminality():
     for value in ("QUEUED", "PROCESSING"):
-        st = p.parse_status(answer(200, {"status": value, "metrics": {}}), "r1")
+        st = parse_status(answer(200, {"status": value, "metrics": {}}), "r1")
         assert st.status.value == value
         assert not st.status.is_terminal
-    done = p.parse_status(answer(200, {"status": "COMPLETED", "metrics": {"inference_time": 9.6}}), "r1")
+    done = parse_status(answer(200, {"status": "COMPLETED", "metrics": {"inference_time": 9.6}}), "r1")
     assert done.status.is_terminal
     assert done.metrics == {"inference_time": 9.6}
 
 
 def test_failed_arrives_as_422_and_is_a_status_with_the_reason():
     body = {"status": "FAILED", "error": "Prompt is Mandatory and must be string", "metrics": {"queue_time": 0.2}}
-    st = p.parse_status(answer(422, body), "r1")
-    assert st.status is p.SegmindJobStatus.FAILED
+    st = parse_status(answer(422, body), "r1")
+    assert st.status is SegmindJobStatus.FAILED
     assert st.error == "Prompt is Mandatory and must be string"
     with pytest.raises(exc.SegmindJobFailedError, match="Prompt is Mandatory") as info:
-        p.parse_result(answer(422, body), "r1")
+        parse_result(answer(422, body), "r1")
     assert info.value.request_id == "r1"
     assert info.value.metrics == {"queue_time": 0.2}
 
 
 def test_unknown_status_value_is_an_invalid_response():
     with pytest.raises(exc.SegmindInvalidResponseError, match="unknown status 'RUNNING'"):
-        p.parse_status(answer(200, {"status": "RUNNING"}), "r1")
+        parse_status(answer(200, {"status": "RUNNING"}), "r1")
 
 
 def test_result_extracts_urls_images_seed_and_metrics():
@@ -230,7 +257,7 @@ def test_result_extracts_urls_images_seed_and_metrics():
         "seed": 42,
         "metrics": {"cost": 0.04, "remaining_credits": 9.9},
     }
-    res = p.parse_result(answer(200, body), "r1")
+    res = parse_result(answer(200, body), "r1")
     assert res.output_urls == (
         "https://images.segmind.com/generations/a.jpeg",
         "https://images.segmind.com/generations/b.jpeg",
@@ -242,19 +269,19 @@ def test_result_extracts_urls_images_seed_and_metrics():
 
 def test_result_finds_inline_base64():
     b64 = "iVBORw0KGgo" + "A" * 100  # a PNG header, base64-encoded
-    res = p.parse_result(answer(200, {"status": "COMPLETED", "output": b64, "metrics": {}}), "r1")
+    res = parse_result(answer(200, {"status": "COMPLETED", "output": b64, "metrics": {}}), "r1")
     assert res.base64_image == b64
     assert res.output_urls == ()
-    res = p.parse_result(answer(200, {"status": "COMPLETED", "image": "data:image/png;base64," + b64}), "r1")
+    res = parse_result(answer(200, {"status": "COMPLETED", "image": "data:image/png;base64," + b64}), "r1")
     assert res.base64_image == b64
 
 
 def test_long_text_output_is_not_mistaken_for_an_image():
     text = "The quick brown fox jumps over the lazy dog and keeps running far beyond the hills " * 3
-    res = p.parse_result(answer(200, {"status": "COMPLETED", "output": text}), "r1")
+    res = parse_result(answer(200, {"status": "COMPLETED", "output": text}), "r1")
     assert res.base64_image is None
     letters = "QWxhZGRpbjpvcGVuIHNlc2FtZQ" * 5  # valid base64, but not an image
-    assert p.parse_result(answer(200, {"status": "COMPLETED", "output": letters}), "r1").base64_image is None
+    assert parse_result(answer(200, {"status": "COMPLETED", "output": letters}), "r1").base64_image is None
 
 
 # ------------------------------------------------------------------ classification
@@ -263,30 +290,30 @@ def test_long_text_output_is_not_mistaken_for_an_image():
 @pytest.mark.parametrize(
     ("status", "endpoint", "cls", "hint"),
     [
-        (401, p.Endpoint.SUBMIT, exc.SegmindAuthenticationError, "password (API Key)"),
-        (403, p.Endpoint.SUBMIT, exc.SegmindForbiddenError, "plan"),
-        (404, p.Endpoint.SUBMIT, exc.SegmindModelNotFoundError, "model slug"),
-        (404, p.Endpoint.RUN_SYNC, exc.SegmindModelNotFoundError, "model slug"),
-        (404, p.Endpoint.STATUS, exc.SegmindRequestNotFoundError, "1 hour retention"),
-        (404, p.Endpoint.RESULT, exc.SegmindRequestNotFoundError, "1 hour retention"),
-        (410, p.Endpoint.SUBMIT, exc.SegmindModelRetiredError, "retired"),
-        (406, p.Endpoint.SUBMIT, exc.SegmindInsufficientCreditsError, "insufficient credits"),
-        (400, p.Endpoint.SUBMIT, exc.SegmindInvalidParametersError, "parameters"),
-        (400, p.Endpoint.RUN_SYNC, exc.SegmindInvalidParametersError, "parameters"),
+        (401, Endpoint.SUBMIT, exc.SegmindAuthenticationError, "password (API Key)"),
+        (403, Endpoint.SUBMIT, exc.SegmindForbiddenError, "plan"),
+        (404, Endpoint.SUBMIT, exc.SegmindModelNotFoundError, "model slug"),
+        (404, Endpoint.RUN_SYNC, exc.SegmindModelNotFoundError, "model slug"),
+        (404, Endpoint.STATUS, exc.SegmindRequestNotFoundError, "1 hour retention"),
+        (404, Endpoint.RESULT, exc.SegmindRequestNotFoundError, "1 hour retention"),
+        (410, Endpoint.SUBMIT, exc.SegmindModelRetiredError, "retired"),
+        (406, Endpoint.SUBMIT, exc.SegmindInsufficientCreditsError, "insufficient credits"),
+        (400, Endpoint.SUBMIT, exc.SegmindInvalidParametersError, "parameters"),
+        (400, Endpoint.RUN_SYNC, exc.SegmindInvalidParametersError, "parameters"),
         # 422: "the inference itself ran and failed. NOT a malformed request body" (Segmind's error docs).
-        (422, p.Endpoint.RUN_SYNC, exc.SegmindJobFailedError, "ran and FAILED"),
-        (422, p.Endpoint.SUBMIT, exc.SegmindJobFailedError, "Nothing was charged"),
-        (429, p.Endpoint.STATUS, exc.SegmindRateLimitError, "pool"),
-        (500, p.Endpoint.STATUS, exc.SegmindServerError, "retried"),
-        (500, p.Endpoint.SUBMIT, exc.SegmindServerError, "parameter problem"),
-        (500, p.Endpoint.RUN_SYNC, exc.SegmindServerError, "parameter problem"),
-        (502, p.Endpoint.SUBMIT, exc.SegmindServerError, "retried"),
-        (504, p.Endpoint.RESULT, exc.SegmindServerError, "retried"),
-        (405, p.Endpoint.SUBMIT, exc.SegmindUnexpectedStatusError, "method"),
+        (422, Endpoint.RUN_SYNC, exc.SegmindJobFailedError, "ran and FAILED"),
+        (422, Endpoint.SUBMIT, exc.SegmindJobFailedError, "Nothing was charged"),
+        (429, Endpoint.STATUS, exc.SegmindRateLimitError, "pool"),
+        (500, Endpoint.STATUS, exc.SegmindServerError, "retried"),
+        (500, Endpoint.SUBMIT, exc.SegmindServerError, "parameter problem"),
+        (500, Endpoint.RUN_SYNC, exc.SegmindServerError, "parameter problem"),
+        (502, Endpoint.SUBMIT, exc.SegmindServerError, "retried"),
+        (504, Endpoint.RESULT, exc.SegmindServerError, "retried"),
+        (405, Endpoint.SUBMIT, exc.SegmindUnexpectedStatusError, "method"),
     ],
 )
 def test_every_status_code_is_classified_with_advice(status, endpoint, cls, hint):
-    err = p.classify_error(answer(status, {"error": "server says why"}), endpoint, request_id="r9")
+    err = classify_error(answer(status, {"error": "server says why"}), endpoint, request_id="r9")
     assert type(err) is cls
     assert err.status_code == status
     assert "server says why" in str(err)
@@ -295,19 +322,19 @@ def test_every_status_code_is_classified_with_advice(status, endpoint, cls, hint
 
 def test_html_error_bodies_are_summarised_not_dumped():
     html = b"<html><head><title>502 Bad Gateway</title></head><body>" + b"x" * 5000 + b"</body></html>"
-    err = p.classify_error(p.HttpAnswer(502, {"content-type": "text/html"}, html), p.Endpoint.STATUS)
+    err = classify_error(HttpAnswer(502, {"content-type": "text/html"}, html), Endpoint.STATUS)
     assert isinstance(err, exc.SegmindServerError)
     assert len(str(err)) < 400
     with pytest.raises(exc.SegmindInvalidResponseError, match="not JSON"):
-        p.parse_status(p.HttpAnswer(200, {"content-type": "text/html"}, html), "r1")
+        parse_status(HttpAnswer(200, {"content-type": "text/html"}, html), "r1")
 
 
 def test_server_text_is_redacted_of_keys():
-    err = p.classify_error(answer(401, {"error": f"key {KEY} is invalid"}), p.Endpoint.SUBMIT)
+    err = classify_error(answer(401, {"error": f"key {KEY} is invalid"}), Endpoint.SUBMIT)
     assert KEY not in str(err)
     assert KEY not in repr(err)
-    assert p.redact(f"x {KEY} y", [KEY]) == "x *** y"
-    assert p.redact("token=abcd1234", ["abcd1234"]) == "token=***"
+    assert redact(f"x {KEY} y", [KEY]) == "x *** y"
+    assert redact("token=abcd1234", ["abcd1234"]) == "token=***"
 
 
 # ------------------------------------------------------------------ retry policy
@@ -315,17 +342,17 @@ def test_server_text_is_redacted_of_keys():
 
 def test_retry_after_header_forms():
     now = 1_700_000_000.0
-    assert p.parse_retry_after({"retry-after": "7"}, now) == 7.0
+    assert parse_retry_after({"retry-after": "7"}, now) == 7.0
     iso = datetime.fromtimestamp(now + 12, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    assert p.parse_retry_after({"x-rate-limit-reset-at-utc": iso}, now) == pytest.approx(12, abs=1)
-    assert p.parse_retry_after({"x-rate-limit-reset-at-utc": str(now + 3)}, now) == pytest.approx(3)
-    assert p.parse_retry_after({"x-rate-limit-reset-at-utc": str((now + 3) * 1000)}, now) == pytest.approx(3)
-    assert p.parse_retry_after({}, now) is None
-    assert p.parse_retry_after({"retry-after": "garbage"}, now) is None
+    assert parse_retry_after({"x-rate-limit-reset-at-utc": iso}, now) == pytest.approx(12, abs=1)
+    assert parse_retry_after({"x-rate-limit-reset-at-utc": str(now + 3)}, now) == pytest.approx(3)
+    assert parse_retry_after({"x-rate-limit-reset-at-utc": str((now + 3) * 1000)}, now) == pytest.approx(3)
+    assert parse_retry_after({}, now) is None
+    assert parse_retry_after({"retry-after": "garbage"}, now) is None
 
 
 def _transport(sent: bool) -> exc.SegmindTransportError:
-    return p.transport_error("x", request_sent=sent, url="https://api.segmind.com/v2/m?k=1", detail="boom")
+    return transport_error("x", request_sent=sent, url="https://api.segmind.com/v2/m?k=1", detail="boom")
 
 
 @pytest.mark.parametrize(
@@ -351,7 +378,7 @@ def _transport(sent: bool) -> exc.SegmindTransportError:
     ],
 )
 def test_retry_decisions(error, idempotent, expected):
-    assert p.RetryPolicy().is_retryable(error, idempotent=idempotent) is expected
+    assert RetryPolicy().is_retryable(error, idempotent=idempotent) is expected
 
 
 @pytest.mark.parametrize(
@@ -374,13 +401,13 @@ def test_retry_decisions(error, idempotent, expected):
     ],
 )
 def test_which_failed_submits_have_an_unknown_outcome(error, unknown):
-    assert p.submit_outcome_unknown(error) is unknown
+    assert submit_outcome_unknown(error) is unknown
     # The hook's retry policy resends a submit exactly when its outcome is known to be "no job".
-    assert p.RetryPolicy().is_retryable(error, idempotent=False) is (error.transient and not unknown)
+    assert RetryPolicy().is_retryable(error, idempotent=False) is (error.transient and not unknown)
 
 
 def test_retry_delays_honour_the_server_and_back_off_with_jitter():
-    policy = p.RetryPolicy(backoff_initial=1.0, backoff_max=8.0, rate_limit_max_wait=60.0, jitter=1.0)
+    policy = RetryPolicy(backoff_initial=1.0, backoff_max=8.0, rate_limit_max_wait=60.0, jitter=1.0)
     rng = random.Random(3)
     limited = exc.SegmindRateLimitError("429", retry_after=20.0)
     assert 20.0 <= policy.delay(limited, 1, rng) <= 21.0
@@ -395,11 +422,11 @@ def test_retry_delays_honour_the_server_and_back_off_with_jitter():
 
 
 def test_retry_policy_from_connection_extras():
-    policy = p.RetryPolicy.from_extras({"max_retries": "2", "retry_backoff": 0.5})
+    policy = RetryPolicy.from_extras({"max_retries": "2", "retry_backoff": 0.5})
     assert policy.max_attempts == 3
     assert policy.backoff_initial == 0.5
     with pytest.raises(ValueError, match="at least 1"):
-        p.RetryPolicy.from_extras({"max_retries": -1})
+        RetryPolicy.from_extras({"max_retries": -1})
 
 
 def test_transport_errors_never_carry_query_strings():
@@ -409,36 +436,36 @@ def test_transport_errors_never_carry_query_strings():
 
 
 def test_credits_parsing_is_defensive():
-    assert p.parse_credits(answer(200, {"credits": 12.5})) == 12.5
-    assert p.parse_credits(answer(200, {"data": {"remaining_credits": "3"}})) == 3.0
-    assert p.parse_credits(answer(200, 7)) == 7.0
+    assert parse_credits(answer(200, {"credits": 12.5})) == 12.5
+    assert parse_credits(answer(200, {"data": {"remaining_credits": "3"}})) == 3.0
+    assert parse_credits(answer(200, 7)) == 7.0
     with pytest.raises(exc.SegmindInvalidResponseError, match="no credit balance"):
-        p.parse_credits(answer(200, {"user": "x"}))
+        parse_credits(answer(200, {"user": "x"}))
     with pytest.raises(exc.SegmindAuthenticationError):
-        p.parse_credits(answer(401, {"error": "bad key"}))
+        parse_credits(answer(401, {"error": "bad key"}))
 
 
 def test_v1_response_keeps_useful_headers_and_rejects_html():
-    ans = p.HttpAnswer(
+    ans = HttpAnswer(
         200,
         {"content-type": "image/jpeg", "x-remaining-credits": "9.5", "x-seed-value": "4", "set-cookie": "s=1"},
         b"\xff\xd8jpeg",
     )
-    out = p.parse_run_sync(ans)
+    out = parse_run_sync(ans)
     assert out.content_type == "image/jpeg"
     assert out.remaining_credits == 9.5
     assert "set-cookie" not in out.headers
     with pytest.raises(exc.SegmindInvalidResponseError, match="HTML"):
-        p.parse_run_sync(p.HttpAnswer(200, {"content-type": "text/html"}, b"<html>"))
+        parse_run_sync(HttpAnswer(200, {"content-type": "text/html"}, b"<html>"))
 
 
 def test_content_safety_failures_are_not_worth_a_task_retry():
-    blocked = p.job_failed_error("r1", "Content blocked: the prompt was flagged by the safety filter")
+    blocked = job_failed_error("r1", "Content blocked: the prompt was flagged by the safety filter")
     assert isinstance(blocked, exc.SegmindContentBlockedError)
     assert isinstance(blocked, exc.SegmindJobFailedError)
     assert blocked.task_retry_helps is False
     assert "flagged by the safety filter" in str(blocked)
-    other = p.job_failed_error("r2", "Internal inference error")
+    other = job_failed_error("r2", "Internal inference error")
     assert type(other) is exc.SegmindJobFailedError
     assert other.task_retry_helps is True
     assert "Internal inference error" in str(other)
@@ -446,12 +473,12 @@ def test_content_safety_failures_are_not_worth_a_task_retry():
 
 def test_poll_schedule_from_dict_memo_keeps_validation() -> None:
     """Triggers rebuilt from equal dicts share one validated schedule; validation still runs per type."""
-    from airflow_provider_segmind.protocol import PollSchedule
+    from airflow_provider_segmind.protocol.schedule import PollSchedule
 
-    data = PollSchedule.for_model(p.SD3_LARGE_MODEL).to_dict()
+    data = PollSchedule.for_model(SD3_LARGE_MODEL).to_dict()
     first = PollSchedule.from_dict(dict(data))
     assert PollSchedule.from_dict(dict(data)) is first
-    assert first == PollSchedule.for_model(p.SD3_LARGE_MODEL)
+    assert first == PollSchedule.for_model(SD3_LARGE_MODEL)
     assert PollSchedule.from_dict({"interval": 1}).interval == 1.0
     with pytest.raises(ValueError, match="finite number"):
         PollSchedule.from_dict({"interval": True})  # equal to 1 and hashing alike, still refused
@@ -460,7 +487,9 @@ def test_poll_schedule_from_dict_memo_keeps_validation() -> None:
 
 
 def test_status_parsed_once_still_tells_failed_and_not_json_apart() -> None:
-    from airflow_provider_segmind.protocol import HttpAnswer, SegmindInvalidResponseError, parse_status
+    from airflow_provider_segmind.exceptions import SegmindInvalidResponseError
+    from airflow_provider_segmind.protocol.answer import HttpAnswer
+    from airflow_provider_segmind.protocol.responses import parse_status
 
     failed = parse_status(HttpAnswer(422, {}, b'{"status": "FAILED", "error": "boom"}'), "r1")
     assert failed.status.value == "FAILED"
@@ -478,7 +507,7 @@ def test_sd3_validation_reports_every_bad_field_in_one_error():
     """Every bad field, each with its allowed values (image-to-image fields name the image-to-image slug)."""
     params = {"prompt": " ", "mode": "image-to-image", "strength": 2, "aspect_ratio": "4:3", "seed": "x"}
     with pytest.raises(exc.SegmindInvalidParametersError) as info:
-        p.validate_params(p.SD3_LARGE_MODEL, params)
+        validate_params(SD3_LARGE_MODEL, params)
     err = info.value
     named = [problem[0] for problem in err.problems]
     assert sorted(named) == ["aspect_ratio", "mode", "prompt", "seed", "strength"]
@@ -497,22 +526,20 @@ def test_sd3_validation_reports_every_bad_field_in_one_error():
 
 
 def test_sd3_accepts_seed_minus_one_and_warns_on_unknown_fields_unless_strict():
-    """seed=-1 is Segmind's 'random' (segmind-api.md, Added 2026-11-30); unknown fields warn, strict refuses."""
+    """seed=-1 is Segmind's 'random' (docs.segmind.com/api-reference); unknown fields warn, strict refuses."""
     warnings: list[str] = []
-    out = p.validate_params(p.SD3_LARGE_MODEL, {"prompt": "a fox", "seed": -1, "style": "vivid"}, warn=warnings.append)
+    out = validate_params(SD3_LARGE_MODEL, {"prompt": "a fox", "seed": -1, "style": "vivid"}, warn=warnings.append)
     assert out["seed"] == -1
     assert out["style"] == "vivid"
     assert len(warnings) == 1
     assert "'style'" in warnings[0]
     assert "strict" in warnings[0]
     with pytest.raises(exc.SegmindInvalidParametersError) as info:
-        p.validate_params(p.SD3_LARGE_MODEL, {"prompt": "a fox", "style": "vivid", "mode": "x"}, strict=True)
+        validate_params(SD3_LARGE_MODEL, {"prompt": "a fox", "style": "vivid", "mode": "x"}, strict=True)
     assert [problem[0] for problem in info.value.problems] == ["style", "mode"]
     # A known field with a bad value is refused even without strict mode.
     with pytest.raises(exc.SegmindInvalidParametersError, match="output_format"):
-        p.validate_params(
-            p.SD3_LARGE_MODEL, {"prompt": "a fox", "output_format": "webp", "style": 1}, warn=warnings.append
-        )
+        validate_params(SD3_LARGE_MODEL, {"prompt": "a fox", "output_format": "webp", "style": 1}, warn=warnings.append)
 
 
 @pytest.mark.parametrize(
@@ -521,27 +548,27 @@ def test_sd3_accepts_seed_minus_one_and_warns_on_unknown_fields_unless_strict():
 )
 def test_model_slug_refuses_dot_segments_and_encoded_variants(model):
     with pytest.raises(exc.SegmindInvalidParametersError) as info:
-        p.submit_url(BASE, model)
+        submit_url(BASE, model)
     assert info.value.field == "model"
     with pytest.raises(exc.SegmindInvalidParametersError):
-        p.validate_params(model, {"prompt": "x"})
+        validate_params(model, {"prompt": "x"})
 
 
 def test_model_slug_keeps_dots_inside_names():
-    assert p.submit_url(BASE, "sdxl1.0-txt2img") == f"{BASE}/v2/sdxl1.0-txt2img"
-    assert p.run_sync_url(BASE, "org/model.v2") == f"{BASE}/v1/org/model.v2"
+    assert submit_url(BASE, "sdxl1.0-txt2img") == f"{BASE}/v2/sdxl1.0-txt2img"
+    assert run_sync_url(BASE, "org/model.v2") == f"{BASE}/v1/org/model.v2"
 
 
 @pytest.mark.parametrize("request_id", ["..", ".", "...", "%2e%2e", "a/b", ""])
 def test_request_id_refuses_dot_only_and_encoded(request_id):
     with pytest.raises(exc.SegmindInvalidParametersError):
-        p.status_url(BASE, request_id)
+        status_url(BASE, request_id)
     with pytest.raises(exc.SegmindInvalidParametersError):
-        p.result_url(BASE, request_id)
+        result_url(BASE, request_id)
 
 
 def test_request_id_with_inner_dots_is_fine():
-    assert p.status_url(BASE, "a.b..c") == f"{BASE}/v2/requests/a.b..c/status"
+    assert status_url(BASE, "a.b..c") == f"{BASE}/v2/requests/a.b..c/status"
 
 
 def test_advertised_urls_with_dot_segments_are_not_followed():
@@ -551,9 +578,9 @@ def test_advertised_urls_with_dot_segments_are_not_followed():
         "status_url": "https://api.segmind.com/v2/requests/r1/../../../v1/get-user-credits",
         "response_url": "https://api.segmind.com/v2/requests/%2e%2e/x",
     }
-    sub = p.parse_submit(answer(200, body), BASE)
-    assert sub.status_url == p.status_url(BASE, "r1")
-    assert sub.response_url == p.result_url(BASE, "r1")
+    sub = parse_submit(answer(200, body), BASE)
+    assert sub.status_url == status_url(BASE, "r1")
+    assert sub.response_url == result_url(BASE, "r1")
 
 
 @pytest.mark.parametrize(
@@ -562,42 +589,42 @@ def test_advertised_urls_with_dot_segments_are_not_followed():
 )
 def test_plain_http_to_a_non_loopback_host_is_refused_unless_opted_in(host):
     with pytest.raises(ValueError, match="allow_insecure_http"):
-        p.normalize_base_url(host)
-    assert p.normalize_base_url(host, allow_insecure_http=True).startswith("http://")
+        normalize_base_url(host)
+    assert normalize_base_url(host, allow_insecure_http=True).startswith("http://")
 
 
 @pytest.mark.parametrize(
     "host", ["http://127.0.0.1:8787", "http://localhost:9", "http://[::1]:8787", "http://127.3.2.1"]
 )
 def test_plain_http_to_loopback_stays_allowed(host):
-    assert p.normalize_base_url(host).startswith("http://")
+    assert normalize_base_url(host).startswith("http://")
 
 
 def test_plain_http_schema_field_to_a_remote_host_is_refused():
     with pytest.raises(ValueError, match="clear text"):
-        p.normalize_base_url("api.segmind.com", schema="http")
+        normalize_base_url("api.segmind.com", schema="http")
 
 
 def test_credits_reads_free_credits_in_the_documented_shape():
-    """segmind-api.md, Added 2026-11-30: {"credits": 0.0, "free-credits": 0.0184921035}; both spendable."""
-    balance = p.parse_credit_balance(answer(200, {"credits": 0.0, "free-credits": 0.0184921035}))
+    """docs.segmind.com/api-reference, get-user-credits: {"credits": 0.0, "free-credits": 0.018...}; both spendable."""
+    balance = parse_credit_balance(answer(200, {"credits": 0.0, "free-credits": 0.0184921035}))
     assert (balance.credits, balance.free_credits) == (0.0, 0.0184921035)
     assert balance.total == pytest.approx(0.0184921035)
     assert "0 paid" in balance.describe()
     assert "0.0184921 free" in balance.describe()
-    assert p.parse_credits(answer(200, {"credits": "1.5", "free-credits": "0.5"})) == 2.0
+    assert parse_credits(answer(200, {"credits": "1.5", "free-credits": "0.5"})) == 2.0
     # Older/other shapes still load, with no free credits.
-    assert p.parse_credit_balance(answer(200, {"credits": 3})).free_credits == 0.0
-    assert p.parse_credit_balance(answer(200, {"free_credits": 2})).total == 2.0
+    assert parse_credit_balance(answer(200, {"credits": 3})).free_credits == 0.0
+    assert parse_credit_balance(answer(200, {"free_credits": 2})).total == 2.0
 
 
 def test_credits_404_no_credits_record_is_a_zero_balance_not_a_missing_model():
-    balance = p.parse_credit_balance(answer(404, {"error": "No credits found for the user"}))
+    balance = parse_credit_balance(answer(404, {"error": "No credits found for the user"}))
     assert balance.total == 0.0
     assert balance.note == "No credits found for the user"
     # Any other 404 there is a wrong host, and says so (not "check the model slug").
     with pytest.raises(exc.SegmindNotFoundError) as info:
-        p.parse_credit_balance(answer(404, {"error": "Not Found"}))
+        parse_credit_balance(answer(404, {"error": "Not Found"}))
     assert not isinstance(info.value, exc.SegmindModelNotFoundError)
     assert "host" in str(info.value)
     assert "slug" not in str(info.value)
@@ -613,7 +640,7 @@ def test_credits_404_no_credits_record_is_a_zero_balance_not_a_missing_model():
     ],
 )
 def test_406_names_its_real_causes(text, advice):
-    err = p.classify_error(answer(406, {"error": text}), p.Endpoint.SUBMIT)
+    err = classify_error(answer(406, {"error": text}), Endpoint.SUBMIT)
     assert isinstance(err, exc.SegmindInsufficientCreditsError)
     message = str(err)
     assert advice in message
@@ -624,12 +651,12 @@ def test_406_names_its_real_causes(text, advice):
 
 
 def test_406_plain_text_body():
-    raw = p.HttpAnswer(406, {"content-type": "text/plain"}, b"Invalid content type")
-    assert "Content-Type" in str(p.classify_error(raw, p.Endpoint.SUBMIT))
+    raw = HttpAnswer(406, {"content-type": "text/plain"}, b"Invalid content type")
+    assert "Content-Type" in str(classify_error(raw, Endpoint.SUBMIT))
 
 
 def test_410_says_retired_and_points_at_the_catalogue():
-    err = p.classify_error(answer(410, {"error": "The model 'old-model' has been retired."}), p.Endpoint.SUBMIT)
+    err = classify_error(answer(410, {"error": "The model 'old-model' has been retired."}), Endpoint.SUBMIT)
     assert isinstance(err, exc.SegmindModelRetiredError)
     assert "retired" in str(err)
     assert "https://www.segmind.com/models" in str(err)
@@ -651,43 +678,43 @@ def test_result_images_seed_and_file_size_may_be_strings():
             {"url": "https://images.segmind.com/g/y.jpeg", "file_size": "n/a", "seed": 7},
         ],
     }
-    result = p.parse_result(answer(200, body), "r1")
+    result = parse_result(answer(200, body), "r1")
     assert result.seed == 123
     assert result.images[0]["file_size"] == 2048
     assert result.images[0]["seed"] == 123
     assert result.images[1]["file_size"] == "n/a"  # not numeric: kept as sent, not invented
-    assert p.parse_int("42.0") == 42
-    assert p.parse_int(" 5 ") == 5
-    assert p.parse_int(True) is None
+    assert parse_int("42.0") == 42
+    assert parse_int(" 5 ") == 5
+    assert parse_int(True) is None
     # The seed may be only in images[].
     only_images = {**body, "seed": None}
-    assert p.parse_result(answer(200, only_images), "r1").seed == 123
+    assert parse_result(answer(200, only_images), "r1").seed == 123
 
 
 @pytest.mark.parametrize("status", ["PROCESSING", "QUEUED", "processing"])
 def test_result_that_is_not_completed_yet_is_a_transient_error(status):
     """Was: a COMPLETED summary with output_url None. Now a typed transient error every path retries."""
     with pytest.raises(exc.SegmindResultNotReadyError) as info:
-        p.parse_result(answer(200, {"status": status, "request_id": "r1", "metrics": {}}), "r1")
+        parse_result(answer(200, {"status": status, "request_id": "r1", "metrics": {}}), "r1")
     err = info.value
     assert err.transient
     assert err.task_retry_helps
-    assert p.RetryPolicy().is_retryable(err, idempotent=True)
+    assert RetryPolicy().is_retryable(err, idempotent=True)
     assert status.upper() in str(err)
 
 
 def test_result_failed_body_is_the_job_failed_error():
     body = {"status": "FAILED", "error": "CUDA error: device-side assert", "metrics": {}}
     with pytest.raises(exc.SegmindJobFailedError):
-        p.parse_result(answer(422, body), "r1")
+        parse_result(answer(422, body), "r1")
     with pytest.raises(exc.SegmindJobFailedError):
-        p.parse_result(answer(200, body), "r1")
+        parse_result(answer(200, body), "r1")
 
 
 @pytest.mark.parametrize(
     "reason",
     [
-        "Prompt is Mandatory and must be string",  # segmind-api.md, v2 status FAILED example
+        "Prompt is Mandatory and must be string",  # docs.segmind.com, async inference: the FAILED example
         "Invalid image URL provided",
         "num_inference_steps must be between 1 and 50",
         "'image' is a required property",
@@ -700,8 +727,8 @@ def test_result_failed_body_is_the_job_failed_error():
     ],
 )
 def test_failed_for_invalid_input_is_not_retryable(reason):
-    assert p.is_invalid_input(reason)
-    err = p.job_failed_error("r1", reason)
+    assert is_invalid_input(reason)
+    err = job_failed_error("r1", reason)
     assert isinstance(err, exc.SegmindInvalidInputJobError)
     assert err.task_retry_helps is False
     assert reason.rstrip(".") in str(err)
@@ -725,15 +752,15 @@ def test_failed_for_invalid_input_is_not_retryable(reason):
     ],
 )
 def test_failed_for_server_side_reasons_stays_retryable(reason):
-    assert not p.is_invalid_input(reason)
-    err = p.job_failed_error("r1", reason)
+    assert not is_invalid_input(reason)
+    err = job_failed_error("r1", reason)
     assert type(err) is exc.SegmindJobFailedError
     assert err.task_retry_helps is True
 
 
 def test_content_block_still_wins():
     assert isinstance(
-        p.job_failed_error("r1", "Blocked by the safety filter: invalid content"), exc.SegmindContentBlockedError
+        job_failed_error("r1", "Blocked by the safety filter: invalid content"), exc.SegmindContentBlockedError
     )
 
 
@@ -747,13 +774,13 @@ _SERVER_TEXTS = [
 
 
 @pytest.mark.parametrize("status", [400, 401, 403, 404, 405, 406, 410, 418, 422, 429, 500, 502, 504])
-@pytest.mark.parametrize("endpoint", list(p.Endpoint))
+@pytest.mark.parametrize("endpoint", list(Endpoint))
 @pytest.mark.parametrize("text", _SERVER_TEXTS)
 def test_no_error_message_has_a_doubled_full_stop(status, endpoint, text):
     """'console.. The API key', 'continue.. Top up': server texts ending in '.' joined with '. '."""
     body = {"error": text} if text is not None else {}
-    err = p.classify_error(
-        answer(status, body), endpoint, request_id="r1" if endpoint in (p.Endpoint.STATUS, p.Endpoint.RESULT) else None
+    err = classify_error(
+        answer(status, body), endpoint, request_id="r1" if endpoint in (Endpoint.STATUS, Endpoint.RESULT) else None
     )
     assert ".." not in str(err), str(err)
     assert str(err).endswith(".")
@@ -762,25 +789,25 @@ def test_no_error_message_has_a_doubled_full_stop(status, endpoint, text):
 @pytest.mark.parametrize("text", _SERVER_TEXTS)
 def test_no_job_or_transport_message_has_a_doubled_full_stop(text):
     for err in (
-        p.job_failed_error("r1", text),
-        p.job_failed_error("r1", f"{text or ''} NSFW content blocked."),
-        p.job_failed_error("r1", f"{text or ''} prompt is required."),
-        p.transport_error("Read timeout", request_sent=True, url=BASE + "/v2/x", detail=text or "x."),
-        p.transport_error("Could not connect", request_sent=False, url=BASE + "/v2/x", detail=text or "x."),
+        job_failed_error("r1", text),
+        job_failed_error("r1", f"{text or ''} NSFW content blocked."),
+        job_failed_error("r1", f"{text or ''} prompt is required."),
+        transport_error("Read timeout", request_sent=True, url=BASE + "/v2/x", detail=text or "x."),
+        transport_error("Could not connect", request_sent=False, url=BASE + "/v2/x", detail=text or "x."),
     ):
         assert ".." not in str(err), str(err)
     with pytest.raises(exc.SegmindInvalidParametersError) as info:
-        p.validate_params(p.SD3_LARGE_MODEL, {"prompt": text or " "} if text is None else {"prompt": 1})
+        validate_params(SD3_LARGE_MODEL, {"prompt": text or " "} if text is None else {"prompt": 1})
     assert ".." not in str(info.value)
 
 
 def test_401_does_not_say_the_same_thing_twice():
-    said = p.classify_error(
-        answer(401, {"error": "Unauthorized. API key is invalid or may have expired."}), p.Endpoint.CREDITS
+    said = classify_error(
+        answer(401, {"error": "Unauthorized. API key is invalid or may have expired."}), Endpoint.CREDITS
     )
     assert str(said).count("expired") == 1
     assert "password (API Key) field" in str(said)
-    silent = p.classify_error(answer(401, {}), p.Endpoint.CREDITS)
+    silent = classify_error(answer(401, {}), Endpoint.CREDITS)
     assert "missing, wrong or expired" in str(silent)
 
 
@@ -790,18 +817,18 @@ def test_with_the_history_a_5xx_submit_is_not_trusted_as_a_refusal(status):
     history on (``trust_5xx=False``) it is an unknown outcome, searched for, never resent blindly;
     429s and connections that never opened stay certain refusals."""
     late = exc.SegmindServerError(str(status), status_code=status)
-    assert p.submit_outcome_unknown(late, trust_5xx=False)
-    assert not p.RetryPolicy().is_retryable(late, idempotent=False, trust_5xx=False)
-    assert p.RetryPolicy().is_retryable(late, idempotent=True, trust_5xx=False)  # reads are still retried
+    assert submit_outcome_unknown(late, trust_5xx=False)
+    assert not RetryPolicy().is_retryable(late, idempotent=False, trust_5xx=False)
+    assert RetryPolicy().is_retryable(late, idempotent=True, trust_5xx=False)  # reads are still retried
     for refused in (exc.SegmindRateLimitError("429"), _transport(sent=False)):
-        assert not p.submit_outcome_unknown(refused, trust_5xx=False)
-        assert p.RetryPolicy().is_retryable(refused, idempotent=False, trust_5xx=False)
+        assert not submit_outcome_unknown(refused, trust_5xx=False)
+        assert RetryPolicy().is_retryable(refused, idempotent=False, trust_5xx=False)
 
 
 def test_models_known_to_take_a_seed():
-    assert p.model_takes_seed(p.SD3_LARGE_MODEL)
-    assert p.model_takes_seed(" Stable-Diffusion-3-medium-txt2img ")
-    assert not p.model_takes_seed("flux-schnell")
+    assert model_takes_seed(SD3_LARGE_MODEL)
+    assert model_takes_seed(" Stable-Diffusion-3-medium-txt2img ")
+    assert not model_takes_seed("flux-schnell")
 
 
 # ------------------------------------------------------------------ issue 23 item 4: what 422 and 500 mean
@@ -821,12 +848,12 @@ def test_a_422_to_a_submit_is_a_run_that_failed_classified_by_its_reason(reason,
     """Segmind's error docs: 422 is "v2 only -- the inference itself ran and failed. NOT a malformed request
     body"; the reason decides as for a FAILED job, never "rejected the parameters" for all of them."""
     body = {"status": "FAILED", "error": reason, "metrics": {"inference_time": 0.1}}
-    err = p.classify_error(answer(422, body), p.Endpoint.SUBMIT)
+    err = classify_error(answer(422, body), Endpoint.SUBMIT)
     assert type(err) is cls
     assert err.task_retry_helps is retry_helps
     assert err.transient is False  # never resent by the hook: a retry is the task's decision
-    assert not p.submit_certainly_refused(err)
-    assert not p.submit_outcome_unknown(err)  # an answered failure: known, nothing queued or charged
+    assert not submit_certainly_refused(err)
+    assert not submit_outcome_unknown(err)  # an answered failure: known, nothing queued or charged
     text = str(err)
     assert "ran and FAILED (HTTP 422)" in text
     assert reason in text
@@ -836,37 +863,37 @@ def test_a_422_to_a_submit_is_a_run_that_failed_classified_by_its_reason(reason,
 
 
 def test_a_400_is_the_malformed_body_and_a_500_to_a_submit_reads_as_a_parameter_problem_first():
-    bad = p.classify_error(answer(400, {"error": "missing field 'prompt'"}), p.Endpoint.SUBMIT)
+    bad = classify_error(answer(400, {"error": "missing field 'prompt'"}), Endpoint.SUBMIT)
     assert isinstance(bad, exc.SegmindInvalidParametersError)
     assert "rejected the parameters (HTTP 400)" in str(bad)
-    five = p.classify_error(answer(500, {"error": "Internal Server Error"}), p.Endpoint.SUBMIT)
+    five = classify_error(answer(500, {"error": "Internal Server Error"}), Endpoint.SUBMIT)
     assert isinstance(five, exc.SegmindServerError)
     assert "Nothing was charged" in str(five)
     assert "parameter problem" in str(five)
     assert "check them against the model's page" in str(five)
     # Still resendable (not billed) when the history is not searched, and reconciled when it is.
-    assert p.submit_certainly_refused(five)
-    assert p.RetryPolicy().is_retryable(five, idempotent=False)
-    assert not p.submit_certainly_refused(five, trust_5xx=False)
+    assert submit_certainly_refused(five)
+    assert RetryPolicy().is_retryable(five, idempotent=False)
+    assert not submit_certainly_refused(five, trust_5xx=False)
     # A 500 while polling is not about the parameters (a v2 job that ran and failed is FAILED).
-    polled = p.classify_error(answer(500, {"error": "oops"}), p.Endpoint.STATUS)
+    polled = classify_error(answer(500, {"error": "oops"}), Endpoint.STATUS)
     assert "parameter problem" not in str(polled)
     assert "usually temporary" in str(polled)
     # 502/503/504 to a submit keep their own advice.
-    assert "parameter problem" not in str(p.classify_error(answer(502, {}), p.Endpoint.SUBMIT))
-    assert "may have been queued" in str(p.classify_error(answer(504, {}), p.Endpoint.SUBMIT))
+    assert "parameter problem" not in str(classify_error(answer(502, {}), Endpoint.SUBMIT))
+    assert "may have been queued" in str(classify_error(answer(504, {}), Endpoint.SUBMIT))
 
 
 def test_a_media_editing_body_refused_at_run_time_fails_without_task_retries():
     """ "On the media-editing endpoints, submitting ALWAYS returns 200 ... a malformed request surfaces as
     status FAILED": the FAILED reason is what tells a refused input from a server fault."""
     for reason in ("image_url is required", "target_format must be one of png, jpg", "Invalid input image"):
-        err = p.job_failed_error("r1", reason)
+        err = job_failed_error("r1", reason)
         assert isinstance(err, exc.SegmindInvalidInputJobError), reason
         assert err.task_retry_helps is False
         assert "would fail again" in str(err)
         assert "billed" not in str(err)  # a FAILED job is not charged
-    other = p.job_failed_error("r1", "worker crashed")
+    other = job_failed_error("r1", "worker crashed")
     assert type(other) is exc.SegmindJobFailedError
     assert other.task_retry_helps is True
     assert "was not charged" in str(other)

@@ -15,16 +15,14 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_segmind.hooks import segmind as hook_module
-from airflow_provider_segmind.hooks.segmind import SegmindError, SegmindHook, SegmindTransportError
-from airflow_provider_segmind.protocol import SD3_LARGE_MODEL
-from airflow_provider_segmind.proxy import normalize_proxy_url, public_proxy_url
-from airflow_provider_segmind.transfers._download import (
-    Downloader,
-    DownloadPolicy,
-    SegmindOutputRefusedError,
-)
+from airflow_provider_segmind.exceptions import SegmindError, SegmindOutputRefusedError, SegmindTransportError
+from airflow_provider_segmind.hooks import _cache as hook_module
+from airflow_provider_segmind.hooks.segmind import SegmindHook
+from airflow_provider_segmind.protocol.vocabulary import SD3_LARGE_MODEL
+from airflow_provider_segmind.transfers._download import Downloader
 from airflow_provider_segmind.triggers.segmind import SegmindJobTrigger
+from airflow_provider_segmind.utils.media_policy import DownloadPolicy
+from airflow_provider_segmind.utils.proxy import normalize_proxy_url, public_proxy_url
 from tests.forward_proxy import ForwardProxy, started
 from tests.generation.helpers import FAST_SCHEDULE, PROMPT, run_trigger
 

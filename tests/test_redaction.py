@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_segmind.redaction import MANIFEST_LIMITS, XCOM_LIMITS, finite_number, plain
-from airflow_provider_segmind.results import fit_summary, summarize_params
-from airflow_provider_segmind.transfers.segmind_to_s3 import _clean, _number
+from airflow_provider_segmind.transfers.segmind_to_s3 import _clean
+from airflow_provider_segmind.utils.redaction import MANIFEST_LIMITS, XCOM_LIMITS, finite_number, plain
+from airflow_provider_segmind.utils.redaction import finite_number as _number
+from airflow_provider_segmind.utils.results import fit_summary, summarize_params
 
 KEY = "SG_0123456789abcdef"
 
@@ -110,7 +111,7 @@ def test_secret_names_are_airflows_own_on_every_supported_airflow(monkeypatch: p
     joined with a copy of 3.3.2's), plus the deployment's ``sensitive_var_conn_names``."""
     from airflow.sdk._shared.secrets_masker import DEFAULT_SENSITIVE_FIELDS
 
-    from airflow_provider_segmind.redaction import (
+    from airflow_provider_segmind.utils.redaction import (
         AIRFLOW_3_3_SENSITIVE_FIELDS,
         SECRET_NAME_PARTS,
         _configured_names,

@@ -29,23 +29,7 @@ from urllib.parse import urlencode
 
 from airflow_provider_segmind.exceptions import SegmindError, SegmindRequestNotFoundError
 from airflow_provider_segmind.hooks.segmind import SegmindHook
-from airflow_provider_segmind.protocol import (
-    SD3_LARGE_MODEL,
-    Endpoint,
-    HttpAnswer,
-    classify_error,
-    credits_url,
-    parse_credit_balance,
-    parse_result,
-    parse_retry_after,
-    parse_status,
-    parse_submit,
-    redact,
-    result_url,
-    status_url,
-    submit_url,
-)
-from airflow_provider_segmind.protocol.answer import error_text
+from airflow_provider_segmind.protocol.answer import HttpAnswer, error_text, parse_retry_after
 from airflow_provider_segmind.protocol.contract import (
     EMULATOR_TIME_KEYS,
     Finding,
@@ -68,6 +52,7 @@ from airflow_provider_segmind.protocol.contract import (
     time_key,
     user_of,
 )
+from airflow_provider_segmind.protocol.errors import classify_error
 from airflow_provider_segmind.protocol.history import (
     history_list_url,
     history_query,
@@ -76,6 +61,10 @@ from airflow_provider_segmind.protocol.history import (
 )
 from airflow_provider_segmind.protocol.history_search import CLOCK_SKEW_SECONDS
 from airflow_provider_segmind.protocol.params import SD3_DOCUMENTED_FIELDS
+from airflow_provider_segmind.protocol.responses import parse_credit_balance, parse_result, parse_status, parse_submit
+from airflow_provider_segmind.protocol.text import redact
+from airflow_provider_segmind.protocol.urls import credits_url, result_url, status_url, submit_url
+from airflow_provider_segmind.protocol.vocabulary import DEFAULT_CONN_ID, SD3_LARGE_MODEL, Endpoint
 
 #: The documented price of one SD3 Large text-to-image image: segmind.com/models/stable-diffusion-3-
 #: large-txt2img/api shows "~$0.102" per image. The image-to-image page shows no price in the copies
@@ -108,7 +97,7 @@ def history_interval(elapsed: float) -> float:
 class ContractOptions:
     """What the command line sets."""
 
-    conn_id: str = "segmind_default"
+    conn_id: str = DEFAULT_CONN_ID
     #: The most the check may spend, in USD (Segmind's credits are dollars); ``None``: nothing.
     spend_up_to: float | None = None
     history_wait: float = DEFAULT_HISTORY_WAIT

@@ -25,7 +25,8 @@ from airflow_provider_segmind.contract.check import (
     ContractOptions,
 )
 from airflow_provider_segmind.exceptions import SegmindError
-from airflow_provider_segmind.protocol import redact
+from airflow_provider_segmind.protocol.text import redact
+from airflow_provider_segmind.protocol.vocabulary import DEFAULT_CONN_ID
 
 
 def _usd(text: str) -> float:
@@ -48,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Check the provider's assumptions about Segmind's API against your account (docs/contract.md).",
     )
     add = parser.add_argument
-    add("--conn-id", default="segmind_default", help="the segmind connection (default segmind_default)")
+    add("--conn-id", default=DEFAULT_CONN_ID, help=f"the segmind connection (default {DEFAULT_CONN_ID})")
     add("--spend-up-to", type=_usd, metavar="USD",
         help=f"allow paid checks up to this many USD: at most {MAX_PAID_GENERATIONS} images, SD3 Large "
         f"(~${SD3_TXT2IMG_PRICE_USD} each). Without it only the free checks run")  # fmt: skip

@@ -1,6 +1,6 @@
 """A local, faithful emulator of Segmind's API, so DAGs, tests, demos and benchmarks run with no key and no network.
 
-It is a real HTTP server (aiohttp) that speaks the protocol of ``segmind-api.md``: ``POST /v1/{slug}``
+It is a real HTTP server (aiohttp) that speaks Segmind's protocol (docs.segmind.com/api-reference): ``POST /v1/{slug}``
 (image bytes), the v2 queue (``POST /v2/{slug}``, ``GET /v2/requests/{id}/status``, ``GET
 /v2/requests/{id}``), ``GET /v1/get-user-credits``, and public media URLs (``/media/{id}.jpeg``) that
 serve real JPEG/PNG images showing their prompt. It does not import Airflow; rendering needs Pillow

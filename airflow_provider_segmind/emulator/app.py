@@ -4,7 +4,7 @@ The routes live in modules of their own: :mod:`.jobs` (v1, v2, credits), :mod:`.
 :mod:`.media` (media host, blobs, redirects), :mod:`.control` (``/_emulator``), all through the
 shared pipeline of :mod:`.gateway` (faults, key, rate limit) and the answer shapes of :mod:`.responses`.
 
-Status codes, bodies and headers follow ``segmind-api.md``. Every handler is O(1) and never blocks
+Status codes, bodies and headers follow docs.segmind.com/api-reference. Every handler is O(1) and never blocks
 the event loop (images render in a thread pool), so one process can be the load target of thousands
 of concurrent polled jobs. Use :func:`create_app` inside an existing loop, or the threaded
 :class:`~airflow_provider_segmind.emulator.server.SegmindEmulator`, or the CLI.
@@ -49,9 +49,7 @@ from airflow_provider_segmind.emulator.state import (
     EmulatorState,
     key_label,
 )
-from airflow_provider_segmind.protocol import (
-    API_KEY_HEADER,
-)
+from airflow_provider_segmind.protocol.vocabulary import API_KEY_HEADER
 
 STATE_KEY: Final = web.AppKey("segmind_emulator_state", EmulatorState)
 #: img2img requests carry base64 images; aiohttp's 1 MiB default body limit is too small.

@@ -21,7 +21,7 @@ from aiohttp import web
 from airflow_provider_segmind.emulator.config import CATALOGUE_KNOWN_MODELS, EmulatorConfig
 from airflow_provider_segmind.emulator.faults import Fault
 from airflow_provider_segmind.emulator.gateway import Gateway
-from airflow_provider_segmind.protocol import SD3_LARGE_MODEL
+from airflow_provider_segmind.protocol.vocabulary import SD3_LARGE_MODEL
 
 #: The key public clients read the list under.
 CATALOGUE_LIST_KEY: Final = "Inference Segmind Model Information List With Details"

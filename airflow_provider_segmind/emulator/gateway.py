@@ -28,10 +28,7 @@ from airflow_provider_segmind.emulator.state import (
     EmulatorState,
     Job,
 )
-from airflow_provider_segmind.protocol import (
-    API_KEY_HEADER,
-    RATE_LIMIT_RESET_HEADER,
-)
+from airflow_provider_segmind.protocol.vocabulary import API_KEY_HEADER, RATE_LIMIT_RESET_HEADER
 
 _STAT_FOR_ENDPOINT: Final = {
     "submit": "submit_attempts",
@@ -121,7 +118,7 @@ class Gateway:
         if name == "html502":
             return html_error(502, "Bad Gateway")
         if name == "no_credits_record":
-            # segmind-api.md, "Added 2026-11-30": the credits endpoint of an account without a record.
+            # docs.segmind.com/api-reference, ``GET /v1/get-user-credits``: an account without a record.
             return json_error(404, NO_CREDITS_RECORD)
         if name == "wrong_type":
             return web.Response(

@@ -22,7 +22,7 @@ from functools import lru_cache
 from io import BytesIO
 from typing import TYPE_CHECKING, Any, Final
 
-from airflow_provider_segmind.protocol import SD3_SEED_MAX, SD3_SIZES
+from airflow_provider_segmind.protocol.params import SD3_SEED_MAX, SD3_SIZES
 
 if TYPE_CHECKING:
     from PIL import Image, ImageDraw, ImageFont

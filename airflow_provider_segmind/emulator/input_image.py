@@ -7,8 +7,8 @@ What the real API is assumed to do, and the sources:
   pages and docs.segmind.com/api-reference/segmind-storage (quoted in
   :mod:`airflow_provider_segmind.protocol.image_input`). For SD3 Large this is inferred [inf].
 - An input that cannot be read is refused at submit with a 400 and a JSON ``{"error": ...}`` (the
-  error body of segmind-api.md), and is not billed (only a 200 is billed: segmind-api.md, "Status
-  codes"). The exact wording Segmind uses is not documented: ours names the field and the reason.
+  error body of docs.segmind.com/api-reference), and is not billed (only a 200 is billed: its
+  status codes). The exact wording Segmind uses is not documented: ours names the field and the reason.
 - Emulator limits, not Segmind's: URLs are fetched only from loopback hosts (the emulator must never
   become a way to reach other machines), over http(s), without any of the request's headers (the
   API key never goes to a media host), within :data:`FETCH_TIMEOUT_SECONDS`; at most

@@ -3,7 +3,7 @@
 A v2 job is billed and queued at submit and its status is computed from its timestamps (O(1)); a job
 that will FAIL is queued without a charge (``EmulatorConfig.bill_failed_jobs``, off by default, as
 Segmind's error docs say). A v1 call blocks for the inference time and answers with the image, and
-is billed only when it answers 200. See ``segmind-api.md``.
+is billed only when it answers 200. See docs.segmind.com/api-reference.
 """
 
 from __future__ import annotations
@@ -38,13 +38,8 @@ from airflow_provider_segmind.emulator.state import (
     failure_for_prompt,
 )
 from airflow_provider_segmind.exceptions import SegmindInvalidParametersError
-from airflow_provider_segmind.protocol import (
-    SD3_IMAGE_FIELDS,
-    SD3_LARGE_IMG2IMG_MODEL,
-    SD3_LARGE_MODEL,
-    validate_sd3_img2img_params,
-    validate_sd3_params,
-)
+from airflow_provider_segmind.protocol.params import SD3_IMAGE_FIELDS, validate_sd3_img2img_params, validate_sd3_params
+from airflow_provider_segmind.protocol.vocabulary import SD3_LARGE_IMG2IMG_MODEL, SD3_LARGE_MODEL
 
 #: Slugs that are really other endpoints: POSTing to them is a wrong method, as on the real gateway.
 _RESERVED_V1_SLUGS: Final = frozenset({"get-user-credits", "requests"})
@@ -171,7 +166,7 @@ class JobRoutes(Gateway):
         prompt = params.get("prompt")
         if ("prompt" in params or invalid is not None) and not (isinstance(prompt, str) and prompt.strip()):
             # Segmind's own words for a job whose prompt is missing or not a string, as a FAILED
-            # job (segmind-api.md, v2 status: the FAILED example). Any model with a prompt field.
+            # job (docs.segmind.com, async inference: the FAILED status example). Any model with a prompt field.
             invalid = PROMPT_MANDATORY
         if not state.ledger.can_pay(label, config.cost):
             return json_error(406, NO_CREDITS)
@@ -381,6 +376,6 @@ class JobRoutes(Gateway):
         return await self._serve(request, "credits", self._credits)
 
     async def _credits(self, request: web.Request, label: str, fault: Fault | None) -> web.StreamResponse:
-        # The documented shape: paid and free credits (segmind-api.md, "Added 2026-11-30").
+        # The documented shape: paid and free credits (docs.segmind.com/api-reference, ``GET /v1/get-user-credits``).
         ledger = self.state.ledger
         return web.json_response({"credits": ledger.balance(label), "free-credits": ledger.free_balance(label)})

@@ -54,11 +54,8 @@ from airflow_provider_segmind.emulator.responses import (
 from airflow_provider_segmind.emulator.state import (
     Job,
 )
-from airflow_provider_segmind.protocol import (
-    SD3_LARGE_IMG2IMG_MODEL,
-    SD3_LARGE_MODEL,
-)
 from airflow_provider_segmind.protocol.params import SD3_DOCUMENTED_FIELDS, SD3_IMG2IMG_DOCUMENTED_FIELDS
+from airflow_provider_segmind.protocol.vocabulary import SD3_LARGE_IMG2IMG_MODEL, SD3_LARGE_MODEL
 
 #: SDK ``Generations.history``: the window "may span at most 31 days", ``per_page`` 1-100, the
 #: statuses and sort fields it names; ``from_date`` defaults to 7 days ago.

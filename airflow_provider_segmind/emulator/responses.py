@@ -1,6 +1,7 @@
 """The emulator's answer shapes: Segmind's JSON errors and messages, nginx's HTML pages, connection resets.
 
-Status codes, bodies and headers follow ``segmind-api.md``; every route module answers through these.
+Status codes, bodies and headers follow docs.segmind.com/api-reference and the SDK (segmind/segmind-python);
+every route module answers through these.
 """
 
 from __future__ import annotations

@@ -146,8 +146,8 @@ class Job:
 class Ledger:
     """Paid and free credit balances per key label.
 
-    Segmind's credits endpoint reports both, and both are spendable (segmind-api.md, "Added
-    2026-11-30"). Which one a run draws first is not documented; the emulator spends free credits
+    Segmind's credits endpoint reports both, and both are spendable (docs.segmind.com/api-reference,
+    ``GET /v1/get-user-credits``). Which one a run draws first is not documented; the emulator spends free credits
     first [inf], so an account with only free credits can run until they are gone.
     """
 

@@ -16,35 +16,31 @@ from urllib.parse import urlencode
 import tenacity
 from airflow.sdk import BaseHook
 
-from airflow_provider_segmind.history import (
+from airflow_provider_segmind.hooks import _cache
+from airflow_provider_segmind.hooks._settings import SegmindConnectionSettings, plain_settings
+from airflow_provider_segmind.hooks._transport import aiohttp_error, retrying_kwargs
+from airflow_provider_segmind.protocol.answer import HttpAnswer, lower_headers
+from airflow_provider_segmind.protocol.history import (
     MAX_HISTORY_ANSWER_BYTES,
     HistoryRecord,
-    HistorySearch,
     history_answer_too_large,
     history_list_url,
     history_record_url,
     parse_history_page,
     parse_history_record,
 )
-from airflow_provider_segmind.hooks import _cache
-from airflow_provider_segmind.hooks._settings import SegmindConnectionSettings, plain_settings
-from airflow_provider_segmind.hooks._transport import aiohttp_error, retrying_kwargs
-from airflow_provider_segmind.protocol import (
+from airflow_provider_segmind.protocol.history_search import HistorySearch
+from airflow_provider_segmind.protocol.responses import (
     CreditBalance,
-    Endpoint,
-    HttpAnswer,
     JobResult,
     JobStatusResponse,
-    RetryPolicy,
-    auth_headers,
-    credits_url,
-    lower_headers,
     parse_credit_balance,
     parse_result,
     parse_status,
-    result_url,
-    status_url,
 )
+from airflow_provider_segmind.protocol.retry import RetryPolicy
+from airflow_provider_segmind.protocol.urls import auth_headers, credits_url, result_url, status_url
+from airflow_provider_segmind.protocol.vocabulary import Endpoint
 
 if TYPE_CHECKING:
     import aiohttp

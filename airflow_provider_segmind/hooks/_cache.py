@@ -63,8 +63,8 @@ from typing import TYPE_CHECKING, Final
 from airflow_provider_segmind.exceptions import SegmindError
 from airflow_provider_segmind.hooks._settings import SegmindConnectionSettings
 from airflow_provider_segmind.hooks._transport import USER_AGENT
-from airflow_provider_segmind.protocol import RetryPolicy
 from airflow_provider_segmind.protocol.catalogue import ModelCatalogue
+from airflow_provider_segmind.protocol.retry import RetryPolicy
 
 if TYPE_CHECKING:
     import aiohttp

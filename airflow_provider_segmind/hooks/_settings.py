@@ -11,16 +11,18 @@ from urllib.parse import urlsplit
 
 from airflow_provider_segmind.exceptions import SegmindAuthenticationError, SegmindError, SegmindInvalidParametersError
 from airflow_provider_segmind.get_provider_info import EXTRA_DEFAULTS, EXTRA_FIELDS
-from airflow_provider_segmind.history import (
+from airflow_provider_segmind.protocol.catalogue import DEFAULT_CATALOGUE_URL, default_catalogue_url
+from airflow_provider_segmind.protocol.history import (
     DEFAULT_HISTORY_URL,
     NAIVE_TIMESTAMP_ZONES,
     default_history_url,
     history_zone,
     normalize_history_url,
 )
-from airflow_provider_segmind.protocol import RetryPolicy, is_loopback_host, normalize_base_url, redact
-from airflow_provider_segmind.protocol.catalogue import DEFAULT_CATALOGUE_URL, default_catalogue_url
-from airflow_provider_segmind.proxy import normalize_proxy_url, proxy_for, proxy_secrets, public_proxy_url
+from airflow_provider_segmind.protocol.retry import RetryPolicy
+from airflow_provider_segmind.protocol.text import redact
+from airflow_provider_segmind.protocol.urls import is_loopback_host, normalize_base_url
+from airflow_provider_segmind.utils.proxy import normalize_proxy_url, proxy_for, proxy_secrets, public_proxy_url
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
@@ -88,7 +90,7 @@ class SegmindConnectionSettings:
 
     def proxy_for(self, url: str) -> str | None:
         """The proxy for ``url``: the ``proxy`` extra, else ``HTTP(S)_PROXY``; none for a ``NO_PROXY``
-        host (:func:`~airflow_provider_segmind.proxy.proxy_for`). One rule for both transports, so
+        host (:func:`~airflow_provider_segmind.utils.proxy.proxy_for`). One rule for both transports, so
         a worker and the triggerer reach Segmind the same way."""
         return proxy_for(url, self.proxy)
 

@@ -12,7 +12,9 @@ import requests
 import tenacity
 
 from airflow_provider_segmind.exceptions import SegmindError, SegmindTransportError
-from airflow_provider_segmind.protocol import RetryPolicy, redact, sentences, transport_error
+from airflow_provider_segmind.protocol.errors import transport_error
+from airflow_provider_segmind.protocol.retry import RetryPolicy
+from airflow_provider_segmind.protocol.text import redact, sentences
 
 #: Sent by both transports (the pooled ``requests`` session and the loop's ``aiohttp`` session).
 USER_AGENT = "airflow-provider-segmind"

@@ -9,7 +9,8 @@ Two transports share one set of rules (:mod:`airflow_provider_segmind.protocol`)
   :class:`~airflow_provider_segmind.hooks._aio.SegmindAsyncCalls`.
 
 Each call is: build the URL, send, wrap the answer in :class:`~..protocol.HttpAnswer`, parse.
-Parsing raises the typed errors re-exported here, and :class:`~..protocol.RetryPolicy` decides
+Parsing raises the typed errors of :mod:`~airflow_provider_segmind.exceptions`, and
+:class:`~..protocol.RetryPolicy` decides
 from the error alone whether another attempt is useful and safe, so a submit (billed, with no
 idempotency key) is never sent twice unless the server certainly did not accept the first.
 
@@ -36,111 +37,75 @@ import tenacity
 
 from airflow_provider_segmind.exceptions import (
     SegmindAuthenticationError,
-    SegmindContentBlockedError,
     SegmindError,
     SegmindForbiddenError,
-    SegmindInsufficientCreditsError,
-    SegmindInvalidInputJobError,
     SegmindInvalidParametersError,
     SegmindInvalidResponseError,
-    SegmindJobFailedError,
-    SegmindModelNotFoundError,
-    SegmindModelRetiredError,
-    SegmindNotFoundError,
-    SegmindRateLimitError,
-    SegmindRequestNotFoundError,
-    SegmindResultNotReadyError,
-    SegmindServerError,
     SegmindTransportError,
-    SegmindUnexpectedStatusError,
 )
 from airflow_provider_segmind.get_provider_info import UI_FIELD_BEHAVIOUR
-from airflow_provider_segmind.history import (
-    MAX_HISTORY_ANSWER_BYTES,
-    HistoryRecord,
-    HistorySearch,
-    history_answer_too_large,
-    history_list_url,
-    history_record_url,
-    parse_history_page,
-    parse_history_record,
-)
 from airflow_provider_segmind.hooks._aio import SegmindAsyncCalls
-from airflow_provider_segmind.hooks._cache import _CATALOGUE_CACHE, CATALOGUE_MISS_REFRESH_SECONDS, catalogue_key
 
 # Names defined in this module before it was split, still importable from here (``X as X``).
-from airflow_provider_segmind.hooks._cache import _SETTINGS_CACHE as _SETTINGS_CACHE
-from airflow_provider_segmind.hooks._cache import _SHARED_SESSIONS as _SHARED_SESSIONS
-from airflow_provider_segmind.hooks._cache import SETTINGS_CACHE_TTL_SECONDS as SETTINGS_CACHE_TTL_SECONDS
-from airflow_provider_segmind.hooks._cache import _LoopSessionPool as _LoopSessionPool
-from airflow_provider_segmind.hooks._cache import _LoopSettingsCache as _LoopSettingsCache
-from airflow_provider_segmind.hooks._settings import DEFAULT_CONNECT_TIMEOUT as DEFAULT_CONNECT_TIMEOUT
-from airflow_provider_segmind.hooks._settings import DEFAULT_READ_TIMEOUT as DEFAULT_READ_TIMEOUT
-from airflow_provider_segmind.hooks._settings import DEFAULT_RUN_SYNC_TIMEOUT as DEFAULT_RUN_SYNC_TIMEOUT
-from airflow_provider_segmind.hooks._settings import SegmindConnectionSettings, connection_form_widgets
+from airflow_provider_segmind.hooks._cache import (
+    _CATALOGUE_CACHE,
+    CATALOGUE_MISS_REFRESH_SECONDS,
+    catalogue_key,
+)
+from airflow_provider_segmind.hooks._settings import (
+    SegmindConnectionSettings,
+    connection_form_widgets,
+)
 from airflow_provider_segmind.hooks._transport import (
     USER_AGENT,
     connection_test_failure,
     requests_error,
     retrying_kwargs,
 )
-from airflow_provider_segmind.protocol import (
-    CreditBalance,
-    Endpoint,
-    HttpAnswer,
-    JobResult,
-    JobStatusResponse,
-    RetryPolicy,
-    SegmindJobStatus,
-    SubmitResponse,
-    SyncRunResponse,
-    auth_headers,
-    credits_url,
-    lower_headers,
-    parse_credit_balance,
-    parse_result,
-    parse_run_sync,
-    parse_status,
-    parse_submit,
-    redact,
-    result_url,
-    run_sync_url,
-    same_origin,
-    sentences,
-    status_url,
-    submit_url,
-    validate_params,
-)
+from airflow_provider_segmind.protocol.answer import HttpAnswer, lower_headers
 from airflow_provider_segmind.protocol.catalogue import (
     MAX_CATALOGUE_ANSWER_BYTES,
     ModelCatalogue,
     catalogue_answer_too_large,
     parse_model_catalogue,
 )
+from airflow_provider_segmind.protocol.history import (
+    MAX_HISTORY_ANSWER_BYTES,
+    HistoryRecord,
+    history_answer_too_large,
+    history_list_url,
+    history_record_url,
+    parse_history_page,
+    parse_history_record,
+)
+from airflow_provider_segmind.protocol.history_search import HistorySearch
+from airflow_provider_segmind.protocol.params import validate_params
+from airflow_provider_segmind.protocol.responses import (
+    CreditBalance,
+    JobResult,
+    JobStatusResponse,
+    SubmitResponse,
+    SyncRunResponse,
+    parse_credit_balance,
+    parse_result,
+    parse_run_sync,
+    parse_status,
+    parse_submit,
+)
+from airflow_provider_segmind.protocol.retry import RetryPolicy
+from airflow_provider_segmind.protocol.text import redact, sentences
+from airflow_provider_segmind.protocol.urls import (
+    auth_headers,
+    credits_url,
+    result_url,
+    run_sync_url,
+    same_origin,
+    status_url,
+    submit_url,
+)
+from airflow_provider_segmind.protocol.vocabulary import DEFAULT_CONN_ID, Endpoint
 
-__all__ = [
-    "SegmindAuthenticationError",
-    "SegmindConnectionSettings",
-    "SegmindContentBlockedError",
-    "SegmindError",
-    "SegmindForbiddenError",
-    "SegmindHook",
-    "SegmindInsufficientCreditsError",
-    "SegmindInvalidInputJobError",
-    "SegmindInvalidParametersError",
-    "SegmindInvalidResponseError",
-    "SegmindJobFailedError",
-    "SegmindJobStatus",
-    "SegmindModelNotFoundError",
-    "SegmindModelRetiredError",
-    "SegmindNotFoundError",
-    "SegmindRateLimitError",
-    "SegmindRequestNotFoundError",
-    "SegmindResultNotReadyError",
-    "SegmindServerError",
-    "SegmindTransportError",
-    "SegmindUnexpectedStatusError",
-]
+__all__ = ["SegmindHook"]
 
 T = TypeVar("T")
 
@@ -204,7 +169,7 @@ class SegmindHook(SegmindAsyncCalls):
     """
 
     conn_name_attr = "segmind_conn_id"
-    default_conn_name = "segmind_default"
+    default_conn_name = DEFAULT_CONN_ID
     conn_type = "segmind"
     hook_name = "Segmind"
 

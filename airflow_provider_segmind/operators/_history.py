@@ -21,19 +21,15 @@ from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperat
 from airflow_provider_segmind.exceptions import SegmindError, SegmindRequestNotFoundError
 from airflow_provider_segmind.operators._claims import DEFAULT_CLAIM_MARGIN, RequestClaims
 from airflow_provider_segmind.operators._params import _with_seed
-from airflow_provider_segmind.protocol import (
-    RESULT_RETENTION_SECONDS,
-    SEED_RANDOM,
-    JobResult,
-    JobStatusResponse,
-    SegmindJobStatus,
-    job_failed_error,
-    parse_int,
-)
+from airflow_provider_segmind.protocol.errors import job_failed_error
 from airflow_provider_segmind.protocol.history import HistoryRecord, request_id_key, v2_request_id
 from airflow_provider_segmind.protocol.history_search import created_instants
+from airflow_provider_segmind.protocol.params import SEED_RANDOM
+from airflow_provider_segmind.protocol.responses import JobResult, JobStatusResponse, parse_int
 from airflow_provider_segmind.protocol.retry import RATE_LIMIT_MAX_WAIT
-from airflow_provider_segmind.triggers.segmind import result_summary
+from airflow_provider_segmind.protocol.schedule import RESULT_RETENTION_SECONDS
+from airflow_provider_segmind.protocol.vocabulary import SegmindJobStatus
+from airflow_provider_segmind.utils.results import result_summary
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

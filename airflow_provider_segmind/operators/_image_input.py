@@ -52,7 +52,7 @@ from airflow_provider_segmind.protocol.image_input import (
     s3_uri_problem,
 )
 from airflow_provider_segmind.protocol.params import invalid_parameters
-from airflow_provider_segmind.transfers._media_policy import sniff_media_type
+from airflow_provider_segmind.utils.media_policy import sniff_media_type
 
 if TYPE_CHECKING:
     import logging
@@ -153,7 +153,7 @@ class S3ImageInputs:
         """The hook's client (its credentials, region, endpoint and config), signing with SigV4: for
         presigned URLs botocore may otherwise use SigV2 (``AWSAccessKeyId``/``Signature``, seen with
         boto3 1.44 on a custom endpoint), which S3 no longer accepts for buckets created since 2020."""
-        from airflow_provider_segmind.transfers._s3 import sigv4_client
+        from airflow_provider_segmind.utils.presigning import sigv4_client
 
         return sigv4_client(self.hook)
 

@@ -17,15 +17,10 @@ from airflow.providers.common.compat.sdk import AirflowFailException
 
 from airflow_provider_segmind.exceptions import SegmindError, SegmindInvalidParametersError
 from airflow_provider_segmind.operators._records import _fingerprint
-from airflow_provider_segmind.protocol import (
-    SD3_LARGE_MODEL,
-    SD3_SEED_MAX,
-    SEED_RANDOM,
-    PollSchedule,
-    model_takes_seed,
-    validate_params,
-)
-from airflow_provider_segmind.results import with_filled_seed
+from airflow_provider_segmind.protocol.params import SD3_SEED_MAX, SEED_RANDOM, model_takes_seed, validate_params
+from airflow_provider_segmind.protocol.schedule import PollSchedule
+from airflow_provider_segmind.protocol.vocabulary import SD3_LARGE_MODEL
+from airflow_provider_segmind.utils.results import with_filled_seed
 
 if TYPE_CHECKING:
     from airflow_provider_segmind.hooks.segmind import SegmindHook
@@ -104,7 +99,7 @@ def fresh_seed() -> int:
     return secrets.randbelow(SD3_SEED_MAX + 1)
 
 
-#: Moved to :mod:`airflow_provider_segmind.results` (the trigger uses it too); the old name stays for importers.
+#: Moved to :mod:`airflow_provider_segmind.utils.results` (the trigger uses it too); the old name stays for importers.
 _with_seed = with_filled_seed
 
 

@@ -33,16 +33,12 @@ from airflow_provider_segmind.operators._records import (
     open_store,
     request_record,
 )
-from airflow_provider_segmind.protocol import (
-    JobStatusResponse,
-    SegmindJobStatus,
-    SubmitResponse,
-    job_failed_error,
-    submit_certainly_refused,
-    submit_outcome_unknown,
-)
+from airflow_provider_segmind.protocol.errors import job_failed_error
 from airflow_provider_segmind.protocol.history import HistoryRecord
-from airflow_provider_segmind.triggers.segmind import result_summary
+from airflow_provider_segmind.protocol.responses import JobStatusResponse, SubmitResponse
+from airflow_provider_segmind.protocol.retry import submit_certainly_refused, submit_outcome_unknown
+from airflow_provider_segmind.protocol.vocabulary import SegmindJobStatus
+from airflow_provider_segmind.utils.results import result_summary
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

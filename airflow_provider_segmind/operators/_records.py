@@ -18,7 +18,7 @@ from typing import Any, Final
 import tenacity
 from airflow.providers.common.compat.sdk import AirflowFailException
 
-from airflow_provider_segmind.protocol import RESULT_RETENTION_SECONDS
+from airflow_provider_segmind.protocol.schedule import RESULT_RETENTION_SECONDS
 
 #: Record key in the task state store (and in the Variable's name). Renaming it would break in-flight retries.
 STATE_STORE_KEY: Final = "segmind_request"

@@ -16,20 +16,20 @@ from typing import TYPE_CHECKING, Any, Final
 from airflow.providers.common.compat.sdk import AirflowFailException
 from airflow.providers.standard.operators.hitl import HITLOperator
 
-from airflow_provider_segmind.transfers._candidates import (
+from airflow_provider_segmind.exceptions import ReviewInputError
+from airflow_provider_segmind.utils.review_body import DEFAULT_URL_EXPIRY, MAX_URL_EXPIRY, build_review
+from airflow_provider_segmind.utils.review_candidates import (
     PINNED_KEY,
     PUBLISH_NONE,
-    ReviewInputError,
     flatten_candidates,
     read_pins,
     review_options,
 )
-from airflow_provider_segmind.utils.review_body import DEFAULT_URL_EXPIRY, MAX_URL_EXPIRY, build_review
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-__all__ = ["DEFAULT_RESPONSE_TIMEOUT", "PINNED_KEY", "PUBLISH_NONE", "XCOM_PINNED", "SegmindReviewOperator"]
+__all__ = ["DEFAULT_RESPONSE_TIMEOUT", "XCOM_PINNED", "SegmindReviewOperator"]
 
 #: The review task's XCom holding its pins while it waits (its result carries them under :data:`PINNED_KEY`).
 XCOM_PINNED: Final = "segmind_review_pins"

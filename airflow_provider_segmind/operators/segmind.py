@@ -9,63 +9,30 @@ with the same schedule and the same decision logic, and ends in the same ``execu
 
 Exactly-once submission
 -----------------------
-Segmind bills every submit and has neither an idempotency key nor a cancel endpoint, so a task
-retry must not submit again while the first request can still be used. One rule on every Airflow
-version: **a retry after a failed or interrupted try re-attaches to the job it already paid for;
-a cleared task whose last try succeeded generates anew.**
+Segmind bills every submit and has neither an idempotency key nor a cancel endpoint, so **a retry
+after a failed or interrupted try re-attaches to the job it already paid for; a cleared task whose
+last try succeeded generates anew.** The rules, per Airflow line and record store, and what the
+request history may answer are in ``docs/exactly-once.md``. The invariants this code keeps:
 
-- **Airflow 3.3+** (``context["task_state_store"]`` exists): the request id, model, a fingerprint
-  of the parameters, the submit time, and the try number and ``max_tries`` of the submitting try
-  are written to the task state store right after the submit, before deferring or polling. A new
-  try reads it first and asks Segmind about that request: QUEUED/PROCESSING -> wait for it again
-  (no submit); COMPLETED -> fetch its result and return (no submit); FAILED, or 404 because its
-  1 hour retention passed -> log it and submit anew (unless the FAILED reason is refused input or a
-  content block: the same body would fail again, so the task fails). Changed parameters (an edited
-  DAG) also submit anew. If the status cannot be read because of a transient error, the operator re-attaches
-  rather than risk a second bill.
-  A clear is told apart from a retry by ``max_tries``, which Airflow raises on every clear and on
-  nothing else: a record written before the latest clear is reused only while its job is still
-  QUEUED/PROCESSING (so no try can have succeeded with it); a COMPLETED one, or one whose status
-  cannot be read, is left and a new job is submitted. So the rule needs no cleanup at success: the
-  3.3 record outlives a success (it expires after 2 hours; ``[state_store] clear_on_success`` is
-  off by default), which also lets the retry of a try whose worker died after finishing, before
-  Airflow recorded the success, reuse the COMPLETED job. It is deleted when no try can follow or
-  reuse it (FAILED, expired, an error no retry fixes, the last try ending in a timeout or error).
-  With Segmind's request history on (the connection's ``history_lookup``, default true), an
-  "attempt" record is written before the submit is sent, and a submit whose outcome is unknown
-  (read timeout or connection lost after sending, a 504, and a 500/502/503, which may come after
-  the job was queued) is never resent blindly: the history is searched, within the attempt's own
-  send window and for up to ``history_wait`` seconds, for the one request with the same body that
-  no other task instance has claimed (``_claims.py``); found -> claim it and re-attach; none or
-  several -> the safe rule (fail without retries, nothing resent; an answered 500/502/503 that the
-  history does not show is resent, logged as a possible duplicate). An attempt record a dead
-  worker left is searched the same way by the next try of the same clear generation. A request
-  whose v2 record expired is looked up in the history by id (COMPLETED -> its output, no submit).
-  A random ``seed`` is filled for every new submit where the model takes one (``fill_seed``): a
-  retry rebuilds the recorded one only to re-attach, a clear draws a new one.
-  Without the history (off, or unreachable): a submit whose outcome is unknown is never sent again,
-  neither by the hook nor by a task retry: the task fails without retries and says so (see
-  :func:`~airflow_provider_segmind.protocol.submit_outcome_unknown`); a worker dying between
-  Segmind accepting the submit and the store write leaves a next try that cannot know the id (the
-  window Airflow's own ``ResumableJobMixin`` documents).
-- **Airflow 3.1 / 3.2** (no task state store; Airflow 3 clears XComs before each try): the same
-  record goes in an Airflow Variable instead (``request_store="auto"``), the only task-writable
-  state that survives a retry there, and the same rules and cleanup apply, plus a delete at
-  success (a Variable never expires; the cost is that a worker dying between the end of
-  ``execute`` and Airflow recording the success leaves a retry that submits anew). One Variable
-  per task instance, named ``segmind_request_<hash of dag id, run id, task id, map index>``, read
-  and written through the Task SDK like any Variable. Only a last try killed outright (no code
-  runs) leaves one behind; it is safe to delete at any time.
-  ``request_store="none"`` turns the record off (a retry then submits a new, billed job); errors a
-  retry cannot fix raise ``AirflowFailException`` either way.
-- Both stores are best effort (:class:`~airflow_provider_segmind.operators._records._GuardedStore`):
-  a record that cannot be read, written or deleted is logged and never fails the try nor abandons a
-  billed job.
+- The request record (request id, model, parameter fingerprint, filled seed, submit time, and the
+  submitting try's number and ``max_tries``) is written right after the submit, before any wait; with
+  the request history on, an "attempt" record is written before the submit is sent.
+- A retry of the same clear generation re-attaches to the recorded job (QUEUED/PROCESSING: wait;
+  COMPLETED: fetch; status unreadable: wait rather than pay twice); FAILED, expired or changed
+  parameters submit anew. A clear is told by a higher ``max_tries`` and generates anew, new seed included.
+- A submit whose outcome is unknown is never resent blindly: the history is searched for the one
+  unclaimed request with the same body (``_claims.py``); none or several -> the task fails without
+  retries (:func:`~airflow_provider_segmind.protocol.retry.submit_outcome_unknown`). Airflow's own
+  ``ResumableJobMixin`` (3.3+) documents the window left without the history: a worker dying between
+  the accepted submit and the record write.
+- Both stores (the 3.3+ task state store, else a Variable) are best effort
+  (:class:`~airflow_provider_segmind.operators._records._GuardedStore`): a record that cannot be read,
+  written or deleted is logged and never fails the try nor abandons a billed job.
 
 Where the code lives: this module holds the operators (their arguments, the wait, the result);
 the rules above are implemented in ``_reconcile.py`` (record lifecycle, submit, resume) and ``_history.py`` (request
 history lookups), the record in ``_records.py``, the body's validation and seed in ``_params.py``,
-and the extra link in ``links.py``.
+and the extra link (:class:`SegmindOutputLink`) here, under the path ``get_provider_info`` registers.
 """
 
 from __future__ import annotations
@@ -82,11 +49,10 @@ from airflow.providers.common.compat.sdk import (
     AirflowException,
     AirflowFailException,
     AirflowTaskTimeout,
+    BaseOperatorLink,
     conf,
 )
 
-from airflow_provider_segmind.deferral import FreshRetryResume
-from airflow_provider_segmind.events import event_filled_seed
 from airflow_provider_segmind.exceptions import (
     SegmindError,
     SegmindInvalidParametersError,
@@ -116,41 +82,40 @@ from airflow_provider_segmind.operators._params import (
 from airflow_provider_segmind.operators._reconcile import _Reconciler
 from airflow_provider_segmind.operators._records import (
     REQUEST_STORES,
-    REQUEST_VARIABLE_PREFIX,  # noqa: F401 (re-exported: tests and users import it from this module)
-    STATE_STORE_KEY,  # noqa: F401 (re-exported: tests and users import it from this module)
-    VariableRequestStore,  # also re-exported: tests import it from this module
+    VariableRequestStore,
     _fingerprint,
     _no_try_follows,
     read_record,
 )
-from airflow_provider_segmind.operators.links import SegmindOutputLink  # the extra link's registered path
-from airflow_provider_segmind.protocol import (
-    RESULT_RETENTION_SECONDS,
+from airflow_provider_segmind.protocol.errors import job_failed_error
+from airflow_provider_segmind.protocol.params import invalid_parameters
+from airflow_provider_segmind.protocol.schedule import RESULT_RETENTION_SECONDS, PollSchedule
+from airflow_provider_segmind.protocol.text import sentences
+from airflow_provider_segmind.protocol.vocabulary import (
+    DEFAULT_CONN_ID,
     SD3_LARGE_IMG2IMG_MODEL,
     SD3_LARGE_MODEL,
-    PollSchedule,
     SegmindJobStatus,
-    invalid_parameters,
-    job_failed_error,
-    sentences,
 )
-from airflow_provider_segmind.results import XCOM_OUTPUT_URL, XCOM_REQUEST_ID, completed_summary, submitted_summary
-from airflow_provider_segmind.timeouts import (
+from airflow_provider_segmind.triggers.events import event_filled_seed, validate_event
+from airflow_provider_segmind.triggers.job_watch import DEFAULT_MAX_CONSECUTIVE_ERRORS, wait_for_job
+from airflow_provider_segmind.triggers.segmind import SegmindJobTrigger, ends_from_trigger, task_trigger_kwargs
+from airflow_provider_segmind.utils.deferral import FreshRetryResume
+from airflow_provider_segmind.utils.results import (
+    XCOM_OUTPUT_URL,
+    XCOM_REQUEST_ID,
+    completed_summary,
+    output_link,
+    submitted_summary,
+    summarize_params,
+)
+from airflow_provider_segmind.utils.timeouts import (
     EXECUTION_TIMEOUT,
     JOB_TIMEOUT,
     execution_timeout_phrase,
     is_deferral_timeout,
     tag_timeout,
     wait_deadline,
-)
-from airflow_provider_segmind.triggers.segmind import (
-    DEFAULT_MAX_CONSECUTIVE_ERRORS,
-    SegmindJobTrigger,
-    ends_from_trigger,
-    summarize_params,
-    task_trigger_kwargs,
-    validate_event,
-    wait_for_job,
 )
 
 if TYPE_CHECKING:
@@ -170,6 +135,24 @@ _NOT_CANCELLED: Final = (
 )
 
 
+class SegmindOutputLink(BaseOperatorLink):
+    """Extra link "Segmind output": the first generated output URL of the try that just ended.
+
+    Segmind's output URLs are public, unguessable and kept about 7 days; the link is empty for a
+    task that produced none (failed, or an inline ``base64`` output).
+
+    Airflow 3 calls ``get_link`` once, in the task's own process when the try ends (the UI then
+    reads the stored result), on the operator instance that ran the try. So the URL is read from
+    that instance, not looked up in XCom: a lookup of a key a failed try never pushed made Airflow's
+    client log an ``XCom not found`` error after every failed Segmind task.
+    """
+
+    name = "Segmind output"
+
+    def get_link(self, operator: Any, *, ti_key: Any) -> str:
+        return output_link(getattr(operator, "output_url", None))
+
+
 class _SegmindJobOperator(FreshRetryResume, _Reconciler):
     """Submit one Segmind v2 job and wait for it (shared by the two public operators).
 
@@ -179,7 +162,7 @@ class _SegmindJobOperator(FreshRetryResume, _Reconciler):
     :param job_timeout: seconds (or a timedelta) to wait for the job, per try; default 1 hour, the
         time Segmind keeps a result. Turned into an absolute deadline inside the trigger. The task's
         ``execution_timeout``, counted from the try's start, also ends the wait, deferred or not;
-        the earlier of the two wins and the error names it (:mod:`~airflow_provider_segmind.timeouts`).
+        the earlier of the two wins and the error names it (:mod:`~airflow_provider_segmind.utils.timeouts`).
     :param wait_for_completion: ``False``: submit (recorded and claimed as always), push
         ``segmind_request_id`` and return at once, without waiting: the return value says the
         request and its status (``QUEUED``), no output (``wait_for_completion: false``). A
@@ -231,7 +214,7 @@ class _SegmindJobOperator(FreshRetryResume, _Reconciler):
         self,
         *,
         model: str = SD3_LARGE_MODEL,
-        segmind_conn_id: str = "segmind_default",
+        segmind_conn_id: str = DEFAULT_CONN_ID,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         job_timeout: float | timedelta | None = DEFAULT_JOB_TIMEOUT,
         poll_schedule: PollSchedule | Mapping[str, float] | None = None,
@@ -403,7 +386,7 @@ class _SegmindJobOperator(FreshRetryResume, _Reconciler):
             balance = self.hook.get_credit_balance()
         except SegmindError as err:
             self._raise(err)
-        # Paid and free credits are both spendable (segmind-api.md, "Added 2026-11-30").
+        # Paid and free credits are both spendable (docs.segmind.com/api-reference, ``GET /v1/get-user-credits``).
         if balance.total < self.min_credits:
             raise AirflowFailException(
                 sentences(
@@ -426,7 +409,7 @@ class _SegmindJobOperator(FreshRetryResume, _Reconciler):
         """Wait for the request (deferred or on the worker) and finish; or, submit-only, return at once.
 
         The wait ends at the earlier of ``job_timeout`` from now and the task's ``execution_timeout``
-        from the try's start (:func:`~airflow_provider_segmind.timeouts.wait_deadline`). ``status``:
+        from the try's start (:func:`~airflow_provider_segmind.utils.timeouts.wait_deadline`). ``status``:
         what Segmind last said of the request, for a submit-only summary.
         """
         if not self.wait_for_completion:
@@ -662,7 +645,7 @@ class _SegmindJobOperator(FreshRetryResume, _Reconciler):
         Called by the OpenLineage provider's listener only (see docs/lineage.md); the import stays
         here so nothing of OpenLineage loads without it. On a failed task: the input and model only.
         """
-        from airflow_provider_segmind.lineage import generation_lineage, image_input
+        from airflow_provider_segmind.utils.openlineage import generation_lineage, image_input
 
         return generation_lineage(model=self.model, image=image_input(self), summary=self.result_summary)
 

@@ -67,7 +67,7 @@ MODEL_CATALOGUE_URL: Final = "https://www.segmind.com/models"
 
 
 def _advice_406(text: str | None) -> str:
-    """406 is "refused before the run", for several reasons (segmind-api.md, "Added 2026-11-30"):
+    """406 is "refused before the run", for several reasons (docs.segmind.com/api-reference, status codes):
     insufficient credits, a team spend limit, a missing/wrong Content-Type, a refused parameter."""
     lowered = (text or "").lower()
     if "content type" in lowered or "content-type" in lowered:
@@ -146,7 +146,7 @@ def classify_error(answer: HttpAnswer, endpoint: Endpoint, *, request_id: str | 
             sentences(f"{where} was not found (HTTP 404){said}", _SUBMIT_404_HINT), **common
         )
     if status == 410:
-        # Retired models answer 410 (segmind-api.md [3p], "Added 2026-11-30").
+        # Retired models answer 410 (docs.segmind.com/api-reference, status codes).
         return SegmindModelRetiredError(
             sentences(
                 f"{where} failed: Segmind has retired this model (HTTP 410){said}",
@@ -214,8 +214,8 @@ def classify_error(answer: HttpAnswer, endpoint: Endpoint, *, request_id: str | 
 _CONTENT_BLOCK = re.compile(r"safety|nsfw|\brai\b|content polic|moderation|flagged|blocked", re.IGNORECASE)
 
 #: How a model says it refused its input. Segmind's own example of a FAILED job is "Prompt is
-#: Mandatory and must be string" (segmind-api.md, v2 status); the other phrasings are the common
-#: ones of input validators (pydantic, FastAPI, the models' own checks).
+#: Mandatory and must be string" (docs.segmind.com, async inference: the v2 status example); the
+#: other phrasings are the common ones of input validators (pydantic, FastAPI, the models' own checks).
 _INVALID_INPUT = re.compile(
     r"\bmandatory\b|\brequired\b|\bmissing\b|\bmust (?:be|have|contain|not)\b|\bshould be\b"
     r"|\binvalid\b|\bnot (?:a )?valid\b|\bnot allowed\b|\bnot supported\b|\bunsupported\b"

@@ -7,7 +7,7 @@ still knows the job. The provider looks there before it pays for a second submit
 
 Sources. Everything here comes from the official SDK, ``segmind==1.3.0``,
 ``segmind/generations.py`` (``Generations.history`` and ``Generations.get``; quoted as [sdk]) and
-``segmind-api.md`` ("Added 2026-11-30"). The API is secondary and thinly documented: the page
+the SDK's tests (``tests/test_generations.py``). The API is secondary and thinly documented: the page
 shape, the timestamp field names and their format are NOT documented, so every field is optional
 and each parser accepts several shapes. Nothing here does I/O or reads a clock; the hook
 (:mod:`airflow_provider_segmind.hooks.segmind`) sends what this module builds. How a lost submit is

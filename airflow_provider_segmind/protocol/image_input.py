@@ -17,7 +17,7 @@ Sources:
 - Types: JPEG, PNG and WebP are the image types Segmind Storage takes as inputs for its models
   (docs.segmind.com/api-reference/segmind-storage, "Supported formats") and the ones Stability's
   SD3 API takes [inf].
-- Size: Segmind states no input size limit in our sources (segmind-api.md, seeds/). The limit
+- Size: Segmind publishes no input size limit (segmind.com/models/stable-diffusion-3-large-img2img/api). The limit
   below is **ours**: an input photo larger than 10 MiB (13.4 MB as base64 in a JSON body) is far
   beyond what a 1024-pixel model needs and is refused before anything is billed.
 """

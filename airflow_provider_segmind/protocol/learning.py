@@ -2,8 +2,8 @@
 
 Segmind hosts hundreds of models, from 2 s images to minutes-long videos; one fixed schedule either
 wastes status calls on long jobs or notices their completion tens of seconds late. The result of a
-completed job carries ``queue_time`` and ``inference_time`` (``metrics``: segmind-api.md, "Status"
-and "Result"; the status answer of a COMPLETED job carries at least ``inference_time``), so the
+completed job carries ``queue_time`` and ``inference_time`` (``metrics``: docs.segmind.com, async inference,
+status and result; the status answer of a COMPLETED job carries at least ``inference_time``), so the
 watchers of one process remember them per model and place the next job's polls where completion is
 likely: :func:`place` is the rule, :class:`RuntimeBook` the memory.
 
@@ -40,7 +40,7 @@ from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from airflow_provider_segmind.protocol.polling import RESULT_RETENTION_SECONDS, PollSchedule, runtime_hint
+from airflow_provider_segmind.protocol.schedule import RESULT_RETENTION_SECONDS, PollSchedule, runtime_hint
 
 #: Completed jobs remembered per model (a window: the oldest run drops out first).
 SAMPLES_PER_MODEL: Final = 32
@@ -94,7 +94,7 @@ def place(
       At least :data:`MIN_SAMPLES` queue times also move the first poll to the estimated shortest
       queue (``initial_delay``, never earlier than ``base``'s).
     - Else, a seed (``base.expected_runtime`` > 0) stands for the typical inference:
-      :func:`~airflow_provider_segmind.protocol.polling.runtime_hint`, the rule
+      :func:`~airflow_provider_segmind.protocol.schedule.runtime_hint`, the rule
       :meth:`PollSchedule.for_model` applies to a known model's typical runtime.
     - Else ``base`` unchanged: a model nobody has seen or seeded keeps today's schedule.
 

@@ -54,7 +54,7 @@ SD3_MODES: Final = ("text-to-image", "image-to-image")
 SD3_OUTPUT_FORMATS: Final = ("jpeg", "png")
 SD3_PROMPT_MAX_CHARS: Final = 10_000
 SD3_SEED_MAX: Final = 4_294_967_294
-#: Segmind's convention for "pick a random seed" (segmind-api.md, "Added 2026-11-30").
+#: Segmind's convention for "pick a random seed" (docs.segmind.com/api-reference: ``seed: -1`` means random).
 SEED_RANDOM: Final = -1
 SD3_DEFAULTS: Final[Mapping[str, Any]] = {
     "negative_prompt": "",
@@ -63,10 +63,11 @@ SD3_DEFAULTS: Final[Mapping[str, Any]] = {
     "output_format": "jpeg",
     "base64": False,
 }
-#: Model families known to take a ``seed`` (0..SD3_SEED_MAX; SD3: segmind-api.md, the SD3 parameter
-#: table and Stability's SD3 API [inf]). Segmind's own default seed is random, so the operators
-#: fill one when the user gave none (issue 13): bodies become unique, so a lost submit can be
-#: found again in the request history, and every image has a known seed.
+#: Model families known to take a ``seed`` (0..SD3_SEED_MAX; SD3: the parameter table of
+#: segmind.com/models/stable-diffusion-3-large-txt2img/api, and Stability's SD3 API [inf]).
+#: Segmind's own default seed is random, so the operators fill one when the user gave none (issue
+#: 13): bodies become unique, so a lost submit can be found again in the request history, and every
+#: image has a known seed.
 SEED_MODEL_PREFIXES: Final = ("stable-diffusion-3",)
 
 

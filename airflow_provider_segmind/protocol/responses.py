@@ -24,7 +24,8 @@ from airflow_provider_segmind.protocol.text import MAX_ERROR_TEXT, clause, quote
 from airflow_provider_segmind.protocol.urls import check_request_id, result_url, same_origin, status_url
 from airflow_provider_segmind.protocol.vocabulary import V1_INTERESTING_HEADERS, Endpoint, SegmindJobStatus
 
-#: The credits endpoint's 404 for an account without a credits record (segmind-api.md, "Added 2026-11-30").
+#: The credits endpoint's 404 for an account without a credits record
+#: (docs.segmind.com/api-reference, ``GET /v1/get-user-credits``).
 _NO_CREDITS_RECORD = re.compile(r"no credits", re.IGNORECASE)
 
 
@@ -244,8 +245,8 @@ def _base64_image(body: Mapping[str, Any]) -> str | None:
 def parse_int(value: Any) -> int | None:
     """An integer from an int or a numeric string ("42", " 42 ", "42.0"); anything else is ``None``.
 
-    Results' ``seed`` and ``images[].file_size`` may arrive as strings (segmind-api.md,
-    "Added 2026-11-30"): parse them rather than drop them.
+    Results' ``seed`` and ``images[].file_size`` may arrive as strings (docs.segmind.com/api-reference,
+    the v2 result): parse them rather than drop them.
     """
     if isinstance(value, bool):
         return None
@@ -331,9 +332,10 @@ def parse_run_sync(answer: HttpAnswer) -> SyncRunResponse:
 class CreditBalance:
     """An account's balance: paid ``credits`` and ``free_credits``, both spendable.
 
-    ``{"credits": 0.0, "free-credits": 0.018}`` (segmind-api.md, "Added 2026-11-30"): an account
-    with only free credits can still run jobs, so guards compare :attr:`total`. ``note`` carries
-    the server's text when it answered without a balance (404 "No credits found for the user").
+    ``{"credits": 0.0, "free-credits": 0.018}`` (docs.segmind.com/api-reference,
+    ``GET /v1/get-user-credits``): an account with only free credits can still run jobs, so guards
+    compare :attr:`total`. ``note`` carries the server's text when it answered without a balance
+    (404 "No credits found for the user").
     """
 
     credits: float
@@ -366,8 +368,8 @@ def _first_number(scopes: Iterable[Mapping[str, Any]], keys: Iterable[str]) -> f
 def parse_credit_balance(answer: HttpAnswer) -> CreditBalance:
     """Parse ``GET /v1/get-user-credits`` into paid and free credits.
 
-    Documented shape: ``{"credits": 0.0, "free-credits": 0.018}`` (segmind-api.md, "Added
-    2026-11-30"). Tolerated too: a bare number, other balance key names, nesting under ``data``,
+    Documented shape: ``{"credits": 0.0, "free-credits": 0.018}`` (docs.segmind.com/api-reference,
+    ``GET /v1/get-user-credits``). Tolerated too: a bare number, other balance key names, nesting under ``data``,
     and no free-credit key (0 free). A 404 whose text says the user has no credits ("No credits
     found for the user", same source) is an account with a zero balance, not a wrong model or URL.
     """

@@ -83,7 +83,7 @@ class RetryPolicy:
 
 
 #: 5xx answers to a submit that mean no job was queued. Segmind's submit errors, 5xx included,
-#: "come back at once with the error body" (segmind-api.md, v2 submit [doc, 3p]): an answer from
+#: "come back at once with the error body" (docs.segmind.com, async inference: v2 submit): an answer from
 #: Segmind itself, before queueing. Segmind's error docs list a 500 as "billed: false" and as often a
 #: parameter problem (docs.segmind.com/docs/serverless-api#api-error-codes, quoted in
 #: :mod:`.errors`): resending it cannot bill twice, though it may fail the same way. 503 means the

@@ -10,6 +10,8 @@ from enum import StrEnum
 from typing import Final
 
 DEFAULT_BASE_URL: Final = "https://api.segmind.com"
+#: The Airflow connection the hook, operators, sensor, trigger and transfer use unless told otherwise.
+DEFAULT_CONN_ID: Final = "segmind_default"
 API_KEY_HEADER: Final = "x-api-key"
 SD3_LARGE_MODEL: Final = "stable-diffusion-3-large-txt2img"
 #: SD3 Large image-to-image has its own slug (https://segmind.com/models/stable-diffusion-3-large-img2img/api).

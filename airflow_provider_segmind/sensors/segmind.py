@@ -17,20 +17,21 @@ from airflow.providers.common.compat.sdk import (
     conf,
 )
 
-from airflow_provider_segmind.deferral import FreshRetryResume
-from airflow_provider_segmind.events import validate_event
 from airflow_provider_segmind.exceptions import SegmindError, SegmindJobFailedError, SegmindRequestNotFoundError
-from airflow_provider_segmind.polling import DEFAULT_MAX_CONSECUTIVE_ERRORS, SINGLE_ATTEMPT
-from airflow_provider_segmind.protocol import PollSchedule, SegmindJobStatus
-from airflow_provider_segmind.results import result_summary
-from airflow_provider_segmind.timeouts import (
+from airflow_provider_segmind.protocol.schedule import PollSchedule
+from airflow_provider_segmind.protocol.vocabulary import DEFAULT_CONN_ID, SegmindJobStatus
+from airflow_provider_segmind.triggers.events import validate_event
+from airflow_provider_segmind.triggers.job_watch import DEFAULT_MAX_CONSECUTIVE_ERRORS, SINGLE_ATTEMPT
+from airflow_provider_segmind.triggers.segmind import SegmindJobTrigger, ends_from_trigger, task_trigger_kwargs
+from airflow_provider_segmind.utils.deferral import FreshRetryResume
+from airflow_provider_segmind.utils.results import result_summary
+from airflow_provider_segmind.utils.timeouts import (
     EXECUTION_TIMEOUT,
     SENSOR_TIMEOUT,
     execution_timeout_phrase,
     is_deferral_timeout,
     wait_deadline,
 )
-from airflow_provider_segmind.triggers.segmind import SegmindJobTrigger, ends_from_trigger, task_trigger_kwargs
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -81,7 +82,7 @@ class SegmindJobSensor(FreshRetryResume, BaseSensorOperator):
         self,
         *,
         request_id: str,
-        segmind_conn_id: str = "segmind_default",
+        segmind_conn_id: str = DEFAULT_CONN_ID,
         model: str = "",
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poll_schedule: PollSchedule | Mapping[str, float] | None = None,
@@ -173,7 +174,7 @@ class SegmindJobSensor(FreshRetryResume, BaseSensorOperator):
                 **task_trigger_kwargs(self, context),
             ),
             method_name="execute_complete",
-            # Only a backstop for execution_timeout (see airflow_provider_segmind.timeouts).
+            # Only a backstop for execution_timeout (see airflow_provider_segmind.utils.timeouts).
             timeout=deadline.defer_timeout(now),
         )
 

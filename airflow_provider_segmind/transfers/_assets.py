@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from functools import cache
 from os.path import commonprefix
 from typing import TYPE_CHECKING, Any, Final
 
 from airflow.sdk import Asset, AssetAlias
 
-from airflow_provider_segmind.transfers._s3_keys import UnsafeS3KeyError, destination_prefix, parse_location, s3_uri
+from airflow_provider_segmind.exceptions import UnsafeS3KeyError
+from airflow_provider_segmind.utils.s3_keys import destination_prefix, parse_location, s3_uri
+from airflow_provider_segmind.version_compat import AIRFLOW_V_3_2_PLUS
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -30,21 +31,6 @@ AUTO_ASSET: Final = "auto"
 TASK_ASSET_SCHEME: Final = "segmind-s3"
 #: Objects listed in one asset event's ``extra`` (the rest: the manifests under ``extra["prefix"]``).
 DEFAULT_MAX_EVENT_OBJECTS: Final = 50
-
-
-@cache
-def _alias_extras_must_be_flat() -> bool:
-    """Airflow 3.1 hashes an alias event's extra (``frozenset(extra.items())``): no list values.
-
-    3.2 and later compare the extra as JSON instead (``TaskInstance.register_asset_changes_in_db``).
-    """
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        major, minor = (int(part) for part in version("apache-airflow-core").split(".")[:2])
-    except (PackageNotFoundError, ValueError):
-        return False
-    return (major, minor) < (3, 2)
 
 
 def emit_event(
@@ -74,7 +60,7 @@ def emit_event(
         if not stored:
             return
         destination = destination_asset(asset, bucket, template, context)
-        if _alias_extras_must_be_flat():
+        if not AIRFLOW_V_3_2_PLUS:
             extra["objects"] = json.dumps(extra["objects"], separators=(",", ":"))
         context["outlet_events"][target].add(destination, extra=extra)
     else:

@@ -1,6 +1,7 @@
 """Fetch one generated output: over a checked connection, streamed into a spool, verified, retried.
 
-Every URL, redirect hop and resolved address passes the rules of :mod:`._media_policy` (https,
+Every URL, redirect hop and resolved address passes the rules of
+:mod:`~airflow_provider_segmind.utils.media_policy` (https,
 allow-listed host, public addresses, no credentials, no environment proxy), and the connection goes
 to the checked address. The body is streamed into a :class:`Spool` (memory up to a threshold, then
 an anonymous temporary file) while its SHA-256 is computed, so memory stays bounded whatever the
@@ -27,19 +28,16 @@ from urllib.parse import urljoin
 
 import tenacity
 
-from airflow_provider_segmind.protocol import redact
-from airflow_provider_segmind.proxy import (
-    bypasses_proxy,
-    proxy_credentials,
-    proxy_secrets,
-    public_proxy_url,
-)
-from airflow_provider_segmind.transfers._media_policy import (
-    GENERIC_TYPES,
-    DownloadPolicy,
+from airflow_provider_segmind.exceptions import (
     SegmindOutputDownloadError,
     SegmindOutputError,
     SegmindOutputRefusedError,
+)
+from airflow_provider_segmind.protocol.text import redact
+from airflow_provider_segmind.transfers._spool import Spool
+from airflow_provider_segmind.utils.media_policy import (
+    GENERIC_TYPES,
+    DownloadPolicy,
     Target,
     check_url,
     content_type_allowed,
@@ -48,13 +46,12 @@ from airflow_provider_segmind.transfers._media_policy import (
     public_url,
     resolve_checked,
 )
-
-# Re-exported (``X as X``): the policy checks lived here before ``_media_policy``; tests import them from here.
-from airflow_provider_segmind.transfers._media_policy import address_problem as address_problem
-from airflow_provider_segmind.transfers._media_policy import host_allowed as host_allowed
-from airflow_provider_segmind.transfers._media_policy import normalize_allowed_hosts as normalize_allowed_hosts
-from airflow_provider_segmind.transfers._media_policy import sniff_media_type as sniff_media_type
-from airflow_provider_segmind.transfers._spool import Spool
+from airflow_provider_segmind.utils.proxy import (
+    bypasses_proxy,
+    proxy_credentials,
+    proxy_secrets,
+    public_proxy_url,
+)
 
 CHUNK_SIZE: Final = 1024 * 1024
 USER_AGENT: Final = "airflow-provider-segmind (output transfer)"

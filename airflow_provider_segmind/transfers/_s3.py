@@ -45,19 +45,12 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from airflow_provider_segmind.exceptions import SegmindError
-
-# The key rules live in ``_s3_keys``; the names below are re-exported because callers (tests, the
-# demo, the soak harness) have always imported them from here.
-from airflow_provider_segmind.transfers._s3_keys import DEFAULT_KEY_TEMPLATE as DEFAULT_KEY_TEMPLATE
-from airflow_provider_segmind.transfers._s3_keys import UnsafeS3KeyError as UnsafeS3KeyError
-from airflow_provider_segmind.transfers._s3_keys import encode_component as encode_component
-from airflow_provider_segmind.transfers._s3_keys import manifest_key as manifest_key
-from airflow_provider_segmind.transfers._s3_keys import parse_location as parse_location
-from airflow_provider_segmind.transfers._s3_keys import render_key as render_key
-from airflow_provider_segmind.transfers._s3_keys import s3_uri
-from airflow_provider_segmind.transfers._s3_keys import validate_key as validate_key
+from airflow_provider_segmind.exceptions import S3ObjectConflictError, S3WriteError
 from airflow_provider_segmind.transfers._spool import Spool
+from airflow_provider_segmind.utils.s3_keys import (
+    SHA256_METADATA,
+    s3_uri,
+)
 
 ChecksumMode = Literal["when_supported", "when_required"]
 ConflictCheck = Literal["conditional", "head", "none"]
@@ -65,28 +58,12 @@ ConflictCheck = Literal["conditional", "head", "none"]
 CHECKSUM_MODES: Final = ("when_supported", "when_required")
 CONFLICT_CHECKS: Final = ("conditional", "head", "none")
 #: User metadata names (S3 returns them lower-cased, without the ``x-amz-meta-`` prefix).
-SHA256_METADATA: Final = "sha256"
 OBJECT_SHA256_METADATA: Final = "object-sha256"
 DEFAULT_MULTIPART_THRESHOLD: Final = 8 * 1024 * 1024
 DEFAULT_PART_SIZE: Final = 8 * 1024 * 1024
 MIN_PART_SIZE: Final = 5 * 1024 * 1024
 MAX_PARTS: Final = 10_000
 DEFAULT_MAX_CONCURRENCY: Final = 8
-
-
-# --------------------------------------------------------------------------------------------
-# Errors
-# --------------------------------------------------------------------------------------------
-
-
-class S3ObjectConflictError(SegmindError):
-    """A different object is already at the key (``replace=False``), or it cannot be compared."""
-
-    task_retry_helps = False
-
-
-class S3WriteError(SegmindError):
-    """S3 refused or failed a write (permissions, missing bucket, throttling, store limitation)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -450,21 +427,6 @@ def check_writer_options(
         raise ValueError("multipart_threshold must be a positive number of bytes")
     if not isinstance(max_concurrency, int) or not 1 <= max_concurrency <= 64:
         raise ValueError("max_concurrency must be an integer from 1 to 64")
-
-
-def sigv4_client(hook: Any) -> Any:
-    """The ``S3Hook``'s client (its credentials, region, endpoint and config), signing with SigV4.
-
-    For presigned URLs botocore may otherwise sign with SigV2 (``AWSAccessKeyId``/``Signature``/
-    ``Expires``, seen with boto3 1.44 on a custom endpoint and on ``S3Hook.generate_presigned_url``),
-    which S3 refuses for buckets created since 2020. The one place a presigning client is made: the
-    input images (``operators/_image_input.py``) and the review's links (``utils/review_body.py``).
-    """
-    from botocore.config import Config
-
-    sigv4 = Config(signature_version="s3v4")
-    config = hook.config
-    return hook.get_client_type(config=config.merge(sigv4) if config is not None else sigv4)
 
 
 def s3_client(aws_conn_id: str, checksum_mode: ChecksumMode) -> Any:

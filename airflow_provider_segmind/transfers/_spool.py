@@ -9,9 +9,9 @@ from __future__ import annotations
 import io
 import os
 import tempfile
-from typing import Any, Final
+from typing import Any
 
-DEFAULT_SPOOL_MEMORY: Final = 8 * 1024 * 1024
+from airflow_provider_segmind.utils.media_policy import DEFAULT_SPOOL_MEMORY
 
 
 class Spool:

@@ -15,18 +15,13 @@ import re
 from collections.abc import Mapping
 from typing import Any, Final
 
+from airflow_provider_segmind.exceptions import UnsafeS3KeyError
 from airflow_provider_segmind.transfers._download import Fetched
-from airflow_provider_segmind.transfers._inputs import _Output, _Result
-from airflow_provider_segmind.transfers._media_policy import DownloadPolicy, check_url
 from airflow_provider_segmind.transfers._s3 import OBJECT_SHA256_METADATA, S3Writer, StoredObject, WriteResult
-from airflow_provider_segmind.transfers._s3_keys import (
-    UnsafeS3KeyError,
-    manifest_key,
-    render_key,
-    s3_uri,
-    template_fields,
-)
 from airflow_provider_segmind.transfers._spool import Spool
+from airflow_provider_segmind.utils.media_policy import DownloadPolicy, check_url
+from airflow_provider_segmind.utils.results import CompletedResult, ResultOutput
+from airflow_provider_segmind.utils.s3_keys import manifest_key, render_key, s3_uri, template_fields
 
 _EXTENSIONS: Final = {
     "image/jpeg": "jpeg",
@@ -60,13 +55,19 @@ def _ext_for(content_type: str | None, url: str | None = None) -> str:
 
 
 def check_plan(
-    bucket: str, template: str, results: list[_Result], ids: Mapping[str, Any], *, policy: DownloadPolicy, log: Any
+    bucket: str,
+    template: str,
+    results: list[CompletedResult],
+    ids: Mapping[str, Any],
+    *,
+    policy: DownloadPolicy,
+    log: Any,
 ) -> None:
     """Refuse unsafe keys, bad URLs and key collisions before anything is downloaded or written."""
     planned: dict[str, str] = {}
     count = 0
     for result in results:
-        outputs = result.outputs or [_Output(0)]
+        outputs = result.outputs or [ResultOutput(0)]
         for output in outputs:
             count += 1
             if output.url is not None:
@@ -91,7 +92,7 @@ def check_plan(
 def object_key(
     template: str,
     ids: Mapping[str, Any],
-    result: _Result,
+    result: CompletedResult,
     index: int,
     content_type: str | None,
     *,
@@ -109,7 +110,7 @@ def object_key(
 
 
 def store_object(
-    writer: S3Writer, bucket: str, key: str, result: _Result, fetched: Fetched, *, replace: bool, log: Any
+    writer: S3Writer, bucket: str, key: str, result: CompletedResult, fetched: Fetched, *, replace: bool, log: Any
 ) -> WriteResult:
     """Write one verified output at ``key`` (or find it already there) and say so in the log."""
     metadata = {"segmind-request-id": result.request_id}
@@ -132,7 +133,7 @@ def write_manifest(
     bucket: str,
     key: str,
     document: Mapping[str, Any],
-    result: _Result,
+    result: CompletedResult,
     fetched: Fetched,
     *,
     replace: bool,

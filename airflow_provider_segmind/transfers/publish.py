@@ -2,7 +2,7 @@
 
 The write side is the transfer's own (``_s3.S3Writer``: conditional ``If-None-Match: *`` writes,
 SHA-256 checked by S3; ``_storing.write_manifest_document``: the manifest beside each object;
-``_s3_keys``: the key rules; ``_assets``: the one asset event per task). This module only reads
+``utils/s3_keys``: the key rules; ``_assets``: the one asset event per task). This module only reads
 the chosen candidates back, checks they are the bytes the reviewer saw, and says who approved
 them. Like the transfer it imports neither boto3 nor the Amazon provider at parse time.
 """
@@ -19,7 +19,7 @@ from airflow.providers.common.compat.sdk import AirflowFailException, AirflowSki
 from airflow.sdk import Asset
 
 from airflow_provider_segmind import __version__
-from airflow_provider_segmind.exceptions import SegmindError
+from airflow_provider_segmind.exceptions import PublishIntegrityError, ReviewInputError, SegmindError, UnsafeS3KeyError
 from airflow_provider_segmind.transfers._assets import (
     AUTO_ASSET,
     DEFAULT_MAX_EVENT_OBJECTS,
@@ -27,17 +27,7 @@ from airflow_provider_segmind.transfers._assets import (
     declare_partial_outlet,
     emit_event,
 )
-from airflow_provider_segmind.transfers._candidates import (
-    PINNED_KEY,
-    PUBLISH_NONE,
-    ReviewInputError,
-    approval,
-    chosen_candidates,
-    flatten_candidates,
-    split_uri,
-)
 from airflow_provider_segmind.transfers._s3 import (
-    SHA256_METADATA,
     ChecksumMode,
     ConflictCheck,
     S3Writer,
@@ -45,30 +35,27 @@ from airflow_provider_segmind.transfers._s3 import (
     check_writer_options,
     s3_client,
 )
-from airflow_provider_segmind.transfers._s3_keys import (
-    UnsafeS3KeyError,
-    manifest_key,
-    parse_location,
-    render_key,
-    s3_uri,
-)
-from airflow_provider_segmind.transfers._spool import DEFAULT_SPOOL_MEMORY, Spool
+from airflow_provider_segmind.transfers._spool import Spool
 from airflow_provider_segmind.transfers._storing import _ext_for, write_manifest_document
+from airflow_provider_segmind.utils.media_policy import DEFAULT_SPOOL_MEMORY
+from airflow_provider_segmind.utils.review_candidates import (
+    PINNED_KEY,
+    PUBLISH_NONE,
+    approval,
+    chosen_candidates,
+    flatten_candidates,
+    split_uri,
+)
+from airflow_provider_segmind.utils.s3_keys import SHA256_METADATA, manifest_key, parse_location, render_key, s3_uri
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-__all__ = ["DEFAULT_PUBLISHED_KEY", "PUBLISH_NONE", "ReviewInputError", "SegmindPublishOperator"]
+__all__ = ["DEFAULT_PUBLISHED_KEY", "SegmindPublishOperator"]
 
 #: Where published images go: one folder per DAG (the asset), then per run, named like the candidate.
 DEFAULT_PUBLISHED_KEY: Final = "published/{dag_id}/{run_id}/{request_id}-{index}.{ext}"
 _CHUNK: Final = 1024 * 1024
-
-
-class PublishIntegrityError(SegmindError):
-    """A chosen candidate in S3 is not the object its manifest describes; nothing of it was published."""
-
-    task_retry_helps = False
 
 
 class SegmindPublishOperator(BaseOperator):

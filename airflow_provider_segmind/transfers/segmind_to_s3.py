@@ -1,8 +1,8 @@
 """SegmindToS3Operator: persist Segmind outputs to S3, streamed, verified, idempotent and safe.
 
 This module is the operator: its arguments, their checks, the order of the steps and the manifest
-document. The steps live beside it: ``_inputs`` (which outputs), ``_media_policy``/``_download``
-(fetching them safely), ``_storing``/``_s3``/``_s3_keys`` (keys and writes), ``_assets`` (events).
+document. The steps live beside it: ``_inputs`` (which outputs), ``utils/media_policy``/``_download``
+(fetching them safely), ``_storing``/``_s3``/``utils/s3_keys`` (keys and writes), ``_assets`` (events).
 Importing this module imports neither boto3 nor the Amazon provider: ``S3Hook`` is imported in
 ``execute``, so DAG files parse fast and without the ``amazon`` extra installed.
 """
@@ -18,12 +18,13 @@ from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperat
 from airflow.sdk import Asset
 
 from airflow_provider_segmind import __version__
-from airflow_provider_segmind.exceptions import SegmindError
-from airflow_provider_segmind.redaction import MANIFEST_LIMITS, plain
-from airflow_provider_segmind.redaction import finite_number as _number
+from airflow_provider_segmind.exceptions import (
+    SegmindError,
+    UnsafeS3KeyError,
+)
+from airflow_provider_segmind.protocol.vocabulary import DEFAULT_CONN_ID
 from airflow_provider_segmind.transfers._assets import (
     AUTO_ASSET,
-    DEFAULT_ASSET_ALIAS,
     DEFAULT_MAX_EVENT_OBJECTS,
     _event_target,
     asset_event_extra,
@@ -31,12 +32,20 @@ from airflow_provider_segmind.transfers._assets import (
     emit_event,
 )
 from airflow_provider_segmind.transfers._download import Downloader, Fetched, image_dimensions
-
-# (``X as X``: re-exported, tests import ``_iter_inputs`` and ``_result_from_summary`` from here)
-from airflow_provider_segmind.transfers._inputs import _iter_inputs as _iter_inputs
-from airflow_provider_segmind.transfers._inputs import _Output, _Result, fetch_outputs, resolve
-from airflow_provider_segmind.transfers._inputs import _result_from_summary as _result_from_summary
-from airflow_provider_segmind.transfers._media_policy import (
+from airflow_provider_segmind.transfers._inputs import _iter_inputs, fetch_outputs, resolve
+from airflow_provider_segmind.transfers._s3 import (
+    DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_MULTIPART_THRESHOLD,
+    DEFAULT_PART_SIZE,
+    ChecksumMode,
+    ConflictCheck,
+    S3Writer,
+    WriteResult,
+    check_writer_options,
+    s3_client,
+)
+from airflow_provider_segmind.transfers._storing import check_plan, object_key, store_object, write_manifest
+from airflow_provider_segmind.utils.media_policy import (
     DEFAULT_ALLOWED_CONTENT_TYPES,
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_DOWNLOAD_RETRIES,
@@ -46,47 +55,19 @@ from airflow_provider_segmind.transfers._media_policy import (
     DEFAULT_MEDIA_HOSTS,
     DEFAULT_READ_TIMEOUT,
     DownloadPolicy,
-    SegmindOutputDownloadError,
-    SegmindOutputError,
-    SegmindOutputRefusedError,
 )
-from airflow_provider_segmind.transfers._s3 import (
-    DEFAULT_MAX_CONCURRENCY,
-    DEFAULT_MULTIPART_THRESHOLD,
-    DEFAULT_PART_SIZE,
-    ChecksumMode,
-    ConflictCheck,
-    S3ObjectConflictError,
-    S3WriteError,
-    S3Writer,
-    WriteResult,
-    check_writer_options,
-    s3_client,
-)
-from airflow_provider_segmind.transfers._s3_keys import DEFAULT_KEY_TEMPLATE, UnsafeS3KeyError, parse_location, s3_uri
-from airflow_provider_segmind.transfers._storing import check_plan, object_key, store_object, write_manifest
+from airflow_provider_segmind.utils.redaction import MANIFEST_LIMITS, plain
+from airflow_provider_segmind.utils.redaction import finite_number as _number
+from airflow_provider_segmind.utils.results import CompletedResult, ResultOutput
+from airflow_provider_segmind.utils.s3_keys import parse_location, s3_uri
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_provider_segmind.hooks.segmind import SegmindHook
-    from airflow_provider_segmind.protocol import JobResult
+    from airflow_provider_segmind.protocol.responses import JobResult
 
-__all__ = [
-    "AUTO_ASSET",
-    "DEFAULT_ASSET_ALIAS",
-    "DEFAULT_KEY_TEMPLATE",
-    "DEFAULT_MEDIA_HOSTS",
-    "MANIFEST_VERSION",
-    "S3ObjectConflictError",
-    "S3WriteError",
-    "SegmindOutputDownloadError",
-    "SegmindOutputError",
-    "SegmindOutputRefusedError",
-    "SegmindToS3Operator",
-    "UnsafeS3KeyError",
-    "asset_event_extra",
-]
+__all__ = ["MANIFEST_VERSION", "SegmindToS3Operator", "asset_event_extra"]
 
 #: The alias this operator emitted on by default up to 0.1.0; no longer a default (every DAG scheduled
 #: on it fired on every other DAG's images). Pass ``asset_alias=DEFAULT_ASSET_ALIAS`` to keep
@@ -243,7 +224,7 @@ class SegmindToS3Operator(BaseOperator):
         s3_bucket: str | None = None,
         s3_key: str | None = None,
         aws_conn_id: str = "aws_default",
-        segmind_conn_id: str = "segmind_default",
+        segmind_conn_id: str = DEFAULT_CONN_ID,
         replace: bool = False,
         allowed_hosts: Sequence[str] = DEFAULT_MEDIA_HOSTS,
         allow_insecure_loopback: bool = False,
@@ -450,8 +431,8 @@ class SegmindToS3Operator(BaseOperator):
         writer: S3Writer,
         bucket: str,
         key: str,
-        result: _Result,
-        output: _Output,
+        result: CompletedResult,
+        output: ResultOutput,
         fetched: Fetched,
         ids: Mapping[str, Any],
     ) -> str | None:
@@ -466,8 +447,8 @@ class SegmindToS3Operator(BaseOperator):
         self,
         bucket: str,
         key: str,
-        result: _Result,
-        output: _Output,
+        result: CompletedResult,
+        output: ResultOutput,
         fetched: Fetched,
         outcome: WriteResult,
         ids: Mapping[str, Any],
@@ -527,7 +508,7 @@ class SegmindToS3Operator(BaseOperator):
         Called by the OpenLineage provider's listener only (see docs/lineage.md); the import stays
         here so nothing of OpenLineage loads without it. After a failure: the objects stored so far.
         """
-        from airflow_provider_segmind.lineage import transfer_lineage
+        from airflow_provider_segmind.utils.openlineage import transfer_lineage
 
         return transfer_lineage(self.stored_outputs)
 

@@ -1,11 +1,11 @@
 """SegmindJobTrigger: wait for a Segmind v2 job in the triggerer and emit its one event.
 
 The trigger is only a polling loop, as in the official dbt Cloud provider: the hook owns all I/O,
-:class:`~airflow_provider_segmind.polling.JobWatch` owns the loop (shared with the blocking
-:func:`~airflow_provider_segmind.polling.wait_for_job`, so a task that does not defer polls on the
+:class:`~airflow_provider_segmind.triggers.job_watch.JobWatch` owns the loop (shared with the blocking
+:func:`~airflow_provider_segmind.triggers.job_watch.wait_for_job`, so a task that does not defer polls on the
 same schedule and ends with the same event), and this module runs it on the triggerer's event loop.
-The event's schema and checks live in :mod:`airflow_provider_segmind.events`, the result summary
-in :mod:`airflow_provider_segmind.results`.
+The event's schema and checks live in :mod:`airflow_provider_segmind.triggers.events`, the result summary
+in :mod:`airflow_provider_segmind.utils.results`.
 
 No event ever carries the API key: the key lives only in the hook's private settings, and every
 error text is passed through :func:`~airflow_provider_segmind.protocol.redact` with the key.
@@ -27,52 +27,31 @@ from typing import Any, Final
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-try:  # Airflow 2.10+ and every 3.x: a trigger may end its task without a worker resume.
-    from airflow.triggers.base import TaskSuccessEvent
-except ImportError:  # pragma: no cover - no supported Airflow lacks it; kept so the rule below can say "off"
-    TaskSuccessEvent = None  # type: ignore[assignment,misc]
-
-# Re-exported from their new homes for ``operators/segmind.py`` and older user code that imported
-# them from here; new code imports them from ``events``, ``results`` and ``polling``.
-from airflow_provider_segmind.events import (
-    EVENT_STATUSES,
+from airflow_provider_segmind.protocol.schedule import PollSchedule
+from airflow_provider_segmind.protocol.text import redact
+from airflow_provider_segmind.protocol.vocabulary import DEFAULT_CONN_ID
+from airflow_provider_segmind.triggers.events import (
     EVENT_SUCCESS,
     EVENT_TRY_NUMBER,
     try_number_of,
-    validate_event,
 )
-from airflow_provider_segmind.polling import (
-    DEFAULT_CONN_ID,
+from airflow_provider_segmind.triggers.job_watch import (
     DEFAULT_MAX_CONSECUTIVE_ERRORS,
     SINGLE_ATTEMPT,
     AsyncCalls,
     JobWatch,
     run_async,
-    wait_for_job,
 )
-from airflow_provider_segmind.protocol import PollSchedule, redact
-from airflow_provider_segmind.results import (
+from airflow_provider_segmind.utils.results import (
     XCOM_OUTPUT_URL,
     XCOM_REQUEST_ID,
     completed_summary,
-    fit_summary,
-    result_summary,
-    summarize_params,
+    output_link,
 )
-from airflow_provider_segmind.timeouts import tag_timeout
+from airflow_provider_segmind.utils.timeouts import tag_timeout
+from airflow_provider_segmind.version_compat import TaskSuccessEvent
 
-__all__ = [
-    "DEFAULT_MAX_CONSECUTIVE_ERRORS",
-    "EVENT_STATUSES",
-    "SegmindJobTrigger",
-    "ends_from_trigger",
-    "fit_summary",
-    "result_summary",
-    "summarize_params",
-    "task_trigger_kwargs",
-    "validate_event",
-    "wait_for_job",
-]
+__all__ = ["SegmindJobTrigger", "ends_from_trigger", "task_trigger_kwargs"]
 
 #: The key of a task's return value (``BaseXCom.XCOM_RETURN_KEY``).
 XCOM_RETURN_KEY: Final = "return_value"
@@ -86,14 +65,15 @@ def _import_transport() -> None:
     global _transport_imported
     import aiohttp  # noqa: F401
 
-    import airflow_provider_segmind.hooks.segmind  # noqa: F401
+    import airflow_provider_segmind.hooks.segmind
+    import airflow_provider_segmind.operators.segmind  # noqa: F401  (the extra link's class, for end_xcoms)
 
     _transport_imported = True
 
 
 def _link_xcom_key() -> str:
     """The XCom key of the operators' extra link ("Segmind output")."""
-    from airflow_provider_segmind.operators.links import SegmindOutputLink
+    from airflow_provider_segmind.operators.segmind import SegmindOutputLink
 
     return str(SegmindOutputLink().xcom_key)
 
@@ -299,8 +279,8 @@ class SegmindJobTrigger(BaseTrigger):
         the XComs a resumed task would push, instead of resuming it on a worker. Default ``False``
         (triggers serialized by older versions resume as they always did).
     :param summary_params: the operator's parameters as its summary shows them
-        (:func:`~airflow_provider_segmind.results.summarize_params` output, no secret): the return
-        value is then the operator's (:func:`~airflow_provider_segmind.results.completed_summary`)
+        (:func:`~airflow_provider_segmind.utils.results.summarize_params` output, no secret): the return
+        value is then the operator's (:func:`~airflow_provider_segmind.utils.results.completed_summary`)
         and the request id, output URL and extra link XComs are pushed too. ``None``: the event's
         summary as it is, alone (what the sensor returns).
     :param filled_seed: the seed the operator filled in, for the summary; also put in the event that
@@ -308,11 +288,11 @@ class SegmindJobTrigger(BaseTrigger):
         (``dag.test()``) still knows it.
     :param push_return_value: the task's ``do_xcom_push``.
     :param deadline_cause: which bound set ``deadline`` (``"execution_timeout"``, ``"job_timeout"``,
-        the sensor's ``"timeout"``; :mod:`~airflow_provider_segmind.timeouts`), copied into a
+        the sensor's ``"timeout"``; :mod:`~airflow_provider_segmind.utils.timeouts`), copied into a
         ``timeout`` event as ``deadline_cause`` so the task's error names it. ``None``: not said
         (triggers serialized by older versions).
     :param try_number: the number of the try that deferred, stamped on every event this trigger yields
-        (``try_number``), so a task resumed in another try can tell (:mod:`airflow_provider_segmind.deferral`:
+        (``try_number``), so a task resumed in another try can tell (:mod:`airflow_provider_segmind.utils.deferral`:
         Airflow 3.1.0 hands a retry the try before's event).
     :param multiple_outputs: the task's ``multiple_outputs``: ending the task, each key of the return
         value is pushed as its own XCom too, as a worker does.
@@ -423,13 +403,15 @@ class SegmindJobTrigger(BaseTrigger):
         """Push the task's XComs through the Task SDK, as a worker does; ``False``: resume on the worker.
 
         Not through ``TaskSuccessEvent(xcoms=...)``: Airflow 3.1 to 3.3 store those with
-        ``XComModel.set`` (``json.dumps`` into a JSON column), so every value reaches downstream
+        ``XComModel.set`` (``json.dumps`` into a JSON column: ``_push_xcoms_if_necessary`` in
+        ``airflow/models/trigger.py``, from apache/airflow#40084), while the Task SDK reads XComs as
+        values it serialized itself (apache/airflow#46719, #47961), so every value reaches downstream
         tasks as JSON text, a summary as a string instead of a dict (seen on a real 3.3 scheduler,
         ``tests/integration``). The Task SDK's ``XCom.set`` (trigger code may call it since 3.1's
-        ``SetXCom`` in the triggerer) encodes like a worker's push and honours a custom XCom backend;
-        each key goes the way the task runner sends it (:meth:`_push_one`); ``XCom`` is imported from
-        ``airflow.providers.common.compat.sdk`` (which exports it from 1.23.0, the declared floor), not
-        from the Task SDK's private ``execution_time`` package.
+        ``SetXCom`` in the triggerer, apache/airflow#53514) encodes like a worker's push and honours a
+        custom XCom backend; each key goes the way the task runner sends it (:meth:`_push_one`);
+        ``XCom`` is imported from ``airflow.providers.common.compat.sdk`` (which exports it from
+        1.23.0, the declared floor), not from the Task SDK's private ``execution_time`` package.
         Anything that stops it (no task instance, as in a bare event loop; an Execution API error, such
         as a return value too long to map) resumes the task on the worker instead, which is always
         correct (the worker pushes them all again, or fails as Airflow fails any such task).
@@ -495,8 +477,6 @@ class SegmindJobTrigger(BaseTrigger):
         if self.summary_params is None:
             summary = dict(result)
         else:
-            from airflow_provider_segmind.operators.links import output_link
-
             summary = completed_summary(result, self.summary_params, self.filled_seed)
             xcoms[XCOM_REQUEST_ID] = event["request_id"]
             url = summary.get("output_url")

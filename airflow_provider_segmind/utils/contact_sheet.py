@@ -15,7 +15,7 @@ from typing import Any, Final
 
 import jinja2
 
-from airflow_provider_segmind.transfers._s3_keys import encode_component, manifest_key
+from airflow_provider_segmind.utils.s3_keys import encode_component, manifest_key
 
 THUMBNAIL_EDGE: Final = 320
 
@@ -143,7 +143,7 @@ def write_contact_sheet(
     )
     written = {"batch_manifest": f"s3://{bucket}/{batch_key}", "contact_sheet": f"s3://{bucket}/{sheet_key}"}
     if asset_event is not None:
-        from airflow_provider_segmind.transfers._assets import asset_event_extra
+        from airflow_provider_segmind.transfers.segmind_to_s3 import asset_event_extra
 
         objects = [
             {"key": e["key"], "sha256": e["sha256"], "manifest": manifest_key(e["key"]), "request_id": e["request_id"]}

@@ -28,15 +28,10 @@ from typing import Any, Final
 
 import jinja2
 
-from airflow_provider_segmind.transfers._candidates import (
-    PUBLISH_NONE,
-    ReviewInputError,
-    candidate_labels,
-    pin,
-    split_uri,
-)
-from airflow_provider_segmind.transfers._s3 import SHA256_METADATA, sigv4_client
-from airflow_provider_segmind.transfers._s3_keys import manifest_key
+from airflow_provider_segmind.exceptions import ReviewInputError
+from airflow_provider_segmind.utils.presigning import sigv4_client
+from airflow_provider_segmind.utils.review_candidates import PUBLISH_NONE, candidate_labels, pin, split_uri
+from airflow_provider_segmind.utils.s3_keys import SHA256_METADATA, manifest_key
 
 #: SigV4 presigned URLs live at most 7 days.
 MAX_URL_EXPIRY: Final = timedelta(days=7)
@@ -200,7 +195,7 @@ def build_review(
 ) -> tuple[str, list[dict[str, Any]]]:
     """Read each candidate's manifest and object head, presign its image (and the contact sheet), render the body.
 
-    Returns the body and one pin per option (:func:`~airflow_provider_segmind.transfers._candidates.pin`:
+    Returns the body and one pin per option (:func:`~airflow_provider_segmind.utils.review_candidates.pin`:
     label, URI, SHA-256, version id): what the review shows is pinned, the image link included (it
     names the pinned version where the bucket keeps versions), so the publish step can check it
     copies that object. A candidate whose bytes are not the ones its manifest records (its

@@ -209,7 +209,8 @@ def run_cluster(settings: ClusterSettings, workdir: Path) -> ClusterRun:
     import boto3
     from moto.server import ThreadedMotoServer
 
-    from airflow_provider_segmind.emulator import EmulatorConfig, SegmindEmulator
+    from airflow_provider_segmind.emulator.config import EmulatorConfig
+    from airflow_provider_segmind.emulator.server import SegmindEmulator
     from tests.cluster.servers import PostgresServer, RedisServer
     from tests.cluster.topology import CeleryCluster
 
@@ -269,7 +270,7 @@ def run_cluster(settings: ClusterSettings, workdir: Path) -> ClusterRun:
         cluster.airflow("pools", "set", "segmind", str(settings.pool_slots), "Segmind jobs")
         cluster.wait_for_dag(DAG_ID, timeout=300)
         run.airflow_version = cluster.airflow("version").strip()
-        from airflow_provider_segmind.operators.segmind import REQUEST_VARIABLE_PREFIX
+        from airflow_provider_segmind.operators._records import REQUEST_VARIABLE_PREFIX
 
         def records() -> int:
             rows = cluster.query("SELECT count(*) FROM variable WHERE key LIKE ?", (REQUEST_VARIABLE_PREFIX + "%",))

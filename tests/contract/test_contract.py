@@ -21,11 +21,16 @@ from typing import Any
 import pytest
 
 from airflow_provider_segmind.contract import check as contract_check
-from airflow_provider_segmind.contract import main
-from airflow_provider_segmind.emulator import HISTORY_PROFILES, EmulatorConfig, SegmindEmulator
+from airflow_provider_segmind.contract.cli import main
 from airflow_provider_segmind.emulator.__main__ import build_parser, config_from_args
-from airflow_provider_segmind.emulator.config import HISTORY_TIME_FORMATS, load_account_profile
+from airflow_provider_segmind.emulator.config import (
+    HISTORY_PROFILES,
+    HISTORY_TIME_FORMATS,
+    EmulatorConfig,
+    load_account_profile,
+)
 from airflow_provider_segmind.emulator.request_history import history_body, history_time
+from airflow_provider_segmind.emulator.server import SegmindEmulator
 from airflow_provider_segmind.hooks._cache import _CATALOGUE_CACHE
 from airflow_provider_segmind.protocol.contract import (
     ACCOUNT_PROFILE_KIND,

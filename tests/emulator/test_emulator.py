@@ -25,15 +25,13 @@ import pytest
 import requests
 from PIL import Image
 
-from airflow_provider_segmind.emulator import (
-    DEFAULT_API_KEY,
-    EmulatorConfig,
-    SegmindEmulator,
-    create_app,
-    get_state,
-    key_label,
-)
-from airflow_provider_segmind.protocol import RATE_LIMIT_RESET_HEADER, SD3_LARGE_MODEL, SD3_SIZES, parse_retry_after
+from airflow_provider_segmind.emulator.app import create_app, get_state
+from airflow_provider_segmind.emulator.config import DEFAULT_API_KEY, EmulatorConfig
+from airflow_provider_segmind.emulator.server import SegmindEmulator
+from airflow_provider_segmind.emulator.state import key_label
+from airflow_provider_segmind.protocol.answer import parse_retry_after
+from airflow_provider_segmind.protocol.params import SD3_SIZES
+from airflow_provider_segmind.protocol.vocabulary import RATE_LIMIT_RESET_HEADER, SD3_LARGE_MODEL
 
 SD3 = SD3_LARGE_MODEL
 INTERNAL_ERROR = "Internal inference error (emulated)"
@@ -453,7 +451,7 @@ def test_non_json_body_is_400(api: Api) -> None:
         ({"prompt": "a __fail__ castle"}, INTERNAL_ERROR),
         ({"prompt": "something __unsafe__"}, CONTENT_BLOCKED),
         ({"prompt": "a cat", "aspect_ratio": "7:3"}, "Invalid parameter 'aspect_ratio'"),
-        # segmind-api.md, v2 status: Segmind's own FAILED text for a missing prompt.
+        # docs.segmind.com, async inference (v2 status): Segmind's own FAILED text for a missing prompt.
         ({"negative_prompt": "no prompt at all"}, "Prompt is Mandatory and must be string"),
     ],
 )
@@ -1026,7 +1024,7 @@ async def test_500_concurrent_submits_and_polls(emulator: SegmindEmulator) -> No
 
 
 # --------------------------------------------------------------------------------------------
-# Issue 12: answers as Segmind documents them (segmind-api.md, "Added 2026-11-30")
+# Issue 12: answers as Segmind documents them (docs.segmind.com/api-reference, the SDK segmind/segmind-python)
 # --------------------------------------------------------------------------------------------
 
 

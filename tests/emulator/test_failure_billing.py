@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 import requests
 
-from airflow_provider_segmind.emulator import EmulatorConfig, SegmindEmulator
-from airflow_provider_segmind.protocol import SD3_LARGE_MODEL
+from airflow_provider_segmind.emulator.config import EmulatorConfig
+from airflow_provider_segmind.emulator.server import SegmindEmulator
+from airflow_provider_segmind.protocol.vocabulary import SD3_LARGE_MODEL
 
 COST = 0.5
 

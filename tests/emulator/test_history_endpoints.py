@@ -20,18 +20,19 @@ import pytest
 import requests
 from segmind import SegmindClient, SegmindError
 
-from airflow_provider_segmind.emulator import (
+from airflow_provider_segmind.emulator.config import (
     HISTORY_PROFILES,
     OWN_USER_EMAIL,
     OWN_USER_ID,
     TEAMMATE_USER_EMAIL,
     TEAMMATE_USER_ID,
     EmulatorConfig,
-    SegmindEmulator,
 )
 from airflow_provider_segmind.emulator.request_history import IST, MEDIA_PLACEHOLDER
-from airflow_provider_segmind.history import parse_history_page, parse_history_record, same_request_id
-from airflow_provider_segmind.protocol import SD3_LARGE_MODEL, HttpAnswer
+from airflow_provider_segmind.emulator.server import SegmindEmulator
+from airflow_provider_segmind.protocol.answer import HttpAnswer
+from airflow_provider_segmind.protocol.history import parse_history_page, parse_history_record, same_request_id
+from airflow_provider_segmind.protocol.vocabulary import SD3_LARGE_MODEL
 from tests.generation.helpers import ManualClock
 
 KEY_A = "SG_emuhistoryA00001"

@@ -15,17 +15,13 @@ from typing import Any
 import pytest
 import requests
 
-from airflow_provider_segmind.emulator import EmulatorConfig, SegmindEmulator
 from airflow_provider_segmind.emulator.__main__ import build_parser, config_from_args
-from airflow_provider_segmind.emulator.config import RATE_LIMIT_PLANS
+from airflow_provider_segmind.emulator.config import RATE_LIMIT_PLANS, EmulatorConfig
+from airflow_provider_segmind.emulator.server import SegmindEmulator
 from airflow_provider_segmind.exceptions import SegmindRateLimitError
-from airflow_provider_segmind.protocol import (
-    RATE_LIMIT_RESET_HEADER,
-    SD3_LARGE_MODEL,
-    Endpoint,
-    HttpAnswer,
-    classify_error,
-)
+from airflow_provider_segmind.protocol.answer import HttpAnswer
+from airflow_provider_segmind.protocol.errors import classify_error
+from airflow_provider_segmind.protocol.vocabulary import RATE_LIMIT_RESET_HEADER, SD3_LARGE_MODEL, Endpoint
 
 
 def _get(emu: SegmindEmulator, path: str) -> requests.Response:

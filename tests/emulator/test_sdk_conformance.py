@@ -13,8 +13,8 @@ import pytest
 import requests
 from segmind import InferenceFailed, SegmindClient, SegmindError
 
-from airflow_provider_segmind.emulator import SegmindEmulator
-from airflow_provider_segmind.protocol import SD3_LARGE_MODEL
+from airflow_provider_segmind.emulator.server import SegmindEmulator
+from airflow_provider_segmind.protocol.vocabulary import SD3_LARGE_MODEL
 
 PROMPT = "A panda in a vintage cosmonaut suit holding a sign that reads 'I love flying to the moon!'"
 

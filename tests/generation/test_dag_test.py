@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from airflow_provider_segmind.protocol import SD3_LARGE_MODEL
+from airflow_provider_segmind.protocol.vocabulary import SD3_LARGE_MODEL
 from tests.generation.helpers import FAST_SCHEDULE, ManualClock, captured_logs, use_emulator
 
 
@@ -191,7 +191,7 @@ def _request_variables() -> list[str]:
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
-    from airflow_provider_segmind.operators.segmind import REQUEST_VARIABLE_PREFIX
+    from airflow_provider_segmind.operators._records import REQUEST_VARIABLE_PREFIX
 
     with create_session() as session:
         keys = session.execute(select(VariableModel.key)).scalars().all()

@@ -18,9 +18,9 @@ from airflow.triggers.base import TaskSuccessEvent, TriggerEvent
 
 from airflow_provider_segmind.hooks.segmind import SegmindHook
 from airflow_provider_segmind.operators.segmind import SegmindTextToImageOperator
-from airflow_provider_segmind.protocol import SD3_LARGE_MODEL
-from airflow_provider_segmind.results import completed_summary, summarize_params
+from airflow_provider_segmind.protocol.vocabulary import SD3_LARGE_MODEL
 from airflow_provider_segmind.triggers.segmind import SegmindJobTrigger, ends_from_trigger
+from airflow_provider_segmind.utils.results import completed_summary, summarize_params
 from tests.generation.helpers import FAST_SCHEDULE, PROMPT, run_trigger
 
 LOG = logging.getLogger("test_end_from_trigger")

@@ -1,7 +1,7 @@
 """Issue 24 item 1: a task's ``execution_timeout`` ends the wait for its job in every mode.
 
 Airflow 3 applies ``execution_timeout`` only while a worker runs the task, so the provider folds it
-into the wait's own deadline (``airflow_provider_segmind/timeouts.py``): blocking waits, the trigger
+into the wait's own deadline (``airflow_provider_segmind/utils/timeouts.py``): blocking waits, the trigger
 of a deferred operator (which ends the task itself on success with ``end_from_trigger``, and resumes
 it on a timeout) and the deferrable sensor all end at the earlier of their own bound and the try's
 start plus ``execution_timeout``; the error names which one it was. Real emulator, real trigger loop.
@@ -23,10 +23,13 @@ from airflow.providers.common.compat.sdk import (
 )
 
 from airflow_provider_segmind.hooks.segmind import SegmindHook
-from airflow_provider_segmind.operators.segmind import STATE_STORE_KEY, XCOM_REQUEST_ID, SegmindTextToImageOperator
-from airflow_provider_segmind.protocol import SD3_LARGE_MODEL
+from airflow_provider_segmind.operators._records import STATE_STORE_KEY
+from airflow_provider_segmind.operators.segmind import SegmindTextToImageOperator
+from airflow_provider_segmind.protocol.vocabulary import SD3_LARGE_MODEL
 from airflow_provider_segmind.sensors.segmind import SegmindJobSensor
-from airflow_provider_segmind.timeouts import (
+from airflow_provider_segmind.triggers.segmind import SegmindJobTrigger
+from airflow_provider_segmind.utils.results import XCOM_REQUEST_ID
+from airflow_provider_segmind.utils.timeouts import (
     DEFERRAL_GRACE,
     EXECUTION_TIMEOUT,
     JOB_TIMEOUT,
@@ -34,7 +37,6 @@ from airflow_provider_segmind.timeouts import (
     is_deferral_timeout,
     wait_deadline,
 )
-from airflow_provider_segmind.triggers.segmind import SegmindJobTrigger
 from tests.generation.helpers import (
     FAST_SCHEDULE,
     PROMPT,

@@ -21,10 +21,11 @@ import pytest
 import requests
 
 from airflow_provider_segmind.emulator.state import key_label
-from airflow_provider_segmind.events import validate_event
 from airflow_provider_segmind.hooks.segmind import SegmindHook
-from airflow_provider_segmind.polling import wait_for_job
-from airflow_provider_segmind.protocol import SD3_LARGE_MODEL, PollSchedule
+from airflow_provider_segmind.protocol.schedule import PollSchedule
+from airflow_provider_segmind.protocol.vocabulary import SD3_LARGE_MODEL
+from airflow_provider_segmind.triggers.events import validate_event
+from airflow_provider_segmind.triggers.job_watch import wait_for_job
 from airflow_provider_segmind.triggers.segmind import SegmindJobTrigger
 from tests.generation.helpers import FAST_SCHEDULE, PROMPT, ManualClock, captured_logs, use_emulator, wait_for
 

@@ -12,7 +12,8 @@ from typing import Any
 
 from airflow_provider_segmind.hooks.segmind import SegmindHook
 from airflow_provider_segmind.protocol.learning import LEARNED_RUNTIMES, MIN_SAMPLES
-from airflow_provider_segmind.triggers.segmind import SegmindJobTrigger, wait_for_job
+from airflow_provider_segmind.triggers.job_watch import wait_for_job
+from airflow_provider_segmind.triggers.segmind import SegmindJobTrigger
 from tests.generation.helpers import PROMPT, use_emulator
 
 MODEL = "some-video-model"
@@ -69,7 +70,7 @@ def test_a_later_job_of_the_same_model_is_polled_fewer_times(emulator_factory: A
 def test_the_blocking_wait_learns_and_uses_the_same_book(emulator_factory: Any, monkeypatch: Any) -> None:
     emu = emulator_factory(queue_time=0.05, inference_time=1.0)
     use_emulator(monkeypatch, emu)
-    from airflow_provider_segmind.protocol import PollSchedule
+    from airflow_provider_segmind.protocol.schedule import PollSchedule
 
     schedule = PollSchedule.from_dict(SCHEDULE)
     first = []

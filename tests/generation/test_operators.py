@@ -16,17 +16,11 @@ from airflow_provider_segmind.exceptions import (
     SegmindJobFailedError,
     SegmindRequestNotFoundError,
 )
-from airflow_provider_segmind.operators.segmind import (
-    REQUEST_VARIABLE_PREFIX,
-    STATE_STORE_KEY,
-    XCOM_OUTPUT_URL,
-    XCOM_REQUEST_ID,
-    SegmindRunOperator,
-    SegmindTextToImageOperator,
-    VariableRequestStore,
-)
-from airflow_provider_segmind.protocol import SD3_LARGE_MODEL
+from airflow_provider_segmind.operators._records import REQUEST_VARIABLE_PREFIX, STATE_STORE_KEY, VariableRequestStore
+from airflow_provider_segmind.operators.segmind import SegmindRunOperator, SegmindTextToImageOperator
+from airflow_provider_segmind.protocol.vocabulary import SD3_LARGE_MODEL
 from airflow_provider_segmind.triggers.segmind import SegmindJobTrigger
+from airflow_provider_segmind.utils.results import XCOM_OUTPUT_URL, XCOM_REQUEST_ID
 from tests.generation.helpers import (
     FAST_SCHEDULE,
     PROMPT,
@@ -711,17 +705,16 @@ def test_airflow_discovers_the_operators_trigger_sensor_and_link() -> None:
 
 
 def test_the_registered_extra_link_path_is_the_link_the_operators_carry() -> None:
-    """get_provider_info names the link by its public path, a re-export of ``operators/links.py``: one class."""
+    """get_provider_info names the link by its defining path (``operators/segmind.py``, as dbt does): one class."""
     import importlib
 
     from airflow_provider_segmind.get_provider_info import get_provider_info
-    from airflow_provider_segmind.operators import links
     from airflow_provider_segmind.operators import segmind as module  # the live module (another test reloads it)
 
     (path,) = get_provider_info()["extra-links"]
     module_name, _, class_name = path.rpartition(".")
     registered = getattr(importlib.import_module(module_name), class_name)
-    assert registered is links.SegmindOutputLink
+    assert registered is module.SegmindOutputLink
     for operator in (module.SegmindRunOperator, module.SegmindTextToImageOperator):
         assert [type(link) for link in operator.operator_extra_links] == [registered]
 

@@ -20,19 +20,18 @@ from airflow_provider_segmind.exceptions import (
     SegmindServerError,
     SegmindTransportError,
 )
-from airflow_provider_segmind.protocol import (
+from airflow_provider_segmind.protocol.responses import JobStatusResponse
+from airflow_provider_segmind.protocol.schedule import (
     OUTCOME_COMPLETED,
     OUTCOME_ERROR,
     OUTCOME_EXPIRED,
     OUTCOME_FAILED,
     OUTCOME_TIMEOUT,
     RATE_LIMIT_PATIENCE_SECONDS,
-    SD3_LARGE_MODEL,
-    JobStatusResponse,
     PollSchedule,
     PollTracker,
-    SegmindJobStatus,
 )
+from airflow_provider_segmind.protocol.vocabulary import SD3_LARGE_MODEL, SegmindJobStatus
 
 RTT = 0.01  # seconds per HTTP round trip in the simulation
 

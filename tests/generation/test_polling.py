@@ -1,6 +1,6 @@
 """The one polling loop: the blocking and the async driver run the same watch to the same end.
 
-:class:`~airflow_provider_segmind.polling.JobWatch` holds the rules once; ``run_blocking`` (the
+:class:`~airflow_provider_segmind.triggers.job_watch.JobWatch` holds the rules once; ``run_blocking`` (the
 non-deferrable operators) and ``run_async`` (the trigger) only perform its actions. Here both run
 the same scripted job against the emulator (real HTTP over loopback, on a clock the sleeps move,
 so the job's progress and the schedule are the same in both runs) and must ask for the same
@@ -17,11 +17,13 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_segmind import polling, results, triggers
 from airflow_provider_segmind.emulator.state import key_label
-from airflow_provider_segmind.events import validate_event
 from airflow_provider_segmind.hooks.segmind import SegmindHook
-from airflow_provider_segmind.polling import (
+from airflow_provider_segmind.protocol.schedule import PollSchedule
+from airflow_provider_segmind.protocol.vocabulary import SD3_LARGE_MODEL
+from airflow_provider_segmind.triggers import segmind as trigger_module
+from airflow_provider_segmind.triggers.events import validate_event
+from airflow_provider_segmind.triggers.job_watch import (
     SINGLE_ATTEMPT,
     Action,
     AsyncCalls,
@@ -33,8 +35,6 @@ from airflow_provider_segmind.polling import (
     run_blocking,
     wait_for_job,
 )
-from airflow_provider_segmind.protocol import SD3_LARGE_MODEL, PollSchedule
-from airflow_provider_segmind.triggers import segmind as trigger_module
 from tests.generation.helpers import FAST_SCHEDULE, PROMPT, ManualClock, use_emulator
 from tests.generation.test_key_rotation import KEY_B, change_keys
 
@@ -309,11 +309,9 @@ def test_a_cancelled_async_watch_stops_without_an_event(emulator: Any, monkeypat
     assert watch.tracker.polls == 0
 
 
-def test_old_import_paths_name_the_new_homes() -> None:
-    """Operators (and user code) import these from the trigger module: the same objects, not copies."""
-    assert trigger_module.wait_for_job is polling.wait_for_job
-    assert trigger_module.result_summary is results.result_summary
-    assert trigger_module.summarize_params is results.summarize_params
-    assert trigger_module.fit_summary is results.fit_summary
-    assert trigger_module.DEFAULT_MAX_CONSECUTIVE_ERRORS == polling.DEFAULT_MAX_CONSECUTIVE_ERRORS
-    assert triggers.segmind.SegmindJobTrigger.__module__ == "airflow_provider_segmind.triggers.segmind"
+def test_the_watch_names_have_one_home() -> None:
+    """Nothing was published before issue 26: the watch, event and summary names live in one module each,
+    and the trigger module no longer re-exports them (the trigger class keeps its stored classpath)."""
+    for name in ("wait_for_job", "result_summary", "summarize_params", "fit_summary", "DEFAULT_MAX_CONSECUTIVE_ERRORS"):
+        assert name not in trigger_module.__all__
+    assert trigger_module.SegmindJobTrigger.__module__ == "airflow_provider_segmind.triggers.segmind"

@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException, TaskDeferred
 
-from airflow_provider_segmind.events import validate_event
 from airflow_provider_segmind.exceptions import (
     SegmindInvalidInputJobError,
     SegmindInvalidParametersError,
@@ -22,14 +21,13 @@ from airflow_provider_segmind.exceptions import (
     SegmindModelRetiredError,
 )
 from airflow_provider_segmind.hooks.segmind import SegmindHook
-from airflow_provider_segmind.operators.segmind import (
-    STATE_STORE_KEY,
-    SegmindRunOperator,
-    SegmindTextToImageOperator,
-)
-from airflow_provider_segmind.polling import wait_for_job
-from airflow_provider_segmind.protocol import SD3_LARGE_MODEL, PollSchedule
+from airflow_provider_segmind.operators._records import STATE_STORE_KEY
+from airflow_provider_segmind.operators.segmind import SegmindRunOperator, SegmindTextToImageOperator
+from airflow_provider_segmind.protocol.schedule import PollSchedule
+from airflow_provider_segmind.protocol.vocabulary import SD3_LARGE_MODEL
 from airflow_provider_segmind.sensors.segmind import SegmindJobSensor
+from airflow_provider_segmind.triggers.events import validate_event
+from airflow_provider_segmind.triggers.job_watch import wait_for_job
 from airflow_provider_segmind.triggers.segmind import SegmindJobTrigger
 from tests.generation.helpers import (
     FAST_SCHEDULE,
@@ -323,9 +321,10 @@ def test_failed_segmind_tasks_log_no_xcom_not_found(
 
 
 def test_numeric_string_seed_and_file_size_survive_into_the_summary() -> None:
-    """segmind-api.md, Added 2026-11-30: in images[], seed and file_size may be strings."""
-    from airflow_provider_segmind.protocol import HttpAnswer, parse_result
-    from airflow_provider_segmind.results import result_summary
+    """docs.segmind.com/api-reference: in images[], seed and file_size may be strings."""
+    from airflow_provider_segmind.protocol.answer import HttpAnswer
+    from airflow_provider_segmind.protocol.responses import parse_result
+    from airflow_provider_segmind.utils.results import result_summary
 
     body = {
         "status": "COMPLETED",
@@ -357,7 +356,7 @@ def test_event_messages_are_joined_without_doubled_full_stops(event: dict[str, A
 
 
 def test_the_s3_transfer_reads_numeric_string_seed_and_file_size_from_a_summary() -> None:
-    from airflow_provider_segmind.transfers.segmind_to_s3 import _result_from_summary
+    from airflow_provider_segmind.utils.results import result_from_summary
 
     summary = {
         "request_id": "r1",
@@ -365,6 +364,6 @@ def test_the_s3_transfer_reads_numeric_string_seed_and_file_size_from_a_summary(
         "seed": "12",
         "images": [{"url": "https://images.segmind.com/generations/a.jpeg", "file_size": "2048"}],
     }
-    result = _result_from_summary(summary)
+    result = result_from_summary(summary)
     assert result.seed == 12
     assert result.outputs[0].size == 2048

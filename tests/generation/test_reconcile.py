@@ -16,13 +16,10 @@ from airflow.providers.common.compat.sdk import AirflowFailException, TaskDeferr
 
 from airflow_provider_segmind.exceptions import SegmindError
 from airflow_provider_segmind.hooks.segmind import SegmindHook
-from airflow_provider_segmind.operators.segmind import (
-    STATE_STORE_KEY,
-    XCOM_REQUEST_ID,
-    SegmindRunOperator,
-    SegmindTextToImageOperator,
-)
-from airflow_provider_segmind.protocol import SD3_SEED_MAX
+from airflow_provider_segmind.operators._records import STATE_STORE_KEY
+from airflow_provider_segmind.operators.segmind import SegmindRunOperator, SegmindTextToImageOperator
+from airflow_provider_segmind.protocol.params import SD3_SEED_MAX
+from airflow_provider_segmind.utils.results import XCOM_REQUEST_ID
 from tests.generation.helpers import (
     FAST_SCHEDULE,
     PROMPT,

@@ -13,10 +13,11 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_segmind.events import validate_event
 from airflow_provider_segmind.hooks.segmind import SegmindHook
-from airflow_provider_segmind.polling import wait_for_job
-from airflow_provider_segmind.protocol import SD3_LARGE_MODEL, PollSchedule
+from airflow_provider_segmind.protocol.schedule import PollSchedule
+from airflow_provider_segmind.protocol.vocabulary import SD3_LARGE_MODEL
+from airflow_provider_segmind.triggers.events import validate_event
+from airflow_provider_segmind.triggers.job_watch import wait_for_job
 from airflow_provider_segmind.triggers.segmind import SegmindJobTrigger
 from tests.generation.helpers import FAST_SCHEDULE, PROMPT, job_status, run_trigger, wait_for
 

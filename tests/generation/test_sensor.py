@@ -14,7 +14,7 @@ from airflow.providers.common.compat.sdk import (
 )
 
 from airflow_provider_segmind.hooks.segmind import SegmindHook
-from airflow_provider_segmind.protocol import SD3_LARGE_MODEL
+from airflow_provider_segmind.protocol.vocabulary import SD3_LARGE_MODEL
 from airflow_provider_segmind.sensors.segmind import SegmindJobSensor
 from airflow_provider_segmind.triggers.segmind import SegmindJobTrigger
 from tests.generation.helpers import (

@@ -11,14 +11,11 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_segmind.operators.segmind import (
-    STATE_STORE_KEY,
-    XCOM_REQUEST_ID,
-    SegmindRunOperator,
-    SegmindTextToImageOperator,
-)
-from airflow_provider_segmind.protocol import SD3_LARGE_MODEL
+from airflow_provider_segmind.operators._records import STATE_STORE_KEY
+from airflow_provider_segmind.operators.segmind import SegmindRunOperator, SegmindTextToImageOperator
+from airflow_provider_segmind.protocol.vocabulary import SD3_LARGE_MODEL
 from airflow_provider_segmind.sensors.segmind import SegmindJobSensor
+from airflow_provider_segmind.utils.results import XCOM_REQUEST_ID
 from tests.generation.helpers import (
     FAST_SCHEDULE,
     PROMPT,

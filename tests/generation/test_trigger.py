@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_segmind.events import EVENT_STATUSES, validate_event
-from airflow_provider_segmind.hooks import segmind as hook_module
+from airflow_provider_segmind.hooks import _cache as hook_module
 from airflow_provider_segmind.hooks.segmind import SegmindHook
-from airflow_provider_segmind.protocol import SD3_LARGE_MODEL, PollSchedule
+from airflow_provider_segmind.protocol.schedule import PollSchedule
+from airflow_provider_segmind.protocol.vocabulary import SD3_LARGE_MODEL
+from airflow_provider_segmind.triggers.events import EVENT_STATUSES, validate_event
 from airflow_provider_segmind.triggers.segmind import SegmindJobTrigger
 from tests.generation.helpers import (
     FAST_SCHEDULE,

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_segmind.emulator import SegmindEmulator
+from airflow_provider_segmind.emulator.server import SegmindEmulator
 from airflow_provider_segmind.operators._image_input import S3ImageInputs
 from airflow_provider_segmind.protocol.image_input import is_aws_s3_endpoint
 from tests.generation.helpers import make_context

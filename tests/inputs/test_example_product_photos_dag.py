@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_segmind.emulator import SegmindEmulator
-from airflow_provider_segmind.protocol import SD3_LARGE_IMG2IMG_MODEL
+from airflow_provider_segmind.emulator.server import SegmindEmulator
+from airflow_provider_segmind.protocol.vocabulary import SD3_LARGE_IMG2IMG_MODEL
 from tests.generation.test_dag_test import xcoms
 from tests.inputs.conftest import photo
 from tests.transfers.helpers import S3Env

@@ -17,7 +17,8 @@ from airflow_provider_segmind.protocol.image_input import (
     same_presigned_object,
     unsigned_url,
 )
-from airflow_provider_segmind.protocol.params import SD3_LARGE_IMG2IMG_MODEL, validate_params
+from airflow_provider_segmind.protocol.params import validate_params
+from airflow_provider_segmind.protocol.vocabulary import SD3_LARGE_IMG2IMG_MODEL
 
 OBJECT = "https://photos.s3.eu-west-1.amazonaws.com/product-photos/mug.png"
 

@@ -17,13 +17,13 @@ import requests
 from airflow.exceptions import AirflowProviderDeprecationWarning
 from airflow.providers.common.compat.sdk import AirflowFailException
 
-from airflow_provider_segmind.emulator import SegmindEmulator
+from airflow_provider_segmind.emulator.server import SegmindEmulator
 from airflow_provider_segmind.operators.segmind import (
     SegmindImageToImageOperator,
     SegmindRunOperator,
     SegmindTextToImageOperator,
 )
-from airflow_provider_segmind.protocol import SD3_LARGE_IMG2IMG_MODEL, SD3_LARGE_MODEL
+from airflow_provider_segmind.protocol.vocabulary import SD3_LARGE_IMG2IMG_MODEL, SD3_LARGE_MODEL
 from tests.generation.helpers import FAST_SCHEDULE, make_context
 from tests.inputs.conftest import MediaHost
 

@@ -16,15 +16,12 @@ import pytest
 import requests
 from airflow.providers.common.compat.sdk import AirflowFailException, TaskDeferred
 
-from airflow_provider_segmind.emulator import SegmindEmulator
+from airflow_provider_segmind.emulator.server import SegmindEmulator
 from airflow_provider_segmind.exceptions import SegmindInvalidParametersError
-from airflow_provider_segmind.operators.segmind import (
-    STATE_STORE_KEY,
-    SegmindImageToImageOperator,
-    SegmindRunOperator,
-)
-from airflow_provider_segmind.protocol import SD3_LARGE_IMG2IMG_MODEL
+from airflow_provider_segmind.operators._records import STATE_STORE_KEY
+from airflow_provider_segmind.operators.segmind import SegmindImageToImageOperator, SegmindRunOperator
 from airflow_provider_segmind.protocol.image_input import IMAGE_ALLOWED, MAX_INPUT_IMAGE_BYTES
+from airflow_provider_segmind.protocol.vocabulary import SD3_LARGE_IMG2IMG_MODEL
 from tests.generation.helpers import (
     FAST_SCHEDULE,
     DictTaskStateStore,

@@ -19,10 +19,11 @@ from typing import Any
 import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException, TaskDeferred
 
-from airflow_provider_segmind.emulator import SegmindEmulator
+from airflow_provider_segmind.emulator.server import SegmindEmulator
 from airflow_provider_segmind.exceptions import SegmindInvalidParametersError
 from airflow_provider_segmind.operators._image_input import MEDIA_INPUT_ALLOWED, replace_s3_values, s3_inputs_of
-from airflow_provider_segmind.operators.segmind import STATE_STORE_KEY, SegmindRunOperator
+from airflow_provider_segmind.operators._records import STATE_STORE_KEY
+from airflow_provider_segmind.operators.segmind import SegmindRunOperator
 from tests.generation.helpers import FAST_SCHEDULE, DictTaskStateStore, finish_deferred, make_context, use_emulator
 from tests.generation.test_reconcile import DyingStore
 from tests.inputs.conftest import photo

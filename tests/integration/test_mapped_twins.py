@@ -34,7 +34,8 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_segmind.emulator import EmulatorConfig, SegmindEmulator
+from airflow_provider_segmind.emulator.config import EmulatorConfig
+from airflow_provider_segmind.emulator.server import SegmindEmulator
 from airflow_provider_segmind.operators._claims import CLAIM_PREFIX, claim_name
 from tests.integration.cluster import AirflowCluster
 

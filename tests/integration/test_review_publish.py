@@ -27,7 +27,8 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from airflow_provider_segmind.emulator import EmulatorConfig, SegmindEmulator
+from airflow_provider_segmind.emulator.config import EmulatorConfig
+from airflow_provider_segmind.emulator.server import SegmindEmulator
 from tests.integration.browser import Chromium, Page, chromium_path
 from tests.integration.cluster import AirflowCluster
 

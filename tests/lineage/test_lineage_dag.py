@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import jsonschema
 import pytest
 
-from airflow_provider_segmind.emulator import SegmindEmulator
+from airflow_provider_segmind.emulator.server import SegmindEmulator
 from airflow_provider_segmind.hooks.segmind import SegmindHook
 from tests.inputs.conftest import photo
 from tests.transfers.helpers import S3Env

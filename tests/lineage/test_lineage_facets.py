@@ -18,16 +18,16 @@ from typing import Any
 import pytest
 from airflow.providers.common.compat.sdk import TaskDeferred
 
-from airflow_provider_segmind.emulator import SegmindEmulator
-from airflow_provider_segmind.lineage import image_dataset, output_dataset
+from airflow_provider_segmind.emulator.server import SegmindEmulator
 from airflow_provider_segmind.operators.segmind import (
     SegmindImageToImageOperator,
     SegmindRunOperator,
     SegmindTextToImageOperator,
 )
-from airflow_provider_segmind.protocol import SD3_LARGE_IMG2IMG_MODEL
+from airflow_provider_segmind.protocol.vocabulary import SD3_LARGE_IMG2IMG_MODEL
 from airflow_provider_segmind.transfers.segmind_to_s3 import SegmindToS3Operator
 from airflow_provider_segmind.triggers.segmind import SegmindJobTrigger, ends_from_trigger
+from airflow_provider_segmind.utils.openlineage import image_dataset, output_dataset
 from tests.inputs.conftest import MediaHost, photo
 from tests.transfers.helpers import S3Env, make_context
 

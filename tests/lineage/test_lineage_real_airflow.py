@@ -21,7 +21,8 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from airflow_provider_segmind.emulator import EmulatorConfig, SegmindEmulator
+from airflow_provider_segmind.emulator.config import EmulatorConfig
+from airflow_provider_segmind.emulator.server import SegmindEmulator
 from tests.integration.cluster import AirflowCluster
 from tests.integration.test_real_airflow import _worker_processes
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_provider_segmind.emulator import SegmindEmulator
+from airflow_provider_segmind.emulator.server import SegmindEmulator
 from airflow_provider_segmind.transfers.segmind_to_s3 import SegmindToS3Operator
 from tests.transfers.helpers import FakeTI, S3Env, generate, make_context
 

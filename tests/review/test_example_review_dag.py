@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_segmind.emulator import SegmindEmulator
+from airflow_provider_segmind.emulator.server import SegmindEmulator
 from tests.transfers.test_example_marketing_dag import _load, _map_index_labels, _task_states
 from tests.transfers.test_segmind_to_s3_dag import _BROKEN, _serialize_if_needed
 

@@ -23,10 +23,10 @@ from typing import Any
 import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException
 
-from airflow_provider_segmind.emulator import SegmindEmulator
+from airflow_provider_segmind.emulator.server import SegmindEmulator
 from airflow_provider_segmind.operators.review import XCOM_PINNED, SegmindReviewOperator
-from airflow_provider_segmind.transfers._candidates import PINNED_KEY, PUBLISH_NONE, candidate_labels
 from airflow_provider_segmind.transfers.publish import SegmindPublishOperator
+from airflow_provider_segmind.utils.review_candidates import PINNED_KEY, PUBLISH_NONE, candidate_labels
 from tests.review.helpers import ReviewTI, review_context, store_candidates
 from tests.transfers.helpers import S3Env, make_context
 

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException, AirflowSkipException
 
-from airflow_provider_segmind.emulator import SegmindEmulator
-from airflow_provider_segmind.transfers._candidates import PUBLISH_NONE, candidate_labels
+from airflow_provider_segmind.emulator.server import SegmindEmulator
 from airflow_provider_segmind.transfers.publish import DEFAULT_PUBLISHED_KEY, SegmindPublishOperator
+from airflow_provider_segmind.utils.review_candidates import PUBLISH_NONE, candidate_labels
 from tests.review.helpers import store_candidates
 from tests.transfers.helpers import S3Env, asset_extra, make_context
 

@@ -9,9 +9,9 @@ import urllib.request
 from datetime import timedelta
 from urllib.parse import parse_qs, urlparse
 
-from airflow_provider_segmind.emulator import SegmindEmulator
-from airflow_provider_segmind.transfers._candidates import PUBLISH_NONE, candidate_labels, review_options
+from airflow_provider_segmind.emulator.server import SegmindEmulator
 from airflow_provider_segmind.utils.review_body import build_review_body, escape_markdown, render_review_body
+from airflow_provider_segmind.utils.review_candidates import PUBLISH_NONE, candidate_labels, review_options
 from tests.review.helpers import store_candidates
 from tests.transfers.helpers import S3Env
 
@@ -34,7 +34,7 @@ def test_the_amazon_providers_own_presign_may_be_sigv2_ours_is_sigv4(s3: S3Env) 
     signature version to botocore, which signs this endpoint's URLs with SigV2 (boto3 1.44)."""
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-    from airflow_provider_segmind.transfers._s3 import sigv4_client
+    from airflow_provider_segmind.utils.presigning import sigv4_client
 
     s3.client.put_object(Bucket=s3.bucket, Key="a.jpeg", Body=b"x")
     hook = S3Hook(aws_conn_id="aws_default")

@@ -11,7 +11,7 @@ import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException
 
 from airflow_provider_segmind.operators.review import DEFAULT_RESPONSE_TIMEOUT, SegmindReviewOperator
-from airflow_provider_segmind.transfers._candidates import PUBLISH_NONE, review_options
+from airflow_provider_segmind.utils.review_candidates import PUBLISH_NONE, review_options
 
 CANDIDATES = ["s3://bucket/candidates/run/a-0.jpeg", "s3://bucket/candidates/run/b-0.jpeg"]
 

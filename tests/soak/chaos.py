@@ -112,7 +112,7 @@ class _Restarting(BaseTrigger):
         return self.inner.serialize()
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        from airflow_provider_segmind.hooks.segmind import _SHARED_SESSIONS
+        from airflow_provider_segmind.hooks._cache import _SHARED_SESSIONS
 
         first = self.inner.run()
         early: TriggerEvent | None = None

@@ -38,8 +38,9 @@ from typing import Any, Final
 
 from airflow_provider_segmind.emulator.config import HISTORY_PROFILES, OWN_USER_EMAIL, EmulatorConfig
 from airflow_provider_segmind.operators._claims import claim_name
-from airflow_provider_segmind.protocol import SD3_ASPECT_RATIOS, SD3_LARGE_MODEL, SD3_SIZES
 from airflow_provider_segmind.protocol.history import request_id_key
+from airflow_provider_segmind.protocol.params import SD3_ASPECT_RATIOS, SD3_SIZES
+from airflow_provider_segmind.protocol.vocabulary import SD3_LARGE_MODEL
 from tests.processes import group_alive
 from tests.soak import s3_proxy
 
@@ -333,7 +334,8 @@ def run_soak(settings: SoakSettings, *, workdir: Path, dags_folder: Path, env: M
     import boto3
     from moto.server import ThreadedMotoServer
 
-    from airflow_provider_segmind.emulator import EmulatorConfig, SegmindEmulator
+    from airflow_provider_segmind.emulator.config import EmulatorConfig
+    from airflow_provider_segmind.emulator.server import SegmindEmulator
 
     workdir.mkdir(parents=True, exist_ok=True)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's access log
@@ -1109,7 +1111,7 @@ def causes_for(tis: Mapping[Any, Any], failures: Mapping[Any, Any], i: int) -> s
 
 
 def _enc(value: str) -> str:
-    from airflow_provider_segmind.transfers._s3 import encode_component
+    from airflow_provider_segmind.utils.s3_keys import encode_component
 
     return encode_component(value)
 

@@ -17,8 +17,8 @@ import pytest
 from botocore.config import Config
 from moto.server import ThreadedMotoServer
 
-from airflow_provider_segmind.transfers._download import Spool
 from airflow_provider_segmind.transfers._s3 import S3Writer, StoredObject
+from airflow_provider_segmind.transfers._spool import Spool
 from tests.soak.s3_proxy import FaultyS3Proxy
 
 CREDENTIALS = {"aws_access_key_id": "soak", "aws_secret_access_key": "soak", "region_name": "us-east-1"}

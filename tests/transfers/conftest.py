@@ -15,7 +15,7 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from airflow_provider_segmind.emulator import SegmindEmulator
+from airflow_provider_segmind.emulator.server import SegmindEmulator
 from tests.transfers.helpers import DUMMY_CREDENTIALS, REGION, S3Env
 
 EmulatorFactory = Callable[..., SegmindEmulator]

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_segmind.emulator import SegmindEmulator
+from airflow_provider_segmind.emulator.server import SegmindEmulator
 from tests.transfers.helpers import S3Env
 from tests.transfers.test_segmind_to_s3_dag import _BROKEN, _asset_events, _asset_rows, _serialize_if_needed
 

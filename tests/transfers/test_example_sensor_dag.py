@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_segmind.emulator import SegmindEmulator
+from airflow_provider_segmind.emulator.server import SegmindEmulator
 from tests.transfers.helpers import S3Env
 from tests.transfers.test_example_marketing_dag import _load, _task_states
 from tests.transfers.test_segmind_to_s3_dag import _BROKEN, _serialize_if_needed

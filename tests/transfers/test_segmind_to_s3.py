@@ -20,16 +20,18 @@ from airflow.providers.common.compat.sdk import AirflowFailException
 from airflow.sdk import Asset
 from PIL import Image
 
-from airflow_provider_segmind.emulator import SegmindEmulator
-from airflow_provider_segmind.protocol import SD3_LARGE_MODEL, SD3_SIZES
-from airflow_provider_segmind.transfers._download import Downloader, DownloadPolicy
-from airflow_provider_segmind.transfers.segmind_to_s3 import (
+from airflow_provider_segmind.emulator.server import SegmindEmulator
+from airflow_provider_segmind.exceptions import (
     S3ObjectConflictError,
     SegmindOutputDownloadError,
     SegmindOutputRefusedError,
-    SegmindToS3Operator,
     UnsafeS3KeyError,
 )
+from airflow_provider_segmind.protocol.params import SD3_SIZES
+from airflow_provider_segmind.protocol.vocabulary import SD3_LARGE_MODEL
+from airflow_provider_segmind.transfers._download import Downloader
+from airflow_provider_segmind.transfers.segmind_to_s3 import SegmindToS3Operator
+from airflow_provider_segmind.utils.media_policy import DownloadPolicy
 from tests.transfers.helpers import S3Env, asset_extra, generate, make_context
 
 RUN_ID = "manual__2026-01-01T00:00:00+00:00"
@@ -582,7 +584,7 @@ def test_size_mismatch_with_the_result_is_refused_without_content_length(emu: Se
 
 
 def test_results_that_are_not_completed_or_malformed_are_refused(s3: S3Env) -> None:
-    from airflow_provider_segmind.transfers.segmind_to_s3 import SegmindOutputError
+    from airflow_provider_segmind.exceptions import SegmindOutputError
 
     with pytest.raises(SegmindOutputError, match="not COMPLETED"):
         make_op(s3, {"request_id": "r1", "status": "FAILED"}).execute(make_context())

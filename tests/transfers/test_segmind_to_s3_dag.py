@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from airflow_provider_segmind.emulator import SegmindEmulator
-from airflow_provider_segmind.protocol import SD3_SIZES
+from airflow_provider_segmind.emulator.server import SegmindEmulator
+from airflow_provider_segmind.protocol.params import SD3_SIZES
 from tests.transfers.helpers import S3Env
 
 DAG_ID = "segmind_generate_then_persist_s3"

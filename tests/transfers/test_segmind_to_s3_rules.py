@@ -13,11 +13,14 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_segmind.transfers._download import (
+from airflow_provider_segmind.exceptions import SegmindOutputError, SegmindOutputRefusedError, UnsafeS3KeyError
+from airflow_provider_segmind.transfers._assets import DEFAULT_ASSET_ALIAS
+from airflow_provider_segmind.transfers._download import spool_base64
+from airflow_provider_segmind.transfers._inputs import _iter_inputs
+from airflow_provider_segmind.transfers._spool import Spool
+from airflow_provider_segmind.transfers.segmind_to_s3 import SegmindToS3Operator, _clean
+from airflow_provider_segmind.utils.media_policy import (
     DownloadPolicy,
-    SegmindOutputError,
-    SegmindOutputRefusedError,
-    Spool,
     address_problem,
     check_url,
     host_allowed,
@@ -25,22 +28,14 @@ from airflow_provider_segmind.transfers._download import (
     public_url,
     resolve_checked,
     sniff_media_type,
-    spool_base64,
 )
-from airflow_provider_segmind.transfers._s3 import (
+from airflow_provider_segmind.utils.results import result_from_summary
+from airflow_provider_segmind.utils.s3_keys import (
     DEFAULT_KEY_TEMPLATE,
-    UnsafeS3KeyError,
     encode_component,
     parse_location,
     render_key,
     validate_key,
-)
-from airflow_provider_segmind.transfers.segmind_to_s3 import (
-    DEFAULT_ASSET_ALIAS,
-    SegmindToS3Operator,
-    _clean,
-    _iter_inputs,
-    _result_from_summary,
 )
 
 PNG_1PX = base64.b64decode(
@@ -326,7 +321,7 @@ def test_inputs_are_flattened() -> None:
 
 
 def test_summaries_are_read_tolerantly() -> None:
-    result = _result_from_summary(
+    result = result_from_summary(
         {
             "request_id": "r1",
             "images": [{"url": "https://images.segmind.com/a.png", "content_type": "IMAGE/PNG", "file_size": 10}],

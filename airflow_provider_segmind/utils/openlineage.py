@@ -26,8 +26,8 @@ from airflow.providers.openlineage.extractors import OperatorLineage
 from attrs import define
 from openlineage.client.generated.base import JobFacet
 
-from airflow_provider_segmind.redaction import finite_number
-from airflow_provider_segmind.transfers._inputs import _result_from_summary
+from airflow_provider_segmind.utils.redaction import finite_number
+from airflow_provider_segmind.utils.results import result_from_summary
 
 __all__ = [
     "INLINE_NAMESPACE",
@@ -160,7 +160,7 @@ def generation_lineage(*, model: str, image: Any, summary: Mapping[str, Any] | N
         return OperatorLineage(inputs=inputs, job_facets=job_facets)
     request_id = summary["request_id"]
     # The transfer's own reading of a summary, so both operators number the outputs alike.
-    result = _result_from_summary({**summary, "status": "COMPLETED"})
+    result = result_from_summary({**summary, "status": "COMPLETED"})
     outputs = [output_dataset(output.url, request_id, output.index) for output in result.outputs]
     if not outputs and result.inline:
         outputs = [output_dataset(None, request_id, 0)]

@@ -1,6 +1,6 @@
 """Secret masking for what leaves a task: JSON-safe, bounded, secret-free copies of request parameters.
 
-One home for the rules the XCom summary (:mod:`airflow_provider_segmind.results`) and the S3
+One home for the rules the XCom summary (:mod:`airflow_provider_segmind.utils.results`) and the S3
 manifests (:mod:`airflow_provider_segmind.transfers.segmind_to_s3`) both apply to parameters a user
 passed: credential-looking names are masked, key-shaped strings are redacted
 (:func:`~airflow_provider_segmind.protocol.redact`), inline data (a base64 input image) is
@@ -40,7 +40,8 @@ from functools import cache
 from itertools import islice
 from typing import Any, Final
 
-from airflow_provider_segmind.protocol import redact
+from airflow_provider_segmind.protocol.text import redact
+from airflow_provider_segmind.version_compat import airflow_sensitive_fields
 
 __all__ = [
     "AIRFLOW_3_3_SENSITIVE_FIELDS",
@@ -87,18 +88,9 @@ AIRFLOW_3_3_SENSITIVE_FIELDS: Final = frozenset(
 PROVIDER_SECRET_NAME_PARTS: Final = frozenset({"key", "credential", "cookie"})
 
 
-def _airflow_sensitive_fields() -> frozenset[str]:
-    """The running Airflow's ``DEFAULT_SENSITIVE_FIELDS``; empty if it cannot be imported."""
-    try:
-        from airflow.sdk._shared.secrets_masker import DEFAULT_SENSITIVE_FIELDS
-    except ImportError:  # pragma: no cover - present on every supported Airflow (3.1.0+)
-        return frozenset()
-    return frozenset(str(name).lower() for name in DEFAULT_SENSITIVE_FIELDS)
-
-
 #: Parameter names that look like credentials: their values are masked whatever they hold (plus the
 #: deployment's ``[core] sensitive_var_conn_names``, read when first needed: :func:`is_secret_name`).
-SECRET_NAME_PARTS: Final = _airflow_sensitive_fields() | AIRFLOW_3_3_SENSITIVE_FIELDS | PROVIDER_SECRET_NAME_PARTS
+SECRET_NAME_PARTS: Final = airflow_sensitive_fields() | AIRFLOW_3_3_SENSITIVE_FIELDS | PROVIDER_SECRET_NAME_PARTS
 _NON_WORD: Final = re.compile(r"\W+")
 
 

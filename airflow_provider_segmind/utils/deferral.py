@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperator
 
-from airflow_provider_segmind.events import EVENT_TRY_NUMBER, try_number_of
+from airflow_provider_segmind.triggers.events import EVENT_TRY_NUMBER, try_number_of
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

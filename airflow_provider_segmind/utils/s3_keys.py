@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 from urllib.parse import quote
 
-from airflow_provider_segmind.exceptions import SegmindError
+from airflow_provider_segmind.exceptions import UnsafeS3KeyError
 
 #: The default key: everything that makes a write unique in Airflow, then the output itself.
 DEFAULT_KEY_TAIL: Final = "{dag_id}/{run_id}/{task_id}/{map_index}/{request_id}-{index}.{ext}"
@@ -25,17 +25,13 @@ DEFAULT_KEY_TEMPLATE: Final = DEFAULT_KEY_PREFIX + DEFAULT_KEY_TAIL
 #: Placeholders a key template may use. No try number on purpose: a retry must find its own objects.
 KEY_FIELDS: Final = frozenset({"dag_id", "run_id", "task_id", "map_index", "request_id", "index", "ext", "model"})
 MANIFEST_SUFFIX: Final = ".manifest.json"
+#: The user-metadata name of an object's SHA-256 (hex), written with every object and read back to compare.
+SHA256_METADATA: Final = "sha256"
 #: Characters kept as they are in a key component; everything else is percent-encoded, so the
 #: encoding is injective (distinct run ids can never map to one key) and no value adds a '/'.
 _SAFE_COMPONENT_CHARS: Final = "-_.=+:@,~"
 _BUCKET: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]{1,253}[A-Za-z0-9]")
 _MAX_KEY_BYTES: Final = 1024
-
-
-class UnsafeS3KeyError(SegmindError, ValueError):
-    """The bucket, key or key template is unsafe or invalid; nothing was written."""
-
-    task_retry_helps = False
 
 
 def s3_uri(bucket: str, key: str) -> str:

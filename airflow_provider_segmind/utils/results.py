@@ -3,26 +3,35 @@
 The trigger's success event, the blocking wait, the operators and the sensor all return this same
 shape, so a downstream task (the S3 transfer, a user's ``@task``) reads one schema whichever path
 produced it. It must stay well under XCom's comfortable 48 KB: ids, URLs and numbers, never image
-bytes; parameters pass through :mod:`airflow_provider_segmind.redaction` (no secrets, no inline data).
+bytes; parameters pass through :mod:`airflow_provider_segmind.utils.redaction` (no secrets, no inline data).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from dataclasses import replace
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from airflow_provider_segmind.protocol import RESULT_RETENTION_SECONDS, JobResult, SegmindJobStatus, parse_int
-from airflow_provider_segmind.redaction import XCOM_LIMITS, finite_number, plain
+from airflow_provider_segmind.exceptions import SegmindOutputError
+from airflow_provider_segmind.protocol.responses import JobResult, parse_int
+from airflow_provider_segmind.protocol.schedule import RESULT_RETENTION_SECONDS
+from airflow_provider_segmind.protocol.urls import is_request_id
+from airflow_provider_segmind.protocol.vocabulary import SegmindJobStatus
+from airflow_provider_segmind.utils.redaction import XCOM_LIMITS, finite_number, plain
 
 __all__ = [
     "XCOM_OUTPUT_URL",
     "XCOM_REQUEST_ID",
+    "CompletedResult",
+    "ResultOutput",
     "completed_summary",
     "fit_summary",
     "job_metrics",
+    "output_link",
+    "result_from_summary",
     "result_summary",
     "submitted_summary",
     "summarize_params",
@@ -65,7 +74,8 @@ def _image_entry(image: Mapping[str, Any]) -> dict[str, Any] | None:
     for name in ("content_type", "file_name"):
         value = image.get(name)
         entry[name] = value[:200] if isinstance(value, str) else None
-    # Numeric strings are parsed, not dropped (segmind-api.md, "Added 2026-11-30").
+    # Numeric strings are parsed, not dropped (docs.segmind.com/api-reference: ``images[]`` may
+    # carry them as strings).
     entry["file_size"] = parse_int(image.get("file_size"))
     seed = parse_int(image.get("seed"))
     if seed is not None:
@@ -201,3 +211,102 @@ def submitted_summary(
         "wait_for_completion": False,
     }
     return fit_summary(with_filled_seed(summary, filled_seed))
+
+
+def output_link(url: Any) -> str:
+    """What the link shows for an output URL: the URL if it is http(s), else nothing.
+
+    Also what a trigger that ends the task itself (``end_from_trigger``) stores under the link's
+    XCom key, since no task process then runs ``get_link``.
+    """
+    return url if isinstance(url, str) and url.startswith(("https://", "http://")) else ""
+
+
+# The summary read back: what the S3 transfer and the lineage facets take from an XCom summary.
+
+
+@dataclass(frozen=True)
+class ResultOutput:
+    """One output of one result: a URL to download, or the result's inline (base64) image."""
+
+    index: int
+    url: str | None = None
+    content_type: str | None = None
+    size: int | None = None
+
+
+@dataclass
+class CompletedResult:
+    """A COMPLETED Segmind result, from an XCom summary or fetched by request id."""
+
+    request_id: str
+    model: str | None
+    seed: int | None
+    metrics: dict[str, Any]
+    params: dict[str, Any]
+    outputs: list[ResultOutput]
+    inline: bool = False
+    base64_image: str | None = None
+    inline_content_type: str | None = None
+    retrievable_until: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _int_or_none(value: Any) -> int | None:
+    """``seed`` / ``file_size`` may be numeric strings in Segmind's answers: parsed, not dropped."""
+    return parse_int(value)
+
+
+def _outputs_from(images: Any, urls: Iterable[Any]) -> list[ResultOutput]:
+    """Every distinct output URL, ``images`` entries first (they carry type and size)."""
+    found: dict[str, ResultOutput] = {}
+    for entry in images if isinstance(images, list) else []:
+        if isinstance(entry, Mapping) and isinstance(entry.get("url"), str) and entry["url"] not in found:
+            content_type = entry.get("content_type")
+            found[entry["url"]] = ResultOutput(
+                len(found),
+                entry["url"],
+                content_type.lower() if isinstance(content_type, str) else None,
+                _int_or_none(entry.get("file_size")),
+            )
+    for url in urls:
+        if isinstance(url, str) and url.strip() and url not in found:
+            found[url] = ResultOutput(len(found), url)
+    return list(found.values())
+
+
+def _summary_urls(summary: Mapping[str, Any]) -> list[Any]:
+    """Output URLs of a summary; any string counts (the download policy refuses bad ones loudly)."""
+    urls: list[Any] = []
+    for name in ("output_urls", "output_url", "output"):
+        value = summary.get(name)
+        for item in value if isinstance(value, list) else [value]:
+            # ``output`` of a raw result may be text (LLMs) or base64: only URL-shaped entries count.
+            if isinstance(item, str) and (name != "output" or re.match(r"[A-Za-z][A-Za-z0-9+.\-]*://", item)):
+                urls.append(item)
+    return urls
+
+
+def result_from_summary(summary: Mapping[str, Any]) -> CompletedResult:
+    request_id = summary.get("request_id")
+    if not isinstance(request_id, str) or not is_request_id(request_id):
+        raise SegmindOutputError(
+            f"A result handed to SegmindToS3Operator has no valid request_id ({request_id!r}); pass the return "
+            "value of a Segmind operator, a list of them, or request ids"
+        )
+    status = summary.get("status")
+    if status is not None and str(status).upper() != SegmindJobStatus.COMPLETED.value:
+        raise SegmindOutputError(f"Segmind request {request_id} is {status}, not COMPLETED: it has no output to store")
+    params = summary.get("params") if isinstance(summary.get("params"), Mapping) else {}
+    metrics = summary.get("metrics") if isinstance(summary.get("metrics"), Mapping) else {}
+    model = summary.get("model")
+    return CompletedResult(
+        request_id=request_id,
+        model=model if isinstance(model, str) else None,
+        seed=_int_or_none(summary.get("seed")),
+        metrics=dict(metrics or {}),
+        params=dict(params or {}),
+        outputs=_outputs_from(summary.get("images"), _summary_urls(summary)),
+        inline=summary.get("output_inline") is True,
+        retrievable_until=until if isinstance(until := summary.get("retrievable_until"), str) else None,
+    )

@@ -25,20 +25,19 @@ from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
-from airflow_provider_segmind.events import describe_transition, outcome_event, success_event
-from airflow_provider_segmind.protocol import (
-    MAX_ERROR_TEXT,
+from airflow_provider_segmind.protocol.learning import LEARNED_RUNTIMES
+from airflow_provider_segmind.protocol.responses import JobResult
+from airflow_provider_segmind.protocol.retry import RetryPolicy
+from airflow_provider_segmind.protocol.schedule import (
     OUTCOME_COMPLETED,
     OUTCOME_ERROR,
-    JobResult,
     PollSchedule,
     PollStep,
     PollTracker,
-    RetryPolicy,
-    SegmindJobStatus,
-    redact,
 )
-from airflow_provider_segmind.protocol.learning import LEARNED_RUNTIMES
+from airflow_provider_segmind.protocol.text import MAX_ERROR_TEXT, redact
+from airflow_provider_segmind.protocol.vocabulary import DEFAULT_CONN_ID, SegmindJobStatus
+from airflow_provider_segmind.triggers.events import describe_transition, outcome_event, success_event
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -49,7 +48,6 @@ if TYPE_CHECKING:
     from airflow_provider_segmind.hooks.segmind import SegmindHook
 
 __all__ = [
-    "DEFAULT_CONN_ID",
     "DEFAULT_MAX_CONSECUTIVE_ERRORS",
     "SINGLE_ATTEMPT",
     "AsyncCalls",
@@ -62,7 +60,6 @@ __all__ = [
     "wait_for_job",
 ]
 
-DEFAULT_CONN_ID: Final = "segmind_default"
 DEFAULT_MAX_CONSECUTIVE_ERRORS: Final = 10
 #: One HTTP attempt per call: the tracker does the waiting, so the sync and async loops agree.
 SINGLE_ATTEMPT: Final = RetryPolicy(max_attempts=1)

@@ -25,18 +25,17 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
-from airflow_provider_segmind.protocol import (
-    MAX_ERROR_TEXT,
+from airflow_provider_segmind.protocol.responses import JobResult
+from airflow_provider_segmind.protocol.schedule import (
     OUTCOME_ERROR,
     OUTCOME_EXPIRED,
     OUTCOME_FAILED,
     OUTCOME_TIMEOUT,
-    JobResult,
     PollStep,
-    SegmindJobStatus,
-    redact,
 )
-from airflow_provider_segmind.results import job_metrics, result_summary, utc_iso
+from airflow_provider_segmind.protocol.text import MAX_ERROR_TEXT, redact
+from airflow_provider_segmind.protocol.vocabulary import SegmindJobStatus
+from airflow_provider_segmind.utils.results import job_metrics, result_summary, utc_iso
 
 __all__ = [
     "EVENT_STATUSES",
@@ -140,7 +139,7 @@ def success_event(
     deadline: float | None,
     polls: int,
 ) -> dict[str, Any]:
-    """The ``success`` event of a COMPLETED job: its :func:`~airflow_provider_segmind.results.result_summary`."""
+    """The ``success`` event of a COMPLETED job: its :func:`~airflow_provider_segmind.utils.results.result_summary`."""
     summary = result_summary(result, model=model, status_metrics=status_metrics, submitted_at=submitted_at)
     return _event(
         EVENT_SUCCESS,

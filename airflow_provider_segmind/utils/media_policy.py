@@ -41,12 +41,11 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-from airflow_provider_segmind.exceptions import SegmindError
-from airflow_provider_segmind.protocol import redact
-from airflow_provider_segmind.proxy import (
+from airflow_provider_segmind.exceptions import SegmindOutputDownloadError, SegmindOutputRefusedError
+from airflow_provider_segmind.protocol.text import redact
+from airflow_provider_segmind.utils.proxy import (
     normalize_proxy_url,
 )
-from airflow_provider_segmind.transfers._spool import DEFAULT_SPOOL_MEMORY
 
 #: Where Segmind serves generated files (``https://images.segmind.com/generations/...``).
 DEFAULT_MEDIA_HOSTS: Final = ("images.segmind.com", "*.segmind.com")
@@ -66,28 +65,9 @@ _METADATA_ADDRESSES: Final = frozenset(
 )
 _NAT64: Final = ipaddress.ip_network("64:ff9b::/96")
 _MAX_URL_LENGTH: Final = 8192
+#: Bytes of one download held in memory before its spool moves to a temporary file.
+DEFAULT_SPOOL_MEMORY: Final = 8 * 1024 * 1024
 GENERIC_TYPES: Final = frozenset({"", "application/octet-stream", "binary/octet-stream", "application/binary"})
-
-
-# --------------------------------------------------------------------------------------------
-# Errors
-# --------------------------------------------------------------------------------------------
-
-
-class SegmindOutputError(SegmindError):
-    """An output could not be fetched or was refused; nothing was written to S3."""
-
-
-class SegmindOutputRefusedError(SegmindOutputError, ValueError):
-    """The output breaks the transfer's policy (URL, host, address, redirect, type, size): a retry cannot help."""
-
-    task_retry_helps = False
-
-
-class SegmindOutputDownloadError(SegmindOutputError):
-    """The download failed on the way (connection, timeout, 5xx, truncated body): a retry may help."""
-
-    transient = True
 
 
 # --------------------------------------------------------------------------------------------

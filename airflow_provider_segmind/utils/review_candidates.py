@@ -22,8 +22,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
 
-from airflow_provider_segmind.exceptions import SegmindError
-from airflow_provider_segmind.transfers._s3_keys import UnsafeS3KeyError, validate_bucket, validate_key
+from airflow_provider_segmind.exceptions import ReviewInputError, UnsafeS3KeyError
+from airflow_provider_segmind.utils.s3_keys import validate_bucket, validate_key
 
 #: The option that publishes nothing; also what a review that times out chooses (see the operator).
 PUBLISH_NONE: Final = "Publish none"
@@ -31,12 +31,6 @@ PUBLISH_NONE: Final = "Publish none"
 _MAX_LABEL: Final = 80
 #: The key of the review's result holding its pins (one per option it offered, see :func:`pin`).
 PINNED_KEY: Final = "pinned_candidates"
-
-
-class ReviewInputError(SegmindError, ValueError):
-    """A review's or publish step's input is wrong (named in the message); nothing was copied."""
-
-    task_retry_helps = False
 
 
 def flatten_candidates(candidates: Any, *, field: str = "candidates") -> list[str]:
