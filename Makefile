@@ -38,19 +38,21 @@ PYTEST_JOBS ?= 3
 XDIST = $(if $(filter 0,$(PYTEST_JOBS)),,-n $(PYTEST_JOBS) --no-loadscope-reorder)
 
 # The suites the older-Airflow jobs run (the 3.3 job runs everything, real scheduler included).
-# (tests/lineage/test_lineage_real_airflow.py starts a whole Airflow: the 3.3 job runs it.)
-FLOOR_SUITES := tests/test_protocol.py tests/test_hook.py tests/test_history.py tests/test_hook_history.py tests/exactly_once tests/test_example_dags.py tests/generation \
-	tests/transfers tests/test_discovery.py tests/lineage/test_lineage_dag.py tests/lineage/test_lineage_facets.py \
-	tests/inputs tests/review
-LOWEST_SUITES := $(FLOOR_SUITES) tests/emulator
+# (tests/integration/test_lineage_real_airflow.py starts a whole Airflow: the 3.3 job runs it.)
+FLOOR_SUITES := tests/unit/protocol/test_rules.py tests/unit/protocol/test_history.py tests/unit/protocol/test_schedule.py \
+	tests/unit/protocol/test_image_input.py tests/unit/hooks/test_segmind.py tests/unit/hooks/test_segmind_history.py \
+	tests/unit/triggers tests/unit/sensors tests/unit/operators tests/unit/transfers tests/unit/utils/test_timeouts.py \
+	tests/unit/utils/test_contact_sheet.py tests/unit/utils/test_review_body.py tests/unit/utils/test_openlineage.py \
+	tests/unit/utils/test_openlineage_dag.py tests/unit/test_get_provider_info.py tests/exactly_once tests/system
+LOWEST_SUITES := $(FLOOR_SUITES) tests/unit/emulator
 # What differs by Airflow version: discovery and the form, DAG parsing, and what runs inside Airflow
 # (dag.test runs with retries, clears and stores, triggers, sensors, key rotation, the S3 dag.test).
-LINE_SUITES := tests/test_discovery.py tests/test_example_dags.py tests/generation/test_dag_test.py \
-	tests/generation/test_key_rotation.py tests/generation/test_trigger.py tests/generation/test_sensor.py \
-	tests/transfers/test_segmind_to_s3_dag.py tests/lineage/test_lineage_dag.py
+LINE_SUITES := tests/unit/test_get_provider_info.py tests/system/test_example_dags.py tests/unit/operators/test_segmind_dag_test.py \
+	tests/unit/triggers/test_job_watch_key_rotation.py tests/unit/triggers/test_segmind.py tests/unit/sensors/test_segmind.py \
+	tests/unit/transfers/test_segmind_to_s3_dag.py tests/unit/utils/test_openlineage_dag.py
 # What the FAB provider changes on 3.1: provider discovery, the connection form, DAG parsing (the task
 # runtime is the same Airflow 3.1.0 the declared-floors job runs LINE_SUITES' suites on).
-FAB_SUITES := tests/test_discovery.py tests/test_example_dags.py
+FAB_SUITES := tests/unit/test_get_provider_info.py tests/system/test_example_dags.py
 
 .PHONY: venv test test-floor test-3.2 test-lowest print-line-suites print-fab-suites lint demo bench soak clean constraints \
 	dist docs wheel-tree tools-constraints contract

@@ -17,7 +17,7 @@ any shared session, a session per call: 5.05 and 4.81 s; with every cache below:
    (every trigger uses the same one). Lifetime and invalidation: the entry's. Saves: triggers on a
    connection share one settings object, so cache 4 is computed once a minute, not once per
    trigger (0.15 ms each); B2 without it (before cache 4 moved into the settings): 2.77 and 2.56 s,
-   within the noise. The shared object is also what ``tests/test_hook.py`` expects.
+   within the noise. The shared object is also what ``tests/unit/hooks/test_segmind.py`` expects.
 4. **The base URL's proxy decision** (``SegmindConnectionSettings.base_url_proxy``). Key: the
    settings object. Lifetime: the settings object's. Invalidation: none needed (settings are
    frozen; a re-read connection is a new object). Saves: reading ``HTTP(S)_PROXY``/``NO_PROXY``,

@@ -22,7 +22,7 @@ from airflow.providers.common.compat.sdk import AirflowFailException
 
 from airflow_provider_segmind.emulator.config import HISTORY_PROFILES
 from airflow_provider_segmind.operators.segmind import SegmindRunOperator, SegmindTextToImageOperator
-from tests.generation.helpers import DictTaskStateStore, DyingStore, job_status, make_context, use_emulator, wait_for
+from tests.support.jobs import DictTaskStateStore, DyingStore, job_status, make_context, use_emulator, wait_for
 
 FAULTS = ("reset", "504", "late502", "death", "expired")
 PROFILES = tuple(HISTORY_PROFILES)

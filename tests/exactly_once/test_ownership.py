@@ -2,7 +2,7 @@
 
 Against the emulator over loopback; the claims are the test's shared dict (``tests/conftest.py``
 ``SharedClaims``), as Variables are shared by every worker (the ``dag.test()`` tests in
-``tests/generation/test_dag_test.py`` use real Variables).
+``tests/unit/operators/test_segmind_dag_test.py`` use real Variables).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from airflow.providers.common.compat.sdk import AirflowFailException
 from airflow_provider_segmind.emulator.config import HISTORY_PROFILES
 from airflow_provider_segmind.operators._claims import CLAIM_PREFIX, RequestClaims
 from airflow_provider_segmind.operators.segmind import SegmindTextToImageOperator
-from tests.generation.helpers import DictTaskStateStore, RecordingTI, make_context, use_emulator
+from tests.support.jobs import DictTaskStateStore, RecordingTI, make_context, use_emulator
 
 FAST_EXTRA: dict[str, Any] = {"read_timeout": 0.5, "retry_backoff": 0.01, "max_retries": 4}
 
