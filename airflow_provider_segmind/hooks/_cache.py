@@ -1,6 +1,12 @@
 """What the hook caches, in one place: the event loop's shared state (connection settings for a
 minute, one ``aiohttp`` session) here, and the list below of every cache the hook keeps.
 
+Why :class:`_LoopSettingsCache` is not a ``cachetools.TTLCache`` (which Airflow installs): its TTL is
+two lines here (an expiry beside each entry, checked on read); the rest (one cache per event loop,
+held weakly; the retry-policy variants; invalidation on every loop after a 401/403) a ``TTLCache``
+does not do, so swapping would save no code and would add a direct dependency whose declared floor
+the floors job must test on Airflow 3.1.0, and an untyped import for ``mypy --strict``.
+
 Each cache with its key, lifetime, invalidation and what it saves (B2 = ``python -m benchmarks --only 2``'s triggerer
 run at N=1,000 on a shared 2-core box: trigger-side CPU seconds of two runs; the same runs without
 any shared session, a session per call: 5.05 and 4.81 s; with every cache below: 2.72 and 2.45 s):

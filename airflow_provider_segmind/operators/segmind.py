@@ -109,6 +109,7 @@ from airflow_provider_segmind.utils.results import (
     submitted_summary,
     summarize_params,
 )
+from airflow_provider_segmind.utils.task_failure import raise_for_task
 from airflow_provider_segmind.utils.timeouts import (
     EXECUTION_TIMEOUT,
     JOB_TIMEOUT,
@@ -336,9 +337,7 @@ class _SegmindJobOperator(FreshRetryResume, _Reconciler):
 
     def _raise(self, err: SegmindError) -> NoReturn:
         """Re-raise a typed error; as ``AirflowFailException`` when a task retry cannot help."""
-        if not err.task_retry_helps:
-            raise AirflowFailException(str(err)) from err
-        raise err
+        raise_for_task(err)
 
     def _schedule(self, model: str) -> PollSchedule:
         if self.poll_schedule is not None:

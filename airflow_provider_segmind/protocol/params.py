@@ -21,6 +21,13 @@ in one error, on both of its slugs:
 
 Other slugs are checked for a safe slug and a JSON-object body only. Sources of the remaining rules
 (Stability's SD3 API for the prompt length and the seed range) are next to the constants.
+
+Why not a pydantic model (pydantic comes with Airflow): the errors name each bad field with the
+values it allows *in the provider's words* (the other slug to use, the operator to use, "non-blank
+string"), which pydantic's messages do not say; the checks that are not shapes (a field that belongs
+to the other slug, unknown fields that warn unless ``strict``) would be custom validators, and the
+emulator and both transports would import pydantic for a dozen fields. The rules stay plain
+functions, every bad field reported in one error.
 """
 
 from __future__ import annotations

@@ -5,6 +5,11 @@ raises the typed error :func:`~.errors.classify_error` picks. A FAILED job is a 
 error, when polled, and the job-failed error when its result is fetched. Shapes Segmind does not
 document (numeric strings, inline base64 images, nested balances) are tolerated; the source of
 each tolerance is next to it.
+
+Why plain functions, not pydantic models: the answers are read leniently on purpose (any of
+several key names, a balance nested or bare, a FAILED body under a 422), and a shape Segmind does
+not document must never fail a job that was billed; pydantic would validate strictly and then need
+the same tolerances as before-validators, without removing code.
 """
 
 from __future__ import annotations

@@ -130,6 +130,15 @@ def _event_target(
     return Asset(uri if uri is not None else f"{TASK_ASSET_SCHEME}://{dag_id or '_'}/{task_id}")
 
 
+def declare_outlet(task: Any, asset: Asset | str | None, asset_alias: str | None, s3_bucket: Any, s3_key: Any) -> Any:
+    """The task's event target (:func:`_event_target`, from the unrendered arguments), added to its outlets."""
+    dag = task.get_dag()
+    target = _event_target(asset, asset_alias, s3_bucket, s3_key, dag.dag_id if dag else None, task.task_id)
+    if target is not None and target not in task.outlets:
+        task.outlets.append(target)
+    return target
+
+
 def declare_partial_outlet(args: dict[str, Any]) -> None:
     """Put a mapped task's asset outlet into its ``partial()`` arguments (``SegmindToS3Operator.partial``)."""
     dag = args.get("dag")

@@ -2,6 +2,12 @@
 
 Written once by the download, then read back by position, concurrently, by the multipart upload
 (:class:`SpoolSlice` is one part's body), so memory stays bounded whatever an output's size.
+
+Why not ``tempfile.SpooledTemporaryFile``: the multipart upload reads parts concurrently, by
+position (``os.pread``, no shared file position). A ``SpooledTemporaryFile`` has one position for
+all readers, its in-memory buffer is reachable only through the private ``_file``, and its
+``fileno()`` forces the rollover to disk; concurrent part reads would need a lock around
+seek-and-read (serialising the parts) or those private attributes, and the module would not shrink.
 """
 
 from __future__ import annotations

@@ -41,6 +41,18 @@ _EXTENSIONS: Final = {
 _VERBS: Final = {"created": "Wrote", "unchanged": "Found (unchanged)", "replaced": "Replaced"}
 
 
+def airflow_ids(ti: Any) -> dict[str, Any]:
+    """What names a write in Airflow (key templates, manifests): dag, run, task, map index and try."""
+    map_index = getattr(ti, "map_index", -1)
+    return {
+        "dag_id": ti.dag_id,
+        "run_id": ti.run_id,
+        "task_id": ti.task_id,
+        "map_index": map_index if isinstance(map_index, int) else -1,
+        "try_number": getattr(ti, "try_number", None),
+    }
+
+
 def _ext_for(content_type: str | None, url: str | None = None) -> str:
     """The file extension for ``{ext}``: from the content type, else the URL's, else ``bin``."""
     if content_type:

@@ -15,15 +15,15 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
-from airflow.providers.common.compat.sdk import AirflowFailException, AirflowSkipException, BaseOperator
+from airflow.providers.common.compat.sdk import AirflowSkipException, BaseOperator
 from airflow.sdk import Asset
 
 from airflow_provider_segmind import __version__
-from airflow_provider_segmind.exceptions import PublishIntegrityError, ReviewInputError, SegmindError, UnsafeS3KeyError
+from airflow_provider_segmind.exceptions import PublishIntegrityError, ReviewInputError, UnsafeS3KeyError
 from airflow_provider_segmind.transfers._assets import (
     AUTO_ASSET,
     DEFAULT_MAX_EVENT_OBJECTS,
-    _event_target,
+    declare_outlet,
     declare_partial_outlet,
     emit_event,
 )
@@ -36,7 +36,7 @@ from airflow_provider_segmind.transfers._s3 import (
     s3_client,
 )
 from airflow_provider_segmind.transfers._spool import Spool
-from airflow_provider_segmind.transfers._storing import _ext_for, write_manifest_document
+from airflow_provider_segmind.transfers._storing import _ext_for, airflow_ids, write_manifest_document
 from airflow_provider_segmind.utils.media_policy import DEFAULT_SPOOL_MEMORY
 from airflow_provider_segmind.utils.review_candidates import (
     PINNED_KEY,
@@ -47,6 +47,7 @@ from airflow_provider_segmind.utils.review_candidates import (
     split_uri,
 )
 from airflow_provider_segmind.utils.s3_keys import SHA256_METADATA, manifest_key, parse_location, render_key, s3_uri
+from airflow_provider_segmind.utils.task_failure import fail_for_good_if_no_retry_helps
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -142,12 +143,7 @@ class SegmindPublishOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        dag = self.get_dag()
-        self.event_target = _event_target(
-            asset, asset_alias, s3_bucket, s3_key, dag.dag_id if dag else None, self.task_id
-        )
-        if self.event_target is not None and self.event_target not in self.outlets:
-            self.outlets.append(self.event_target)
+        self.event_target = declare_outlet(self, asset, asset_alias, s3_bucket, s3_key)
         check_writer_options(
             checksum_mode=checksum_mode,
             conflict_check=conflict_check,
@@ -185,12 +181,8 @@ class SegmindPublishOperator(BaseOperator):
 
     def execute(self, context: Context) -> list[str]:
         """Publish the chosen candidates; refused inputs and integrity failures fail without retries."""
-        try:
+        with fail_for_good_if_no_retry_helps():
             return self._execute(context)
-        except SegmindError as err:
-            if not err.task_retry_helps:
-                raise AirflowFailException(str(err)) from err
-            raise
 
     def _plan(self) -> tuple[list[str], list[tuple[str, dict[str, Any] | None]], str, str]:
         """Check every input (naming it) and return ``(candidates, chosen (uri, pin), bucket, key template)``."""
@@ -221,15 +213,7 @@ class SegmindPublishOperator(BaseOperator):
         if not chosen:
             self.log.info("The reviewer chose %r: nothing is published, the candidates stay.", PUBLISH_NONE)
             raise AirflowSkipException(f"{PUBLISH_NONE}: no candidate was chosen")
-        ti = context["ti"]
-        map_index = getattr(ti, "map_index", -1)
-        ids: dict[str, Any] = {
-            "dag_id": ti.dag_id,
-            "run_id": ti.run_id,
-            "task_id": ti.task_id,
-            "map_index": map_index if isinstance(map_index, int) else -1,
-            "try_number": getattr(ti, "try_number", None),
-        }
+        ids = airflow_ids(context["ti"])
         client = s3_client(self.aws_conn_id, self.checksum_mode)
         manifests = [self._candidate_manifest(client, uri) for uri, _ in chosen]
         for (uri, pinned), manifest in zip(chosen, manifests, strict=True):

@@ -14,20 +14,19 @@ from datetime import UTC, datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
-from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
+from airflow.providers.common.compat.sdk import BaseOperator
 from airflow.sdk import Asset
 
 from airflow_provider_segmind import __version__
 from airflow_provider_segmind.exceptions import (
-    SegmindError,
     UnsafeS3KeyError,
 )
 from airflow_provider_segmind.protocol.vocabulary import DEFAULT_CONN_ID
 from airflow_provider_segmind.transfers._assets import (
     AUTO_ASSET,
     DEFAULT_MAX_EVENT_OBJECTS,
-    _event_target,
     asset_event_extra,
+    declare_outlet,
     declare_partial_outlet,
     emit_event,
 )
@@ -44,7 +43,13 @@ from airflow_provider_segmind.transfers._s3 import (
     check_writer_options,
     s3_client,
 )
-from airflow_provider_segmind.transfers._storing import check_plan, object_key, store_object, write_manifest
+from airflow_provider_segmind.transfers._storing import (
+    airflow_ids,
+    check_plan,
+    object_key,
+    store_object,
+    write_manifest,
+)
 from airflow_provider_segmind.utils.media_policy import (
     DEFAULT_ALLOWED_CONTENT_TYPES,
     DEFAULT_CONNECT_TIMEOUT,
@@ -60,6 +65,7 @@ from airflow_provider_segmind.utils.redaction import MANIFEST_LIMITS, plain
 from airflow_provider_segmind.utils.redaction import finite_number as _number
 from airflow_provider_segmind.utils.results import CompletedResult, ResultOutput
 from airflow_provider_segmind.utils.s3_keys import parse_location, s3_uri
+from airflow_provider_segmind.utils.task_failure import fail_for_good_if_no_retry_helps
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -250,11 +256,7 @@ class SegmindToS3Operator(BaseOperator):
     ) -> None:
         super().__init__(**kwargs)
         #: Where this task's asset event goes, decided from the unrendered arguments (see _event_target).
-        self.event_target = _event_target(
-            asset, asset_alias, s3_bucket, s3_key, dag.dag_id if (dag := self.get_dag()) else None, self.task_id
-        )
-        if self.event_target is not None and self.event_target not in self.outlets:
-            self.outlets.append(self.event_target)
+        self.event_target = declare_outlet(self, asset, asset_alias, s3_bucket, s3_key)
         self.results = results
         self.s3_bucket = s3_bucket
         self.s3_key = s3_key
@@ -344,11 +346,8 @@ class SegmindToS3Operator(BaseOperator):
     def execute(self, context: Context) -> list[str]:
         """Store every output; errors a retry cannot fix (policy, keys, conflicts) fail without retries."""
         try:
-            return self._execute(context)
-        except SegmindError as err:
-            if not err.task_retry_helps:
-                raise AirflowFailException(str(err)) from err
-            raise
+            with fail_for_good_if_no_retry_helps():
+                return self._execute(context)
         finally:
             if "segmind_hook" in self.__dict__:
                 self.segmind_hook.close()
@@ -360,17 +359,9 @@ class SegmindToS3Operator(BaseOperator):
             self.log.warning("No Segmind results to store (results is empty).")
             self._emit_event(context, bucket, template, [])
             return []
-        ti = context["ti"]
-        map_index = getattr(ti, "map_index", -1)
-        airflow_ids: dict[str, Any] = {
-            "dag_id": ti.dag_id,
-            "run_id": ti.run_id,
-            "task_id": ti.task_id,
-            "map_index": map_index if isinstance(map_index, int) else -1,
-            "try_number": getattr(ti, "try_number", None),
-        }
+        ids = airflow_ids(context["ti"])
         results = [resolve(item, self._get_result, self.log) for item in items]
-        check_plan(bucket, template, results, airflow_ids, policy=self.policy, log=self.log)
+        check_plan(bucket, template, results, ids, policy=self.policy, log=self.log)
         self.stored_outputs = []
         writer: S3Writer | None = None  # made on the first write: no AWS session if nothing gets stored
         downloader = Downloader(self.policy, log=self.log)
@@ -380,7 +371,7 @@ class SegmindToS3Operator(BaseOperator):
         for result in results:
             for output, fetched in fetch_outputs(result, downloader, self._get_result, self.log):
                 try:
-                    key = object_key(template, airflow_ids, result, output.index, fetched.content_type)
+                    key = object_key(template, ids, result, output.index, fetched.content_type)
                     if key in written:
                         raise UnsafeS3KeyError(
                             f"S3 key {key!r} would hold two outputs ({written[key]} and {result.request_id} "
@@ -389,7 +380,7 @@ class SegmindToS3Operator(BaseOperator):
                     written[key] = f"{result.request_id} #{output.index}"
                     if writer is None:
                         writer = self._writer()
-                    manifest = self._store(writer, bucket, key, result, output, fetched, airflow_ids)
+                    manifest = self._store(writer, bucket, key, result, output, fetched, ids)
                     stored.append(
                         {"key": key, "sha256": fetched.sha256, "manifest": manifest, "request_id": result.request_id}
                     )
