@@ -27,7 +27,6 @@ LANES: tuple[tuple[str, str], ...] = (
     ("tests/integration/test_real_airflow.py", "real Airflow 1"),
     ("tests/soak/test_soak.py", "real Airflow 1"),
     ("tests/integration/", "real Airflow 2"),
-    ("tests/integration/test_lineage_real_airflow.py", "real Airflow 2"),
     ("tests/cluster/", "real Airflow 2"),
 )
 LANE_NAMES = frozenset(name for _, name in LANES)
