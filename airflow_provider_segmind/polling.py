@@ -39,6 +39,7 @@ from airflow_provider_segmind.protocol import (
     redact,
 )
 from airflow_provider_segmind.protocol.learning import LEARNED_RUNTIMES
+from airflow_provider_segmind.utils import metrics
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -137,6 +138,8 @@ class JobWatch:
         self.secrets: list[str | None] = []
         #: Keys answered 401/403 during this watch.
         self.refused: set[str] = set()
+        #: When the status answer that showed the job COMPLETED arrived (for the detection-delay metric).
+        self.completed_seen_at: float | None = None
 
     def steps(self) -> WatchSteps:
         """The watch itself: poll on the tracker's schedule until the job ends; return its event.
@@ -164,7 +167,7 @@ class JobWatch:
                 if completed is not None:
                     _log_completed(self.log, self.request_id, completed, answer)
                     LEARNED_RUNTIMES.observe(self.model, _status_metrics(completed), answer.metrics)
-                    return success_event(
+                    event = success_event(
                         answer,
                         model=self.model,
                         status_metrics=_status_metrics(completed),
@@ -172,10 +175,13 @@ class JobWatch:
                         deadline=self.deadline,
                         polls=tracker.polls + 1,
                     )
+                    metrics.watch_ended(event, seen_at=self.completed_seen_at, submitted_at=self.submitted_at)
+                    return event
                 step = tracker.on_status(answer, clock())
             _log_step(self.log, self.request_id, step)
             if step.outcome == OUTCOME_COMPLETED:
                 completed, delay = step, 0.0
+                self.completed_seen_at = clock()
                 continue
             if step.outcome is not None:
                 return self._outcome(step)
@@ -205,7 +211,7 @@ class JobWatch:
         )
 
     def _outcome(self, step: PollStep) -> dict[str, Any]:
-        return outcome_event(
+        event = outcome_event(
             step,
             request_id=self.request_id,
             model=self.model,
@@ -213,6 +219,8 @@ class JobWatch:
             polls=self.tracker.polls,
             secrets=self.secrets,
         )
+        metrics.watch_ended(event, seen_at=None, submitted_at=self.submitted_at)
+        return event
 
     def gave_up(self, error: Exception) -> dict[str, Any]:
         """The ``error`` event when the watch itself failed (e.g. the connection is missing or has no key)."""

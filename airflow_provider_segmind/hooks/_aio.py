@@ -45,6 +45,7 @@ from airflow_provider_segmind.protocol import (
     result_url,
     status_url,
 )
+from airflow_provider_segmind.utils import metrics
 
 if TYPE_CHECKING:
     import aiohttp
@@ -165,6 +166,7 @@ class SegmindAsyncCalls(BaseHook):
                     answer = HttpAnswer(response.status, lower_headers(response.headers.items()), body, url)
             except (TimeoutError, aiohttp.ClientError) as err:
                 raise aiohttp_error(err, url, settings.secrets) from None
+            metrics.answer_seen(endpoint.value, answer.status)
             if answer.status in _AUTH_FAILURE_STATUSES:
                 # The key may have been rotated or revoked: the next hook must read the connection again.
                 _cache._SETTINGS_CACHE.invalidate(self.segmind_conn_id)

@@ -117,6 +117,7 @@ from airflow_provider_segmind.protocol.catalogue import (
     catalogue_answer_too_large,
     parse_model_catalogue,
 )
+from airflow_provider_segmind.utils import metrics
 
 __all__ = [
     "SegmindAuthenticationError",
@@ -314,6 +315,7 @@ class SegmindHook(SegmindAsyncCalls):
             except requests.RequestException as err:
                 raise requests_error(err, url, settings.secrets) from None
             answer = HttpAnswer(response.status_code, lower_headers(response.headers.items()), content, url)
+            metrics.answer_seen(endpoint.value, answer.status)
             return parse(answer)
 
         if single_attempt:  # the caller's own loop retries, within its own time bound

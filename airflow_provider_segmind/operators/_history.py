@@ -34,6 +34,7 @@ from airflow_provider_segmind.protocol.history import HistoryRecord, request_id_
 from airflow_provider_segmind.protocol.history_search import created_instants
 from airflow_provider_segmind.protocol.retry import RATE_LIMIT_MAX_WAIT
 from airflow_provider_segmind.triggers.segmind import result_summary
+from airflow_provider_segmind.utils import metrics
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -290,6 +291,7 @@ class _HistoryLookups(BaseOperator):
 
     def _fail_safe(self, context: Context, found: Ambiguous | str, what: str) -> NoReturn:
         """The safe rule: never resend blindly, never guess; fail without retries and say what to do."""
+        metrics.failed("outcome_unknown")
         self._forget(context)
         if isinstance(found, Ambiguous):
             shown = (

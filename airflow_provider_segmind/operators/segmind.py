@@ -152,6 +152,7 @@ from airflow_provider_segmind.triggers.segmind import (
     validate_event,
     wait_for_job,
 )
+from airflow_provider_segmind.utils import metrics
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -278,6 +279,8 @@ class _SegmindJobOperator(FreshRetryResume, _Reconciler):
         self.fill_seed = fill_seed
         self.end_from_trigger = end_from_trigger
         self._history_warned = False
+        #: This try submits although an earlier try's request existed (the job.resubmitted metric).
+        self._resubmitting = False
         self.request_id: str | None = None
         #: The first output URL once this try succeeded (what :class:`SegmindOutputLink` shows).
         self.output_url: str | None = None
@@ -366,6 +369,7 @@ class _SegmindJobOperator(FreshRetryResume, _Reconciler):
 
     def execute(self, context: Context) -> Any:
         model, params = self._validated()
+        metrics.bind_task(context["ti"], model)  # every metric this try emits carries its dag, task and model
         self._inspect_inputs(params)  # s3:// inputs: checked now, before any record is read or anything billed
         store = self._store(context)
         record = read_record(store, self.log) if store is not None else None
@@ -380,6 +384,7 @@ class _SegmindJobOperator(FreshRetryResume, _Reconciler):
             resumed = self._resume(context, store, record, model, earlier, fingerprint, seed)
             if resumed is not None:
                 return resumed
+            self._resubmitting = True  # an earlier try's request could not serve: this submit pays again
         # A new submit: a new seed where the provider fills one (a seed belongs to one generation).
         filled_seed = fresh_seed() if fills else None
         if filled_seed is not None:

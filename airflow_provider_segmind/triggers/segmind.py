@@ -60,6 +60,7 @@ from airflow_provider_segmind.results import (
     summarize_params,
 )
 from airflow_provider_segmind.timeouts import tag_timeout
+from airflow_provider_segmind.utils import metrics
 
 __all__ = [
     "DEFAULT_MAX_CONSECUTIVE_ERRORS",
@@ -523,6 +524,8 @@ class SegmindJobTrigger(BaseTrigger):
 
         if self._unknown_kwargs:
             self.log.warning("Ignoring trigger kwargs from a newer provider version: %s", self._unknown_kwargs)
+        # This trigger's own asyncio task: the tags stay with its metrics only.
+        metrics.bind_task(getattr(self, "task_instance", None), self.model)
         hook = SegmindHook(self.conn_id, retry_policy=SINGLE_ATTEMPT)
         watch = JobWatch(
             self.request_id,
