@@ -200,7 +200,8 @@ class SegmindHook(SegmindAsyncCalls):
         ``history_url`` (Segmind's request-history API; default the SDK's, or the loopback base
         URL's own), ``history_lookup`` (default true; false turns history lookups off),
         ``history_timezone`` (the zone of the history's naive timestamps; default: UTC or +05:30) and
-        ``history_user_id`` or ``history_user_email`` (a team member whose requests a search lists).
+        ``history_user_id`` or ``history_user_email`` (a team member whose requests a search lists),
+        ``max_spend_per_day`` (USD: the spend cap, :meth:`read_spend_ledger`, docs/operating.md).
     :param retry_policy: overrides the policy built from the connection's extras.
     """
 
@@ -495,6 +496,14 @@ class SegmindHook(SegmindAsyncCalls):
                 )
             if not search.take(records, more):
                 return search.candidates()
+
+    def read_spend_ledger(self, *, fresh: bool = False) -> list[HistoryRecord]:
+        """Today's (UTC) requests of the account from Segmind's request history, each once, with what
+        it was charged: the spend cap's ledger (``hooks/_spend.py``; cached a few seconds per process,
+        ``fresh`` reads it again). Reads even with ``history_lookup`` off: the cap asks for it."""
+        from airflow_provider_segmind.hooks._spend import read_ledger
+
+        return read_ledger(self, fresh=fresh)
 
     # ---------------------------------------------------------------- model catalogue (sync)
 

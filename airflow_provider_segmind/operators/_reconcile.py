@@ -59,6 +59,8 @@ class _Reconciler(_HistoryLookups):
         request_store: str
         _resubmitting: bool
 
+        def _noted_submit(self, request_id: str) -> None: ...
+
         def _wait(
             self,
             context: Context,
@@ -193,6 +195,7 @@ class _Reconciler(_HistoryLookups):
         self.request_id = submitted.request_id
         self.log.info("Submitted Segmind job %s (model %s).", submitted.request_id, model)
         metrics.emit(metrics.SUBMITTED)
+        self._noted_submit(submitted.request_id)
         if round_number > 1 or self._resubmitting:
             metrics.emit(metrics.RESUBMITTED)
         self._mark_own(context, submitted.request_id, submitted_at)
