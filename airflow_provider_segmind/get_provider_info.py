@@ -78,6 +78,12 @@ EXTRA_FIELDS: dict[str, tuple[str, str, str]] = {
         "Segmind's model catalogue does not list, naming close matches; an unreachable catalogue never stops a run. "
         "Off for models private to the account.",
     ),
+    "max_spend_per_day": (
+        "Max spend per day (USD)",
+        "number",
+        "Empty: no cap. Before every submit, today's (UTC) spend in Segmind's request history plus the jobs in "
+        "flight must leave room for the job, or the task fails without billing (read from the request history).",
+    ),
 }
 
 #: Defaults the form shows for extras whose absence does not mean "off" (both forms read it).

@@ -85,4 +85,11 @@ logger at ERROR, so log formatting does not dominate CPU figures (3b counts its 
    fresh interpreters (median of 3) import Airflow and ``DagBag`` (Airflow's own start, not counted)
    and then time ``DagBag(dag_folder=<file>)``; a one-task DAG without the provider gives Airflow's
    floor. Targets: <= 150 ms over ``airflow.sdk``, no boto3/aiohttp/PIL, each DAG < 0.5 s.
+
+7. Spend cap slack across processes (``b7_spend_slack``)
+   4 worker processes (spawned) run "tasks" back to back against one emulator whose request history
+   lags 0, 2 and 5 s with the rows absent: each task forgets the process's ledger cache and own
+   submits (as a fresh task process would), runs the spend check (``operators/_spend.py``), submits,
+   and waits 1 s. The cap is worth 40 images (10 with ``--quick``). Reported: images billed per lag;
+   target: at most the cap plus workers x ceil(lag / task duration) (docs/operating.md).
 """

@@ -41,6 +41,7 @@ from airflow_provider_segmind.protocol.responses import (
 from airflow_provider_segmind.protocol.retry import RetryPolicy
 from airflow_provider_segmind.protocol.urls import auth_headers, credits_url, result_url, status_url
 from airflow_provider_segmind.protocol.vocabulary import Endpoint
+from airflow_provider_segmind.utils import metrics
 
 if TYPE_CHECKING:
     import aiohttp
@@ -161,6 +162,7 @@ class SegmindAsyncCalls(BaseHook):
                     answer = HttpAnswer(response.status, lower_headers(response.headers.items()), body, url)
             except (TimeoutError, aiohttp.ClientError) as err:
                 raise aiohttp_error(err, url, settings.secrets) from None
+            metrics.answer_seen(endpoint.value, answer.status)
             if answer.status in _AUTH_FAILURE_STATUSES:
                 # The key may have been rotated or revoked: the next hook must read the connection again.
                 _cache._SETTINGS_CACHE.invalidate(self.segmind_conn_id)

@@ -67,6 +67,10 @@ class SegmindConnectionSettings:
     #: unreachable catalogue never stops a run. Default: on, except for a loopback base URL (the
     #: emulator, whose tests and demos count every request, or another local stand-in).
     check_model_catalogue: bool = False
+    #: The ``max_spend_per_day`` extra (USD, ``None``: no cap): before every submit, today's (UTC)
+    #: spend in Segmind's request history plus the in-flight estimates must leave room for the job
+    #: (:mod:`airflow_provider_segmind.protocol.spend`).
+    max_spend_per_day: float | None = None
     #: Where the catalogue is read: the SDK's URL, or a loopback base URL's own path.
     catalogue_url: str = DEFAULT_CATALOGUE_URL
     #: The proxy for calls to the base URL (:meth:`proxy_for`), decided once when the settings are
@@ -142,6 +146,7 @@ class SegmindConnectionSettings:
                     extras, "check_model_catalogue", default=not is_loopback_host(urlsplit(base_url).hostname)
                 ),
                 catalogue_url=default_catalogue_url(base_url),
+                max_spend_per_day=_positive(extras, "max_spend_per_day", 0.0) or None,
                 **_history_user(extras),
             )
         except (TypeError, ValueError) as err:
@@ -156,7 +161,7 @@ class SegmindConnectionSettings:
                 "history_url: an https URL (http only for loopback); history_lookup: true or false; "
                 "history_timezone: an IANA time zone name (e.g. Asia/Kolkata) or a UTC offset (e.g. +05:30); "
                 "history_user_id or history_user_email (not both): one team member's id or email; "
-                "check_model_catalogue: true or false",
+                "check_model_catalogue: true or false; max_spend_per_day: a positive number of USD",
             ) from None
 
 

@@ -104,6 +104,7 @@ from airflow_provider_segmind.protocol.urls import (
     submit_url,
 )
 from airflow_provider_segmind.protocol.vocabulary import DEFAULT_CONN_ID, Endpoint
+from airflow_provider_segmind.utils import metrics
 
 __all__ = ["SegmindHook"]
 
@@ -164,7 +165,8 @@ class SegmindHook(SegmindAsyncCalls):
         ``history_url`` (Segmind's request-history API; default the SDK's, or the loopback base
         URL's own), ``history_lookup`` (default true; false turns history lookups off),
         ``history_timezone`` (the zone of the history's naive timestamps; default: UTC or +05:30) and
-        ``history_user_id`` or ``history_user_email`` (a team member whose requests a search lists).
+        ``history_user_id`` or ``history_user_email`` (a team member whose requests a search lists),
+        ``max_spend_per_day`` (USD: the spend cap, :meth:`read_spend_ledger`, docs/operating.md).
     :param retry_policy: overrides the policy built from the connection's extras.
     """
 
@@ -279,6 +281,7 @@ class SegmindHook(SegmindAsyncCalls):
             except requests.RequestException as err:
                 raise requests_error(err, url, settings.secrets) from None
             answer = HttpAnswer(response.status_code, lower_headers(response.headers.items()), content, url)
+            metrics.answer_seen(endpoint.value, answer.status)
             return parse(answer)
 
         if single_attempt:  # the caller's own loop retries, within its own time bound
@@ -458,6 +461,21 @@ class SegmindHook(SegmindAsyncCalls):
                 )
             if not search.take(records, more):
                 return search.candidates()
+
+    def read_spend_ledger(self, *, fresh: bool = False) -> list[HistoryRecord]:
+        """Today's (UTC) requests of the account from Segmind's request history, each once, with what
+        it was charged: the spend cap's ledger (``hooks/_spend.py``; cached a few seconds per process,
+        ``fresh`` reads it again). Reads even with ``history_lookup`` off: the cap asks for it."""
+        from airflow_provider_segmind.hooks._spend import read_ledger
+
+        return read_ledger(self, fresh=fresh)
+
+    def spend_ledger_key(self) -> str:
+        """Which account's ledger this hook reads (history URL, user filter, a hash of the key, never
+        the key): what the operators' own not-yet-listed submits are remembered under."""
+        from airflow_provider_segmind.hooks._spend import ledger_key
+
+        return ledger_key(self)
 
     # ---------------------------------------------------------------- model catalogue (sync)
 

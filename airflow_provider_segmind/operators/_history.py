@@ -29,6 +29,7 @@ from airflow_provider_segmind.protocol.responses import JobResult, JobStatusResp
 from airflow_provider_segmind.protocol.retry import RATE_LIMIT_MAX_WAIT
 from airflow_provider_segmind.protocol.schedule import RESULT_RETENTION_SECONDS
 from airflow_provider_segmind.protocol.vocabulary import SegmindJobStatus
+from airflow_provider_segmind.utils import metrics
 from airflow_provider_segmind.utils.results import result_summary
 
 if TYPE_CHECKING:
@@ -286,6 +287,7 @@ class _HistoryLookups(BaseOperator):
 
     def _fail_safe(self, context: Context, found: Ambiguous | str, what: str) -> NoReturn:
         """The safe rule: never resend blindly, never guess; fail without retries and say what to do."""
+        metrics.failed("outcome_unknown")
         self._forget(context)
         if isinstance(found, Ambiguous):
             shown = (

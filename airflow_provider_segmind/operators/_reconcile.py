@@ -38,6 +38,7 @@ from airflow_provider_segmind.protocol.history import HistoryRecord
 from airflow_provider_segmind.protocol.responses import JobStatusResponse, SubmitResponse
 from airflow_provider_segmind.protocol.retry import submit_certainly_refused, submit_outcome_unknown
 from airflow_provider_segmind.protocol.vocabulary import SegmindJobStatus
+from airflow_provider_segmind.utils import metrics
 from airflow_provider_segmind.utils.results import result_summary
 
 if TYPE_CHECKING:
@@ -52,6 +53,9 @@ class _Reconciler(_HistoryLookups):
 
     if TYPE_CHECKING:  # defined by the operator in operators/segmind.py
         request_store: str
+        _resubmitting: bool
+
+        def _noted_submit(self, request_id: str) -> None: ...
 
         def _wait(
             self,
@@ -145,6 +149,7 @@ class _Reconciler(_HistoryLookups):
                 if not submit_outcome_unknown(err, trust_5xx=trust_5xx):
                     if history and store is not None:
                         store.delete()  # certainly no job: a next try must not wait for one in the history
+                    metrics.failed("submit_refused")
                     self._raise(err)
                 if not history:
                     self._fail_unknown(err)
@@ -185,12 +190,17 @@ class _Reconciler(_HistoryLookups):
         submitted_at = time.time()
         self.request_id = submitted.request_id
         self.log.info("Submitted Segmind job %s (model %s).", submitted.request_id, model)
+        metrics.emit(metrics.SUBMITTED)
+        self._noted_submit(submitted.request_id)
+        if round_number > 1 or self._resubmitting:
+            metrics.emit(metrics.RESUBMITTED)
         self._mark_own(context, submitted.request_id, submitted_at)
         self._record_request(context, store, submitted.request_id, model, fingerprint, filled_seed, submitted_at)
         self._announce(context, submitted.request_id)
         return self._wait(context, model, submitted.request_id, submitted_at, filled_seed, status=submitted.status)
 
     def _fail_unknown(self, err: SegmindError) -> NoReturn:
+        metrics.failed("outcome_unknown")
         history = "" if self._history_on() else " (history_lookup is off)"
         raise AirflowFailException(
             f"The outcome of this Segmind submit is unknown: {str(err).rstrip('.')}. Segmind may have "
@@ -232,6 +242,7 @@ class _Reconciler(_HistoryLookups):
         """Re-attach to the request the history found for a lost submit: the same wait as after a submit."""
         submitted_at = found.created_at if found.created_at is not None else since
         self.request_id = found.request_id
+        metrics.emit(metrics.REATTACHED)
         self.log.info(
             "Found the lost submit in Segmind's request history: request %s (%s). Re-attaching to it, no new submit.",
             found.request_id,
@@ -379,6 +390,7 @@ class _Reconciler(_HistoryLookups):
             store.delete()
             return None
         self.request_id = request_id
+        metrics.emit(metrics.REATTACHED)
         if _cleared_since(record, context["ti"]):
             # A job from before the clear, still running: this generation adopts it (no image was delivered).
             self._mark_own(context, request_id, submitted_at if submitted_at is not None else time.time())

@@ -100,6 +100,7 @@ from airflow_provider_segmind.protocol.vocabulary import (
 from airflow_provider_segmind.triggers.events import event_filled_seed, validate_event
 from airflow_provider_segmind.triggers.job_watch import DEFAULT_MAX_CONSECUTIVE_ERRORS, wait_for_job
 from airflow_provider_segmind.triggers.segmind import SegmindJobTrigger, ends_from_trigger, task_trigger_kwargs
+from airflow_provider_segmind.utils import metrics
 from airflow_provider_segmind.utils.deferral import FreshRetryResume
 from airflow_provider_segmind.utils.results import (
     XCOM_OUTPUT_URL,
@@ -174,6 +175,10 @@ class _SegmindJobOperator(FreshRetryResume, _Reconciler):
         form (prefer the dict in ``partial()``); default ``PollSchedule.for_model(model)``.
     :param max_consecutive_errors: transient errors in a row (429, 5xx, resets) tolerated while
         waiting before the task fails; none of them fails it on its own.
+    :param max_cost: USD, the most one job of this task may cost: with the connection's
+        ``max_spend_per_day`` it is the room reserved for the job; with or without it, a model whose
+        charge today (Segmind's request history) is above it is refused before the submit. Default
+        ``None``: the model's highest charge today is the estimate. See docs/operating.md.
     :param min_credits: if set, check the balance (a free call) before a billed submit and fail
         without retries when it is below this floor. Paid and free credits both count (both are
         spendable).
@@ -230,10 +235,17 @@ class _SegmindJobOperator(FreshRetryResume, _Reconciler):
         image_transport: str = "auto",
         presigned_url_expiry: float = DEFAULT_URL_EXPIRY,
         wait_for_completion: bool = True,
+        max_cost: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.wait_for_completion = wait_for_completion
+        if max_cost is not None and (isinstance(max_cost, bool) or not float(max_cost) > 0):
+            raise ValueError(f"Invalid parameter 'max_cost': got {max_cost!r}. Allowed: a positive number of USD.")
+        self.max_cost = float(max_cost) if max_cost is not None else None
+        #: The job's estimate the spend check reserved (``None``: no cap and no max_cost, or unknown).
+        self._spend_estimate: float | None = None
+        self._spend_checked = False
         check_transport(image_transport, presigned_url_expiry)
         self.aws_conn_id = aws_conn_id
         self.image_transport = image_transport
@@ -262,6 +274,8 @@ class _SegmindJobOperator(FreshRetryResume, _Reconciler):
         self.fill_seed = fill_seed
         self.end_from_trigger = end_from_trigger
         self._history_warned = False
+        #: This try submits although an earlier try's request existed (the job.resubmitted metric).
+        self._resubmitting = False
         self.request_id: str | None = None
         #: The first output URL once this try succeeded (what :class:`SegmindOutputLink` shows).
         self.output_url: str | None = None
@@ -348,6 +362,7 @@ class _SegmindJobOperator(FreshRetryResume, _Reconciler):
 
     def execute(self, context: Context) -> Any:
         model, params = self._validated()
+        metrics.bind_task(context["ti"], model)  # every metric this try emits carries its dag, task and model
         self._inspect_inputs(params)  # s3:// inputs: checked now, before any record is read or anything billed
         store = self._store(context)
         record = read_record(store, self.log) if store is not None else None
@@ -362,6 +377,7 @@ class _SegmindJobOperator(FreshRetryResume, _Reconciler):
             resumed = self._resume(context, store, record, model, earlier, fingerprint, seed)
             if resumed is not None:
                 return resumed
+            self._resubmitting = True  # an earlier try's request could not serve: this submit pays again
         # A new submit: a new seed where the provider fills one (a seed belongs to one generation).
         filled_seed = fresh_seed() if fills else None
         if filled_seed is not None:
@@ -371,12 +387,28 @@ class _SegmindJobOperator(FreshRetryResume, _Reconciler):
         fingerprint = _fingerprint(model, self._fingerprinted(params))
         refuse_unlisted_model(self.hook, model)  # issue 23: an unknown or retired slug, before anything is billed
         self._credit_guard()
+        self._check_spend(model)  # issue 27: max_spend_per_day and max_cost, before anything is billed
         return self._submit(context, store, model, params, fingerprint, filled_seed)
 
     @staticmethod
     def _announce(context: Context, request_id: str) -> None:
         """XCom the request id, for a sensor or a transfer downstream."""
         context["ti"].xcom_push(key=XCOM_REQUEST_ID, value=request_id)
+
+    def _check_spend(self, model: str) -> None:
+        """The spend cap and ``max_cost`` (``operators/_spend.py``): fail without billing when they say no."""
+        from airflow_provider_segmind.operators._spend import check_spend
+
+        settings = self.hook.get_settings()
+        self._spend_checked = settings.max_spend_per_day is not None or self.max_cost is not None
+        self._spend_estimate = check_spend(self.hook, model, self.max_cost, self.log)
+
+    def _noted_submit(self, request_id: str) -> None:
+        """Remember a submit the spend cap must count until Segmind's ledger lists it."""
+        if self._spend_checked:
+            from airflow_provider_segmind.operators._spend import note_submitted
+
+            note_submitted(self.hook, request_id, self._spend_estimate)
 
     def _credit_guard(self) -> None:
         if self.min_credits is None:

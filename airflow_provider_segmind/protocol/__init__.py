@@ -24,6 +24,7 @@ those above it):
 - :mod:`.learning`: what completed jobs of a model took, and where that places the next job's polls.
 - :mod:`.history`: Segmind's request-history API (URLs, query, records, answers).
 - :mod:`.history_search`: finding a submit whose answer was lost among those records.
+- :mod:`.spend`: the spend cap's arithmetic over the history's charges (today's spend, room).
 
 Each name is imported from the module that defines it (``from airflow_provider_segmind.protocol.schedule
 import PollSchedule``): this package re-exports nothing, so every name has one import path.

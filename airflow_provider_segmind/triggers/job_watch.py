@@ -38,6 +38,7 @@ from airflow_provider_segmind.protocol.schedule import (
 from airflow_provider_segmind.protocol.text import MAX_ERROR_TEXT, redact
 from airflow_provider_segmind.protocol.vocabulary import DEFAULT_CONN_ID, SegmindJobStatus
 from airflow_provider_segmind.triggers.events import describe_transition, outcome_event, success_event
+from airflow_provider_segmind.utils import metrics
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -134,6 +135,8 @@ class JobWatch:
         self.secrets: list[str | None] = []
         #: Keys answered 401/403 during this watch.
         self.refused: set[str] = set()
+        #: When the status answer that showed the job COMPLETED arrived (for the detection-delay metric).
+        self.completed_seen_at: float | None = None
 
     def steps(self) -> WatchSteps:
         """The watch itself: poll on the tracker's schedule until the job ends; return its event.
@@ -161,7 +164,7 @@ class JobWatch:
                 if completed is not None:
                     _log_completed(self.log, self.request_id, completed, answer)
                     LEARNED_RUNTIMES.observe(self.model, _status_metrics(completed), answer.metrics)
-                    return success_event(
+                    event = success_event(
                         answer,
                         model=self.model,
                         status_metrics=_status_metrics(completed),
@@ -169,10 +172,13 @@ class JobWatch:
                         deadline=self.deadline,
                         polls=tracker.polls + 1,
                     )
+                    metrics.watch_ended(event, seen_at=self.completed_seen_at, submitted_at=self.submitted_at)
+                    return event
                 step = tracker.on_status(answer, clock())
             _log_step(self.log, self.request_id, step)
             if step.outcome == OUTCOME_COMPLETED:
                 completed, delay = step, 0.0
+                self.completed_seen_at = clock()
                 continue
             if step.outcome is not None:
                 return self._outcome(step)
@@ -202,7 +208,7 @@ class JobWatch:
         )
 
     def _outcome(self, step: PollStep) -> dict[str, Any]:
-        return outcome_event(
+        event = outcome_event(
             step,
             request_id=self.request_id,
             model=self.model,
@@ -210,6 +216,8 @@ class JobWatch:
             polls=self.tracker.polls,
             secrets=self.secrets,
         )
+        metrics.watch_ended(event, seen_at=None, submitted_at=self.submitted_at)
+        return event
 
     def gave_up(self, error: Exception) -> dict[str, Any]:
         """The ``error`` event when the watch itself failed (e.g. the connection is missing or has no key)."""

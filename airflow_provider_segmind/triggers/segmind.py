@@ -42,6 +42,7 @@ from airflow_provider_segmind.triggers.job_watch import (
     JobWatch,
     run_async,
 )
+from airflow_provider_segmind.utils import metrics
 from airflow_provider_segmind.utils.results import (
     XCOM_OUTPUT_URL,
     XCOM_REQUEST_ID,
@@ -503,6 +504,8 @@ class SegmindJobTrigger(BaseTrigger):
 
         if self._unknown_kwargs:
             self.log.warning("Ignoring trigger kwargs from a newer provider version: %s", self._unknown_kwargs)
+        # This trigger's own asyncio task: the tags stay with its metrics only.
+        metrics.bind_task(getattr(self, "task_instance", None), self.model)
         hook = SegmindHook(self.conn_id, retry_policy=SINGLE_ATTEMPT)
         watch = JobWatch(
             self.request_id,

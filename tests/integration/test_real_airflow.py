@@ -24,6 +24,7 @@ from moto.server import ThreadedMotoServer
 from airflow_provider_segmind.emulator.config import EmulatorConfig
 from airflow_provider_segmind.emulator.server import SegmindEmulator
 from tests.integration.cluster import AirflowCluster
+from tests.integration.statsd_listener import StatsdLine, StatsdListener
 
 # The module fixture runs the whole scenario (Airflow start-up included) inside the first test's
 # time limit; its own waits allow 420 s + 180 s for the two DAG runs.
@@ -150,6 +151,14 @@ ENDED_DAG = """
             on_execute_callback=register_listener,
         )
 
+        # Issue 27: a blocking task, whose watch (and its metrics) runs on the worker.
+        SegmindTextToImageOperator(
+            task_id="generate_blocking",
+            prompt="A lighthouse on a cliff, drizzle",
+            deferrable=False,
+            segmind_conn_id="segmind_ended",
+        )
+
         # A custom XCom backend (segmind_e2e_xcom, wrapping this task's values): the link's XCom goes
         # straight to the database, as a worker writes it, everything else through the backend.
         backend = SegmindTextToImageOperator(
@@ -260,12 +269,20 @@ def segmind_slow() -> Iterator[SegmindEmulator]:
 
 
 @pytest.fixture(scope="module")
+def statsd() -> Iterator[StatsdListener]:
+    """Issue 27: a real StatsD listener on loopback that the whole cluster sends its metrics to."""
+    with StatsdListener() as listener:
+        yield listener
+
+
+@pytest.fixture(scope="module")
 def finished_run(
     tmp_path_factory: pytest.TempPathFactory,
     segmind: SegmindEmulator,
     segmind_ended: SegmindEmulator,
     segmind_slow: SegmindEmulator,
     s3_endpoint: str,
+    statsd: StatsdListener,
 ) -> Iterator[dict[str, Any]]:
     """Start Airflow, run the marketing DAG once, collect what the tests inspect, stop Airflow."""
     home = tmp_path_factory.mktemp("airflow-e2e")
@@ -303,6 +320,12 @@ def finished_run(
         "SEGMIND_EXAMPLE_SCHEDULE": "none",
         "SEGMIND_E2E_CALLBACKS": str(callbacks),
         "AIRFLOW__CORE__XCOM_BACKEND": "segmind_e2e_xcom.WrappingXCom",
+        # Issue 27: Airflow's own stats client, to the loopback listener, with influxdb-style tags.
+        "AIRFLOW__METRICS__STATSD_ON": "True",
+        "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
+        "AIRFLOW__METRICS__STATSD_PORT": str(statsd.port),
+        "AIRFLOW__METRICS__STATSD_PREFIX": "airflow",
+        "AIRFLOW__METRICS__STATSD_INFLUXDB_ENABLED": "True",
         "PYTHONPATH": os.pathsep.join(filter(None, [str(pylib), os.environ.get("PYTHONPATH")])),
     }
     cluster = AirflowCluster(home=home, dags_folder=dags, env=env)
@@ -412,6 +435,7 @@ def finished_run(
         result["photos_task_instances"] = cluster.task_instances(PHOTOS_DAG, photos_run)
         result["photos_jobs"] = [job for job in segmind.jobs() if job["request_id"] not in jobs_before]
         result["photos_run_id"] = photos_run
+        result["segmind_key"], result["ended_key"] = segmind.api_key, segmind_ended.api_key
         yield result
     finally:
         cluster.stop()
@@ -553,6 +577,7 @@ def test_a_generate_task_ended_from_its_trigger_ran_one_worker_process(finished_
         ("each", 1, "success", 1),
         ("generate", -1, "success", 1),
         ("generate_backend", -1, "success", 1),
+        ("generate_blocking", -1, "success", 1),
         ("generate_fanned", -1, "success", 1),
         ("generate_heard", -1, "success", 1),
         ("generate_result", -1, "success", 1),
@@ -694,3 +719,47 @@ def test_the_link_bypasses_a_custom_xcom_backend_as_a_worker_writes_it(finished_
     assert xcoms[("generate_backend", "segmind_request_id")] == {"__segmind_e2e_backend__": summary["request_id"]}
     assert xcoms[("generate_backend", "_link_SegmindOutputLink")] == summary["output_url"]
     assert xcoms[("backend_downstream", "return_value")] == summary  # read back through the backend
+
+
+def _segmind_metrics(statsd: StatsdListener, name: str, **tags: str) -> list[StatsdLine]:
+    return [
+        line
+        for line in statsd.lines(f"airflow.segmind.{name}")
+        if line.name == f"airflow.segmind.{name}" and all(line.tags.get(k) == v for k, v in tags.items())
+    ]
+
+
+def test_metrics_reach_a_statsd_listener_from_workers_and_the_triggerer(
+    finished_run: dict[str, Any], statsd: StatsdListener
+) -> None:
+    """Issue 27 item 1: the provider's metrics go through Airflow's stats client, from the worker and
+    from the triggerer, tagged by model, DAG and task (StatsD with influxdb tags on)."""
+    assert finished_run["state"] == "success"
+    model = "stable-diffusion-3-large-txt2img"
+    # Submits happen on workers: one per prompt of the marketing DAG, tagged with the mapped task.
+    submitted = _segmind_metrics(statsd, "job.submitted", dag_id=DAG_ID, task_id="render.generate", model=model)
+    assert sum(line.value for line in submitted) == len(PROMPTS)
+    # A task its trigger ended ran one worker process (the submit): its watch ended in the triggerer,
+    # and that is where its completion, times and cost were sent from.
+    ended = {"dag_id": ENDED, "task_id": "generate", "model": model}
+    assert sum(line.value for line in _segmind_metrics(statsd, "job.completed", **ended)) == 1
+    for timer in ("job.queue_time", "job.inference_time", "job.detection_delay"):
+        (line,) = _segmind_metrics(statsd, timer, **ended)
+        assert line.kind == "ms"
+        assert line.value >= 0
+    (inference,) = _segmind_metrics(statsd, "job.inference_time", **ended)
+    assert 4000 <= inference.value <= 6000  # the emulator's inference_time=(4.0, 6.0) s
+    (cost,) = _segmind_metrics(statsd, "job.cost_usd", **ended)
+    assert cost.value == pytest.approx(0.04)  # the emulator's price per image
+    # A blocking task's watch runs on the worker: its completion comes from there.
+    blocking = {"dag_id": ENDED, "task_id": "generate_blocking", "model": model}
+    assert sum(line.value for line in _segmind_metrics(statsd, "job.completed", **blocking)) == 1
+    assert _segmind_metrics(statsd, "api.status_polls", **blocking)
+    assert _segmind_metrics(statsd, "api.status_polls", **ended)
+    # The job slower than its execution_timeout: a failure by cause, from the triggerer's deadline.
+    timed = _segmind_metrics(statsd, "job.failed.timeout", dag_id=TIMED, task_id="generate")
+    assert sum(line.value for line in timed) == 1
+    assert timed[0].tags["cause"] == "timeout"
+    # No metric carries the key.
+    keys = {finished_run["segmind_key"], finished_run["ended_key"]}
+    assert not [line for line in statsd.lines("airflow.segmind") if any(k in repr(line) for k in keys)]

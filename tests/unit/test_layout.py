@@ -38,6 +38,7 @@ READING_ORDER = (
     "learning",
     "history",
     "history_search",
+    "spend",
     "catalogue",
     "contract",
 )
