@@ -141,7 +141,10 @@ def _variant(name: str, args: argparse.Namespace) -> dict[str, Any]:
                 asset_alias=None,
                 replace=True,
             )
-            context: Any = {"ti": _TI()}
+            from airflow.sdk.execution_time.context import OutletEventAccessors
+
+            # What Airflow's task runner gives execute(): the operator gives its asset event its extra.
+            context: Any = {"ti": _TI(), "outlet_events": OutletEventAccessors()}
             op.execute(context)
 
     elif name == "httptos3":
