@@ -25,6 +25,7 @@ be defined here is still importable from here.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import time
 from collections.abc import Callable, Mapping
@@ -65,6 +66,7 @@ from airflow_provider_segmind.history import (
     parse_history_page,
     parse_history_record,
 )
+from airflow_provider_segmind.hooks import _budget
 from airflow_provider_segmind.hooks._aio import SegmindAsyncCalls
 from airflow_provider_segmind.hooks._cache import _CATALOGUE_CACHE, CATALOGUE_MISS_REFRESH_SECONDS, catalogue_key
 
@@ -299,6 +301,7 @@ class SegmindHook(SegmindAsyncCalls):
         limit, too_large = _CAPPED.get(endpoint, (None, history_answer_too_large))
 
         def attempt() -> T:
+            _budget.wait_turn(settings.api_key, settings.rate_budget, endpoint)  # every attempt spends a request
             try:
                 response = session.request(
                     method,
@@ -602,7 +605,8 @@ class SegmindHook(SegmindAsyncCalls):
             return False, sentences(f"Invalid connection: {str(err).split(': ', 1)[-1]}")
         except SegmindAuthenticationError:
             return False, "No API key: put the Segmind API key in the API Key (password) field."
-        self._settings = settings
+        # The Test button's two free calls skip the rate budget: a person waits on them.
+        self._settings = settings = dataclasses.replace(settings, rate_budget=None)
         url = credits_url(settings.base_url)
         try:
             balance = self.get_credit_balance()
