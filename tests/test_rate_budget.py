@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -18,8 +20,9 @@ import pytest
 from airflow_provider_segmind.exceptions import SegmindInvalidParametersError
 from airflow_provider_segmind.hooks import _budget
 from airflow_provider_segmind.hooks.segmind import SegmindHook
-from airflow_provider_segmind.protocol import SD3_LARGE_MODEL, Endpoint
-from airflow_provider_segmind.protocol.rate_budget import RateBudget, priority
+from airflow_provider_segmind.protocol import SD3_LARGE_MODEL, Endpoint, PollSchedule
+from airflow_provider_segmind.protocol.rate_budget import RateBudget, budgeted_schedule, priority
+from airflow_provider_segmind.triggers.segmind import SegmindJobTrigger
 
 WINDOW_S = 3.0
 
@@ -175,3 +178,39 @@ def test_on_the_loop_a_result_goes_before_waiting_polls_and_credits(
     assert sent[1] == f"/v2/requests/{request_id}/status"
     assert "credits" in sent[2]
     assert emu.stats()["rate_limited"] == 0
+
+
+# ------------------------------------------------------------------ the poll schedule under a budget
+
+
+def test_under_a_budget_the_first_poll_waits_for_the_slow_end_of_the_runtime() -> None:
+    sd3 = PollSchedule.for_model(SD3_LARGE_MODEL)
+    budgeted = budgeted_schedule(sd3)
+    assert budgeted.initial_delay == sd3.slow_after == 14.4
+    assert budgeted == replace(sd3, initial_delay=14.4)  # nothing else changes
+
+
+def test_a_budgeted_trigger_spends_one_status_call_on_a_finished_job(
+    emulator_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real trigger, its key budgeted: one status (COMPLETED) and one result per image."""
+    emu = emulator_factory(rate_limit=20, rate_limit_window=WINDOW_S, rate_limit_scope="all")
+    set_conn(monkeypatch, emu, requests_per_minute=20, rate_limit_window=WINDOW_S)
+    submitted = SegmindHook().submit(SD3_LARGE_MODEL, {"prompt": "a lighthouse"})
+    schedule = PollSchedule(initial_delay=0.05, queued_interval=0.05, interval=0.05, slow_after=1.0)
+    trigger = SegmindJobTrigger(
+        request_id=submitted.request_id,
+        conn_id="segmind_default",
+        model=SD3_LARGE_MODEL,
+        deadline=time.time() + 60,
+        submitted_at=time.time(),
+        poll_schedule=schedule.to_dict(),
+    )
+
+    async def events() -> list[Any]:
+        return [event async for event in trigger.run()]
+
+    (event,) = asyncio.run(events())
+    assert event.payload["status"] == "success"
+    stats = emu.stats()
+    assert (stats["status_polls"], stats["result_fetches"], stats["rate_limited"]) == (1, 1, 0)

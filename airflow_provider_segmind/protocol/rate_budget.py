@@ -21,9 +21,10 @@ requests into the server's 60 s window.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final, Literal
 
+from airflow_provider_segmind.protocol.polling import PollSchedule
 from airflow_provider_segmind.protocol.vocabulary import Endpoint
 
 #: Seconds added to each process's window before it is divided into spacings (jitter between the
@@ -114,3 +115,16 @@ class RateBudget:
         """The most images a minute this split lets through (at two triggerer requests per image)."""
         worker, triggerer = self.split()
         return min(worker * self.worker_slots, triggerer * self.triggerers / TRIGGERER_REQUESTS_PER_IMAGE)
+
+
+def budgeted_schedule(schedule: PollSchedule) -> PollSchedule:
+    """The poll schedule of a watch whose key has a budget: its first status call where it sees COMPLETED.
+
+    Under a budget each status call is a turn a submit or a result could have used, and an image
+    costs at least one submit, one status and one result. So the first call waits until the model's
+    slow end (``slow_after``, 1.5x the typical or learned runtime, past which the job counts as
+    late), not ``initial_delay``: the QUEUED and early PROCESSING answers it skips carry nothing the
+    result needs. The price is latency (a few seconds for SD3 Large), not images per minute; the
+    rest of the schedule (a late job, errors, 429s) is unchanged.
+    """
+    return replace(schedule, initial_delay=max(schedule.initial_delay, schedule.slow_after))

@@ -51,6 +51,7 @@ from airflow_provider_segmind.polling import (
     wait_for_job,
 )
 from airflow_provider_segmind.protocol import PollSchedule, redact
+from airflow_provider_segmind.protocol.rate_budget import budgeted_schedule
 from airflow_provider_segmind.results import (
     XCOM_OUTPUT_URL,
     XCOM_REQUEST_ID,
@@ -535,7 +536,10 @@ class SegmindJobTrigger(BaseTrigger):
             log=self.log,
         )
         try:
-            watch.secrets.append((await hook.aget_settings()).api_key)
+            settings = await hook.aget_settings()
+            watch.secrets.append(settings.api_key)
+            if settings.rate_budget is not None:  # each poll spends a turn: the first one where it sees COMPLETED
+                watch.tracker.schedule = budgeted_schedule(watch.tracker.schedule)
             async with hook.shared_session() as session:
                 return await run_async(watch.steps(), AsyncCalls(hook, self.request_id, session=session))
         except asyncio.CancelledError:
