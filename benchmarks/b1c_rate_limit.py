@@ -34,7 +34,7 @@ VARIANTS = ("ours", "today", "sdk")
 #: limit name -> (requests a minute, pool slots per side, jobs full, jobs quick). At 5 a minute one
 #: slot is the split that lets the most images through (protocol/rate_budget.py), and every side
 #: gets the same slots.
-LIMITS: dict[str, tuple[int, int, int, int]] = {"a": (50, 4, 64, 8), "b": (5, 1, 7, 0)}
+LIMITS: dict[str, tuple[int, int, int, int]] = {"a": (50, 4, 64, 4), "b": (5, 1, 7, 0)}
 TARGET_FRACTION = 0.8
 
 

@@ -34,6 +34,7 @@ READING_ORDER = (
     "responses",
     "polling",
     "learning",
+    "rate_budget",
     "history",
     "history_search",
     "catalogue",

@@ -22,6 +22,7 @@ those above it):
 - :mod:`.responses`: successful answers into typed values.
 - :mod:`.polling`: the poll schedule and the watch's state machine (:class:`PollTracker`).
 - :mod:`.learning`: what completed jobs of a model took, and where that places the next job's polls.
+- :mod:`.rate_budget`: how one key's request limit is shared by the processes using it.
 - :mod:`.history`: Segmind's request-history API (URLs, query, records, answers).
 - :mod:`.history_search`: finding a submit whose answer was lost among those records.
 
