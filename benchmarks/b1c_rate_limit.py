@@ -145,7 +145,9 @@ def run(quick: bool) -> BenchResult:
         def counts(side: dict[str, Any]) -> str:
             return f"{side['rate_limited']} / {side['failed']} / {side['requests'] / max(1, side['succeeded']):.1f}"
 
-        fraction = ours["steady_per_min"] / ceiling
+        # Judged over the whole run: the steady-state figure divides by the gap between Airflow's
+        # end dates, which a loaded scheduler bunches (it read 108% of R/3 once, more than the key allows).
+        fraction = ours["images_per_min"] / ceiling
         met = fraction >= TARGET_FRACTION and ours["rate_limited"] == 0 and ours["failed"] == 0
 
         def rate(side: dict[str, Any], key: str, ceiling: float = ceiling) -> str:
@@ -159,8 +161,8 @@ def run(quick: bool) -> BenchResult:
                 rate(ours, "steady_per_min"),
                 f"SDK {rate(sdk, 'steady_per_min')}",
                 f"today {rate(today, 'steady_per_min')}",
-                ">= 80% of R/3, 0 429s, 0 failed",
-                yes_no(met) if not quick else "n/a (quick)",
+                "report (Airflow's end dates)",
+                "n/a",
             )
         )
         result.rows.append(
@@ -170,8 +172,8 @@ def run(quick: bool) -> BenchResult:
                 rate(ours, "images_per_min"),
                 f"SDK {rate(sdk, 'images_per_min')}",
                 f"today {rate(today, 'images_per_min')}",
-                "report",
-                "n/a",
+                ">= 80% of R/3, 0 429s, 0 failed",
+                yes_no(met) if not quick else "n/a (quick)",
             )
         )
         result.rows.append(
