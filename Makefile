@@ -185,8 +185,11 @@ demo: $(STAMP)
 	$(BIN)/python demo/run.py
 endif
 
+# BENCH_ARGS=--quick: every benchmark on small loads (~2 min; CI runs it so none can rot unnoticed:
+# it checks that each one runs, not its figures).
+BENCH_ARGS ?=
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 # The contract check (docs/contract.md): which of the provider's assumptions about Segmind's live API
 # hold for the account of a real key in the segmind connection CONN_ID. Free calls only, unless

@@ -84,6 +84,22 @@ EXTRA_FIELDS: dict[str, tuple[str, str, str]] = {
         "Empty: no cap. Before every submit, today's (UTC) spend in Segmind's request history plus the jobs in "
         "flight must leave room for the job, or the task fails without billing (read from the request history).",
     ),
+    "requests_per_minute": (
+        "Key's requests a minute",
+        "integer",
+        "The key's rate limit (Free 5, Pro 50). Set: every process sends at most its share, so no call is "
+        "answered 429. Empty: no budget (a 429 is waited out).",
+    ),
+    "rate_limit_worker_slots": (
+        "Worker slots sharing the key",
+        "integer",
+        "With requests_per_minute: the size of the pool the Segmind tasks run in. Default 1.",
+    ),
+    "rate_limit_triggerers": (
+        "Triggerers sharing the key",
+        "integer",
+        "With requests_per_minute: how many triggerer processes run. Default 1.",
+    ),
 }
 
 #: Defaults the form shows for extras whose absence does not mean "off" (both forms read it).

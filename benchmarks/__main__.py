@@ -1,5 +1,7 @@
 """``python -m benchmarks [--only N[,N...]] [--quick] [--json PATH]``: run the benchmarks, print one table.
 
+N is one of 1, 1c, 2, 3, 4, 5.
+
 See the package docstring (``benchmarks/__init__.py``) for what each benchmark measures and how.
 """
 
@@ -26,12 +28,13 @@ if str(REPO) not in sys.path:
 from benchmarks._common import PROCESSES, BenchResult, Row, machine_info  # noqa: E402
 
 MODULES = {
-    1: "benchmarks.b1_worker_slot",
-    2: "benchmarks.b2_triggerer",
-    3: "benchmarks.b3_poll_economy",
-    4: "benchmarks.b4_s3_streaming",
-    5: "benchmarks.b5_import_parse",
-    7: "benchmarks.b7_spend_slack",
+    "1": "benchmarks.b1_worker_slot",
+    "1c": "benchmarks.b1c_rate_limit",
+    "2": "benchmarks.b2_triggerer",
+    "3": "benchmarks.b3_poll_economy",
+    "4": "benchmarks.b4_s3_streaming",
+    "5": "benchmarks.b5_import_parse",
+    "7": "benchmarks.b7_spend_slack",
 }
 RESULTS = REPO / "benchmarks" / "results"
 COLUMNS = ("bench", "metric", "ours", "baseline", "ratio", "target", "met")
@@ -60,18 +63,18 @@ def _isolate_airflow(home: Path) -> None:
             del os.environ[name]
 
 
-def _selected(only: list[str] | None) -> list[int]:
+def _selected(only: list[str] | None) -> list[str]:
     if not only:
-        return sorted(MODULES)
-    numbers: list[int] = []
+        return list(MODULES)
+    numbers: list[str] = []
     for item in only:
         for part in item.split(","):
             part = part.strip()
             if not part:
                 continue
-            number = int(part)
+            number = part.lower()
             if number not in MODULES:
-                raise SystemExit(f"--only: no benchmark {number}; choose from {sorted(MODULES)}")
+                raise SystemExit(f"--only: no benchmark {number}; choose from {list(MODULES)}")
             if number not in numbers:
                 numbers.append(number)
     return numbers
@@ -156,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     numbers = _selected(args.only)
-    full = not args.quick and numbers == sorted(MODULES)
+    full = not args.quick and numbers == list(MODULES)
     if args.json is not None:
         out_path: Path = args.json
     elif full:
@@ -172,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     interrupted = False
     mode = "quick" if args.quick else "full"
     print(render_machine(machine), flush=True)
-    print(f"Mode: {mode}; benchmarks {', '.join(map(str, numbers))}", flush=True)
+    print(f"Mode: {mode}; benchmarks {', '.join(numbers)}", flush=True)
     with tempfile.TemporaryDirectory(prefix="segmind-bench-") as tmp:
         _isolate_airflow(Path(tmp) / "airflow-home")
         try:

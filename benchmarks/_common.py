@@ -59,7 +59,7 @@ class Row:
 class BenchResult:
     """What one benchmark hands back: table rows, raw figures for the JSON, notes for the reader."""
 
-    number: int
+    number: int | str
     title: str
     rows: list[Row] = field(default_factory=list)
     figures: dict[str, Any] = field(default_factory=dict)

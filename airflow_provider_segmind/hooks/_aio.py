@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 import tenacity
 from airflow.sdk import BaseHook
 
-from airflow_provider_segmind.hooks import _cache
+from airflow_provider_segmind.hooks import _budget, _cache
 from airflow_provider_segmind.hooks._settings import SegmindConnectionSettings, plain_settings
 from airflow_provider_segmind.hooks._transport import aiohttp_error, retrying_kwargs
 from airflow_provider_segmind.protocol.answer import HttpAnswer, lower_headers
@@ -154,6 +154,7 @@ class SegmindAsyncCalls(BaseHook):
         limit = MAX_HISTORY_ANSWER_BYTES if endpoint is Endpoint.HISTORY else None
 
         async def attempt() -> T:
+            await _budget.await_turn(settings.api_key, settings.rate_budget, endpoint)  # every attempt spends one
             try:
                 async with session.get(
                     url, headers=headers, timeout=timeout, allow_redirects=False, proxy=proxy

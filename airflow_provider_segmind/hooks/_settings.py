@@ -19,6 +19,7 @@ from airflow_provider_segmind.protocol.history import (
     history_zone,
     normalize_history_url,
 )
+from airflow_provider_segmind.protocol.rate_budget import WINDOW_S, RateBudget
 from airflow_provider_segmind.protocol.retry import RetryPolicy
 from airflow_provider_segmind.protocol.text import redact
 from airflow_provider_segmind.protocol.urls import is_loopback_host, normalize_base_url
@@ -73,6 +74,10 @@ class SegmindConnectionSettings:
     max_spend_per_day: float | None = None
     #: Where the catalogue is read: the SDK's URL, or a loopback base URL's own path.
     catalogue_url: str = DEFAULT_CATALOGUE_URL
+    #: The ``requests_per_minute`` extra (the key's limit, docs.segmind.com/api-reference/rate-limits)
+    #: with ``rate_limit_worker_slots`` and ``rate_limit_triggerers``: every call of this process waits
+    #: for its share (``hooks/_budget.py``). ``None`` (no extra): nothing waits, a 429 is waited out.
+    rate_budget: RateBudget | None = None
     #: The proxy for calls to the base URL (:meth:`proxy_for`), decided once when the settings are
     #: built: the decision reads the environment's proxy variables (~0.15 ms of CPU, more than a
     #: status poll), and the triggerer sends thousands of polls there with the same settings
@@ -147,6 +152,7 @@ class SegmindConnectionSettings:
                 ),
                 catalogue_url=default_catalogue_url(base_url),
                 max_spend_per_day=_positive(extras, "max_spend_per_day", 0.0) or None,
+                rate_budget=_rate_budget(extras),
                 **_history_user(extras),
             )
         except (TypeError, ValueError) as err:
@@ -161,7 +167,9 @@ class SegmindConnectionSettings:
                 "history_url: an https URL (http only for loopback); history_lookup: true or false; "
                 "history_timezone: an IANA time zone name (e.g. Asia/Kolkata) or a UTC offset (e.g. +05:30); "
                 "history_user_id or history_user_email (not both): one team member's id or email; "
-                "check_model_catalogue: true or false; max_spend_per_day: a positive number of USD",
+                "check_model_catalogue: true or false; max_spend_per_day: a positive number of USD; "
+                "requests_per_minute, rate_limit_worker_slots, "
+                "rate_limit_triggerers: whole numbers >= 1 (the key's limit and the processes sharing it)",
             ) from None
 
 
@@ -239,6 +247,31 @@ def _history_user(extras: Mapping[str, Any]) -> dict[str, str]:
         # email. Pass one or the other."
         raise ValueError("set extra 'history_user_id' or 'history_user_email', not both (the history takes one)")
     return found
+
+
+def _whole(extras: Mapping[str, Any], name: str, default: int | None) -> int | None:
+    """A whole-number extra (JSON number or the form's string), or ``default`` when absent."""
+    value = extras.get(name)
+    if value is None or value == "":
+        return default
+    number = float(value)
+    if not number.is_integer():
+        raise ValueError(f"extra {name!r} must be a whole number, got {value!r}")
+    return int(number)
+
+
+def _rate_budget(extras: Mapping[str, Any]) -> RateBudget | None:
+    """The ``requests_per_minute`` extra and the processes that share it, checked (``RateBudget``)."""
+    limit = _whole(extras, "requests_per_minute", None)
+    if limit is None:
+        return None
+    return RateBudget(
+        limit,
+        worker_slots=_whole(extras, "rate_limit_worker_slots", 1) or 1,
+        triggerers=_whole(extras, "rate_limit_triggerers", 1) or 1,
+        # Not on the form: only an emulator with a sped-up clock counts in a shorter window.
+        window_s=_positive(extras, "rate_limit_window", WINDOW_S),
+    )
 
 
 def _positive(extras: Mapping[str, Any], name: str, default: float) -> float:

@@ -26,6 +26,7 @@ be defined here is still importable from here.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import time
 from collections.abc import Callable, Mapping
@@ -44,6 +45,7 @@ from airflow_provider_segmind.exceptions import (
     SegmindTransportError,
 )
 from airflow_provider_segmind.get_provider_info import UI_FIELD_BEHAVIOUR
+from airflow_provider_segmind.hooks import _budget
 from airflow_provider_segmind.hooks._aio import SegmindAsyncCalls
 
 # Names defined in this module before it was split, still importable from here (``X as X``).
@@ -266,6 +268,7 @@ class SegmindHook(SegmindAsyncCalls):
         limit, too_large = _CAPPED.get(endpoint, (None, history_answer_too_large))
 
         def attempt() -> T:
+            _budget.wait_turn(settings.api_key, settings.rate_budget, endpoint)  # every attempt spends a request
             try:
                 response = session.request(
                     method,
@@ -585,7 +588,8 @@ class SegmindHook(SegmindAsyncCalls):
             return False, sentences(f"Invalid connection: {str(err).split(': ', 1)[-1]}")
         except SegmindAuthenticationError:
             return False, "No API key: put the Segmind API key in the API Key (password) field."
-        self._settings = settings
+        # The Test button's two free calls skip the rate budget: a person waits on them.
+        self._settings = settings = dataclasses.replace(settings, rate_budget=None)
         url = credits_url(settings.base_url)
         try:
             balance = self.get_credit_balance()

@@ -22,6 +22,8 @@ those above it):
 - :mod:`.responses`: successful answers into typed values.
 - :mod:`.schedule`: the poll schedule and the watch's state machine (:class:`PollTracker`).
 - :mod:`.learning`: what completed jobs of a model took, and where that places the next job's polls.
+- :mod:`.rate_budget`: how one key's request limit is shared by the processes using it.
+- :mod:`.rate_budget`: a key's requests a minute, split between the processes that share it.
 - :mod:`.history`: Segmind's request-history API (URLs, query, records, answers).
 - :mod:`.history_search`: finding a submit whose answer was lost among those records.
 - :mod:`.spend`: the spend cap's arithmetic over the history's charges (today's spend, room).

@@ -55,6 +55,13 @@ def emit_event(
     if target not in (outlets or []):
         log.warning("%r is not among this task's outlets: no asset event is emitted.", target)
         return
+    events = context.get("outlet_events")
+    if events is None:
+        # Only a context built by hand has no accessors (Airflow's task runner always sets them):
+        # outside Airflow nobody would record the event, and the objects are already stored, so a
+        # KeyError here would fail a finished transfer and make a retry upload it all again.
+        log.warning("The context has no outlet_events (not run by Airflow): no asset event on %r.", target)
+        return
     extra = asset_event_extra(bucket, stored, max_objects=max_objects)
     if isinstance(target, AssetAlias):
         if not stored:
@@ -62,10 +69,10 @@ def emit_event(
         destination = destination_asset(asset, bucket, template, context)
         if not AIRFLOW_V_3_2_PLUS:
             extra["objects"] = json.dumps(extra["objects"], separators=(",", ":"))
-        context["outlet_events"][target].add(destination, extra=extra)
+        events[target].add(destination, extra=extra)
     else:
         destination = target
-        context["outlet_events"][target].extra = extra
+        events[target].extra = extra
     log.info(
         "Asset event on %s: %d object(s)%s.",
         destination.uri,

@@ -27,6 +27,7 @@ from typing import Any, Final
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_provider_segmind.protocol.rate_budget import budgeted_schedule
 from airflow_provider_segmind.protocol.schedule import PollSchedule
 from airflow_provider_segmind.protocol.text import redact
 from airflow_provider_segmind.protocol.vocabulary import DEFAULT_CONN_ID
@@ -518,7 +519,10 @@ class SegmindJobTrigger(BaseTrigger):
             log=self.log,
         )
         try:
-            watch.secrets.append((await hook.aget_settings()).api_key)
+            settings = await hook.aget_settings()
+            watch.secrets.append(settings.api_key)
+            if settings.rate_budget is not None:  # each poll spends a turn: the first one where it sees COMPLETED
+                watch.tracker.schedule = budgeted_schedule(watch.tracker.schedule)
             async with hook.shared_session() as session:
                 return await run_async(watch.steps(), AsyncCalls(hook, self.request_id, session=session))
         except asyncio.CancelledError:

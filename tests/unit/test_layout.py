@@ -36,6 +36,7 @@ READING_ORDER = (
     "responses",
     "schedule",
     "learning",
+    "rate_budget",
     "history",
     "history_search",
     "spend",

@@ -29,6 +29,7 @@ from airflow_provider_segmind.exceptions import (
 )
 from airflow_provider_segmind.protocol.params import SD3_SIZES
 from airflow_provider_segmind.protocol.vocabulary import SD3_LARGE_MODEL
+from airflow_provider_segmind.transfers._assets import emit_event
 from airflow_provider_segmind.transfers._download import Downloader
 from airflow_provider_segmind.transfers.segmind_to_s3 import SegmindToS3Operator
 from airflow_provider_segmind.utils.media_policy import DownloadPolicy
@@ -271,6 +272,30 @@ def test_nothing_to_store_gives_the_asset_event_a_count_of_zero(s3: S3Env) -> No
         "objects": [],
     }
     s3.assert_empty()
+
+
+def test_a_context_without_outlet_events_stores_and_skips_the_event(
+    emu: SegmindEmulator, s3: S3Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A hand-made context (no Airflow task runner, e.g. benchmark 4's) stores the image and warns.
+
+    The event would have nobody to record it; failing here would fail a transfer already stored.
+    """
+    summary = generate(emu)
+    context = make_context()
+    del context["outlet_events"]
+    op = make_op(s3, summary)
+    (uri,) = op.execute(context)
+    key = uri.split("/", 3)[3]
+    assert s3.keys() == [key, key + ".manifest.json"]
+
+    log = logging.getLogger("tests.assets")
+    stored = [{"key": key, "sha256": "0" * 64, "manifest": None, "request_id": summary["request_id"]}]
+    with caplog.at_level(logging.WARNING, logger=log.name):
+        emit_event(context, op.event_target, op.outlets, "auto", s3.bucket, key, stored, max_objects=5, log=log)
+    assert [record.getMessage() for record in caplog.records if record.name == log.name] == [
+        f"The context has no outlet_events (not run by Airflow): no asset event on {op.event_target!r}."
+    ]
 
 
 def test_one_capped_asset_event_for_many_images(emu: SegmindEmulator, s3: S3Env) -> None:
