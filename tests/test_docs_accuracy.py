@@ -33,6 +33,13 @@ def _name(path: Path) -> str:
     return str(path.relative_to(ROOT))
 
 
+def test_the_package_says_the_version_pyproject_declares() -> None:
+    """``__version__`` (what Airflow's provider info reports) moves with pyproject's version."""
+    import airflow_provider_segmind
+
+    assert airflow_provider_segmind.__version__ == VERSION
+
+
 def test_the_number_of_example_dags() -> None:
     shipped = len(list((ROOT / "example_dags").glob("example_*.py")))
     claims = [
