@@ -4,7 +4,9 @@
 # Also: make lint, make docs (the documentation site, into ./site), make dist (sdist + wheel into
 # ./dist, twine-checked), make bench (benchmarks, ~11 min), make soak (fault-injection soak, ~25 min),
 # make contract (which assumptions about Segmind's API hold for your key's account; docs/contract.md).
-# Everything is installed into .venv from this repository's own files.
+# `make` first checks that $(PYTHON) is 3.11+ with its venv module (.ci/check_python.py prints the fix;
+# another interpreter: make test PYTHON=python3.12), then creates .venv, installs uv into it and, with
+# uv, about 200 packages from the package index, each pinned by constraints/airflow-3.3.txt.
 #
 # INSTALL=wheel (make test / make demo): run against the BUILT wheel instead of the editable source:
 # `make dist`, a fresh virtualenv (.venv-wheel) with the wheel + its amazon and emulator extras + the
@@ -70,7 +72,11 @@ DIST_STAMP := dist/.built
 DIST_INPUTS := pyproject.toml MANIFEST.in README.md LICENSE NOTICE CHANGELOG.md \
 	$(shell find airflow_provider_segmind -type f -not -path '*/__pycache__/*')
 
+# Before any virtualenv is created: Python 3.11+ with ensurepip, or the one-line fix (.ci/check_python.py).
+CHECK_PYTHON = $(PYTHON) .ci/check_python.py $(PYTHON)
+
 $(BIN)/python:
+	@$(CHECK_PYTHON)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(UV_REQ)
 
@@ -78,6 +84,7 @@ ifeq ($(INSTALL),wheel)
 # A clean virtualenv every time the wheel changes: the wheel (not editable) with its published extras,
 # plus the `test` group; the uv of the tools venv installs it.
 $(STAMP): $(DIST_STAMP) $(CONSTRAINTS)
+	@$(CHECK_PYTHON)
 	rm -rf $(VENV)
 	$(PYTHON) -m venv --without-pip $(VENV)
 	$(TOOLS)/bin/uv pip install --quiet --python $(BIN)/python -c $(CONSTRAINTS) \
@@ -104,13 +111,22 @@ wheel-tree:
 		--exclude=./.git --exclude=./build --exclude=./dist --exclude=./site --exclude=./demo-output \
 		--exclude='./.*_cache' --exclude='__pycache__' . | tar -xf - -C $(WHEEL_TREE)
 
+# What `make test` says before it starts: how long the whole suite takes, and which tests skip here.
+CHROMIUM := $(firstword $(foreach name,chromium chromium-browser google-chrome,$(shell command -v $(name) 2>/dev/null)))
+define TEST_BANNER
+	@$(if $(PYTEST_ARGS),,echo "make test: the whole suite, about 12 minutes on 2 cores ($(PYTEST_JOBS) pytest processes, PYTEST_JOBS; two real Airflows at a time).")
+	@$(if $(CHROMIUM),,echo "make test: no chromium on the PATH, so the 2 tests that drive Airflow's review screen in a real headless browser (tests/integration/test_review_publish.py) will skip: nothing else shows what a reviewer sees. 'apt install chromium' runs them.")
+endef
+
 ifeq ($(INSTALL),wheel)
 test: $(STAMP) wheel-tree
+	$(TEST_BANNER)
 	cd $(WHEEL_TREE) && SEGMIND_TEST_PACKAGE=wheel SEGMIND_TEST_SOURCE=$(CURDIR) \
 		SEGMIND_TEST_WHEEL="$$(ls $(CURDIR)/dist/*.whl)" SEGMIND_TEST_SDIST="$$(ls $(CURDIR)/dist/*.tar.gz)" \
 		$(CURDIR)/$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 else
 test: $(STAMP)
+	$(TEST_BANNER)
 	SEGMIND_TEST_PACKAGE=source $(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 endif
 
@@ -120,6 +136,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 $(TOOLS_STAMP): pyproject.toml constraints/tools.txt
+	@$(CHECK_PYTHON)
 	test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
 	test -x $(TOOLS)/bin/uv || $(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check $(UV_REQ)
 	$(TOOLS)/bin/uv pip install --quiet --python $(TOOLS)/bin/python -c constraints/tools.txt \
@@ -166,6 +183,7 @@ print-fab-suites:
 # Airflow 3.1.0 needs held back (constraints/lowest-direct.txt). The venv is checked before testing.
 LOWEST := .venv-lowest
 $(LOWEST)/.installed: pyproject.toml constraints/lowest-direct.txt .ci/floors.py
+	@$(CHECK_PYTHON)
 	test -x $(LOWEST)/bin/python || $(PYTHON) -m venv $(LOWEST)
 	test -x $(LOWEST)/bin/uv || $(LOWEST)/bin/python -m pip install --quiet --disable-pip-version-check $(UV_REQ)
 	$(PYTHON) .ci/floors.py pins > $(LOWEST)/floors.txt
@@ -228,6 +246,7 @@ CLUSTER_PINS := constraints/cluster-$(CLUSTER_LINE).txt
 CLUSTER_STAMP := $(CLUSTER_VENV)/.installed-cluster
 CLUSTER_ARGS ?= --prompts 60 --runs 3
 $(CLUSTER_STAMP): pyproject.toml constraints/airflow-$(CLUSTER_LINE).txt $(CLUSTER_PINS) tests/cluster/requirements.txt
+	@$(CHECK_PYTHON)
 	test -x $(CLUSTER_VENV)/bin/python || $(PYTHON) -m venv $(CLUSTER_VENV)
 	test -x $(CLUSTER_VENV)/bin/uv || $(CLUSTER_VENV)/bin/python -m pip install --quiet --disable-pip-version-check "uv>=0.7"
 	$(CLUSTER_VENV)/bin/uv pip install --quiet --python $(CLUSTER_VENV)/bin/python \

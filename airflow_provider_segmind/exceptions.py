@@ -180,6 +180,8 @@ class SegmindTransportError(SegmindError):
     :param request_sent: ``False`` only when the request certainly never reached the server
         (connection refused, DNS failure, connect timeout). A non-idempotent submit is retried
         only then, because Segmind bills every accepted submit and has no idempotency key.
+    :param summary: what happened without the retry advice (the connection test shows it);
+        default the message.
     """
 
     transient = True

@@ -31,7 +31,8 @@ from airflow_provider_segmind.transfers.segmind_to_s3 import SegmindToS3Operator
 BUCKET = os.environ.get("SEGMIND_EXAMPLE_BUCKET", "segmind-marketing-assets")
 #: "@daily" in production; "none" for manual runs only (the integration test).
 SCHEDULE = os.environ.get("SEGMIND_EXAMPLE_SCHEDULE", "@daily")
-#: Pool capping concurrent Segmind jobs under the plan's rate limit: `airflow pools set segmind 4 "Segmind"`.
+#: Pool capping concurrent Segmind jobs under the plan's rate limit. Create it first, or the tasks never
+#: start: `airflow pools set segmind 4 "Segmind jobs" --include-deferred`.
 POOL = os.environ.get("SEGMIND_EXAMPLE_POOL", "segmind")
 #: Only for the local emulator, whose media URLs are plain http on 127.0.0.1.
 ALLOW_LOOPBACK_MEDIA = os.environ.get("SEGMIND_ALLOW_INSECURE_LOOPBACK", "").lower() in ("1", "true", "yes")

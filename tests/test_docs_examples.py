@@ -108,7 +108,9 @@ def test_operators_sample_dag() -> None:
             negative_prompt="blurry, watermark",
             deferrable=True,
             min_credits=5,  # fail fast, before a billed submit, below 5 credits
-            pool="segmind",  # keep concurrency under the plan's rate limit
+            # Keeps concurrency under the plan's rate limit. Create it first, or the tasks never start:
+            # airflow pools set segmind 4 "Segmind jobs" --include-deferred
+            pool="segmind",
         ).expand(prompt=["a red bicycle at dawn", "a blue kettle on a stove"])
 
         # Any Segmind model: inputs are passed through as the request body (templated)
