@@ -156,7 +156,7 @@ label { font-size: .8rem; color: #555; display: flex; flex-direction: column; ga
 .grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(190px, 1fr)); gap: .75rem; }
 figure { margin: 0; background: white; border-radius: 8px; box-shadow: 0 1px 3px #0002; overflow: hidden; }
 figure img { width: 100%; aspect-ratio: 1; object-fit: cover; display: block; background: #ddd; }
-figcaption { padding: .4rem .55rem; font-size: .75rem; line-height: 1.3; }
+figcaption { padding: .4rem .55rem; font-size: .75rem; line-height: 1.3; overflow-wrap: anywhere; }
 figcaption .prompt { font-weight: 600; display: -webkit-box; -webkit-line-clamp: 2; -webkit-box-orient: vertical;
   overflow: hidden; }
 .muted { color: #666; } table { border-collapse: collapse; font-size: .85rem; width: 100%; }
@@ -205,13 +205,23 @@ in {{ dags | length }} DAG(s) you may read{% if dag_id or day %} (filtered){% en
 )
 
 
+def _fit(label: str, width: float) -> str:
+    """``label`` cut to what fits under a bar ``width`` pixels wide (about 6 px per character)."""
+    room = max(3, int(width / 6))
+    return label if len(label) <= room else label[: room - 1] + "\u2026"
+
+
 def bar_chart(totals: list[Total], *, css: str = "", width: int = 460, height: int = 150) -> str:
-    """An inline SVG bar chart of ``totals`` (cost), each bar titled with its label, count and cost."""
+    """An inline SVG bar chart of ``totals`` (cost), each bar titled with its label, count and cost.
+
+    Day labels show as ``MM-DD``; DAG labels are cut to their bar's width (the full one is the bar's
+    tooltip). Bars are at most 48 px wide, so one day or one DAG is not one wall of colour.
+    """
     if not totals:
         return '<p class="muted">Nothing yet.</p>'
     top = max(total.cost for total in totals) or 1.0
     step = width / len(totals)
-    bar = max(step * 0.8, 1.0)
+    bar = min(max(step * 0.8, 1.0), 48.0)
     parts = [f'<svg viewBox="0 0 {width} {height + 30}" width="100%" role="img">']
     for i, total in enumerate(totals):
         h = (height - 12) * total.cost / top
@@ -221,8 +231,9 @@ def bar_chart(totals: list[Total], *, css: str = "", width: int = 460, height: i
             f'<rect class="bar {css}" x="{x:.1f}" y="{y:.1f}" width="{bar:.1f}" height="{h:.1f}">'
             f"<title>{title}</title></rect>"
         )
-        if len(totals) <= 12 or i % max(1, len(totals) // 6) == 0:
-            label = escape(total.label[-10:] if css else total.label[5:])
+        every = 1 if len(totals) <= 12 else max(1, len(totals) // 6)
+        if i % every == 0:
+            label = escape(_fit(total.label, step * every) if css else total.label[5:])
             parts.append(f'<text x="{x + bar / 2:.1f}" y="{height + 12}" text-anchor="middle">{label}</text>')
     parts.append(f'<text x="0" y="10">max {top:.4g}</text></svg>')
     return "".join(parts)

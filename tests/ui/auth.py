@@ -1,7 +1,7 @@
 """An auth manager for the Segmind page's tests: Airflow's SimpleAuthManager, with one-DAG users.
 
 SimpleAuthManager lets every role read every DAG, so it cannot show the page hiding a DAG. Here a
-user named ``only:<dag_id>`` may read that one DAG (and nothing else of DAGs); every other user is
+user named ``only__<dag_id>`` may read that one DAG (and nothing else of DAGs); every other user is
 SimpleAuthManager's. The page only asks the configured auth manager, as it would FAB's or Keycloak's.
 """
 
@@ -11,7 +11,7 @@ from typing import Any
 
 from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import SimpleAuthManager
 
-ONLY: str = "only:"
+ONLY: str = "only__"
 
 
 class OneDagAuthManager(SimpleAuthManager):

@@ -131,7 +131,7 @@ def test_the_page_shows_each_user_only_the_dags_they_may_read(
 
     client = TestClient(airflow_app)
     admin = {"Authorization": f"Bearer {_token('admin', 'admin')}"}
-    only_a = {"Cookie": f"_token={_token('only:segmind_page_a', 'viewer')}"}  # the UI's cookie, as in its frame
+    only_a = {"Cookie": f"_token={_token('only__segmind_page_a', 'viewer')}"}  # the UI's cookie, as in its frame
 
     # Not logged in: nothing.
     assert client.get("/segmind/").status_code == 401
