@@ -129,12 +129,8 @@ def _register_dags(home: Path) -> None:
         "        EmptyOperator(task_id='generate')\n"
         "    globals()[dag.dag_id] = dag\n"
     )
-    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True, timeout=600)
-    from airflow.dag_processing.bundles.manager import DagBundlesManager
-    from airflow.models.dagbag import DagBag, sync_bag_to_db
-
-    DagBundlesManager().sync_bundles_to_db()
-    sync_bag_to_db(DagBag(dag_folder=str(dags), include_examples=False), "dags-folder", None)
+    for command in (["db", "migrate"], ["dags", "reserialize"]):
+        subprocess.run([sys.executable, "-m", "airflow", *command], check=True, capture_output=True, timeout=600)
 
 
 def _timed(fn: Any) -> tuple[float, Any]:
