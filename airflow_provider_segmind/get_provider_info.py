@@ -176,8 +176,6 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "extra-links": [f"{_PKG}.operators.segmind.SegmindOutputLink"],
-        # The Segmind page in the UI (Airflow 3.1+) and the listener that records failures' causes.
-        "plugins": [{"name": "segmind", "plugin-class": f"{_PKG}.plugins.segmind_page.SegmindPlugin"}],
         "config": _CONFIG,
         "connection-types": [
             {

@@ -287,7 +287,7 @@ def create_app() -> FastAPI:
         return visible(index.generations(), dag_ids), failures, True
 
     @app.get("/", response_class=HTMLResponse)
-    async def page(request: Request, dag_id: str = "", day: str = "", page: int = 1) -> HTMLResponse:
+    async def home(request: Request, dag_id: str = "", day: str = "", page: int = 1) -> HTMLResponse:
         user = await _user(request)
         from starlette.concurrency import run_in_threadpool
 

@@ -26,8 +26,9 @@ from airflow_provider_segmind.transfers._s3_keys import MANIFEST_SUFFIX
 
 #: Seconds a listing stays fresh: within it, page views read only memory.
 DEFAULT_TTL: Final = 30.0
-#: Manifests fetched at once on a refresh (each a small GET).
-FETCH_WORKERS: Final = 16
+#: Manifests fetched at once on a refresh (each a small GET): botocore's default connection pool
+#: (``max_pool_connections``), so no thread waits for, or throws away, a connection.
+FETCH_WORKERS: Final = 10
 
 
 @dataclass(frozen=True, slots=True)

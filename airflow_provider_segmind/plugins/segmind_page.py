@@ -1,6 +1,7 @@
 """The Segmind plugin: a page in the Airflow UI (Airflow 3.1+) and the listener that feeds its failures.
 
-Registered through ``get_provider_info()["plugins"]``, so installing the provider is enough. The
+Registered through the ``airflow.plugins`` entry point (pyproject.toml), so installing the provider
+is enough. The
 page is a FastAPI app (``plugins._app``) the api-server mounts at ``/segmind`` and an external view
 that puts it in the UI's navigation (under "Browse"), shown in the UI's frame. What it reads and
 who sees what: docs/operating-ui.md.
