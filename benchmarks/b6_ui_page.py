@@ -9,9 +9,12 @@ synced as the DAG processor would), because the auth manager only ever grants DA
 Measured, in this process, through Airflow's own api-server app (``create_app("core")``: the plugin
 mounted as Airflow mounts it, SimpleAuthManager, a real JWT) over HTTP/ASGI:
 
-- cold: the first page view (lists 10,000 keys, 10 list calls, and GETs every manifest once);
+- first view: the first page view after start, which answers within ``VIEW_WAIT`` (3 s) with what
+  the background refresh has read so far; then the time that refresh takes to list 10,000 keys
+  (10 list calls) and GET every manifest once;
 - warm: a page view within ``[segmind] ui_refresh_seconds`` (memory only), median of several;
-- relisted: a page view after the listing expired with nothing changed (10 list calls, no GETs);
+- stale: a page view after the listing expired (answered from the snapshot while a background
+  refresh lists again and fetches nothing, since nothing changed);
 - filtered: one DAG, one day, a later page of the gallery; and the JSON summary;
 - thumbnails: the first page's 48 thumbnails, first (S3 GET + resize) and again (memory);
 - if Chromium is installed: the page in a real headless browser served by uvicorn on loopback,
@@ -176,8 +179,15 @@ def _browser_load(app: Any, token: str) -> dict[str, Any] | None:
                     "(() => { const s = Array.from(document.querySelectorAll('#gallery img'));"
                     " return s.length > 0 && s.every(i => i.complete && i.naturalWidth > 0); })()"
                 )
-                await page.wait_for(done, 120)
-                loads[label] = time.perf_counter() - started
+                ok = await page.wait_for(done, 120)
+                loads[label] = time.perf_counter() - started if ok else None
+                if not ok:  # say what the browser showed instead
+                    loads[f"{label}_seen"] = await page.evaluate(
+                        "JSON.stringify({url: location.href,"
+                        " text: document.body ? document.body.innerText.slice(0, 300) : null,"
+                        " images: Array.from(document.querySelectorAll('img')).slice(0, 3)"
+                        ".map(i => [i.src, i.complete, i.naturalWidth])})"
+                    )
                 await asyncio.sleep(0.2)
             return loads
 
@@ -230,13 +240,18 @@ def run(quick: bool) -> BenchResult:
             answer.raise_for_status()
             return answer
 
-        cold_s, page = _timed(view)
+        first_s, _ = _timed(view)  # answers within VIEW_WAIT with what has been read so far
         index = next(r for r in app.routes if getattr(r, "path", "") == "/segmind").app  # the mounted LazyApp
         state = index._app.state.segmind
+        first_progress = dict(state.index.progress)
+        state.index.wait(1800)
+        cold_s = state.index.last_refresh["seconds"]
         cold_refresh = dict(state.index.last_refresh)
+        _, page = _timed(view)
         warm = [_timed(view)[0] for _ in range(WARM_REPEATS)]
         state.index.ttl = 0.0
-        relisted_s, _ = _timed(view)
+        stale_s, _ = _timed(view)  # starts a refresh in the background and answers from the snapshot
+        state.index.wait(600)
         relist_refresh = dict(state.index.last_refresh)
         state.index.ttl = 3600.0
         day = docs[len(docs) // 2]["timestamps"]["stored_at"][:10]
@@ -255,10 +270,12 @@ def run(quick: bool) -> BenchResult:
     result.figures = {
         "generations": count,
         "fill_bucket_s": fill_s,
+        "first_view_s": first_s,
+        "first_view_progress": first_progress,
         "cold_s": cold_s,
         "cold_refresh": cold_refresh,
         "warm_ms": [w * 1000 for w in warm],
-        "relisted_s": relisted_s,
+        "stale_view_s": stale_s,
         "relist_refresh": relist_refresh,
         "filtered_dag_ms": filtered_dag * 1000,
         "filtered_day_ms": filtered_day * 1000,
@@ -271,15 +288,28 @@ def run(quick: bool) -> BenchResult:
         "browser": browser,
     }
     n = f"{count:,}"
+    read = first_progress.get("fetched", 0)
     result.rows += [
         Row(
             "6",
-            f"page view, cold (lists {n} manifests, GETs each once)",
-            fmt(cold_s, 2, " s"),
+            f"first page view after start ({n} manifests not read yet)",
+            fmt(first_s, 2, " s"),
+            note=f"answers within VIEW_WAIT with what is read so far ({read} then; the page says so)",
+        ),
+        Row(
+            "6",
+            f"index complete in the background (lists {n}, GETs each once)",
+            fmt(cold_s, 1, " s"),
             note=f"{cold_refresh.get('listed', 0):.0f} listed, {cold_refresh.get('fetched', 0):.0f} fetched",
         ),
         Row("6", f"page view, warm (median of {WARM_REPEATS})", fmt(warm_ms, 0, " ms")),
-        Row("6", "page view after the listing expired (list only, nothing changed)", fmt(relisted_s * 1000, 0, " ms")),
+        Row(
+            "6",
+            "page view when the listing expired (answered from the snapshot)",
+            fmt(stale_s * 1000, 0, " ms"),
+            note=f"the background relisting took {relist_refresh.get('seconds', 0):.1f} s and fetched "
+            f"{relist_refresh.get('fetched', 0):.0f} manifests",
+        ),
         Row(
             "6",
             "page view filtered by DAG / by day / page 50 (medians)",
@@ -288,7 +318,7 @@ def run(quick: bool) -> BenchResult:
         Row("6", "JSON summary (median)", fmt(summary_s * 1000, 0, " ms")),
         Row(
             "6",
-            f"{len(thumbs)} thumbnails: first (S3 GET + resize) / again (memory)",
+            f"{len(thumbs)} thumbnails one after the other: first (S3 GET + resize) / again (memory)",
             f"{first_thumbs_s:.2f} / {again_thumbs_s:.2f} s",
         ),
     ]

@@ -49,6 +49,8 @@ CHART_DAYS: Final = 30
 THUMBNAIL_EDGE: Final = 256
 #: Thumbnails kept in memory (about 10-20 kB each).
 THUMBNAIL_CACHE: Final = 2048
+#: Seconds a view waits for a due refresh of the index before it shows what has been read so far.
+VIEW_WAIT: Final = 3.0
 
 
 class _Thumbnails:
@@ -168,6 +170,10 @@ nav.pages { margin: 1rem 0; display: flex; gap: 1rem; }
 {% if not configured %}<p class="card">No S3 location is set: set <code>[segmind] ui_s3_locations</code>
 (for example <code>s3://my-bucket/segmind/</code>) to where <code>SegmindToS3Operator</code> stores images.</p>
 {% else %}
+{% if progress.get('running') %}<p class="card" id="indexing">Reading the manifests: {{ progress.fetched }} of
+{{ progress.to_fetch or progress.listed }} so far (reload to see more).</p>{% endif %}
+{% if progress.get('error') %}<p class="card" id="index-error">The last listing failed:
+{{ progress.error }}</p>{% endif %}
 <p class="muted" id="summary">{{ total_count }} generation(s), {{ "%.4g" | format(total_cost) }} USD
 in {{ dags | length }} DAG(s) you may read{% if dag_id or day %} (filtered){% endif %}.</p>
 <div class="row">
@@ -277,21 +283,23 @@ def create_app() -> FastAPI:
     state = _State()
     app.state.segmind = state
 
-    def _visible(user: Any) -> tuple[list[Generation], list[Failure], bool]:
+    def _visible(user: Any) -> tuple[list[Generation], list[Failure], dict[str, Any] | None]:
+        """What ``user`` may see, and the index's progress (``None``: no location is configured)."""
         index = state.get_index()
         dag_ids = readable_dag_ids(user)
         since = datetime.now(UTC) - timedelta(days=CHART_DAYS)
         failures = [f for f in recorded_failures(dag_ids, since) if f.dag_id in dag_ids]
         if index is None:
-            return [], failures, False
-        return visible(index.generations(), dag_ids), failures, True
+            return [], failures, None
+        gens = index.generations(wait=VIEW_WAIT)
+        return visible(gens, dag_ids), failures, dict(index.progress)
 
     @app.get("/", response_class=HTMLResponse)
     async def home(request: Request, dag_id: str = "", day: str = "", page: int = 1) -> HTMLResponse:
         user = await _user(request)
         from starlette.concurrency import run_in_threadpool
 
-        gens, failures, configured = await run_in_threadpool(_visible, user)
+        gens, failures, progress = await run_in_threadpool(_visible, user)
         numbers = summary(gens, failures, dag_id=dag_id or None, day=day or None)
         chosen = select(gens, dag_id=dag_id or None, day=day or None)
         pages = max(1, -(-len(chosen) // PAGE_SIZE))
@@ -303,7 +311,8 @@ def create_app() -> FastAPI:
             return f"{base}/?{urlencode(query)}"
 
         html = _PAGE.render(
-            configured=configured,
+            configured=progress is not None,
+            progress=progress or {},
             base=base,
             dag_id=dag_id,
             day=day,
@@ -327,8 +336,9 @@ def create_app() -> FastAPI:
         user = await _user(request)
         from starlette.concurrency import run_in_threadpool
 
-        gens, failures, _ = await run_in_threadpool(_visible, user)
-        return JSONResponse(summary(gens, failures, dag_id=dag_id or None, day=day or None))
+        gens, failures, progress = await run_in_threadpool(_visible, user)
+        numbers = summary(gens, failures, dag_id=dag_id or None, day=day or None)
+        return JSONResponse({**numbers, "index": progress})
 
     @app.get("/thumbnail")
     async def thumbnail(request: Request, bucket: str, key: str) -> Response:

@@ -29,6 +29,8 @@ DEFAULT_TTL: Final = 30.0
 #: Manifests fetched at once on a refresh (each a small GET): botocore's default connection pool
 #: (``max_pool_connections``), so no thread waits for, or throws away, a connection.
 FETCH_WORKERS: Final = 10
+#: A refresh under way publishes what it has read every this many manifests.
+PUBLISH_EVERY: Final = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +113,15 @@ def parse_locations(value: str) -> list[tuple[str, str]]:
 
 
 class ManifestIndex:
-    """The generations under some S3 locations, refreshed by listing and fetching only what changed.
+    """The generations under some S3 locations, refreshed in the background, fetching only what changed.
+
+    Why in the background: the first listing of a large bucket is one GET per manifest (10,000 take
+    a minute on a busy machine, see benchmark 6), and a page view must not wait for that. A view
+    starts a refresh when the listing is older than ``ttl`` and waits for it at most ``wait``
+    seconds; after that it shows what has been read so far (the refresh publishes its progress
+    every :data:`PUBLISH_EVERY` manifests) and :attr:`progress` says how far it got. Later
+    refreshes list again and fetch only new or changed manifests (by ETag), while views keep
+    answering from the previous snapshot.
 
     :param client: makes a boto3 S3 client (called once per refresh, so a rotated AWS connection is used).
     :param locations: ``(bucket, prefix)`` pairs.
@@ -134,53 +144,89 @@ class ManifestIndex:
         self._entries: dict[tuple[str, str], tuple[str, Generation | None]] = {}
         self._sorted: list[Generation] = []
         self._by_object: dict[tuple[str, str], Generation] = {}
-        self._refreshed_at: float | None = None
-        #: What the last refresh did: manifests listed and fetched, for the benchmark and the logs.
-        self.last_refresh: dict[str, float] = {}
+        self._started_at: float | None = None
+        self._thread: threading.Thread | None = None
+        self._done = threading.Event()
+        #: What the refresh under way (or the last one) did: manifests listed and fetched, seconds, error.
+        self.progress: dict[str, Any] = {"listed": 0, "fetched": 0, "to_fetch": 0, "running": False}
+        #: The last finished refresh's figures (for the benchmark and the logs).
+        self.last_refresh: dict[str, Any] = {}
 
-    def generations(self) -> list[Generation]:
-        """Every generation, newest first (refreshed first when the listing is older than ``ttl``)."""
+    def generations(self, wait: float = 0.0) -> list[Generation]:
+        """Every generation read so far, newest first; starts a refresh when due and waits up to ``wait`` s."""
         with self._lock:
-            if self._refreshed_at is None or time.monotonic() - self._refreshed_at >= self.ttl:
-                self._refresh()
-            return self._sorted
+            due = self._started_at is None or (self._thread is None and time.monotonic() - self._started_at >= self.ttl)
+            if due:
+                self._started_at = time.monotonic()
+                self._done.clear()
+                self._thread = threading.Thread(target=self._refresh, name="segmind-page-index", daemon=True)
+                self._thread.start()
+        if wait > 0:
+            self._done.wait(wait)
+        return self._sorted
+
+    def wait(self, timeout: float) -> bool:
+        """Wait for the refresh under way; whether it finished (tests and the benchmark)."""
+        return self._done.wait(timeout)
 
     def find(self, bucket: str, key: str) -> Generation | None:
         """The generation stored at ``s3://bucket/key``, if the index knows it (the thumbnails' allow-list)."""
         self.generations()
         return self._by_object.get((bucket, key))
 
+    def _publish(self, entries: dict[tuple[str, str], tuple[str, Generation | None]]) -> None:
+        gens = [gen for _, gen in entries.values() if gen is not None]
+        gens.sort(key=lambda gen: (gen.stored_at, gen.key), reverse=True)
+        by_object = {(gen.bucket, gen.key): gen for gen in gens}
+        self._sorted, self._by_object = gens, by_object  # readers see the old or the new, never a mix
+
     def _refresh(self) -> None:
         started = time.monotonic()
-        client = self._client()
-        listed: dict[tuple[str, str], str] = {}
-        for bucket, prefix in self.locations:
-            for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-                for obj in page.get("Contents", ()):
-                    if obj["Key"].endswith(MANIFEST_SUFFIX):
-                        listed[(bucket, obj["Key"])] = str(obj.get("ETag") or "")
-        stale = [where for where, etag in listed.items() if self._entries.get(where, ("",))[0] != etag or not etag]
+        try:
+            self.progress = {"listed": 0, "fetched": 0, "to_fetch": 0, "running": True}
+            client = self._client()
+            listed: dict[tuple[str, str], str] = {}
+            for bucket, prefix in self.locations:
+                for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+                    for obj in page.get("Contents", ()):
+                        if obj["Key"].endswith(MANIFEST_SUFFIX):
+                            listed[(bucket, obj["Key"])] = str(obj.get("ETag") or "")
+                    self.progress = {**self.progress, "listed": len(listed)}
+            old = self._entries
+            stale = [where for where, etag in listed.items() if old.get(where, ("",))[0] != etag or not etag]
+            self.progress = {**self.progress, "to_fetch": len(stale)}
+            # Kept: what is still listed and unchanged; the rest arrives as it is fetched.
+            entries = {where: old[where] for where in listed if where in old and where not in set(stale)}
 
-        def fetch(where: tuple[str, str]) -> tuple[tuple[str, str], Generation | None]:
-            bucket, key = where
-            try:
-                body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
-                return where, generation(bucket, json.loads(body))
-            except (ValueError, KeyError):  # not JSON, or gone between the listing and the read
-                return where, None
+            def fetch(where: tuple[str, str]) -> tuple[tuple[str, str], Generation | None, bool]:
+                bucket, key = where
+                try:
+                    body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+                except Exception:  # gone, denied or transient: not kept, so the next refresh reads it again
+                    return where, None, False
+                try:
+                    return where, generation(bucket, json.loads(body)), True
+                except ValueError:  # not JSON: kept (by its ETag) as "not a generation"
+                    return where, None, True
 
-        with ThreadPoolExecutor(max_workers=max(1, self.workers)) as pool:
-            fetched = dict(pool.map(fetch, stale))
-        self._entries = {
-            where: (etag, fetched[where] if where in fetched else self._entries[where][1])
-            for where, etag in listed.items()
-        }
-        gens = [gen for _, gen in self._entries.values() if gen is not None]
-        gens.sort(key=lambda gen: (gen.stored_at, gen.key), reverse=True)
-        self._sorted = gens
-        self._by_object = {(gen.bucket, gen.key): gen for gen in gens}
-        self._refreshed_at = time.monotonic()
-        self.last_refresh = {"listed": len(listed), "fetched": len(stale), "seconds": time.monotonic() - started}
+            with ThreadPoolExecutor(max_workers=max(1, self.workers)) as pool:
+                for count, (where, gen, read) in enumerate(pool.map(fetch, stale), start=1):
+                    if read:
+                        entries[where] = (listed[where], gen)
+                    if count % PUBLISH_EVERY == 0:
+                        self.progress = {**self.progress, "fetched": count}
+                        self._publish(entries)
+            self._entries = entries
+            self._publish(entries)
+            self.last_refresh = {"listed": len(listed), "fetched": len(stale), "seconds": time.monotonic() - started}
+            self.progress = {**self.progress, "fetched": len(stale), "running": False}
+        except Exception as err:  # the page shows it; the next view after ttl tries again
+            self.progress = {**self.progress, "running": False, "error": f"{type(err).__name__}: {err}"[:300]}
+        finally:
+            with self._lock:
+                self._thread = None
+                self._started_at = time.monotonic()
+            self._done.set()
 
 
 # ----------------------------------------------------------------------------------- queries

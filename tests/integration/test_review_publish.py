@@ -314,7 +314,12 @@ def reviewed_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
 def _segmind_page(cluster: AirflowCluster, token: str, fail_run: str) -> dict[str, Any]:
     """The Segmind page once the failing DAG ended: its numbers per user, and in Chromium (if installed)."""
     seen: dict[str, Any] = {"fail_state": cluster.wait_for_run(FAIL_DAG_ID, fail_run, timeout=180)}
-    seen["admin"] = _api(cluster, "GET", "/segmind/api/summary", token)
+    deadline = time.monotonic() + 120  # the page reads the manifests in the background
+    while True:
+        seen["admin"] = _api(cluster, "GET", "/segmind/api/summary", token)
+        if not seen["admin"]["index"]["running"] or time.monotonic() > deadline:
+            break
+        time.sleep(1)
     try:
         _api(cluster, "GET", "/segmind/api/summary")
         seen["anonymous"] = "answered"

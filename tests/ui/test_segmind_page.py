@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,16 @@ def airflow_app(monkeypatch: pytest.MonkeyPatch, s3: S3Env) -> Iterator[Any]:
         api_app.purge_cached_app()
 
 
+def _summary(client: Any, headers: dict[str, str], **params: str) -> dict[str, Any]:
+    """The page's JSON once its index has read every manifest (it reads them in the background)."""
+    deadline = time.monotonic() + 120
+    while True:
+        answer: dict[str, Any] = client.get("/segmind/api/summary", params=params or None, headers=headers).json()
+        if not answer["index"]["running"] or time.monotonic() > deadline:
+            return answer
+        time.sleep(0.5)
+
+
 def _token(username: str, role: str) -> str:
     from airflow.api_fastapi.app import get_auth_manager
     from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
@@ -138,7 +149,8 @@ def test_the_page_shows_each_user_only_the_dags_they_may_read(
     assert client.get("/segmind/api/summary").status_code == 401
 
     # The admin sees both DAGs: 3 images, their cost, and the FAILED job by its cause.
-    everything = client.get("/segmind/api/summary", headers=admin).json()
+    everything = _summary(client, admin)
+    assert everything["index"] == {**everything["index"], "listed": 3, "to_fetch": 3, "fetched": 3, "running": False}
     assert everything["dags"] == ["segmind_page_a", "segmind_page_b"]
     assert everything["count"] == 3
     assert everything["cost"] > 0
