@@ -19,6 +19,7 @@ JavaScript bundle to build or ship, and the same page works on every Airflow 3.1
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter, OrderedDict
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -49,6 +50,8 @@ CHART_DAYS: Final = 30
 THUMBNAIL_EDGE: Final = 256
 #: Thumbnails kept in memory (about 10-20 kB each).
 THUMBNAIL_CACHE: Final = 2048
+#: Seconds an S3 client is reused.
+CLIENT_SECONDS: Final = 300.0
 #: Seconds a view waits for a due refresh of the index before it shows what has been read so far.
 VIEW_WAIT: Final = 3.0
 
@@ -84,6 +87,7 @@ class _State:
         self.aws_conn_id = "aws_default"
         self.thumbnails = _Thumbnails(THUMBNAIL_CACHE)
         self._lock = threading.Lock()
+        self._client: tuple[float, Any] | None = None
 
     def get_index(self) -> ManifestIndex | None:
         with self._lock:
@@ -99,9 +103,17 @@ class _State:
             return self.index
 
     def client(self) -> Any:
-        from airflow_provider_segmind.transfers._s3 import s3_client
+        """A boto3 S3 client, made again after :data:`CLIENT_SECONDS` (so a changed connection is used).
 
-        return s3_client(self.aws_conn_id, "when_supported")
+        Why kept: making one (the connection's lookup, botocore's service model) costs far more than
+        the GET of a thumbnail; boto3 clients are thread-safe.
+        """
+        with self._lock:
+            if self._client is None or time.monotonic() - self._client[0] >= CLIENT_SECONDS:
+                from airflow_provider_segmind.transfers._s3 import s3_client
+
+                self._client = (time.monotonic(), s3_client(self.aws_conn_id, "when_supported"))
+            return self._client[1]
 
 
 # ----------------------------------------------------------------------------------- auth
@@ -220,12 +232,14 @@ def _fit(label: str, width: float) -> str:
 def bar_chart(totals: list[Total], *, css: str = "", width: int = 460, height: int = 150) -> str:
     """An inline SVG bar chart of ``totals`` (cost), each bar titled with its label, count and cost.
 
-    Day labels show as ``MM-DD``; DAG labels are cut to their bar's width (the full one is the bar's
-    tooltip). Bars are at most 48 px wide, so one day or one DAG is not one wall of colour.
+    Day labels show as ``MM-DD``; bars are at most 48 px wide, so one day is not one wall of colour.
+    ``css="dag"``: horizontal bars, one labelled row per DAG (the full id is the bar's tooltip).
     """
     if not totals:
         return '<p class="muted">Nothing yet.</p>'
     top = max(total.cost for total in totals) or 1.0
+    if css == "dag":
+        return _row_chart(totals, top, width)
     step = width / len(totals)
     bar = min(max(step * 0.8, 1.0), 48.0)
     parts = [f'<svg viewBox="0 0 {width} {height + 30}" width="100%" role="img">']
@@ -242,6 +256,25 @@ def bar_chart(totals: list[Total], *, css: str = "", width: int = 460, height: i
             label = escape(_fit(total.label, step * every) if css else total.label[5:])
             parts.append(f'<text x="{x + bar / 2:.1f}" y="{height + 12}" text-anchor="middle">{label}</text>')
     parts.append(f'<text x="0" y="10">max {top:.4g}</text></svg>')
+    return "".join(parts)
+
+
+def _row_chart(totals: list[Total], top: float, width: int) -> str:
+    """The per-DAG chart: one labelled horizontal bar per DAG (DAG ids are too long to go under bars)."""
+    label_width, row = 170, 18
+    room = width - label_width - 60
+    parts = [f'<svg viewBox="0 0 {width} {row * len(totals) + 4}" width="100%" role="img">']
+    for i, total in enumerate(totals):
+        y = i * row + 2
+        bar = max(room * total.cost / top, 1.0)
+        title = escape(f"{total.label}: {total.cost:.4g} USD, {total.count} image(s)")
+        parts.append(
+            f'<text x="0" y="{y + 12}">{escape(_fit(total.label, label_width - 6))}</text>'
+            f'<rect class="bar dag" x="{label_width}" y="{y + 2}" width="{bar:.1f}" height="{row - 6}">'
+            f"<title>{title}</title></rect>"
+            f'<text x="{label_width + bar + 4:.1f}" y="{y + 12}">{total.cost:.3g}</text>'
+        )
+    parts.append("</svg>")
     return "".join(parts)
 
 
