@@ -29,6 +29,7 @@ import jinja2
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from markupsafe import escape
+from starlette.concurrency import run_in_threadpool
 
 from airflow_provider_segmind.plugins._failures import Failure, recorded_failures
 from airflow_provider_segmind.plugins._gallery import (
@@ -48,6 +49,8 @@ PAGE_SIZE: Final = 48
 CHART_DAYS: Final = 30
 #: Longest edge of a thumbnail, in pixels.
 THUMBNAIL_EDGE: Final = 256
+#: Largest object (bytes) the page reads to make a thumbnail.
+THUMBNAIL_MAX_SOURCE: Final = 32 * 1024 * 1024
 #: Thumbnails kept in memory (about 10-20 kB each).
 THUMBNAIL_CACHE: Final = 2048
 #: Seconds an S3 client is reused.
@@ -330,8 +333,6 @@ def create_app() -> FastAPI:
     @app.get("/", response_class=HTMLResponse)
     async def home(request: Request, dag_id: str = "", day: str = "", page: int = 1) -> HTMLResponse:
         user = await _user(request)
-        from starlette.concurrency import run_in_threadpool
-
         gens, failures, progress = await run_in_threadpool(_visible, user)
         numbers = summary(gens, failures, dag_id=dag_id or None, day=day or None)
         chosen = select(gens, dag_id=dag_id or None, day=day or None)
@@ -367,8 +368,6 @@ def create_app() -> FastAPI:
     @app.get("/api/summary")
     async def api_summary(request: Request, dag_id: str = "", day: str = "") -> JSONResponse:
         user = await _user(request)
-        from starlette.concurrency import run_in_threadpool
-
         gens, failures, progress = await run_in_threadpool(_visible, user)
         numbers = summary(gens, failures, dag_id=dag_id or None, day=day or None)
         return JSONResponse({**numbers, "index": progress})
@@ -376,8 +375,6 @@ def create_app() -> FastAPI:
     @app.get("/thumbnail")
     async def thumbnail(request: Request, bucket: str, key: str) -> Response:
         user = await _user(request)
-        from starlette.concurrency import run_in_threadpool
-
         body, content_type = await run_in_threadpool(_thumbnail, user, bucket, key)
         return Response(body, media_type=content_type, headers={"Cache-Control": "private, max-age=3600"})
 
@@ -392,9 +389,16 @@ def create_app() -> FastAPI:
         from airflow_provider_segmind.utils.contact_sheet import thumbnail_jpeg
 
         answer = state.client().get_object(Bucket=bucket, Key=key)
+        content_type = str(answer.get("ContentType") or "")
+        if not content_type.startswith("image/") or int(answer.get("ContentLength") or 0) > THUMBNAIL_MAX_SOURCE:
+            answer["Body"].close()  # a video, or too large to resize in the api-server: no thumbnail
+            raise HTTPException(status_code=404, detail="No thumbnail for this object")
         data = answer["Body"].read()
-        jpeg = thumbnail_jpeg(data, THUMBNAIL_EDGE)
-        item = (jpeg, "image/jpeg") if jpeg is not None else (data, str(answer.get("ContentType") or "image/jpeg"))
+        try:
+            jpeg = thumbnail_jpeg(data, THUMBNAIL_EDGE)
+        except (OSError, ValueError):  # bytes Pillow cannot decode (e.g. SVG): the browser gets them as they are
+            jpeg = None
+        item = (jpeg, "image/jpeg") if jpeg is not None else (data, content_type)
         state.thumbnails.put((bucket, key), item)
         return item
 
