@@ -117,8 +117,8 @@ class ManifestIndex:
 
     Why in the background: the first listing of a large bucket is one GET per manifest (10,000 take
     a minute on a busy machine, see benchmark 6), and a page view must not wait for that. A view
-    starts a refresh when the listing is older than ``ttl`` and waits for it at most ``wait``
-    seconds; after that it shows what has been read so far (the refresh publishes its progress
+    starts a refresh when the listing is older than ``ttl``; the very first one it waits for at most
+    ``wait`` seconds, and after that it shows what has been read so far (the refresh publishes its progress
     every :data:`PUBLISH_EVERY` manifests) and :attr:`progress` says how far it got. Later
     refreshes list again and fetch only new or changed manifests (by ETag), while views keep
     answering from the previous snapshot.
@@ -153,7 +153,10 @@ class ManifestIndex:
         self.last_refresh: dict[str, Any] = {}
 
     def generations(self, wait: float = 0.0) -> list[Generation]:
-        """Every generation read so far, newest first; starts a refresh when due and waits up to ``wait`` s."""
+        """Every generation read so far, newest first; starts a refresh when due.
+
+        Until a first refresh has ended, waits for it up to ``wait`` seconds; after that, never.
+        """
         with self._lock:
             due = self._started_at is None or (self._thread is None and time.monotonic() - self._started_at >= self.ttl)
             if due:
@@ -161,7 +164,7 @@ class ManifestIndex:
                 self._done.clear()
                 self._thread = threading.Thread(target=self._refresh, name="segmind-page-index", daemon=True)
                 self._thread.start()
-        if wait > 0:
+        if wait > 0 and not self.last_refresh:  # only before the first refresh ends: later, the snapshot answers
             self._done.wait(wait)
         return self._sorted
 
