@@ -117,11 +117,10 @@ class ManifestIndex:
 
     Why in the background: the first listing of a large bucket is one GET per manifest (10,000 take
     a minute on a busy machine, see benchmark 6), and a page view must not wait for that. A view
-    starts a refresh when the listing is older than ``ttl``; the very first one it waits for at most
-    ``wait`` seconds, and after that it shows what has been read so far (the refresh publishes its progress
-    every :data:`PUBLISH_EVERY` manifests) and :attr:`progress` says how far it got. Later
-    refreshes list again and fetch only new or changed manifests (by ETag), while views keep
-    answering from the previous snapshot.
+    starts a refresh when the listing is older than ``ttl``; for the very first one it waits at most
+    ``wait`` seconds, then shows what has been read so far (the refresh publishes its progress every
+    :data:`PUBLISH_EVERY` manifests) and :attr:`progress` says how far it got. Later refreshes list
+    again and fetch only new or changed manifests (by ETag), while views answer from the snapshot.
 
     :param client: makes a boto3 S3 client (called once per refresh, so a rotated AWS connection is used).
     :param locations: ``(bucket, prefix)`` pairs.
