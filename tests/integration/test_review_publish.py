@@ -330,7 +330,7 @@ def _segmind_page(cluster: AirflowCluster, token: str, fail_run: str) -> dict[st
         with Chromium(width=1400, height=1100) as browser:
             seen["browser"] = browser.run(lambda page: _show_segmind_page(page, base, token))
         shot = os.environ.get("SEGMIND_PAGE_SCREENSHOT")
-        if shot:
+        if shot and seen["admin"]["count"]:  # never replace the docs' picture with an empty page
             Path(shot).write_bytes(seen["browser"]["png"])
     return seen
 
