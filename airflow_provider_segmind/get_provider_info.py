@@ -137,6 +137,38 @@ def _documentation_url() -> str | None:
     return None
 
 
+#: The ``[segmind]`` settings of the Segmind page (docs/operating.md), as ``airflow config list`` shows them.
+_CONFIG: dict[str, Any] = {
+    "segmind": {
+        "description": "The Segmind page in the Airflow UI (the api-server reads these).",
+        "options": {
+            "ui_s3_locations": {
+                "description": "Where SegmindToS3Operator stores images: s3://bucket/prefix entries, comma "
+                "separated. The page lists the manifests under them. Empty: the page asks for it.",
+                "version_added": "1.1.0",
+                "type": "string",
+                "example": "s3://my-bucket/segmind/",
+                "default": "",
+            },
+            "ui_aws_conn_id": {
+                "description": "The AWS connection the page reads the manifests and images with.",
+                "version_added": "1.1.0",
+                "type": "string",
+                "example": None,
+                "default": "aws_default",
+            },
+            "ui_refresh_seconds": {
+                "description": "Seconds a listing of the manifests is reused before the page lists again.",
+                "version_added": "1.1.0",
+                "type": "float",
+                "example": None,
+                "default": "30",
+            },
+        },
+    }
+}
+
+
 def get_provider_info() -> dict[str, Any]:
     """Return the provider's metadata (the equivalent of an official provider's provider.yaml)."""
     return {
@@ -166,6 +198,7 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "extra-links": [f"{_PKG}.operators.segmind.SegmindOutputLink"],
+        "config": _CONFIG,
         "connection-types": [
             {
                 "hook-class-name": f"{_PKG}.hooks.segmind.SegmindHook",

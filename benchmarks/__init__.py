@@ -4,7 +4,7 @@ Run them all with ``make bench`` (``python -m benchmarks``); ``--only 2`` (or ``
 ``--quick`` runs a smaller smoke check (~3 min), ``--json PATH`` overrides where the figures go. The
 table printed at the end has one line per figure: benchmark, metric, ours, baseline, ratio, target,
 met? -- followed by notes on method and on every missed target. Figures (every raw number behind the
-table, plus the machine) go to ``benchmarks/results/latest.json`` for a full run of all five,
+table, plus the machine) go to ``benchmarks/results/latest.json`` for a full run of all six,
 ``latest-quick.json`` / ``latest-partial.json`` otherwise.
 
 These are benchmarks, not tests: nothing asserts on timings. The machine they were written for has 2
@@ -98,6 +98,14 @@ logger at ERROR, so log formatting does not dominate CPU figures (3b counts its 
    fresh interpreters (median of 3) import Airflow and ``DagBag`` (Airflow's own start, not counted)
    and then time ``DagBag(dag_folder=<file>)``; a one-task DAG without the provider gives Airflow's
    floor. Targets: <= 150 ms over ``airflow.sdk``, no boto3/aiohttp/PIL, each DAG < 0.5 s.
+
+6. The Segmind page with 10,000 generations (``b6_ui_page``)
+   10,000 manifests of the transfer's shape (2,000 with ``--quick``; 20 DAGs, 30 days) in moto (own
+   process), the newest page's images beside them, the DAGs in a throw-away metadata DB. Through
+   Airflow's own api-server app in this process (plugin mounted, SimpleAuthManager, a real JWT): the
+   cold page view (list + one GET per manifest), warm views (memory), a view after the listing
+   expired (list only), filtered views, the JSON summary, the first page's thumbnails (cold, cached),
+   and, with Chromium installed, navigation until every thumbnail loaded. No target: where time goes.
 
 7. Spend cap slack across processes (``b7_spend_slack``)
    4 worker processes (spawned) run "tasks" back to back against one emulator whose request history

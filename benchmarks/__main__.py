@@ -34,6 +34,7 @@ MODULES = {
     "3": "benchmarks.b3_poll_economy",
     "4": "benchmarks.b4_s3_streaming",
     "5": "benchmarks.b5_import_parse",
+    "6": "benchmarks.b6_ui_page",
     "7": "benchmarks.b7_spend_slack",
 }
 RESULTS = REPO / "benchmarks" / "results"

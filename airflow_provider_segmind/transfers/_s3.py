@@ -47,12 +47,12 @@ from typing import Any, Final, Literal
 
 from airflow_provider_segmind.exceptions import S3ObjectConflictError, S3WriteError
 from airflow_provider_segmind.transfers._spool import Spool
+from airflow_provider_segmind.utils.s3_client import ChecksumMode
 from airflow_provider_segmind.utils.s3_keys import (
     SHA256_METADATA,
     s3_uri,
 )
 
-ChecksumMode = Literal["when_supported", "when_required"]
 ConflictCheck = Literal["conditional", "head", "none"]
 
 CHECKSUM_MODES: Final = ("when_supported", "when_required")
@@ -427,25 +427,3 @@ def check_writer_options(
         raise ValueError("multipart_threshold must be a positive number of bytes")
     if not isinstance(max_concurrency, int) or not 1 <= max_concurrency <= 64:
         raise ValueError("max_concurrency must be an integer from 1 to 64")
-
-
-def s3_client(aws_conn_id: str, checksum_mode: ChecksumMode) -> Any:
-    """A boto3 S3 client from the AWS connection (the Amazon provider's ``S3Hook``), with the checksum mode applied."""
-    try:
-        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-    except ImportError as err:
-        from airflow.providers.common.compat.sdk import AirflowException
-
-        raise AirflowException(
-            "SegmindToS3Operator needs the Amazon provider: pip install 'airflow-provider-segmind[amazon]'"
-        ) from err
-    hook = S3Hook(aws_conn_id=aws_conn_id)
-    if checksum_mode == "when_supported":
-        return hook.get_conn()
-    from botocore.config import Config
-
-    try:
-        extra = Config(request_checksum_calculation="when_required", response_checksum_validation="when_required")
-    except TypeError:  # botocore < 1.36 sends no default checksums: nothing to turn off
-        return hook.get_conn()
-    return hook.get_client_type(config=hook.config.merge(extra))

@@ -28,12 +28,10 @@ from airflow_provider_segmind.transfers._assets import (
     emit_event,
 )
 from airflow_provider_segmind.transfers._s3 import (
-    ChecksumMode,
     ConflictCheck,
     S3Writer,
     StoredObject,
     check_writer_options,
-    s3_client,
 )
 from airflow_provider_segmind.transfers._spool import Spool
 from airflow_provider_segmind.transfers._storing import _ext_for, airflow_ids, write_manifest_document
@@ -46,6 +44,7 @@ from airflow_provider_segmind.utils.review_candidates import (
     flatten_candidates,
     split_uri,
 )
+from airflow_provider_segmind.utils.s3_client import ChecksumMode, s3_client
 from airflow_provider_segmind.utils.s3_keys import SHA256_METADATA, manifest_key, parse_location, render_key, s3_uri
 from airflow_provider_segmind.utils.task_failure import fail_for_good_if_no_retry_helps
 

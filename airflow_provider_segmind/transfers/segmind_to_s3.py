@@ -36,12 +36,10 @@ from airflow_provider_segmind.transfers._s3 import (
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_MULTIPART_THRESHOLD,
     DEFAULT_PART_SIZE,
-    ChecksumMode,
     ConflictCheck,
     S3Writer,
     WriteResult,
     check_writer_options,
-    s3_client,
 )
 from airflow_provider_segmind.transfers._storing import (
     airflow_ids,
@@ -64,6 +62,7 @@ from airflow_provider_segmind.utils.media_policy import (
 from airflow_provider_segmind.utils.redaction import MANIFEST_LIMITS, plain
 from airflow_provider_segmind.utils.redaction import finite_number as _number
 from airflow_provider_segmind.utils.results import CompletedResult, ResultOutput
+from airflow_provider_segmind.utils.s3_client import ChecksumMode, s3_client
 from airflow_provider_segmind.utils.s3_keys import parse_location, s3_uri
 from airflow_provider_segmind.utils.task_failure import fail_for_good_if_no_retry_helps
 

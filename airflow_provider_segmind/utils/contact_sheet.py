@@ -25,17 +25,26 @@ def _split(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
-def _thumbnail(data: bytes) -> str | None:
-    """A JPEG thumbnail as a data URI; ``None`` without Pillow (the sheet then links the images)."""
+def thumbnail_jpeg(data: bytes, edge: int = THUMBNAIL_EDGE) -> bytes | None:
+    """A JPEG thumbnail at most ``edge`` pixels wide and high; ``None`` without Pillow.
+
+    Also the Segmind page's thumbnails (``plugins._app``), so both show an image the same way.
+    """
     try:
         from PIL import Image
     except ImportError:
         return None
     with Image.open(io.BytesIO(data)) as image:
-        image.thumbnail((THUMBNAIL_EDGE, THUMBNAIL_EDGE))
+        image.thumbnail((edge, edge))
         out = io.BytesIO()
         image.convert("RGB").save(out, format="JPEG", quality=80)
-    return "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode()
+    return out.getvalue()
+
+
+def _thumbnail(data: bytes) -> str | None:
+    """A JPEG thumbnail as a data URI; ``None`` without Pillow (the sheet then links the images)."""
+    jpeg = thumbnail_jpeg(data)
+    return None if jpeg is None else "data:image/jpeg;base64," + base64.b64encode(jpeg).decode()
 
 
 #: The sheet's page. Autoescaped: prompts, ids and URIs are user or API text, and a prompt such as

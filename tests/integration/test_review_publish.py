@@ -8,6 +8,13 @@ the Markdown images really loaded; then the reviewer's answer goes through
 ``PATCH .../taskInstances/review/-1/hitlDetails`` with a real user's token. Checked: exactly the two
 chosen images are published (same bytes, a manifest naming the reviewer), one asset event on the
 published prefix lists them, and nothing else was copied or removed.
+
+The same Airflow serves the Segmind page (issue 27, docs/operating.md): a second DAG's job FAILs
+(``__fail__``), and the page, opened in Chromium inside the Airflow UI (``/plugin/segmind``), shows
+the candidates' thumbnails, their cost and that failure by cause (recorded by the plugin's listener
+in the real worker). Its screenshot is docs/images/segmind-page.png (set
+SEGMIND_PAGE_SCREENSHOT=<path> to write it there). ``airflow standalone`` forces SimpleAuthManager,
+which lets every role read every DAG: the per-DAG filter is tested in tests/unit/plugins/test_segmind_page.py.
 """
 
 from __future__ import annotations
@@ -49,6 +56,17 @@ PROMPTS = ["A ceramic mug on a desk", "A running shoe on asphalt"]
 VARIANTS = 2
 REVIEWER, PASSWORD = "reviewer", "review-pw-1"
 WAITING = ("awaiting_input", "deferred")  # Airflow 3.3+ parks HITL tasks; 3.1/3.2 defer them
+FAIL_DAG_ID = "segmind_page_failure"
+FAIL_DAG = f"""
+from datetime import datetime
+
+from airflow.sdk import DAG
+
+from airflow_provider_segmind.operators.segmind import SegmindTextToImageOperator
+
+with DAG(dag_id="{FAIL_DAG_ID}", schedule=None, start_date=datetime(2026, 1, 1), catchup=False):
+    SegmindTextToImageOperator(task_id="generate", prompt="__fail__ a lighthouse at night", retries=0)
+"""
 
 
 def _s3(endpoint: str) -> Any:
@@ -122,6 +140,27 @@ async def _answer_in_browser(page: Page, url: str, token: str, base: str, option
     return form
 
 
+async def _show_segmind_page(page: Page, base: str, token: str) -> dict[str, Any]:
+    """Log in, open the Segmind page in the Airflow UI (its frame), wait for the thumbnails, read it, screenshot."""
+    await page.send("Network.enable")
+    await page.send("Network.setCookie", name="_token", value=token, url=base, path="/")
+    await page.send("Page.enable")
+    await page.send("Page.navigate", url=f"{base}/plugin/segmind")
+    frame = "document.querySelector('iframe')?.contentDocument"
+    await page.wait_for(f"{frame}?.querySelector('#failures')", 90)
+    images_js = (
+        f"Array.from({frame}.querySelectorAll('#gallery img'))"
+        ".map(i => ({complete: i.complete, width: i.naturalWidth, alt: i.alt}))"
+    )
+    await page.wait_for(f"(() => {{ const s = {images_js}; return s.every(i => i.complete); }})()", 30)
+    return {
+        "images": await page.evaluate(images_js),
+        "text": await page.evaluate(f"{frame}.body.innerText"),
+        "frame_src": await page.evaluate("document.querySelector('iframe').getAttribute('src')"),
+        "png": await page.screenshot(),
+    }
+
+
 def _events(cluster: AirflowCluster, run_id: str) -> list[tuple[str, Any]]:
     """``(asset uri, extra)`` of the asset events the run emitted."""
     return [
@@ -179,6 +218,7 @@ def reviewed_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
     dags.mkdir()
     shutil.copy(REPO / "example_dags" / f"{DAG_ID}.py", dags)
     passwords = home / "passwords.json"
+    (dags / f"{FAIL_DAG_ID}.py").write_text(FAIL_DAG)
     passwords.write_text(json.dumps({REVIEWER: PASSWORD}))
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
@@ -201,6 +241,7 @@ def reviewed_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
         "SEGMIND_EXAMPLE_BUCKET": BUCKET,
         "SEGMIND_ALLOW_INSECURE_LOOPBACK": "1",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{REVIEWER}:admin",
+        "AIRFLOW__SEGMIND__UI_S3_LOCATIONS": f"s3://{BUCKET}/",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
         # Airflow 3.1.0 signs tokens with iss=None unless an issuer is set, which the PyJWT its
         # constraints allow refuses ("Issuer (iss) must be a string": /auth/token answers 500).
@@ -212,7 +253,9 @@ def reviewed_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
     try:
         cluster.start()
         cluster.wait_for_dag(DAG_ID)
+        cluster.wait_for_dag(FAIL_DAG_ID)
         cluster.trigger(DAG_ID, run_id, {"prompts": PROMPTS, "variants": VARIANTS})
+        cluster.trigger(FAIL_DAG_ID, f"{run_id}_fail", {})
         token = _api(cluster, "POST", "/auth/token", body={"username": REVIEWER, "password": PASSWORD})["access_token"]
         detail_path = f"/api/v2/dags/{DAG_ID}/dagRuns/{quote(run_id)}/taskInstances/review/-1/hitlDetails"
         review_state = _wait_for_review(cluster, run_id)
@@ -260,12 +303,66 @@ def reviewed_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
                 found["ui_run"]["state"] = cluster.wait_for_run(DAG_ID, ui_run, timeout=180)
                 found["ui_run"]["xcom"] = _xcom(cluster, ui_run)
                 found["ui_run"]["events"] = _events(cluster, ui_run)
+        found["page"] = _segmind_page(cluster, token, f"{run_id}_fail")
         found["log_tail"] = cluster.log_tail(80)
         yield found
     finally:
         cluster.stop()
         emulator.stop()
         server.stop()
+
+
+def _segmind_page(cluster: AirflowCluster, token: str, fail_run: str) -> dict[str, Any]:
+    """The Segmind page once the failing DAG ended: its numbers per user, and in Chromium (if installed)."""
+    seen: dict[str, Any] = {"fail_state": cluster.wait_for_run(FAIL_DAG_ID, fail_run, timeout=180)}
+    deadline = time.monotonic() + 120  # the page reads the manifests in the background
+    while True:
+        seen["admin"] = _api(cluster, "GET", "/segmind/api/summary", token)
+        if not seen["admin"]["index"]["running"] or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    try:
+        _api(cluster, "GET", "/segmind/api/summary")
+        seen["anonymous"] = "answered"
+    except RuntimeError as err:
+        seen["anonymous"] = str(err)
+    if chromium_path() is not None:
+        base = f"http://127.0.0.1:{cluster.port}"
+        with Chromium(width=1400, height=1100) as browser:
+            seen["browser"] = browser.run(lambda page: _show_segmind_page(page, base, token))
+        shot = os.environ.get("SEGMIND_PAGE_SCREENSHOT")
+        if shot and seen["admin"]["count"]:  # never replace the docs' picture with an empty page
+            Path(shot).write_bytes(seen["browser"]["png"])
+    return seen
+
+
+def test_the_segmind_page_shows_what_each_user_may_read(reviewed_run: dict[str, Any]) -> None:
+    """Issue 27 item 3 on a real api-server: generations, their cost, and the failure by its cause."""
+    seen = reviewed_run["page"]
+    assert seen["fail_state"] == "failed", reviewed_run["log_tail"]
+    admin = seen["admin"]
+    candidates = len(reviewed_run["xcom"]["store_candidates"]) + len(
+        (reviewed_run.get("ui_run") or {}).get("xcom", {}).get("store_candidates", [])
+    )
+    assert admin["count"] == candidates  # the published copies are the same generations: not counted again
+    assert admin["dags"] == [DAG_ID]
+    assert admin["cost"] > 0
+    assert [row["label"] for row in admin["cost_per_dag"]] == [DAG_ID]
+    # The worker's listener recorded the FAILED job's cause; the page counts it.
+    assert admin["failures_by_cause"] == {"job_failed": 1}
+    assert "HTTP 401" in seen["anonymous"]  # no token, nothing
+
+
+@NEEDS_CHROMIUM
+def test_the_segmind_page_in_a_real_browser(reviewed_run: dict[str, Any]) -> None:
+    """In the Airflow UI's frame: every thumbnail loaded, the charts and the failure shown."""
+    seen = reviewed_run["page"].get("browser")
+    assert seen is not None, reviewed_run["log_tail"]
+    assert seen["frame_src"].endswith("/segmind/")
+    assert len(seen["images"]) == reviewed_run["page"]["admin"]["count"]
+    assert all(image["complete"] and image["width"] > 0 for image in seen["images"]), seen["images"]
+    for text in ("Cost per day", "Cost per DAG", "Failures by cause", "job_failed", DAG_ID, PROMPTS[0]):
+        assert text in seen["text"], seen["text"]
 
 
 def test_the_review_waits_with_one_option_per_candidate(reviewed_run: dict[str, Any]) -> None:

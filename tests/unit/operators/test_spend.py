@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.generation.test_dag_test import _BROKEN, run_dag, write_dag
 
 from airflow_provider_segmind.hooks._spend import forget_ledger
 from airflow_provider_segmind.operators._spend import forget_own_submits
@@ -29,6 +28,7 @@ from airflow_provider_segmind.protocol.spend import (
 )
 from airflow_provider_segmind.protocol.vocabulary import SegmindJobStatus
 from tests.support.jobs import captured_logs, use_emulator
+from tests.unit.operators.test_segmind_dag_test import _BROKEN, run_dag, write_dag
 
 NOW = 1_796_000_000.0  # 2026-11-30, mid-morning UTC
 START, END = day_bounds(NOW)
