@@ -164,6 +164,15 @@ _CONFIG: dict[str, Any] = {
                 "example": None,
                 "default": "30",
             },
+            "ui_record_failures": {
+                "description": "Register the listener that records each failed Segmind task's cause for the "
+                "page's 'failures by cause'. Off by default: Airflow 3.2+ refuses to load a DAG with a "
+                "task set to end_from_trigger=True while any plugin registers a listener.",
+                "version_added": "1.1.0",
+                "type": "boolean",
+                "example": None,
+                "default": "False",
+            },
         },
     }
 }

@@ -37,6 +37,19 @@ class LazyApp:
         await self._app(scope, receive, send)
 
 
+def _failure_listeners() -> list[Any]:
+    """The failure listener, only with ``[segmind] ui_record_failures = True``.
+
+    Why opt-in: while any plugin registers a listener, Airflow 3.2+ refuses to load a DAG with a task
+    whose ``end_from_trigger`` is true ("Listeners are not supported with end_from_trigger=True for
+    deferrable operators", ``airflow/dag_processing/dagbag.py``, ``DagBag.bag_dag``), so a listener
+    registered by merely installing the provider would break such DAGs everywhere.
+    """
+    from airflow.configuration import conf
+
+    return [failure_listener] if conf.getboolean("segmind", "ui_record_failures", fallback=False) else []
+
+
 class SegmindPlugin(AirflowPlugin):
     """The Segmind page and its failure listener."""
 
@@ -51,4 +64,4 @@ class SegmindPlugin(AirflowPlugin):
             "url_route": "segmind",
         }
     ]
-    listeners: list[Any] = [failure_listener]
+    listeners: list[Any] = _failure_listeners()

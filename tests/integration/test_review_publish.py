@@ -242,6 +242,7 @@ def reviewed_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
         "SEGMIND_ALLOW_INSECURE_LOOPBACK": "1",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{REVIEWER}:admin",
         "AIRFLOW__SEGMIND__UI_S3_LOCATIONS": f"s3://{BUCKET}/",
+        "AIRFLOW__SEGMIND__UI_RECORD_FAILURES": "True",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
         # Airflow 3.1.0 signs tokens with iss=None unless an issuer is set, which the PyJWT its
         # constraints allow refuses ("Issuer (iss) must be a string": /auth/token answers 500).

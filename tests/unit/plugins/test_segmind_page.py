@@ -124,6 +124,23 @@ def test_the_page_shows_each_user_only_the_dags_they_may_read(
     from starlette.testclient import TestClient
 
     monkeypatch.setenv("SEGMIND_S3_TEST_BUCKET", s3.bucket)
+    # The listener is opt-in ([segmind] ui_record_failures): registered for this test only, so later
+    # end_from_trigger DAGs in this process still load (Airflow 3.2+ refuses them beside a listener).
+    # The task runner's manager (airflow.sdk.listener on 3.3) and the core one (3.1/3.2), each once.
+    from airflow_provider_segmind.plugins._failures import failure_listener
+
+    managers: list[Any] = []
+    for name in ("airflow.sdk.listener", "airflow.listeners.listener"):
+        try:
+            manager = importlib.import_module(name).get_listener_manager()
+        except ImportError:
+            continue
+        if all(manager is not seen for seen in managers):
+            managers.append(manager)
+    for manager in managers:
+        if not manager.pm.is_registered(failure_listener):
+            manager.add_listener(failure_listener)
+            request.addfinalizer(lambda manager=manager: manager.pm.unregister(failure_listener))
     path = dags_folder / "segmind_page_dags.py"
     path.write_text(DAG_SOURCE)
     request.addfinalizer(lambda: path.unlink(missing_ok=True))
