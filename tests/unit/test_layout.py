@@ -192,7 +192,9 @@ def test_the_protocol_and_the_emulator_import_no_airflow_side_module() -> None:
             assert module.startswith(prefixes), f"{path.relative_to(ROOT)} imports {module}"
 
 
-DEVELOPMENT_DOC = ROOT / "docs" / "development.md"
+#: The repository (the tests run from it, or from its copy without the source package under INSTALL=wheel).
+REPO = Path(__file__).resolve().parents[2]
+DEVELOPMENT_DOC = REPO / "docs" / "development.md"
 
 
 def _layout_table() -> dict[str, set[str]]:
@@ -222,7 +224,7 @@ def test_the_layout_table_in_the_development_docs_matches_the_tree() -> None:
 
 def test_unit_tests_mirror_the_package() -> None:
     """``tests/unit/<folder>/test_<module>[_<aspect>].py`` names the module it tests (``_`` modules without it)."""
-    unit = ROOT / "tests" / "unit"
+    unit = REPO / "tests" / "unit"
     shared = {"protocol/test_rules.py", "test_layout.py"}  # the rules several protocol modules share; this file
     tree = _tree()
     stray = []
