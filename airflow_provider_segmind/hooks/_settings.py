@@ -19,7 +19,7 @@ from airflow_provider_segmind.protocol.history import (
     history_zone,
     normalize_history_url,
 )
-from airflow_provider_segmind.protocol.rate_budget import WINDOW_S, RateBudget
+from airflow_provider_segmind.protocol.rate_budget import TASK_TURNAROUND_S, WINDOW_S, RateBudget
 from airflow_provider_segmind.protocol.retry import RetryPolicy
 from airflow_provider_segmind.protocol.text import redact
 from airflow_provider_segmind.protocol.urls import is_loopback_host, normalize_base_url
@@ -169,7 +169,8 @@ class SegmindConnectionSettings:
                 "history_user_id or history_user_email (not both): one team member's id or email; "
                 "check_model_catalogue: true or false; max_spend_per_day: a positive number of USD; "
                 "requests_per_minute, rate_limit_worker_slots, "
-                "rate_limit_triggerers: whole numbers >= 1 (the key's limit and the processes sharing it)",
+                "rate_limit_triggerers: whole numbers >= 1 (the key's limit and the processes sharing it); "
+                "rate_limit_task_turnaround: positive seconds",
             ) from None
 
 
@@ -271,6 +272,7 @@ def _rate_budget(extras: Mapping[str, Any]) -> RateBudget | None:
         triggerers=_whole(extras, "rate_limit_triggerers", 1) or 1,
         # Not on the form: only an emulator with a sped-up clock counts in a shorter window.
         window_s=_positive(extras, "rate_limit_window", WINDOW_S),
+        task_turnaround_s=_positive(extras, "rate_limit_task_turnaround", TASK_TURNAROUND_S),
     )
 
 

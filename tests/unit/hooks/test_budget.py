@@ -44,10 +44,13 @@ def fresh_budgets() -> None:
 @pytest.mark.parametrize(
     ("limit", "slots", "triggerers", "split", "images"),
     [
-        (50, 4, 1, (4, 34), 16),  # Pro, a 4-slot pool: 16 images a minute of the 16.7 the limit allows
+        # Pro, a 5-slot pool: 14.8 images a minute of the 16.7 the limit allows (a slot submits once
+        # per 15.25 s spacing + 5 s turnaround); 4 slots at 4/min each would make 11.9.
+        (50, 5, 1, (4, 30), 14.81),
+        (50, 4, 1, (5, 30), 13.95),
         (5, 1, 1, (2, 3), 1.5),  # Free: 1.5 of 1.67
-        (50, 1, 1, (17, 33), 16.5),
-        (1000, 16, 2, (21, 332), 332),
+        (50, 1, 1, (32, 18), 8.69),  # one slot cannot submit faster than its turnaround allows
+        (1000, 16, 2, (43, 156), 149.57),
     ],
 )
 def test_the_split_lets_the_most_images_through_within_the_limit(
@@ -55,9 +58,18 @@ def test_the_split_lets_the_most_images_through_within_the_limit(
 ) -> None:
     budget = RateBudget(limit, worker_slots=slots, triggerers=triggerers)
     assert budget.split() == split
-    assert budget.images_per_minute() == images
+    assert budget.images_per_minute() == pytest.approx(images, abs=0.01)
     worker, triggerer = split
     assert worker * slots + triggerer * triggerers <= limit
+
+
+@pytest.mark.parametrize(("turnaround", "split"), [(0.0, (4, 34)), (3.0, (5, 30)), (10.0, (6, 26))])
+def test_the_turnaround_picks_the_split_and_never_the_total(turnaround: float, split: tuple[int, int]) -> None:
+    """A slot submits once per spacing plus turnaround: the longer the turnaround, the larger the
+    worker share that keeps up with the triggerer; the sum stays under the limit whatever it is."""
+    budget = RateBudget(50, worker_slots=4, triggerers=1, task_turnaround_s=turnaround)
+    assert budget.split() == split
+    assert split[0] * 4 + split[1] <= 50
 
 
 def test_every_split_stays_within_the_limit() -> None:
@@ -91,12 +103,15 @@ def test_results_then_polls_then_the_rest() -> None:
 def test_the_extras_become_the_budget(emulator: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     set_conn(monkeypatch, emulator, requests_per_minute="50", rate_limit_worker_slots=4)
     assert SegmindHook().get_settings().rate_budget == RateBudget(50, worker_slots=4, triggerers=1)
+    set_conn(monkeypatch, emulator, requests_per_minute="50", rate_limit_worker_slots=4, rate_limit_task_turnaround="9")
+    assert SegmindHook().get_settings().rate_budget == RateBudget(50, worker_slots=4, task_turnaround_s=9.0)
     set_conn(monkeypatch, emulator)
     assert SegmindHook().get_settings().rate_budget is None  # no extra: nothing waits
     for extra, named in (
         ({"requests_per_minute": "5.5"}, "whole number"),
         ({"requests_per_minute": 5, "rate_limit_worker_slots": 8}, "pool at most 3 slots"),
         ({"requests_per_minute": 0}, "at least 1"),
+        ({"requests_per_minute": 50, "rate_limit_task_turnaround": -1}, "rate_limit_task_turnaround"),
     ):
         set_conn(monkeypatch, emulator, **extra)
         with pytest.raises(SegmindInvalidParametersError, match=named):
