@@ -41,7 +41,8 @@ logger at ERROR, so log formatting does not dominate CPU figures (3b counts its 
    pool size), today (the same operator without the extra) and the SDK (``client.run`` in a task).
    Reported: images per minute (steady state, and over the whole run) as a fraction of R/3, 429
    answers, failed tasks, requests per image (the emulator's per-key counters). Real time: 200 jobs at
-   50/min (5 pool slots a side) and 7 at 5/min (1 slot) (``--quick``: 4 at 50/min only). Target: >= 80% of R/3, no 429, no failure.
+   50/min (5 pool slots a side) and 7 at 5/min (1 slot) (``--quick``: 4 at 50/min only). Target: >= 80%
+   of R/3, no 429, no failure.
 
 2. Triggerer capacity (``b2_triggerer``)
    The emulator runs as the CLI (its own process and GIL, ``--no-render-on-result``, queue 0-5 s,
