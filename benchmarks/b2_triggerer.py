@@ -113,7 +113,11 @@ async def _warm_up() -> None:
 
 
 async def _ours(
-    jobs: dict[str, float], received: dict[str, float], payloads: dict[str, dict[str, Any]], portal: Any
+    jobs: dict[str, float],
+    received: dict[str, float],
+    payloads: dict[str, dict[str, Any]],
+    portal: Any,
+    watching: dict[str, float],
 ) -> list[asyncio.Task[None]]:
     """Create and start the triggers the way ``TriggerRunner.create_triggers``/``run_trigger`` do."""
     from airflow._shared.module_loading import import_string
@@ -144,6 +148,7 @@ async def _ours(
         if classpath not in cache:
             cache[classpath] = import_string(classpath)
         trigger = cache[classpath](**kwargs)
+        watching[rid] = time.time()
         tasks.append(asyncio.create_task(run_trigger(rid, trigger), name=f"trigger {rid}"))
         if n % 50 == 0:
             await asyncio.sleep(0)
@@ -185,6 +190,7 @@ async def _bare(
     payloads: dict[str, dict[str, Any]],
     portal: Any,
     base_url: str,
+    watching: dict[str, float],
 ) -> list[asyncio.Task[None]]:
     """The same schedule, but a new ``aiohttp.ClientSession`` (so a new TCP connection) per call."""
     import aiohttp
@@ -232,6 +238,7 @@ async def _bare(
 
     tasks = []
     for n, (rid, submitted_at) in enumerate(jobs.items()):
+        watching[rid] = time.time()
         tasks.append(asyncio.create_task(watch(rid, submitted_at)))
         if n % 50 == 0:
             await asyncio.sleep(0)
@@ -251,11 +258,14 @@ async def _worker(mode: str, n: int, base_url: str, emulator_pid: int, api_url: 
     if mode == "baseline":
         _use_a_session_per_call()
     await _warm_up()
+    submit0 = time.perf_counter()
     jobs = await _submit_all(base_url, n)
+    submit_s = time.perf_counter() - submit0
     emulator = psutil.Process(emulator_pid)
     stats0 = await _get_json(base_url, "/_emulator/stats")
     emu_cpu0 = sum(emulator.cpu_times()[:2])
     received: dict[str, float] = {}
+    watching: dict[str, float] = {}
     payloads: dict[str, dict[str, Any]] = {}
     gc.collect()
     rss0 = rss_bytes()
@@ -276,9 +286,9 @@ async def _worker(mode: str, n: int, base_url: str, emulator_pid: int, api_url: 
     cpu0 = cpu_seconds()
     wall0 = time.perf_counter()
     if mode in ("ours", "baseline"):
-        tasks = await _ours(jobs, received, payloads, portal)
+        tasks = await _ours(jobs, received, payloads, portal, watching)
     else:
-        tasks = await _bare(jobs, received, payloads, portal, api_url)
+        tasks = await _bare(jobs, received, payloads, portal, api_url, watching)
     done, pending = await asyncio.wait(tasks, timeout=RUN_TIMEOUT_S)
     wall = time.perf_counter() - wall0
     cpu = cpu_seconds() - cpu0
@@ -293,7 +303,14 @@ async def _worker(mode: str, n: int, base_url: str, emulator_pid: int, api_url: 
     emu_cpu = sum(emulator.cpu_times()[:2]) - emu_cpu0
     stats1 = await _get_json(base_url, "/_emulator/stats")
     completed_at = {job["request_id"]: job["completed_at"] for job in await _get_json(base_url, "/_emulator/jobs")}
-    latencies = sorted(received[rid] - completed_at[rid] for rid in received if rid in completed_at)
+    # Detection latency: from the later of the job's completion and its trigger's start. All N jobs are
+    # submitted before the first trigger starts (so the CPU figures are the triggers' alone), and at
+    # N=5,000 the submits take seconds: a job that finished before its trigger existed could not have
+    # been noticed earlier by any trigger. The raw figure (from completion) is kept beside it.
+    timed = [rid for rid in received if rid in completed_at]
+    latencies = sorted(received[rid] - max(completed_at[rid], watching.get(rid, 0.0)) for rid in timed)
+    raw_latencies = sorted(received[rid] - completed_at[rid] for rid in timed)
+    done_before_watch = sum(1 for rid in timed if completed_at[rid] < watching.get(rid, 0.0))
 
     def delta(name: str) -> int:
         return int(stats1.get(name, 0)) - int(stats0.get(name, 0))
@@ -320,6 +337,11 @@ async def _worker(mode: str, n: int, base_url: str, emulator_pid: int, api_url: 
         "latency_p50_s": percentile(latencies, 50),
         "latency_p99_s": percentile(latencies, 99),
         "latency_max_s": latencies[-1] if latencies else None,
+        "raw_latency_p50_s": percentile(raw_latencies, 50),
+        "raw_latency_p99_s": percentile(raw_latencies, 99),
+        "done_before_watch": done_before_watch,
+        "submit_s": submit_s,
+        "watch_start_spread_s": (max(watching.values()) - min(watching.values())) if watching else 0.0,
         "loop_lag_p99_s": percentile(lags, 99),
         "loop_lag_max_s": max(lags) if lags else None,
     }
@@ -425,7 +447,9 @@ class _TlsFront:
         return f"https://127.0.0.1:{self.port}"
 
 
-def _cpu_row(metric: str, ours: dict[str, Any], base: dict[str, Any], graded: bool, note: str = "") -> Row:
+def _cpu_row(
+    metric: str, ours: dict[str, Any], base: dict[str, Any], graded: bool, note: str = "", target: float = 0.5
+) -> Row:
     ratio = ours["cpu_s_per_1000_polls"] / base["cpu_s_per_1000_polls"]
     return Row(
         "2",
@@ -433,14 +457,20 @@ def _cpu_row(metric: str, ours: dict[str, Any], base: dict[str, Any], graded: bo
         fmt(ours["cpu_s_per_1000_polls"], 2),
         fmt(base["cpu_s_per_1000_polls"], 2),
         f"{ratio:.2f}x",
-        "<= 0.5x baseline" if graded else "report",
-        yes_no(ratio <= 0.5) if graded else "n/a",
+        f"<= {target:g}x baseline" if graded else "report",
+        yes_no(ratio <= target) if graded else "n/a",
         note=note,
     )
 
 
 def _rows(
-    label: str, n: int, ours: dict[str, Any], base: dict[str, Any], latency_target: float, graded: bool
+    label: str,
+    n: int,
+    ours: dict[str, Any],
+    base: dict[str, Any],
+    latency_target: float,
+    graded: bool,
+    cpu_target: float = 0.5,
 ) -> list[Row]:
     all_done = ours["finished"] == n and ours["event_statuses"].get("success", 0) == n
     mem_ratio = ours["rss_per_trigger_kb"] / base["rss_per_trigger_kb"] if base["rss_per_trigger_kb"] > 0 else None
@@ -454,7 +484,7 @@ def _rows(
             "all",
             yes_no(all_done),
         ),
-        _cpu_row(f"{label}: CPU s per 1,000 status polls (trigger side)", ours, base, graded),
+        _cpu_row(f"{label}: CPU s per 1,000 status polls (trigger side)", ours, base, graded, target=cpu_target),
         Row(
             "2",
             f"{label}: peak memory per trigger (RSS growth / N)",
@@ -475,12 +505,26 @@ def _rows(
         ),
         Row(
             "2",
-            f"{label}: detection latency p50 / p99",
+            f"{label}: detection latency p50 / p99 (from completion, or the trigger's start if later)",
             f"{fmt(ours['latency_p50_s'], 2)} / {fmt(ours['latency_p99_s'], 2)} s",
             f"{fmt(base['latency_p50_s'], 2)} / {fmt(base['latency_p99_s'], 2)} s",
             "",
             f"p99 <= {latency_target:g} s" if graded else "report",
             yes_no(ours["latency_p99_s"] <= latency_target) if graded else "n/a",
+        ),
+        Row(
+            "2",
+            f"  {label}: the same from completion only; jobs done before their trigger started",
+            f"{fmt(ours['raw_latency_p50_s'], 2)} / {fmt(ours['raw_latency_p99_s'], 2)} s; "
+            f"{ours['done_before_watch']:,}",
+            f"{fmt(base['raw_latency_p50_s'], 2)} / {fmt(base['raw_latency_p99_s'], 2)} s; "
+            f"{base['done_before_watch']:,}",
+            "",
+            "report",
+            "n/a",
+            note=f"the {n:,} submits took {ours['submit_s']:.1f} s (ours) / {base['submit_s']:.1f} s (baseline) before "
+            f"the first trigger started; starting all triggers took {ours['watch_start_spread_s']:.1f} s / "
+            f"{base['watch_start_spread_s']:.1f} s",
         ),
     ]
 
@@ -503,8 +547,17 @@ def run(quick: bool) -> BenchResult:
                     runs[f"{mode}_1000_https"] = _one_run(emu, mode, 1000, tls)
     result.figures = {"runs": runs, "schedule": schedule.to_dict(), "latency_target_s": latency_target}
     for n in sizes:
-        graded = n == 1000
-        result.rows += _rows(f"N={n:,}", n, runs[f"ours_{n}"], runs[f"baseline_{n}"], latency_target, graded)
+        # Graded: N=1,000 (p99, CPU <= 0.5x the session-per-call trigger) and N=5,000 (p99, CPU <= 0.3x).
+        graded = n in (1000, 5000)
+        result.rows += _rows(
+            f"N={n:,}",
+            n,
+            runs[f"ours_{n}"],
+            runs[f"baseline_{n}"],
+            latency_target,
+            graded,
+            cpu_target=0.3 if n == 5000 else 0.5,
+        )
         if n == sizes[0]:
             result.rows.append(
                 _cpu_row(
