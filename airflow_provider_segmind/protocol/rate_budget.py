@@ -28,6 +28,7 @@ requests into the server's 60 s window.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Final, Literal
 
 from airflow_provider_segmind.protocol.schedule import PollSchedule
@@ -105,6 +106,11 @@ class RateBudget:
     def split(self) -> tuple[int, int]:
         """Whole requests a minute for each worker slot and for each triggerer: the split that lets
         the most images through (ties: the larger triggerer share, so polls keep up with submits)."""
+        return self._best_split
+
+    @cached_property
+    def _best_split(self) -> tuple[int, int]:
+        # Searched once per budget (the fields are frozen): every budgeted request asks for its spacing.
         best: tuple[float, int, int] | None = None
         for worker in range(1, self.requests_per_minute // self.worker_slots + 1):
             left = self.requests_per_minute - worker * self.worker_slots
