@@ -7,7 +7,6 @@ own ``~/airflow``.
 
 from __future__ import annotations
 
-import base64
 import os
 import subprocess
 import sys
@@ -25,11 +24,12 @@ os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(_DAGS)
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_HOME / 'airflow.db'}"
 os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO")
-# One Fernet key for this process and every Airflow process it starts (as a deployment has one).
-# Without it, Airflow 3.3 reads an empty key in this process (its airflow.cfg does not exist yet at
-# import) while the first ``airflow`` CLI writes a generated key into the file: Variables written
-# by a subprocess were then read back here still encrypted.
-os.environ.setdefault("AIRFLOW__CORE__FERNET_KEY", base64.urlsafe_b64encode(os.urandom(32)).decode())
+# One Fernet setting for this process and every Airflow process it starts: none. Left unset, Airflow
+# 3.3 read an empty key here (its airflow.cfg did not exist yet at import) while the first `airflow`
+# CLI wrote a generated key into the file, so a Variable written by a process that read the file came
+# back here still encrypted. Not a key either: Airflow 3.1.0's get_fernet() sets an attribute on
+# cryptography's MultiFernet, which current cryptography refuses ("no attribute 'is_encrypted'").
+os.environ["AIRFLOW__CORE__FERNET_KEY"] = ""
 # No connection is defined by default: each test sets the ones it needs (monkeypatch.setenv).
 os.environ.pop("AIRFLOW_CONN_SEGMIND_DEFAULT", None)
 
