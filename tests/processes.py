@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 import subprocess
+from typing import Any
 
 
 def group_alive(pgid: int) -> bool:
@@ -19,7 +20,7 @@ def group_alive(pgid: int) -> bool:
     return True
 
 
-def stop_group(process: subprocess.Popen[bytes], *, term_wait: float) -> None:
+def stop_group(process: subprocess.Popen[Any], *, term_wait: float) -> None:
     """Stop a process started with ``start_new_session=True`` and its group: TERM, wait, then KILL.
 
     For harnesses whose leftovers are a defect to clean up (the browser, the integration cluster);

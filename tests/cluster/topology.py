@@ -251,6 +251,7 @@ class CeleryCluster(AirflowCluster):
     def stop(self, grace: float = 30) -> None:
         """SIGTERM every component's process group at once, SIGKILL what is left of their sessions after
         ``grace`` s, then sweep anything else that carries this cluster's AIRFLOW_HOME."""
+        self._stop_cli_server()
         for process in self.processes.values():
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGTERM)

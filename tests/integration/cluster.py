@@ -10,10 +10,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Mapping
@@ -51,6 +53,9 @@ class AirflowCluster:
     process: subprocess.Popen[bytes] | None = None
     #: The standalone's descendants seen at stop, pid -> start time (a pid may be reused later).
     _family: dict[int, float] = field(default_factory=dict)
+    #: The long-lived process that runs this cluster's CLI commands (``airflow()``), and its lock.
+    _cli: subprocess.Popen[str] | None = None
+    _cli_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def log_path(self) -> Path:
@@ -89,18 +94,64 @@ class AirflowCluster:
         return env
 
     def airflow(self, *args: str, timeout: float = 120) -> str:
-        """Run an ``airflow`` CLI command against this cluster's home; return its stdout."""
-        done = subprocess.run(
-            [sys.executable, "-m", "airflow", *args],
-            env=self.environment(),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"airflow {' '.join(args)} failed ({done.returncode}): {done.stderr[-2000:]}")
-        return done.stdout
+        """Run an ``airflow`` CLI command against this cluster's home; return its stdout.
+
+        The commands run in one long-lived process (``_cli_server.py``: the same parser and
+        functions, Airflow imported once instead of once per command).
+        """
+        with self._cli_lock:
+            server = self._cli_server()
+            assert server.stdin is not None
+            assert server.stdout is not None
+            server.stdin.write(json.dumps(list(args)) + "\n")
+            server.stdin.flush()
+            ready, _, _ = select.select([server.stdout], [], [], timeout)
+            line = server.stdout.readline() if ready else ""
+            if not line:
+                self._stop_cli_server()
+                why = f"no answer within {timeout:g} s" if not ready else "the CLI process exited"
+                raise RuntimeError(f"airflow {' '.join(args)}: {why}:\n{self._cli_log_tail()}")
+        reply = json.loads(line)
+        if reply["rc"] != 0:
+            raise RuntimeError(
+                f"airflow {' '.join(args)} failed ({reply['rc']}): {reply['stderr'][-2000:]}\n{self._cli_log_tail()}"
+            )
+        return str(reply["stdout"])
+
+    def _cli_server(self) -> subprocess.Popen[str]:
+        if self._cli is None or self._cli.poll() is not None:
+            self.home.mkdir(parents=True, exist_ok=True)
+            with (self.home / "cli.log").open("ab") as log:
+                self._cli = subprocess.Popen(
+                    [sys.executable, str(Path(__file__).with_name("_cli_server.py"))],
+                    env=self.environment(),
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=log,
+                    text=True,
+                    start_new_session=True,
+                )
+        return self._cli
+
+    def _stop_cli_server(self) -> None:
+        cli, self._cli = self._cli, None
+        if cli is None:
+            return
+        with contextlib.suppress(OSError):
+            assert cli.stdin is not None
+            cli.stdin.close()  # end of input: it returns from main()
+        try:
+            cli.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            stop_group(cli, term_wait=5)
+        if cli.stdout is not None:
+            cli.stdout.close()
+
+    def _cli_log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join((self.home / "cli.log").read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no CLI log)"
 
     def start(self, timeout: float = 240) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
@@ -185,6 +236,7 @@ class AirflowCluster:
 
     def stop(self) -> None:
         """Stop every process started: by process group, then every descendant and anything with our home."""
+        self._stop_cli_server()
         process, self.process = self.process, None
         if process is None:
             return
