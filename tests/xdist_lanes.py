@@ -9,7 +9,8 @@ more than halve the wall time on a 2-core machine. Two rules make that safe and 
   process. There are two lanes, so at most two Airflows run at once, and with three processes one
   is left for the quick files from the start.
 - **Longest first.** The lanes are collected first (``--no-loadscope-reorder`` keeps collection
-  order), so they start at once instead of after the quick files, which then fill in around them.
+  order), so they start at once instead of after the quick files, then the files that mostly wait
+  (``WAITERS``); the quick files fill in around them.
 
 Every other file is its own scope (``--dist loadfile``'s rule), so module fixtures start once. Without
 xdist (``PYTEST_JOBS=0``) only the collection order changes.
@@ -30,6 +31,17 @@ LANES: tuple[tuple[str, str], ...] = (
     ("tests/cluster/", "real Airflow 2"),
 )
 LANE_NAMES = frozenset(name for _, name in LANES)
+#: Files that mostly wait (the exactly-once matrices sleep through history lags: about 110 s each
+#: for 2 CPU-seconds; the dag.test files poll), started right after the lanes so their waiting
+#: overlaps other files' work instead of ending the run on an idle machine.
+WAITERS: tuple[str, ...] = (
+    "tests/exactly_once/test_matrix_",
+    "tests/unit/operators/test_segmind_dag_test.py",
+    "tests/unit/operators/test_segmind.py",
+    "tests/unit/operators/test_image_input.py",
+    "tests/unit/operators/test_segmind_real_answers.py",
+    "tests/unit/operators/test_reconcile.py",
+)
 
 
 def lane_of(nodeid: str) -> str:
@@ -38,10 +50,17 @@ def lane_of(nodeid: str) -> str:
     return next((name for prefix, name in LANES if path.startswith(prefix)), path)
 
 
+def _rank(nodeid: str, lanes: list[str]) -> int:
+    lane = lane_of(nodeid)
+    if lane in LANE_NAMES:
+        return lanes.index(lane)
+    return len(lanes) if lane.startswith(WAITERS) else len(lanes) + 1
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Put the lanes first, in lane order (a stable sort: every other test keeps its order)."""
-    order = sorted(LANE_NAMES)
-    items.sort(key=lambda item: order.index(lane) if (lane := lane_of(item.nodeid)) in LANE_NAMES else len(order))
+    """Put the lanes first, in lane order, then the waiters (a stable sort: the rest keeps its order)."""
+    lanes = sorted(LANE_NAMES)
+    items.sort(key=lambda item: _rank(item.nodeid, lanes))
 
 
 @pytest.hookimpl(optionalhook=True)

@@ -184,6 +184,24 @@ class RequestClaims:
         claim = self.owner_of(request_id, created_at)
         return claim is not None and not self._is_ours(claim)
 
+    def not_this_attempts(self, request_id: str, created_at: float, since: float) -> bool:
+        """Whether ``request_id`` cannot be the lost submit of an attempt that began at ``since``:
+        another task instance (or an earlier clear of this one) owns it, or this task instance
+        claimed it before ``since``, so an earlier try's request (a try claims only after its
+        request exists; that try's FAILED job must not pass for this try's lost resubmit).
+
+        Both instants come from this deployment's clocks (the claim's ``at`` and the attempt's
+        start); a worker that re-attaches after a death searches from the dead try's own
+        ``since`` (its attempt record), so the claim that try wrote still counts as its own.
+        """
+        claim = self.owner_of(request_id, created_at)
+        if claim is None:
+            return False
+        if not self._is_ours(claim):
+            return True
+        at = claim.get("at")
+        return isinstance(at, (int, float)) and at < since
+
     @staticmethod
     def describe(claim: Mapping[str, Any] | None) -> str:
         """Who holds a claim, for log lines and errors."""

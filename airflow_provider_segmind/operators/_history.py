@@ -181,17 +181,18 @@ class _HistoryLookups(BaseOperator):
             )
 
     def _unclaimed(
-        self, context: Context, candidates: Sequence[HistoryRecord], ignore: frozenset[str]
+        self, context: Context, candidates: Sequence[HistoryRecord], ignore: frozenset[str], since: float
     ) -> list[HistoryRecord] | None:
-        """The candidates no other task instance (or earlier clear of this one) has claimed; ``None``
-        when the claims cannot be read (then nothing proves whose a request is)."""
+        """The candidates no other task instance (or earlier clear of this one) has claimed, nor this
+        one before the attempt began at ``since`` (an earlier try's); ``None`` when the claims
+        cannot be read (then nothing proves whose a request is)."""
         claims = self._claims(context)
         free: list[HistoryRecord] = []
         for record in candidates:
             if request_id_key(record.request_id) in ignore:
                 continue
             try:
-                if claims.foreign(record.request_id, _created(record)):
+                if claims.not_this_attempts(record.request_id, _created(record), since):
                     continue
             except Exception as err:
                 self.log.warning("Cannot read the Segmind request claims (%s).", err)
@@ -246,7 +247,7 @@ class _HistoryLookups(BaseOperator):
                     break
             else:
                 answered = True
-                free = self._unclaimed(context, found, ignore)
+                free = self._unclaimed(context, found, ignore, since)
                 if free is None:
                     return _HISTORY_DOWN
                 ambiguous = Ambiguous(tuple(r.request_id for r in free)) if len(free) > 1 else None

@@ -151,6 +151,44 @@ def test_a_claim_round_slower_than_the_settle_gives_the_request_up(claims: Any) 
     assert theirs.foreign("req-1", 1000.0)  # the slow claim stays: its owner is on record
 
 
+def test_a_claim_this_task_wrote_before_the_attempt_began_is_an_earlier_tries(claims: Any) -> None:
+    """Only the attempt that claimed a request, or a re-search of that attempt's own send window
+    (after its worker died), may take it from the history; a later try may not."""
+    mine = RequestClaims(RecordingTI(), _Log(), clock=lambda: 1000.0)
+    mine.mark("req-earlier-try", 999.0)
+    assert mine.not_this_attempts("req-earlier-try", 999.0, since=1010.0)  # a later try's lost resubmit
+    assert not mine.not_this_attempts("req-earlier-try", 999.0, since=998.0)  # the claiming attempt's window
+    assert not mine.not_this_attempts("req-nobody-claimed", 999.0, since=1010.0)
+    other = RecordingTI()
+    other.map_index = 2
+    assert RequestClaims(other, _Log()).not_this_attempts("req-earlier-try", 999.0, since=0.0)
+
+
+def test_a_retry_after_a_failed_job_never_takes_that_job_for_its_lost_resubmit(
+    emulator_factory: Any, monkeypatch: pytest.MonkeyPatch, claims: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Seen in the soak in CI (2026-12-06, prompt 1): try 1's job FAILED; try 2's resubmit was reset
+    before it reached Segmind; the history, whose SD3 Large rows keep only the page's declared fields
+    (no seed), showed try 1's FAILED request with the same prompt inside the send window's
+    clock-skew margin. Try 2 took it for its own lost submit and failed on it again, so the FAILED
+    job was never resubmitted. This task claimed that request before try 2 began: it is an earlier
+    try's, nothing is this attempt's, and the unknown outcome takes the safe rule."""
+    emu = emulator_factory()
+    emu.configure(history_declared_only=True)
+    use_emulator(monkeypatch, emu, extra=FAST_EXTRA)
+    store = DictTaskStateStore()
+    with pytest.raises(Exception, match="FAILED") as first:
+        t2i(prompt="a lighthouse __fail__", seed=None).execute(make_context(store))
+    (failed,) = emu.jobs()
+    assert failed["request_id"] in str(first.value)
+    emu.script([{"endpoint": "submit", "fault": "reset_before"}])
+    with pytest.raises(AirflowFailException, match="outcome of this Segmind submit is unknown") as second:
+        t2i(prompt="a lighthouse __fail__", seed=None, history_wait=1.0).execute(make_context(store, try_number=2))
+    assert failed["request_id"] not in str(second.value)
+    assert "Found the lost submit" not in caplog.text
+    assert emu.stats()["submissions"] == 1  # the reset one never reached Segmind
+
+
 def test_a_claim_from_before_a_clear_is_foreign_to_the_cleared_task(claims: Any) -> None:
     before = RecordingTI()
     before.max_tries = 1
