@@ -2,7 +2,7 @@
 #   make demo   the example pipeline against the bundled emulator (pictures at the end)
 #   make test   the test suite (unit, emulator, Airflow dag.test and real-triggerer runs)
 # Also: make lint, make docs (the documentation site, into ./site), make dist (sdist + wheel into
-# ./dist, twine-checked), make bench (benchmarks, ~11 min), make soak (fault-injection soak, ~25 min),
+# ./dist, twine-checked), make bench (benchmarks, ~40 min), make soak (fault-injection soak, ~25 min),
 # make contract (which assumptions about Segmind's API hold for your key's account; docs/contract.md).
 # `make` first checks that $(PYTHON) is 3.11+ with its venv module (.ci/check_python.py prints the fix;
 # another interpreter: make test PYTHON=python3.12), then creates .venv, installs uv into it and, with
@@ -123,7 +123,7 @@ wheel-tree:
 # What `make test` says before it starts: how long the whole suite takes, and which tests skip here.
 CHROMIUM := $(firstword $(foreach name,chromium chromium-browser google-chrome,$(shell command -v $(name) 2>/dev/null)))
 define TEST_BANNER
-	@$(if $(PYTEST_ARGS),,echo "make test: the whole suite, about 12 minutes on 2 cores ($(PYTEST_JOBS) pytest processes, PYTEST_JOBS; two real Airflows at a time).")
+	@$(if $(PYTEST_ARGS),,echo "make test: the whole suite, about 10 minutes on 2 cores ($(PYTEST_JOBS) pytest processes, PYTEST_JOBS; two real Airflows at a time).")
 	@$(if $(CHROMIUM),,echo "make test: no chromium on the PATH, so the 2 tests that drive Airflow's review screen in a real headless browser (tests/integration/test_review_publish.py) will skip: nothing else shows what a reviewer sees. 'apt install chromium' runs them.")
 endef
 
