@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -181,8 +182,7 @@ class RequestClaims:
 
     def foreign(self, request_id: str, created_at: float) -> bool:
         """Whether another task instance (or an earlier clear of this one) owns ``request_id``."""
-        claim = self.owner_of(request_id, created_at)
-        return claim is not None and not self._is_ours(claim)
+        return self.not_this_attempts(request_id, created_at, since=-math.inf)
 
     def not_this_attempts(self, request_id: str, created_at: float, since: float) -> bool:
         """Whether ``request_id`` cannot be the lost submit of an attempt that began at ``since``:

@@ -3,8 +3,8 @@
 Why not one ``airflow`` process per command, as a user types them: each one imports Airflow and
 its providers again, about 6 CPU-seconds on this machine, and the real-Airflow scenarios and
 benchmark 1c issue about 40 of them per CI run (``pools set``, ``dags unpause``, ``dags
-trigger``): minutes of a 2-core CI spent on imports. Here the same commands run through the same
-parser and functions (``airflow.__main__.main``'s steps, minus argcomplete), once per line.
+trigger``): minutes of a 2-core CI spent on imports. Here each line runs ``airflow.__main__.main``
+itself, as the ``airflow`` script does (its parser is cached), in a process that imported Airflow once.
 
 Protocol: one JSON list of arguments per line on stdin; one JSON object per line on the file
 descriptor that was stdout at start (``rc``, ``stdout``, ``stderr``). Everything else the process
@@ -22,29 +22,19 @@ import traceback
 
 
 def main() -> None:
-    """Serve commands until stdin closes."""
+    """Serve commands until stdin closes, each through Airflow's own ``airflow.__main__.main``."""
     replies = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # stray writes to fd 1 (log handlers, C code) must not corrupt the replies
 
-    from airflow import configuration
-    from airflow.cli import cli_parser
+    from airflow.__main__ import main as airflow_main
 
-    parser = cli_parser.get_parser()
-    wrote_config = False
     for line in sys.stdin:
-        argv = json.loads(line)
         out, err = io.StringIO(), io.StringIO()
         rc = 0
+        sys.argv = ["airflow", *json.loads(line)]
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
-                args = parser.parse_args(argv)
-                if args.subcommand not in ("lazy_loaded", "version") and not wrote_config:
-                    # As airflow.__main__.main does before every command but these two.
-                    write = getattr(configuration, "write_default_airflow_configuration_if_needed", None)
-                    if write is not None:
-                        write()
-                    wrote_config = True
-                args.func(args)
+                airflow_main()
             except SystemExit as exit_:
                 code = exit_.code
                 rc = code if isinstance(code, int) else (0 if code is None else 1)
