@@ -164,17 +164,19 @@ def test_a_claim_this_task_wrote_before_the_attempt_began_is_an_earlier_tries(cl
     assert RequestClaims(other, _Log()).not_this_attempts("req-earlier-try", 999.0, since=0.0)
 
 
+@pytest.mark.parametrize("profile", sorted(HISTORY_PROFILES))
 def test_a_retry_after_a_failed_job_never_takes_that_job_for_its_lost_resubmit(
-    emulator_factory: Any, monkeypatch: pytest.MonkeyPatch, claims: Any, caplog: pytest.LogCaptureFixture
+    emulator_factory: Any, monkeypatch: pytest.MonkeyPatch, claims: Any, caplog: pytest.LogCaptureFixture, profile: str
 ) -> None:
     """Seen in the soak in CI (2026-12-06, prompt 1): try 1's job FAILED; try 2's resubmit was reset
     before it reached Segmind; the history, whose SD3 Large rows keep only the page's declared fields
     (no seed), showed try 1's FAILED request with the same prompt inside the send window's
     clock-skew margin. Try 2 took it for its own lost submit and failed on it again, so the FAILED
     job was never resubmitted. This task claimed that request before try 2 began: it is an earlier
-    try's, nothing is this attempt's, and the unknown outcome takes the safe rule."""
-    emu = emulator_factory()
-    emu.configure(history_declared_only=True)
+    try's, nothing is this attempt's, and the unknown outcome takes the safe rule. Under every history
+    profile; ``declared-only`` is the one where the old check fails (``all`` keeps no seed either, but
+    its rows lag past this 1 s wait)."""
+    emu = emulator_factory(**HISTORY_PROFILES[profile])
     use_emulator(monkeypatch, emu, extra=FAST_EXTRA)
     store = DictTaskStateStore()
     with pytest.raises(Exception, match="FAILED") as first:
